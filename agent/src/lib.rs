@@ -1,0 +1,1 @@
+//! tvpd, the trusted virtualization platform host agent, and tvpctl, its CLI.

@@ -1,0 +1,28 @@
+//! Serde helpers for byte strings carried as lowercase hex or base64 in JSON.
+
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Serialize bytes as lowercase hex.
+pub fn ser_hex<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+/// Deserialize bytes from hex (either case).
+pub fn de_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = <&str>::deserialize(d)?;
+    hex::decode(s).map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))
+}
+
+/// Serialize bytes as standard base64 (with padding).
+pub fn ser_b64<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+}
+
+/// Deserialize bytes from standard base64 (with padding).
+pub fn de_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    let s = <&str>::deserialize(d)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+}

@@ -1,0 +1,12 @@
+//! tvp evidence: the documented JSON wire format of a TPM-signed attestation, the
+//! host event log (TCG Canonical Event Log, JSON encoding), and a verifier that needs
+//! no TPM and no C library, so tenants' boot servers and `tvpctl` can use it anywhere.
+//!
+//! The formats are specified in `docs/evidence.md`; this crate is their one definition.
+
+pub mod eventlog;
+pub mod evidence;
+pub mod hexbytes;
+
+pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};
+pub use evidence::{Evidence, ExpectedPcrs, HexDigest, PcrBank, QuoteBlobs, EVIDENCE_VERSION};
