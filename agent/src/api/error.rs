@@ -1,0 +1,114 @@
+//! API errors: an HTTP status, a stable code and a message that says what to fix.
+
+use crate::tpm::TpmError;
+
+use super::types::{ErrorBody, ErrorDetail};
+
+/// An error answered to an API client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// For 405: the methods the path allows.
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+    /// 400: the body is not valid JSON or not the expected shape.
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_json", message)
+    }
+    /// 400: a field's value is not acceptable.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_argument", message)
+    }
+    /// 403: the caller may not use the API.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+    /// 404: no such path.
+    pub fn not_found(path: &str) -> Self {
+        Self::new(
+            404,
+            "not_found",
+            format!("no such endpoint: {path} (see docs/api.md)"),
+        )
+    }
+    /// 405: the path exists, the method does not.
+    pub fn method_not_allowed(method: &str, path: &str, allow: &'static str) -> Self {
+        ApiError {
+            allow: Some(allow),
+            ..Self::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}; use {allow}"),
+            )
+        }
+    }
+    /// 408: the client was too slow.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(408, "request_timeout", message)
+    }
+    /// 413: the body is larger than allowed.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            413,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    }
+    /// 415: a body that is not JSON.
+    pub fn unsupported_media(ct: &str) -> Self {
+        Self::new(
+            415,
+            "unsupported_media_type",
+            format!("content-type '{ct}' is not supported; send application/json"),
+        )
+    }
+    /// 500: a bug or an unexpected state.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "internal", message)
+    }
+    /// 503: the TPM is not usable right now.
+    pub fn tpm_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "tpm_unavailable", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl From<TpmError> for ApiError {
+    fn from(e: TpmError) -> Self {
+        match e {
+            TpmError::InvalidArgument(_) => ApiError::invalid_argument(e.to_string()),
+            TpmError::Refused(_) => ApiError::new(409, "refused", e.to_string()),
+            TpmError::QuoteRace { .. } => ApiError::new(409, "retry", e.to_string()),
+            TpmError::ServiceStopped | TpmError::Tcti { .. } => {
+                ApiError::tpm_unavailable(e.to_string())
+            }
+            TpmError::Command { .. } | TpmError::WrongObject { .. } | TpmError::Encoding { .. } => {
+                ApiError::new(502, "tpm_error", e.to_string())
+            }
+        }
+    }
+}

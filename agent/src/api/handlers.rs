@@ -1,0 +1,114 @@
+//! The single place where API requests are executed: one `match` over [`ApiRequest`].
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::request::ApiRequest;
+use super::types::{ActivateCredentialResponse, HostInfo};
+use crate::host_log::HostEventLog;
+use crate::tpm::service::TpmClient;
+use crate::{evidence, lock};
+
+/// What the handlers share.
+pub struct AppState {
+    /// The TPM thread.
+    pub tpm: TpmClient,
+    /// The host event log. Locked only inside TPM-thread jobs (so a quote and the log
+    /// it carries are consistent) and briefly by readers.
+    pub host_log: Arc<Mutex<HostEventLog>>,
+    /// The platform PCR.
+    pub platform_pcr: u32,
+}
+
+/// A successful reply: status and JSON body.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+}
+
+fn ok<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
+    serde_json::to_vec_pretty(v)
+        .map(|body| Reply { status: 200, body })
+        .map_err(|e| ApiError::internal(format!("cannot encode response: {e}")))
+}
+
+/// The host identity as the API reports it.
+pub fn host_info(state: &AppState) -> HostInfo {
+    let id = state.tpm.identity();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    HostInfo {
+        host_id: id.host_id.clone(),
+        ek_public_pem: id.ek_public_pem.clone(),
+        ek_certificate_pem: id
+            .ek_certificate_der
+            .as_ref()
+            .map(|der| pem("CERTIFICATE", der)),
+        ak_public_pem: id.ak_public_pem.clone(),
+        ak_public: b64.encode(&id.ak_public_tpm2b),
+        ak_name: hex::encode(&id.ak_name),
+        ek_name: hex::encode(&id.ek_name),
+        pcr_bank: "sha256".into(),
+        platform_pcr: state.platform_pcr,
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// PEM-encode DER bytes.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(chunk));
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+/// Execute one request.
+pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
+    match req {
+        ApiRequest::GetHost => ok(&host_info(state)),
+        ApiRequest::GetEventLog => {
+            let records = lock(&state.host_log).records().to_vec();
+            ok(&records)
+        }
+        ApiRequest::Quote { nonce, pcrs } => {
+            let pcrs = pcrs.unwrap_or_else(|| vec![state.platform_pcr]);
+            let log = state.host_log.clone();
+            let n = nonce.clone();
+            let (quote, records) = state
+                .tpm
+                .call_async(move |t| {
+                    let q = t.quote(&n, &pcrs)?;
+                    let quoted: Vec<u32> = q.pcrs.keys().copied().collect();
+                    let records = lock(&log).records_for(&quoted);
+                    Ok((q, records))
+                })
+                .await?;
+            ok(&evidence::build(
+                state.tpm.identity(),
+                &nonce,
+                quote,
+                records,
+            ))
+        }
+        ApiRequest::ActivateCredential {
+            credential_blob,
+            secret,
+        } => {
+            let credential = state
+                .tpm
+                .call_async(move |t| t.activate_credential(&credential_blob, &secret))
+                .await?;
+            ok(&ActivateCredentialResponse {
+                credential: base64::engine::general_purpose::STANDARD.encode(credential),
+            })
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Routing and parsing: every HTTP request becomes exactly one [`ApiRequest`] or an
+//! [`ApiError`]. Nothing executes here.
+
+use base64::Engine;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::types::{ActivateCredentialRequest, QuoteRequest};
+use crate::tpm::quote::check_nonce;
+
+/// Every operation the API offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiRequest {
+    /// `GET /v1/host`
+    GetHost,
+    /// `POST /v1/host/quote`
+    Quote {
+        /// Qualifying data, 1..=32 bytes.
+        nonce: Vec<u8>,
+        /// PCRs to quote; `None` = the platform PCR.
+        pcrs: Option<Vec<u32>>,
+    },
+    /// `GET /v1/host/event-log`
+    GetEventLog,
+    /// `POST /v1/host/activate-credential`
+    ActivateCredential {
+        /// TPM2B_ID_OBJECT buffer.
+        credential_blob: Vec<u8>,
+        /// TPM2B_ENCRYPTED_SECRET buffer.
+        secret: Vec<u8>,
+    },
+}
+
+impl ApiRequest {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ApiRequest::GetHost => "get-host",
+            ApiRequest::Quote { .. } => "quote",
+            ApiRequest::GetEventLog => "get-event-log",
+            ApiRequest::ActivateCredential { .. } => "activate-credential",
+        }
+    }
+}
+
+/// The routes and the methods each allows.
+const ROUTES: &[(&str, &str)] = &[
+    ("/v1/host", "GET"),
+    ("/v1/host/quote", "POST"),
+    ("/v1/host/event-log", "GET"),
+    ("/v1/host/activate-credential", "POST"),
+];
+
+/// Parse a request. `path` may carry a query string, which is ignored.
+pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let path = path.split('?').next().unwrap_or(path);
+    let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        return Err(ApiError::not_found(path));
+    };
+    if method != allow {
+        return Err(ApiError::method_not_allowed(method, path, allow));
+    }
+    if method == "GET" && !body.is_empty() {
+        return Err(ApiError::invalid_argument(format!(
+            "GET {path} takes no request body"
+        )));
+    }
+    match path {
+        "/v1/host" => Ok(ApiRequest::GetHost),
+        "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
+        "/v1/host/quote" => {
+            let q: QuoteRequest = json(body)?;
+            let nonce = hex::decode(&q.nonce).map_err(|e| {
+                ApiError::invalid_argument(format!(
+                    "nonce: not hex ({e}); send 1 to 32 bytes as hex"
+                ))
+            })?;
+            check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
+            if let Some(p) = &q.pcrs {
+                if p.is_empty() {
+                    return Err(ApiError::invalid_argument(
+                        "pcrs: empty list; omit it to quote the platform PCR",
+                    ));
+                }
+                if let Some(bad) = p.iter().find(|&&i| i > 23) {
+                    return Err(ApiError::invalid_argument(format!(
+                        "pcrs: PCR {bad} does not exist (0..=23)"
+                    )));
+                }
+            }
+            Ok(ApiRequest::Quote {
+                nonce,
+                pcrs: q.pcrs,
+            })
+        }
+        "/v1/host/activate-credential" => {
+            let r: ActivateCredentialRequest = json(body)?;
+            Ok(ApiRequest::ActivateCredential {
+                credential_blob: b64("credential_blob", &r.credential_blob)?,
+                secret: b64("secret", &r.secret)?,
+            })
+        }
+        _ => Err(ApiError::not_found(path)),
+    }
+}
+
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::invalid_json(
+            "request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(format!("request body: {e}")))
+}
+
+fn b64(field: &str, s: &str) -> Result<Vec<u8>, ApiError> {
+    let v = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| ApiError::invalid_argument(format!("{field}: not base64 ({e})")))?;
+    if v.is_empty() || v.len() > 1024 {
+        return Err(ApiError::invalid_argument(format!(
+            "{field}: {} bytes; expected 1 to 1024",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_methods_and_bodies() {
+        assert_eq!(parse("GET", "/v1/host", b"").unwrap(), ApiRequest::GetHost);
+        assert_eq!(
+            parse("GET", "/v1/host?x=1", b"").unwrap(),
+            ApiRequest::GetHost
+        );
+        assert_eq!(parse("GET", "/v1/nope", b"").unwrap_err().status, 404);
+        let e = parse("DELETE", "/v1/host", b"").unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET")));
+        assert_eq!(parse("GET", "/v1/host", b"{}").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn quote_body_is_validated() {
+        let ok = parse(
+            "POST",
+            "/v1/host/quote",
+            br#"{"nonce":"0a0b","pcrs":[15,23]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            ApiRequest::Quote {
+                nonce: vec![10, 11],
+                pcrs: Some(vec![15, 23])
+            }
+        );
+        for (body, code, needle) in [
+            (&b""[..], "invalid_json", "empty"),
+            (b"{nonce", "invalid_json", "request body"),
+            (br#"{"nonce":"00","extra":1}"#, "invalid_json", "unknown field `extra`"),
+            (br#"{"nonce":5}"#, "invalid_json", "invalid type"),
+            (br#"{"nonce":""}"#, "invalid_argument", "empty"),
+            (br#"{"nonce":"zz"}"#, "invalid_argument", "not hex"),
+            (
+                br#"{"nonce":"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"}"#,
+                "invalid_argument",
+                "at most 32",
+            ),
+            (br#"{"nonce":"00","pcrs":[24]}"#, "invalid_argument", "PCR 24"),
+            (br#"{"nonce":"00","pcrs":[]}"#, "invalid_argument", "empty list"),
+            (br#"{"nonce":"00","pcrs":[-1]}"#, "invalid_json", "invalid value"),
+        ] {
+            let e = parse("POST", "/v1/host/quote", body).unwrap_err();
+            assert_eq!(e.code, code, "{}", String::from_utf8_lossy(body));
+            assert!(e.message.contains(needle), "{} -> {}", String::from_utf8_lossy(body), e.message);
+        }
+    }
+}

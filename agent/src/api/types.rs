@@ -1,0 +1,76 @@
+//! Request and response bodies of the API, shared by `tvpd` and `tvpctl`.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/host`: the host's identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostInfo {
+    /// Lowercase hex SHA-256 of the EK public key (DER SubjectPublicKeyInfo).
+    pub host_id: String,
+    /// EK public key, PEM.
+    pub ek_public_pem: String,
+    /// EK certificate from the TPM's NV, PEM, if the TPM has one.
+    pub ek_certificate_pem: Option<String>,
+    /// AK public key, PEM.
+    pub ak_public_pem: String,
+    /// AK marshalled TPM2B_PUBLIC, base64.
+    pub ak_public: String,
+    /// AK TPM name (nameAlg || digest), hex: what TPM2_MakeCredential binds to.
+    pub ak_name: String,
+    /// EK TPM name, hex.
+    pub ek_name: String,
+    /// PCR bank used for quotes and measurements.
+    pub pcr_bank: String,
+    /// The platform PCR.
+    pub platform_pcr: u32,
+    /// tvpd version.
+    pub version: String,
+}
+
+/// `POST /v1/host/quote`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// Caller's fresh nonce, hex, 1 to 32 bytes.
+    pub nonce: String,
+    /// PCR indexes to quote (SHA-256 bank); default: the platform PCR.
+    #[serde(default)]
+    pub pcrs: Option<Vec<u32>>,
+}
+
+/// `POST /v1/host/activate-credential`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateCredentialRequest {
+    /// TPM2B_ID_OBJECT buffer (without its size field), base64.
+    pub credential_blob: String,
+    /// TPM2B_ENCRYPTED_SECRET buffer (without its size field), base64.
+    pub secret: String,
+}
+
+/// Response of `POST /v1/host/activate-credential`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateCredentialResponse {
+    /// The recovered credential, base64.
+    pub credential: String,
+}
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error's machine-readable code and human-readable message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `invalid_json`, `not_found`, `forbidden`.
+    pub code: String,
+    /// What was wrong and what to do about it.
+    pub message: String,
+}

@@ -1,0 +1,103 @@
+//! A small blocking HTTP/1.1 client for tvpd's Unix socket (one request per
+//! connection, `Connection: close`).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest response accepted.
+const MAX_RESPONSE: u64 = 64 << 20;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket cannot be reached.
+    #[error(
+        "cannot connect to tvpd at {path}: {source} (is tvpd running? use --socket or TVP_SOCKET)"
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("talking to tvpd: {0}")]
+    Io(#[from] std::io::Error),
+    /// The reply is not HTTP as expected.
+    #[error("malformed reply from tvpd: {0}")]
+    Protocol(String),
+}
+
+/// A reply: status and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Send one request and read the whole reply.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<HttpReply, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let body = body.unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: tvpd\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.take(MAX_RESPONSE).read_to_end(&mut raw)?;
+    parse_reply(&raw)
+}
+
+fn parse_reply(raw: &[u8]) -> Result<HttpReply, ClientError> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return Err(ClientError::Protocol(
+                "reply ended inside the headers".into(),
+            ))
+        }
+        Err(e) => return Err(ClientError::Protocol(e.to_string())),
+    };
+    let status = resp
+        .code
+        .ok_or_else(|| ClientError::Protocol("no status code".into()))?;
+    let len = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let rest = &raw[n..];
+    let body = match len {
+        Some(l) if l <= rest.len() => rest[..l].to_vec(),
+        Some(l) => {
+            return Err(ClientError::Protocol(format!(
+                "body truncated: {} of {l} bytes",
+                rest.len()
+            )))
+        }
+        None => rest.to_vec(),
+    };
+    Ok(HttpReply { status, body })
+}

@@ -1,0 +1,96 @@
+//! `tvpctl`: the command line for tvpd's API, evidence verification and tpm2-tools
+//! interoperability.
+
+pub mod client;
+pub mod host;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_SOCKET;
+
+/// Exit codes of tvpctl.
+pub mod exit {
+    /// Success (for `verify`: every check passed).
+    pub const OK: i32 = 0;
+    /// Verification failed (the message names the failed check).
+    pub const VERIFY_FAILED: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// tvpd answered with an error.
+    pub const API_ERROR: i32 = 3;
+    /// tvpd could not be reached.
+    pub const UNREACHABLE: i32 = 4;
+    /// A local file could not be read or written, or is malformed.
+    pub const IO: i32 = 5;
+}
+
+/// tvpctl: talk to tvpd, verify evidence, export quotes for tpm2-tools.
+///
+/// Examples:
+///   tvpctl host                                  # the host's identity (EK, AK, host id)
+///   tvpctl quote --nonce $(openssl rand -hex 16) -o evidence.json
+///   tvpctl verify evidence.json --nonce <hex> --ak ak.pem [--expect pcrs.json]
+///   tvpctl export-tpm2 evidence.json out/ && tpm2_checkquote ...
+///
+/// Exit codes: 0 success; 1 verification failed; 2 bad usage; 3 tvpd refused the
+/// request; 4 tvpd unreachable; 5 local file error.
+#[derive(Debug, Parser)]
+#[command(name = "tvpctl", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// tvpd's API socket.
+    #[arg(long, global = true, env = "TVP_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// tvpctl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the host's TPM identity (host id, EK, EK certificate, AK).
+    Host,
+    /// Ask tvpd for a quote and write the evidence (JSON).
+    Quote {
+        /// Fresh nonce, hex, 1 to 32 bytes.
+        #[arg(long)]
+        nonce: String,
+        /// PCRs to quote, comma-separated (default: the platform PCR).
+        #[arg(long, value_delimiter = ',')]
+        pcrs: Option<Vec<u32>>,
+        /// Write the evidence to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Show the host event log (CEL-JSON).
+    EventLog,
+    /// Recover a credential made with TPM2_MakeCredential for this host's EK and AK name.
+    ActivateCredential {
+        /// A `tpm2_makecredential -o` output file.
+        #[arg(long, value_name = "FILE")]
+        mkcred: PathBuf,
+        /// Write the recovered secret (raw bytes) to FILE; default: print it as hex.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Run tvpctl; returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Host => host::show_host(&cli),
+        Command::Quote {
+            nonce,
+            pcrs,
+            output,
+        } => host::quote(&cli, nonce, pcrs.clone(), output.as_deref()),
+        Command::EventLog => host::event_log(&cli),
+        Command::ActivateCredential { mkcred, output } => {
+            host::activate_credential(&cli, mkcred, output.as_deref())
+        }
+    }
+}

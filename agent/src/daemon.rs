@@ -1,0 +1,270 @@
+//! `tvpd`'s start-up and shutdown: configuration, TPM, platform measurement, API.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{error, info, warn};
+
+use crate::api::handlers::AppState;
+use crate::api::peer::AccessPolicy;
+use crate::api::server::{serve, Limits};
+use crate::config::{Args, Config};
+use crate::host_log::{HostEventLog, Reconciled};
+use crate::platform;
+use crate::tpm::service::TpmService;
+use crate::tpm::ProvisionConfig;
+
+/// Process exit codes (sysexits.h values, so init systems and scripts can tell them apart).
+pub mod exit {
+    /// Stopped on request.
+    pub const OK: i32 = 0;
+    /// Internal error.
+    pub const SOFTWARE: i32 = 70;
+    /// The TPM is unavailable or provisioning failed.
+    pub const UNAVAILABLE: i32 = 69;
+    /// Cannot create the socket or the state directory.
+    pub const CANTCREAT: i32 = 73;
+    /// Bad configuration.
+    pub const CONFIG: i32 = 78;
+}
+
+/// Run `tvpd`; returns the process exit code.
+pub fn run(args: Args) -> i32 {
+    let cfg = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tvpd: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if args.print_config {
+        print!("{}", cfg.to_toml());
+        return exit::OK;
+    }
+    crate::logging::init(&cfg.log_level, &cfg.log_format);
+    let policy = match AccessPolicy::resolve(&cfg.allowed_users, &cfg.allowed_groups) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            error!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    if args.check_config {
+        println!("configuration OK");
+        return exit::OK;
+    }
+    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir).and_then(|_| {
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+    }) {
+        error!(dir = cfg.state_dir.display().to_string(), error = e.to_string(); "cannot create state directory");
+        return exit::CANTCREAT;
+    }
+
+    let tpm_service = match TpmService::start(
+        cfg.tcti.clone(),
+        ProvisionConfig {
+            ek_handle: cfg.ek_handle,
+            ak_handle: cfg.ak_handle,
+        },
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(tcti = cfg.tcti.as_str(); "{e}");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let tpm = tpm_service.client();
+    let id = tpm.identity().clone();
+    info!(host_id = id.host_id.as_str(), ak_name = hex::encode(&id.ak_name), ek_certificate = id.ek_certificate_der.is_some(), provisioned_now = id.created; "TPM ready");
+
+    let code = match start_and_serve(&cfg, tpm.clone(), policy) {
+        Ok(()) => exit::OK,
+        Err(code) => code,
+    };
+    drop(tpm);
+    tpm_service.shutdown();
+    info!(exit_code = code; "tvpd stopped");
+    code
+}
+
+fn start_and_serve(
+    cfg: &Config,
+    tpm: crate::tpm::service::TpmClient,
+    policy: Arc<AccessPolicy>,
+) -> Result<(), i32> {
+    let mut log = HostEventLog::load(&cfg.state_dir).map_err(|e| {
+        error!("{e}");
+        exit::CANTCREAT
+    })?;
+    let mut pcrs: Vec<u32> = HostEventLog::replay(log.records())
+        .keys()
+        .copied()
+        .collect();
+    pcrs.push(cfg.platform_pcr);
+    pcrs.sort_unstable();
+    pcrs.dedup();
+    let current = tpm.call(move |t| t.pcr_read(&pcrs)).map_err(|e| {
+        error!("cannot read PCRs: {e}");
+        exit::UNAVAILABLE
+    })?;
+    let outcome = log.reconcile(|p| current.get(&p).copied()).map_err(|e| {
+        error!("{e}");
+        exit::CANTCREAT
+    })?;
+    for (pcr, state) in outcome {
+        match state {
+            Reconciled::Continued => {
+                info!(pcr = pcr; "host event log continues this TPM boot cycle")
+            }
+            Reconciled::Restarted => {
+                info!(pcr = pcr; "PCR was reset (new TPM boot cycle): new host event log")
+            }
+            Reconciled::DroppedUnextended => {
+                warn!(pcr = pcr; "dropped a log record whose extend never happened (earlier crash)")
+            }
+            Reconciled::Diverged { .. } => {
+                warn!(pcr = pcr; "PCR was extended by something other than tvpd, or the log was lost: quotes over it will not replay until the next reboot; choose an unused platform_pcr")
+            }
+        }
+    }
+    let log = Arc::new(Mutex::new(log));
+
+    let exe = std::env::current_exe().map_err(|e| {
+        error!("cannot locate own binary: {e}");
+        exit::SOFTWARE
+    })?;
+    let measurements =
+        platform::platform_measurements(&exe, &cfg.canonical_json(), &cfg.platform_artefacts)
+            .map_err(|e| {
+                error!("{e}");
+                exit::CONFIG
+            })?;
+    platform::extend_all(&tpm, &log, cfg.platform_pcr, measurements).map_err(|e| {
+        error!("platform measurement failed: {e}");
+        exit::UNAVAILABLE
+    })?;
+
+    let listener = bind_socket(cfg)?;
+    let state = Arc::new(AppState {
+        tpm,
+        host_log: log,
+        platform_pcr: cfg.platform_pcr,
+    });
+    let limits = Limits {
+        request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        max_body: cfg.max_body_bytes,
+        max_connections: cfg.max_connections,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            error!("cannot start the async runtime: {e}");
+            exit::SOFTWARE
+        })?;
+    let socket = cfg.socket.clone();
+    let result = rt.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        info!(socket = socket.display().to_string(); "serving the API");
+        notify_ready();
+        serve(listener, state, policy, limits, shutdown_signal()).await;
+        Ok::<(), std::io::Error>(())
+    });
+    let _ = std::fs::remove_file(&cfg.socket);
+    result.map_err(|e| {
+        error!("API server failed: {e}");
+        exit::CANTCREAT
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop tvpd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: shutting down"),
+        _ = int.recv() => info!("SIGINT: shutting down"),
+    }
+}
+
+/// Tell systemd (Type=notify) that the API is up.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", Path::new(&path))
+    };
+    if let Err(e) = r {
+        warn!(error = e.to_string(); "sd_notify failed");
+    }
+}
+
+/// Create the socket with restrictive permissions from the start; refuse to steal a
+/// socket another tvpd is serving on; remove a stale one.
+fn bind_socket(cfg: &Config) -> Result<std::os::unix::net::UnixListener, i32> {
+    let fail = |what: &str, e: std::io::Error| {
+        error!(socket = cfg.socket.display().to_string(), error = e.to_string(); "{what}");
+        exit::CANTCREAT
+    };
+    let mode = cfg.socket_mode_bits().map_err(|e| {
+        error!("{e}");
+        exit::CONFIG
+    })?;
+    if let Some(dir) = cfg.socket.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+                .map_err(|e| fail("cannot create socket directory", e))?;
+        }
+    }
+    if cfg.socket.exists() {
+        if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+            error!(socket = cfg.socket.display().to_string(); "another process is serving on the socket; stop it or choose another --socket");
+            return Err(exit::CANTCREAT);
+        }
+        std::fs::remove_file(&cfg.socket).map_err(|e| fail("cannot remove stale socket", e))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(&cfg.socket);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(|e| fail("cannot bind socket", e))?;
+    std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| fail("cannot set socket mode", e))?;
+    if let Some(g) = &cfg.socket_group {
+        let gid = match g.parse::<u32>() {
+            Ok(n) => Some(nix::unistd::Gid::from_raw(n)),
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|g| g.gid),
+        };
+        let Some(gid) = gid else {
+            error!(group = g.as_str(); "socket_group: no such group");
+            return Err(exit::CONFIG);
+        };
+        nix::unistd::chown(&cfg.socket, None, Some(gid))
+            .map_err(|e| fail("cannot set socket group", std::io::Error::from(e)))?;
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail("cannot configure socket", e))?;
+    Ok(listener)
+}

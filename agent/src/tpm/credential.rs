@@ -1,0 +1,83 @@
+//! TPM2_ActivateCredential: lets an inventory service prove that the AK lives in the
+//! same TPM as the EK. The service encrypts a secret to the EK, bound to the AK's name
+//! (TPM2_MakeCredential, e.g. `tpm2_makecredential`); only this TPM can recover it.
+
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, SessionHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+
+use super::error::{cmd, TpmError};
+use super::Tpm;
+
+impl Tpm {
+    /// Recover the secret of a credential made for this host's EK and AK name.
+    /// `credential_blob` is the TPM2B_ID_OBJECT's buffer, `secret` the
+    /// TPM2B_ENCRYPTED_SECRET's buffer (both without their size prefix).
+    pub fn activate_credential(
+        &mut self,
+        credential_blob: &[u8],
+        secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let id = IdObject::try_from(credential_blob.to_vec())
+            .map_err(|e| TpmError::InvalidArgument(format!("credential_blob: {e}")))?;
+        let enc = EncryptedSecret::try_from(secret.to_vec())
+            .map_err(|e| TpmError::InvalidArgument(format!("secret: {e}")))?;
+        let policy = self
+            .ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(cmd("StartAuthSession(policy)"))?
+            .ok_or_else(|| TpmError::Refused("the TPM returned no policy session".into()))?;
+        let result = self.activate_with(policy, id, enc);
+        // The policy session is single-purpose: flush it whatever happened.
+        if let Err(e) = self.ctx.flush_context(SessionHandle::from(policy).into()) {
+            log::warn!(error = e.to_string(); "could not flush the credential policy session");
+        }
+        result
+    }
+
+    fn activate_with(
+        &mut self,
+        policy: AuthSession,
+        id: IdObject,
+        enc: EncryptedSecret,
+    ) -> Result<Vec<u8>, TpmError> {
+        let (attrs, mask) = SessionAttributesBuilder::new()
+            .with_decrypt(true)
+            .with_encrypt(true)
+            .build();
+        self.ctx
+            .tr_sess_set_attributes(policy, attrs, mask)
+            .map_err(cmd("TRSess_SetAttributes"))?;
+        let policy_session = PolicySession::try_from(policy).map_err(cmd("PolicySession"))?;
+        self.ctx
+            .execute_with_nullauth_session(|c| {
+                c.policy_secret(
+                    policy_session,
+                    AuthHandle::Endorsement,
+                    Default::default(),
+                    Default::default(),
+                    Default::default(),
+                    None,
+                )
+            })
+            .map_err(cmd("PolicySecret(endorsement)"))?;
+        let (ak, ek) = (self.ak, self.ek);
+        let digest = self
+            .ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(policy), None), |c| {
+                c.activate_credential(ak, ek, id, enc)
+            })
+            .map_err(cmd("ActivateCredential"))?;
+        Ok(digest.value().to_vec())
+    }
+}

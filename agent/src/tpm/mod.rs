@@ -1,0 +1,66 @@
+//! The TPM core: the one place in tvp that talks to the TPM.
+//!
+//! A [`Tpm`] owns one long-lived ESAPI context. Because that context is not `Send`,
+//! `tvpd` runs it on a dedicated thread ([`service::TpmService`]) and every caller
+//! goes through that thread: TPM commands are serialized, which is what a lock would
+//! give, without any caller ever holding the context.
+
+pub mod credential;
+pub mod error;
+pub mod hygiene;
+pub mod keys;
+pub mod pcr;
+pub mod provision;
+pub mod quote;
+pub mod service;
+
+use std::str::FromStr;
+
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::Context;
+
+pub use error::TpmError;
+pub use provision::{HostIdentity, ProvisionConfig};
+pub use quote::QuoteResult;
+
+/// An open TPM with the host's keys loaded.
+pub struct Tpm {
+    ctx: Context,
+    ek: KeyHandle,
+    ak: KeyHandle,
+    identity: HostIdentity,
+}
+
+impl Tpm {
+    /// Open the TPM through `tcti` (e.g. `device:/dev/tpmrm0` or
+    /// `swtpm:host=127.0.0.1,port=2321`), clean up what an earlier process left
+    /// behind, and provision (or find) the EK and AK.
+    pub fn open(tcti: &str, cfg: &ProvisionConfig) -> Result<Self, TpmError> {
+        let conf = TctiNameConf::from_str(tcti).map_err(|e| TpmError::Tcti {
+            tcti: tcti.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut ctx = Context::new(conf).map_err(|e| TpmError::Tcti {
+            tcti: tcti.to_string(),
+            reason: e.to_string(),
+        })?;
+        hygiene::flush_stale(&mut ctx)?;
+        let (ek, ak, identity) = provision::provision(&mut ctx, cfg)?;
+        // Every command from here on authorizes with the password session (TPM_RS_PW,
+        // empty auth): set once, reused for the life of the context.
+        ctx.set_sessions((Some(AuthSession::Password), None, None));
+        Ok(Tpm {
+            ctx,
+            ek,
+            ak,
+            identity,
+        })
+    }
+
+    /// The host's identity: EK, EK certificate, AK.
+    pub fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+}

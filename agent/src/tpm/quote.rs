@@ -1,0 +1,103 @@
+//! Quotes with read-quote-compare: the PCR values returned with a quote always match
+//! the digest the TPM signed, even if an extend races in between.
+
+use sha2::{Digest as _, Sha256};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::structures::{AttestInfo, Data, HashScheme, SignatureScheme};
+use tss_esapi::traits::Marshall;
+
+use super::error::{cmd, TpmError};
+use super::pcr::{sha256_selection, PcrValues};
+use super::Tpm;
+
+/// Largest qualifying data (nonce) accepted: TPM2B_DATA for SHA-256 is 32 bytes here
+/// (the TPM allows up to a digest size of its largest hash).
+pub const MAX_NONCE: usize = 32;
+
+/// How often a quote is retried when the PCRs change under it.
+const ATTEMPTS: u32 = 5;
+
+/// A quote and the PCR values that match its digest.
+#[derive(Debug, Clone)]
+pub struct QuoteResult {
+    /// Marshalled TPMS_ATTEST.
+    pub attest: Vec<u8>,
+    /// Marshalled TPMT_SIGNATURE.
+    pub signature: Vec<u8>,
+    /// SHA-256 values of the quoted PCRs.
+    pub pcrs: PcrValues,
+}
+
+/// Check a nonce's length before it reaches the TPM.
+pub fn check_nonce(nonce: &[u8]) -> Result<(), TpmError> {
+    if nonce.is_empty() {
+        return Err(TpmError::InvalidArgument(
+            "nonce is empty: send 1 to 32 fresh random bytes".into(),
+        ));
+    }
+    if nonce.len() > MAX_NONCE {
+        return Err(TpmError::InvalidArgument(format!(
+            "nonce is {} bytes; at most {MAX_NONCE} are allowed",
+            nonce.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Tpm {
+    /// Quote the SHA-256 values of `pcrs` with `nonce` as qualifying data, signed by the AK.
+    pub fn quote(&mut self, nonce: &[u8], pcrs: &[u32]) -> Result<QuoteResult, TpmError> {
+        check_nonce(nonce)?;
+        if pcrs.is_empty() {
+            return Err(TpmError::InvalidArgument(
+                "no PCRs selected for the quote".into(),
+            ));
+        }
+        let mut sorted: Vec<u32> = pcrs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for _ in 0..ATTEMPTS {
+            let selection = sha256_selection(&sorted)?;
+            let data = Data::try_from(nonce.to_vec()).map_err(cmd("Quote qualifying data"))?;
+            let (attest, signature) = self
+                .ctx
+                .quote(
+                    self.ak,
+                    data,
+                    SignatureScheme::RsaSsa {
+                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
+                    },
+                    selection,
+                )
+                .map_err(cmd("Quote"))?;
+            let AttestInfo::Quote { info } = attest.attested() else {
+                return Err(TpmError::Encoding {
+                    what: "quote",
+                    reason: "the TPM returned a non-quote attestation".into(),
+                });
+            };
+            let signed_digest = info.pcr_digest().value().to_vec();
+            let values = self.pcr_read(&sorted)?;
+            let mut h = Sha256::new();
+            for v in values.values() {
+                h.update(v);
+            }
+            let computed: [u8; 32] = h.finalize().into();
+            if computed.as_slice() == signed_digest.as_slice() {
+                let enc = |what: &'static str| {
+                    move |e: tss_esapi::Error| TpmError::Encoding {
+                        what,
+                        reason: e.to_string(),
+                    }
+                };
+                return Ok(QuoteResult {
+                    attest: attest.marshall().map_err(enc("TPMS_ATTEST"))?,
+                    signature: signature.marshall().map_err(enc("TPMT_SIGNATURE"))?,
+                    pcrs: values,
+                });
+            }
+            log::debug!("PCRs changed during quote; retrying");
+        }
+        Err(TpmError::QuoteRace { attempts: ATTEMPTS })
+    }
+}
