@@ -55,6 +55,11 @@ pub fn run(args: Args) -> i32 {
         println!("configuration OK");
         return exit::OK;
     }
+    // Refuse early (before touching the TPM) if another tvpd serves on the socket.
+    if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
+        error!(socket = cfg.socket.display().to_string(); "another process is serving on the socket; stop it or choose another --socket");
+        return exit::CANTCREAT;
+    }
     if let Err(e) = std::fs::create_dir_all(&cfg.state_dir).and_then(|_| {
         std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
     }) {

@@ -27,19 +27,24 @@ impl Tpm {
             .map_err(|e| TpmError::InvalidArgument(format!("secret: {e}")))?;
         let policy = self
             .ctx
-            .start_auth_session(
-                None,
-                None,
-                None,
-                SessionType::Policy,
-                SymmetricDefinition::AES_128_CFB,
-                HashingAlgorithm::Sha256,
-            )
+            .execute_without_session(|c| {
+                c.start_auth_session(
+                    None,
+                    None,
+                    None,
+                    SessionType::Policy,
+                    SymmetricDefinition::AES_128_CFB,
+                    HashingAlgorithm::Sha256,
+                )
+            })
             .map_err(cmd("StartAuthSession(policy)"))?
             .ok_or_else(|| TpmError::Refused("the TPM returned no policy session".into()))?;
         let result = self.activate_with(policy, id, enc);
         // The policy session is single-purpose: flush it whatever happened.
-        if let Err(e) = self.ctx.flush_context(SessionHandle::from(policy).into()) {
+        let flushed = self
+            .ctx
+            .execute_without_session(|c| c.flush_context(SessionHandle::from(policy).into()));
+        if let Err(e) = flushed {
             log::warn!(error = e.to_string(); "could not flush the credential policy session");
         }
         result
@@ -56,11 +61,11 @@ impl Tpm {
             .with_encrypt(true)
             .build();
         self.ctx
-            .tr_sess_set_attributes(policy, attrs, mask)
+            .execute_without_session(|c| c.tr_sess_set_attributes(policy, attrs, mask))
             .map_err(cmd("TRSess_SetAttributes"))?;
         let policy_session = PolicySession::try_from(policy).map_err(cmd("PolicySession"))?;
         self.ctx
-            .execute_with_nullauth_session(|c| {
+            .execute_with_session(Some(AuthSession::Password), |c| {
                 c.policy_secret(
                     policy_session,
                     AuthHandle::Endorsement,

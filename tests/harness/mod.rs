@@ -1,0 +1,65 @@
+//! Test harness: each test gets its own swtpm (own state directory, own ports), its
+//! own tvpd (own socket, own state directory), and kills only the processes it
+//! started, by pid, also when the test fails.
+
+pub mod swtpm;
+pub mod tvpd;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub use swtpm::Swtpm;
+pub use tvpd::Tvpd;
+
+/// Directory holding the workspace's built binaries (`cargo build --bins`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TVP_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Path of a workspace binary; panics with a hint when it has not been built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Whether an external tool is on PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Skip (return early, printing why) unless every tool is installed.
+#[macro_export]
+macro_rules! require_tools {
+    ($($t:expr),+) => {
+        for t in [$($t),+] {
+            if !$crate::have(t) {
+                eprintln!("skipped: {t} is not installed (scripts/test.sh installs it)");
+                return;
+            }
+        }
+    };
+}
+
+/// A fresh random nonce, hex.
+pub fn nonce_hex(len: usize) -> String {
+    let v: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+    hex::encode(v)
+}

@@ -1,0 +1,198 @@
+//! A private tvpd per test.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tvp_agent::ctl::client::{self, HttpReply};
+
+use crate::swtpm::Swtpm;
+
+/// A running tvpd bound to one swtpm.
+pub struct Tvpd {
+    child: Option<Child>,
+    /// API socket.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Where stderr (the log) goes.
+    pub log_path: PathBuf,
+    tcti: String,
+    extra: Vec<String>,
+}
+
+impl Tvpd {
+    /// Start tvpd on `tpm` with files under `dir` and extra flags.
+    pub fn start(tpm: &Swtpm, dir: &Path, extra: &[&str]) -> Tvpd {
+        let mut t = Tvpd {
+            child: None,
+            socket: dir.join("tvpd.sock"),
+            state_dir: dir.join("state"),
+            log_path: dir.join("tvpd.log"),
+            tcti: tpm.tcti(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        t.spawn();
+        t
+    }
+
+    /// The command line: the test's own files, unless the test overrides a flag.
+    fn command(&self) -> Command {
+        let mut c = Command::new(crate::bin("tvpd"));
+        let defaults: [(&str, &std::ffi::OsStr); 5] = [
+            ("--config", "/dev/null".as_ref()),
+            ("--tcti", self.tcti.as_ref()),
+            ("--state-dir", self.state_dir.as_os_str()),
+            ("--socket", self.socket.as_os_str()),
+            ("--log-level", "debug".as_ref()),
+        ];
+        for (flag, value) in defaults {
+            if !self.extra.iter().any(|e| e == flag) {
+                c.arg(flag).arg(value);
+            }
+        }
+        c.args(&self.extra);
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tvpd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("tvpd exited early with {status}; log:\n{}", self.log());
+                }
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("tvpd did not come up within 60 s; log:\n{}", self.log());
+    }
+
+    /// Run tvpd with these flags to completion (e.g. `--check-config`) and return
+    /// (exit code, stdout, stderr).
+    pub fn run_once(tpm: &Swtpm, dir: &Path, args: &[&str]) -> (i32, String, String) {
+        let t = Tvpd {
+            child: None,
+            socket: dir.join("tvpd.sock"),
+            state_dir: dir.join("state"),
+            log_path: dir.join("tvpd.log"),
+            tcti: tpm.tcti(),
+            extra: args.iter().map(|s| s.to_string()).collect(),
+        };
+        let out = t.command().output().expect("run tvpd");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The pid of the running tvpd.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stop with SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Kill with SIGKILL (a crash) and wait.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start again with the same settings.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Start again after a crash.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "tvpd still running");
+        self.spawn();
+    }
+
+    /// One API call.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> HttpReply {
+        client::request(&self.socket, method, path, body.map(|b| b.as_bytes()))
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
+    }
+
+    /// One API call expecting 200 and JSON.
+    pub fn api_json(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        let r = self.api(method, path, body);
+        assert_eq!(
+            r.status,
+            200,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        serde_json::from_slice(&r.body).expect("JSON reply")
+    }
+
+    /// Run tvpctl against this tvpd; returns (exit code, stdout, stderr).
+    pub fn tvpctl(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(crate::bin("tvpctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tvpctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Tvpd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

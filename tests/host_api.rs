@@ -1,0 +1,445 @@
+//! tvpd's host API end to end: real swtpm, real tvpd process, real clients
+//! (curl, tpm2-tools, openssl, raw sockets).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tvp_tests::{nonce_hex, require_tools, Swtpm, Tvpd};
+
+fn curl(t: &Tvpd, args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&t.socket)
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Send raw bytes, read the reply until the server closes (or 5 s pass).
+fn raw(t: &Tvpd, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(&t.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(bytes).expect("write");
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn host_identity_over_curl_with_ek_certificate_chaining_to_swtpm_ca() {
+    require_tools!("swtpm", "swtpm_setup", "curl", "openssl");
+    let tpm = Swtpm::with_ek_cert();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let (rc, body) = curl(&t, &["http://tvp/v1/host"]);
+    assert_eq!(rc, 0);
+    let h: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let host_id = h["host_id"].as_str().unwrap();
+    assert_eq!(host_id.len(), 64);
+    assert!(h["ak_public_pem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN PUBLIC KEY"));
+    let ek_pem = h["ek_public_pem"].as_str().unwrap();
+    assert!(ek_pem.contains("BEGIN PUBLIC KEY"));
+    assert_eq!(h["platform_pcr"], 15);
+    let cert = h["ek_certificate_pem"]
+        .as_str()
+        .expect("EK certificate present");
+
+    // host_id is SHA-256 of the EK's DER SubjectPublicKeyInfo: recompute with openssl.
+    let dir = tpm.scratch("files");
+    std::fs::write(dir.join("ek.pem"), ek_pem).unwrap();
+    let der = Command::new("openssl")
+        .args(["pkey", "-pubin", "-outform", "DER", "-in"])
+        .arg(dir.join("ek.pem"))
+        .output()
+        .unwrap();
+    assert!(der.status.success());
+    use sha2_hex::digest_hex;
+    assert_eq!(digest_hex(&der.stdout), host_id);
+
+    // The certificate certifies this EK and chains to swtpm's local CA.
+    std::fs::write(dir.join("ek-cert.pem"), cert).unwrap();
+    let cert_key = Command::new("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in"])
+        .arg(dir.join("ek-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(cert_key.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&cert_key.stdout).trim(),
+        ek_pem.trim()
+    );
+    let ca = std::path::Path::new("/var/lib/swtpm-localca");
+    if ca.join("issuercert.pem").exists() {
+        let v = Command::new("openssl")
+            .args(["verify", "-partial_chain", "-CAfile"])
+            .arg(ca.join("issuercert.pem"))
+            .arg(dir.join("ek-cert.pem"))
+            .output()
+            .unwrap();
+        // EK certificates carry a TPM-specific SAN that openssl may flag; the chain is
+        // what we check here.
+        let msg =
+            String::from_utf8_lossy(&v.stdout).to_string() + &String::from_utf8_lossy(&v.stderr);
+        assert!(
+            v.status.success() || !msg.contains("unable to get local issuer"),
+            "EK certificate does not chain to swtpm's CA: {msg}"
+        );
+    }
+}
+
+mod sha2_hex {
+    pub fn digest_hex(b: &[u8]) -> String {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[test]
+fn restart_keeps_the_ak_and_continues_the_event_log() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let mut t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let h1 = t.api_json("GET", "/v1/host", None);
+    let log1 = t.api_json("GET", "/v1/host/event-log", None);
+    assert_eq!(
+        log1.as_array().unwrap().len(),
+        3,
+        "start marker, tvpd, config"
+    );
+    assert_eq!(t.stop(), Some(0), "SIGTERM must exit 0");
+    assert!(!t.socket.exists(), "socket removed on shutdown");
+    t.restart();
+    let h2 = t.api_json("GET", "/v1/host", None);
+    assert_eq!(h1["ak_public_pem"], h2["ak_public_pem"]);
+    assert_eq!(h1["host_id"], h2["host_id"]);
+    let log2 = t.api_json("GET", "/v1/host/event-log", None);
+    let recs = log2.as_array().unwrap();
+    assert_eq!(
+        recs.len(),
+        6,
+        "second start appends to the same boot cycle's log"
+    );
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["recnum"], i as u64);
+        assert_eq!(r["pcr"], 15);
+        assert_eq!(r["content_type"], "tvp");
+    }
+    // The log replays to the quoted platform PCR.
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{}\"}}", nonce_hex(16))),
+    );
+    let mut pcr = [0u8; 32];
+    for r in recs {
+        let d: [u8; 32] = hex::decode(r["digests"][0]["digest"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &d);
+    }
+    assert_eq!(ev["pcrs"]["sha256"]["15"], hex::encode(pcr));
+}
+
+#[test]
+fn crash_and_restart_recovers_with_a_replaying_log() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let mut t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    t.crash();
+    assert!(t.socket.exists(), "a killed tvpd leaves its socket behind");
+    t.start_again();
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[15]}}", nonce_hex(8))),
+    );
+    let recs = ev["event_log"].as_array().unwrap();
+    assert_eq!(recs.len(), 6);
+    let mut pcr = [0u8; 32];
+    for r in recs {
+        let d: [u8; 32] = hex::decode(r["digests"][0]["digest"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &d);
+    }
+    assert_eq!(ev["pcrs"]["sha256"]["15"], hex::encode(pcr));
+    // A second tvpd on the same socket must refuse to steal it.
+    let (code, _, _) = Tvpd::run_once(
+        &tpm,
+        &tpm.scratch("a"),
+        &["--state-dir", tpm.scratch("b").to_str().unwrap()],
+    );
+    assert_eq!(code, 73, "second instance must exit with EX_CANTCREAT");
+}
+
+#[test]
+fn unauthorized_uid_gets_403_and_a_log_entry_while_allowed_uid_is_served() {
+    require_tools!("swtpm", "setpriv", "curl");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    // World-writable socket so that the SO_PEERCRED check (not file permissions) decides.
+    let t = Tvpd::start(
+        &tpm,
+        &dir,
+        &["--socket-mode", "0666", "--allowed-users", "65533"],
+    );
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_user = |uid: &str| {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "curl",
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&t.socket)
+            .arg("http://tvp/v1/host")
+            .output()
+            .expect("setpriv curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let denied = as_user("65534");
+    assert!(denied.ends_with("403"), "{denied}");
+    assert!(denied.contains("\"forbidden\""), "{denied}");
+    assert!(denied.contains("uid 65534"), "{denied}");
+    let allowed = as_user("65533");
+    assert!(allowed.ends_with("200"), "{allowed}");
+    let log = t.log();
+    assert!(
+        log.lines().any(|l| l.contains("request refused")
+            && l.contains("uid=65534")
+            && l.contains("status=403")),
+        "no log entry for the refused caller:\n{log}"
+    );
+}
+
+#[test]
+fn socket_is_created_with_restrictive_mode() {
+    require_tools!("swtpm");
+    use std::os::unix::fs::PermissionsExt;
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let mode = std::fs::metadata(&t.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+}
+
+#[test]
+fn malformed_requests_get_specific_errors_and_the_daemon_keeps_serving() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--max-body-bytes", "4096"]);
+    let post = |body: &str| {
+        let r = t.api("POST", "/v1/host/quote", Some(body));
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    };
+    let long_nonce = format!("{{\"nonce\":\"{}\"}}", "ab".repeat(33));
+    let cases: Vec<(&str, u16, &str)> = vec![
+        ("{\"nonce\": ", 400, "invalid_json"),
+        ("[1,2]", 400, "invalid_json"),
+        (
+            "{\"nonce\":\"00\",\"color\":\"red\"}",
+            400,
+            "unknown field `color`",
+        ),
+        ("{\"nonce\":42}", 400, "invalid type"),
+        ("{\"nonce\":\"00\",\"pcrs\":\"15\"}", 400, "invalid type"),
+        ("{\"nonce\":\"\"}", 400, "nonce is empty"),
+        ("{\"nonce\":\"xyz\"}", 400, "not hex"),
+        (&long_nonce, 400, "at most 32"),
+        ("{\"nonce\":\"00\",\"pcrs\":[99]}", 400, "PCR 99"),
+    ];
+    for (body, status, needle) in cases {
+        let (s, b) = post(body);
+        assert_eq!(s, status, "{body} -> {b}");
+        assert!(b.contains(needle), "{body} -> {b}");
+        let v: serde_json::Value = serde_json::from_str(&b).expect("error is JSON");
+        assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string());
+    }
+    // Oversized body: 413 from the declared length, before reading it.
+    let big = format!("{{\"nonce\":\"{}\"}}", "0".repeat(10_000));
+    let (s, b) = post(&big);
+    assert_eq!(s, 413, "{b}");
+    assert!(b.contains("body_too_large"));
+    // Unknown path, wrong method.
+    let r = t.api("GET", "/v1/nothing", None);
+    assert_eq!(r.status, 404);
+    let r = t.api("DELETE", "/v1/host/quote", None);
+    assert_eq!(r.status, 405);
+    assert!(String::from_utf8_lossy(&r.body).contains("use POST"));
+    // Not JSON content type.
+    let reply = raw(
+        &t,
+        b"POST /v1/host/quote HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert!(reply.starts_with("HTTP/1.1 415"), "{reply}");
+    // Not HTTP at all.
+    let reply = raw(&t, b"\x00\x01garbage\r\n\r\n");
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    // Chunked body over the limit.
+    let mut chunked =
+        b"POST /v1/host/quote HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"800\r\n");
+        chunked.extend_from_slice(&[b' '; 0x800]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let reply = raw(&t, &chunked);
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    // Still serving, still the same process.
+    t.api_json("GET", "/v1/host", None);
+}
+
+#[test]
+fn stuck_and_slow_clients_time_out_without_blocking_others() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--request-timeout-ms", "700"]);
+    // A client that connects and sends nothing, and one that stops mid-body.
+    let idle = UnixStream::connect(&t.socket).unwrap();
+    let mut slow = UnixStream::connect(&t.socket).unwrap();
+    slow.write_all(b"POST /v1/host/quote HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"no")
+        .unwrap();
+    // Others are served meanwhile.
+    let started = Instant::now();
+    t.api_json("GET", "/v1/host", None);
+    assert!(
+        started.elapsed() < Duration::from_millis(600),
+        "a stuck client blocked the API"
+    );
+    // The slow one gets 408, the idle one is closed.
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = slow.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let mut idle = idle;
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let t0 = Instant::now();
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "idle connection must be closed");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn activate_credential_recovers_a_secret_made_by_tpm2_makecredential() {
+    require_tools!("swtpm", "tpm2_makecredential");
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let h = t.api_json("GET", "/v1/host", None);
+    let dir = tpm.scratch("cred");
+    std::fs::write(dir.join("ek.pem"), h["ek_public_pem"].as_str().unwrap()).unwrap();
+    let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(dir.join("secret.bin"), &secret).unwrap();
+    let make = |name: &str, out: &str| {
+        let o = Command::new("tpm2_makecredential")
+            .args(["-T", "none", "-G", "rsa", "-u"])
+            .arg(dir.join("ek.pem"))
+            .arg("-s")
+            .arg(dir.join("secret.bin"))
+            .args(["-n", name, "-o"])
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    make(h["ak_name"].as_str().unwrap(), "good.out");
+    let (code, out, err) = t.tvpctl(&[
+        "activate-credential",
+        "--mkcred",
+        dir.join("good.out").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), hex::encode(&secret));
+    // Bound to another key's name: the TPM refuses to release it.
+    let other_name = format!("000b{}", "11".repeat(32));
+    make(&other_name, "other.out");
+    let (code, _, err) = t.tvpctl(&[
+        "activate-credential",
+        "--mkcred",
+        dir.join("other.out").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("ActivateCredential"), "{err}");
+    // Repeated activations do not leak sessions.
+    for _ in 0..5 {
+        let (code, _, err) = t.tvpctl(&[
+            "activate-credential",
+            "--mkcred",
+            dir.join("good.out").to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
+#[test]
+fn config_file_keys_and_flags() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let cfg = dir.join("tvpd.toml");
+    std::fs::write(&cfg, "platform_pcr = 14\nlog_format = \"json\"\n").unwrap();
+    let (code, out, err) = Tvpd::run_once(
+        &tpm,
+        &dir,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--platform-pcr",
+            "13",
+            "--print-config",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("platform_pcr = 13"), "flag must win: {out}");
+    assert!(out.contains("log_format = \"json\""), "{out}");
+    std::fs::write(&cfg, "platform_pcr = 23\n").unwrap();
+    let (code, _, err) = Tvpd::run_once(
+        &tpm,
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--check-config"],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("platform_pcr"), "{err}");
+    std::fs::write(&cfg, "soket = \"/x\"\n").unwrap();
+    let (code, _, err) = Tvpd::run_once(
+        &tpm,
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--check-config"],
+    );
+    assert_eq!(code, 78);
+    assert!(err.contains("soket"), "{err}");
+}

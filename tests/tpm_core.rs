@@ -1,0 +1,107 @@
+//! The TPM core against a real swtpm: provisioning, PCR policy, quotes.
+
+use tvp_agent::tpm::{ProvisionConfig, Tpm, TpmError};
+use tvp_tests::{require_tools, Swtpm};
+
+fn cfg() -> ProvisionConfig {
+    ProvisionConfig {
+        ek_handle: 0x8101_0001,
+        ak_handle: 0x8101_0002,
+    }
+}
+
+#[test]
+fn provisioning_is_idempotent_and_keeps_the_same_keys() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let first = Tpm::open(&tpm.tcti(), &cfg()).expect("first open");
+    let id1 = first.identity().clone();
+    assert!(id1.created, "a blank TPM must get new keys");
+    assert!(
+        id1.ek_certificate_der.is_none(),
+        "blank swtpm has no EK certificate"
+    );
+    drop(first);
+    let second = Tpm::open(&tpm.tcti(), &cfg()).expect("second open");
+    let id2 = second.identity().clone();
+    assert!(!id2.created, "second start must reuse the persistent keys");
+    assert_eq!(id1.ak_public_pem, id2.ak_public_pem);
+    assert_eq!(id1.ak_name, id2.ak_name);
+    assert_eq!(id1.host_id, id2.host_id);
+    assert_eq!(id1.host_id.len(), 64);
+}
+
+#[test]
+fn reset_of_pcr_17_is_refused_while_16_and_23_reset() {
+    require_tools!("swtpm");
+    let swtpm = Swtpm::blank();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    for pcr in [16, 23] {
+        tpm.pcr_extend(pcr, &[7u8; 32]).expect("extend");
+        assert_ne!(tpm.pcr_read(&[pcr]).unwrap()[&pcr], [0u8; 32]);
+        tpm.pcr_reset(pcr).expect("reset 16/23");
+        assert_eq!(tpm.pcr_read(&[pcr]).unwrap()[&pcr], [0u8; 32]);
+    }
+    for pcr in [0, 15, 17, 22] {
+        // 17..=22 are DRTM PCRs: locality 0 cannot extend them either.
+        if pcr < 17 {
+            tpm.pcr_extend(pcr, &[9u8; 32]).expect("extend");
+        }
+        let before = tpm.pcr_read(&[pcr]).unwrap()[&pcr];
+        let err = tpm.pcr_reset(pcr).expect_err("reset must be refused");
+        assert!(matches!(err, TpmError::Refused(_)), "{err}");
+        assert!(err.to_string().contains("only PCRs 16 and 23"), "{err}");
+        assert_eq!(
+            tpm.pcr_read(&[pcr]).unwrap()[&pcr],
+            before,
+            "PCR {pcr} changed"
+        );
+    }
+}
+
+#[test]
+fn extend_matches_the_tpm_and_quote_digest_matches_values() {
+    require_tools!("swtpm");
+    let swtpm = Swtpm::blank();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    let d = [0x42u8; 32];
+    tpm.pcr_extend(23, &d).unwrap();
+    let expect = tvp_verifier::eventlog::extend_sha256(&[0; 32], &d);
+    assert_eq!(tpm.pcr_read(&[23]).unwrap()[&23], expect);
+    let q = tpm.quote(b"nonce-123", &[23, 16, 15]).expect("quote");
+    assert_eq!(q.pcrs.keys().copied().collect::<Vec<_>>(), vec![15, 16, 23]);
+    assert_eq!(q.pcrs[&23], expect);
+    assert!(q.attest.len() > 100 && q.signature.len() > 256);
+}
+
+#[test]
+fn quote_nonce_must_be_1_to_32_bytes() {
+    require_tools!("swtpm");
+    let swtpm = Swtpm::blank();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    for bad in [vec![], vec![0u8; 33]] {
+        let e = tpm.quote(&bad, &[23]).expect_err("bad nonce accepted");
+        assert!(matches!(e, TpmError::InvalidArgument(_)), "{e}");
+    }
+    tpm.quote(&[1u8; 32], &[23]).expect("32-byte nonce");
+}
+
+#[test]
+fn wrong_object_at_the_ak_handle_is_reported() {
+    require_tools!("swtpm");
+    let swtpm = Swtpm::blank();
+    // Put the EK at the handle tvpd would use for the AK: it must refuse to use it.
+    drop(Tpm::open(&swtpm.tcti(), &cfg()).expect("open"));
+    let swapped = ProvisionConfig {
+        ek_handle: 0x8101_0002,
+        ak_handle: 0x8101_0001,
+    };
+    let e = Tpm::open(&swtpm.tcti(), &swapped)
+        .err()
+        .expect("must refuse");
+    assert!(matches!(e, TpmError::WrongObject { .. }), "{e}");
+    assert!(
+        e.to_string().contains("0x81010002") || e.to_string().contains("0x81010001"),
+        "{e}"
+    );
+}
