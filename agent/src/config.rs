@@ -318,6 +318,16 @@ mod tests {
     }
 
     #[test]
+    fn shipped_config_file_documents_the_defaults() {
+        let shipped = Config::from_toml(
+            include_str!("../../scripts/tvpd.toml"),
+            Path::new("scripts/tvpd.toml"),
+        )
+        .unwrap();
+        assert_eq!(shipped, Config::default());
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let e = Config::from_toml("sokcet = \"/x\"", Path::new("t.toml")).unwrap_err();
         assert!(e.to_string().contains("sokcet"), "{e}");

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install tvp on a KVM host: release build, binaries to /usr/local/bin, the default
+# configuration to /etc/tvp/tvpd.toml (kept if present) and the systemd unit.
+# Usage: scripts/install.sh [--enable]   (--enable also starts tvpd now)
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$TVP_ROOT"
+ensure_packages libtss2-dev pkg-config tpm2-tools
+ensure_rust
+say "building (release)"
+cargo build --release --bins --quiet
+install -m 0755 target/release/tvpd target/release/tvpctl /usr/local/bin/
+install -d -m 0755 /etc/tvp
+if [ ! -e /etc/tvp/tvpd.toml ]; then
+    install -m 0644 scripts/tvpd.toml /etc/tvp/tvpd.toml
+    ok "wrote /etc/tvp/tvpd.toml"
+fi
+install -m 0644 scripts/tvpd.service /etc/systemd/system/tvpd.service
+install -d -m 0755 /usr/local/share/doc/tvp && install -m 0644 README.md /usr/local/share/doc/tvp/
+systemctl daemon-reload 2>/dev/null || true
+if [ "${1:-}" = --enable ]; then systemctl enable --now tvpd; fi
+ok "installed; start with: systemctl enable --now tvpd"
