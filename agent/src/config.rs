@@ -127,6 +127,11 @@ pub struct Args {
     /// Check the configuration and exit (0 if usable).
     #[arg(long)]
     pub check_config: bool,
+    /// Print, as an expected-values file for `tvpctl verify --expect`, the platform PCR
+    /// value this binary and configuration produce on the first start after a TPM
+    /// reset, and exit. The measurements are listed on stderr.
+    #[arg(long)]
+    pub print_expected_pcrs: bool,
     /// Path of the API's Unix socket [default: /run/tvp/tvpd.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,

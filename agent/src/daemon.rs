@@ -55,6 +55,9 @@ pub fn run(args: Args) -> i32 {
         println!("configuration OK");
         return exit::OK;
     }
+    if args.print_expected_pcrs {
+        return print_expected_pcrs(&cfg);
+    }
     // Refuse early (before touching the TPM) if another tvpd serves on the socket.
     if std::os::unix::net::UnixStream::connect(&cfg.socket).is_ok() {
         error!(socket = cfg.socket.display().to_string(); "another process is serving on the socket; stop it or choose another --socket");
@@ -182,6 +185,32 @@ fn start_and_serve(
         error!("API server failed: {e}");
         exit::CANTCREAT
     })
+}
+
+/// `--print-expected-pcrs`: what an inventory should expect of the platform PCR.
+fn print_expected_pcrs(cfg: &Config) -> i32 {
+    let measured = std::env::current_exe()
+        .map_err(|e| e.to_string())
+        .and_then(|exe| {
+            platform::platform_measurements(&exe, &cfg.canonical_json(), &cfg.platform_artefacts)
+                .map_err(|e| e.to_string())
+        });
+    let measurements = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("tvpd: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let mut pcr = [0u8; 32];
+    for m in &measurements {
+        eprintln!("{}  {:?}  {}", hex::encode(m.digest), m.kind, m.description);
+        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &m.digest);
+    }
+    let expected =
+        serde_json::json!({"pcrs": {"sha256": {cfg.platform_pcr.to_string(): hex::encode(pcr)}}});
+    println!("{expected:#}");
+    exit::OK
 }
 
 /// Resolves on SIGTERM or SIGINT.

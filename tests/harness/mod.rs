@@ -16,12 +16,14 @@ pub fn bin_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("TVP_BIN_DIR") {
         return PathBuf::from(d);
     }
-    // target/<profile>/deps/<test-exe> -> target/<profile>
+    // Tests live in target/<profile>/deps/, binaries (tvp-bench) in target/<profile>/.
     let exe = std::env::current_exe().unwrap_or_default();
-    exe.parent()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .unwrap_or_default()
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(PathBuf::from).unwrap_or(dir)
+    } else {
+        dir
+    }
 }
 
 /// Path of a workspace binary; panics with a hint when it has not been built.

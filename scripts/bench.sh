@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests): print figures and ratios against a peer measured in the same run.
+#  - quote latency and quotes/second through tvpd's socket API vs `tpm2_quote`
+#    (tpm2-tools), same swtpm, same run.
+# Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$TVP_ROOT"
+ensure_packages "${TVP_PACKAGES[@]}"
+ensure_rust
+say "building (release)"
+cargo build --release --workspace --bins --quiet
+say "quote: tvpd API vs tpm2_quote"
+TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
