@@ -105,3 +105,57 @@ fn wrong_object_at_the_ak_handle_is_reported() {
         "{e}"
     );
 }
+
+fn getcap(tpm: &Swtpm, what: &str) -> String {
+    let o = std::process::Command::new("tpm2_getcap")
+        .args(["-T", &tpm.tools_tcti(), what])
+        .output()
+        .expect("tpm2_getcap");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn stale_objects_and_sessions_left_by_a_dead_process_are_flushed() {
+    require_tools!(
+        "swtpm",
+        "tpm2_createprimary",
+        "tpm2_startauthsession",
+        "tpm2_getcap"
+    );
+    let swtpm = Swtpm::blank();
+    let dir = swtpm.scratch("ctx");
+    // tpm2-tools without a resource manager leave these behind, as a killed tvpd would.
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(args[0])
+            .args(["-T", &swtpm.tools_tcti()])
+            .args(&args[1..])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&["tpm2_createprimary", "-C", "o", "-c", "p.ctx"]);
+    run(&["tpm2_startauthsession", "--policy-session", "-S", "s1.ctx"]);
+    run(&["tpm2_startauthsession", "-S", "s2.ctx"]);
+    assert!(getcap(&swtpm, "handles-transient").contains("0x80"));
+    assert!(getcap(&swtpm, "handles-saved-session").contains("0x2"));
+    let tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    drop(tpm);
+    assert!(
+        !getcap(&swtpm, "handles-transient").contains("0x"),
+        "transient objects left"
+    );
+    assert!(
+        !getcap(&swtpm, "handles-saved-session").contains("0x"),
+        "sessions left"
+    );
+    assert!(
+        !getcap(&swtpm, "handles-loaded-session").contains("0x"),
+        "sessions left"
+    );
+}

@@ -42,11 +42,11 @@ impl Tpm {
             tcti: tcti.to_string(),
             reason: e.to_string(),
         })?;
+        hygiene::flush_stale(conf.clone(), tcti)?;
         let mut ctx = Context::new(conf).map_err(|e| TpmError::Tcti {
             tcti: tcti.to_string(),
             reason: e.to_string(),
         })?;
-        hygiene::flush_stale(&mut ctx)?;
         let (ek, ak, identity) = provision::provision(&mut ctx, cfg)?;
         // Every command from here on authorizes with the password session (TPM_RS_PW,
         // empty auth): set once, reused for the life of the context.
