@@ -21,6 +21,19 @@ fn curl(t: &Tvpd, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Replay CEL-JSON records from zeros (independently of tvpd's own code).
+fn replay(recs: &[serde_json::Value]) -> String {
+    let mut pcr = [0u8; 32];
+    for r in recs {
+        let d: [u8; 32] = hex::decode(r["digests"][0]["digest"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &d);
+    }
+    hex::encode(pcr)
+}
+
 /// Send raw bytes, read the reply until the server closes (or 5 s pass).
 fn raw(t: &Tvpd, bytes: &[u8]) -> String {
     let mut s = UnixStream::connect(&t.socket).expect("connect");
@@ -151,15 +164,7 @@ fn restart_keeps_the_ak_and_continues_the_event_log() {
         "/v1/host/quote",
         Some(&format!("{{\"nonce\":\"{}\"}}", nonce_hex(16))),
     );
-    let mut pcr = [0u8; 32];
-    for r in recs {
-        let d: [u8; 32] = hex::decode(r["digests"][0]["digest"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &d);
-    }
-    assert_eq!(ev["pcrs"]["sha256"]["15"], hex::encode(pcr));
+    assert_eq!(ev["pcrs"]["sha256"]["15"], replay(recs));
 }
 
 #[test]
@@ -177,15 +182,7 @@ fn crash_and_restart_recovers_with_a_replaying_log() {
     );
     let recs = ev["event_log"].as_array().unwrap();
     assert_eq!(recs.len(), 6);
-    let mut pcr = [0u8; 32];
-    for r in recs {
-        let d: [u8; 32] = hex::decode(r["digests"][0]["digest"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        pcr = tvp_verifier::eventlog::extend_sha256(&pcr, &d);
-    }
-    assert_eq!(ev["pcrs"]["sha256"]["15"], hex::encode(pcr));
+    assert_eq!(ev["pcrs"]["sha256"]["15"], replay(recs));
     // A second tvpd on the same socket must refuse to steal it.
     let (code, _, _) = Tvpd::run_once(
         &tpm,
