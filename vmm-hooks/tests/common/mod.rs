@@ -53,7 +53,7 @@ fn abi_inc() -> String {
 
 const LINKER_SCRIPT: &str = "ENTRY(_start)
 SECTIONS {
-  . = 0x100000;
+  . = BASE;
   .text : { *(.text*) }
   .rodata : { *(.rodata*) }
   .data : { *(.data*) }
@@ -62,11 +62,20 @@ SECTIONS {
 }
 ";
 
-/// Assembles and links `tests/guests/<name>.S` into `<dir>/<name>.elf`.
+/// Assembles and links `tests/guests/<name>.S` into `<dir>/<name>.elf` at 1 MiB.
 pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
+    build_guest_at(name, dir, layout::FIRMWARE_MIN_GPA)
+}
+
+/// [`build_guest`] linked at `base`.
+pub fn build_guest_at(name: &str, dir: &Path, base: u64) -> PathBuf {
     let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests");
     std::fs::write(dir.join("abi.inc"), abi_inc()).unwrap();
-    std::fs::write(dir.join("link.ld"), LINKER_SCRIPT).unwrap();
+    std::fs::write(
+        dir.join("link.ld"),
+        LINKER_SCRIPT.replace("BASE", &format!("{base:#x}")),
+    )
+    .unwrap();
     let obj = dir.join(format!("{name}.o"));
     let elf = dir.join(format!("{name}.elf"));
     let st = Command::new("gcc")
@@ -228,25 +237,63 @@ pub fn run_vm_with(
     mode: PeerMode,
     on_first_milestone: impl FnOnce(u32) + Send + 'static,
 ) -> Run {
-    let sock = dir.join("channel.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
+    run_vm_full(dir, firmware, config_page, mode, on_first_milestone, false)
+}
+
+/// The channel descriptor number the fd-passing test gives the child.
+const CHILD_CHANNEL_FD: i32 = 10;
+
+/// Runs the VMM; with `use_fd` the channel is a socketpair end inherited as
+/// `--channel-fd`, as tvpd does it, else a socket path in `dir`.
+pub fn run_vm_full(
+    dir: &Path,
+    firmware: &Path,
+    config_page: &Path,
+    mode: PeerMode,
+    on_first_milestone: impl FnOnce(u32) + Send + 'static,
+    use_fd: bool,
+) -> Run {
     let console = dir.join("console.log");
     let t0 = Instant::now();
-    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"))
-        .args(["--log", "info", "run", "--vm-id", "test-vm"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    cmd.args(["--log", "info", "run", "--vm-id", "test-vm"])
         .arg("--firmware")
         .arg(firmware)
         .arg("--config-page")
         .arg(config_page)
         .arg("--console-log")
         .arg(&console)
-        .arg("--channel-path")
-        .arg(&sock)
         .args(["--host-timeout-ms", "5000"])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut listener = None;
+    let mut pair_end = None;
+    let mut child_end_keep = None;
+    if use_fd {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let raw = theirs.as_raw_fd();
+        // SAFETY (test code): dup2 is async-signal-safe; the target descriptor has
+        // close-on-exec cleared, so only this child inherits the channel.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()]);
+        pair_end = Some(ours);
+        child_end_keep = Some(theirs);
+    } else {
+        let sock = dir.join("channel.sock");
+        listener = Some(UnixListener::bind(&sock).unwrap());
+        cmd.arg("--channel-path").arg(&sock);
+    }
+    let mut child: Child = cmd.spawn().unwrap();
+    drop(child_end_keep);
     let pid = child.id();
     let mut stderr_pipe = child.stderr.take().unwrap();
     let stderr_thread = std::thread::spawn(move || {
@@ -256,8 +303,13 @@ pub fn run_vm_with(
     });
     let (msg_tx, msg_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else {
-            return;
+        let stream = match (listener, pair_end) {
+            (_, Some(s)) => s,
+            (Some(l), None) => match l.accept() {
+                Ok((s, _)) => s,
+                Err(_) => return,
+            },
+            (None, None) => return,
         };
         peer(stream, mode, pid, on_first_milestone, msg_tx);
     });
@@ -276,11 +328,8 @@ pub fn run_vm_with(
     let secs = t0.elapsed().as_secs_f64();
     let stderr = stderr_thread.join().unwrap_or_default();
     let mut messages = Vec::new();
-    while let Ok(m) = msg_rx.recv_timeout(Duration::from_secs(2)) {
-        match m {
-            Some(m) => messages.push(m),
-            None => break,
-        }
+    while let Ok(Some(m)) = msg_rx.recv_timeout(Duration::from_secs(2)) {
+        messages.push(m);
     }
     let console = std::fs::read_to_string(&console).unwrap_or_default();
     eprintln!("--- tvp-vmm stderr ---\n{stderr}--- console ---\n{console}---");

@@ -28,6 +28,7 @@ fillq:
     movw $MBOX_VERSION, MBOX_REQ + 4
     andw $7, MBOX_REQ + 6             /* command 0..7 */
     andl $63, MBOX_REQ + 8            /* length 0..63 */
+    movl $0, MBOX_REQ + 12            /* reserved word valid */
 1:  mov $DOORBELL_PORT, %dx
     out %eax, %dx
     dec %r9d
