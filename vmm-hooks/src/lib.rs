@@ -10,6 +10,11 @@
 //! `memory` (KVM memory slots), `channel` (adopting the inherited fd) and `vcpu`
 //! (the exit union, the kick signal).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod channel;
 pub mod devices;
 pub mod error;

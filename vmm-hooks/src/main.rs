@@ -70,6 +70,8 @@ enum Cmd {
         /// The file.
         path: PathBuf,
     },
+    /// Print the ABI constants as a C-preprocessor header for assembly code.
+    AbiHeader,
     /// Write a configuration page.
     ConfigPage {
         /// Output file.
@@ -183,6 +185,14 @@ fn main() -> ExitCode {
                 }
                 Err(e) => fail(e.to_string()),
             }
+        }
+        Cmd::AbiHeader => {
+            let mut s = String::new();
+            if tvp_abi::asm::write_header(&mut s).is_err() {
+                return fail("cannot format header".into());
+            }
+            print!("{s}");
+            ExitCode::SUCCESS
         }
         Cmd::MeasureFile { path } => {
             let t = Instant::now();

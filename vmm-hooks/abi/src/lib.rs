@@ -13,7 +13,12 @@
 //! `mailbox-abi.md`, `pcr-plan.md`) describe the same layouts for other implementers.
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod asm;
 pub mod config;
 pub mod layout;
 pub mod mailbox;

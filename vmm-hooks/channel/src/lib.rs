@@ -13,6 +13,11 @@
 //! carrying [`PROTOCOL_VERSION`]; a peer that does not speak that version closes the
 //! channel. See `docs/vmm-channel.md` for the sequence.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::io::{Read, Write};

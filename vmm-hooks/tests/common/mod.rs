@@ -9,45 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tvp_abi::config::Config;
-use tvp_abi::{layout, mailbox, ports};
+use tvp_abi::layout;
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
 /// Memory of the test VMs.
 pub const MEM_MIB: u32 = 16;
 
 fn abi_inc() -> String {
-    let mut s = String::from("/* generated from tvp-abi by tests/common/mod.rs */\n");
-    let defs: [(&str, u64); 17] = [
-        ("SERIAL_PORT", ports::SERIAL_COM1_BASE.into()),
-        ("BOOT_TIMER_PORT", ports::BOOT_TIMER_PORT.into()),
-        ("DOORBELL_PORT", ports::MAILBOX_DOORBELL_PORT.into()),
-        ("POWER_PORT", ports::POWER_PORT.into()),
-        ("POWER_OFF_VALUE", ports::POWER_OFF_VALUE.into()),
-        (
-            "MBOX_REQ",
-            layout::MAILBOX_GPA + mailbox::REQUEST_OFFSET as u64,
-        ),
-        (
-            "MBOX_RESP",
-            layout::MAILBOX_GPA + mailbox::RESPONSE_OFFSET as u64,
-        ),
-        ("MBOX_VERSION", mailbox::MAILBOX_ABI_VERSION.into()),
-        (
-            "REQ_MAGIC",
-            u32::from_le_bytes(mailbox::REQUEST_MAGIC).into(),
-        ),
-        ("CMD_GET_VERSION", mailbox::Command::GetVersion as u64),
-        ("CMD_TUNNEL", mailbox::Command::TunnelEstablished as u64),
-        ("CMD_QUOTE", mailbox::Command::QuoteRequest as u64),
-        ("CMD_HANDOVER", mailbox::Command::Handover as u64),
-        ("CMD_BOOT_FAILED", mailbox::Command::BootFailed as u64),
-        ("CONFIG_PAGE", layout::CONFIG_PAGE_GPA),
-        ("FIRMWARE_BASE", layout::FIRMWARE_MIN_GPA),
-        ("I8042_PORT", ports::I8042_COMMAND_PORT.into()),
-    ];
-    for (k, v) in defs {
-        s.push_str(&format!("#define {k} {v:#x}\n"));
-    }
+    let mut s = String::new();
+    tvp_abi::asm::write_header(&mut s).unwrap();
     s
 }
 
