@@ -42,6 +42,7 @@ pub struct ConsoleLog {
     file: File,
     written: u64,
     limit: u64,
+    failed: bool,
 }
 
 impl ConsoleLog {
@@ -55,6 +56,7 @@ impl ConsoleLog {
             file,
             written: 0,
             limit,
+            failed: false,
         })
     }
 }
@@ -63,8 +65,13 @@ impl Write for ConsoleLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let room = self.limit.saturating_sub(self.written) as usize;
         let n = buf.len().min(room);
-        if n > 0 {
-            self.file.write_all(&buf[..n])?;
+        if n > 0 && !self.failed {
+            if let Err(e) = self.file.write_all(&buf[..n]) {
+                // Never fail the guest's UART write; stop logging instead.
+                log::error!(target: "tvp_vmm::devices", "console log write failed, console output dropped from now on: {e}");
+                self.failed = true;
+                return Ok(buf.len());
+            }
             self.written += n as u64;
             if self.written == self.limit {
                 log::warn!(target: "tvp_vmm::devices", "console log reached its {} byte cap; further output dropped", self.limit);
