@@ -133,3 +133,35 @@ fn evidence_larger_than_the_response_area_is_refused_with_a_code() {
     assert_eq!(st[2], Status::ResponseTooLarge as u32);
     assert!(run.responses()[2].contains(&format!("d={:08x}", RESPONSE_PAYLOAD_MAX + 1)));
 }
+
+#[test]
+fn tvpd_refusing_a_quote_reaches_the_guest_as_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("happy", dir.path());
+    let cfg = write_config(dir.path(), b"U-refuse");
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::RefuseQuotes(0x1234));
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.statuses()[2], Status::PlatformRefused as u32);
+    assert!(
+        run.responses()[2].contains("d=00001234 l=00000000"),
+        "{}",
+        run.responses()[2]
+    );
+}
+
+#[test]
+fn silent_tvpd_cannot_hang_the_guest_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("happy", dir.path());
+    let cfg = write_config(dir.path(), b"U-silent");
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::SilentMailbox);
+    assert_eq!(run.exit_code, Some(0));
+    let unavailable = Status::PlatformUnavailable as u32;
+    let out_of_order = Status::OutOfOrder as u32;
+    // The tunnel times out (not accepted), so quote and handover are out of order.
+    assert_eq!(
+        run.statuses(),
+        vec![OK, unavailable, out_of_order, out_of_order, OK]
+    );
+    assert!(run.secs < (HOST_TIMEOUT_MS as f64 / 1000.0) + 30.0);
+}

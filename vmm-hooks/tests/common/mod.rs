@@ -12,6 +12,9 @@ use tvp_abi::config::Config;
 use tvp_abi::layout;
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
+/// `--host-timeout-ms` of the test VMs (the peer answers at once unless silent).
+pub const HOST_TIMEOUT_MS: u64 = 3000;
+
 /// Memory of the test VMs.
 pub const MEM_MIB: u32 = 16;
 
@@ -132,6 +135,10 @@ pub enum PeerMode {
     CloseAfterFirstMilestone,
     /// Start; answer quotes with evidence of this many bytes.
     BigEvidence(usize),
+    /// Start; never answer mailbox requests.
+    SilentMailbox,
+    /// Start; refuse quote requests with this code.
+    RefuseQuotes(u32),
 }
 
 /// What happened in one run.
@@ -233,7 +240,7 @@ pub fn run_vm_full(
         .arg(config_page)
         .arg("--console-log")
         .arg(&console)
-        .args(["--host-timeout-ms", "5000"])
+        .args(["--host-timeout-ms", &HOST_TIMEOUT_MS.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut listener = None;
@@ -336,6 +343,17 @@ fn peer(
                     PeerMode::CloseAfterFirstMilestone => break,
                     _ => None,
                 }
+            }
+            (PeerMode::SilentMailbox, VmmMessage::TunnelEstablished { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::QuoteRequest { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::Handover { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::BootFailed { .. }) => None,
+            (PeerMode::RefuseQuotes(code), VmmMessage::QuoteRequest { request_id, .. }) => {
+                Some(HostMessage::Refused {
+                    request_id: *request_id,
+                    code: *code,
+                    message: "not the lease holder".into(),
+                })
             }
             (PeerMode::BigEvidence(n), VmmMessage::QuoteRequest { request_id, .. }) => {
                 Some(HostMessage::Evidence {
