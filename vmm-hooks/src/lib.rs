@@ -6,9 +6,9 @@
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`mailbox`], [`channel`],
-//! [`vcpu`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe` appears only in
-//! `memory` (KVM memory slots), `channel` (adopting the inherited fd) and `vcpu`
-//! (the exit union, the kick signal).
+//! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
+//! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
+//! `vcpu` (the exit union, the kick signal) and `lockdown` (prctl, madvise).
 
 #![cfg_attr(
     not(test),
@@ -19,6 +19,7 @@ pub mod channel;
 pub mod devices;
 pub mod error;
 pub mod loader;
+pub mod lockdown;
 pub mod mailbox;
 pub mod measure;
 pub mod memory;

@@ -54,6 +54,9 @@ enum Cmd {
         /// How long a mailbox request waits for tvpd, in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         host_timeout_ms: u64,
+        /// Do not install the seccomp syscall allowlist (debugging only).
+        #[arg(long)]
+        no_syscall_filter: bool,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             channel_path,
             standalone,
             host_timeout_ms,
+            no_syscall_filter,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
                 console_limit,
                 channel,
                 host_timeout: Duration::from_millis(host_timeout_ms),
+                syscall_filter: !no_syscall_filter,
             });
             ExitCode::from(code as u8)
         }

@@ -65,6 +65,18 @@ impl GuestRam {
         Ok(())
     }
 
+    /// Host (address, length) of each region, for `madvise` in [`crate::lockdown`].
+    pub fn host_ranges(&self) -> Vec<(*mut u8, usize)> {
+        self.mem
+            .iter()
+            .filter_map(|r| {
+                r.get_host_address(vm_memory::MemoryRegionAddress(0))
+                    .ok()
+                    .map(|h| (h, r.len() as usize))
+            })
+            .collect()
+    }
+
     /// Writes platform bytes at `gpa` (setup only, before any vCPU runs).
     pub fn place(&self, gpa: u64, bytes: &[u8]) -> Result<(), VmmError> {
         self.mem.write_slice(bytes, GuestAddress(gpa)).map_err(|e| {

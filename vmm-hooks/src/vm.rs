@@ -5,6 +5,7 @@ use crate::channel::{self, ChannelHost, ChannelTx, StartDecision};
 use crate::devices::{ConsoleLog, Devices};
 use crate::error::VmmError;
 use crate::loader;
+use crate::lockdown;
 use crate::mailbox::Mailbox;
 use crate::measure::MeasurementLog;
 use crate::memory::GuestRam;
@@ -83,6 +84,8 @@ pub struct RunOptions {
     pub channel: ChannelSpec,
     /// How long a mailbox request waits for tvpd.
     pub host_timeout: Duration,
+    /// Install the seccomp allowlist before the vCPU runs (off only for debugging).
+    pub syscall_filter: bool,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -212,6 +215,7 @@ pub fn run(opts: RunOptions) -> i32 {
 }
 
 fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
+    lockdown::make_undumpable()?;
     install_signal_handlers()?;
     let shutdown = Arc::new(Shutdown::default());
     let stream: Option<UnixStream> = match &opts.channel {
@@ -249,6 +253,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     vm.set_tss_address(0xfffb_d000)
         .map_err(VmmError::kvm("set TSS address"))?;
     let ram = GuestRam::new(mem_size)?;
+    lockdown::exclude_from_dumps(&ram)?;
 
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
@@ -362,15 +367,41 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         mmio_seen: 0,
     };
     let (done_tx, done_rx) = mpsc::channel();
-    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, loaded.entry);
+    let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("vcpu0".into())
         .spawn(move || {
-            let end = vcpu::run(&mut vcpu_fd, &mut ctx);
+            // The thread is fully started (glibc's per-thread setup done) before the
+            // filter is installed on it.
+            let _ = ready_tx.send(());
+            // Wait until the process is locked down before the first guest instruction.
+            let end = if go_rx.recv() == Ok(true) {
+                vcpu::run(&mut vcpu_fd, &mut ctx)
+            } else {
+                VcpuEnd::Stopped
+            };
             let _ = done_tx.send(end);
             drop(ctx);
         })
         .map_err(|e| VmmError::Process(format!("cannot spawn vCPU thread: {e}")))?;
+    if ready_rx.recv().is_err() {
+        return Err(VmmError::Process("vCPU thread died at start".into()));
+    }
+    if opts.syscall_filter {
+        if let Err(e) = lockdown::install_syscall_filter() {
+            let _ = go_tx.send(false);
+            let _ = handle.join();
+            ram.scrub();
+            return Err(e);
+        }
+    } else {
+        log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
+    }
+    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, loaded.entry);
+    if go_tx.send(true).is_err() {
+        return Err(VmmError::Process("vCPU thread gone before start".into()));
+    }
     let end = loop {
         shutdown::poll_signal(&shutdown);
         if shutdown.requested().is_some() {

@@ -114,3 +114,32 @@ fn channel_over_an_inherited_socketpair_descriptor() {
     ));
     assert_eq!(run.mailbox_messages().len(), 3);
 }
+
+#[test]
+fn vmm_runs_the_guest_under_a_seccomp_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("spin", dir.path());
+    let cfg = write_config(dir.path(), b"U-lockdown");
+    let status = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = status.clone();
+    let run = run_vm_with(dir.path(), &fw, &cfg, PeerMode::Normal, move |pid| {
+        *seen.lock().unwrap() =
+            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        // SAFETY (test code): plain kill(2) of our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    });
+    assert_eq!(run.exit_code, Some(exit_code::KILLED_BY_SIGNAL));
+    let status = status.lock().unwrap().clone();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        field("Seccomp:"),
+        "2",
+        "filter mode while the guest runs:\n{status}"
+    );
+    assert_eq!(field("NoNewPrivs:"), "1");
+}
