@@ -7,14 +7,18 @@
 use crate::error::VmmError;
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA};
 use tvp_abi::PAGE_SIZE;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The guest's RAM, as three adjacent regions: `[0, 0x10000)`, the configuration page
 /// (read-only for the guest) and `[0x11000, mem_size)`.
+/// Dropping it zeroes the memory (unless [`GuestRam::scrub`] already did), so every
+/// exit path, including setup failures, scrubs.
 pub struct GuestRam {
     mem: GuestMemoryMmap,
+    scrubbed: AtomicBool,
 }
 
 impl GuestRam {
@@ -33,7 +37,10 @@ impl GuestRam {
         ];
         let mem = GuestMemoryMmap::from_ranges(&ranges)
             .map_err(|e| VmmError::Memory(format!("cannot map {mem_size} bytes: {e}")))?;
-        Ok(GuestRam { mem })
+        Ok(GuestRam {
+            mem,
+            scrubbed: AtomicBool::new(false),
+        })
     }
 
     /// The vm-memory view (for the loader and the mailbox).
@@ -87,8 +94,11 @@ impl GuestRam {
         })
     }
 
-    /// Zeroes all guest memory (when the VM has ended, before unmapping).
+    /// Zeroes all guest memory (when the VM has ended, before unmapping). Idempotent.
     pub fn scrub(&self) {
+        if self.scrubbed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let zeros = vec![0u8; 1 << 20];
         for region in self.mem.iter() {
             let mut off = 0u64;
@@ -101,7 +111,7 @@ impl GuestRam {
                 off += n as u64;
             }
         }
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
     /// True if every byte is zero (for tests of [`GuestRam::scrub`]).
@@ -123,6 +133,12 @@ impl GuestRam {
             }
             true
         })
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        self.scrub();
     }
 }
 
