@@ -65,3 +65,28 @@ fn guest_cannot_modify_the_read_only_configuration_page() {
     );
     assert!(run.stderr.contains("read-only configuration page"));
 }
+
+#[test]
+fn i8042_reset_ends_a_measured_vm_instead_of_rebooting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("reset", dir.path());
+    let cfg = write_config(dir.path(), b"U-reset");
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(run.exit_code, Some(tvp_vmm::vm::exit_code::RESET));
+    assert!(matches!(
+        run.exited(),
+        Some(VmmMessage::Exited {
+            reason: ExitReason::Reset,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn halt_without_interrupt_source_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("halt", dir.path());
+    let cfg = write_config(dir.path(), b"U-halt");
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(run.exit_code, Some(tvp_vmm::vm::exit_code::HALTED));
+}
