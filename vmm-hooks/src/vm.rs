@@ -255,61 +255,8 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
-    // Place and measure, in the order of tvp_abi::measure.
-    let mut log = MeasurementLog::new();
-    let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
-    log.measure(
-        EventType::FirmwareImage,
-        &firmware,
-        format!(
-            "firmware {} ({} bytes, loaded {:#x}..{:#x})",
-            opts.firmware.display(),
-            firmware.len(),
-            loaded.start,
-            loaded.end
-        ),
-    );
-    drop(firmware);
-    ram.place(CONFIG_PAGE_GPA, &config_page)?;
-    log.measure(
-        EventType::ConfigPage,
-        &config_page,
-        "configuration page v1".into(),
-    );
-    let mut region = vec![0u8; BOOT_REGION_SIZE].into_boxed_slice();
-    let region_arr: &mut [u8; BOOT_REGION_SIZE] = (&mut *region)
-        .try_into()
-        .map_err(|_| VmmError::Memory("boot region size".into()))?;
-    build_boot_region(mem_size, region_arr);
-    ram.place(0, region_arr)?;
-    log.measure(
-        EventType::BootRegion,
-        region_arr,
-        format!("boot region: GDT, boot info, e820 for {mem_size} bytes, page tables"),
-    );
-    let entry_state = EntryState::for_entry(loaded.entry);
-    log.measure(
-        EventType::VcpuState,
-        &entry_state.encode(),
-        format!("vcpu0 entry state, rip={:#x}", loaded.entry),
-    );
+    let (log, entry_state) = place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
     ram.register(&vm)?;
-
-    // Self-check against the verifier's computation before reporting.
-    let fw_digest = log.events()[1].digest;
-    let expected = events_from_parts(fw_digest, loaded.entry, &config_page)
-        .map_err(|e| VmmError::Firmware(e.to_string()))?;
-    if !log.is_complete()
-        || log
-            .events()
-            .iter()
-            .zip(expected.iter())
-            .any(|(a, b)| a.digest != b.digest)
-    {
-        return Err(VmmError::Memory(
-            "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
-        ));
-    }
     for (i, e) in log.events().iter().enumerate() {
         tx.send(&VmmMessage::Measurement {
             index: i as u32,
@@ -325,28 +272,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     })?;
     log::info!(target: "tvp_vmm::vm", "vm={} measured, pcr23={}; waiting for tvpd", opts.vm_id, hex::encode(pcr23));
 
-    // Wait for Start.
-    loop {
-        shutdown::poll_signal(&shutdown);
-        if let Some(cause) = shutdown.requested() {
-            ram.scrub();
-            let why = match cause {
-                StopCause::Signal => "signal",
-                StopCause::Host => "tvpd stop",
-                StopCause::ChannelClosed => "channel closed",
-            };
-            return Err(VmmError::StoppedBeforeStart(why));
-        }
-        match rx.start.recv_timeout(Duration::from_millis(50)) {
-            Ok(StartDecision::Start) => break,
-            Ok(StartDecision::Abort(reason)) => {
-                ram.scrub();
-                return Err(VmmError::Aborted(reason));
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => shutdown.request(StopCause::ChannelClosed),
-        }
-    }
+    wait_for_start(&rx.start, &shutdown, &ram)?;
 
     let mut vcpu_fd = vm.create_vcpu(0).map_err(VmmError::kvm("create vCPU"))?;
     vcpu::configure(&kvm, &vcpu_fd, &entry_state)?;
@@ -398,7 +324,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     } else {
         log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
     }
-    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, loaded.entry);
+    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, entry_state.rip);
     if go_tx.send(true).is_err() {
         return Err(VmmError::Process("vCPU thread gone before start".into()));
     }
@@ -424,6 +350,105 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         &tx,
         Outcome::from_end(end, shutdown.requested()),
     )
+}
+
+/// Loads the firmware, places the configuration page and the boot region, and measures
+/// exactly those bytes and the entry state, in the order of `tvp_abi::measure`; then
+/// checks the digests against `tvp_abi`'s own computation.
+fn place_and_measure(
+    opts: &RunOptions,
+    ram: &GuestRam,
+    firmware: Vec<u8>,
+    config_page: &[u8],
+    mem_size: u64,
+) -> Result<(MeasurementLog, EntryState), VmmError> {
+    // Place and measure, in the order of tvp_abi::measure.
+    let mut log = MeasurementLog::new();
+    let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
+    log.measure(
+        EventType::FirmwareImage,
+        &firmware,
+        format!(
+            "firmware {} ({} bytes, loaded {:#x}..{:#x})",
+            opts.firmware.display(),
+            firmware.len(),
+            loaded.start,
+            loaded.end
+        ),
+    );
+    drop(firmware);
+    ram.place(CONFIG_PAGE_GPA, config_page)?;
+    log.measure(
+        EventType::ConfigPage,
+        config_page,
+        "configuration page v1".into(),
+    );
+    let mut region = vec![0u8; BOOT_REGION_SIZE].into_boxed_slice();
+    let region_arr: &mut [u8; BOOT_REGION_SIZE] = (&mut *region)
+        .try_into()
+        .map_err(|_| VmmError::Memory("boot region size".into()))?;
+    build_boot_region(mem_size, region_arr);
+    ram.place(0, region_arr)?;
+    log.measure(
+        EventType::BootRegion,
+        region_arr,
+        format!("boot region: GDT, boot info, e820 for {mem_size} bytes, page tables"),
+    );
+    let entry_state = EntryState::for_entry(loaded.entry);
+    log.measure(
+        EventType::VcpuState,
+        &entry_state.encode(),
+        format!("vcpu0 entry state, rip={:#x}", loaded.entry),
+    );
+
+    // Self-check against the verifier's computation before reporting.
+    let fw_digest = log.events().get(1).map(|e| e.digest).unwrap_or_default();
+    let expected = events_from_parts(fw_digest, loaded.entry, config_page)
+        .map_err(|e| VmmError::Firmware(e.to_string()))?;
+    if !log.is_complete()
+        || log
+            .events()
+            .iter()
+            .zip(expected.iter())
+            .any(|(a, b)| a.digest != b.digest)
+    {
+        return Err(VmmError::Memory(
+            "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
+        ));
+    }
+    Ok((log, entry_state))
+}
+
+/// Waits for tvpd's Start (no vCPU exists before it); Abort, stop, signal or channel
+/// loss end the VMM before any guest instruction.
+fn wait_for_start(
+    start: &mpsc::Receiver<StartDecision>,
+    shutdown: &Shutdown,
+    ram: &GuestRam,
+) -> Result<(), VmmError> {
+    loop {
+        shutdown::poll_signal(shutdown);
+        if let Some(cause) = shutdown.requested() {
+            ram.scrub();
+            let why = match cause {
+                StopCause::Signal => "signal",
+                StopCause::Host => "tvpd stop",
+                StopCause::ChannelClosed => "channel closed",
+            };
+            return Err(VmmError::StoppedBeforeStart(why));
+        }
+        match start.recv_timeout(Duration::from_millis(50)) {
+            Ok(StartDecision::Start) => break,
+            Ok(StartDecision::Abort(reason)) => {
+                ram.scrub();
+                return Err(VmmError::Aborted(reason));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => shutdown.request(StopCause::ChannelClosed),
+        }
+    }
+
+    Ok(())
 }
 
 fn finish(
