@@ -119,3 +119,53 @@ pub fn load_elf(mem: &GuestMemoryMmap, elf: &[u8], mem_size: u64) -> Result<Load
         .map_err(|e| VmmError::Firmware(format!("ELF load failed: {e}")))?;
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF64 with one PT_LOAD segment.
+    fn elf(entry: u64, paddr: u64, offset: u64, filesz: u64, memsz: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + PHDR_SIZE + 16];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2;
+        b[5] = 1;
+        b[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        b[24..32].copy_from_slice(&entry.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        let p = 64;
+        b[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        b[p + 8..p + 16].copy_from_slice(&offset.to_le_bytes());
+        b[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
+        b[p + 32..p + 40].copy_from_slice(&filesz.to_le_bytes());
+        b[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
+        b
+    }
+
+    const MEM: u64 = 16 << 20;
+    const BASE: u64 = FIRMWARE_MIN_GPA;
+
+    #[test]
+    fn accepts_a_well_formed_firmware() {
+        let l = validate_elf(&elf(BASE, BASE, 120, 16, 4096), MEM).unwrap();
+        assert_eq!((l.entry, l.start, l.end), (BASE, BASE, BASE + 4096));
+    }
+
+    #[test]
+    fn rejects_segments_that_would_overwrite_the_platform_area_or_escape_ram() {
+        let reject = |b: Vec<u8>| assert!(validate_elf(&b, MEM).is_err());
+        reject(elf(0x10000, 0x10000, 120, 16, 16)); // config page
+        reject(elf(BASE, BASE - 8, 120, 16, 16)); // straddles 1 MiB
+        reject(elf(BASE, MEM - 8, 120, 16, 16)); // past the end of RAM
+        reject(elf(BASE, u64::MAX - 4, 120, 16, 16)); // overflow
+        reject(elf(BASE, BASE, 120, 32, 16)); // filesz > memsz
+        reject(elf(BASE, BASE, 1 << 20, 16, 16)); // file range outside the file
+        reject(elf(BASE + 4096, BASE, 120, 16, 16)); // entry outside any segment
+        reject(b"not an elf".to_vec());
+        let mut b = elf(BASE, BASE, 120, 16, 16);
+        b[56..58].copy_from_slice(&2u16.to_le_bytes()); // phdr table outside the file
+        reject(b);
+    }
+}
