@@ -90,3 +90,22 @@ fn halt_without_interrupt_source_is_reported() {
     let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
     assert_eq!(run.exit_code, Some(tvp_vmm::vm::exit_code::HALTED));
 }
+
+#[test]
+fn console_flood_is_capped_so_a_guest_cannot_fill_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("flood", dir.path());
+    let cfg = write_config(dir.path(), b"U-flood");
+    let run = run_vm_full(
+        dir.path(),
+        &fw,
+        &cfg,
+        PeerMode::Normal,
+        |_| {},
+        false,
+        &["--console-limit", "4096"],
+    );
+    assert_eq!(run.exit_code, Some(0));
+    assert_eq!(run.console.len(), 4096);
+    assert!(run.stderr.contains("cap"));
+}

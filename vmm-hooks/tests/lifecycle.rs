@@ -103,7 +103,7 @@ fn channel_over_an_inherited_socketpair_descriptor() {
     let dir = tempfile::tempdir().unwrap();
     let fw = build_guest("happy", dir.path());
     let cfg = write_config(dir.path(), b"U-fd");
-    let run = run_vm_full(dir.path(), &fw, &cfg, PeerMode::Normal, |_| {}, true);
+    let run = run_vm_full(dir.path(), &fw, &cfg, PeerMode::Normal, |_| {}, true, &[]);
     assert_eq!(run.exit_code, Some(0));
     assert!(matches!(
         run.messages.first(),

@@ -214,7 +214,15 @@ pub fn run_vm_with(
     mode: PeerMode,
     on_first_milestone: impl FnOnce(u32) + Send + 'static,
 ) -> Run {
-    run_vm_full(dir, firmware, config_page, mode, on_first_milestone, false)
+    run_vm_full(
+        dir,
+        firmware,
+        config_page,
+        mode,
+        on_first_milestone,
+        false,
+        &[],
+    )
 }
 
 /// The channel descriptor number the fd-passing test gives the child.
@@ -229,6 +237,7 @@ pub fn run_vm_full(
     mode: PeerMode,
     on_first_milestone: impl FnOnce(u32) + Send + 'static,
     use_fd: bool,
+    extra_args: &[&str],
 ) -> Run {
     let console = dir.join("console.log");
     let t0 = Instant::now();
@@ -241,6 +250,7 @@ pub fn run_vm_full(
         .arg("--console-log")
         .arg(&console)
         .args(["--host-timeout-ms", &HOST_TIMEOUT_MS.to_string()])
+        .args(extra_args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut listener = None;
