@@ -1,0 +1,28 @@
+//! `tvp-vmm`: the per-VM VMM process of tvp.
+//!
+//! It builds one KVM VM (guest memory, firmware ELF, configuration page, boot tables),
+//! measures every byte it places before the first vCPU runs, reports the measurements
+//! to `tvpd` over a private channel ([`tvp_vmm_channel`]), serves the attestation
+//! mailbox, and ends the VM cleanly. It has no TPM access.
+//!
+//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`mailbox`], [`channel`],
+//! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
+//! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
+//! `vcpu` (the exit union, the kick signal) and `lockdown` (prctl, madvise).
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod channel;
+pub mod devices;
+pub mod error;
+pub mod loader;
+pub mod lockdown;
+pub mod mailbox;
+pub mod measure;
+pub mod memory;
+pub mod shutdown;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,473 @@
+//! One VM's life: build and measure it, report the measurements, wait for tvpd's Start,
+//! run the vCPU, and end it cleanly (stop, scrub memory, report, exit code).
+
+use crate::channel::{self, ChannelHost, ChannelTx, StartDecision};
+use crate::devices::{ConsoleLog, Devices};
+use crate::error::VmmError;
+use crate::loader;
+use crate::lockdown;
+use crate::mailbox::Mailbox;
+use crate::measure::MeasurementLog;
+use crate::memory::GuestRam;
+use crate::shutdown::{self, Shutdown, StopCause};
+use crate::vcpu::{self, VcpuContext, VcpuEnd};
+use kvm_ioctls::{Cap, Kvm};
+use std::os::unix::net::UnixStream;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tvp_abi::config;
+use tvp_abi::layout::{build_boot_region, EntryState, BOOT_REGION_SIZE, CONFIG_PAGE_GPA};
+use tvp_abi::measure::{events_from_parts, EventType};
+use tvp_abi::PAGE_SIZE;
+use tvp_vmm_channel::{ExitReason, VmmMessage, PROTOCOL_VERSION};
+
+/// Largest firmware file accepted (it must also fit the VM's RAM).
+pub const FIRMWARE_MAX: u64 = 1 << 30;
+
+/// Process exit codes (documented in `docs/vmm-channel.md`).
+pub mod exit_code {
+    /// The guest powered off.
+    pub const POWERED_OFF: i32 = 0;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The VM could not be set up (config, firmware, KVM, memory, channel).
+    pub const SETUP_FAILED: i32 = 3;
+    /// tvpd aborted the VM before it started, or it was stopped before start.
+    pub const ABORTED: i32 = 4;
+    /// The guest reset.
+    pub const RESET: i32 = 10;
+    /// The guest halted for good.
+    pub const HALTED: i32 = 11;
+    /// Triple fault.
+    pub const TRIPLE_FAULT: i32 = 12;
+    /// KVM internal error.
+    pub const KVM_INTERNAL_ERROR: i32 = 13;
+    /// Other KVM failure.
+    pub const KVM_ERROR: i32 = 14;
+    /// Killed by SIGTERM/SIGINT/SIGHUP.
+    pub const KILLED_BY_SIGNAL: i32 = 15;
+    /// tvpd sent Stop.
+    pub const STOPPED_BY_HOST: i32 = 16;
+    /// The channel to tvpd closed.
+    pub const CHANNEL_CLOSED: i32 = 17;
+}
+
+/// Where the channel comes from.
+#[derive(Debug, Clone)]
+pub enum ChannelSpec {
+    /// An inherited socket descriptor (tvpd's socketpair).
+    Fd(i32),
+    /// A listening Unix socket to connect to.
+    Path(PathBuf),
+    /// No tvpd: start immediately, mailbox requests needing tvpd fail. For development
+    /// and benchmarks only.
+    Standalone,
+}
+
+/// Everything `tvp-vmm run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// VM id (for logs and Hello).
+    pub vm_id: String,
+    /// Firmware ELF.
+    pub firmware: PathBuf,
+    /// The 4096-byte configuration page.
+    pub config_page: PathBuf,
+    /// Console log file.
+    pub console_log: PathBuf,
+    /// Console log cap in bytes.
+    pub console_limit: u64,
+    /// The channel.
+    pub channel: ChannelSpec,
+    /// How long a mailbox request waits for tvpd.
+    pub host_timeout: Duration,
+    /// Install the seccomp allowlist before the vCPU runs (off only for debugging).
+    pub syscall_filter: bool,
+}
+
+extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    shutdown::SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_signal_handlers() -> Result<(), VmmError> {
+    use vmm_sys_util::signal::register_signal_handler;
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        register_signal_handler(sig, on_stop_signal)
+            .map_err(|e| VmmError::Process(format!("signal {sig} handler: {e}")))?;
+    }
+    register_signal_handler(vcpu::kick_signal(), on_kick)
+        .map_err(|e| VmmError::Process(format!("kick signal handler: {e}")))?;
+    Ok(())
+}
+
+fn read_file(path: &PathBuf, max: u64) -> Result<Vec<u8>, VmmError> {
+    let err = |source| VmmError::ReadFile {
+        path: path.clone(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(err)?.len();
+    if len > max {
+        return Err(VmmError::ReadFile {
+            path: path.clone(),
+            source: std::io::Error::other(format!("{len} bytes, more than the {max} allowed")),
+        });
+    }
+    std::fs::read(path).map_err(err)
+}
+
+/// The end of a VM, as reported.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Why.
+    pub reason: ExitReason,
+    /// Details.
+    pub detail: String,
+}
+
+impl Outcome {
+    /// The process exit code for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self.reason {
+            ExitReason::PoweredOff => exit_code::POWERED_OFF,
+            ExitReason::Reset => exit_code::RESET,
+            ExitReason::Halted => exit_code::HALTED,
+            ExitReason::TripleFault => exit_code::TRIPLE_FAULT,
+            ExitReason::KvmInternalError => exit_code::KVM_INTERNAL_ERROR,
+            ExitReason::KvmError => exit_code::KVM_ERROR,
+            ExitReason::KilledBySignal => exit_code::KILLED_BY_SIGNAL,
+            ExitReason::StoppedByHost => exit_code::STOPPED_BY_HOST,
+            ExitReason::ChannelClosed => exit_code::CHANNEL_CLOSED,
+        }
+    }
+
+    fn from_end(end: VcpuEnd, stop: Option<StopCause>) -> Self {
+        let o = |reason, detail: String| Outcome { reason, detail };
+        let hex = |r: Option<u64>| r.map_or("unknown".to_string(), |r| format!("{r:#x}"));
+        match end {
+            VcpuEnd::PoweredOff => o(ExitReason::PoweredOff, "guest powered off".into()),
+            VcpuEnd::Reset => o(
+                ExitReason::Reset,
+                "guest requested a reset; a measured VM is not restarted".into(),
+            ),
+            VcpuEnd::Halted { rip } => o(
+                ExitReason::Halted,
+                format!("guest halted with interrupts unavailable at rip={rip:#x}"),
+            ),
+            VcpuEnd::TripleFault { rip } => o(
+                ExitReason::TripleFault,
+                format!(
+                    "guest triple-faulted (KVM_EXIT_SHUTDOWN) at rip={}",
+                    hex(rip)
+                ),
+            ),
+            VcpuEnd::InternalError {
+                suberror,
+                rip,
+                data,
+            } => o(
+                ExitReason::KvmInternalError,
+                format!(
+                    "KVM_EXIT_INTERNAL_ERROR suberror={suberror}{} rip={} data=[{}]",
+                    if suberror == 1 {
+                        " (emulation failure)"
+                    } else {
+                        ""
+                    },
+                    hex(rip),
+                    data.iter()
+                        .map(|d| format!("{d:#x}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            ),
+            VcpuEnd::KvmError(m) => o(ExitReason::KvmError, m),
+            VcpuEnd::Stopped => match stop {
+                Some(StopCause::Signal) => {
+                    o(ExitReason::KilledBySignal, "stopped by signal".into())
+                }
+                Some(StopCause::ChannelClosed) => {
+                    o(ExitReason::ChannelClosed, "channel to tvpd closed".into())
+                }
+                _ => o(ExitReason::StoppedByHost, "stopped by tvpd".into()),
+            },
+        }
+    }
+}
+
+/// Runs one VM to its end; returns the process exit code.
+pub fn run(opts: RunOptions) -> i32 {
+    let started = Instant::now();
+    match run_inner(&opts, started) {
+        Ok(code) => code,
+        Err(e) => {
+            log::error!(target: "tvp_vmm::vm", "vm={} setup failed: {e}", opts.vm_id);
+            match e {
+                VmmError::Aborted(_) | VmmError::StoppedBeforeStart(_) => exit_code::ABORTED,
+                _ => exit_code::SETUP_FAILED,
+            }
+        }
+    }
+}
+
+fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
+    lockdown::make_undumpable()?;
+    install_signal_handlers()?;
+    let shutdown = Arc::new(Shutdown::default());
+    let stream: Option<UnixStream> = match &opts.channel {
+        ChannelSpec::Fd(fd) => Some(channel::from_fd(*fd)?),
+        ChannelSpec::Path(p) => Some(channel::from_path(p)?),
+        ChannelSpec::Standalone => None,
+    };
+    let (tx, rx) = channel::open(stream, shutdown.clone())?;
+    tx.send(&VmmMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        vm_id: opts.vm_id.clone(),
+        pid: std::process::id(),
+    })?;
+
+    // Inputs: read once, validated, and these very bytes are measured and loaded.
+    let config_page = read_file(&opts.config_page, PAGE_SIZE as u64)?;
+    let cfg = config::decode(&config_page).map_err(VmmError::Config)?;
+    if cfg.vcpus != 1 {
+        return Err(VmmError::Unsupported(format!(
+            "{} vCPUs requested; this VMM runs 1",
+            cfg.vcpus
+        )));
+    }
+    let mem_size = cfg.mem_size();
+    let firmware = read_file(&opts.firmware, FIRMWARE_MAX.min(mem_size))?;
+
+    // KVM and memory.
+    let kvm = Kvm::new().map_err(VmmError::kvm("open /dev/kvm"))?;
+    let vm = kvm.create_vm().map_err(VmmError::kvm("create VM"))?;
+    if !vm.check_extension(Cap::ReadonlyMem) {
+        return Err(VmmError::Unsupported(
+            "KVM lacks read-only memory slots (needed for the configuration page)".into(),
+        ));
+    }
+    vm.set_tss_address(0xfffb_d000)
+        .map_err(VmmError::kvm("set TSS address"))?;
+    let ram = GuestRam::new(mem_size)?;
+    lockdown::exclude_from_dumps(&ram)?;
+
+    let (log, entry_state) = place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    ram.register(&vm)?;
+    for (i, e) in log.events().iter().enumerate() {
+        tx.send(&VmmMessage::Measurement {
+            index: i as u32,
+            event_type: e.event_type.name().to_string(),
+            digest: e.digest,
+            description: e.description.clone(),
+        })?;
+    }
+    let pcr23 = log.pcr23();
+    tx.send(&VmmMessage::MeasurementsDone {
+        count: log.events().len() as u32,
+        pcr23,
+    })?;
+    log::info!(target: "tvp_vmm::vm", "vm={} measured, pcr23={}; waiting for tvpd", opts.vm_id, hex::encode(pcr23));
+
+    wait_for_start(&rx.start, &shutdown, &ram)?;
+
+    let mut vcpu_fd = vm.create_vcpu(0).map_err(VmmError::kvm("create vCPU"))?;
+    vcpu::configure(&kvm, &vcpu_fd, &entry_state)?;
+    let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
+    let mut ctx = VcpuContext {
+        devices: Devices::new(console),
+        mailbox: Mailbox::new(opts.host_timeout),
+        host: ChannelHost {
+            tx: tx.clone(),
+            replies: rx.replies,
+            shutdown: shutdown.clone(),
+        },
+        tx: tx.clone(),
+        mem: ram.mem().clone(),
+        shutdown: shutdown.clone(),
+        started,
+        milestones: 0,
+        mmio_seen: 0,
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("vcpu0".into())
+        .spawn(move || {
+            // The thread is fully started (glibc's per-thread setup done) before the
+            // filter is installed on it.
+            let _ = ready_tx.send(());
+            // Wait until the process is locked down before the first guest instruction.
+            let end = if go_rx.recv() == Ok(true) {
+                vcpu::run(&mut vcpu_fd, &mut ctx)
+            } else {
+                VcpuEnd::Stopped
+            };
+            let _ = done_tx.send(end);
+            drop(ctx);
+        })
+        .map_err(|e| VmmError::Process(format!("cannot spawn vCPU thread: {e}")))?;
+    if ready_rx.recv().is_err() {
+        return Err(VmmError::Process("vCPU thread died at start".into()));
+    }
+    if opts.syscall_filter {
+        if let Err(e) = lockdown::install_syscall_filter() {
+            let _ = go_tx.send(false);
+            let _ = handle.join();
+            ram.scrub();
+            return Err(e);
+        }
+    } else {
+        log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
+    }
+    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, entry_state.rip);
+    if go_tx.send(true).is_err() {
+        return Err(VmmError::Process("vCPU thread gone before start".into()));
+    }
+    let end = loop {
+        shutdown::poll_signal(&shutdown);
+        if shutdown.requested().is_some() {
+            vcpu::kick(handle.as_pthread_t());
+        }
+        match done_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(end) => break end,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                break VcpuEnd::KvmError("vCPU thread died".into())
+            }
+        }
+    };
+    if handle.join().is_err() {
+        log::error!(target: "tvp_vmm::vm", "vCPU thread panicked");
+    }
+    finish(
+        opts,
+        &ram,
+        &tx,
+        Outcome::from_end(end, shutdown.requested()),
+    )
+}
+
+/// Loads the firmware, places the configuration page and the boot region, and measures
+/// exactly those bytes and the entry state, in the order of `tvp_abi::measure`; then
+/// checks the digests against `tvp_abi`'s own computation.
+fn place_and_measure(
+    opts: &RunOptions,
+    ram: &GuestRam,
+    firmware: Vec<u8>,
+    config_page: &[u8],
+    mem_size: u64,
+) -> Result<(MeasurementLog, EntryState), VmmError> {
+    // Place and measure, in the order of tvp_abi::measure.
+    let mut log = MeasurementLog::new();
+    let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
+    log.measure(
+        EventType::FirmwareImage,
+        &firmware,
+        format!(
+            "firmware {} ({} bytes, loaded {:#x}..{:#x})",
+            opts.firmware.display(),
+            firmware.len(),
+            loaded.start,
+            loaded.end
+        ),
+    );
+    drop(firmware);
+    ram.place(CONFIG_PAGE_GPA, config_page)?;
+    log.measure(
+        EventType::ConfigPage,
+        config_page,
+        "configuration page v1".into(),
+    );
+    let mut region = vec![0u8; BOOT_REGION_SIZE].into_boxed_slice();
+    let region_arr: &mut [u8; BOOT_REGION_SIZE] = (&mut *region)
+        .try_into()
+        .map_err(|_| VmmError::Memory("boot region size".into()))?;
+    build_boot_region(mem_size, region_arr);
+    ram.place(0, region_arr)?;
+    log.measure(
+        EventType::BootRegion,
+        region_arr,
+        format!("boot region: GDT, boot info, e820 for {mem_size} bytes, page tables"),
+    );
+    let entry_state = EntryState::for_entry(loaded.entry);
+    log.measure(
+        EventType::VcpuState,
+        &entry_state.encode(),
+        format!("vcpu0 entry state, rip={:#x}", loaded.entry),
+    );
+
+    // Self-check against the verifier's computation before reporting.
+    let fw_digest = log.events().get(1).map(|e| e.digest).unwrap_or_default();
+    let expected = events_from_parts(fw_digest, loaded.entry, config_page)
+        .map_err(|e| VmmError::Firmware(e.to_string()))?;
+    if !log.is_complete()
+        || log
+            .events()
+            .iter()
+            .zip(expected.iter())
+            .any(|(a, b)| a.digest != b.digest)
+    {
+        return Err(VmmError::Memory(
+            "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
+        ));
+    }
+    Ok((log, entry_state))
+}
+
+/// Waits for tvpd's Start (no vCPU exists before it); Abort, stop, signal or channel
+/// loss end the VMM before any guest instruction.
+fn wait_for_start(
+    start: &mpsc::Receiver<StartDecision>,
+    shutdown: &Shutdown,
+    ram: &GuestRam,
+) -> Result<(), VmmError> {
+    loop {
+        shutdown::poll_signal(shutdown);
+        if let Some(cause) = shutdown.requested() {
+            ram.scrub();
+            let why = match cause {
+                StopCause::Signal => "signal",
+                StopCause::Host => "tvpd stop",
+                StopCause::ChannelClosed => "channel closed",
+            };
+            return Err(VmmError::StoppedBeforeStart(why));
+        }
+        match start.recv_timeout(Duration::from_millis(50)) {
+            Ok(StartDecision::Start) => break,
+            Ok(StartDecision::Abort(reason)) => {
+                ram.scrub();
+                return Err(VmmError::Aborted(reason));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => shutdown.request(StopCause::ChannelClosed),
+        }
+    }
+
+    Ok(())
+}
+
+fn finish(
+    opts: &RunOptions,
+    ram: &GuestRam,
+    tx: &ChannelTx,
+    outcome: Outcome,
+) -> Result<i32, VmmError> {
+    ram.scrub();
+    let code = outcome.exit_code();
+    log::info!(target: "tvp_vmm::vm", "vm={} ended reason={:?} exit_code={code}: {}", opts.vm_id, outcome.reason, outcome.detail);
+    if outcome.reason != ExitReason::ChannelClosed {
+        if let Err(e) = tx.send(&VmmMessage::Exited {
+            reason: outcome.reason,
+            exit_code: code,
+            detail: outcome.detail.clone(),
+        }) {
+            log::warn!(target: "tvp_vmm::vm", "cannot report exit to tvpd: {e}");
+        }
+    }
+    Ok(code)
+}

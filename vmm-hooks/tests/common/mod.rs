@@ -1,0 +1,396 @@
+//! Test support: builds the assembly test guests, writes configuration pages, and plays
+//! tvpd on the channel of a real `tvp-vmm` process.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tvp_abi::config::Config;
+use tvp_abi::layout;
+use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
+
+/// `--host-timeout-ms` of the test VMs (the peer answers at once unless silent).
+pub const HOST_TIMEOUT_MS: u64 = 3000;
+
+/// Memory of the test VMs.
+pub const MEM_MIB: u32 = 16;
+
+fn abi_inc() -> String {
+    let mut s = String::new();
+    tvp_abi::asm::write_header(&mut s).unwrap();
+    s
+}
+
+const LINKER_SCRIPT: &str = "ENTRY(_start)
+SECTIONS {
+  . = BASE;
+  .text : { *(.text*) }
+  .rodata : { *(.rodata*) }
+  .data : { *(.data*) }
+  .bss : { *(.bss*) }
+  /DISCARD/ : { *(.note*) *(.eh_frame*) *(.comment) }
+}
+";
+
+/// Assembles and links `tests/guests/<name>.S` into `<dir>/<name>.elf` at 1 MiB.
+pub fn build_guest(name: &str, dir: &Path) -> PathBuf {
+    build_guest_at(name, dir, layout::FIRMWARE_MIN_GPA)
+}
+
+/// [`build_guest`] linked at `base`.
+pub fn build_guest_at(name: &str, dir: &Path, base: u64) -> PathBuf {
+    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests");
+    std::fs::write(dir.join("abi.inc"), abi_inc()).unwrap();
+    std::fs::write(
+        dir.join("link.ld"),
+        LINKER_SCRIPT.replace("BASE", &format!("{base:#x}")),
+    )
+    .unwrap();
+    let obj = dir.join(format!("{name}.o"));
+    let elf = dir.join(format!("{name}.elf"));
+    let st = Command::new("gcc")
+        .args(["-c", "-x", "assembler-with-cpp", "-nostdinc"])
+        .arg("-I")
+        .arg(dir)
+        .arg("-I")
+        .arg(&src_dir)
+        .arg(src_dir.join(format!("{name}.S")))
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .expect("gcc (binutils) must be installed to build test guests");
+    assert!(st.success(), "assembling {name} failed");
+    let st = Command::new("ld")
+        .args([
+            "-static",
+            "-nostdlib",
+            "--build-id=none",
+            "-z",
+            "max-page-size=4096",
+            "-T",
+        ])
+        .arg(dir.join("link.ld"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&elf)
+        .status()
+        .expect("ld must be installed");
+    assert!(st.success(), "linking {name} failed");
+    elf
+}
+
+/// Address of `symbol` in `elf` (via nm).
+pub fn symbol(elf: &Path, symbol: &str) -> u64 {
+    let out = Command::new("nm").arg(elf).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = it.next()?;
+            let _kind = it.next()?;
+            (it.next()? == symbol).then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("symbol {symbol} not in {}", elf.display()))
+}
+
+/// A test configuration.
+pub fn config(auth_code: &'static [u8]) -> Config<'static> {
+    Config {
+        vip: [10, 0, 0, 2],
+        prefix_len: 24,
+        gateway: [10, 0, 0, 1],
+        mac: [0x02, 0, 0, 0, 0, 1],
+        boot_server_ip: [10, 0, 0, 1],
+        boot_server_port: 8443,
+        vcpus: 1,
+        mem_size_mib: MEM_MIB,
+        time_unix_secs: 1_700_000_000,
+        entropy_seed: [0x5a; 32],
+        auth_code,
+        server_name: "boot.tenant.example",
+        ca_cert_der: &[0x30, 0x03, 0x02, 0x01, 0x01],
+    }
+}
+
+/// Writes the configuration page of `config(auth)` to `<dir>/config.page`.
+pub fn write_config(dir: &Path, auth: &'static [u8]) -> PathBuf {
+    let p = dir.join("config.page");
+    std::fs::write(&p, config(auth).encode().unwrap()).unwrap();
+    p
+}
+
+/// How the test peer behaves.
+#[derive(Clone)]
+pub enum PeerMode {
+    /// Start the VM; ack everything; evidence = "EVID" + nonce.
+    Normal,
+    /// Abort instead of Start.
+    Abort,
+    /// Start, then send Stop once milestone 0 arrives.
+    StopAfterFirstMilestone,
+    /// Start, then close the channel once milestone 0 arrives.
+    CloseAfterFirstMilestone,
+    /// Start; answer quotes with evidence of this many bytes.
+    BigEvidence(usize),
+    /// Start; never answer mailbox requests.
+    SilentMailbox,
+    /// Start; refuse quote requests with this code.
+    RefuseQuotes(u32),
+}
+
+/// What happened in one run.
+pub struct Run {
+    /// Messages from the VMM, in order.
+    pub messages: Vec<VmmMessage>,
+    /// Exit code of the VMM process.
+    pub exit_code: Option<i32>,
+    /// The console log.
+    pub console: String,
+    /// The VMM's stderr (logs).
+    pub stderr: String,
+    /// Seconds the run took.
+    pub secs: f64,
+}
+
+impl Run {
+    /// The mailbox response lines ("R c=.. s=.. d=.. l=.. p=..") the guest printed.
+    pub fn responses(&self) -> Vec<String> {
+        self.console
+            .lines()
+            .filter(|l| l.starts_with("R "))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Status of each response line.
+    pub fn statuses(&self) -> Vec<u32> {
+        self.responses()
+            .iter()
+            .map(|l| {
+                let s = l.split_whitespace().find(|f| f.starts_with("s=")).unwrap();
+                u32::from_str_radix(&s[2..], 16).unwrap()
+            })
+            .collect()
+    }
+
+    /// The Exited message, if any.
+    pub fn exited(&self) -> Option<&VmmMessage> {
+        self.messages
+            .iter()
+            .find(|m| matches!(m, VmmMessage::Exited { .. }))
+    }
+
+    /// Mailbox messages that reached the peer.
+    pub fn mailbox_messages(&self) -> Vec<&VmmMessage> {
+        self.messages
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m,
+                    VmmMessage::TunnelEstablished { .. }
+                        | VmmMessage::QuoteRequest { .. }
+                        | VmmMessage::Handover { .. }
+                        | VmmMessage::BootFailed { .. }
+                )
+            })
+            .collect()
+    }
+}
+
+/// Spawns `tvp-vmm run` with `firmware`/`config_page` and plays tvpd in `mode`.
+/// `on_spawn` may act on the child (e.g. send a signal) once milestone 0 arrived.
+pub fn run_vm(dir: &Path, firmware: &Path, config_page: &Path, mode: PeerMode) -> Run {
+    run_vm_with(dir, firmware, config_page, mode, |_| {})
+}
+
+/// [`run_vm`] with a hook called with the child's pid when milestone 0 arrives.
+pub fn run_vm_with(
+    dir: &Path,
+    firmware: &Path,
+    config_page: &Path,
+    mode: PeerMode,
+    on_first_milestone: impl FnOnce(u32) + Send + 'static,
+) -> Run {
+    run_vm_full(
+        dir,
+        firmware,
+        config_page,
+        mode,
+        on_first_milestone,
+        false,
+        &[],
+    )
+}
+
+/// The channel descriptor number the fd-passing test gives the child.
+const CHILD_CHANNEL_FD: i32 = 10;
+
+/// Runs the VMM; with `use_fd` the channel is a socketpair end inherited as
+/// `--channel-fd`, as tvpd does it, else a socket path in `dir`.
+pub fn run_vm_full(
+    dir: &Path,
+    firmware: &Path,
+    config_page: &Path,
+    mode: PeerMode,
+    on_first_milestone: impl FnOnce(u32) + Send + 'static,
+    use_fd: bool,
+    extra_args: &[&str],
+) -> Run {
+    let console = dir.join("console.log");
+    let t0 = Instant::now();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    cmd.args(["--log", "info", "run", "--vm-id", "test-vm"])
+        .arg("--firmware")
+        .arg(firmware)
+        .arg("--config-page")
+        .arg(config_page)
+        .arg("--console-log")
+        .arg(&console)
+        .args(["--host-timeout-ms", &HOST_TIMEOUT_MS.to_string()])
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut listener = None;
+    let mut pair_end = None;
+    let mut child_end_keep = None;
+    if use_fd {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let raw = theirs.as_raw_fd();
+        // SAFETY (test code): dup2 is async-signal-safe; the target descriptor has
+        // close-on-exec cleared, so only this child inherits the channel.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()]);
+        pair_end = Some(ours);
+        child_end_keep = Some(theirs);
+    } else {
+        let sock = dir.join("channel.sock");
+        listener = Some(UnixListener::bind(&sock).unwrap());
+        cmd.arg("--channel-path").arg(&sock);
+    }
+    let mut child: Child = cmd.spawn().unwrap();
+    drop(child_end_keep);
+    let pid = child.id();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let (msg_tx, msg_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let stream = match (listener, pair_end) {
+            (_, Some(s)) => s,
+            (Some(l), None) => match l.accept() {
+                Ok((s, _)) => s,
+                Err(_) => return,
+            },
+            (None, None) => return,
+        };
+        peer(stream, mode, pid, on_first_milestone, msg_tx);
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let exit_code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let stderr = stderr_thread.join().unwrap_or_default();
+    let mut messages = Vec::new();
+    while let Ok(Some(m)) = msg_rx.recv_timeout(Duration::from_secs(2)) {
+        messages.push(m);
+    }
+    let console = std::fs::read_to_string(&console).unwrap_or_default();
+    eprintln!("--- tvp-vmm stderr ---\n{stderr}--- console ---\n{console}---");
+    Run {
+        messages,
+        exit_code,
+        console,
+        stderr,
+        secs,
+    }
+}
+
+fn peer(
+    mut s: UnixStream,
+    mode: PeerMode,
+    _pid: u32,
+    on_first_milestone: impl FnOnce(u32),
+    out: mpsc::Sender<Option<VmmMessage>>,
+) {
+    let mut hook = Some(on_first_milestone);
+    while let Ok(m) = read_frame::<_, VmmMessage>(&mut s) {
+        let _ = out.send(Some(m.clone()));
+        let reply = match (&mode, &m) {
+            (PeerMode::Abort, VmmMessage::MeasurementsDone { .. }) => Some(HostMessage::Abort {
+                reason: "test abort".into(),
+            }),
+            (_, VmmMessage::MeasurementsDone { .. }) => Some(HostMessage::Start),
+            (_, VmmMessage::Milestone { code: 0, .. }) => {
+                if let Some(h) = hook.take() {
+                    h(_pid);
+                }
+                match mode {
+                    PeerMode::StopAfterFirstMilestone => Some(HostMessage::Stop),
+                    PeerMode::CloseAfterFirstMilestone => break,
+                    _ => None,
+                }
+            }
+            (PeerMode::SilentMailbox, VmmMessage::TunnelEstablished { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::QuoteRequest { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::Handover { .. })
+            | (PeerMode::SilentMailbox, VmmMessage::BootFailed { .. }) => None,
+            (PeerMode::RefuseQuotes(code), VmmMessage::QuoteRequest { request_id, .. }) => {
+                Some(HostMessage::Refused {
+                    request_id: *request_id,
+                    code: *code,
+                    message: "not the lease holder".into(),
+                })
+            }
+            (PeerMode::BigEvidence(n), VmmMessage::QuoteRequest { request_id, .. }) => {
+                Some(HostMessage::Evidence {
+                    request_id: *request_id,
+                    evidence: vec![0xee; *n],
+                })
+            }
+            (_, VmmMessage::QuoteRequest { request_id, nonce }) => {
+                let mut evidence = b"EVID".to_vec();
+                evidence.extend_from_slice(nonce);
+                Some(HostMessage::Evidence {
+                    request_id: *request_id,
+                    evidence,
+                })
+            }
+            (_, VmmMessage::TunnelEstablished { request_id, .. })
+            | (_, VmmMessage::Handover { request_id, .. })
+            | (_, VmmMessage::BootFailed { request_id, .. }) => Some(HostMessage::Ack {
+                request_id: *request_id,
+            }),
+            _ => None,
+        };
+        if let Some(r) = reply {
+            if write_frame(&mut s, &r).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = out.send(None);
+}
