@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tvp_tests::{nonce_hex, require_tools, Swtpm, Tvpd};
 
@@ -321,33 +321,30 @@ fn malformed_requests_get_specific_errors_and_the_daemon_keeps_serving() {
 fn stuck_and_slow_clients_time_out_without_blocking_others() {
     require_tools!("swtpm");
     let tpm = Swtpm::blank();
-    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--request-timeout-ms", "700"]);
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--request-timeout-ms", "2000"]);
     // A client that connects and sends nothing, and one that stops mid-body.
-    let idle = UnixStream::connect(&t.socket).unwrap();
+    let mut idle = UnixStream::connect(&t.socket).unwrap();
     let mut slow = UnixStream::connect(&t.socket).unwrap();
     slow.write_all(b"POST /v1/host/quote HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"no")
         .unwrap();
-    // Others are served meanwhile.
-    let started = Instant::now();
+    // Others are served while both are still pending: the slow one has no answer yet.
     t.api_json("GET", "/v1/host", None);
+    slow.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
     assert!(
-        started.elapsed() < Duration::from_millis(600),
-        "a stuck client blocked the API"
+        matches!(slow.read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the slow client was answered before the other request was served"
     );
-    // The slow one gets 408, the idle one is closed.
-    slow.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    slow.set_nonblocking(false).unwrap();
+    // Then the slow one gets 408 and the idle one is closed by the server.
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut reply = String::new();
     let _ = slow.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
-    let mut idle = idle;
-    idle.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = [0u8; 16];
-    let t0 = Instant::now();
-    let n = idle.read(&mut buf).unwrap_or(0);
+    let n = idle.read(&mut buf).expect("server must close the idle connection, not leave it open");
     assert_eq!(n, 0, "idle connection must be closed");
-    assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
