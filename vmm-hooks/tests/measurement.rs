@@ -58,6 +58,32 @@ fn reported_events_replay_to_expected_pcr23_and_any_byte_changes_it() {
         "{text}"
     );
 
+    // tvpctl computes the same value from the files alone (built by scripts/test.sh's
+    // `cargo build --workspace --bins`).
+    let tvpctl = std::path::Path::new(env!("CARGO_BIN_EXE_tvp-vmm")).with_file_name("tvpctl");
+    if tvpctl.exists() {
+        let out = std::process::Command::new(&tvpctl)
+            .arg("expected-pcrs")
+            .arg("--firmware")
+            .arg(&fw)
+            .arg("--config-page")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["pcrs"]["sha256"]["23"], hex::encode(expected));
+    } else {
+        eprintln!(
+            "note: {} not built; tvpctl expected-pcrs not cross-checked",
+            tvpctl.display()
+        );
+    }
+
     // One byte of the firmware (a symbol name: the guest still runs) changes PCR 23.
     let mut fw2 = fw_bytes.clone();
     let pos = fw2

@@ -2,6 +2,7 @@
 //! interoperability.
 
 pub mod client;
+pub mod expected;
 pub mod host;
 
 use std::path::PathBuf;
@@ -77,6 +78,19 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Compute the PCR 23 value of a measured VM from its firmware file and
+    /// configuration page alone; prints an expected-values file for `verify --expect`.
+    ExpectedPcrs {
+        /// The firmware ELF image tvpd will load.
+        #[arg(long, value_name = "FILE")]
+        firmware: PathBuf,
+        /// The VM's encoded configuration page (4096 bytes).
+        #[arg(long, value_name = "FILE")]
+        config_page: PathBuf,
+        /// Add to the values of this expected-values file (e.g. the platform PCR).
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+    },
 }
 
 /// Run tvpctl; returns the exit code.
@@ -92,5 +106,10 @@ pub fn run(cli: Cli) -> i32 {
         Command::ActivateCredential { mkcred, output } => {
             host::activate_credential(&cli, mkcred, output.as_deref())
         }
+        Command::ExpectedPcrs {
+            firmware,
+            config_page,
+            merge,
+        } => expected::run(firmware, config_page, merge.as_deref(), cli.json),
     }
 }
