@@ -7,7 +7,8 @@ export TVP_ROOT
 # Debian packages every tvp script needs: the TPM stack (tpm2-tss for tss-esapi, swtpm
 # and its setup tool for development TPMs, tpm2-tools as the independent peer) and the
 # usual clients.
-TVP_PACKAGES=(libtss2-dev pkg-config swtpm swtpm-tools tpm2-tools openssl curl iproute2 util-linux gcc binutils)
+TVP_PACKAGES=(libtss2-dev pkg-config swtpm swtpm-tools tpm2-tools openssl curl iproute2 util-linux gcc binutils
+    bc qemu-system-x86 busybox-static cpio)
 
 if [ -t 2 ]; then _b=$'\033[1m'; _g=$'\033[32m'; _r=$'\033[31m'; _n=$'\033[0m'; else _b= _g= _r= _n=; fi
 

@@ -337,13 +337,17 @@ fn stuck_and_slow_clients_time_out_without_blocking_others() {
     );
     slow.set_nonblocking(false).unwrap();
     // Then the slow one gets 408 and the idle one is closed by the server.
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut reply = String::new();
     let _ = slow.read_to_string(&mut reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
-    idle.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = [0u8; 16];
-    let n = idle.read(&mut buf).expect("server must close the idle connection, not leave it open");
+    let n = idle
+        .read(&mut buf)
+        .expect("server must close the idle connection, not leave it open");
     assert_eq!(n, 0, "idle connection must be closed");
 }
 

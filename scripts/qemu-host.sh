@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# A real Linux KVM host with a TPM, inside QEMU: Debian's kernel (downloaded with apt,
+# unpacked, not installed) booted under TCG with SVM exposed, so it has its own
+# /dev/kvm; swtpm behind QEMU's TPM CRB device, so tvpd uses the kernel's TPM driver and
+# resource manager (device:/dev/tpmrm0) exactly as on a host with a hardware TPM.
+#
+# Usage: scripts/qemu-host.sh [--keep] [--shell] [--profile release|debug]
+#   Builds tvpd/tvpctl/tvp-vmm (release), an initramfs with them, busybox, tpm2-tools,
+#   openssl and the kernel modules KVM and TAP need; boots it with a fresh swtpm whose EK
+#   certificate swtpm_setup created; runs scripts/qemu-host/scenario.sh inside; prints
+#   each check and exits 0 only if every check passed.
+#   --keep: keep the work directory.  --shell: interactive shell instead of the scenario.
+#   --profile debug: use the debug build.  --no-build: use binaries already built
+#   (the test suite's case: scripts/test.sh builds them first).
+# Cache: $TVP_QEMU_CACHE (default target/qemu-host) keeps the kernel between runs.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$TVP_ROOT"
+
+KEEP=0 SHELL_MODE=0 PROFILE=release BUILD=1
+while (($#)); do
+    case $1 in
+    --keep) KEEP=1 ;;
+    --shell) SHELL_MODE=1 ;;
+    --profile) PROFILE=${2:-}; shift ;;
+    --no-build) BUILD=0 ;;
+    *) die "unknown argument $1 (see the header of $0)" ;;
+    esac
+    shift
+done
+[[ $PROFILE == release || $PROFILE == debug ]] || die "--profile must be release or debug"
+
+ensure_packages "${TVP_PACKAGES[@]}" qemu-system-x86 busybox-static cpio
+ensure_rust
+CACHE=${TVP_QEMU_CACHE:-$TVP_ROOT/target/qemu-host}
+mkdir -p "$CACHE"
+
+say "kernel: Debian's linux-image (apt-get download, unpacked)"
+KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)
+if [ -z "$KPKG" ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)
+fi
+[ -n "$KPKG" ] || die "cannot resolve linux-image-amd64's kernel package"
+if [ ! -d "$CACHE/$KPKG" ]; then
+    (cd "$CACHE" && rm -f ./*.deb && apt-get download "$KPKG" 2>/dev/null) || die "apt-get download $KPKG failed"
+    dpkg-deb -x "$CACHE"/"$KPKG"_*.deb "$CACHE/$KPKG.tmp" && mv "$CACHE/$KPKG.tmp" "$CACHE/$KPKG"
+    rm -f "$CACHE"/*.deb
+fi
+KDIR=$CACHE/$KPKG
+VMLINUZ=$(ls "$KDIR"/boot/vmlinuz-*)
+KVER=${VMLINUZ##*/vmlinuz-}
+ok "$KPKG"
+
+if ((BUILD == 0)); then
+    :
+elif [ "$PROFILE" = release ]; then
+    say "building tvp ($PROFILE)"
+    cargo build --release --bins --quiet -p tvp-agent -p tvp-vmm
+else
+    say "building tvp ($PROFILE)"
+    cargo build --bins --quiet -p tvp-agent -p tvp-vmm
+fi
+REL=$TVP_ROOT/target/$PROFILE
+for b in tvpd tvpctl tvp-vmm; do [ -x "$REL/$b" ] || die "$REL/$b not built"; done
+
+if ((KEEP)); then W=$(mktemp -d /tmp/tvp-qemu.XXXXXX); else make_tmpdir W; fi
+ROOT=$W/initramfs
+mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,run,etc,var/lib,lib/modules,opt/tvp,ca}
+
+# copy_bin FILE...: a binary and its shared-library closure, at the same paths.
+# copy_bin FILE [DEST]: a binary (stripped) and its shared-library closure.
+copy_bin() {
+    local f=$1 dest=${2:-$1} lib
+    install -D -m 0755 "$f" "$ROOT$dest"
+    strip --strip-debug "$ROOT$dest" 2>/dev/null || true
+    for lib in $(ldd "$f" 2>/dev/null | grep -o '/[^ ]*'); do
+        if [ ! -e "$ROOT$lib" ]; then
+            install -D -m 0755 "$lib" "$ROOT$lib"
+            strip --strip-debug "$ROOT$lib" 2>/dev/null || true
+        fi
+    done
+}
+
+say "initramfs"
+install -m 0755 /bin/busybox "$ROOT/bin/busybox"
+for app in sh mount umount mkdir cat echo ls sleep insmod poweroff grep sed head tail od \
+    tr cut wc seq kill ps ip test printf rm cp mv dd chmod sync uname date xargs; do
+    ln -sf busybox "$ROOT/bin/$app"
+done
+for b in tvpd tvpctl tvp-vmm; do copy_bin "$REL/$b" "/usr/local/bin/$b"; done
+copy_bin /usr/bin/tpm2
+copy_bin /usr/bin/openssl
+for t in tpm2_pcrread tpm2_checkquote tpm2_getcap tpm2_nvread tpm2_makecredential; do ln -sf tpm2 "$ROOT/usr/bin/$t"; done
+copy_bin /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
+for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko; do
+    install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$ROOT/lib/modules/"
+done
+install -m 0644 /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$ROOT/ca/" 2>/dev/null || true
+install -m 0755 scripts/qemu-host/scenario.sh "$ROOT/opt/tvp/scenario.sh"
+cat >"$ROOT/init" <<INIT
+#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/local/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
+for m in irqbypass ccp kvm kvm-amd tun; do insmod /lib/modules/\$m.ko || echo "insmod \$m failed"; done
+if [ "$SHELL_MODE" = 1 ]; then exec sh; fi
+sh /opt/tvp/scenario.sh
+echo TVP-SCENARIO-END
+sync; poweroff -f
+INIT
+chmod 0755 "$ROOT/init"
+(cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1 >"$W/initrd.gz")
+ok "initramfs $(du -h "$W/initrd.gz" | cut -f1)"
+
+say "host TPM: swtpm with an EK certificate (swtpm_setup)"
+mkdir -p "$W/tpm"
+swtpm_setup --tpm2 --tpmstate "$W/tpm" --createek --create-ek-cert --create-platform-cert \
+    --lock-nvram --pcr-banks sha256 --overwrite >"$W/swtpm_setup.log" 2>&1 || die "swtpm_setup failed"
+swtpm socket --tpm2 --tpmstate "dir=$W/tpm" --ctrl "type=unixio,path=$W/tpm/ctrl.sock" \
+    --flags startup-clear >"$W/swtpm.log" 2>&1 &
+track_pid $!
+for _ in $(seq 100); do [ -S "$W/tpm/ctrl.sock" ] && break; sleep 0.05; done
+
+say "booting the QEMU host (TCG, SVM exposed; serial console below)"
+started=$(date +%s.%N)
+QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm -m 1024 -smp 1 -nographic -no-reboot
+    -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1"
+    -chardev "socket,id=chrtpm,path=$W/tpm/ctrl.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
+    -device tpm-crb,tpmdev=tpm0)
+if ((SHELL_MODE)); then "${QEMU[@]}"; exit 0; fi
+set +e
+timeout 600 "${QEMU[@]}" </dev/null 2>&1 | tee "$W/console.log" | grep --line-buffered -E '^(TVP-|  )' >&2
+set -e
+elapsed=$(echo "$(date +%s.%N) - $started" | bc)
+pass=$(grep -c '^TVP-CHECK .* PASS' "$W/console.log" || true)
+failc=$(grep -c '^TVP-CHECK .* FAIL' "$W/console.log" || true)
+grep -q '^TVP-SCENARIO-END' "$W/console.log" || { tail -40 "$W/console.log" >&2; die "the scenario did not finish"; }
+say "QEMU host run: ${elapsed%.*} s, $pass checks passed, $failc failed"
+((KEEP)) && echo "work directory kept: $W" >&2
+[ "$failc" = 0 ] && [ "$pass" -gt 0 ]
