@@ -7,6 +7,7 @@
 pub mod eventlog;
 pub mod evidence;
 pub mod hexbytes;
+pub mod tpm;
 
 pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};
 pub use evidence::{Evidence, ExpectedPcrs, HexDigest, PcrBank, QuoteBlobs, EVIDENCE_VERSION};
