@@ -7,7 +7,11 @@
 pub mod eventlog;
 pub mod evidence;
 pub mod hexbytes;
+pub mod replay;
 pub mod tpm;
+pub mod verify;
 
 pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};
 pub use evidence::{Evidence, ExpectedPcrs, HexDigest, PcrBank, QuoteBlobs, EVIDENCE_VERSION};
+pub use replay::{replay_sha256, ReplayError, ReplayedPcrs};
+pub use verify::{verify, verify_json, AkKey, Check, VerifiedEvidence, VerifyError, VerifyOptions};
