@@ -9,6 +9,7 @@ pub mod evidence;
 pub mod hexbytes;
 pub mod replay;
 pub mod tpm;
+pub mod tpm2_tools;
 pub mod verify;
 
 pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};

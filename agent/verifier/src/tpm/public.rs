@@ -213,8 +213,8 @@ impl Public {
 /// with `nameAlg` taken from `name`'s first two bytes. A TPMS_ATTEST names its
 /// signer by this, not by its plain name.
 pub fn qualified_name(parent_qualified_name: &[u8], name: &[u8]) -> Option<Vec<u8>> {
-    let alg_bytes = name.get(..2)?;
-    let alg = u16::from_be_bytes([alg_bytes[0], alg_bytes[1]]);
+    let alg_bytes: [u8; 2] = name.get(..2)?.try_into().ok()?;
+    let alg = u16::from_be_bytes(alg_bytes);
     let digest = tpm_hash(alg, &[parent_qualified_name, name])?;
     let mut qn = alg_bytes.to_vec();
     qn.extend_from_slice(&digest);
