@@ -190,6 +190,14 @@ fn swtpm_quote_verifies_and_matches_tpm2_checkquote() {
         eprintln!("skipped: not on PATH: {}", missing.join(", "));
         return;
     }
+    for (key_alg, scheme) in [("rsa", "rsassa"), ("ecc", "ecdsa")] {
+        eprintln!("--- AK {key_alg}/{scheme}");
+        quote_round_trip(key_alg, scheme);
+    }
+}
+
+/// One fresh swtpm: EK, an AK of `key_alg` signing with `scheme`, a quote, checks.
+fn quote_round_trip(key_alg: &str, scheme: &str) {
     let tpm = Swtpm::start();
 
     tpm.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
@@ -200,11 +208,11 @@ fn swtpm_quote_verifies_and_matches_tpm2_checkquote() {
         "-c",
         "ak.ctx",
         "-G",
-        "rsa",
+        key_alg,
         "-g",
         "sha256",
         "-s",
-        "rsassa",
+        scheme,
         "-u",
         "ak.pub",
         "-n",
