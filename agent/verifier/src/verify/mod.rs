@@ -105,7 +105,6 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
     let signature = Signature::parse(&ev.quote.signature).map_err(|e| fmt("signature", &e))?;
     let ak_public = Public::parse_tpm2b(&ev.ak_public).map_err(|e| fmt("ak_public", &e))?;
     let ak_pem = AkKey::from_pem(&ev.ak_public_pem).map_err(|e| fmt("ak_public_pem", &e))?;
-    let reported = pcrs::reported_sha256(&ev.pcrs)?;
 
     // ak-mismatch
     let ak_name = check_ak(&attest, &ak_public, &ak_pem, opts)?;
@@ -131,6 +130,7 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
         )));
     }
 
+    let reported = pcrs::reported_sha256(&ev.pcrs)?;
     pcrs::check_selection(&attest.quote, &reported)?;
     pcrs::check_digest(&attest.quote, &reported)?;
 
