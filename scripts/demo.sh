@@ -49,6 +49,7 @@ open(f"{w}/ak.pem", "w").write(h["ak_public_pem"])
 open(f"{w}/ek.pem", "w").write(h["ek_public_pem"])
 open(f"{w}/ek-cert.pem", "w").write(h["ek_certificate_pem"] or "")
 open(f"{w}/ak.name", "w").write(h["ak_name"])
+open(f"{w}/ek.name", "w").write(h["ek_name"])
 PY
 
 say "5. inventory: the EK certificate chains to the manufacturer CA (openssl)"
@@ -74,10 +75,11 @@ ok "evidence: $(wc -c <"$W/evidence.json") bytes"
 
 say "8. tenant: verify (AK, signature, nonce, PCR digest, event log, expected platform PCR)"
 "$BIN/tvpctl" verify "$W/evidence.json" --nonce "$NONCE" --ak "$W/ak.pem" --expect "$W/expected.json" \
+    --ek-name "$(cat "$W/ek.name")" \
     || die "verification failed"
 
 say "9. independent cross-check with tpm2-tools: tpm2_checkquote"
-"$BIN/tvpctl" export-tpm2 "$W/evidence.json" "$W/tpm2" >"$W/checkquote.cmd"
+"$BIN/tvpctl" export-tpm2 "$W/evidence.json" "$W/tpm2" --nonce "$NONCE" --ak "$W/ak.pem" >"$W/checkquote.cmd"
 (cd "$W/tpm2" && sh "$W/checkquote.cmd" >/dev/null) || die "tpm2_checkquote rejected the quote"
 ok "tpm2_checkquote accepts the quote"
 
