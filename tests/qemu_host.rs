@@ -30,6 +30,8 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "tvpd-provisioned-through-tpmrm0",
         "ek-certificate-chains-to-manufacturer-ca",
         "quote-through-tpmrm0",
+        "quote-verified-by-tvpctl",
+        "quote-verified-by-tpm2_checkquote",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",
         "tvpd-clean-exit",

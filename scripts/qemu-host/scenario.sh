@@ -23,12 +23,10 @@ sed -n 's/.*"ak_public_pem": "\(.*\)",$/\1/p' /tmp/host.json | sed 's/\\n/\n/g' 
 
 NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 check quote-through-tpmrm0 tvpctl quote --nonce "$NONCE" --pcrs 15,16,23 -o /tmp/evidence.json
-if tvpctl verify --help >/dev/null 2>&1; then
-    check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem
-    mkdir -p /tmp/tpm2
-    tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 >/tmp/checkquote.cmd
-    check quote-verified-by-tpm2_checkquote sh -c "cd /tmp/tpm2 && sh /tmp/checkquote.cmd"
-fi
+check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem
+mkdir -p /tmp/tpm2
+tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
+check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
 # tpm2-tools through the kernel resource manager while tvpd holds its own connection.
 check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:15,16,23
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'
