@@ -53,6 +53,8 @@ pub struct Config {
     pub log_level: String,
     /// Log format: `text` for people, `json` for log collectors (one object per line).
     pub log_format: String,
+    /// How often to look for KVM VMs tvpd did not create, in milliseconds; 0 = never.
+    pub kvm_scan_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             max_connections: 64,
             log_level: "info".into(),
             log_format: "text".into(),
+            kvm_scan_interval_ms: 5000,
         }
     }
 }
@@ -180,6 +183,9 @@ pub struct Args {
     /// text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Scan for KVM VMs tvpd did not create every MS milliseconds; 0 = off [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub kvm_scan_interval_ms: Option<u64>,
 }
 
 impl Config {
@@ -232,6 +238,7 @@ impl Config {
         set(&mut self.max_connections, &a.max_connections);
         set(&mut self.log_level, &a.log_level);
         set(&mut self.log_format, &a.log_format);
+        set(&mut self.kvm_scan_interval_ms, &a.kvm_scan_interval_ms);
     }
 
     /// The socket mode as permission bits.

@@ -15,6 +15,7 @@ use crate::host_log::{HostEventLog, Reconciled};
 use crate::platform;
 use crate::tpm::service::TpmService;
 use crate::tpm::ProvisionConfig;
+use crate::unmanaged_vms::{self, Census};
 
 /// Process exit codes (sysexits.h values, so init systems and scripts can tell them apart).
 pub mod exit {
@@ -155,11 +156,14 @@ fn start_and_serve(
     })?;
 
     let listener = bind_socket(cfg)?;
+    let unmanaged = Arc::new(Mutex::new(Census::default()));
     let state = Arc::new(AppState {
         tpm,
         host_log: log,
         platform_pcr: cfg.platform_pcr,
+        unmanaged: unmanaged.clone(),
     });
+    let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
         max_body: cfg.max_body_bytes,
@@ -175,6 +179,9 @@ fn start_and_serve(
     let socket = cfg.socket.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        if !scan_interval.is_zero() {
+            tokio::spawn(scan_for_unmanaged_vms(unmanaged, scan_interval));
+        }
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
         serve(listener, state, policy, limits, shutdown_signal()).await;
@@ -211,6 +218,29 @@ fn print_expected_pcrs(cfg: &Config) -> i32 {
         serde_json::json!({"pcrs": {"sha256": {cfg.platform_pcr.to_string(): hex::encode(pcr)}}});
     println!("{expected:#}");
     exit::OK
+}
+
+/// Periodically look for KVM VMs tvpd did not create and log each as it appears and
+/// goes.
+async fn scan_for_unmanaged_vms(census: Arc<Mutex<Census>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let found = tokio::task::spawn_blocking(|| unmanaged_vms::scan(Path::new("/proc")))
+            .await
+            .unwrap_or_default();
+        // tvpd supervises no VMM processes yet: every KVM VM is out of its context.
+        let managed = std::collections::BTreeSet::new();
+        let change =
+            crate::lock(&census).update(&found, &managed, "tvp-vmm", &crate::logging::timestamp());
+        for v in change.appeared {
+            warn!(pid = v.pid, comm = v.comm.as_str(), kind = format!("{:?}", v.kind), vm_fds = v.vm_fds; "unmanaged KVM VM on this host");
+        }
+        for v in change.vanished {
+            info!(pid = v.pid, comm = v.comm.as_str(); "unmanaged KVM VM gone");
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -15,6 +15,7 @@ pub mod host_log;
 pub mod logging;
 pub mod platform;
 pub mod tpm;
+pub mod unmanaged_vms;
 
 /// Lock a mutex even if a panicking thread poisoned it: every writer in tvpd persists
 /// before it mutates further, so the data is still consistent, and a daemon must not

@@ -10,6 +10,7 @@ use super::request::ApiRequest;
 use super::types::{ActivateCredentialResponse, HostInfo};
 use crate::host_log::HostEventLog;
 use crate::tpm::service::TpmClient;
+use crate::unmanaged_vms::Census;
 use crate::{evidence, lock};
 
 /// What the handlers share.
@@ -21,6 +22,8 @@ pub struct AppState {
     pub host_log: Arc<Mutex<HostEventLog>>,
     /// The platform PCR.
     pub platform_pcr: u32,
+    /// KVM VMs on this host that tvpd did not create.
+    pub unmanaged: Arc<Mutex<Census>>,
 }
 
 /// A successful reply: status and JSON body.
@@ -74,6 +77,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
         ApiRequest::GetHost => ok(&host_info(state)),
+        ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::GetEventLog => {
             let records = lock(&state.host_log).records().to_vec();
             ok(&records)

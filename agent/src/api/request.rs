@@ -22,6 +22,8 @@ pub enum ApiRequest {
     },
     /// `GET /v1/host/event-log`
     GetEventLog,
+    /// `GET /v1/host/unmanaged-vms`
+    GetUnmanagedVms,
     /// `POST /v1/host/activate-credential`
     ActivateCredential {
         /// TPM2B_ID_OBJECT buffer.
@@ -39,6 +41,7 @@ impl ApiRequest {
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
+            ApiRequest::GetUnmanagedVms => "get-unmanaged-vms",
         }
     }
 }
@@ -49,6 +52,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
     ("/v1/host/activate-credential", "POST"),
+    ("/v1/host/unmanaged-vms", "GET"),
 ];
 
 /// Parse a request. `path` may carry a query string, which is ignored.
@@ -68,6 +72,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
     match path {
         "/v1/host" => Ok(ApiRequest::GetHost),
         "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
+        "/v1/host/unmanaged-vms" => Ok(ApiRequest::GetUnmanagedVms),
         "/v1/host/quote" => {
             let q: QuoteRequest = json(body)?;
             let nonce = hex::decode(&q.nonce).map_err(|e| {
