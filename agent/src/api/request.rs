@@ -149,6 +149,22 @@ mod tests {
     }
 
     #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        for (path, method) in ROUTES {
+            let at = doc
+                .find(&format!("\n  {path}:\n"))
+                .unwrap_or_else(|| panic!("{path} missing from docs/openapi.yaml"));
+            let section = &doc[at..];
+            let next = section[3..].find("\n  /").map_or(section.len(), |n| n + 3);
+            assert!(
+                section[..next].contains(&format!("    {}:", method.to_lowercase())),
+                "{method} {path} missing from docs/openapi.yaml"
+            );
+        }
+    }
+
+    #[test]
     fn quote_body_is_validated() {
         let ok = parse(
             "POST",
