@@ -13,6 +13,7 @@ use crate::api::server::{serve, Limits};
 use crate::config::{Args, Config};
 use crate::host_log::{HostEventLog, Reconciled};
 use crate::platform;
+use crate::platform_watch::{self, PlatformState};
 use crate::tpm::service::TpmService;
 use crate::tpm::ProvisionConfig;
 use crate::unmanaged_vms::{self, Census};
@@ -88,7 +89,11 @@ pub fn run(args: Args) -> i32 {
     let id = tpm.identity().clone();
     info!(host_id = id.host_id.as_str(), ak_name = hex::encode(&id.ak_name), ek_certificate = id.ek_certificate_der.is_some(), provisioned_now = id.created; "TPM ready");
 
-    let code = match start_and_serve(&cfg, tpm.clone(), policy) {
+    let config_path = args.config.clone().or_else(|| {
+        let p = std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+        p.exists().then_some(p)
+    });
+    let code = match start_and_serve(&cfg, config_path.as_deref(), tpm.clone(), policy) {
         Ok(()) => exit::OK,
         Err(code) => code,
     };
@@ -100,6 +105,7 @@ pub fn run(args: Args) -> i32 {
 
 fn start_and_serve(
     cfg: &Config,
+    config_path: Option<&Path>,
     tpm: crate::tpm::service::TpmClient,
     policy: Arc<AccessPolicy>,
 ) -> Result<(), i32> {
@@ -150,18 +156,43 @@ fn start_and_serve(
                 error!("{e}");
                 exit::CONFIG
             })?;
+    // What must not change while we run: the measured files, and the configuration file.
+    let mut watched = vec![platform_watch::Watched {
+        path: exe.clone(),
+        measured: measurements[1].digest,
+    }];
+    for (path, m) in cfg.platform_artefacts.iter().zip(&measurements[3..]) {
+        watched.push(platform_watch::Watched {
+            path: path.clone(),
+            measured: m.digest,
+        });
+    }
+    if let Some(p) = config_path {
+        if let Ok(d) = platform::hash_file(p) {
+            watched.push(platform_watch::Watched {
+                path: p.to_path_buf(),
+                measured: d,
+            });
+        }
+    }
     platform::extend_all(&tpm, &log, cfg.platform_pcr, measurements).map_err(|e| {
         error!("platform measurement failed: {e}");
         exit::UNAVAILABLE
     })?;
 
     let listener = bind_socket(cfg)?;
+    let platform_state = Arc::new(Mutex::new(PlatformState::default()));
+    if let Err(e) = platform_watch::spawn(watched, platform_state.clone()) {
+        error!(error = e.to_string(); "cannot watch the measured platform files");
+        return Err(exit::SOFTWARE);
+    }
     let unmanaged = Arc::new(Mutex::new(Census::default()));
     let state = Arc::new(AppState {
         tpm,
         host_log: log,
         platform_pcr: cfg.platform_pcr,
         unmanaged: unmanaged.clone(),
+        platform: platform_state,
     });
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {

@@ -14,6 +14,7 @@ pub mod evidence;
 pub mod host_log;
 pub mod logging;
 pub mod platform;
+pub mod platform_watch;
 pub mod tpm;
 pub mod unmanaged_vms;
 

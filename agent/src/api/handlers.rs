@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::request::ApiRequest;
 use super::types::{ActivateCredentialResponse, HostInfo};
 use crate::host_log::HostEventLog;
+use crate::platform_watch::PlatformState;
 use crate::tpm::service::TpmClient;
 use crate::unmanaged_vms::Census;
 use crate::{evidence, lock};
@@ -24,6 +25,8 @@ pub struct AppState {
     pub platform_pcr: u32,
     /// KVM VMs on this host that tvpd did not create.
     pub unmanaged: Arc<Mutex<Census>>,
+    /// Changes to measured platform files since start.
+    pub platform: Arc<Mutex<PlatformState>>,
 }
 
 /// A successful reply: status and JSON body.
@@ -44,6 +47,7 @@ fn ok<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
 pub fn host_info(state: &AppState) -> HostInfo {
     let id = state.tpm.identity();
     let b64 = base64::engine::general_purpose::STANDARD;
+    let platform_changes = lock(&state.platform).changes();
     HostInfo {
         host_id: id.host_id.clone(),
         ek_public_pem: id.ek_public_pem.clone(),
@@ -57,6 +61,8 @@ pub fn host_info(state: &AppState) -> HostInfo {
         ek_name: hex::encode(&id.ek_name),
         pcr_bank: "sha256".into(),
         platform_pcr: state.platform_pcr,
+        platform_intact: platform_changes.is_empty(),
+        platform_changes,
         version: env!("CARGO_PKG_VERSION").into(),
     }
 }

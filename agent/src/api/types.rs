@@ -24,6 +24,11 @@ pub struct HostInfo {
     pub pcr_bank: String,
     /// The platform PCR.
     pub platform_pcr: u32,
+    /// No measured platform file (tvpd, platform artefacts, configuration file) has
+    /// changed on disk since tvpd measured it at start.
+    pub platform_intact: bool,
+    /// The changes detected, if any.
+    pub platform_changes: Vec<crate::platform_watch::PlatformChange>,
     /// tvpd version.
     pub version: String,
 }
