@@ -142,10 +142,7 @@ pub fn spawn(files: Vec<Watched>, state: Arc<Mutex<PlatformState>>) -> std::io::
             }
         })
         .map(|_| ())
-        .map_err(|e| {
-            warn!(error = e.to_string(); "cannot start the platform watch thread");
-            e
-        })
+        .inspect_err(|e| warn!(error = e.to_string(); "cannot start the platform watch thread"))
 }
 
 #[cfg(test)]
