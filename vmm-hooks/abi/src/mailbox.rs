@@ -41,8 +41,9 @@ pub const RESPONSE_PAYLOAD_MAX: usize = MAILBOX_SIZE - RESPONSE_OFFSET - RESPONS
 pub const DIGEST_LEN: usize = 32;
 /// Shortest quote nonce.
 pub const NONCE_MIN: usize = 8;
-/// Longest quote nonce (a TPM2B_DATA qualifying-data limit).
-pub const NONCE_MAX: usize = 64;
+/// Longest quote nonce: the same limit tvpd applies to every quote (qualifying data
+/// of at most a SHA-256 digest).
+pub const NONCE_MAX: usize = 32;
 /// Size of the GET_VERSION response payload.
 pub const VERSION_RESPONSE_LEN: usize = 16;
 
@@ -262,7 +263,9 @@ mod tests {
         assert_eq!(st(&[0; REQUEST_MAX]), Status::BadMagic);
         assert_eq!(st(&block(9, &[])), Status::UnknownCommand);
         assert_eq!(st(&block(2, &[0; 31])), Status::BadLength);
-        assert_eq!(st(&block(3, &[0; 65])), Status::BadLength);
+        assert_eq!(st(&block(3, &[0; 33])), Status::BadLength);
+        assert_eq!(st(&block(3, &[0; 7])), Status::BadLength);
+        assert!(parse_request(&block(3, &[0; 32])).is_ok());
         assert_eq!(st(&block(1, &[0])), Status::BadLength);
         let mut b = block(1, &[]);
         b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
