@@ -4,6 +4,7 @@
 pub mod client;
 pub mod expected;
 pub mod host;
+pub mod image;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ pub enum Command {
         #[arg(long, value_name = "AK.pem")]
         ak: Option<PathBuf>,
     },
+    /// Encrypted VM images: key-management key pair, encrypt, inspect, decrypt.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Compute the PCR 23 value of a measured VM from its firmware file and
     /// configuration page alone; prints an expected-values file for `verify --expect`.
     ExpectedPcrs {
@@ -161,6 +165,7 @@ pub fn run(cli: Cli) -> i32 {
             nonce,
             ak,
         } => verify::run_export(evidence, dir, nonce.as_deref(), ak.as_deref()),
+        Command::Image(cmd) => image::run(cmd, cli.json),
         Command::ExpectedPcrs {
             firmware,
             config_page,
