@@ -440,3 +440,49 @@ fn config_file_keys_and_flags() {
     assert_eq!(code, 78);
     assert!(err.contains("soket"), "{err}");
 }
+
+#[test]
+fn binding_key_is_certified_by_the_ak_with_the_callers_nonce() {
+    require_tools!("swtpm");
+    use base64::Engine;
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let h = t.api_json("GET", "/v1/host", None);
+    let nonce = nonce_hex(16);
+    let r = t.api_json(
+        "POST",
+        "/v1/host/binding-key",
+        Some(&format!("{{\"nonce\":\"{nonce}\"}}")),
+    );
+    assert_eq!(r["policy_pcrs"], serde_json::json!([15]));
+    assert!(r["public_pem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN PUBLIC KEY"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let attest = b64.decode(r["certify_attest"].as_str().unwrap()).unwrap();
+    let sig = b64
+        .decode(r["certify_signature"].as_str().unwrap())
+        .unwrap();
+    let public = b64.decode(r["public"].as_str().unwrap()).unwrap();
+    let ak = tvp_verifier::AkKey::from_pem(h["ak_public_pem"].as_str().unwrap()).unwrap();
+    ak.verify(&attest, &tvp_verifier::tpm::Signature::parse(&sig).unwrap())
+        .expect("certification signed by the AK");
+    let name = tvp_verifier::tpm::Public::parse_tpm2b(&public)
+        .unwrap()
+        .name()
+        .unwrap();
+    assert!(
+        attest.windows(name.len()).any(|w| w == name.as_slice()),
+        "certifies another key"
+    );
+    let n = hex::decode(&nonce).unwrap();
+    assert!(
+        attest.windows(n.len()).any(|w| w == n.as_slice()),
+        "nonce not bound"
+    );
+    // There is no endpoint that unwraps with it.
+    for path in ["/v1/host/binding-key/unwrap", "/v1/host/unwrap"] {
+        assert_eq!(t.api("POST", path, Some("{}")).status, 404);
+    }
+}

@@ -180,6 +180,16 @@ fn start_and_serve(
         exit::UNAVAILABLE
     })?;
 
+    // The binding key's use is bound to the platform PCR as it is now, after this
+    // start's measurement: a later change of the platform makes it unusable.
+    let pcr = cfg.platform_pcr;
+    let binding_key = tpm
+        .call(move |t| t.create_binding_key(&[pcr]))
+        .map_err(|e| {
+            error!("cannot create the host binding key: {e}");
+            exit::UNAVAILABLE
+        })?;
+    info!(policy_pcr = pcr; "host binding key created");
     let listener = bind_socket(cfg)?;
     let platform_state = Arc::new(Mutex::new(PlatformState::default()));
     if let Err(e) = platform_watch::spawn(watched, platform_state.clone()) {
@@ -193,6 +203,7 @@ fn start_and_serve(
         platform_pcr: cfg.platform_pcr,
         unmanaged: unmanaged.clone(),
         platform: platform_state,
+        binding_key,
     });
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {

@@ -7,9 +7,10 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::request::ApiRequest;
-use super::types::{ActivateCredentialResponse, HostInfo};
+use super::types::{ActivateCredentialResponse, BindingKeyResponse, HostInfo};
 use crate::host_log::HostEventLog;
 use crate::platform_watch::PlatformState;
+use crate::tpm::binding::BindingKey;
 use crate::tpm::service::TpmClient;
 use crate::unmanaged_vms::Census;
 use crate::{evidence, lock};
@@ -27,6 +28,8 @@ pub struct AppState {
     pub unmanaged: Arc<Mutex<Census>>,
     /// Changes to measured platform files since start.
     pub platform: Arc<Mutex<PlatformState>>,
+    /// The host binding key, bound to the platform PCR as measured at this start.
+    pub binding_key: BindingKey,
 }
 
 /// A successful reply: status and JSON body.
@@ -84,6 +87,23 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
     match req {
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
+        ApiRequest::CertifyBindingKey { nonce } => {
+            let key = state.binding_key.clone();
+            let pcrs = key.pcrs.clone();
+            let public_pem = crate::tpm::keys::public_to_pem(&key.public)?;
+            let cert = state
+                .tpm
+                .call_async(move |t| t.certify_binding_key(&key, &nonce))
+                .await?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            ok(&BindingKeyResponse {
+                public: b64.encode(cert.public_tpm2b),
+                public_pem,
+                policy_pcrs: pcrs,
+                certify_attest: b64.encode(cert.attest),
+                certify_signature: b64.encode(cert.signature),
+            })
+        }
         ApiRequest::GetEventLog => {
             let records = lock(&state.host_log).records().to_vec();
             ok(&records)

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::types::{ActivateCredentialRequest, QuoteRequest};
+use super::types::{ActivateCredentialRequest, BindingKeyRequest, QuoteRequest};
 use crate::tpm::quote::check_nonce;
 
 /// Every operation the API offers.
@@ -24,6 +24,11 @@ pub enum ApiRequest {
     GetEventLog,
     /// `GET /v1/host/unmanaged-vms`
     GetUnmanagedVms,
+    /// `POST /v1/host/binding-key`: the binding key, certified by the AK with this nonce.
+    CertifyBindingKey {
+        /// Qualifying data for TPM2_Certify, 1..=32 bytes.
+        nonce: Vec<u8>,
+    },
     /// `POST /v1/host/activate-credential`
     ActivateCredential {
         /// TPM2B_ID_OBJECT buffer.
@@ -42,6 +47,7 @@ impl ApiRequest {
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
             ApiRequest::GetUnmanagedVms => "get-unmanaged-vms",
+            ApiRequest::CertifyBindingKey { .. } => "certify-binding-key",
         }
     }
 }
@@ -53,6 +59,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/host/event-log", "GET"),
     ("/v1/host/activate-credential", "POST"),
     ("/v1/host/unmanaged-vms", "GET"),
+    ("/v1/host/binding-key", "POST"),
 ];
 
 /// Parse a request. `path` may carry a query string, which is ignored.
@@ -73,14 +80,15 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         "/v1/host" => Ok(ApiRequest::GetHost),
         "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
         "/v1/host/unmanaged-vms" => Ok(ApiRequest::GetUnmanagedVms),
+        "/v1/host/binding-key" => {
+            let r: BindingKeyRequest = json(body)?;
+            Ok(ApiRequest::CertifyBindingKey {
+                nonce: nonce_arg(&r.nonce)?,
+            })
+        }
         "/v1/host/quote" => {
             let q: QuoteRequest = json(body)?;
-            let nonce = hex::decode(&q.nonce).map_err(|e| {
-                ApiError::invalid_argument(format!(
-                    "nonce: not hex ({e}); send 1 to 32 bytes as hex"
-                ))
-            })?;
-            check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
+            let nonce = nonce_arg(&q.nonce)?;
             if let Some(p) = &q.pcrs {
                 if p.is_empty() {
                     return Err(ApiError::invalid_argument(
@@ -107,6 +115,14 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         }
         _ => Err(ApiError::not_found(path)),
     }
+}
+
+fn nonce_arg(hex_nonce: &str) -> Result<Vec<u8>, ApiError> {
+    let nonce = hex::decode(hex_nonce).map_err(|e| {
+        ApiError::invalid_argument(format!("nonce: not hex ({e}); send 1 to 32 bytes as hex"))
+    })?;
+    check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
+    Ok(nonce)
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -44,6 +44,30 @@ pub struct QuoteRequest {
     pub pcrs: Option<Vec<u32>>,
 }
 
+/// `POST /v1/host/binding-key`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BindingKeyRequest {
+    /// The key-management service's fresh nonce, hex, 1 to 32 bytes.
+    pub nonce: String,
+}
+
+/// Response of `POST /v1/host/binding-key`: the host binding key and its certification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BindingKeyResponse {
+    /// Marshalled TPM2B_PUBLIC of the binding key, base64.
+    pub public: String,
+    /// The binding key's RSA public key, PEM (wrap image keys to it with RSA-OAEP-SHA-256).
+    pub public_pem: String,
+    /// The PCRs (SHA-256 bank) whose values at creation the key's use policy requires.
+    pub policy_pcrs: Vec<u32>,
+    /// TPMS_ATTEST of TPM2_Certify by the AK over the binding key, base64.
+    pub certify_attest: String,
+    /// TPMT_SIGNATURE of the certification, base64.
+    pub certify_signature: String,
+}
+
 /// `POST /v1/host/activate-credential`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
