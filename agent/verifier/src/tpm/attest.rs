@@ -89,37 +89,49 @@ pub struct Attest {
     pub quote: QuoteInfo,
 }
 
+/// The fields every TPMS_ATTEST starts with: magic, type (must be `want`),
+/// qualifiedSigner, extraData, clockInfo, firmwareVersion.
+pub(crate) fn parse_header(
+    r: &mut Reader<'_>,
+    want: u16,
+    want_name: &'static str,
+) -> Result<(Vec<u8>, Vec<u8>, ClockInfo, u64), ParseError> {
+    let magic = r.u32("magic")?;
+    if magic != TPM_GENERATED_VALUE {
+        return Err(ParseError::invalid(
+            "magic",
+            format!("{magic:#010x} is not TPM_GENERATED_VALUE"),
+        ));
+    }
+    let ty = r.u16("type")?;
+    if ty != want {
+        return Err(ParseError::invalid(
+            "type",
+            format!("{ty:#06x} is not {want_name}"),
+        ));
+    }
+    let qualified_signer = r.tpm2b(MAX_NAME, "qualifiedSigner")?.to_vec();
+    let extra_data = r.tpm2b(MAX_DIGEST, "extraData")?.to_vec();
+    let clock_info = ClockInfo {
+        clock: r.u64("clockInfo.clock")?,
+        reset_count: r.u32("clockInfo.resetCount")?,
+        restart_count: r.u32("clockInfo.restartCount")?,
+        safe: match r.u8("clockInfo.safe")? {
+            0 => false,
+            1 => true,
+            v => return Err(ParseError::invalid("clockInfo.safe", format!("{v}"))),
+        },
+    };
+    let firmware_version = r.u64("firmwareVersion")?;
+    Ok((qualified_signer, extra_data, clock_info, firmware_version))
+}
+
 impl Attest {
     /// Parse a marshalled TPMS_ATTEST that must be a quote; trailing bytes are rejected.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let mut r = Reader::new(bytes);
-        let magic = r.u32("magic")?;
-        if magic != TPM_GENERATED_VALUE {
-            return Err(ParseError::invalid(
-                "magic",
-                format!("{magic:#010x} is not TPM_GENERATED_VALUE"),
-            ));
-        }
-        let ty = r.u16("type")?;
-        if ty != ST_ATTEST_QUOTE {
-            return Err(ParseError::invalid(
-                "type",
-                format!("{ty:#06x} is not TPM_ST_ATTEST_QUOTE"),
-            ));
-        }
-        let qualified_signer = r.tpm2b(MAX_NAME, "qualifiedSigner")?.to_vec();
-        let extra_data = r.tpm2b(MAX_DIGEST, "extraData")?.to_vec();
-        let clock_info = ClockInfo {
-            clock: r.u64("clockInfo.clock")?,
-            reset_count: r.u32("clockInfo.resetCount")?,
-            restart_count: r.u32("clockInfo.restartCount")?,
-            safe: match r.u8("clockInfo.safe")? {
-                0 => false,
-                1 => true,
-                v => return Err(ParseError::invalid("clockInfo.safe", format!("{v}"))),
-            },
-        };
-        let firmware_version = r.u64("firmwareVersion")?;
+        let (qualified_signer, extra_data, clock_info, firmware_version) =
+            parse_header(&mut r, ST_ATTEST_QUOTE, "TPM_ST_ATTEST_QUOTE")?;
         let count = r.u32("pcrSelect.count")? as usize;
         if count > MAX_PCR_BANKS {
             return Err(ParseError::invalid(

@@ -4,6 +4,7 @@
 
 pub mod alg;
 pub mod attest;
+pub mod certify;
 pub mod public;
 pub mod reader;
 pub mod signature;

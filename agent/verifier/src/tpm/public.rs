@@ -13,6 +13,10 @@ pub const MAX_ECC_COORD: usize = 66;
 
 /// TPMA_OBJECT bit: fixedTPM.
 pub const ATTR_FIXED_TPM: u32 = 1 << 1;
+/// TPMA_OBJECT fixedParent.
+pub const ATTR_FIXED_PARENT: u32 = 1 << 4;
+/// TPMA_OBJECT userWithAuth.
+pub const ATTR_USER_WITH_AUTH: u32 = 1 << 6;
 /// TPMA_OBJECT bit: restricted.
 pub const ATTR_RESTRICTED: u32 = 1 << 16;
 /// TPMA_OBJECT bit: decrypt.

@@ -2,6 +2,7 @@
 //! PCR values. Each step is a named [`Check`]; the first failure is returned.
 
 mod ak;
+pub mod binding;
 mod error;
 mod pcrs;
 
