@@ -222,3 +222,131 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     assert!(line.contains("malformed request"), "{line}");
     assert_eq!(kms.call(&json!({"op": "nonce"}))["result"], "nonce");
 }
+
+fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(grep_dir(&p, needle));
+        } else if let Ok(b) = std::fs::read(&p) {
+            if b.windows(needle.len()).any(|w| w == needle) {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn tvpd_obtains_the_key_through_its_tpm_and_authenticates_the_image_in_memory() {
+    require_tools!("swtpm", "sha256sum");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let (code, expected, err) = Tvpd::run_once(&tpm, &dir, &["--print-expected-pcrs"]);
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let t = Tvpd::start(&tpm, &dir, &[]);
+    let h = t.api_json("GET", "/v1/host", None);
+    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
+        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    let marker = b"TVP-SECRET-PLAINTEXT-MARKER ";
+    let plain: Vec<u8> = marker.iter().copied().cycle().take(300_000).collect();
+    std::fs::write(p("img"), &plain).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        &p("img"),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+        "--chunk-size",
+        "65536",
+    ]);
+    std::fs::remove_file(p("img")).unwrap();
+    let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
+    let body = |img: &str, sock: &Path| {
+        format!(
+            "{{\"image\":\"{img}\",\"kms_socket\":\"{}\"}}",
+            sock.display()
+        )
+    };
+
+    let r = t.api_json(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("img.enc"), &kms.socket)),
+    );
+    assert_eq!(r["key_released"], true);
+    assert_eq!(r["image_verified"], true);
+    assert_eq!(r["plaintext_len"], 300_000);
+    let digest = {
+        let o = Command::new("sha256sum")
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut o = o;
+        o.stdin.take().unwrap().write_all(&plain).unwrap();
+        String::from_utf8(o.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert!(digest.starts_with(r["image_digest"].as_str().unwrap()));
+
+    // A tampered chunk: refused where it is.
+    let mut enc = std::fs::read(p("img.enc")).unwrap();
+    let n = enc.len();
+    enc[n - 20_000] ^= 1;
+    std::fs::write(p("bad.enc"), &enc).unwrap();
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("bad.enc"), &kms.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(
+        text.contains("image_rejected") && text.contains("chunk 4 of 5"),
+        "{text}"
+    );
+    // A plaintext image is refused.
+    std::fs::write(p("plain.img"), b"\x7fELF plain").unwrap();
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("plain.img"), &kms.socket)),
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("not an encrypted tvp image"));
+    // A service whose inventory expects another platform refuses the release.
+    let mut inv2 = inventory.clone();
+    inv2["hosts"][0]["platform_pcrs"]["15"] = json!("cd".repeat(32));
+    let kms2 = Kms::start(&tenant, &tenant.join("kms.key"), &inv2, "inv2");
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("img.enc"), &kms2.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(
+        text.contains("release_refused") && text.contains("evidence:expected-pcrs"),
+        "{text}"
+    );
+    // No plaintext on the host's disk or in its log.
+    assert!(
+        grep_dir(&dir, marker).is_empty(),
+        "plaintext found under {}",
+        dir.display()
+    );
+    assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
+}

@@ -12,6 +12,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod evidence;
 pub mod host_log;
+pub mod image_release;
 pub mod logging;
 pub mod platform;
 pub mod platform_watch;

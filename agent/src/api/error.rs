@@ -97,6 +97,18 @@ impl ApiError {
     }
 }
 
+impl From<crate::image_release::ReleaseError> for ApiError {
+    fn from(e: crate::image_release::ReleaseError) -> Self {
+        use crate::image_release::ReleaseError as R;
+        match e {
+            R::Tpm(t) => t.into(),
+            R::Refused { .. } => ApiError::new(422, "release_refused", e.to_string()),
+            R::Image { .. } => ApiError::new(422, "image_rejected", e.to_string()),
+            R::Service { .. } => ApiError::new(502, "kms_unavailable", e.to_string()),
+        }
+    }
+}
+
 impl From<TpmError> for ApiError {
     fn from(e: TpmError) -> Self {
         match e {

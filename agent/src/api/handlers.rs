@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::request::ApiRequest;
-use super::types::{ActivateCredentialResponse, BindingKeyResponse, HostInfo};
+use super::types::{ActivateCredentialResponse, BindingKeyResponse, HostInfo, VerifyImageResponse};
 use crate::host_log::HostEventLog;
 use crate::platform_watch::PlatformState;
 use crate::tpm::binding::BindingKey;
@@ -87,6 +87,25 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
     match req {
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
+        ApiRequest::VerifyImage { image, kms_socket } => {
+            let releaser = crate::image_release::Releaser {
+                tpm: state.tpm.clone(),
+                binding_key: state.binding_key.clone(),
+                host_log: state.host_log.clone(),
+                platform_pcr: state.platform_pcr,
+            };
+            let header =
+                tokio::task::spawn_blocking(move || releaser.verify_image(&kms_socket, &image))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("image verification task: {e}")))??;
+            ok(&VerifyImageResponse {
+                key_released: true,
+                image_verified: true,
+                plaintext_len: header.plaintext_len,
+                chunk_count: header.chunk_count,
+                image_digest: hex::encode(header.image_digest),
+            })
+        }
         ApiRequest::CertifyBindingKey { nonce } => {
             let key = state.binding_key.clone();
             let pcrs = key.pcrs.clone();

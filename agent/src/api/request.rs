@@ -5,7 +5,9 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::types::{ActivateCredentialRequest, BindingKeyRequest, QuoteRequest};
+use super::types::{
+    ActivateCredentialRequest, BindingKeyRequest, QuoteRequest, VerifyImageRequest,
+};
 use crate::tpm::quote::check_nonce;
 
 /// Every operation the API offers.
@@ -24,6 +26,14 @@ pub enum ApiRequest {
     GetEventLog,
     /// `GET /v1/host/unmanaged-vms`
     GetUnmanagedVms,
+    /// `POST /v1/images/verify`: obtain an encrypted image's key from the tenant's
+    /// key-management service and authenticate the whole image, writing nothing.
+    VerifyImage {
+        /// The encrypted image.
+        image: std::path::PathBuf,
+        /// The key-management service's socket.
+        kms_socket: std::path::PathBuf,
+    },
     /// `POST /v1/host/binding-key`: the binding key, certified by the AK with this nonce.
     CertifyBindingKey {
         /// Qualifying data for TPM2_Certify, 1..=32 bytes.
@@ -48,6 +58,7 @@ impl ApiRequest {
             ApiRequest::ActivateCredential { .. } => "activate-credential",
             ApiRequest::GetUnmanagedVms => "get-unmanaged-vms",
             ApiRequest::CertifyBindingKey { .. } => "certify-binding-key",
+            ApiRequest::VerifyImage { .. } => "verify-image",
         }
     }
 }
@@ -60,6 +71,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/host/activate-credential", "POST"),
     ("/v1/host/unmanaged-vms", "GET"),
     ("/v1/host/binding-key", "POST"),
+    ("/v1/images/verify", "POST"),
 ];
 
 /// Parse a request. `path` may carry a query string, which is ignored.
@@ -80,6 +92,21 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         "/v1/host" => Ok(ApiRequest::GetHost),
         "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
         "/v1/host/unmanaged-vms" => Ok(ApiRequest::GetUnmanagedVms),
+        "/v1/images/verify" => {
+            let r: VerifyImageRequest = json(body)?;
+            for (field, p) in [("image", &r.image), ("kms_socket", &r.kms_socket)] {
+                if !p.is_absolute() {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{field}: '{}' is not an absolute path",
+                        p.display()
+                    )));
+                }
+            }
+            Ok(ApiRequest::VerifyImage {
+                image: r.image,
+                kms_socket: r.kms_socket,
+            })
+        }
         "/v1/host/binding-key" => {
             let r: BindingKeyRequest = json(body)?;
             Ok(ApiRequest::CertifyBindingKey {

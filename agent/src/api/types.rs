@@ -68,6 +68,32 @@ pub struct BindingKeyResponse {
     pub certify_signature: String,
 }
 
+/// `POST /v1/images/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyImageRequest {
+    /// Absolute path of the encrypted image on this host.
+    pub image: std::path::PathBuf,
+    /// Absolute path of the tenant key-management service's Unix socket.
+    pub kms_socket: std::path::PathBuf,
+}
+
+/// Response of `POST /v1/images/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyImageResponse {
+    /// The image key was released to this host and unwrapped by its TPM.
+    pub key_released: bool,
+    /// Every chunk authenticated and the plaintext digest matched.
+    pub image_verified: bool,
+    /// Plaintext length.
+    pub plaintext_len: u64,
+    /// Number of chunks.
+    pub chunk_count: u64,
+    /// SHA-256 of the plaintext, hex.
+    pub image_digest: String,
+}
+
 /// `POST /v1/host/activate-credential`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
