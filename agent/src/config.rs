@@ -55,6 +55,10 @@ pub struct Config {
     pub log_format: String,
     /// How often to look for KVM VMs tvpd did not create, in milliseconds; 0 = never.
     pub kvm_scan_interval_ms: u64,
+    /// The `tvp-vmm` binary; unset = `tvp-vmm` next to `tvpd`.
+    pub vmm_binary: Option<PathBuf>,
+    /// The measured VMs' firmware image.
+    pub firmware: PathBuf,
 }
 
 impl Default for Config {
@@ -77,6 +81,8 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: "text".into(),
             kvm_scan_interval_ms: 5000,
+            vmm_binary: None,
+            firmware: PathBuf::from("/usr/local/lib/tvp/firmware.elf"),
         }
     }
 }
@@ -186,6 +192,12 @@ pub struct Args {
     /// Scan for KVM VMs tvpd did not create every MS milliseconds; 0 = off [default: 5000].
     #[arg(long, value_name = "MS")]
     pub kvm_scan_interval_ms: Option<u64>,
+    /// The tvp-vmm binary [default: tvp-vmm next to tvpd].
+    #[arg(long, value_name = "PATH")]
+    pub vmm_binary: Option<PathBuf>,
+    /// The measured VMs' firmware image [default: /usr/local/lib/tvp/firmware.elf].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
 }
 
 impl Config {
@@ -239,6 +251,10 @@ impl Config {
         set(&mut self.log_level, &a.log_level);
         set(&mut self.log_format, &a.log_format);
         set(&mut self.kvm_scan_interval_ms, &a.kvm_scan_interval_ms);
+        if a.vmm_binary.is_some() {
+            self.vmm_binary = a.vmm_binary.clone();
+        }
+        set(&mut self.firmware, &a.firmware);
     }
 
     /// The socket mode as permission bits.

@@ -196,6 +196,20 @@ fn start_and_serve(
         error!(error = e.to_string(); "cannot watch the measured platform files");
         return Err(exit::SOFTWARE);
     }
+    let vms = crate::vm::Manager::new(
+        tpm.clone(),
+        crate::vm::ManagerConfig {
+            vmm_binary: cfg
+                .vmm_binary
+                .clone()
+                .unwrap_or_else(crate::vm::manager::default_vmm_binary),
+            firmware: cfg.firmware.clone(),
+            vms_dir: cfg.state_dir.join("vms"),
+            platform_pcr: cfg.platform_pcr,
+        },
+        log.clone(),
+        platform_state.clone(),
+    );
     let unmanaged = Arc::new(Mutex::new(Census::default()));
     let state = Arc::new(AppState {
         tpm,
@@ -204,6 +218,7 @@ fn start_and_serve(
         unmanaged: unmanaged.clone(),
         platform: platform_state,
         binding_key,
+        vms,
     });
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {

@@ -18,6 +18,7 @@ pub mod platform;
 pub mod platform_watch;
 pub mod tpm;
 pub mod unmanaged_vms;
+pub mod vm;
 
 /// Lock a mutex even if a panicking thread poisoned it: every writer in tvpd persists
 /// before it mutates further, so the data is still consistent, and a daemon must not

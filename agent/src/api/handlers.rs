@@ -30,6 +30,8 @@ pub struct AppState {
     pub platform: Arc<Mutex<PlatformState>>,
     /// The host binding key, bound to the platform PCR as measured at this start.
     pub binding_key: BindingKey,
+    /// Measured VMs.
+    pub vms: Arc<crate::vm::Manager>,
 }
 
 /// A successful reply: status and JSON body.
@@ -85,6 +87,18 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 /// Execute one request.
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
+        ApiRequest::CreateVm(spec) => {
+            let vms = state.vms.clone();
+            let view = tokio::task::spawn_blocking(move || vms.create(*spec))
+                .await
+                .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
+            let mut reply = ok(&view)?;
+            reply.status = 201;
+            Ok(reply)
+        }
+        ApiRequest::ListVms => ok(&state.vms.list()),
+        ApiRequest::GetVm { id } => ok(&state.vms.get(&id)?),
+        ApiRequest::DeleteVm { id } => ok(&state.vms.destroy(&id, "deleted".into())?),
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::VerifyImage { image, kms_socket } => {

@@ -11,8 +11,22 @@ use super::types::{
 use crate::tpm::quote::check_nonce;
 
 /// Every operation the API offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ApiRequest {
+    /// `POST /v1/vms`
+    CreateVm(Box<crate::vm::CreateVmRequest>),
+    /// `GET /v1/vms`
+    ListVms,
+    /// `GET /v1/vms/{id}`
+    GetVm {
+        /// VM id.
+        id: String,
+    },
+    /// `DELETE /v1/vms/{id}`
+    DeleteVm {
+        /// VM id.
+        id: String,
+    },
     /// `GET /v1/host`
     GetHost,
     /// `POST /v1/host/quote`
@@ -53,6 +67,10 @@ impl ApiRequest {
     pub fn name(&self) -> &'static str {
         match self {
             ApiRequest::GetHost => "get-host",
+            ApiRequest::CreateVm(_) => "create-vm",
+            ApiRequest::ListVms => "list-vms",
+            ApiRequest::GetVm { .. } => "get-vm",
+            ApiRequest::DeleteVm { .. } => "delete-vm",
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
@@ -63,8 +81,10 @@ impl ApiRequest {
     }
 }
 
-/// The routes and the methods each allows.
+/// The routes and the methods each allows (`{id}` matches one path segment).
 const ROUTES: &[(&str, &str)] = &[
+    ("/v1/vms", "GET, POST"),
+    ("/v1/vms/{id}", "GET, DELETE"),
     ("/v1/host", "GET"),
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
@@ -77,10 +97,18 @@ const ROUTES: &[(&str, &str)] = &[
 /// Parse a request. `path` may carry a query string, which is ignored.
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
     let path = path.split('?').next().unwrap_or(path);
-    let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+    let vm_id = path
+        .strip_prefix("/v1/vms/")
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'));
+    let route = if vm_id.is_some() {
+        "/v1/vms/{id}"
+    } else {
+        path
+    };
+    let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == route) else {
         return Err(ApiError::not_found(path));
     };
-    if method != allow {
+    if !allow.split(", ").any(|m| m == method) {
         return Err(ApiError::method_not_allowed(method, path, allow));
     }
     if method == "GET" && !body.is_empty() {
@@ -88,7 +116,15 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
             "GET {path} takes no request body"
         )));
     }
+    if let Some(id) = vm_id {
+        return Ok(match method {
+            "DELETE" => ApiRequest::DeleteVm { id: id.to_string() },
+            _ => ApiRequest::GetVm { id: id.to_string() },
+        });
+    }
     match path {
+        "/v1/vms" if method == "GET" => Ok(ApiRequest::ListVms),
+        "/v1/vms" => Ok(ApiRequest::CreateVm(Box::new(json(body)?))),
         "/v1/host" => Ok(ApiRequest::GetHost),
         "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
         "/v1/host/unmanaged-vms" => Ok(ApiRequest::GetUnmanagedVms),
@@ -186,6 +222,11 @@ mod tests {
             ApiRequest::GetHost
         );
         assert_eq!(parse("GET", "/v1/nope", b"").unwrap_err().status, 404);
+        assert_eq!(
+            parse("DELETE", "/v1/vms/vm-1", b"").unwrap(),
+            ApiRequest::DeleteVm { id: "vm-1".into() }
+        );
+        assert_eq!(parse("GET", "/v1/vms/a/b", b"").unwrap_err().status, 404);
         let e = parse("DELETE", "/v1/host", b"").unwrap_err();
         assert_eq!((e.status, e.allow), (405, Some("GET")));
         assert_eq!(parse("GET", "/v1/host", b"{}").unwrap_err().status, 400);
@@ -200,10 +241,12 @@ mod tests {
                 .unwrap_or_else(|| panic!("{path} missing from docs/openapi.yaml"));
             let section = &doc[at..];
             let next = section[3..].find("\n  /").map_or(section.len(), |n| n + 3);
-            assert!(
-                section[..next].contains(&format!("    {}:", method.to_lowercase())),
-                "{method} {path} missing from docs/openapi.yaml"
-            );
+            for m in method.split(", ") {
+                assert!(
+                    section[..next].contains(&format!("    {}:", m.to_lowercase())),
+                    "{m} {path} missing from docs/openapi.yaml"
+                );
+            }
         }
     }
 

@@ -51,6 +51,11 @@ pub enum EventKind {
     PlatformConfig,
     /// A marker separating one `tvpd` start from the next within one TPM boot cycle.
     PlatformStart,
+    /// A measured VM's PCR 23 event (firmware, configuration page, boot region, vCPU
+    /// state; docs/pcr-plan.md), extended at the start of its lease.
+    VmMeasurement,
+    /// A measured VM's TLS tunnel measurement, extended into PCR 16.
+    TunnelMeasurement,
 }
 
 /// The `content` of a `"tvp"` record.
