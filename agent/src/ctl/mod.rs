@@ -6,6 +6,7 @@ pub mod expected;
 pub mod host;
 pub mod image;
 pub mod verify;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -114,6 +115,9 @@ pub enum Command {
         #[arg(long, value_name = "AK.pem")]
         ak: Option<PathBuf>,
     },
+    /// Measured VMs: create, list, show, delete.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
     /// Encrypted VM images: key-management key pair, encrypt, inspect, decrypt.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -166,6 +170,7 @@ pub fn run(cli: Cli) -> i32 {
             ak,
         } => verify::run_export(evidence, dir, nonce.as_deref(), ak.as_deref()),
         Command::Image(cmd) => image::run(cmd, cli.json),
+        Command::Vm(cmd) => vm::run(&cli, cmd),
         Command::ExpectedPcrs {
             firmware,
             config_page,
