@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use rand::RngCore;
-use tvp_verifier::eventlog::TVP_CONTENT_TYPE;
-use tvp_verifier::{CelDigest, CelRecord, EventContent, EventKind};
+use tvp_verifier::{CelRecord, EventKind};
 use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessage};
 
 use super::lease::Lease;
@@ -344,8 +343,26 @@ impl Manager {
         }
     }
 
-    fn holds(&self, id: &str) -> bool {
-        lock(&self.inner).lease.holds(id)
+    /// Refuse (and log) a mailbox request from a VM that does not hold the lease;
+    /// returns true if it was refused.
+    fn refuse_unless_holder(
+        &self,
+        id: &str,
+        w: &mut UnixStream,
+        request_id: u64,
+        what: &str,
+    ) -> bool {
+        if lock(&self.inner).lease.holds(id) {
+            return false;
+        }
+        warn!(vm = id, request = what; "mailbox request refused: VM does not hold the PCR lease");
+        let msg = refused(
+            request_id,
+            refusal::NOT_LEASE_HOLDER,
+            "not the lease holder",
+        );
+        self.send(id, w, &msg);
+        true
     }
 
     /// Reset PCRs 16 and 23 and pass the lease on, if `id` held it; else leave the queue.
@@ -597,17 +614,8 @@ impl Manager {
                 measurement,
             } => {
                 let tunnel_done = lock(&self.inner).vms.get(id).is_some_and(|v| v.tunnel);
-                if !self.holds(id) {
-                    warn!(vm = id; "tunnel measurement refused: VM does not hold the PCR lease");
-                    self.send(
-                        id,
-                        w,
-                        &refused(
-                            request_id,
-                            refusal::NOT_LEASE_HOLDER,
-                            "not the lease holder",
-                        ),
-                    );
+                if self.refuse_unless_holder(id, w, request_id, "tunnel measurement") {
+                    // refused and logged
                 } else if tunnel_done {
                     self.send(
                         id,
@@ -641,18 +649,7 @@ impl Manager {
                 }
             }
             VmmMessage::QuoteRequest { request_id, nonce } => {
-                if !self.holds(id) {
-                    warn!(vm = id; "quote refused: VM does not hold the PCR lease");
-                    self.send(
-                        id,
-                        w,
-                        &refused(
-                            request_id,
-                            refusal::NOT_LEASE_HOLDER,
-                            "not the lease holder",
-                        ),
-                    );
-                } else {
+                if !self.refuse_unless_holder(id, w, request_id, "quote") {
                     match self.evidence(id, nonce) {
                         Ok(evidence) => {
                             info!(vm = id, bytes = evidence.len(); "quote for the lease holder");
@@ -670,17 +667,7 @@ impl Manager {
                 }
             }
             VmmMessage::Handover { request_id, digest } => {
-                if !self.holds(id) {
-                    self.send(
-                        id,
-                        w,
-                        &refused(
-                            request_id,
-                            refusal::NOT_LEASE_HOLDER,
-                            "not the lease holder",
-                        ),
-                    );
-                } else {
+                if !self.refuse_unless_holder(id, w, request_id, "handover") {
                     info!(vm = id, digest = hex::encode(digest); "handover");
                     self.send(id, w, &HostMessage::Ack { request_id });
                     self.set_state(id, VmState::Running, None);
@@ -727,19 +714,8 @@ fn refused(request_id: u64, code: u32, message: &str) -> HostMessage {
 }
 
 fn record(pcr: u32, digest: [u8; 32], kind: EventKind, description: String) -> CelRecord {
-    CelRecord {
-        recnum: 0,
-        pcr,
-        digests: vec![CelDigest {
-            hash_alg: "sha256".into(),
-            digest: digest.to_vec(),
-        }],
-        content_type: TVP_CONTENT_TYPE.into(),
-        content: EventContent {
-            event_type: kind,
-            description,
-        },
-    }
+    // Numbered when the evidence is assembled.
+    CelRecord::tvp(0, pcr, digest, kind, description)
 }
 
 fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
