@@ -21,11 +21,17 @@ fn sha256_hex(b: &[u8]) -> String {
         .to_string()
 }
 
-fn wait_changes(t: &Tvpd, n: usize) -> serde_json::Value {
+/// Wait until `n` changes are reported and the last write has been seen (a write is
+/// first seen truncated: the record's `current` follows the file).
+fn wait_changes(
+    t: &Tvpd,
+    n: usize,
+    settled: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let h = t.api_json("GET", "/v1/host", None);
-        if h["platform_changes"].as_array().map(|a| a.len()) == Some(n) {
+        if h["platform_changes"].as_array().map(|a| a.len()) == Some(n) && settled(&h) {
             return h;
         }
         assert!(Instant::now() < deadline, "change not detected: {h}");
@@ -52,7 +58,10 @@ fn modified_or_replaced_platform_files_are_detected_and_restart_remeasures() {
 
     // Written in place.
     std::fs::write(&fw, b"firmware v2 (tampered)").unwrap();
-    let h = wait_changes(&t, 1);
+    let tampered = sha256_hex(b"firmware v2 (tampered)");
+    let h = wait_changes(&t, 1, |h| {
+        h["platform_changes"][0]["current"] == tampered.as_str()
+    });
     assert_eq!(h["platform_intact"], false);
     let c = &h["platform_changes"][0];
     assert_eq!(c["path"], fw.display().to_string());
@@ -70,7 +79,7 @@ fn modified_or_replaced_platform_files_are_detected_and_restart_remeasures() {
     let tmp = dir.join(".tvp-vmm.new");
     std::fs::write(&tmp, b"vmm v2").unwrap();
     std::fs::rename(&tmp, &vmm).unwrap();
-    let h = wait_changes(&t, 2);
+    let h = wait_changes(&t, 2, |_| true);
     assert!(h["platform_changes"]
         .as_array()
         .unwrap()
