@@ -161,3 +161,55 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
     }
     leased_pcrs_zero(&t);
 }
+
+#[test]
+fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let mut t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &[
+            "--firmware",
+            spin.to_str().unwrap(),
+            "--kvm-scan-interval-ms",
+            "100",
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.api_json("GET", "/v1/vms/holder", None)["state"] != "attesting" {
+        assert!(Instant::now() < deadline, "VM never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While it runs, tvpd's own VMM is not reported as unmanaged.
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = t.api_json("GET", "/v1/vms/holder", None)["pid"]
+        .as_u64()
+        .unwrap();
+    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
+    assert!(
+        unmanaged
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["pid"] != pid),
+        "{unmanaged}"
+    );
+    // PCR 23 holds the VM's measurement; tvpd dies mid-lease.
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[23]}}", nonce_hex(8))),
+    );
+    assert_ne!(ev["pcrs"]["sha256"]["23"], "00".repeat(32));
+    t.crash();
+    t.start_again();
+    leased_pcrs_zero(&t);
+    assert!(t.log().contains("PCRs 16 and 23 reset"));
+}

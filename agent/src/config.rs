@@ -121,7 +121,7 @@ fn parse_handle(s: &str) -> Result<u32, String> {
 /// http://tvp/v1/host`). Settings come from the TOML file given by --config; every key
 /// of that file can also be passed as the flag of the same name, which wins.
 ///
-/// Exit codes: 0 stopped on request; 64 bad command line; 78 bad configuration;
+/// Exit codes: 0 stopped on request; 2 bad command line; 78 bad configuration;
 /// 69 TPM unavailable or provisioning failed; 73 cannot create the socket or state;
 /// 70 internal error.
 #[derive(Debug, Parser)]
@@ -272,11 +272,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
         self.socket_mode_bits()?;
-        if self.platform_pcr > 23 || crate::tpm::pcr::RESETTABLE_PCRS.contains(&self.platform_pcr) {
+        // 16 and 23 are leased to VMs; 17-22 cannot be extended from locality 0.
+        if self.platform_pcr > 15 {
             return bad(
                 "platform_pcr",
                 format!(
-                    "{} is not usable: choose a non-resettable PCR 0..=23 other than 16 and 23 (default {DEFAULT_PLATFORM_PCR})",
+                    "{} is not usable: choose a PCR 0..=15 (16 and 23 are leased to VMs, 17-22 need locality > 0; default {DEFAULT_PLATFORM_PCR})",
                     self.platform_pcr
                 ),
             );

@@ -145,6 +145,17 @@ fn start_and_serve(
         }
     }
     let log = Arc::new(Mutex::new(log));
+    // A lease can only be held by a VM of this process: whatever PCRs 16 and 23 hold now
+    // is a stale lease of an earlier tvpd (crash) and is reset before anything else.
+    tpm.call(|t| {
+        t.pcr_reset(crate::vm::manager::PCR_TUNNEL)?;
+        t.pcr_reset(crate::vm::manager::PCR_VM)
+    })
+    .map_err(|e| {
+        error!("cannot reset the leased PCRs 16 and 23: {e}");
+        exit::UNAVAILABLE
+    })?;
+    info!("PCRs 16 and 23 reset (no lease held)");
 
     let exe = std::env::current_exe().map_err(|e| {
         error!("cannot locate own binary: {e}");
@@ -218,8 +229,9 @@ fn start_and_serve(
         unmanaged: unmanaged.clone(),
         platform: platform_state,
         binding_key,
-        vms,
+        vms: vms.clone(),
     });
+    let vms_for_scan = vms;
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
@@ -237,7 +249,11 @@ fn start_and_serve(
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         if !scan_interval.is_zero() {
-            tokio::spawn(scan_for_unmanaged_vms(unmanaged, scan_interval));
+            tokio::spawn(scan_for_unmanaged_vms(
+                unmanaged,
+                vms_for_scan,
+                scan_interval,
+            ));
         }
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
@@ -279,7 +295,11 @@ fn print_expected_pcrs(cfg: &Config) -> i32 {
 
 /// Periodically look for KVM VMs tvpd did not create and log each as it appears and
 /// goes.
-async fn scan_for_unmanaged_vms(census: Arc<Mutex<Census>>, every: Duration) {
+async fn scan_for_unmanaged_vms(
+    census: Arc<Mutex<Census>>,
+    vms: Arc<crate::vm::Manager>,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -287,8 +307,7 @@ async fn scan_for_unmanaged_vms(census: Arc<Mutex<Census>>, every: Duration) {
         let found = tokio::task::spawn_blocking(|| unmanaged_vms::scan(Path::new("/proc")))
             .await
             .unwrap_or_default();
-        // tvpd supervises no VMM processes yet: every KVM VM is out of its context.
-        let managed = std::collections::BTreeSet::new();
+        let managed = vms.pids();
         let change =
             crate::lock(&census).update(&found, &managed, "tvp-vmm", &crate::logging::timestamp());
         for v in change.appeared {

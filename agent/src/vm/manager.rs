@@ -154,6 +154,15 @@ impl Manager {
         }
     }
 
+    /// Process ids of the VMMs this manager supervises.
+    pub fn pids(&self) -> std::collections::BTreeSet<i32> {
+        lock(&self.inner)
+            .vms
+            .values()
+            .filter_map(|v| v.pid.map(|p| p as i32))
+            .collect()
+    }
+
     /// All VMs.
     pub fn list(&self) -> Vec<VmView> {
         let inner = lock(&self.inner);
@@ -285,13 +294,7 @@ impl Manager {
         let (tx, rx) = mpsc::channel();
         let now = timestamp();
         let deadline_at = std::time::SystemTime::now() + spec.deadline;
-        let deadline = {
-            let secs = deadline_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            format!("unix:{secs}")
-        };
+        let deadline = crate::logging::rfc3339(deadline_at);
         let vm = Vm {
             state: VmState::Queued,
             reason: None,

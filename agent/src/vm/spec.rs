@@ -168,8 +168,11 @@ impl CreateVmRequest {
                 "this tvp-vmm runs measured VMs with exactly 1 vCPU",
             ));
         }
-        if !(16..=65536).contains(&self.memory_mib) {
-            return Err(bad("memory_mib", "must be 16..=65536"));
+        if !(16..=3072).contains(&self.memory_mib) {
+            return Err(bad(
+                "memory_mib",
+                "must be 16..=3072 (MiB below the 32-bit PCI hole)",
+            ));
         }
         if !(1..=86_400).contains(&self.attestation_deadline_secs) {
             return Err(bad("attestation_deadline_secs", "must be 1..=86400"));
