@@ -52,12 +52,12 @@ export TZ=UTC LC_ALL=C
 export RUSTFLAGS="-C relocation-model=static -C target-cpu=x86-64 -C debuginfo=0 \
 --remap-path-prefix=$TVP_ROOT=/tvp --remap-path-prefix=$cargo_home=/cargo"
 
-args=(build --release --locked --target-dir "$target_dir")
+args=(build --release --locked --target x86_64-unknown-linux-gnu --target-dir "$target_dir")
 [ -n "$features" ] && args+=(--features "$features")
 (cd "$fw" && cargo "${args[@]}") >&2
 
 mkdir -p "$(dirname "$out")"
-cp "$target_dir/release/tvp-firmware" "$out.tmp"
+cp "$target_dir/x86_64-unknown-linux-gnu/release/tvp-firmware" "$out.tmp"
 mv "$out.tmp" "$out"
 digest=$(sha256sum "$out" | cut -d' ' -f1)
 echo "sha256 $digest $out"

@@ -62,7 +62,7 @@ fn boot_failures(run: &Run) -> Vec<u32> {
 }
 
 #[test]
-fn firmware_boots_standalone_prints_config_queries_mailbox_and_powers_off() {
+fn firmware_boots_standalone_prints_config_queries_mailbox_and_powers_off_without_nic() {
     let fw = firmware("");
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), b"U-standalone");
@@ -85,8 +85,8 @@ fn firmware_boots_standalone_prints_config_queries_mailbox_and_powers_off() {
     assert!(console.contains("vip=10.0.0.2/24 gateway=10.0.0.1 boot-server=10.0.0.1:8443"));
     assert!(console.contains("name=boot.tenant.example"));
     assert!(console.contains("mailbox: ABI version 1"));
-    assert!(console.contains("done, powering off"));
-    for code in [0, 1, 2, 3, 127] {
+    assert!(console.contains("BOOT FAILED reason=no-link code=4"));
+    for code in [0, 1, 2, 3, 255] {
         assert!(
             stderr.contains(&format!("milestone code={code} ")),
             "milestone {code}"
@@ -101,8 +101,9 @@ fn firmware_reports_milestones_to_tvpd_and_powers_off() {
     let cfg = write_config(dir.path(), b"U-channel");
     let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
     assert_eq!(run.exit_code, Some(0));
-    assert_eq!(milestones(&run), vec![0, 1, 2, 3, 127]);
-    assert!(boot_failures(&run).is_empty());
+    // No NIC in this VM: the boot stops at the network with NoLink (4).
+    assert_eq!(milestones(&run), vec![0, 1, 2, 3, 255]);
+    assert_eq!(boot_failures(&run), vec![4]);
     assert!(matches!(
         run.exited(),
         Some(VmmMessage::Exited {
@@ -156,4 +157,124 @@ fn handover_through_the_stub_runs_the_workload_at_cpl0() {
         run.console
     );
     assert!(boot_failures(&run).is_empty());
+}
+
+/// A network namespace with a TAP device `tap0` (10.0.0.1/24) created for one test and
+/// deleted (with the TAP device) when dropped. Nothing outside it is touched.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// `None` when not root (creating namespaces needs it); the caller skips.
+    fn create(tag: &str) -> Option<NetNs> {
+        // SAFETY (test code): geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: network namespaces need root");
+            return None;
+        }
+        let name = format!("tvpfw-{tag}-{}", std::process::id());
+        let ns = NetNs { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "tap0"]);
+        ns.exec(&["ip", "link", "set", "tap0", "up"]);
+        Some(ns)
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip").args(args).status().expect("iproute2");
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    fn exec(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+
+    /// Binds a TCP listener inside the namespace (from a thread that joins it).
+    fn listen(&self, addr: &str) -> std::net::TcpListener {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = addr.to_string();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY (test code): setns on this short-lived thread only; the fd is a
+            // network namespace file.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            std::net::TcpListener::bind(&addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn firmware_opens_tcp_to_a_listener_in_a_network_namespace_over_virtio_net() {
+    let Some(ns) = NetNs::create("tcp") else {
+        return;
+    };
+    let fw = firmware("");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), b"U-net");
+    let listener = ns.listen("10.0.0.1:8443");
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (mut c, peer) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&mut c)
+            .read_line(&mut line)
+            .unwrap();
+        c.write_all(b"hello from the namespace\n").unwrap();
+        (peer, line)
+    });
+    let console = dir.path().join("console.log");
+    let t0 = std::time::Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(env!("CARGO_BIN_EXE_tvp-vmm"))
+        .args(["--log", "info", "run", "--vm-id", "fw-net", "--standalone"])
+        .args(["--tap", "tap0"])
+        .arg("--firmware")
+        .arg(&fw)
+        .arg("--config-page")
+        .arg(&cfg)
+        .arg("--console-log")
+        .arg(&console)
+        .output()
+        .unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console = std::fs::read_to_string(&console).unwrap();
+    eprintln!(
+        "{stderr}\n--- console ---\n{console}\nboot to TCP exchange and power-off: {secs:.3} s"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let (peer, line) = server.join().unwrap();
+    assert_eq!(peer.ip().to_string(), "10.0.0.2");
+    assert_eq!(line, "tvp-firmware 0.1.0 hello\n");
+    assert!(console.contains("tcp: connected to 10.0.0.1:8443"));
+    assert!(console.contains("tcp: received 25 bytes: hello from the namespace"));
+    assert!(stderr.contains("milestone code=5 "));
+}
+
+#[test]
+fn firmware_without_a_nic_reports_no_link() {
+    let fw = firmware("");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), b"U-nolink");
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(run.exit_code, Some(0));
+    assert!(run.console.contains("net: no virtio-net device"));
+    assert_eq!(boot_failures(&run), vec![4]);
 }

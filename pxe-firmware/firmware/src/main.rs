@@ -4,16 +4,24 @@
 //! ring-0 assembly: GDT/TSS/IDT, page tables with the stub supervisor-only, SSE on,
 //! then it enters [`firmware_main`] at CPL 3. Everything in Rust runs at CPL 3:
 //! [`serial`] (console), [`config`] (configuration page), [`mailbox`] (attestation
-//! mailbox), [`platform`] (boot timer, power off), [`failure`] (reason codes), [`boot`]
+//! mailbox), [`platform`] (boot timer, power off), [`failure`] (reason codes), [`heap`],
+//! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`boot`]
 //! (the flow). [`rt`] provides the memory functions; [`port`] the I/O instructions.
 #![no_std]
 #![no_main]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+extern crate alloc;
+
 pub mod boot;
+pub mod clock;
 pub mod config;
+pub mod entropy;
 pub mod failure;
+pub mod hal;
+pub mod heap;
 pub mod mailbox;
+pub mod net;
 pub mod platform;
 pub mod port;
 pub mod rt;
@@ -21,6 +29,7 @@ pub mod rt;
 pub mod selftest;
 pub mod serial;
 pub mod stub;
+pub mod tcp;
 
 /// The firmware version printed at start and sent in the boot request.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -14,7 +14,8 @@
 //! 3. builds page tables (layout in `link.ld`): the stub's pages and the tables
 //!    supervisor-only, the Rust text user read-only executable, everything else
 //!    no-execute; the boot region and page 0 not present, the configuration page user
-//!    read-only, the mailbox user read-write, a guard page below the user stack;
+//!    read-only, the mailbox user read-write, a guard page below the user stack, the
+//!    virtio-net register window user read-write uncached;
 //! 4. enables SSE for CPL 3 (CR4.OSFXSR | OSXMMEXCPT, CR0.MP, !CR0.EM), write
 //!    protection (CR0.WP) and no-execute (EFER.NXE), and `iretq`s into
 //!    [`crate::firmware_main`] at CPL 3 with IOPL 0 and interrupts off.
@@ -337,6 +338,13 @@ build_page_tables:
     add $0x200000, %rbx
     jmp 14b
 15:
+    /* The virtio-net register window: one 2 MiB page, user, uncached, no-execute. */
+    mov ${virtio_mmio}, %rbx
+    mov %rbx, %rax
+    or $(PTE_P|PTE_RW|PTE_US|PTE_PS|PTE_PCD), %rax
+    or %r14, %rax
+    shr $21, %rbx
+    mov %rax, (%rdi,%rbx,8)
     ret
 
 /* ------------------------------------------------------------ exceptions */
@@ -563,6 +571,7 @@ tvp_service_call:
     mailbox_end = const layout::MAILBOX_GPA + layout::MAILBOX_SIZE as u64,
     firmware_base = const layout::FIRMWARE_MIN_GPA,
     vmm_pml4 = const layout::PML4_GPA,
+    virtio_mmio = const layout::VIRTIO_NET_MMIO_GPA,
     mbox_req = const layout::MAILBOX_GPA + mailbox::REQUEST_OFFSET as u64,
     req_magic = const u32::from_le_bytes(mailbox::REQUEST_MAGIC),
     mbox_version = const mailbox::MAILBOX_ABI_VERSION,
