@@ -20,6 +20,16 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+/// Where a NIC's frames go and come from (a TAP device; tests use a memory backend).
+pub trait FrameBackend: Send {
+    /// Reads one frame into `buf`; `Ok(None)` when none is waiting. Never blocks.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    /// Sends one frame (may drop it when the backend is congested). Never blocks.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// A name for logs.
+    fn name(&self) -> &str;
+}
+
 /// An open TAP interface: Ethernet frames in, Ethernet frames out, no packet info.
 pub struct Tap {
     file: File,
@@ -60,14 +70,14 @@ impl Tap {
             name: name.to_string(),
         })
     }
+}
 
-    /// The interface name.
-    pub fn name(&self) -> &str {
+impl FrameBackend for Tap {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    /// Reads one frame into `buf`; `Ok(None)` when none is waiting.
-    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self.file.read(buf) {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -75,8 +85,7 @@ impl Tap {
         }
     }
 
-    /// Sends one frame (dropped if the interface's queue is full).
-    pub fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
         match self.file.write(frame) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),

@@ -11,7 +11,7 @@
 //! not overlap the read-only configuration page, and every failure drops the frame or
 //! marks the device broken (`DEVICE_NEEDS_RESET`) instead of ending the VMM.
 
-use crate::tap::Tap;
+use crate::tap::FrameBackend;
 use tvp_abi::layout::{CONFIG_PAGE_GPA, VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
 use tvp_abi::PAGE_SIZE;
 use virtio_queue::{Queue, QueueT};
@@ -82,7 +82,7 @@ pub struct NetStats {
 
 /// The virtio-net device and its virtio-mmio registers.
 pub struct VirtioNet {
-    tap: Tap,
+    tap: Box<dyn FrameBackend>,
     mac: [u8; 6],
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -105,7 +105,7 @@ fn new_queue() -> Option<Queue> {
 impl VirtioNet {
     /// A device with `mac`, backed by `tap`; `None` only if the queue size constant is
     /// invalid (a bug).
-    pub fn new(tap: Tap, mac: [u8; 6]) -> Option<Self> {
+    pub fn new(tap: Box<dyn FrameBackend>, mac: [u8; 6]) -> Option<Self> {
         Some(VirtioNet {
             tap,
             mac,
@@ -460,5 +460,175 @@ mod tests {
         assert!(overlaps_config_page(CONFIG_PAGE_GPA + 4095, 1));
         assert!(!overlaps_config_page(CONFIG_PAGE_GPA + 4096, 100));
         assert!(!overlaps_config_page(CONFIG_PAGE_GPA - 10, 10));
+    }
+}
+
+/// Hostile-guest tests: the device driven through its registers with crafted rings.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    /// Frames sent, and frames to deliver.
+    #[derive(Default)]
+    struct Wire {
+        sent: Vec<Vec<u8>>,
+        inbound: Vec<Vec<u8>>,
+    }
+
+    struct MemBackend(Arc<Mutex<Wire>>);
+
+    impl FrameBackend for MemBackend {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+            let mut w = self.0.lock().unwrap();
+            if w.inbound.is_empty() {
+                return Ok(None);
+            }
+            let f = w.inbound.remove(0);
+            buf[..f.len()].copy_from_slice(&f);
+            Ok(Some(f.len()))
+        }
+        fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().sent.push(frame.to_vec());
+            Ok(())
+        }
+        fn name(&self) -> &str {
+            "mem"
+        }
+    }
+
+    const BASE: u64 = VIRTIO_NET_MMIO_GPA;
+    const DESC: u64 = 0x40000;
+    const AVAIL: u64 = 0x41000;
+    const USED: u64 = 0x42000;
+
+    fn setup() -> (GuestMemoryMmap, VirtioNet, Arc<Mutex<Wire>>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut dev =
+            VirtioNet::new(Box::new(MemBackend(wire.clone())), [2, 0, 0, 0, 0, 1]).unwrap();
+        let w =
+            |d: &mut VirtioNet, off: u64, v: u32| d.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+        w(&mut dev, reg::DRIVER_FEATURES_SEL, 1);
+        w(&mut dev, reg::DRIVER_FEATURES, 1); // VERSION_1
+        w(&mut dev, reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
+        (mem, dev, wire)
+    }
+
+    /// Enables queue `q` with 4 entries at the fixed ring addresses (offset per queue).
+    fn enable(mem: &GuestMemoryMmap, dev: &mut VirtioNet, q: u32, desc: u64) -> bool {
+        let o = u64::from(q) * 0x4000;
+        let mut w = |off: u64, v: u32| dev.mmio_write(mem, BASE + off, &v.to_le_bytes());
+        w(reg::QUEUE_SEL, q);
+        w(reg::QUEUE_NUM, 4);
+        w(reg::QUEUE_DESC_LOW, desc as u32);
+        w(reg::QUEUE_DESC_HIGH, (desc >> 32) as u32);
+        w(reg::QUEUE_DRIVER_LOW, (AVAIL + o) as u32);
+        w(reg::QUEUE_DEVICE_LOW, (USED + o) as u32);
+        w(reg::QUEUE_READY, 1);
+        let mut r = [0u8; 4];
+        dev.mmio_read(mem, BASE + reg::QUEUE_READY, &mut r);
+        u32::from_le_bytes(r) == 1
+    }
+
+    fn desc(mem: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = table + i * 16;
+        mem.write_obj(addr, GuestAddress(d)).unwrap();
+        mem.write_obj(len, GuestAddress(d + 8)).unwrap();
+        mem.write_obj(flags, GuestAddress(d + 12)).unwrap();
+        mem.write_obj(next, GuestAddress(d + 14)).unwrap();
+    }
+
+    /// Publishes head 0 in queue `q`'s avail ring.
+    fn offer(mem: &GuestMemoryMmap, q: u64) {
+        let avail = AVAIL + q * 0x4000;
+        mem.write_obj(0u16, GuestAddress(avail + 4)).unwrap();
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
+    }
+
+    fn used_idx(mem: &GuestMemoryMmap, q: u64) -> u16 {
+        mem.read_obj(GuestAddress(USED + q * 0x4000 + 2)).unwrap()
+    }
+
+    fn go(mem: &GuestMemoryMmap, dev: &mut VirtioNet) {
+        dev.mmio_write(
+            mem,
+            BASE + reg::STATUS,
+            &(1u32 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK).to_le_bytes(),
+        );
+    }
+
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
+
+    #[test]
+    fn descriptor_loop_in_the_transmit_queue_terminates() {
+        let (mem, mut dev, _wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        desc(&mem, t, 0, 0x50000, 100, NEXT, 1);
+        desc(&mem, t, 1, 0x51000, 100, NEXT, 0);
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(used_idx(&mem, 1), 1, "the looping chain is consumed once");
+    }
+
+    #[test]
+    fn oversized_transmit_descriptor_is_dropped_not_read() {
+        let (mem, mut dev, wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        desc(&mem, t, 0, 0x50000, u32::MAX, 0, 0);
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(used_idx(&mem, 1), 1);
+        assert!(wire.lock().unwrap().sent.is_empty());
+        assert_eq!(dev.stats().dropped, 1);
+    }
+
+    #[test]
+    fn receive_buffer_on_the_configuration_page_is_never_written() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, CONFIG_PAGE_GPA, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        let mut page = [0u8; PAGE_SIZE];
+        mem.read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
+            .unwrap();
+        assert!(page.iter().all(|b| *b == 0));
+        assert_eq!(used_idx(&mem, 0), 1);
+        assert_eq!(dev.stats().rx_frames, 0);
+        assert_eq!(dev.stats().dropped, 1);
+    }
+
+    #[test]
+    fn frame_reaches_a_good_receive_buffer() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        assert_eq!(u32::from_le_bytes(r), INT_USED_BUFFER);
+        let mut got = [0u8; 72];
+        mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
+        assert_eq!(got[10], 1);
+        assert!(got[12..].iter().all(|b| *b == 0xab));
+        assert_eq!(dev.stats().rx_frames, 1);
+    }
+
+    #[test]
+    fn rings_outside_guest_memory_are_not_enabled() {
+        let (mem, mut dev, _wire) = setup();
+        assert!(!enable(&mem, &mut dev, 1, 0xffff_f000_0000));
     }
 }

@@ -247,7 +247,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     // The NIC's TAP device is opened now: after the lockdown nothing can be opened.
     let net = match &opts.tap {
         Some(name) => Some(
-            VirtioNet::new(Tap::open(name)?, cfg.mac)
+            VirtioNet::new(Box::new(Tap::open(name)?), cfg.mac)
                 .ok_or_else(|| VmmError::Tap(format!("{name}: cannot create the queues")))?,
         ),
         None => None,
