@@ -28,6 +28,8 @@ tcti = "$SWTPM_TCTI"
 state_dir = "$W/state"
 firmware = "$FW"
 platform_artefacts = ["$BIN/tvp-vmm", "$FW"]
+vmm_user = "65534:65534"
+tap_prefix = "tvpdemo"
 CONF
 "$BIN/tvpd" --config "$W/tvpd.toml" --print-expected-pcrs >"$W/expected.json" 2>"$W/measurements.txt"
 ok "inventory's expected platform PCR: $(grep -Eo '[0-9a-f]{64}' "$W/expected.json")"

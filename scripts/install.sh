@@ -11,6 +11,10 @@ say "building (release)"
 cargo build --release --bins --quiet
 install -m 0755 target/release/tvpd target/release/tvpctl /usr/local/bin/
 install -d -m 0755 /etc/tvp
+if ! getent passwd tvp-vmm >/dev/null; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tvp-vmm
+    ok "created the system user tvp-vmm (the VMMs drop to it)"
+fi
 if [ ! -e /etc/tvp/tvpd.toml ]; then
     install -m 0644 scripts/tvpd.toml /etc/tvp/tvpd.toml
     ok "wrote /etc/tvp/tvpd.toml"

@@ -219,10 +219,17 @@ fn start_and_serve(
             platform_pcr: cfg.platform_pcr,
             tap_prefix: cfg.tap_prefix.clone(),
             bridge: cfg.vm_bridge.clone(),
+            vmm_ids: cfg.vmm_ids().map_err(|e| {
+                error!("{e}");
+                exit::CONFIG
+            })?,
         },
         log.clone(),
         platform_state.clone(),
     );
+    if cfg.vmm_user.is_none() {
+        warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
+    }
     let orphaned = vms.recover();
     if orphaned > 0 {
         warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");

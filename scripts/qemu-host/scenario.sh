@@ -10,7 +10,7 @@ check tpm-resource-manager test -c /dev/tpmrm0
 
 mkdir -p /var/lib/tvp
 tvpd --tcti device:/dev/tpmrm0 --state-dir /var/lib/tvp --log-level info --firmware /opt/tvp/firmware.elf \
-    --platform-artefacts /usr/local/bin/tvp-vmm,/opt/tvp/firmware.elf 2>/tmp/tvpd.log &
+    --platform-artefacts /usr/local/bin/tvp-vmm,/opt/tvp/firmware.elf --vmm-user 65534:65534 2>/tmp/tvpd.log &
 TVPD=$!
 i=0; while [ $i -lt 300 ] && ! tvpctl host >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
 check tvpd-provisioned-through-tpmrm0 tvpctl host

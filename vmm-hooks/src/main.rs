@@ -61,6 +61,14 @@ enum Cmd {
         /// without it the VM has no NIC.
         #[arg(long)]
         tap: Option<String>,
+        /// Drop to this numeric UID:GID (supplementary groups cleared) once /dev/kvm,
+        /// the TAP device and every file are open, before the guest runs.
+        #[arg(long, value_name = "UID:GID", value_parser = parse_uid_gid)]
+        run_as: Option<(u32, u32)>,
+        /// Testing only: after the lockdown, make a syscall the filter does not allow
+        /// (the process must be killed by SIGSYS).
+        #[arg(long, hide = true)]
+        fault_forbidden_syscall: bool,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -120,6 +128,18 @@ enum Cmd {
     },
 }
 
+fn parse_uid_gid(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected UID:GID, e.g. 998:998"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("'{v}': {e}"));
+    let (uid, gid) = (num(u)?, num(g)?);
+    if uid == 0 || gid == 0 {
+        return Err("running as root is what --run-as avoids; give a dedicated user".into());
+    }
+    Ok((uid, gid))
+}
+
 fn fail(msg: String) -> ExitCode {
     eprintln!("tvp-vmm: {msg}");
     ExitCode::from(exit_code::SETUP_FAILED as u8)
@@ -144,6 +164,8 @@ fn main() -> ExitCode {
             host_timeout_ms,
             no_syscall_filter,
             tap,
+            run_as,
+            fault_forbidden_syscall,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -166,6 +188,8 @@ fn main() -> ExitCode {
                 host_timeout: Duration::from_millis(host_timeout_ms),
                 syscall_filter: !no_syscall_filter,
                 tap,
+                run_as,
+                fault_forbidden_syscall,
             });
             ExitCode::from(code as u8)
         }

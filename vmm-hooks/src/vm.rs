@@ -90,6 +90,10 @@ pub struct RunOptions {
     pub syscall_filter: bool,
     /// TAP interface backing the virtio-net device; `None`: no NIC.
     pub tap: Option<String>,
+    /// (uid, gid) to drop to once everything is open; `None`: keep the caller's.
+    pub run_as: Option<(u32, u32)>,
+    /// Testing only: make a forbidden syscall after the lockdown.
+    pub fault_forbidden_syscall: bool,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -289,6 +293,11 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let mut vcpu_fd = vm.create_vcpu(0).map_err(VmmError::kvm("create vCPU"))?;
     vcpu::configure(&kvm, &vcpu_fd, &entry_state)?;
     let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
+    // Everything is open: from here on the VMM needs no privilege at all.
+    if let Some((uid, gid)) = opts.run_as {
+        lockdown::drop_privileges(uid, gid)?;
+        log::info!(target: "tvp_vmm::vm", "vm={} running as uid {uid} gid {gid}", opts.vm_id);
+    }
     let mut ctx = VcpuContext {
         devices: Devices::new(console),
         mailbox: Mailbox::new(opts.host_timeout),
@@ -340,6 +349,11 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
     } else {
         log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
+    }
+    if opts.fault_forbidden_syscall {
+        log::warn!(target: "tvp_vmm::vm", "vm={} fault injection: forbidden syscall", opts.vm_id);
+        // SAFETY: getppid takes no arguments; the filter kills the process here.
+        unsafe { libc::syscall(libc::SYS_getppid) };
     }
     log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, entry_state.rip);
     if go_tx.send(true).is_err() {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -46,6 +46,10 @@ const MAX_MEASUREMENTS: usize = 16;
 pub const RESTARTED: &str = "tvpd-restarted";
 /// Reason of VMs stopped because tvpd stops.
 pub const STOPPED: &str = "tvpd-stopped";
+/// Reason of VMs whose VMM made a syscall outside its seccomp allowlist.
+pub const SECCOMP_KILLED: &str =
+    "tvp-vmm killed by its seccomp filter (SIGSYS): a syscall outside its allowlist";
+const SIGSYS: i32 = nix::libc::SIGSYS;
 /// The channel descriptor number in the child.
 const CHILD_CHANNEL_FD: i32 = 3;
 
@@ -64,6 +68,8 @@ pub struct ManagerConfig {
     pub tap_prefix: String,
     /// Bridge the VMs' TAP devices are attached to; `None` leaves them unattached.
     pub bridge: Option<String>,
+    /// (uid, gid) the VMMs drop to once their devices are open; `None`: they stay root.
+    pub vmm_ids: Option<(u32, u32)>,
 }
 
 /// Errors of VM operations, mapped to API statuses.
@@ -410,6 +416,12 @@ impl Manager {
             .arg("--console-log")
             .arg(dir.join("console.log"))
             .args(["--tap", &tap_name])
+            .args(
+                self.cfg
+                    .vmm_ids
+                    .iter()
+                    .flat_map(|(u, g)| ["--run-as".to_string(), format!("{u}:{g}")]),
+            )
             .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -689,15 +701,22 @@ impl Manager {
                 }
                 Event::ChannelClosed(why) => {
                     stop_child(&mut child);
-                    let code = child.try_wait().ok().flatten().and_then(|s| s.code());
+                    let status = child.try_wait().ok().flatten();
+                    let killed_by_filter = status.and_then(|s| s.signal()) == Some(SIGSYS);
+                    let how = status
+                        .map(describe_exit)
+                        .unwrap_or_else(|| "not reaped".into());
+                    if killed_by_filter {
+                        log::error!(vm = id, pid = child.id(); "tvp-vmm was killed by its seccomp filter (SIGSYS): it made a syscall outside its allowlist; the kernel log (audit type=1326) names the syscall");
+                    }
                     let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
-                    if !state.is_final() {
+                    if killed_by_filter {
+                        self.set_state(id, VmState::Failed, Some(SECCOMP_KILLED.into()));
+                    } else if !state.is_final() {
                         let reason = if state == VmState::Running {
                             None
                         } else {
-                            Some(format!(
-                                "VMM ended before handover ({why}, exit code {code:?})"
-                            ))
+                            Some(format!("VMM ended before handover ({why}, {how})"))
                         };
                         let final_state = if reason.is_some() {
                             VmState::Failed
@@ -911,6 +930,15 @@ fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
                 return;
             }
         }
+    }
+}
+
+/// "exit code N" or "killed by signal N".
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => s.to_string(),
     }
 }
 
