@@ -16,7 +16,9 @@ if ! getent passwd tvp-vmm >/dev/null; then
     ok "created the system user tvp-vmm (the VMMs drop to it)"
 fi
 if [ ! -e /etc/tvp/tvpd.toml ]; then
-    install -m 0644 scripts/tvpd.toml /etc/tvp/tvpd.toml
+    # The shipped file documents the defaults; an installed host also drops VMMs to tvp-vmm.
+    sed 's|^# vmm_user = "tvp-vmm"$|vmm_user = "tvp-vmm"|' scripts/tvpd.toml >/etc/tvp/tvpd.toml
+    chmod 0644 /etc/tvp/tvpd.toml
     ok "wrote /etc/tvp/tvpd.toml"
 fi
 install -m 0644 scripts/tvpd.service /etc/systemd/system/tvpd.service
