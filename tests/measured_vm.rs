@@ -78,6 +78,31 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     );
     assert_eq!(v["reason"], "powered-off");
     assert_eq!(v["measurements"].as_array().unwrap().len(), 5);
+    // The boot log: every phase in order, each closed, and the handover digest.
+    let phases: Vec<&str> = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "queued",
+            "measuring",
+            "tunnel",
+            "attestation",
+            "delivery",
+            "running"
+        ],
+        "{v}"
+    );
+    assert!(v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["ended_at"].is_string()));
+    assert_eq!(v["handover_digest"].as_str().unwrap().len(), 64, "{v}");
     // PCR 23 as measured equals what tvpctl computes from the firmware and the page.
     let page = dir.join("state/vms/vm-1/config.page");
     let (code, out, err) = t.tvpctl(&[
@@ -473,4 +498,49 @@ fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
     assert!(text.contains("Permission denied"), "{text}");
     assert_eq!(t.api("DELETE", "/v1/vms/locked", None).status, 200);
     wait_final(&t, "locked");
+}
+
+#[test]
+fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_proceeds() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &["--firmware", spin.to_str().unwrap()],
+    );
+    // The spinning guest never measures a tunnel: its 2-second tunnel phase runs out
+    // long before the 60-second attestation deadline.
+    let mut stuck: Value = serde_json::from_str(&spec("stuck", 60)).unwrap();
+    stuck["phase_deadlines_secs"] = json!({"tunnel": 2});
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&stuck.to_string())).status,
+        201
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("next", 60))).status,
+        201
+    );
+    let v = wait_final(&t, "stuck");
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["reason"], "phase-deadline: tunnel exceeded 2 s", "{v}");
+    let phases: Vec<&str> = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["queued", "measuring", "tunnel"], "{v}");
+    assert!(v["phases"][2]["ended_at"].is_string(), "{v}");
+    assert!(v["handover_digest"].is_null());
+    // The lease passed on: the next VM is measured and runs its firmware.
+    wait_attesting(&t, "next");
+    // A bad phase deadline is refused, naming it.
+    let mut bad: Value = serde_json::from_str(&spec("bad", 60)).unwrap();
+    bad["phase_deadlines_secs"] = json!({"delivery": 0});
+    let r = t.api("POST", "/v1/vms", Some(&bad.to_string()));
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("phase_deadlines_secs.delivery"));
 }

@@ -18,6 +18,7 @@ use tvp_verifier::{CelRecord, EventKind};
 use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessage};
 
 use super::lease::Lease;
+use super::phase::{Phase, PhaseDeadlines, PhaseView};
 use super::spec::CreateVmRequest;
 use super::state::{MeasurementView, VmState, VmView};
 use super::store::{self, VmRecord};
@@ -100,6 +101,8 @@ enum Event {
     ChannelClosed(String),
     LeaseGranted,
     Deadline,
+    /// The phase entered as the `n`-th (generation) ran out of time.
+    PhaseDeadline(u64),
     Destroy(String),
 }
 
@@ -125,6 +128,9 @@ struct Vm {
     deadline: String,
     tx: Sender<Event>,
     page: Vec<u8>,
+    phase_limits: PhaseDeadlines,
+    phases: Vec<PhaseView>,
+    handover_digest: Option<[u8; 32]>,
 }
 
 #[derive(Default)]
@@ -174,6 +180,8 @@ impl Manager {
             measurements: vm.measurements.clone(),
             pcr23: vm.pcr23.map(hex::encode),
             deadline: vm.deadline.clone(),
+            phases: vm.phases.clone(),
+            handover_digest: vm.handover_digest.map(hex::encode),
         }
     }
 
@@ -249,6 +257,11 @@ impl Manager {
                 deadline: v.deadline,
                 tx,
                 page: Vec::new(),
+                phase_limits: PhaseDeadlines::default(),
+                phases: close_phases(v.phases),
+                handover_digest: v
+                    .handover_digest
+                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
             };
             inner.vms.insert(id.clone(), vm);
             self.persist(&inner, &id);
@@ -360,8 +373,46 @@ impl Manager {
             if reason.is_some() {
                 vm.reason = reason;
             }
+            if state.is_final() {
+                vm.phases = close_phases(std::mem::take(&mut vm.phases));
+            }
             self.persist(&inner, id);
         }
+    }
+
+    /// Enter `phase` (under the caller's lock): close the current one in the boot log,
+    /// open the new one, and arm its deadline.
+    fn enter_phase(inner: &mut Inner, id: &str, phase: Phase) {
+        let Some(vm) = inner.vms.get_mut(id) else {
+            return;
+        };
+        if vm.state.is_final() || vm.phases.last().is_some_and(|p| p.phase == phase) {
+            return;
+        }
+        let now = timestamp();
+        if let Some(last) = vm.phases.last_mut() {
+            last.ended_at.get_or_insert(now.clone());
+        }
+        vm.phases.push(PhaseView {
+            phase,
+            started_at: now,
+            ended_at: None,
+        });
+        log::debug!(vm = id, phase = phase.name(); "boot phase");
+        if let Some(limit) = vm.phase_limits.of(phase) {
+            let generation = vm.phases.len() as u64;
+            let tx = vm.tx.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(limit);
+                let _ = tx.send(Event::PhaseDeadline(generation));
+            });
+        }
+    }
+
+    fn phase(&self, id: &str, phase: Phase) {
+        let mut inner = lock(&self.inner);
+        Self::enter_phase(&mut inner, id, phase);
+        self.persist(&inner, id);
     }
 
     /// Create a measured VM: validate, write its configuration page, start its VMM,
@@ -489,11 +540,15 @@ impl Manager {
             deadline,
             tx: tx.clone(),
             page: page.to_vec(),
+            phase_limits: spec.request.phase_deadlines_secs,
+            phases: Vec::new(),
+            handover_digest: None,
         };
         {
             // The lease queue is FIFO in the order VMs were created.
             let mut inner = lock(&self.inner);
             inner.vms.insert(id.clone(), vm);
+            Self::enter_phase(&mut inner, &id, Phase::Queued);
             if inner.lease.request(&id) {
                 let _ = tx.send(Event::LeaseGranted);
             }
@@ -567,6 +622,7 @@ impl Manager {
     }
 
     fn begin_lease(&self, id: &str, w: &mut UnixStream) -> Result<(), String> {
+        self.phase(id, Phase::Measuring);
         self.set_state(id, VmState::Measuring, None);
         let (digests, reported, page) = {
             let inner = lock(&self.inner);
@@ -618,6 +674,7 @@ impl Manager {
             }
         }
         self.send(id, w, &HostMessage::Start);
+        self.phase(id, Phase::Tunnel);
         self.set_state(id, VmState::Attesting, None);
         Ok(())
     }
@@ -689,6 +746,35 @@ impl Manager {
                         warn!(vm = id; "attestation deadline passed: destroying the VM");
                         self.send(id, &mut w, &HostMessage::Stop);
                         self.set_state(id, VmState::Failed, Some("attestation-deadline".into()));
+                        self.end_lease(id);
+                        stop_child(&mut child);
+                    }
+                }
+                Event::PhaseDeadline(generation) => {
+                    let overrun = {
+                        let inner = lock(&self.inner);
+                        inner.vms.get(id).and_then(|vm| {
+                            let current = vm.phases.last()?;
+                            (vm.phases.len() as u64 == generation
+                                && current.phase != Phase::Running
+                                && !vm.state.is_final())
+                            .then(|| {
+                                let secs = vm
+                                    .phase_limits
+                                    .of(current.phase)
+                                    .unwrap_or_default()
+                                    .as_secs();
+                                format!(
+                                    "phase-deadline: {} exceeded {secs} s",
+                                    current.phase.name()
+                                )
+                            })
+                        })
+                    };
+                    if let Some(reason) = overrun {
+                        warn!(vm = id, reason = reason.as_str(); "boot phase deadline passed: destroying the VM");
+                        self.send(id, &mut w, &HostMessage::Stop);
+                        self.set_state(id, VmState::Failed, Some(reason));
                         self.end_lease(id);
                         stop_child(&mut child);
                     }
@@ -837,6 +923,7 @@ impl Manager {
                                 ));
                             }
                             info!(vm = id; "tunnel measurement extended into PCR 16");
+                            self.phase(id, Phase::Attestation);
                             self.send(id, w, &HostMessage::Ack { request_id });
                         }
                         Err(e) => self.send(
@@ -860,6 +947,9 @@ impl Manager {
                                     evidence,
                                 },
                             );
+                            if lock(&self.inner).vms.get(id).is_some_and(|v| v.tunnel) {
+                                self.phase(id, Phase::Delivery);
+                            }
                         }
                         Err(e) => self.send(id, w, &refused(request_id, refusal::TPM_FAILED, &e)),
                     }
@@ -868,6 +958,10 @@ impl Manager {
             VmmMessage::Handover { request_id, digest } => {
                 if !self.refuse_unless_holder(id, w, request_id, "handover") {
                     info!(vm = id, digest = hex::encode(digest); "handover");
+                    if let Some(vm) = lock(&self.inner).vms.get_mut(id) {
+                        vm.handover_digest = Some(digest);
+                    }
+                    self.phase(id, Phase::Running);
                     self.send(id, w, &HostMessage::Ack { request_id });
                     self.set_state(id, VmState::Running, None);
                     self.end_lease(id);
@@ -931,6 +1025,14 @@ fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
             }
         }
     }
+}
+
+/// A boot log whose open phase is closed now (the VM ended).
+fn close_phases(mut phases: Vec<PhaseView>) -> Vec<PhaseView> {
+    if let Some(last) = phases.last_mut() {
+        last.ended_at.get_or_insert_with(timestamp);
+    }
+    phases
 }
 
 /// "exit code N" or "killed by signal N".

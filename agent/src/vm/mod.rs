@@ -4,6 +4,7 @@
 
 pub mod lease;
 pub mod manager;
+pub mod phase;
 pub mod process;
 pub mod spec;
 pub mod state;

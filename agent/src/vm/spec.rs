@@ -48,6 +48,9 @@ pub struct CreateVmRequest {
     /// with reason `attestation-deadline`.
     #[serde(default = "default_deadline")]
     pub attestation_deadline_secs: u64,
+    /// Deadline of each boot phase (`vm/phase.rs`); missing phases take the defaults.
+    #[serde(default)]
+    pub phase_deadlines_secs: super::phase::PhaseDeadlines,
     /// The tenant's management public key (PEM), for locked-down management.
     #[serde(default)]
     pub management_public_key: Option<String>,
@@ -178,6 +181,7 @@ impl CreateVmRequest {
             return Err(bad("attestation_deadline_secs", "must be 1..=86400"));
         }
         let deadline = Duration::from_secs(self.attestation_deadline_secs);
+        self.phase_deadlines_secs.validate()?;
         let spec = ValidSpec {
             vip: vip.octets(),
             prefix_len,
@@ -233,6 +237,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 16,
             attestation_deadline_secs: 60,
+            phase_deadlines_secs: Default::default(),
             management_public_key: None,
             policy: None,
         }

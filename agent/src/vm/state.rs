@@ -67,4 +67,10 @@ pub struct VmView {
     pub pcr23: Option<String>,
     /// Attestation deadline (RFC 3339).
     pub deadline: String,
+    /// The boot log: every phase entered, with its start and end.
+    #[serde(default)]
+    pub phases: Vec<super::phase::PhaseView>,
+    /// SHA-256 (hex) of the workload the firmware handed over to.
+    #[serde(default)]
+    pub handover_digest: Option<String>,
 }
