@@ -208,7 +208,12 @@ fn start_and_serve(
         return Err(exit::SOFTWARE);
     }
     let vms = crate::vm::Manager::new(
-        tpm.clone(),
+        crate::image_release::Releaser {
+            tpm: tpm.clone(),
+            binding_key: binding_key.clone(),
+            host_log: log.clone(),
+            platform_pcr: cfg.platform_pcr,
+        },
         crate::vm::ManagerConfig {
             vmm_binary: cfg
                 .vmm_binary
@@ -223,8 +228,8 @@ fn start_and_serve(
                 error!("{e}");
                 exit::CONFIG
             })?,
+            image_dir: cfg.image_dir.clone(),
         },
-        log.clone(),
         platform_state.clone(),
     );
     if cfg.vmm_user.is_none() {
