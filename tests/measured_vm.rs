@@ -190,19 +190,7 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
 #[test]
 fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let mut t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &[
-            "--firmware",
-            spin.to_str().unwrap(),
-            "--kvm-scan-interval-ms",
-            "100",
-        ],
-    );
+    let (_tpm, mut t) = tvpd_with_guest("spin", &["--kvm-scan-interval-ms", "100"]);
     assert_eq!(
         t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
         201
@@ -290,14 +278,7 @@ fn vmm_alive(pid: u32, id: &str) -> bool {
 #[test]
 fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let mut t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &["--firmware", spin.to_str().unwrap()],
-    );
+    let (_tpm, mut t) = tvpd_with_guest("spin", &[]);
     for id in ["first", "second"] {
         assert_eq!(t.api("POST", "/v1/vms", Some(&spec(id, 60))).status, 201);
     }
@@ -328,6 +309,15 @@ fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
         assert_eq!(v["state"], "destroyed", "{v}");
         assert_eq!(v["reason"], "tvpd-stopped", "{v}");
     }
+}
+
+/// A swtpm and a tvpd whose measured VMs boot the test guest `guest`, with `extra` flags.
+fn tvpd_with_guest(guest: &str, extra: &[&str]) -> (Swtpm, Tvpd) {
+    let tpm = Swtpm::blank();
+    let fw = build_guest(guest, &tpm.scratch("guest"));
+    let args = [&["--firmware", fw.to_str().unwrap()][..], extra].concat();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &args);
+    (tpm, t)
 }
 
 /// Wait until VM `id` holds the lease and runs its firmware.
@@ -418,19 +408,7 @@ fn nobody_can_open_mem(pid: u32) -> (bool, String) {
 #[test]
 fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
     require_tools!("swtpm", "gcc", "ld", "setpriv");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &[
-            "--firmware",
-            spin.to_str().unwrap(),
-            "--vmm-user",
-            "65534:65534",
-        ],
-    );
+    let (_tpm, t) = tvpd_with_guest("spin", &["--vmm-user", "65534:65534"]);
     assert_eq!(
         t.api("POST", "/v1/vms", Some(&spec("locked", 60))).status,
         201
@@ -488,14 +466,7 @@ fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
 #[test]
 fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_proceeds() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &["--firmware", spin.to_str().unwrap()],
-    );
+    let (_tpm, t) = tvpd_with_guest("spin", &[]);
     // The spinning guest never measures a tunnel: its 2-second tunnel phase runs out
     // long before the 60-second attestation deadline.
     let mut stuck: Value = serde_json::from_str(&spec("stuck", 60)).unwrap();
