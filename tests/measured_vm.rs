@@ -500,3 +500,53 @@ fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_procee
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("phase_deadlines_secs.delivery"));
 }
+
+#[test]
+fn mailbox_requests_from_a_vm_without_the_lease_are_refused_and_logged() {
+    require_tools!("swtpm", "gcc", "ld");
+    // tvp-test-vmm plays a compromised VMM for ids starting with "hostile" (quote and
+    // tunnel requests before tvpd started it) and runs the real tvp-vmm otherwise.
+    let (_tpm, t) = tvpd_with_guest(
+        "spin",
+        &[
+            "--vmm-binary",
+            tvp_tests::bin("tvp-test-vmm").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("holder", 3))).status,
+        201
+    );
+    wait_attesting(&t, "holder");
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("hostile", 60))).status,
+        201
+    );
+    let v = wait_final(&t, "hostile");
+    let console = std::fs::read_to_string(t.state_dir.join("vms/hostile/console.log")).unwrap();
+    let replies: Vec<Value> = console
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Before the lease: both refused with code 1 (not the lease holder).
+    assert_eq!(replies[0]["type"], "refused", "{console}");
+    assert_eq!(replies[0]["request_id"], 1);
+    assert_eq!(replies[0]["code"], 1);
+    assert_eq!(replies[1]["type"], "refused", "{console}");
+    assert_eq!(replies[1]["request_id"], 2);
+    // Then the holder's deadline passed, the lease came, and the same requests worked.
+    assert_eq!(replies[2]["type"], "start", "{console}");
+    assert_eq!(replies[4]["type"], "evidence", "{console}");
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    let holder = t.api_json("GET", "/v1/vms/holder", None);
+    assert_eq!(holder["reason"], "attestation-deadline");
+    let log = t.log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("VM does not hold the PCR lease") && l.contains("hostile"))
+            .count()
+            >= 2,
+        "{log}"
+    );
+    leased_pcrs_zero(&t);
+}
