@@ -26,7 +26,7 @@ use super::tap;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
-use crate::platform_watch::PlatformState;
+use crate::platform_watch::{PlatformChange, PlatformState};
 use crate::tpm::service::TpmClient;
 
 /// PCR holding the leased VM's firmware and configuration.
@@ -43,6 +43,8 @@ pub mod refusal {
     pub const TPM_FAILED: u32 = 3;
 }
 const MAX_MEASUREMENTS: usize = 16;
+/// Most revocation events kept per VM.
+const MAX_REVOCATIONS: usize = 64;
 /// Reason of VMs found live by a restarted tvpd.
 pub const RESTARTED: &str = "tvpd-restarted";
 /// Reason of VMs stopped because tvpd stops.
@@ -140,6 +142,9 @@ struct Vm {
     phase_limits: PhaseDeadlines,
     phases: Vec<PhaseView>,
     handover_digest: Option<[u8; 32]>,
+    revocations: Vec<PlatformChange>,
+    /// `policy.on_platform_change`: power the VM off when the platform changes.
+    power_off_on_platform_change: bool,
 }
 
 #[derive(Default)]
@@ -194,6 +199,7 @@ impl Manager {
             deadline: vm.deadline.clone(),
             phases: vm.phases.clone(),
             handover_digest: vm.handover_digest.map(hex::encode),
+            revocations: vm.revocations.clone(),
         }
     }
 
@@ -274,6 +280,8 @@ impl Manager {
                 handover_digest: v
                     .handover_digest
                     .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                revocations: v.revocations,
+                power_off_on_platform_change: false,
             };
             inner.vms.insert(id.clone(), vm);
             self.persist(&inner, &id);
@@ -319,6 +327,37 @@ impl Manager {
             std::thread::sleep(Duration::from_millis(20));
         }
         warn!("some VMs did not stop in time");
+    }
+
+    /// A measured platform file changed (platform watch): every live VM gets a
+    /// revocation event in its record, and VMs whose policy says
+    /// `"on_platform_change": "power-off"` are destroyed with reason
+    /// `platform-changed: <path>`; the others are only alerted (logged, recorded).
+    pub fn platform_changed(&self, change: &PlatformChange) {
+        let mut off = Vec::new();
+        let mut inner = lock(&self.inner);
+        let live: Vec<String> = inner
+            .vms
+            .iter()
+            .filter(|(_, vm)| !vm.state.is_final())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in live {
+            if let Some(vm) = inner.vms.get_mut(&id) {
+                if vm.revocations.len() < MAX_REVOCATIONS {
+                    vm.revocations.push(change.clone());
+                }
+                warn!(vm = id.as_str(), path = change.path.as_str(), remediation = if vm.power_off_on_platform_change { "power-off" } else { "alert" }; "revocation: a measured platform file changed while the VM runs");
+                if vm.power_off_on_platform_change {
+                    off.push((id.clone(), vm.tx.clone()));
+                }
+            }
+            self.persist(&inner, &id);
+        }
+        drop(inner);
+        for (_, tx) in off {
+            let _ = tx.send(Event::Destroy(format!("platform-changed: {}", change.path)));
+        }
     }
 
     /// The directory VM images are opened in.
@@ -604,6 +643,8 @@ impl Manager {
             phase_limits: spec.request.phase_deadlines_secs,
             phases: Vec::new(),
             handover_digest: None,
+            revocations: Vec::new(),
+            power_off_on_platform_change: spec.powers_off_on_platform_change(),
         };
         {
             // The lease queue is FIFO in the order VMs were created.
