@@ -178,7 +178,8 @@ fn start_and_serve(
             measured: m.digest,
         });
     }
-    if let Some(p) = config_path {
+    // Only a regular file (not e.g. /dev/null, whose directory is all device noise).
+    if let Some(p) = config_path.filter(|p| p.is_file()) {
         if let Ok(d) = platform::hash_file(p) {
             watched.push(platform_watch::Watched {
                 path: p.to_path_buf(),
@@ -231,11 +232,17 @@ fn start_and_serve(
     if cfg.vmm_user.is_none() {
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
     }
-    let revoke = vms.clone();
+    // Weak: the watch thread lives forever and must not keep the manager (and through
+    // it the TPM thread) alive past shutdown.
+    let revoke = Arc::downgrade(&vms);
     if let Err(e) = platform_watch::spawn(
         watched,
         platform_state.clone(),
-        Box::new(move |c| revoke.platform_changed(c)),
+        Box::new(move |c| {
+            if let Some(vms) = revoke.upgrade() {
+                vms.platform_changed(c)
+            }
+        }),
     ) {
         error!(error = e.to_string(); "cannot watch the measured platform files");
         return Err(exit::SOFTWARE);
