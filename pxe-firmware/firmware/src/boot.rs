@@ -5,7 +5,8 @@ use crate::mailbox::Mailbox;
 use crate::net::Net;
 use crate::platform::{milestone, power_off};
 use crate::tcp::TcpStream;
-use crate::{config, println, VERSION};
+use crate::tls::{Tls, TlsError};
+use crate::{config, print, println, VERSION};
 use core::fmt;
 use tvp_abi::config::Config;
 use tvp_abi::mailbox::MAILBOX_ABI_VERSION;
@@ -72,16 +73,16 @@ pub fn run(mem_size: u64) -> ! {
     let heap = crate::heap::init(mem_size);
     let khz = crate::clock::init();
     println!("heap: {} KiB, tsc: {khz} kHz", heap >> 10);
-    network_hello(&cfg);
+    network_boot(&cfg, &mut mbox);
 
     println!("tvp-firmware: done, powering off");
     milestone(milestone::DONE);
     power_off()
 }
 
-/// Brings up the network and exchanges one line with the boot server over plain TCP
-/// (the TLS boot protocol replaces this exchange).
-fn network_hello(cfg: &Config<'_>) {
+/// Brings up the network, opens TLS to the boot server, measures the tunnel into the
+/// mailbox and sends the boot request (`docs/boot-protocol.md`).
+fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) {
     let dev = match crate::net::open() {
         Ok(d) => d,
         Err(e) => {
@@ -93,10 +94,14 @@ fn network_hello(cfg: &Config<'_>) {
         println!("entropy: RDRAND unavailable");
         fail(Failure::NoEntropy)
     };
+    if !crate::entropy::init(&cfg.entropy_seed) {
+        println!("entropy: RDRAND failing");
+        fail(Failure::NoEntropy)
+    }
     let mut net = Net::up(dev, cfg, seed);
     milestone(milestone::NET_UP);
     println!("net: up, mac={:02x?}", cfg.mac);
-    let mut s = match TcpStream::connect(
+    let tcp = match TcpStream::connect(
         &mut net,
         cfg.boot_server_ip,
         cfg.boot_server_port,
@@ -114,27 +119,79 @@ fn network_hello(cfg: &Config<'_>) {
         Ip(cfg.boot_server_ip),
         cfg.boot_server_port
     );
-    let mut hello = alloc::vec::Vec::new();
-    hello.extend_from_slice(b"tvp-firmware ");
-    hello.extend_from_slice(VERSION.as_bytes());
-    hello.extend_from_slice(b" hello\n");
-    if let Err(e) = s
-        .write_all(&mut net, &hello, IO_TIMEOUT_MS)
-        .and_then(|()| s.flush(&mut net, IO_TIMEOUT_MS))
-    {
-        println!("tcp: send failed: {e:?}");
-        fail(Failure::TcpFailed)
-    }
-    let mut buf = [0u8; 256];
-    match s.read(&mut net, &mut buf, IO_TIMEOUT_MS) {
-        Ok(n) => {
-            let line = core::str::from_utf8(&buf[..n]).unwrap_or("<binary>");
-            println!("tcp: received {n} bytes: {}", line.trim_end());
+    let t0 = crate::clock::now_ms();
+    let mut tls = match Tls::connect(&mut net, tcp, cfg, IO_TIMEOUT_MS) {
+        Ok(t) => t,
+        Err(TlsError::Certificate(e)) => {
+            println!("tls: boot server certificate rejected: {e}");
+            fail(Failure::CertificateRejected)
         }
         Err(e) => {
-            println!("tcp: receive failed: {e:?}");
-            fail(Failure::TcpFailed)
+            println!("tls: handshake failed: {e:?}");
+            fail(Failure::TlsFailed)
+        }
+    };
+    milestone(milestone::TLS_ESTABLISHED);
+    println!(
+        "tls: established with {} (TLS 1.3) in {} ms",
+        cfg.server_name,
+        crate::clock::now_ms().saturating_sub(t0)
+    );
+    let Ok(measurement) = tls.tunnel_measurement(cfg.auth_code) else {
+        println!("tls: exporter unavailable");
+        fail(Failure::TlsFailed)
+    };
+    print!("tunnel measurement: ");
+    for b in measurement {
+        print!("{b:02x}");
+    }
+    println!();
+
+    let mut req = alloc::vec::Vec::new();
+    req.extend_from_slice(b"TVP-BOOT 1 U=");
+    for b in cfg.auth_code {
+        let _ = core::fmt::Write::write_fmt(&mut Hex(&mut req), format_args!("{b:02x}"));
+    }
+    let [a, b, c, d] = cfg.vip;
+    let _ = core::fmt::Write::write_fmt(
+        &mut Hex(&mut req),
+        format_args!(" I={a}.{b}.{c}.{d} FW={VERSION}\n"),
+    );
+    if let Err(e) = tls.send(&mut net, &req) {
+        println!("tls: boot request not sent: {e:?}");
+        fail(Failure::TlsFailed)
+    }
+    let reply = match tls.recv(&mut net) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("tls: no answer to the boot request: {e:?}");
+            fail(Failure::TlsFailed)
+        }
+    };
+    let reply = core::str::from_utf8(&reply)
+        .unwrap_or("<binary>")
+        .trim_end();
+    println!("boot server: {reply}");
+    if !reply.starts_with("OK") {
+        fail(Failure::ReservationRefused)
+    }
+    match mbox.tunnel_established(&measurement) {
+        Ok(()) => println!("mailbox: tunnel measurement accepted"),
+        Err(e) => {
+            println!("mailbox: tunnel measurement not accepted: {e:?}");
+            fail(Failure::TunnelNotMeasured)
         }
     }
-    s.close(&mut net);
+    milestone(milestone::TUNNEL_MEASURED);
+    tls.close(&mut net);
+}
+
+/// `fmt::Write` into a byte vector.
+struct Hex<'a>(&'a mut alloc::vec::Vec<u8>);
+
+impl fmt::Write for Hex<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }

@@ -5,7 +5,7 @@
 //! then it enters [`firmware_main`] at CPL 3. Everything in Rust runs at CPL 3:
 //! [`serial`] (console), [`config`] (configuration page), [`mailbox`] (attestation
 //! mailbox), [`platform`] (boot timer, power off), [`failure`] (reason codes), [`heap`],
-//! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`boot`]
+//! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`tls`], [`boot`]
 //! (the flow). [`rt`] provides the memory functions; [`port`] the I/O instructions.
 #![no_std]
 #![no_main]
@@ -30,6 +30,7 @@ pub mod selftest;
 pub mod serial;
 pub mod stub;
 pub mod tcp;
+pub mod tls;
 
 /// The firmware version printed at start and sent in the boot request.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
