@@ -250,14 +250,17 @@ impl Tenant {
     }
 
     /// Starts the boot server in `ns` for `connections` connections; returns its
-    /// JSON-lines report when it is done.
+    /// JSON-lines report when it is done. Without tvpd there is no TPM: the test peer's
+    /// evidence is refused, so these boots end at the attestation check.
     fn serve(
         &self,
         ns: &NetNs,
         reservations: &str,
         connections: usize,
     ) -> std::thread::JoinHandle<Vec<serde_json::Value>> {
-        use tvp_boot_server::{reservations::Reservations, server::BootServer, tls};
+        use tvp_boot_server::{
+            reservations::Reservations, server::BootServer, server::Tenant, tls,
+        };
         let config = tls::server_config(
             &self.dir.path().join("server.pem"),
             &self.dir.path().join("server.key"),
@@ -265,6 +268,13 @@ impl Tenant {
         .unwrap();
         let res = Reservations::parse(reservations).unwrap();
         let listener = ns.listen("10.0.0.1:8443");
+        let tenant = Tenant {
+            inventory: Default::default(),
+            firmware: std::fs::read(firmware("")).unwrap(),
+            ca_der: self.ca_der.to_vec(),
+            server_name: "boot.tenant.example".into(),
+            workload: Vec::new(),
+        };
         std::thread::spawn(move || {
             let report = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
             struct Sink(std::sync::Arc<Mutex<Vec<u8>>>);
@@ -277,7 +287,7 @@ impl Tenant {
                     Ok(())
                 }
             }
-            BootServer::new(config, res, Box::new(Sink(report.clone())))
+            BootServer::new(config, res, tenant, Box::new(Sink(report.clone())))
                 .with_client_timeout(std::time::Duration::from_secs(3))
                 .serve(&listener, Some(connections));
             let text = String::from_utf8(report.lock().unwrap().clone()).unwrap();
@@ -326,7 +336,7 @@ fn tunnel_measurements(run: &Run) -> Vec<String> {
 }
 
 #[test]
-fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_and_reservations_are_single_use(
+fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservations_are_single_use_and_evidence_without_a_tpm_is_rejected(
 ) {
     let Some(ns) = NetNs::create("tls") else {
         return;
@@ -337,11 +347,20 @@ fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_and_reserva
     let mut cfg = tls_config(b"U-tls-1");
     cfg.ca_cert_der = tenant.ca_der;
     let run = boot_in(&ns, &fw, cfg);
-    assert_eq!(run.exit_code, Some(0));
     assert!(run
         .console
         .contains("tls: established with boot.tenant.example"));
-    assert!(run.console.contains("boot server: OK reservation accepted"));
+    assert!(
+        run.console
+            .contains("boot server: reservation accepted, attestation requested"),
+        "{}",
+        run.console
+    );
+    // The test peer is no TPM: its evidence is refused, no workload is sent.
+    assert!(run
+        .console
+        .contains("boot server: REFUSED attestation-rejected:evidence:format"));
+    assert_eq!(boot_failures(&run), vec![10]);
     // The same U again: a second VM must be refused (single use).
     let again = boot_in(&ns, &fw, cfg);
     let mut others = Vec::new();
@@ -355,7 +374,8 @@ fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_and_reserva
     }
     let report = server.join().unwrap();
     eprintln!("boot server report: {report:?}");
-    assert_eq!(report[0]["event"], "tunnel");
+    assert_eq!(report[0]["event"], "refused");
+    assert_eq!(report[0]["check"], "evidence:format");
     let server_m = report[0]["tunnel_measurement"]
         .as_str()
         .unwrap()

@@ -1,65 +1,50 @@
-//! The boot protocol inside the TLS tunnel, version 1 (`docs/boot-protocol.md`).
-//!
-//! Firmware → server, one line: `TVP-BOOT 1 U=<hex of U> I=<a.b.c.d> FW=<version>\n`.
-//! Server → firmware, one line: `OK <text>\n` or `REFUSED <reason-code>\n`.
+//! Frames of the boot protocol (`tvp_boot_protocol`, `docs/boot-protocol.md`) over a
+//! blocking stream.
 
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use tvp_boot_protocol::{frame_header, parse_frame_header, FRAME_HEADER_LEN};
+pub use tvp_boot_protocol::{BootRequest, MsgType, ProtocolError};
 
-/// Longest request line accepted.
-pub const REQUEST_MAX: usize = 512;
-
-/// A parsed boot request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootRequest {
-    /// Authentication code U.
-    pub auth_code: Vec<u8>,
-    /// The VM's address I.
-    pub vip: Ipv4Addr,
-    /// Firmware version.
-    pub firmware: String,
+/// Why reading or writing a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed (TLS error, timeout, closed).
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent a malformed frame.
+    #[error("malformed frame: {0}")]
+    Protocol(ProtocolError),
+    /// The peer sent another frame type than the protocol expects here.
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected {
+        /// What the protocol expects.
+        expected: MsgType,
+        /// What came.
+        got: MsgType,
+    },
 }
 
-/// Parses one request line (without or with the trailing newline).
-pub fn parse_request(line: &str) -> Option<BootRequest> {
-    let line = line.strip_suffix('\n').unwrap_or(line);
-    if line.len() > REQUEST_MAX {
-        return None;
+/// Reads one frame of type `expected`; returns its payload (bounded by the type's limit).
+pub fn read_frame(r: &mut impl Read, expected: MsgType) -> Result<Vec<u8>, FrameError> {
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    r.read_exact(&mut h)?;
+    let h = parse_frame_header(&h).map_err(FrameError::Protocol)?;
+    if h.msg != expected {
+        return Err(FrameError::Unexpected {
+            expected,
+            got: h.msg,
+        });
     }
-    let mut f = line.split(' ');
-    if f.next()? != "TVP-BOOT" || f.next()? != "1" {
-        return None;
-    }
-    let auth_code = hex::decode(f.next()?.strip_prefix("U=")?).ok()?;
-    let vip = f.next()?.strip_prefix("I=")?.parse().ok()?;
-    let firmware = f.next()?.strip_prefix("FW=")?.to_string();
-    if f.next().is_some() || auth_code.is_empty() || auth_code.len() > 64 {
-        return None;
-    }
-    Some(BootRequest {
-        auth_code,
-        vip,
-        firmware,
-    })
+    let mut p = vec![0u8; h.len];
+    r.read_exact(&mut p)?;
+    Ok(p)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_firmware_request() {
-        let r = parse_request("TVP-BOOT 1 U=552d31 I=10.0.0.2 FW=0.1.0\n").unwrap();
-        assert_eq!(r.auth_code, b"U-1");
-        assert_eq!(r.vip, Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(r.firmware, "0.1.0");
-        for bad in [
-            "TVP-BOOT 2 U=55 I=10.0.0.2 FW=1",
-            "TVP-BOOT 1 U=zz I=10.0.0.2 FW=1",
-            "TVP-BOOT 1 U= I=10.0.0.2 FW=1",
-            "TVP-BOOT 1 U=55 I=10.0.0 FW=1",
-            "TVP-BOOT 1 U=55 I=10.0.0.2 FW=1 extra",
-        ] {
-            assert_eq!(parse_request(bad), None, "{bad}");
-        }
-    }
+/// Writes one frame and flushes.
+pub fn write_frame(w: &mut impl Write, msg: MsgType, payload: &[u8]) -> Result<(), FrameError> {
+    let h = frame_header(msg, payload.len()).map_err(FrameError::Protocol)?;
+    w.write_all(&h)?;
+    w.write_all(payload)?;
+    w.flush()?;
+    Ok(())
 }

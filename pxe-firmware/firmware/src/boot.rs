@@ -1,15 +1,19 @@
 //! The boot flow, run at CPL 3 after the stub.
 
 use crate::failure::{fail, Failure};
+use crate::frames::{self, FrameError, FrameReader};
 use crate::mailbox::Mailbox;
 use crate::net::Net;
-use crate::platform::{milestone, power_off};
+use crate::platform::milestone;
 use crate::tcp::TcpStream;
 use crate::tls::{Tls, TlsError};
 use crate::{config, print, println, VERSION};
+use crate::{elf, workload};
+use alloc::vec;
 use core::fmt;
 use tvp_abi::config::Config;
 use tvp_abi::mailbox::MAILBOX_ABI_VERSION;
+use tvp_boot_protocol::{BootRequest, MsgType};
 
 /// How long the TCP connection to the boot server may take to establish.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -26,7 +30,7 @@ impl fmt::Display for Ip {
     }
 }
 
-/// The main flow: configuration, mailbox, then (for now) power off.
+/// The main flow: configuration, mailbox, network boot, handover (never returns).
 pub fn run(mem_size: u64) -> ! {
     milestone(milestone::RUST_ENTERED);
     println!(
@@ -73,16 +77,12 @@ pub fn run(mem_size: u64) -> ! {
     let heap = crate::heap::init(mem_size);
     let khz = crate::clock::init();
     println!("heap: {} KiB, tsc: {khz} kHz", heap >> 10);
-    network_boot(&cfg, &mut mbox);
-
-    println!("tvp-firmware: done, powering off");
-    milestone(milestone::DONE);
-    power_off()
+    network_boot(&cfg, &mut mbox)
 }
 
 /// Brings up the network, opens TLS to the boot server, measures the tunnel into the
 /// mailbox and sends the boot request (`docs/boot-protocol.md`).
-fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) {
+fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
     let dev = match crate::net::open() {
         Ok(d) => d,
         Err(e) => {
@@ -146,36 +146,63 @@ fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) {
         print!("{b:02x}");
     }
     println!();
+    deliver(cfg, mbox, &mut net, &mut tls, &measurement);
+}
 
-    let mut req = alloc::vec::Vec::new();
-    req.extend_from_slice(b"TVP-BOOT 1 U=");
-    for b in cfg.auth_code {
-        let _ = core::fmt::Write::write_fmt(&mut Hex(&mut req), format_args!("{b:02x}"));
+/// Fails with `failure` after a protocol step went wrong.
+fn step_failed(what: &str, e: &FrameError) -> ! {
+    println!("boot protocol: {what}: {e:?}");
+    match e {
+        FrameError::Protocol(_) => fail(Failure::ProtocolError),
+        FrameError::Tls(_) => fail(Failure::TlsFailed),
     }
-    let [a, b, c, d] = cfg.vip;
-    let _ = core::fmt::Write::write_fmt(
-        &mut Hex(&mut req),
-        format_args!(" I={a}.{b}.{c}.{d} FW={VERSION}\n"),
-    );
-    if let Err(e) = tls.send(&mut net, &req) {
-        println!("tls: boot request not sent: {e:?}");
-        fail(Failure::TlsFailed)
-    }
-    let reply = match tls.recv(&mut net) {
-        Ok(r) => r,
+}
+
+/// The boot server refused: print its reason and fail with `failure`.
+fn refused(reason: &[u8], failure: Failure) -> ! {
+    let reason = core::str::from_utf8(reason).unwrap_or("<binary>");
+    println!("boot server: REFUSED {reason}");
+    fail(failure)
+}
+
+/// The boot protocol (`docs/boot-protocol.md`): boot request, attestation relay,
+/// signed workload, handover. Never returns.
+fn deliver(
+    cfg: &Config<'_>,
+    mbox: &mut Mailbox,
+    net: &mut Net,
+    tls: &mut Tls,
+    measurement: &[u8; 32],
+) -> ! {
+    let req = BootRequest {
+        auth_code: cfg.auth_code,
+        vip: cfg.vip,
+        firmware_version: VERSION,
+        config_page: config::page(),
+    };
+    let mut buf = vec![0u8; req.encoded_len()];
+    let n = match req.encode(&mut buf) {
+        Ok(n) => n,
         Err(e) => {
-            println!("tls: no answer to the boot request: {e:?}");
-            fail(Failure::TlsFailed)
+            println!("boot request cannot be encoded: {e}");
+            fail(Failure::BadConfig)
         }
     };
-    let reply = core::str::from_utf8(&reply)
-        .unwrap_or("<binary>")
-        .trim_end();
-    println!("boot server: {reply}");
-    if !reply.starts_with("OK") {
-        fail(Failure::ReservationRefused)
+    if let Err(e) = frames::send(tls, net, MsgType::BootRequest, &buf[..n]) {
+        step_failed("boot request not sent", &e)
     }
-    match mbox.tunnel_established(&measurement) {
+    let mut reader = FrameReader::default();
+    let nonce = match reader.next(tls, net) {
+        Ok((MsgType::AttestRequest, nonce)) => nonce,
+        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::ReservationRefused),
+        Ok((t, _)) => {
+            println!("boot protocol: unexpected {t:?} instead of the attestation request");
+            fail(Failure::ProtocolError)
+        }
+        Err(e) => step_failed("no answer to the boot request", &e),
+    };
+    println!("boot server: reservation accepted, attestation requested");
+    match mbox.tunnel_established(measurement) {
         Ok(()) => println!("mailbox: tunnel measurement accepted"),
         Err(e) => {
             println!("mailbox: tunnel measurement not accepted: {e:?}");
@@ -183,15 +210,56 @@ fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) {
         }
     }
     milestone(milestone::TUNNEL_MEASURED);
-    tls.close(&mut net);
-}
-
-/// `fmt::Write` into a byte vector.
-struct Hex<'a>(&'a mut alloc::vec::Vec<u8>);
-
-impl fmt::Write for Hex<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
+    let evidence = match mbox.quote(&nonce) {
+        Ok(ev) => ev,
+        Err(e) => {
+            println!("mailbox: quote request failed: {e:?}");
+            fail(Failure::QuoteFailed)
+        }
+    };
+    println!("mailbox: evidence {} bytes", evidence.len());
+    if let Err(e) = frames::send(tls, net, MsgType::Evidence, &evidence) {
+        step_failed("evidence not sent", &e)
     }
+    drop(evidence);
+    let container = match reader.next(tls, net) {
+        Ok((MsgType::Workload, w)) => w,
+        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::AttestationRejected),
+        Ok((t, _)) => {
+            println!("boot protocol: unexpected {t:?} instead of the workload");
+            fail(Failure::ProtocolError)
+        }
+        Err(e) => step_failed("no workload", &e),
+    };
+    let payload = match workload::verify(&container, cfg.ca_cert_der, crate::clock::wall_secs(cfg))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            println!("workload: signature rejected: {e:?}");
+            fail(Failure::BadSignature)
+        }
+    };
+    let digest = tvp_abi::measure::sha256(payload);
+    print!(
+        "workload: signature verified, {} bytes, sha256 ",
+        payload.len()
+    );
+    for b in digest {
+        print!("{b:02x}");
+    }
+    println!();
+    let entry = match elf::load(payload, cfg.mem_size()) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("workload: not loadable: {e:?}");
+            fail(Failure::BadWorkload)
+        }
+    };
+    if let Err(e) = mbox.handover(&digest) {
+        println!("mailbox: handover refused: {e:?}");
+        fail(Failure::HandoverRefused)
+    }
+    milestone(milestone::DONE);
+    println!("tvp-firmware: handing over to the workload at {entry:#x}");
+    crate::stub::handover(entry, 0)
 }
