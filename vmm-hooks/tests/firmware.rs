@@ -292,7 +292,8 @@ impl Tenant {
                 .serve(&listener, Some(connections));
             let text = String::from_utf8(report.lock().unwrap().clone()).unwrap();
             text.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|v| v["event"] != "listening")
                 .collect()
         })
     }

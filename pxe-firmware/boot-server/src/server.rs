@@ -98,7 +98,13 @@ impl BootServer {
     }
 
     /// Serves `max` connections (or forever with `None`), one at a time.
+    /// Reports `{"event": "listening"}` first.
     pub fn serve(&mut self, listener: &TcpListener, max: Option<usize>) {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.report(json!({"event": "listening", "addr": addr}));
         let mut served = 0;
         while max.is_none_or(|m| served < m) {
             let (tcp, peer) = match listener.accept() {
