@@ -46,12 +46,23 @@ pub fn expected_pcr16(measurement: &[u8; 32]) -> [u8; 32] {
     tvp_abi::measure::sha256(&b)
 }
 
-/// Verifies `evidence_json` for this session; returns the host id on success.
+/// What the accepted evidence showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// The inventoried host.
+    pub host_id: String,
+    /// The quoted PCR 16 (= extend of this session's tunnel measurement).
+    pub pcr16: [u8; 32],
+    /// The quoted PCR 23.
+    pub pcr23: [u8; 32],
+}
+
+/// Verifies `evidence_json` for this session.
 pub fn check(
     inventory: &Inventory,
     evidence_json: &str,
     exp: &Expectation<'_>,
-) -> Result<String, Rejection> {
+) -> Result<Attested, Rejection> {
     let v: serde_json::Value = serde_json::from_str(evidence_json)
         .map_err(|e| reject("evidence:format", format!("evidence JSON: {e}")))?;
     let host_id = v["host_id"]
@@ -115,5 +126,9 @@ pub fn check(
             ),
         ));
     }
-    Ok(host_id.to_string())
+    Ok(Attested {
+        host_id: host_id.to_string(),
+        pcr16,
+        pcr23,
+    })
 }

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tvp_boot_protocol::NONCE_LEN;
+use tvp_boot_protocol::{NONCE_LEN, STATUS_HANDOVER};
 use tvp_kms::inventory::Inventory;
 
 /// How long a client may take for each step (handshake, request, evidence).
@@ -198,7 +198,7 @@ impl BootServer {
                 "evidence is not UTF-8",
             )
         })?;
-        let host = attest::check(
+        let attested = attest::check(
             &self.tenant.inventory,
             evidence,
             &Expectation {
@@ -211,12 +211,26 @@ impl BootServer {
             fields.insert("check".into(), json!(r.check));
             refusal(format!("attestation-rejected:{}", r.check), r.reason)
         })?;
-        fields.insert("host_id".into(), json!(host));
+        fields.insert("host_id".into(), json!(attested.host_id));
+        fields.insert("quoted_pcr16".into(), json!(hex::encode(attested.pcr16)));
+        fields.insert("quoted_pcr23".into(), json!(hex::encode(attested.pcr23)));
         if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
             fields.insert("workload_digest".into(), json!(hex::encode(d)));
         }
         write_frame(tls, MsgType::Workload, &self.tenant.workload)
             .map_err(|e| broken("tls-failed", e))?;
+        let status = read_frame(tls, MsgType::Status).map_err(|e| broken("no-status", e))?;
+        let code = status
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b))
+            .ok_or_else(|| broken("no-status", "short status"))?;
+        if code != STATUS_HANDOVER {
+            fields.insert("firmware_reason".into(), json!(code));
+            return Err(broken(
+                format!("firmware-failed:{}", firmware_reason(code)),
+                format!("the firmware refused the workload (reason code {code})"),
+            ));
+        }
         Ok(())
     }
 
@@ -237,5 +251,16 @@ impl BootServer {
         }
         tvp_abi::measure::expected_pcr23(&self.tenant.firmware, req.config_page)
             .map_err(|e| refusal("config-page", e.to_string()))
+    }
+}
+
+/// The firmware's boot-failure reason names (`docs/firmware.md`) for the codes it can
+/// report after receiving the workload.
+pub fn firmware_reason(code: u32) -> &'static str {
+    match code {
+        11 => "bad-signature",
+        15 => "bad-workload",
+        17 => "handover-refused",
+        _ => "other",
     }
 }

@@ -13,7 +13,7 @@ use alloc::vec;
 use core::fmt;
 use tvp_abi::config::Config;
 use tvp_abi::mailbox::MAILBOX_ABI_VERSION;
-use tvp_boot_protocol::{BootRequest, MsgType};
+use tvp_boot_protocol::{BootRequest, MsgType, STATUS_HANDOVER};
 
 /// How long the TCP connection to the boot server may take to establish.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -158,6 +158,12 @@ fn step_failed(what: &str, e: &FrameError) -> ! {
     }
 }
 
+/// Tells the boot server the delivery failed with `failure`, then fails.
+fn fail_told(tls: &mut Tls, net: &mut Net, failure: Failure) -> ! {
+    let _ = frames::send(tls, net, MsgType::Status, &(failure as u32).to_le_bytes());
+    fail(failure)
+}
+
 /// The boot server refused: print its reason and fail with `failure`.
 fn refused(reason: &[u8], failure: Failure) -> ! {
     let reason = core::str::from_utf8(reason).unwrap_or("<binary>");
@@ -231,12 +237,13 @@ fn deliver(
         }
         Err(e) => step_failed("no workload", &e),
     };
-    let payload = match workload::verify(&container, cfg.ca_cert_der, crate::clock::wall_secs(cfg))
-    {
+    // From here on the boot server learns the outcome (a Status frame) before a failure.
+    let now = crate::clock::wall_secs(cfg);
+    let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
         Ok(p) => p,
         Err(e) => {
             println!("workload: signature rejected: {e:?}");
-            fail(Failure::BadSignature)
+            fail_told(tls, net, Failure::BadSignature)
         }
     };
     let digest = tvp_abi::measure::sha256(payload);
@@ -252,13 +259,14 @@ fn deliver(
         Ok(e) => e,
         Err(e) => {
             println!("workload: not loadable: {e:?}");
-            fail(Failure::BadWorkload)
+            fail_told(tls, net, Failure::BadWorkload)
         }
     };
     if let Err(e) = mbox.handover(&digest) {
         println!("mailbox: handover refused: {e:?}");
-        fail(Failure::HandoverRefused)
+        fail_told(tls, net, Failure::HandoverRefused)
     }
+    let _ = frames::send(tls, net, MsgType::Status, &STATUS_HANDOVER.to_le_bytes());
     milestone(milestone::DONE);
     println!("tvp-firmware: handing over to the workload at {entry:#x}");
     crate::stub::handover(entry, 0)

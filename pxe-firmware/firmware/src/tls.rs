@@ -166,8 +166,15 @@ impl Tls {
             secret,
             timeout_ms,
         };
-        t.run(net, Want::Handshake)?;
-        Ok(t)
+        match t.run(net, Want::Handshake) {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                // Close the TCP connection (FIN) so the boot server learns at once that
+                // the handshake failed instead of waiting for its timeout.
+                t.tcp.close(net);
+                Err(e)
+            }
+        }
     }
 
     /// The tunnel measurement: exporter(label, context = `u`, 32 bytes).

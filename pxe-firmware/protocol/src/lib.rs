@@ -11,7 +11,9 @@
 //! 3. firmware → server [`MsgType::Evidence`] (tvpd's evidence JSON, as the mailbox
 //!    returned it);
 //! 4. server → firmware [`MsgType::Workload`] (a [`signed`] workload) or
-//!    [`MsgType::Refused`].
+//!    [`MsgType::Refused`];
+//! 5. firmware → server [`MsgType::Status`]: 0 = verified, handing over; else the
+//!    firmware's boot-failure reason code (e.g. bad signature).
 #![no_std]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -50,7 +52,13 @@ pub enum MsgType {
     Workload = 4,
     /// Server → firmware: refusal, payload = reason code (ASCII, e.g. `reused-auth-code`).
     Refused = 5,
+    /// Firmware → server: the outcome of the delivery, payload = u32 (little endian):
+    /// [`STATUS_HANDOVER`] or the firmware's boot-failure reason code.
+    Status = 6,
 }
+
+/// [`MsgType::Status`] value: the workload verified and the firmware hands over.
+pub const STATUS_HANDOVER: u32 = 0;
 
 impl MsgType {
     /// The type with this number.
@@ -61,6 +69,7 @@ impl MsgType {
             3 => MsgType::Evidence,
             4 => MsgType::Workload,
             5 => MsgType::Refused,
+            6 => MsgType::Status,
             _ => return None,
         })
     }
@@ -76,6 +85,7 @@ pub fn max_payload(t: MsgType) -> usize {
         MsgType::Evidence => EVIDENCE_MAX,
         MsgType::Workload => WORKLOAD_MAX,
         MsgType::Refused => REASON_MAX,
+        MsgType::Status => 4,
     }
 }
 
