@@ -72,8 +72,11 @@ pub fn fill(out: &mut [u8]) -> bool {
 
 /// `getrandom(2)` for the `getrandom` crate that `ring` uses: the libc `syscall`
 /// shim in [`crate::rt`] routes `SYS_getrandom` here.
+///
+/// # Safety
+/// `buf` must be null or valid for writes of `len` bytes (the `getrandom(2)` contract).
 #[no_mangle]
-pub extern "C" fn tvp_getrandom(buf: *mut u8, len: usize) -> isize {
+pub unsafe extern "C" fn tvp_getrandom(buf: *mut u8, len: usize) -> isize {
     if len == 0 {
         return 0;
     }
