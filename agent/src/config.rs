@@ -64,6 +64,9 @@ pub struct Config {
     pub tap_prefix: String,
     /// Bridge every VM's TAP device is attached to; unset = left for the cloud manager.
     pub vm_bridge: Option<String>,
+    /// Directory holding VM images; tvpd opens images (`POST /v1/vms` `image`,
+    /// `POST /v1/images/verify`) only inside it.
+    pub image_dir: PathBuf,
     /// User each `tvp-vmm` drops to once its devices and files are open: a user name
     /// (its primary group) or `UID:GID`. Unset = the VMMs keep running as root (warned).
     pub vmm_user: Option<String>,
@@ -94,6 +97,7 @@ impl Default for Config {
             tap_prefix: "tvp".into(),
             vm_bridge: None,
             vmm_user: None,
+            image_dir: PathBuf::from("/var/lib/tvp/images"),
         }
     }
 }
@@ -215,6 +219,9 @@ pub struct Args {
     /// Bridge the VMs' TAP devices are attached to [default: none].
     #[arg(long, value_name = "BRIDGE")]
     pub vm_bridge: Option<String>,
+    /// Directory tvpd opens VM images in [default: /var/lib/tvp/images].
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
     /// User the VMMs drop to: a name or UID:GID [default: none, VMMs stay root].
     #[arg(long, value_name = "USER")]
     pub vmm_user: Option<String>,
@@ -282,6 +289,7 @@ impl Config {
         if a.vmm_user.is_some() {
             self.vmm_user = a.vmm_user.clone();
         }
+        set(&mut self.image_dir, &a.image_dir);
     }
 
     /// `vmm_user` as (uid, gid); `Ok(None)` when unset.

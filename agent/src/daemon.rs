@@ -203,12 +203,13 @@ fn start_and_serve(
     info!(policy_pcr = pcr; "host binding key created");
     let listener = bind_socket(cfg)?;
     let platform_state = Arc::new(Mutex::new(PlatformState::default()));
-    if let Err(e) = platform_watch::spawn(watched, platform_state.clone()) {
-        error!(error = e.to_string(); "cannot watch the measured platform files");
-        return Err(exit::SOFTWARE);
-    }
     let vms = crate::vm::Manager::new(
-        tpm.clone(),
+        crate::image_release::Releaser {
+            tpm: tpm.clone(),
+            binding_key: binding_key.clone(),
+            host_log: log.clone(),
+            platform_pcr: cfg.platform_pcr,
+        },
         crate::vm::ManagerConfig {
             vmm_binary: cfg
                 .vmm_binary
@@ -223,12 +224,21 @@ fn start_and_serve(
                 error!("{e}");
                 exit::CONFIG
             })?,
+            image_dir: cfg.image_dir.clone(),
         },
-        log.clone(),
         platform_state.clone(),
     );
     if cfg.vmm_user.is_none() {
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
+    }
+    let revoke = vms.clone();
+    if let Err(e) = platform_watch::spawn(
+        watched,
+        platform_state.clone(),
+        Box::new(move |c| revoke.platform_changed(c)),
+    ) {
+        error!(error = e.to_string(); "cannot watch the measured platform files");
+        return Err(exit::SOFTWARE);
     }
     let orphaned = vms.recover();
     if orphaned > 0 {

@@ -69,6 +69,17 @@ enum Cmd {
         /// (the process must be killed by SIGSYS).
         #[arg(long, hide = true)]
         fault_forbidden_syscall: bool,
+        /// Inherited descriptor of the workload image the configuration page describes
+        /// (tvpd opens it); loaded into guest memory before the guest starts.
+        #[arg(long, value_name = "FD")]
+        image_fd: Option<i32>,
+        /// Inherited pipe holding the encrypted image's 32-byte key (then end of file).
+        #[arg(long, value_name = "FD", requires = "image_fd")]
+        image_key_fd: Option<i32>,
+        /// The key's lease: the image must be in memory within this many milliseconds
+        /// of reading the key, or the VM fails.
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        image_key_lease_ms: u64,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -166,6 +177,9 @@ fn main() -> ExitCode {
             tap,
             run_as,
             fault_forbidden_syscall,
+            image_fd,
+            image_key_fd,
+            image_key_lease_ms,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -190,6 +204,11 @@ fn main() -> ExitCode {
                 tap,
                 run_as,
                 fault_forbidden_syscall,
+                image: image_fd.map(|fd| tvp_vmm::image::ImageInput {
+                    fd,
+                    key_fd: image_key_fd,
+                    key_lease: Duration::from_millis(image_key_lease_ms),
+                }),
             });
             ExitCode::from(code as u8)
         }
@@ -344,6 +363,7 @@ fn config_page(
         auth_code: auth_code.as_bytes(),
         server_name,
         ca_cert_der: &der,
+        image: None,
     };
     cfg.encode().map_err(|e| e.to_string())
 }

@@ -94,6 +94,8 @@ pub struct RunOptions {
     pub run_as: Option<(u32, u32)>,
     /// Testing only: make a forbidden syscall after the lockdown.
     pub fault_forbidden_syscall: bool,
+    /// The workload image tvpd passed, if any.
+    pub image: Option<crate::image::ImageInput>,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -150,6 +152,7 @@ impl Outcome {
             ExitReason::KilledBySignal => exit_code::KILLED_BY_SIGNAL,
             ExitReason::StoppedByHost => exit_code::STOPPED_BY_HOST,
             ExitReason::ChannelClosed => exit_code::CHANNEL_CLOSED,
+            ExitReason::SetupFailed => exit_code::SETUP_FAILED,
         }
     }
 
@@ -271,7 +274,38 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
-    let (log, entry_state) = place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    let (log, entry_state, firmware_end) =
+        place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    // The workload image: decrypted straight into guest memory, or the VM ends here,
+    // before its first instruction, with the reason sent to tvpd.
+    match (cfg.image, opts.image) {
+        (None, None) => {}
+        (Some(r), Some(input)) => match crate::image::load(&ram, &r, &input, firmware_end) {
+            Ok(l) => {
+                let secs = l.elapsed.as_secs_f64().max(1e-9);
+                log::info!(target: "tvp_vmm::image", "vm={} image loaded at {:#x}: {} bytes{} in {:.1} ms ({:.0} MB/s)", opts.vm_id, r.gpa, l.bytes, if l.encrypted { ", decrypted" } else { "" }, secs * 1e3, l.bytes as f64 / secs / 1e6);
+            }
+            Err(e) => {
+                let _ = tx.send(&VmmMessage::Exited {
+                    reason: ExitReason::SetupFailed,
+                    exit_code: exit_code::SETUP_FAILED,
+                    detail: e.to_string(),
+                });
+                ram.scrub();
+                return Err(e);
+            }
+        },
+        (Some(_), None) => {
+            return Err(VmmError::Image(
+                "the configuration page names an image but none was passed (--image-fd)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(VmmError::Image(
+                "an image was passed but the configuration page has no image descriptor".into(),
+            ))
+        }
+    }
     ram.register(&vm)?;
     for (i, e) in log.events().iter().enumerate() {
         tx.send(&VmmMessage::Measurement {
@@ -392,7 +426,7 @@ fn place_and_measure(
     firmware: Vec<u8>,
     config_page: &[u8],
     mem_size: u64,
-) -> Result<(MeasurementLog, EntryState), VmmError> {
+) -> Result<(MeasurementLog, EntryState, u64), VmmError> {
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
     let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
@@ -447,7 +481,7 @@ fn place_and_measure(
             "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
         ));
     }
-    Ok((log, entry_state))
+    Ok((log, entry_state, loaded.end))
 }
 
 /// Waits for tvpd's Start (no vCPU exists before it); Abort, stop, signal or channel

@@ -107,6 +107,15 @@ impl From<crate::vm::VmError> for ApiError {
             V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
             V::Spawn(_) => ApiError::internal(e.to_string()),
             V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
+            V::Image(i) => match i {
+                crate::vm::image::ImageError::Path { .. } => {
+                    ApiError::invalid_argument(i.to_string())
+                }
+                crate::vm::image::ImageError::Rejected { .. } => {
+                    ApiError::new(422, "image_rejected", i.to_string())
+                }
+                crate::vm::image::ImageError::Release(r) => r.into(),
+            },
         }
     }
 }

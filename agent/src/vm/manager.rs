@@ -26,7 +26,7 @@ use super::tap;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
-use crate::platform_watch::PlatformState;
+use crate::platform_watch::{PlatformChange, PlatformState};
 use crate::tpm::service::TpmClient;
 
 /// PCR holding the leased VM's firmware and configuration.
@@ -43,6 +43,8 @@ pub mod refusal {
     pub const TPM_FAILED: u32 = 3;
 }
 const MAX_MEASUREMENTS: usize = 16;
+/// Most revocation events kept per VM.
+const MAX_REVOCATIONS: usize = 64;
 /// Reason of VMs found live by a restarted tvpd.
 pub const RESTARTED: &str = "tvpd-restarted";
 /// Reason of VMs stopped because tvpd stops.
@@ -53,6 +55,10 @@ pub const SECCOMP_KILLED: &str =
 const SIGSYS: i32 = nix::libc::SIGSYS;
 /// The channel descriptor number in the child.
 const CHILD_CHANNEL_FD: i32 = 3;
+/// The workload image's descriptor number in the child.
+const CHILD_IMAGE_FD: i32 = 4;
+/// The image key pipe's descriptor number in the child.
+const CHILD_IMAGE_KEY_FD: i32 = 5;
 
 /// Where the manager finds what it runs.
 #[derive(Debug, Clone)]
@@ -71,6 +77,8 @@ pub struct ManagerConfig {
     pub bridge: Option<String>,
     /// (uid, gid) the VMMs drop to once their devices are open; `None`: they stay root.
     pub vmm_ids: Option<(u32, u32)>,
+    /// Directory VM images are opened in.
+    pub image_dir: PathBuf,
 }
 
 /// Errors of VM operations, mapped to API statuses.
@@ -94,6 +102,9 @@ pub enum VmError {
     /// tvpd is stopping.
     #[error("tvpd is shutting down; create the VM after it restarts")]
     ShuttingDown,
+    /// The workload image cannot be used (or its key was not released).
+    #[error(transparent)]
+    Image(#[from] super::image::ImageError),
 }
 
 enum Event {
@@ -131,6 +142,9 @@ struct Vm {
     phase_limits: PhaseDeadlines,
     phases: Vec<PhaseView>,
     handover_digest: Option<[u8; 32]>,
+    revocations: Vec<PlatformChange>,
+    /// `policy.on_platform_change`: power the VM off when the platform changes.
+    power_off_on_platform_change: bool,
 }
 
 #[derive(Default)]
@@ -143,6 +157,7 @@ struct Inner {
 /// The VM manager.
 pub struct Manager {
     inner: Mutex<Inner>,
+    releaser: crate::image_release::Releaser,
     tpm: TpmClient,
     cfg: ManagerConfig,
     host_log: Arc<Mutex<HostEventLog>>,
@@ -152,13 +167,15 @@ pub struct Manager {
 impl Manager {
     /// A manager with no VMs.
     pub fn new(
-        tpm: TpmClient,
+        releaser: crate::image_release::Releaser,
         cfg: ManagerConfig,
-        host_log: Arc<Mutex<HostEventLog>>,
         platform: Arc<Mutex<PlatformState>>,
     ) -> Arc<Self> {
+        let tpm = releaser.tpm.clone();
+        let host_log = releaser.host_log.clone();
         Arc::new(Manager {
             inner: Mutex::new(Inner::default()),
+            releaser,
             tpm,
             cfg,
             host_log,
@@ -182,6 +199,7 @@ impl Manager {
             deadline: vm.deadline.clone(),
             phases: vm.phases.clone(),
             handover_digest: vm.handover_digest.map(hex::encode),
+            revocations: vm.revocations.clone(),
         }
     }
 
@@ -262,6 +280,8 @@ impl Manager {
                 handover_digest: v
                     .handover_digest
                     .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                revocations: v.revocations,
+                power_off_on_platform_change: false,
             };
             inner.vms.insert(id.clone(), vm);
             self.persist(&inner, &id);
@@ -307,6 +327,42 @@ impl Manager {
             std::thread::sleep(Duration::from_millis(20));
         }
         warn!("some VMs did not stop in time");
+    }
+
+    /// A measured platform file changed (platform watch): every live VM gets a
+    /// revocation event in its record, and VMs whose policy says
+    /// `"on_platform_change": "power-off"` are destroyed with reason
+    /// `platform-changed: <path>`; the others are only alerted (logged, recorded).
+    pub fn platform_changed(&self, change: &PlatformChange) {
+        let mut off = Vec::new();
+        let mut inner = lock(&self.inner);
+        let live: Vec<String> = inner
+            .vms
+            .iter()
+            .filter(|(_, vm)| !vm.state.is_final())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in live {
+            if let Some(vm) = inner.vms.get_mut(&id) {
+                if vm.revocations.len() < MAX_REVOCATIONS {
+                    vm.revocations.push(change.clone());
+                }
+                warn!(vm = id.as_str(), path = change.path.as_str(), remediation = if vm.power_off_on_platform_change { "power-off" } else { "alert" }; "revocation: a measured platform file changed while the VM runs");
+                if vm.power_off_on_platform_change {
+                    off.push((id.clone(), vm.tx.clone()));
+                }
+            }
+            self.persist(&inner, &id);
+        }
+        drop(inner);
+        for (_, tx) in off {
+            let _ = tx.send(Event::Destroy(format!("platform-changed: {}", change.path)));
+        }
+    }
+
+    /// The directory VM images are opened in.
+    pub fn image_dir(&self) -> &Path {
+        &self.cfg.image_dir
     }
 
     /// Process ids of the VMMs this manager supervises.
@@ -446,7 +502,19 @@ impl Manager {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let page = spec.page(now_secs, seed).map_err(VmError::Invalid)?;
+        let image = match &spec.request.image {
+            Some(i) => Some(super::image::prepare(
+                i,
+                &self.cfg.image_dir,
+                u64::from(spec.request.memory_mib) << 20,
+                spec.allows_plaintext_images(),
+                &self.releaser,
+            )?),
+            None => None,
+        };
+        let page = spec
+            .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
+            .map_err(VmError::Invalid)?;
         let dir = self.cfg.vms_dir.join(&id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
@@ -477,28 +545,58 @@ impl Manager {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vmm_log);
-        let raw = theirs.as_raw_fd();
+        // Descriptors the child gets: the channel as 3, the image as 4, the key pipe as 5.
+        let mut inherit = vec![(theirs.as_raw_fd(), CHILD_CHANNEL_FD)];
+        let mut key_pipe = None;
+        if let Some(img) = &image {
+            inherit.push((img.file.as_raw_fd(), CHILD_IMAGE_FD));
+            cmd.args(["--image-fd", &CHILD_IMAGE_FD.to_string()]);
+            if let Some(key) = &img.key {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                // 32 bytes fit the pipe buffer: the write never blocks. The write end
+                // closes right after, so the VMM reads exactly the key and then EOF.
+                let mut w = std::fs::File::from(w);
+                std::io::Write::write_all(&mut w, key.as_bytes())
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                drop(w);
+                inherit.push((r.as_raw_fd(), CHILD_IMAGE_KEY_FD));
+                cmd.args(["--image-key-fd", &CHILD_IMAGE_KEY_FD.to_string()])
+                    .args([
+                        "--image-key-lease-ms",
+                        &spec.key_lease().as_millis().to_string(),
+                    ]);
+                key_pipe = Some(r);
+            }
+        }
+        let top = inherit
+            .iter()
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(CHILD_CHANNEL_FD);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // dup2, fcntl and close, which are async-signal-safe. It makes the channel end
-        // the child's descriptor 3 without close-on-exec and closes every other
-        // descriptor above 2, so the VMM inherits nothing of tvpd's (not its TPM
-        // connection, not other VMs' channels).
+        // fcntl, dup2 and close, which are async-signal-safe, on a fixed-size list made
+        // before the fork. Each inherited descriptor is first moved above every target
+        // number (so no source is overwritten by another's dup2), then placed at its
+        // target without close-on-exec; every other descriptor above 2 is closed, so
+        // the VMM inherits nothing of tvpd's (not its TPM connection, not other VMs').
         unsafe {
             cmd.pre_exec(move || {
-                if raw == CHILD_CHANNEL_FD {
-                    let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
-                    nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
-                } else if nix::libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                let mut moved = [(0i32, 0i32); 3];
+                for (slot, (src, target)) in moved.iter_mut().zip(inherit.iter()) {
+                    let high = nix::libc::fcntl(*src, nix::libc::F_DUPFD_CLOEXEC, 64);
+                    if high < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    *slot = (high, *target);
                 }
-                if nix::libc::syscall(
-                    nix::libc::SYS_close_range,
-                    CHILD_CHANNEL_FD + 1,
-                    u32::MAX,
-                    0,
-                ) != 0
-                {
-                    for fd in CHILD_CHANNEL_FD + 1..4096 {
+                for (high, target) in moved.iter().take(inherit.len()) {
+                    if nix::libc::dup2(*high, *target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if nix::libc::syscall(nix::libc::SYS_close_range, top + 1, u32::MAX, 0) != 0 {
+                    for fd in top + 1..4096 {
                         nix::libc::close(fd);
                     }
                 }
@@ -516,6 +614,8 @@ impl Manager {
             }
         };
         drop(theirs);
+        drop(key_pipe);
+        drop(image);
         let (tx, rx) = mpsc::channel();
         let now = timestamp();
         let deadline_at = std::time::SystemTime::now() + spec.deadline;
@@ -543,6 +643,8 @@ impl Manager {
             phase_limits: spec.request.phase_deadlines_secs,
             phases: Vec::new(),
             handover_digest: None,
+            revocations: Vec::new(),
+            power_off_on_platform_change: spec.powers_off_on_platform_change(),
         };
         {
             // The lease queue is FIFO in the order VMs were created.

@@ -2,6 +2,7 @@
 //! per VM), the PCR lease that serializes their attestation, supervision of each VMM's
 //! channel, and destruction. See docs/vm-lifecycle.md.
 
+pub mod image;
 pub mod lease;
 pub mod manager;
 pub mod phase;

@@ -51,6 +51,9 @@ pub struct CreateVmRequest {
     /// Deadline of each boot phase (`vm/phase.rs`); missing phases take the defaults.
     #[serde(default)]
     pub phase_deadlines_secs: super::phase::PhaseDeadlines,
+    /// A workload image the VMM loads into guest memory (`vm/image.rs`).
+    #[serde(default)]
+    pub image: Option<super::image::ImageSpec>,
     /// The tenant's management public key (PEM), for locked-down management.
     #[serde(default)]
     pub management_public_key: Option<String>,
@@ -192,14 +195,57 @@ impl CreateVmRequest {
             deadline,
             request: self,
         };
-        spec.page(0, [0; 32]).map_err(|e| bad("configuration", e))?;
+        spec.page(0, [0; 32], None)
+            .map_err(|e| bad("configuration", e))?;
         Ok(spec)
     }
 }
 
 impl ValidSpec {
+    /// `policy.allow_plaintext_images`: whether the tenant accepts an unencrypted image.
+    pub fn allows_plaintext_images(&self) -> bool {
+        self.request
+            .policy
+            .as_ref()
+            .and_then(|p| p.get("allow_plaintext_images"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+
+    /// `policy.on_platform_change`: `"power-off"` destroys the VM when a measured
+    /// platform file changes while it runs; anything else (default `"alert"`) only
+    /// records the revocation.
+    pub fn powers_off_on_platform_change(&self) -> bool {
+        self.request
+            .policy
+            .as_ref()
+            .and_then(|p| p.get("on_platform_change"))
+            .and_then(|v| v.as_str())
+            == Some("power-off")
+    }
+
+    /// `policy.key_lease_secs`: how long an image key may stay in the VMM's memory
+    /// before the image is loaded (default 30 s); the VMM wipes it as soon as it is
+    /// loaded, or fails the VM when the lease runs out first.
+    pub fn key_lease(&self) -> Duration {
+        let secs = self
+            .request
+            .policy
+            .as_ref()
+            .and_then(|p| p.get("key_lease_secs"))
+            .and_then(|v| v.as_u64())
+            .unwrap_or(30)
+            .clamp(1, 3600);
+        Duration::from_secs(secs)
+    }
+
     /// The encoded configuration page (`docs/config-page.md`).
-    pub fn page(&self, time_unix_secs: u64, seed: [u8; 32]) -> Result<[u8; 4096], String> {
+    pub fn page(
+        &self,
+        time_unix_secs: u64,
+        seed: [u8; 32],
+        image: Option<tvp_abi::config::ImageRef>,
+    ) -> Result<[u8; 4096], String> {
         let c = tvp_abi::config::Config {
             vip: self.vip,
             prefix_len: self.prefix_len,
@@ -214,8 +260,9 @@ impl ValidSpec {
             auth_code: self.request.auth_code.as_bytes(),
             server_name: &self.request.boot_server_name,
             ca_cert_der: &self.ca_der,
+            image,
         };
-        c.encode().map_err(|e| format!("{e:?}"))
+        c.encode().map_err(|e| e.to_string())
     }
 }
 
@@ -238,6 +285,7 @@ mod tests {
             memory_mib: 16,
             attestation_deadline_secs: 60,
             phase_deadlines_secs: Default::default(),
+            image: None,
             management_public_key: None,
             policy: None,
         }

@@ -102,6 +102,7 @@ mod tests {
                 deadline: "2026-01-01T00:01:00Z".into(),
                 phases: Vec::new(),
                 handover_digest: None,
+                revocations: Vec::new(),
             },
             vmm_start_time: Some(7),
         }
