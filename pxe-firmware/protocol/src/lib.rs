@@ -20,6 +20,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+#[cfg(test)]
+extern crate std;
+
+pub mod elf;
 pub mod signed;
 
 /// Protocol version carried in the boot request.
