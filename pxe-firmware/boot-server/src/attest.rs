@@ -132,3 +132,34 @@ pub fn check(
         pcr23,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcr16_is_one_extend_of_the_measurement_from_zero() {
+        let m = [7u8; 32];
+        let mut b = vec![0u8; 32];
+        b.extend_from_slice(&m);
+        assert_eq!(expected_pcr16(&m), tvp_abi::measure::sha256(&b));
+    }
+
+    #[test]
+    fn evidence_from_an_unknown_host_or_malformed_is_rejected_by_name() {
+        let exp = Expectation {
+            nonce: &[1; 32],
+            pcr23: [0; 32],
+            tunnel_measurement: [0; 32],
+        };
+        let inv = Inventory::default();
+        assert_eq!(
+            check(&inv, "not json", &exp).unwrap_err().check,
+            "evidence:format"
+        );
+        assert_eq!(
+            check(&inv, r#"{"host_id": "ab"}"#, &exp).unwrap_err().check,
+            "inventory"
+        );
+    }
+}

@@ -48,3 +48,39 @@ pub fn write_frame(w: &mut impl Write, msg: MsgType, payload: &[u8]) -> Result<(
     w.flush()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn frames_round_trip_and_hostile_lengths_are_refused_before_reading() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, MsgType::Evidence, b"{}").unwrap();
+        assert_eq!(
+            read_frame(&mut Cursor::new(&buf), MsgType::Evidence).unwrap(),
+            b"{}"
+        );
+        // Another type than the protocol expects here.
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&buf), MsgType::BootRequest),
+            Err(FrameError::Unexpected { .. })
+        ));
+        // A 4 GiB evidence frame: refused from its header, nothing allocated.
+        let huge = [3u8, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&huge), MsgType::Evidence),
+            Err(FrameError::Protocol(ProtocolError::TooLong))
+        ));
+        // Unknown type, truncated payload.
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&[9u8, 0, 0, 0, 0]), MsgType::Evidence),
+            Err(FrameError::Protocol(ProtocolError::UnknownType(9)))
+        ));
+        assert!(matches!(
+            read_frame(&mut Cursor::new(&buf[..buf.len() - 1]), MsgType::Evidence),
+            Err(FrameError::Io(_))
+        ));
+    }
+}
