@@ -453,3 +453,56 @@ fn firmware_without_a_nic_reports_no_link() {
     assert!(run.console.contains("net: no virtio-net device"));
     assert_eq!(boot_failures(&run), vec![4]);
 }
+
+/// A hostile boot server (right certificate, wrong protocol): after the boot request it
+/// sends `reply`, then waits for the firmware to give up. Returns the thread.
+fn hostile_server(tenant: &Tenant, ns: &NetNs, reply: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let config = tvp_boot_server::tls::server_config(
+        &tenant.dir.path().join("server.pem"),
+        &tenant.dir.path().join("server.key"),
+    )
+    .unwrap();
+    let listener = ns.listen("10.0.0.1:8443");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut h = [0u8; 5];
+        tls.read_exact(&mut h).unwrap();
+        let len = u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let mut req = vec![0u8; len];
+        tls.read_exact(&mut req).unwrap();
+        tls.write_all(&reply).unwrap();
+        tls.flush().unwrap();
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest);
+    })
+}
+
+#[test]
+fn firmware_fails_closed_on_a_hostile_boot_server_oversized_frame_or_bad_nonce() {
+    let Some(ns) = NetNs::create("hostile") else {
+        return;
+    };
+    let fw = firmware("");
+    let tenant = Tenant::new("boot.tenant.example");
+    for (reply, code, what) in [
+        // A 4 GiB workload frame instead of the attestation request.
+        (vec![4u8, 0xff, 0xff, 0xff, 0xff], 18, "oversized frame"),
+        // An unknown frame type.
+        (vec![0x7f, 0, 0, 0, 0], 18, "unknown frame type"),
+        // A 4-byte nonce: the mailbox refuses it, no quote, no evidence.
+        (vec![2u8, 4, 0, 0, 0, 1, 2, 3, 4], 16, "short nonce"),
+    ] {
+        let server = hostile_server(&tenant, &ns, reply);
+        let mut cfg = tls_config(b"U-hostile");
+        cfg.ca_cert_der = tenant.ca_der;
+        let run = boot_in(&ns, &fw, cfg);
+        assert_eq!(boot_failures(&run), vec![code], "{what}: {}", run.console);
+        assert!(!run.console.contains("handing over"), "{what}");
+        server.join().unwrap();
+    }
+}
