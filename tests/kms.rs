@@ -424,7 +424,7 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
             "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
             "boot_server_name": "boot.tenant.example",
             "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
-            "memory_mib": 16, "attestation_deadline_secs": 60,
+            "memory_mib": 64, "attestation_deadline_secs": 60,
             "image": {"path": image, "kms_socket": kms.socket}, "policy": policy})
         .to_string()
     };

@@ -137,11 +137,14 @@ pub fn prepare(
 }
 
 /// Where an image of `len` bytes goes: the top of RAM, 4 KiB aligned, leaving the
-/// lower half of RAM (at least) for the firmware.
+/// lower half of RAM and at least the first 32 MiB (firmware, its heap) free.
 pub fn place(len: u64, digest: [u8; 32], mem_size: u64) -> Option<ImageRef> {
     let gpa = mem_size.checked_sub(len)? & !0xfff;
-    (len > 0 && gpa >= mem_size / 2 && gpa >= tvp_abi::layout::FIRMWARE_MIN_GPA)
-        .then_some(ImageRef { gpa, len, digest })
+    (len > 0 && gpa >= mem_size / 2 && gpa >= tvp_abi::layout::IMAGE_MIN_GPA).then_some(ImageRef {
+        gpa,
+        len,
+        digest,
+    })
 }
 
 #[cfg(test)]

@@ -255,7 +255,9 @@ fn deliver(
         print!("{b:02x}");
     }
     println!();
-    let entry = match elf::load(payload, cfg.mem_size()) {
+    // The workload window ends where the VM's image (if any) begins.
+    let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
+    let entry = match elf::load(payload, window_end) {
         Ok(e) => e,
         Err(e) => {
             println!("workload: not loadable: {e:?}");

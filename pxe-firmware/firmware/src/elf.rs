@@ -1,5 +1,7 @@
 //! Loading the workload's ELF64 image into the workload window
-//! `[WORKLOAD_BASE, RAM end)`, after `tvp_boot_protocol::elf` validated it.
+//! `[WORKLOAD_BASE, window end)`, after `tvp_boot_protocol::elf` validated it. The window
+//! ends at the end of RAM, or where the VM's image (configuration page descriptor)
+//! begins.
 
 use core::ptr;
 pub use tvp_boot_protocol::elf::ElfError;
@@ -8,15 +10,16 @@ pub use tvp_boot_protocol::elf::ElfError;
 /// here (see [`crate::heap`]).
 pub const WORKLOAD_BASE: u64 = 0x0200_0000;
 
-/// Validates `image` for a VM of `mem_size` bytes and loads it; returns the entry point.
-pub fn load(image: &[u8], mem_size: u64) -> Result<u64, ElfError> {
-    let img = tvp_boot_protocol::elf::parse(image, WORKLOAD_BASE, mem_size)?;
+/// Validates `image` for the window `[WORKLOAD_BASE, window_end)` and loads it; returns
+/// the entry point.
+pub fn load(image: &[u8], window_end: u64) -> Result<u64, ElfError> {
+    let img = tvp_boot_protocol::elf::parse(image, WORKLOAD_BASE, window_end)?;
     for s in img.loads() {
         let src = image
             .get(s.offset..s.offset + s.filesz)
             .ok_or(ElfError::Truncated)?;
         // SAFETY: the parser checked [paddr, paddr + memsz) lies inside
-        // [WORKLOAD_BASE, mem_size), RAM the stub maps user read-write and that neither
+        // [WORKLOAD_BASE, window_end), RAM the stub maps user read-write and that neither
         // the image, the stack nor the heap (which ends at WORKLOAD_BASE) uses; and
         // filesz <= memsz.
         unsafe {

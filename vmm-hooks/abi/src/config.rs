@@ -28,7 +28,7 @@
 //! | 94 | 2 | reserved, 0 |
 //! | 96 | … | auth code, TLS name, CA certificate DER, concatenated |
 //! | … | 48 | with flag bit 0 only, right after the CA certificate: the image descriptor, |
-//! |   |    | `u64` guest-physical address (4 KiB aligned, ≥ 1 MiB), `u64` length (≥ 1, the |
+//! |   |    | `u64` guest-physical address (4 KiB aligned, ≥ 32 MiB), `u64` length (≥ 1, the |
 //! |   |    | image ends inside RAM), SHA-256 of the image's plaintext (32 bytes) |
 //!
 //! The image (e.g. a tenant's encrypted disk or workload, decrypted by the VMM while
@@ -103,7 +103,7 @@ pub enum ConfigError {
     BadServerName,
     /// The CA certificate is not one DER SEQUENCE of the stated length.
     BadCaCert,
-    /// The image descriptor is misaligned, empty, below 1 MiB or beyond RAM.
+    /// The image descriptor is misaligned, empty, below 32 MiB or beyond RAM.
     BadImage,
 }
 
@@ -126,7 +126,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadServerName => "boot server TLS name must be a DNS host name",
             ConfigError::BadCaCert => "tenant CA certificate must be one DER SEQUENCE",
             ConfigError::BadImage => {
-                "image must be non-empty, 4 KiB aligned, at or above 1 MiB and inside RAM"
+                "image must be non-empty, 4 KiB aligned, at or above 32 MiB and inside RAM"
             }
         };
         f.write_str(s)?;
@@ -217,7 +217,7 @@ impl Config<'_> {
             let end = i.gpa.checked_add(i.len);
             if i.len == 0
                 || i.gpa % 4096 != 0
-                || i.gpa < crate::layout::FIRMWARE_MIN_GPA
+                || i.gpa < crate::layout::IMAGE_MIN_GPA
                 || end.is_none_or(|e| e > self.mem_size())
             {
                 return Err(ConfigError::BadImage);
@@ -416,8 +416,9 @@ mod tests {
     #[test]
     fn an_image_descriptor_roundtrips_and_is_bounded_by_ram() {
         let mut c = sample();
+        c.mem_size_mib = 64;
         c.image = Some(ImageRef {
-            gpa: 0x80_0000,
+            gpa: 0x280_0000,
             len: 0x1000,
             digest: [9; 32],
         });
@@ -434,22 +435,22 @@ mod tests {
         assert_eq!(decode(&q), Err(ConfigError::NonZeroReserved));
         for bad in [
             ImageRef {
-                gpa: 0x80_0001,
+                gpa: 0x280_0001,
                 len: 1,
                 digest: [0; 32],
             },
             ImageRef {
-                gpa: 0x8_0000,
+                gpa: 0x1f0_0000,
                 len: 1,
                 digest: [0; 32],
             },
             ImageRef {
-                gpa: 0x80_0000,
+                gpa: 0x280_0000,
                 len: 0,
                 digest: [0; 32],
             },
             ImageRef {
-                gpa: 0xff_f000,
+                gpa: 0x3ff_f000,
                 len: 0x2000,
                 digest: [0; 32],
             },

@@ -44,6 +44,9 @@ pub const VIRTIO_NET_MMIO_GPA: u64 = 0xd000_0000;
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Lowest address a firmware ELF segment may be loaded at.
 pub const FIRMWARE_MIN_GPA: u64 = 0x10_0000;
+/// Lowest address of a VM's image (configuration page descriptor): below it lie the
+/// firmware and its heap (the network-boot firmware's heap ends at 32 MiB).
+pub const IMAGE_MIN_GPA: u64 = 0x0200_0000;
 /// Smallest VM memory size, in MiB.
 pub const MEM_MIB_MIN: u32 = 2;
 /// Largest VM memory size, in MiB (stays below the 32-bit MMIO hole).
