@@ -28,6 +28,8 @@ pub mod exit {
     pub const CANTCREAT: i32 = 73;
     /// Bad configuration.
     pub const CONFIG: i32 = 78;
+    /// The audit log does not verify or does not match its TPM anchor.
+    pub const DATAERR: i32 = 65;
 }
 
 /// Run `tvpd`; returns the process exit code.
@@ -154,11 +156,13 @@ fn start_and_serve(
         exit::UNAVAILABLE
     })?;
 
+    let audit = open_audit(cfg, &tpm)?;
     let listener = bind_socket(cfg)?;
     let state = Arc::new(AppState {
         tpm,
         host_log: log,
         platform_pcr: cfg.platform_pcr,
+        audit,
     });
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
@@ -185,6 +189,29 @@ fn start_and_serve(
         error!("API server failed: {e}");
         exit::CANTCREAT
     })
+}
+
+/// Open and verify the audit log against its TPM anchor; refuse to serve if they
+/// disagree (exit 65) or the log cannot be written (exit 73).
+fn open_audit(
+    cfg: &Config,
+    tpm: &crate::tpm::service::TpmClient,
+) -> Result<Arc<crate::audit::Audit>, i32> {
+    use crate::audit::AuditError;
+    let log = crate::audit::AuditLog::open(&cfg.state_dir, tpm.clone(), cfg.audit_nv_index)
+        .map_err(|e| {
+            error!("{e}");
+            match e {
+                AuditError::Chain { .. } | AuditError::AnchorMismatch { .. } => exit::DATAERR,
+                AuditError::Io { .. } => exit::CANTCREAT,
+                AuditError::Tpm(_) => exit::UNAVAILABLE,
+            }
+        })?;
+    let counters = crate::audit::counters::CounterStore::load(&cfg.state_dir).map_err(|e| {
+        error!("{e}");
+        exit::DATAERR
+    })?;
+    Ok(Arc::new(crate::audit::Audit::new(log, counters)))
 }
 
 /// `--print-expected-pcrs`: what an inventory should expect of the platform PCR.

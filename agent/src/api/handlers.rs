@@ -21,6 +21,8 @@ pub struct AppState {
     pub host_log: Arc<Mutex<HostEventLog>>,
     /// The platform PCR.
     pub platform_pcr: u32,
+    /// The audit trail and authorization gate.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// A successful reply: status and JSON body.
@@ -109,6 +111,11 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
             ok(&ActivateCredentialResponse {
                 credential: base64::engine::general_purpose::STANDARD.encode(credential),
             })
+        }
+        ApiRequest::GetAudit { since } => ok(&state.audit.admin_view(since).await),
+        ApiRequest::CertifyAuditAnchor { nonce } => ok(&state.audit.certify(nonce).await?),
+        ApiRequest::GetVmAudit { vm, since, nonce } => {
+            ok(&state.audit.extract(&vm, since, nonce).await?)
         }
     }
 }

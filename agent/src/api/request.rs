@@ -29,6 +29,25 @@ pub enum ApiRequest {
         /// TPM2B_ENCRYPTED_SECRET buffer.
         secret: Vec<u8>,
     },
+    /// `GET /v1/audit?since=SEQ` (root only)
+    GetAudit {
+        /// First sequence number returned.
+        since: u64,
+    },
+    /// `POST /v1/audit/anchor` (root only): the NV anchor certified by the AK.
+    CertifyAuditAnchor {
+        /// Qualifying data, 1..=32 bytes.
+        nonce: Vec<u8>,
+    },
+    /// `GET /v1/vms/{id}/audit?since=SEQ[&nonce=HEX]`: a tenant's extract.
+    GetVmAudit {
+        /// The VM.
+        vm: String,
+        /// First sequence number covered.
+        since: u64,
+        /// If given, the extract carries an anchor certification for this nonce.
+        nonce: Option<Vec<u8>>,
+    },
 }
 
 impl ApiRequest {
@@ -39,7 +58,49 @@ impl ApiRequest {
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
+            ApiRequest::GetAudit { .. } => "get-audit",
+            ApiRequest::CertifyAuditAnchor { .. } => "certify-audit-anchor",
+            ApiRequest::GetVmAudit { .. } => "get-vm-audit",
         }
+    }
+
+    /// The VM the request concerns (the audit record's `vm`). No wildcard: a new
+    /// variant must decide.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            ApiRequest::GetVmAudit { vm, .. } => Some(vm),
+            ApiRequest::GetHost
+            | ApiRequest::Quote { .. }
+            | ApiRequest::GetEventLog
+            | ApiRequest::ActivateCredential { .. }
+            | ApiRequest::GetAudit { .. }
+            | ApiRequest::CertifyAuditAnchor { .. } => None,
+        }
+    }
+
+    /// For a restricted operation (issue 6: power-off, pause, delete, ...): the VM,
+    /// the operation name of `tvp_audit::policy::RESTRICTED_OPERATIONS` and its
+    /// canonical parameters, which the tenant's token must match. The audit gate runs
+    /// no restricted request without a valid authorization. No wildcard: a new
+    /// variant must decide.
+    pub fn restricted(&self) -> Option<(&str, &'static str, tvp_audit::params::Params)> {
+        match self {
+            ApiRequest::GetHost
+            | ApiRequest::Quote { .. }
+            | ApiRequest::GetEventLog
+            | ApiRequest::ActivateCredential { .. }
+            | ApiRequest::GetAudit { .. }
+            | ApiRequest::CertifyAuditAnchor { .. }
+            | ApiRequest::GetVmAudit { .. } => None,
+        }
+    }
+
+    /// Whether only root may call it (the whole audit trail names every tenant).
+    pub fn root_only(&self) -> bool {
+        matches!(
+            self,
+            ApiRequest::GetAudit { .. } | ApiRequest::CertifyAuditAnchor { .. }
+        )
     }
 }
 
@@ -49,11 +110,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
     ("/v1/host/activate-credential", "POST"),
+    ("/v1/audit", "GET"),
+    ("/v1/audit/anchor", "POST"),
 ];
 
 /// Parse a request. `path` may carry a query string, which is ignored.
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let full = path;
     let path = path.split('?').next().unwrap_or(path);
+    if let Some(r) = super::audit_routes::parse_vm_audit(method, full, body)? {
+        return Ok(r);
+    }
     let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return Err(ApiError::not_found(path));
     };
@@ -98,6 +165,15 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
             Ok(ApiRequest::ActivateCredential {
                 credential_blob: b64("credential_blob", &r.credential_blob)?,
                 secret: b64("secret", &r.secret)?,
+            })
+        }
+        "/v1/audit" => Ok(ApiRequest::GetAudit {
+            since: super::audit_routes::since(full)?,
+        }),
+        "/v1/audit/anchor" => {
+            let r: super::audit_routes::AnchorRequest = json(body)?;
+            Ok(ApiRequest::CertifyAuditAnchor {
+                nonce: super::audit_routes::nonce(&r.nonce)?,
             })
         }
         _ => Err(ApiError::not_found(path)),

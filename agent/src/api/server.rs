@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::error::ApiError;
-use super::handlers::{execute, AppState};
+use super::handlers::AppState;
 use super::peer::{AccessPolicy, Caller};
 use super::request;
 
@@ -117,7 +117,27 @@ async fn handle(
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let result = run(req, caller, state, policy, limits).await;
+    let full_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let token = req
+        .headers()
+        .get("x-tvp-authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    // Every request, even one refused before parsing, is audited by the gate.
+    let received = run(req, caller, policy, limits).await;
+    let result = super::audited::run(
+        state,
+        caller,
+        &method,
+        &full_path,
+        received,
+        token.as_deref(),
+    )
+    .await;
     let pid = caller.pid.unwrap_or(-1);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -138,13 +158,13 @@ async fn handle(
     }
 }
 
+/// Receive and parse one request (no execution: that is [`super::audited::run`]).
 async fn run(
     req: Request<Incoming>,
     caller: Caller,
-    state: &AppState,
     policy: &AccessPolicy,
     limits: Limits,
-) -> Result<(&'static str, super::handlers::Reply), ApiError> {
+) -> Result<(request::ApiRequest, Bytes), ApiError> {
     if !policy.allows(&caller) {
         return Err(ApiError::forbidden(format!(
             "uid {} (gid {}) may not use the tvpd API; add it to allowed_users or allowed_groups",
@@ -192,9 +212,7 @@ async fn run(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let parsed = request::parse(&method, &path, &bytes)?;
-    let name = parsed.name();
-    let reply = execute(state, parsed).await?;
-    Ok((name, reply))
+    Ok((parsed, bytes))
 }
 
 fn json_response(status: u16, body: Vec<u8>, allow: Option<&'static str>) -> Response<Full<Bytes>> {

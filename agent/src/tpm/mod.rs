@@ -9,6 +9,7 @@ pub mod credential;
 pub mod error;
 pub mod hygiene;
 pub mod keys;
+pub mod nv;
 pub mod pcr;
 pub mod provision;
 pub mod quote;
@@ -27,10 +28,14 @@ pub use quote::QuoteResult;
 
 /// An open TPM with the host's keys loaded.
 pub struct Tpm {
-    ctx: Context,
+    /// The ESAPI context; `None` only while [`nv`] speaks raw commands on the
+    /// connection, or after reconnecting failed (then every command fails cleanly).
+    esys: Option<Context>,
     ek: KeyHandle,
     ak: KeyHandle,
     identity: HostIdentity,
+    tcti: String,
+    cfg: ProvisionConfig,
 }
 
 impl Tpm {
@@ -52,10 +57,21 @@ impl Tpm {
         // empty auth): set once, reused for the life of the context.
         ctx.set_sessions((Some(AuthSession::Password), None, None));
         Ok(Tpm {
-            ctx,
+            esys: Some(ctx),
             ek,
             ak,
             identity,
+            tcti: tcti.to_string(),
+            cfg: *cfg,
+        })
+    }
+
+    /// The ESAPI context, or an error if the connection could not be re-established
+    /// after raw NV commands.
+    fn ctx(&mut self) -> Result<&mut Context, TpmError> {
+        self.esys.as_mut().ok_or_else(|| TpmError::Tcti {
+            tcti: self.tcti.clone(),
+            reason: "the TPM connection was lost and could not be reopened; restart tvpd".into(),
         })
     }
 

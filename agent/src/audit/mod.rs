@@ -1,0 +1,24 @@
+//! The management audit trail and the authorization gate (`docs/audit.md`).
+//!
+//! [`log`] is the append-only, fsynced, hash-chained log whose chain head is anchored
+//! in a TPM NV extend index; [`counters`] persists the per-VM authorization counters;
+//! [`gate`] is the one place every API request passes: it records the decision
+//! before execution and the result after, checks tenant authorizations for restricted
+//! operations, and fails closed when a record cannot be persisted. Formats live in
+//! the `tvp-audit` crate.
+
+pub mod counters;
+pub mod gate;
+pub mod log;
+pub mod view;
+
+pub use gate::{Audit, Authorized, TenantBinding};
+pub use log::{AuditError, AuditLog};
+
+/// Now, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
