@@ -29,6 +29,8 @@ if tvpctl verify --help >/dev/null 2>&1; then
     tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 >/tmp/checkquote.cmd
     check quote-verified-by-tpm2_checkquote sh -c "cd /tmp/tpm2 && sh /tmp/checkquote.cmd"
 fi
+# The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
+check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --nonce $NONCE"
 # tpm2-tools through the kernel resource manager while tvpd holds its own connection.
 check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:15,16,23
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'

@@ -36,6 +36,8 @@ pub struct Tpm {
     identity: HostIdentity,
     tcti: String,
     cfg: ProvisionConfig,
+    /// A raw connection for [`nv`] next to the ESAPI one (resource manager only).
+    raw: Option<hygiene::RawTcti>,
 }
 
 impl Tpm {
@@ -63,6 +65,7 @@ impl Tpm {
             identity,
             tcti: tcti.to_string(),
             cfg: *cfg,
+            raw: None,
         })
     }
 

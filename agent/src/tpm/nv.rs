@@ -3,7 +3,9 @@
 //! raw TPM2 commands (TPM 2.0 Part 3) with the empty-password session, sent through
 //! [`RawTcti`]. A directly attached TPM or swtpm serves one connection at a time, so
 //! the ESAPI context is closed for the duration and reopened afterwards (the EK and
-//! AK are persistent: reopening only re-reads their public areas).
+//! AK are persistent: reopening only re-reads their public areas). Behind the kernel
+//! resource manager (`device:/dev/tpmrm0`, the production setting) a second, raw
+//! connection stays open instead and the ESAPI context is untouched.
 
 use std::str::FromStr;
 
@@ -105,6 +107,12 @@ fn exec(raw: &mut RawTcti, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
     Ok(r)
 }
 
+/// Whether the TCTI reaches the kernel resource manager (`/dev/tpmrm*`), which serves
+/// any number of connections; swtpm and raw devices serve one at a time.
+fn shares_connections(tcti: &str) -> bool {
+    tcti.starts_with("device:") && tcti.contains("tpmrm")
+}
+
 fn check(command: &'static str, r: &[u8]) -> Result<(), TpmError> {
     match response_code(r) {
         0 => Ok(()),
@@ -167,6 +175,21 @@ impl Tpm {
             tcti: self.tcti.clone(),
             reason: e.to_string(),
         })?;
+        if shares_connections(&self.tcti) {
+            // Behind the kernel resource manager a second connection is fine: keep
+            // one open next to the ESAPI context.
+            if self.raw.is_none() {
+                self.raw = Some(RawTcti::open(conf, &self.tcti)?);
+            }
+            let result = match self.raw.as_mut() {
+                Some(raw) => f(raw),
+                None => Err(TpmError::ServiceStopped),
+            };
+            if matches!(result, Err(TpmError::Tcti { .. })) {
+                self.raw = None;
+            }
+            return result;
+        }
         drop(self.esys.take());
         let result = RawTcti::open(conf.clone(), &self.tcti).and_then(|mut raw| f(&mut raw));
         let reopened = self.reopen(conf);
