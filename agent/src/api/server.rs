@@ -95,11 +95,14 @@ async fn serve_connection(
     };
     let svc = service_fn(move |req| {
         let (state, policy) = (state.clone(), policy.clone());
-        async move { Ok::<_, Infallible>(handle(req, caller, &state, &policy, limits).await) }
+        async move { Ok::<_, Infallible>(handle(req, caller, state, &policy, limits).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
+        // A client may shut down its write side and wait for the answer; its request
+        // still runs (and is audited) to the end.
+        .half_close(true)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = conn.await {
@@ -110,7 +113,7 @@ async fn serve_connection(
 async fn handle(
     req: Request<Incoming>,
     caller: Caller,
-    state: &AppState,
+    state: Arc<AppState>,
     policy: &AccessPolicy,
     limits: Limits,
 ) -> Response<Full<Bytes>> {
@@ -129,15 +132,18 @@ async fn handle(
         .map(String::from);
     // Every request, even one refused before parsing, is audited by the gate.
     let received = run(req, caller, policy, limits).await;
-    let result = super::audited::run(
-        state,
-        caller,
-        &method,
-        &full_path,
-        received,
-        token.as_deref(),
-    )
+    // Audit, decide, execute in a task of its own: a client that goes away cannot
+    // cancel it between its decision and result records.
+    let m = method.clone();
+    let gated = tokio::spawn(async move {
+        super::audited::run(&state, caller, &m, &full_path, received, token.as_deref()).await
+    })
     .await;
+    let result = gated.unwrap_or_else(|e| {
+        Err(ApiError::internal(format!(
+            "the request's task failed: {e}"
+        )))
+    });
     let pid = caller.pid.unwrap_or(-1);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
