@@ -533,3 +533,81 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         .authorize("vm-a", "pause", &p, Some(&next.encode()))
         .expect("higher counter");
 }
+
+/// Drop the last line of a log file.
+fn drop_last_line(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    write_log(path, &lines[..lines.len() - 1]);
+}
+
+#[test]
+fn log_truncated_while_tvpd_runs_refuses_every_request_and_the_restart() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let mut t = Tvpd::start(&tpm, &dir, &[]);
+    assert_eq!(t.api("GET", "/v1/host", None).status, 200);
+    drop_last_line(&t.state_dir.join("audit.log"));
+    for _ in 0..2 {
+        let r = t.api("GET", "/v1/host", None);
+        assert_eq!(r.status, 503);
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains("modified by someone other than tvpd"),
+            "{body}"
+        );
+    }
+    assert!(t.log().contains("AUDIT TAMPERING DETECTED"), "{}", t.log());
+    t.stop();
+    let (rc, _, err) = Tvpd::run_once(&tpm, &dir, &[]);
+    assert_eq!(rc, 65, "{err}");
+}
+
+struct RecordingRemediator(std::sync::Mutex<Vec<String>>);
+
+impl tvp_agent::audit::Remediator for RecordingRemediator {
+    fn power_off(&self, vm: &str) -> Result<(), String> {
+        self.0.lock().unwrap().push(vm.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn tampering_powers_off_vms_whose_policy_says_so_and_alerts_for_the_others() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let state = tpm.scratch("state");
+    let (_svc, audit) = open_audit(&tpm, &state);
+    let key =
+        TenantSigner::Ed25519(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)).public();
+    for (vm, action) in [
+        ("vm-off", Remediation::PowerOff),
+        ("vm-alert", Remediation::Alert),
+    ] {
+        let mut p = policy();
+        p.on_tampering = action;
+        audit.register_vm(
+            vm,
+            TenantBinding {
+                key: key.clone(),
+                policy: p,
+                key_since: now(),
+            },
+        );
+    }
+    let rem = Arc::new(RecordingRemediator(std::sync::Mutex::new(Vec::new())));
+    audit.set_remediator(rem.clone());
+    let ran = Arc::new(AtomicBool::new(false));
+    // One unrestricted request goes through; then the log is truncated behind tvpd.
+    let p = Params::new();
+    let _ = restricted(&audit, "pause", &p, None, &ran);
+    drop_last_line(&state.join("audit.log"));
+    let Err(e) = restricted(&audit, "pause", &p, None, &ran) else {
+        panic!("request accepted on a tampered log");
+    };
+    assert_eq!((e.status, e.code), (503, "audit_unavailable"));
+    assert!(audit.tampered());
+    assert_eq!(*rem.0.lock().unwrap(), vec!["vm-off".to_string()]);
+    assert!(!ran.load(Ordering::SeqCst));
+}

@@ -202,7 +202,9 @@ fn open_audit(
         .map_err(|e| {
             error!("{e}");
             match e {
-                AuditError::Chain { .. } | AuditError::AnchorMismatch { .. } => exit::DATAERR,
+                AuditError::Chain { .. }
+                | AuditError::AnchorMismatch { .. }
+                | AuditError::Tampered { .. } => exit::DATAERR,
                 AuditError::Io { .. } => exit::CANTCREAT,
                 AuditError::Tpm(_) => exit::UNAVAILABLE,
             }

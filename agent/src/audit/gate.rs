@@ -10,10 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tvp_audit::params::Params;
-use tvp_audit::policy::TenantPolicy;
+use tvp_audit::policy::{Remediation, TenantPolicy};
 use tvp_audit::record::{Decision, RecordDraft, Stage};
 use tvp_audit::token::{AuthToken, AuthzError, Expectation, TenantKey};
 use tvp_audit::Digest32;
@@ -86,11 +87,31 @@ pub struct RequestInfo {
     pub params_digest: Digest32,
 }
 
+/// What carries out a `power-off` remediation: the VM lifecycle (issue 5) installs
+/// one with [`Audit::set_remediator`].
+pub trait Remediator: Send + Sync {
+    /// Power `vm` off now.
+    fn power_off(&self, vm: &str) -> Result<(), String>;
+}
+
+/// What was done to one VM when tampering was detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemediationOutcome {
+    /// The VM.
+    pub vm: String,
+    /// Its policy's action.
+    pub action: Remediation,
+    /// `Ok` if carried out (alerts always are).
+    pub result: Result<(), String>,
+}
+
 /// The audit trail, tenant bindings and counters of a running tvpd.
 pub struct Audit {
     log: tokio::sync::Mutex<AuditLog>,
     tenants: Mutex<BTreeMap<String, TenantBinding>>,
     counters: Mutex<CounterStore>,
+    remediator: Mutex<Option<Arc<dyn Remediator>>>,
+    tampered: AtomicBool,
 }
 
 fn unix_now() -> u64 {
@@ -104,7 +125,54 @@ impl Audit {
             log: tokio::sync::Mutex::new(log),
             tenants: Mutex::new(BTreeMap::new()),
             counters: Mutex::new(counters),
+            remediator: Mutex::new(None),
+            tampered: AtomicBool::new(false),
         }
+    }
+
+    /// Install what powers VMs off on detected tampering.
+    pub fn set_remediator(&self, r: Arc<dyn Remediator>) {
+        *lock(&self.remediator) = Some(r);
+    }
+
+    /// Whether tampering with the log was detected while running.
+    pub fn tampered(&self) -> bool {
+        self.tampered.load(Ordering::SeqCst)
+    }
+
+    /// Tampering detected: apply every registered VM's `on_tampering` once — power
+    /// it off through the remediator, or raise an alert (error log). Every request
+    /// is refused from now on anyway, because the log no longer appends.
+    pub fn on_tampering(&self, detail: &str) -> Vec<RemediationOutcome> {
+        if self.tampered.swap(true, Ordering::SeqCst) {
+            return Vec::new();
+        }
+        ::log::error!(detail = detail; "AUDIT TAMPERING DETECTED: refusing every request; applying the tenants' remediation");
+        let remediator = lock(&self.remediator).clone();
+        let tenants: Vec<(String, Remediation)> = lock(&self.tenants)
+            .iter()
+            .map(|(vm, b)| (vm.clone(), b.policy.on_tampering))
+            .collect();
+        let mut out = Vec::new();
+        for (vm, action) in tenants {
+            let result = match action {
+                Remediation::Alert => {
+                    ::log::error!(vm = vm.as_str(), action = "alert"; "audit tampering: tenant alerted (policy on_tampering = alert)");
+                    Ok(())
+                }
+                Remediation::PowerOff => match &remediator {
+                    Some(r) => r.power_off(&vm),
+                    None => Err("no VM lifecycle to power the VM off".to_string()),
+                },
+            };
+            if let Err(e) = &result {
+                ::log::error!(vm = vm.as_str(), error = e.as_str(); "audit tampering: power-off remediation failed");
+            } else if action == Remediation::PowerOff {
+                ::log::warn!(vm = vm.as_str(), action = "power-off"; "audit tampering: VM powered off (policy on_tampering = power-off)");
+            }
+            out.push(RemediationOutcome { vm, action, result });
+        }
+        out
     }
 
     /// The log, for readers (views, certification).
@@ -168,7 +236,12 @@ impl Audit {
 
     async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
         let mut log = self.log.lock().await;
-        log.append(draft).await.map(|r| r.seq)
+        let r = log.append(draft).await.map(|r| r.seq);
+        drop(log);
+        if let Err(AuditError::Tampered { detail, .. }) = &r {
+            self.on_tampering(detail);
+        }
+        r
     }
 
     /// Record the decision, run `exec` if `decision` allows (its `Ok` is the reason

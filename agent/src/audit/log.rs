@@ -53,6 +53,9 @@ pub enum AuditError {
         records: u64,
         index: u32,
     },
+    /// The file changed behind tvpd's back while it was running.
+    #[error("audit log {path} was modified by someone other than tvpd ({detail}); tvpd refuses every request until an operator investigates (docs/audit.md, 'Tampering at run time')")]
+    Tampered { path: PathBuf, detail: String },
     /// The TPM refused or is gone.
     #[error("audit anchor: {0}")]
     Tpm(#[from] TpmError),
@@ -64,6 +67,11 @@ pub struct AuditLog {
     file: File,
     /// Length of the file up to the last complete record.
     good_len: u64,
+    /// The last record's line as written (to detect edits behind tvpd's back).
+    last_line: Vec<u8>,
+    /// A failed write could not be cut back yet (retried before the next append,
+    /// so that our own partial write is never mistaken for tampering).
+    needs_cut: bool,
     records: Vec<AuditRecord>,
     head: Digest32,
     /// Hashes written but not yet extended into the anchor, oldest first.
@@ -116,10 +124,16 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         }
+        let last_line = records
+            .last()
+            .map(|r| (r.to_line() + "\n").into_bytes())
+            .unwrap_or_default();
         let mut log = AuditLog {
             path,
             file,
             good_len,
+            last_line,
+            needs_cut: false,
             head: summary.head,
             records,
             pending,
@@ -157,6 +171,17 @@ impl AuditLog {
     /// Append a record: persist (fsync), then anchor. Returns the sealed record. On
     /// error nothing is kept in the file that is not a whole record.
     pub async fn append(&mut self, draft: RecordDraft) -> Result<AuditRecord, AuditError> {
+        if self.needs_cut {
+            self.file
+                .set_len(self.good_len)
+                .and_then(|_| self.file.sync_data())
+                .map_err(|source| AuditError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            self.needs_cut = false;
+        }
+        self.check_file()?;
         self.flush_pending().await?;
         let seq = self.records.len() as u64 + 1;
         let rec = AuditRecord::seal(draft, seq, &self.head);
@@ -167,23 +192,59 @@ impl AuditLog {
             .write_all(line.as_bytes())
             .and_then(|_| self.file.sync_data())
         {
-            // Cut a partial line; if even that fails, the next open names the line.
-            let _ = self
+            // Cut a partial line; if that fails too, retry before the next append.
+            self.needs_cut = self
                 .file
                 .set_len(self.good_len)
-                .and_then(|_| self.file.sync_data());
+                .and_then(|_| self.file.sync_data())
+                .is_err();
             return Err(AuditError::Io {
                 path: self.path.clone(),
                 source,
             });
         }
         self.good_len += line.len() as u64;
+        self.last_line = line.into_bytes();
         let h = rec.hash_bytes().unwrap_or(GENESIS);
         self.head = h;
         self.records.push(rec.clone());
         self.pending.push(h);
         self.flush_pending().await?;
         Ok(rec)
+    }
+
+    /// Check that the file still ends with what tvpd wrote last: its length and its
+    /// last record. Catches truncation, appends and edits of the tail at run time;
+    /// earlier records are covered by the chain check at start and by verifiers.
+    pub fn check_file(&self) -> Result<(), AuditError> {
+        use std::os::unix::fs::FileExt;
+        let tampered = |detail: String| AuditError::Tampered {
+            path: self.path.clone(),
+            detail,
+        };
+        let len = std::fs::metadata(&self.path)
+            .map_err(|e| tampered(format!("cannot stat it: {e}")))?
+            .len();
+        if len != self.good_len {
+            return Err(tampered(format!(
+                "its length is {len} bytes, tvpd wrote {}",
+                self.good_len
+            )));
+        }
+        let mut tail = vec![0u8; self.last_line.len()];
+        let at = self.good_len - self.last_line.len() as u64;
+        // The path, not our descriptor: a replaced file must be noticed too.
+        let same = File::open(&self.path)
+            .and_then(|f| f.read_exact_at(&mut tail, at))
+            .map(|_| tail == self.last_line)
+            .unwrap_or(false);
+        if !same {
+            return Err(tampered(format!(
+                "record seq {} differs from what tvpd wrote",
+                self.records.len()
+            )));
+        }
+        Ok(())
     }
 
     /// All records.

@@ -12,7 +12,7 @@ pub mod gate;
 pub mod log;
 pub mod view;
 
-pub use gate::{Audit, Authorized, TenantBinding};
+pub use gate::{Audit, Authorized, Remediator, TenantBinding};
 pub use log::{AuditError, AuditLog};
 
 /// Now, milliseconds since the Unix epoch.
