@@ -611,3 +611,132 @@ fn tampering_powers_off_vms_whose_policy_says_so_and_alerts_for_the_others() {
     assert_eq!(*rem.0.lock().unwrap(), vec!["vm-off".to_string()]);
     assert!(!ran.load(Ordering::SeqCst));
 }
+
+/// Run tvpctl without a tvpd (verification only).
+fn tvpctl_offline(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tvp_tests::bin("tvpctl"))
+        .args(args)
+        .output()
+        .expect("run tvpctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One gated request about `vm` (as the lifecycle's VM operations will be).
+fn vm_request(audit: &Audit, vm: &str, op: &str) {
+    let info = RequestInfo {
+        caller: Caller {
+            uid: 0,
+            gid: 0,
+            pid: Some(1),
+        },
+        op: op.to_string(),
+        vm: Some(vm.to_string()),
+        params_digest: params::digest(&Params::new()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(audit.gate(info, Ok("test".into()), || async {
+        Ok(Reply {
+            status: 200,
+            body: b"{}".to_vec(),
+        })
+    }));
+    assert!(r.is_ok());
+}
+
+#[test]
+fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() {
+    require_tools!("swtpm");
+    let tpm = Swtpm::blank();
+    let state = tpm.scratch("state");
+    let (_svc, audit) = open_audit(&tpm, &state);
+    let key =
+        TenantSigner::Ed25519(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng)).public();
+    let mut pol = policy();
+    pol.reported_operations = vec!["pause".into(), "resume".into()];
+    for vm in ["vm-a", "vm-b"] {
+        audit.register_vm(
+            vm,
+            TenantBinding {
+                key: key.clone(),
+                policy: pol.clone(),
+                key_since: now(),
+            },
+        );
+    }
+    for (vm, op) in [
+        ("vm-a", "pause"),
+        ("vm-b", "pause"),
+        ("vm-a", "get-vm"),
+        ("vm-a", "resume"),
+    ] {
+        vm_request(&audit, vm, op);
+    }
+    let nonce = [9u8; 16];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Ok(x) = rt.block_on(audit.extract("vm-a", 1, Some(nonce.to_vec()))) else {
+        panic!("extract failed");
+    };
+    let dir = tpm.scratch("files");
+    let pol_file = dir.join("policy.json");
+    std::fs::write(&pol_file, serde_json::to_vec(&pol).unwrap()).unwrap();
+    let ak = dir.join("ak.pem");
+    std::fs::write(&ak, &x.anchor.as_ref().unwrap().ak_public_pem).unwrap();
+    let xfile = dir.join("extract.json");
+    std::fs::write(&xfile, serde_json::to_vec(&x).unwrap()).unwrap();
+    let n = hex::encode(nonce);
+    let verify = |f: &Path| {
+        tvpctl_offline(&[
+            "audit",
+            "verify",
+            f.to_str().unwrap(),
+            "--policy",
+            pol_file.to_str().unwrap(),
+            "--ak",
+            ak.to_str().unwrap(),
+            "--nonce",
+            &n,
+        ])
+    };
+    let (rc, out, err) = verify(&xfile);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("4 records of this VM"), "{out}");
+    assert!(out.contains("TPM-certified anchor"), "{out}");
+
+    // The host hides vm-a's resume (decision record, seq 7) as someone else's record.
+    let mut v: Value = serde_json::to_value(&x).unwrap();
+    let rec = v["entries"][6]["record"].clone();
+    assert_eq!(rec["op"], "resume");
+    let full: tvp_audit::AuditRecord = serde_json::from_value(rec).unwrap();
+    v["entries"][6] = serde_json::json!({"skipped": {
+        "seq": full.seq, "prev": full.prev,
+        "vm_digest": hex::encode(tvp_audit::record::vm_digest(Some("vm-a"))),
+        "op": full.op, "body_digest": hex::encode(full.body_digest().unwrap()),
+    }});
+    let bad = dir.join("withheld.json");
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (rc, out, _) = verify(&bad);
+    assert_eq!(rc, 1);
+    assert!(
+        out.contains("record seq 7 (resume) concerns this VM"),
+        "{out}"
+    );
+
+    // Dropping the last entries (truncation) fails against the certified anchor.
+    let mut v: Value = serde_json::to_value(&x).unwrap();
+    v["entries"].as_array_mut().unwrap().truncate(6);
+    let cut = dir.join("truncated.json");
+    std::fs::write(&cut, serde_json::to_vec(&v).unwrap()).unwrap();
+    let (rc, out, _) = verify(&cut);
+    assert_eq!(rc, 1);
+    assert!(out.contains("does not match the TPM anchor"), "{out}");
+}
