@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): print figures and ratios against a peer measured in the same run.
 #  - quote latency and quotes/second through tvpd's socket API vs `tpm2_quote`
-#    (tpm2-tools), same swtpm, same run.
+#    (tpm2-tools), same swtpm, same run;
+#  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
+#    (scripts/bench-vmm.sh).
 # Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -12,3 +14,5 @@ say "building (release)"
 cargo build --release --workspace --bins --quiet
 say "quote: tvpd API vs tpm2_quote"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
+say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
+scripts/bench-vmm.sh

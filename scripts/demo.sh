@@ -19,10 +19,15 @@ say "2. a host TPM: swtpm with an EK and an EK certificate from its manufacturer
 start_swtpm "$W/tpm" ek-cert
 ok "swtpm pid $SWTPM_PID on 127.0.0.1:$SWTPM_PORT"
 
+# The measured VMs' firmware: until the network-boot firmware lands, tvp-vmm's test
+# guest that drives the attestation mailbox (tunnel, quote, handover) stands in for it.
+FW=$(scripts/build-test-guest.sh happy "$W/fw")
 cat >"$W/tvpd.toml" <<CONF
 socket = "$W/tvpd.sock"
 tcti = "$SWTPM_TCTI"
 state_dir = "$W/state"
+firmware = "$FW"
+platform_artefacts = ["$BIN/tvp-vmm", "$FW"]
 CONF
 "$BIN/tvpd" --config "$W/tvpd.toml" --print-expected-pcrs >"$W/expected.json" 2>"$W/measurements.txt"
 ok "inventory's expected platform PCR: $(grep -Eo '[0-9a-f]{64}' "$W/expected.json")"
@@ -49,6 +54,7 @@ open(f"{w}/ak.pem", "w").write(h["ak_public_pem"])
 open(f"{w}/ek.pem", "w").write(h["ek_public_pem"])
 open(f"{w}/ek-cert.pem", "w").write(h["ek_certificate_pem"] or "")
 open(f"{w}/ak.name", "w").write(h["ak_name"])
+open(f"{w}/ek.name", "w").write(h["ek_name"])
 PY
 
 say "5. inventory: the EK certificate chains to the manufacturer CA (openssl)"
@@ -74,10 +80,11 @@ ok "evidence: $(wc -c <"$W/evidence.json") bytes"
 
 say "8. tenant: verify (AK, signature, nonce, PCR digest, event log, expected platform PCR)"
 "$BIN/tvpctl" verify "$W/evidence.json" --nonce "$NONCE" --ak "$W/ak.pem" --expect "$W/expected.json" \
+    --ek-name "$(cat "$W/ek.name")" \
     || die "verification failed"
 
 say "9. independent cross-check with tpm2-tools: tpm2_checkquote"
-"$BIN/tvpctl" export-tpm2 "$W/evidence.json" "$W/tpm2" >"$W/checkquote.cmd"
+"$BIN/tvpctl" export-tpm2 "$W/evidence.json" "$W/tpm2" --nonce "$NONCE" --ak "$W/ak.pem" >"$W/checkquote.cmd"
 (cd "$W/tpm2" && sh "$W/checkquote.cmd" >/dev/null) || die "tpm2_checkquote rejected the quote"
 ok "tpm2_checkquote accepts the quote"
 
@@ -94,8 +101,34 @@ if "$BIN/tvpctl" verify "$W/tampered.json" --nonce "$NONCE" --ak "$W/ak.pem" 2>"
 fi
 ok "rejected: $(cat "$W/tampered.err")"
 
-say "11. tvpd stops cleanly"
+say "11. a measured VM: lease, PCR 23 measurement, tunnel, quote, handover, PCRs reset"
+cat >"$W/vm.json" <<VM
+{"id": "demo-vm", "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+ "auth_code": "U-demo-0001", "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
+ "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n", "memory_mib": 16}
+VM
+"$BIN/tvpctl" vm create "$W/vm.json" >/dev/null
+for _ in $(seq 300); do
+    state=$("$BIN/tvpctl" --json vm show demo-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
+    case $state in destroyed | failed) break ;; esac
+    sleep 0.1
+done
+"$BIN/tvpctl" vm show demo-vm | sed 's/^/    /' >&2
+[ "$state" = destroyed ] || die "the measured VM did not complete (state $state)"
+grep -E 'tunnel measurement|quote for the lease holder|handover|PCR lease released' "$W/tvpd.log" | sed 's/^/    /' >&2
+"$BIN/tvpctl" expected-pcrs --firmware "$FW" --config-page "$W/state/vms/demo-vm/config.page" >"$W/vm-expected.json" 2>/dev/null
+want=$(grep -Eo '[0-9a-f]{64}' "$W/vm-expected.json")
+got=$("$BIN/tvpctl" --json vm show demo-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/p')
+[ "$want" = "$got" ] || die "PCR 23 $got differs from the value computed from the files ($want)"
+ok "PCR 23 of the VM = value computed from firmware + configuration page: $got"
+NONCE=$(openssl rand -hex 16)
+"$BIN/tvpctl" quote --nonce "$NONCE" --pcrs 16,23 -o "$W/after.json" 2>/dev/null
+grep -q "\"16\": \"$(printf '0%.0s' $(seq 64))\"" "$W/after.json" && grep -q "\"23\": \"$(printf '0%.0s' $(seq 64))\"" "$W/after.json" \
+    || die "PCRs 16/23 not reset after the lease"
+ok "lease released: PCRs 16 and 23 are zero again"
+
+say "12. tvpd stops cleanly"
 kill -TERM "$TVPD_PID"
 wait "$TVPD_PID" && ok "tvpd exited 0" || die "tvpd exit code $?"
 echo
-ok "demo complete: host identity, credential activation, quote verified by tvp and by tpm2-tools"
+ok "demo complete: host identity, credential activation, quote verified by tvp and by tpm2-tools, a measured VM through its lease"

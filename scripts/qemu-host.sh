@@ -98,6 +98,9 @@ for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arc
 done
 install -m 0644 /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$ROOT/ca/" 2>/dev/null || true
 install -m 0755 scripts/qemu-host/scenario.sh "$ROOT/opt/tvp/scenario.sh"
+# Stand-in firmware for the measured VM (tvp-vmm's mailbox test guest).
+TVP_VMM=$REL/tvp-vmm scripts/build-test-guest.sh happy "$W/guest" >/dev/null
+install -m 0644 "$W/guest/happy.elf" "$ROOT/opt/tvp/firmware.elf"
 cat >"$ROOT/init" <<INIT
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/local/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu

@@ -17,7 +17,7 @@ say "build"
 cargo build --workspace --bins --quiet
 say "tests"
 started=$(date +%s)
-cargo test --workspace "$@" 2>&1 | tee /tmp/tvp-test-$$.log
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee /tmp/tvp-test-$$.log
 rc=${PIPESTATUS[0]}
 passed=$(grep -Eo '^test result: .*\. ([0-9]+) passed' /tmp/tvp-test-$$.log | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' /tmp/tvp-test-$$.log | awk '{s+=$1} END {print s+0}')

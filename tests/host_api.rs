@@ -440,3 +440,89 @@ fn config_file_keys_and_flags() {
     assert_eq!(code, 78);
     assert!(err.contains("soket"), "{err}");
 }
+
+#[test]
+fn binding_key_is_certified_by_the_ak_with_the_callers_nonce() {
+    require_tools!("swtpm");
+    use base64::Engine;
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let h = t.api_json("GET", "/v1/host", None);
+    let nonce = nonce_hex(16);
+    let r = t.api_json(
+        "POST",
+        "/v1/host/binding-key",
+        Some(&format!("{{\"nonce\":\"{nonce}\"}}")),
+    );
+    assert_eq!(r["policy_pcrs"], serde_json::json!([15]));
+    assert!(r["public_pem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN PUBLIC KEY"));
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let attest = b64.decode(r["certify_attest"].as_str().unwrap()).unwrap();
+    let sig = b64
+        .decode(r["certify_signature"].as_str().unwrap())
+        .unwrap();
+    let public = b64.decode(r["public"].as_str().unwrap()).unwrap();
+    let ak = tvp_verifier::AkKey::from_pem(h["ak_public_pem"].as_str().unwrap()).unwrap();
+    ak.verify(&attest, &tvp_verifier::tpm::Signature::parse(&sig).unwrap())
+        .expect("certification signed by the AK");
+    let name = tvp_verifier::tpm::Public::parse_tpm2b(&public)
+        .unwrap()
+        .name()
+        .unwrap();
+    assert!(
+        attest.windows(name.len()).any(|w| w == name.as_slice()),
+        "certifies another key"
+    );
+    let n = hex::decode(&nonce).unwrap();
+    assert!(
+        attest.windows(n.len()).any(|w| w == n.as_slice()),
+        "nonce not bound"
+    );
+    // The tenant-side check: certified by this AK with our nonce, policy = PolicyPCR
+    // over the platform PCR value we expect (here: the quoted one).
+    use tvp_verifier::verify::binding::{pcr_policy_digest, verify_binding_key, BindingError};
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[15]}}", nonce_hex(8))),
+    );
+    let pcr15: [u8; 32] = hex::decode(ev["pcrs"]["sha256"]["15"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let policy = pcr_policy_digest(&std::collections::BTreeMap::from([(15, pcr15)]));
+    let key =
+        verify_binding_key(&public, &attest, &sig, &ak, &n, &policy).expect("binding key verifies");
+    let pem_key =
+        rsa::pkcs8::DecodePublicKey::from_public_key_pem(r["public_pem"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(key, pem_key, "public_pem is the certified key");
+    assert!(matches!(
+        verify_binding_key(&public, &attest, &sig, &ak, b"other nonce", &policy),
+        Err(BindingError::Nonce { .. })
+    ));
+    let other_policy = pcr_policy_digest(&std::collections::BTreeMap::from([(15, [7u8; 32])]));
+    assert!(matches!(
+        verify_binding_key(&public, &attest, &sig, &ak, &n, &other_policy),
+        Err(BindingError::Policy { .. })
+    ));
+    let other = Swtpm::blank();
+    let t2 = Tvpd::start(&other, &other.scratch("b"), &[]);
+    let other_ak = tvp_verifier::AkKey::from_pem(
+        t2.api_json("GET", "/v1/host", None)["ak_public_pem"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        verify_binding_key(&public, &attest, &sig, &other_ak, &n, &policy).err(),
+        Some(BindingError::Signature)
+    );
+    // There is no endpoint that unwraps with it.
+    for path in ["/v1/host/binding-key/unwrap", "/v1/host/unwrap"] {
+        assert_eq!(t.api("POST", path, Some("{}")).status, 404);
+    }
+}

@@ -159,3 +159,51 @@ fn stale_objects_and_sessions_left_by_a_dead_process_are_flushed() {
         "sessions left"
     );
 }
+
+#[test]
+fn binding_key_unwraps_only_while_the_platform_pcr_is_unchanged() {
+    require_tools!("swtpm");
+    use rsa::pkcs8::DecodePublicKey;
+    let swtpm = Swtpm::blank();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    tpm.pcr_extend(15, &[5u8; 32]).unwrap();
+    let key = tpm.create_binding_key(&[15]).expect("binding key");
+    let attrs = key.public.object_attributes();
+    assert!(attrs.fixed_tpm() && attrs.fixed_parent() && attrs.decrypt());
+    assert!(
+        !attrs.user_with_auth(),
+        "a password must not stand in for the PCR policy"
+    );
+    assert!(!attrs.sign_encrypt() && !attrs.restricted());
+
+    // A key-management service wraps an image key to the binding key's public part.
+    let pem = tvp_agent::tpm::keys::public_to_pem(&key.public).unwrap();
+    let public = rsa::RsaPublicKey::from_public_key_pem(&pem).unwrap();
+    let image_key = tvp_image::ImageKey::generate();
+    let wrapped = image_key.wrap(&public).unwrap();
+    let unwrapped = tpm.binding_unwrap(&key, &wrapped).expect("unwrap");
+    assert_eq!(&unwrapped[..], image_key.as_bytes());
+
+    // The AK certifies it: the signed statement names this key and carries the nonce.
+    let cert = tpm
+        .certify_binding_key(&key, b"kms-nonce-1")
+        .expect("certify");
+    let bpub = tvp_verifier::tpm::Public::parse_tpm2b(&cert.public_tpm2b).unwrap();
+    let name = bpub.name().unwrap();
+    assert!(cert
+        .attest
+        .windows(name.len())
+        .any(|w| w == name.as_slice()));
+    assert!(cert.attest.windows(11).any(|w| w == b"kms-nonce-1"));
+    let ak = tvp_verifier::AkKey::from_pem(&tpm.identity().ak_public_pem).unwrap();
+    let sig = tvp_verifier::tpm::Signature::parse(&cert.signature).unwrap();
+    ak.verify(&cert.attest, &sig)
+        .expect("AK signature over the certification");
+
+    // The platform changes: the TPM refuses to unwrap.
+    tpm.pcr_extend(15, &[6u8; 32]).unwrap();
+    let e = tpm
+        .binding_unwrap(&key, &wrapped)
+        .expect_err("must refuse after a PCR change");
+    assert!(e.to_string().contains("RSA_Decrypt"), "{e}");
+}

@@ -57,6 +57,12 @@ pub struct Config {
     pub log_level: String,
     /// Log format: `text` for people, `json` for log collectors (one object per line).
     pub log_format: String,
+    /// How often to look for KVM VMs tvpd did not create, in milliseconds; 0 = never.
+    pub kvm_scan_interval_ms: u64,
+    /// The `tvp-vmm` binary; unset = `tvp-vmm` next to `tvpd`.
+    pub vmm_binary: Option<PathBuf>,
+    /// The measured VMs' firmware image.
+    pub firmware: PathBuf,
 }
 
 impl Default for Config {
@@ -79,6 +85,9 @@ impl Default for Config {
             max_connections: 64,
             log_level: "info".into(),
             log_format: "text".into(),
+            kvm_scan_interval_ms: 5000,
+            vmm_binary: None,
+            firmware: PathBuf::from("/usr/local/lib/tvp/firmware.elf"),
         }
     }
 }
@@ -117,7 +126,7 @@ fn parse_handle(s: &str) -> Result<u32, String> {
 /// http://tvp/v1/host`). Settings come from the TOML file given by --config; every key
 /// of that file can also be passed as the flag of the same name, which wins.
 ///
-/// Exit codes: 0 stopped on request; 64 bad command line; 78 bad configuration;
+/// Exit codes: 0 stopped on request; 2 bad command line; 78 bad configuration;
 /// 69 TPM unavailable or provisioning failed; 73 cannot create the socket or state;
 /// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor.
 #[derive(Debug, Parser)]
@@ -188,6 +197,15 @@ pub struct Args {
     /// text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Scan for KVM VMs tvpd did not create every MS milliseconds; 0 = off [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub kvm_scan_interval_ms: Option<u64>,
+    /// The tvp-vmm binary [default: tvp-vmm next to tvpd].
+    #[arg(long, value_name = "PATH")]
+    pub vmm_binary: Option<PathBuf>,
+    /// The measured VMs' firmware image [default: /usr/local/lib/tvp/firmware.elf].
+    #[arg(long, value_name = "PATH")]
+    pub firmware: Option<PathBuf>,
 }
 
 impl Config {
@@ -241,6 +259,11 @@ impl Config {
         set(&mut self.max_connections, &a.max_connections);
         set(&mut self.log_level, &a.log_level);
         set(&mut self.log_format, &a.log_format);
+        set(&mut self.kvm_scan_interval_ms, &a.kvm_scan_interval_ms);
+        if a.vmm_binary.is_some() {
+            self.vmm_binary = a.vmm_binary.clone();
+        }
+        set(&mut self.firmware, &a.firmware);
     }
 
     /// The socket mode as permission bits.
@@ -258,11 +281,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
         self.socket_mode_bits()?;
-        if self.platform_pcr > 23 || crate::tpm::pcr::RESETTABLE_PCRS.contains(&self.platform_pcr) {
+        // 16 and 23 are leased to VMs; 17-22 cannot be extended from locality 0.
+        if self.platform_pcr > 15 {
             return bad(
                 "platform_pcr",
                 format!(
-                    "{} is not usable: choose a non-resettable PCR 0..=23 other than 16 and 23 (default {DEFAULT_PLATFORM_PCR})",
+                    "{} is not usable: choose a PCR 0..=15 (16 and 23 are leased to VMs, 17-22 need locality > 0; default {DEFAULT_PLATFORM_PCR})",
                     self.platform_pcr
                 ),
             );

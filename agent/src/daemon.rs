@@ -13,8 +13,10 @@ use crate::api::server::{serve, Limits};
 use crate::config::{Args, Config};
 use crate::host_log::{HostEventLog, Reconciled};
 use crate::platform;
+use crate::platform_watch::{self, PlatformState};
 use crate::tpm::service::TpmService;
 use crate::tpm::ProvisionConfig;
+use crate::unmanaged_vms::{self, Census};
 
 /// Process exit codes (sysexits.h values, so init systems and scripts can tell them apart).
 pub mod exit {
@@ -89,7 +91,11 @@ pub fn run(args: Args) -> i32 {
     let id = tpm.identity().clone();
     info!(host_id = id.host_id.as_str(), ak_name = hex::encode(&id.ak_name), ek_certificate = id.ek_certificate_der.is_some(), provisioned_now = id.created; "TPM ready");
 
-    let code = match start_and_serve(&cfg, tpm.clone(), policy) {
+    let config_path = args.config.clone().or_else(|| {
+        let p = std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_PATH);
+        p.exists().then_some(p)
+    });
+    let code = match start_and_serve(&cfg, config_path.as_deref(), tpm.clone(), policy) {
         Ok(()) => exit::OK,
         Err(code) => code,
     };
@@ -101,6 +107,7 @@ pub fn run(args: Args) -> i32 {
 
 fn start_and_serve(
     cfg: &Config,
+    config_path: Option<&Path>,
     tpm: crate::tpm::service::TpmClient,
     policy: Arc<AccessPolicy>,
 ) -> Result<(), i32> {
@@ -140,6 +147,17 @@ fn start_and_serve(
         }
     }
     let log = Arc::new(Mutex::new(log));
+    // A lease can only be held by a VM of this process: whatever PCRs 16 and 23 hold now
+    // is a stale lease of an earlier tvpd (crash) and is reset before anything else.
+    tpm.call(|t| {
+        t.pcr_reset(crate::vm::manager::PCR_TUNNEL)?;
+        t.pcr_reset(crate::vm::manager::PCR_VM)
+    })
+    .map_err(|e| {
+        error!("cannot reset the leased PCRs 16 and 23: {e}");
+        exit::UNAVAILABLE
+    })?;
+    info!("PCRs 16 and 23 reset (no lease held)");
 
     let exe = std::env::current_exe().map_err(|e| {
         error!("cannot locate own binary: {e}");
@@ -151,19 +169,74 @@ fn start_and_serve(
                 error!("{e}");
                 exit::CONFIG
             })?;
+    // What must not change while we run: the measured files, and the configuration file.
+    let mut watched = vec![platform_watch::Watched {
+        path: exe.clone(),
+        measured: measurements[1].digest,
+    }];
+    for (path, m) in cfg.platform_artefacts.iter().zip(&measurements[3..]) {
+        watched.push(platform_watch::Watched {
+            path: path.clone(),
+            measured: m.digest,
+        });
+    }
+    if let Some(p) = config_path {
+        if let Ok(d) = platform::hash_file(p) {
+            watched.push(platform_watch::Watched {
+                path: p.to_path_buf(),
+                measured: d,
+            });
+        }
+    }
     platform::extend_all(&tpm, &log, cfg.platform_pcr, measurements).map_err(|e| {
         error!("platform measurement failed: {e}");
         exit::UNAVAILABLE
     })?;
 
+    // The binding key's use is bound to the platform PCR as it is now, after this
+    // start's measurement: a later change of the platform makes it unusable.
+    let pcr = cfg.platform_pcr;
+    let binding_key = tpm
+        .call(move |t| t.create_binding_key(&[pcr]))
+        .map_err(|e| {
+            error!("cannot create the host binding key: {e}");
+            exit::UNAVAILABLE
+        })?;
+    info!(policy_pcr = pcr; "host binding key created");
     let audit = open_audit(cfg, &tpm)?;
     let listener = bind_socket(cfg)?;
+    let platform_state = Arc::new(Mutex::new(PlatformState::default()));
+    if let Err(e) = platform_watch::spawn(watched, platform_state.clone()) {
+        error!(error = e.to_string(); "cannot watch the measured platform files");
+        return Err(exit::SOFTWARE);
+    }
+    let vms = crate::vm::Manager::new(
+        tpm.clone(),
+        crate::vm::ManagerConfig {
+            vmm_binary: cfg
+                .vmm_binary
+                .clone()
+                .unwrap_or_else(crate::vm::manager::default_vmm_binary),
+            firmware: cfg.firmware.clone(),
+            vms_dir: cfg.state_dir.join("vms"),
+            platform_pcr: cfg.platform_pcr,
+        },
+        log.clone(),
+        platform_state.clone(),
+    );
+    let unmanaged = Arc::new(Mutex::new(Census::default()));
     let state = Arc::new(AppState {
         tpm,
         host_log: log,
         platform_pcr: cfg.platform_pcr,
+        unmanaged: unmanaged.clone(),
+        platform: platform_state,
+        binding_key,
+        vms: vms.clone(),
         audit,
     });
+    let vms_for_scan = vms;
+    let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
         max_body: cfg.max_body_bytes,
@@ -179,6 +252,13 @@ fn start_and_serve(
     let socket = cfg.socket.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        if !scan_interval.is_zero() {
+            tokio::spawn(scan_for_unmanaged_vms(
+                unmanaged,
+                vms_for_scan,
+                scan_interval,
+            ));
+        }
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
         serve(listener, state, policy, limits, shutdown_signal()).await;
@@ -240,6 +320,32 @@ fn print_expected_pcrs(cfg: &Config) -> i32 {
         serde_json::json!({"pcrs": {"sha256": {cfg.platform_pcr.to_string(): hex::encode(pcr)}}});
     println!("{expected:#}");
     exit::OK
+}
+
+/// Periodically look for KVM VMs tvpd did not create and log each as it appears and
+/// goes.
+async fn scan_for_unmanaged_vms(
+    census: Arc<Mutex<Census>>,
+    vms: Arc<crate::vm::Manager>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let found = tokio::task::spawn_blocking(|| unmanaged_vms::scan(Path::new("/proc")))
+            .await
+            .unwrap_or_default();
+        let managed = vms.pids();
+        let change =
+            crate::lock(&census).update(&found, &managed, "tvp-vmm", &crate::logging::timestamp());
+        for v in change.appeared {
+            warn!(pid = v.pid, comm = v.comm.as_str(), kind = format!("{:?}", v.kind), vm_fds = v.vm_fds; "unmanaged KVM VM on this host");
+        }
+        for v in change.vanished {
+            info!(pid = v.pid, comm = v.comm.as_str(); "unmanaged KVM VM gone");
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -11,8 +11,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tvp_verifier::eventlog::{extend_sha256, TVP_CONTENT_TYPE};
-use tvp_verifier::{CelDigest, CelRecord, EventContent, EventKind};
+use tvp_verifier::eventlog::extend_sha256;
+use tvp_verifier::{CelRecord, EventKind};
 
 /// File name of the log in the state directory.
 pub const FILE_NAME: &str = "host-event-log.json";
@@ -152,19 +152,7 @@ impl HostEventLog {
         kind: EventKind,
         description: String,
     ) -> Result<CelRecord, HostLogError> {
-        let rec = CelRecord {
-            recnum: self.records.len() as u64,
-            pcr,
-            digests: vec![CelDigest {
-                hash_alg: "sha256".into(),
-                digest: digest.to_vec(),
-            }],
-            content_type: TVP_CONTENT_TYPE.into(),
-            content: EventContent {
-                event_type: kind,
-                description,
-            },
-        };
+        let rec = CelRecord::tvp(self.records.len() as u64, pcr, digest, kind, description);
         self.records.push(rec.clone());
         if let Err(e) = self.persist() {
             self.records.pop();

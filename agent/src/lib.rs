@@ -13,9 +13,13 @@ pub mod ctl;
 pub mod daemon;
 pub mod evidence;
 pub mod host_log;
+pub mod image_release;
 pub mod logging;
 pub mod platform;
+pub mod platform_watch;
 pub mod tpm;
+pub mod unmanaged_vms;
+pub mod vm;
 
 /// Lock a mutex even if a panicking thread poisoned it: every writer in tvpd persists
 /// before it mutates further, so the data is still consistent, and a daemon must not

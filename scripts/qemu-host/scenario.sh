@@ -9,7 +9,8 @@ check kvm-device test -c /dev/kvm
 check tpm-resource-manager test -c /dev/tpmrm0
 
 mkdir -p /var/lib/tvp
-tvpd --tcti device:/dev/tpmrm0 --state-dir /var/lib/tvp --log-level info 2>/tmp/tvpd.log &
+tvpd --tcti device:/dev/tpmrm0 --state-dir /var/lib/tvp --log-level info --firmware /opt/tvp/firmware.elf \
+    --platform-artefacts /usr/local/bin/tvp-vmm,/opt/tvp/firmware.elf 2>/tmp/tvpd.log &
 TVPD=$!
 i=0; while [ $i -lt 300 ] && ! tvpctl host >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
 check tvpd-provisioned-through-tpmrm0 tvpctl host
@@ -23,12 +24,31 @@ sed -n 's/.*"ak_public_pem": "\(.*\)",$/\1/p' /tmp/host.json | sed 's/\\n/\n/g' 
 
 NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 check quote-through-tpmrm0 tvpctl quote --nonce "$NONCE" --pcrs 15,16,23 -o /tmp/evidence.json
-if tvpctl verify --help >/dev/null 2>&1; then
-    check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem
-    mkdir -p /tmp/tpm2
-    tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 >/tmp/checkquote.cmd
-    check quote-verified-by-tpm2_checkquote sh -c "cd /tmp/tpm2 && sh /tmp/checkquote.cmd"
-fi
+check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem
+mkdir -p /tmp/tpm2
+tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
+check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
+# A measured VM on this host's own KVM: lease, PCR 23 through tpmrm0, tunnel, quote, handover.
+cat >/tmp/vm.json <<'VM'
+{"id": "qemu-vm", "vip": "10.0.0.2/24", "mac": "02:00:00:00:00:01", "auth_code": "U-qemu",
+ "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
+ "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n", "memory_mib": 16}
+VM
+tvpctl vm create /tmp/vm.json >/dev/null
+i=0; state=queued
+while [ $i -lt 600 ]; do
+    state=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
+    case $state in destroyed|failed) break ;; esac
+    sleep 0.1; i=$((i+1))
+done
+tvpctl vm show qemu-vm | sed 's/^/  /'
+check measured-vm-attested-and-handed-over test "$state" = destroyed
+tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page 2>/dev/null >/tmp/vm-exp.json
+want=$(grep -o '[0-9a-f]\{64\}' /tmp/vm-exp.json)
+got=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/p')
+check measured-vm-pcr23-as-computed test -n "$want" -a "$want" = "$got"
+grep -q "quote for the lease holder" /tmp/tvpd.log
+check measured-vm-quoted-through-tpmrm0 test $? -eq 0
 # The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
 check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --nonce $NONCE"
 # tpm2-tools through the kernel resource manager while tvpd holds its own connection.

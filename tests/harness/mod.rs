@@ -2,6 +2,7 @@
 //! own tvpd (own socket, own state directory), and kills only the processes it
 //! started, by pid, also when the test fails.
 
+pub mod guests;
 pub mod swtpm;
 pub mod tvpd;
 

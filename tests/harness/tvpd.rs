@@ -42,12 +42,14 @@ impl Tvpd {
     /// The command line: the test's own files, unless the test overrides a flag.
     fn command(&self) -> Command {
         let mut c = Command::new(crate::bin("tvpd"));
-        let defaults: [(&str, &std::ffi::OsStr); 5] = [
+        let nv_index = audit_nv_index(&self.state_dir);
+        let defaults: [(&str, &std::ffi::OsStr); 6] = [
             ("--config", "/dev/null".as_ref()),
             ("--tcti", self.tcti.as_ref()),
             ("--state-dir", self.state_dir.as_os_str()),
             ("--socket", self.socket.as_os_str()),
             ("--log-level", "debug".as_ref()),
+            ("--audit-nv-index", nv_index.as_ref()),
         ];
         for (flag, value) in defaults {
             if !self.extra.iter().any(|e| e == flag) {
@@ -195,4 +197,15 @@ impl Drop for Tvpd {
             let _ = c.wait();
         }
     }
+}
+
+/// The audit anchor's NV index for a state directory: the anchor belongs to one audit
+/// log, so two tvpds with different state directories on one swtpm (as some tests
+/// run them, one after the other) each get their own index; a restart on the same
+/// directory finds its own.
+fn audit_nv_index(state_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_dir.hash(&mut h);
+    format!("{:#010x}", 0x0150_0000 + (h.finish() % 0x1000) as u32)
 }

@@ -30,6 +30,9 @@ pub enum VmmError {
         /// The errno.
         source: kvm_ioctls::Error,
     },
+    /// The TAP device for virtio-net could not be opened.
+    #[error("TAP device {0}")]
+    Tap(String),
     /// Guest memory could not be allocated or written.
     #[error("guest memory: {0}")]
     Memory(String),

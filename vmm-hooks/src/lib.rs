@@ -5,10 +5,12 @@
 //! to `tvpd` over a private channel ([`tvp_vmm_channel`]), serves the attestation
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
-//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`mailbox`], [`channel`],
+//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
+//! [`tap`]), [`mailbox`], [`channel`],
 //! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
 //! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
-//! `vcpu` (the exit union, the kick signal) and `lockdown` (prctl, madvise).
+//! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF) and `lockdown` (prctl,
+//! madvise).
 
 #![cfg_attr(
     not(test),
@@ -24,5 +26,7 @@ pub mod mailbox;
 pub mod measure;
 pub mod memory;
 pub mod shutdown;
+pub mod tap;
 pub mod vcpu;
+pub mod virtio_net;
 pub mod vm;

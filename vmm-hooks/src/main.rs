@@ -57,6 +57,10 @@ enum Cmd {
         /// Do not install the seccomp syscall allowlist (debugging only).
         #[arg(long)]
         no_syscall_filter: bool,
+        /// TAP interface for the VM's virtio-net device (virtio-mmio at 0xd0000000);
+        /// without it the VM has no NIC.
+        #[arg(long)]
+        tap: Option<String>,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             standalone,
             host_timeout_ms,
             no_syscall_filter,
+            tap,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
                 channel,
                 host_timeout: Duration::from_millis(host_timeout_ms),
                 syscall_filter: !no_syscall_filter,
+                tap,
             });
             ExitCode::from(code as u8)
         }

@@ -6,6 +6,7 @@ use crate::devices::{Devices, IoAction};
 use crate::error::VmmError;
 use crate::mailbox::Mailbox;
 use crate::shutdown::Shutdown;
+use crate::virtio_net::VirtioNet;
 use kvm_bindings::{kvm_segment, KVM_EXIT_INTERNAL_ERROR, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct VcpuContext {
     pub milestones: u32,
     /// MMIO accesses seen.
     pub mmio_seen: u32,
+    /// The virtio-net device, if the VM has a NIC.
+    pub net: Option<VirtioNet>,
 }
 
 /// Sets CPUID, segments, control registers and general registers for `state`.
@@ -168,6 +171,16 @@ pub fn run(vcpu: &mut VcpuFd, ctx: &mut VcpuContext) -> VcpuEnd {
                 IoAction::Doorbell => ctx.mailbox.ring(&ctx.mem, &mut ctx.host),
             },
             VcpuExit::IoIn(port, data) => ctx.devices.io_in(port, data),
+            VcpuExit::MmioWrite(addr, data) if VirtioNet::contains(addr) && ctx.net.is_some() => {
+                if let Some(net) = ctx.net.as_mut() {
+                    net.mmio_write(&ctx.mem, addr, data);
+                }
+            }
+            VcpuExit::MmioRead(addr, data) if VirtioNet::contains(addr) && ctx.net.is_some() => {
+                if let Some(net) = ctx.net.as_mut() {
+                    net.mmio_read(&ctx.mem, addr, data);
+                }
+            }
             VcpuExit::MmioWrite(addr, data) => {
                 ctx.mmio_seen = ctx.mmio_seen.saturating_add(1);
                 if ctx.mmio_seen <= MMIO_LOG_LIMIT {

@@ -10,7 +10,9 @@ use crate::mailbox::Mailbox;
 use crate::measure::MeasurementLog;
 use crate::memory::GuestRam;
 use crate::shutdown::{self, Shutdown, StopCause};
+use crate::tap::Tap;
 use crate::vcpu::{self, VcpuContext, VcpuEnd};
+use crate::virtio_net::VirtioNet;
 use kvm_ioctls::{Cap, Kvm};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
@@ -86,6 +88,8 @@ pub struct RunOptions {
     pub host_timeout: Duration,
     /// Install the seccomp allowlist before the vCPU runs (off only for debugging).
     pub syscall_filter: bool,
+    /// TAP interface backing the virtio-net device; `None`: no NIC.
+    pub tap: Option<String>,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -240,6 +244,14 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         )));
     }
     let mem_size = cfg.mem_size();
+    // The NIC's TAP device is opened now: after the lockdown nothing can be opened.
+    let net = match &opts.tap {
+        Some(name) => Some(
+            VirtioNet::new(Box::new(Tap::open(name)?), cfg.mac)
+                .ok_or_else(|| VmmError::Tap(format!("{name}: cannot create the queues")))?,
+        ),
+        None => None,
+    };
     let firmware = read_file(&opts.firmware, FIRMWARE_MAX.min(mem_size))?;
 
     // KVM and memory.
@@ -291,6 +303,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         started,
         milestones: 0,
         mmio_seen: 0,
+        net,
     };
     let (done_tx, done_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<bool>();
@@ -307,6 +320,10 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             } else {
                 VcpuEnd::Stopped
             };
+            if let Some(net) = &ctx.net {
+                let st = net.stats();
+                log::info!(target: "tvp_vmm::virtio_net", "tx_frames={} rx_frames={} dropped={}", st.tx_frames, st.rx_frames, st.dropped);
+            }
             let _ = done_tx.send(end);
             drop(ctx);
         })

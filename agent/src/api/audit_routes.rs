@@ -48,37 +48,18 @@ pub fn valid_vm_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// `GET /v1/vms/{id}/audit`, or `None` if `full` is another path.
-pub fn parse_vm_audit(
-    method: &str,
-    full: &str,
-    body: &[u8],
-) -> Result<Option<ApiRequest>, ApiError> {
-    let path = full.split('?').next().unwrap_or(full);
-    let Some(id) = path
-        .strip_prefix("/v1/vms/")
-        .and_then(|r| r.strip_suffix("/audit"))
-    else {
-        return Ok(None);
-    };
-    if method != "GET" {
-        return Err(ApiError::method_not_allowed(method, path, "GET"));
-    }
-    if !body.is_empty() {
-        return Err(ApiError::invalid_argument(format!(
-            "GET {path} takes no request body"
-        )));
-    }
-    if !valid_vm_id(id) {
+/// `GET /v1/vms/{id}/audit?since=SEQ[&nonce=HEX]` (route and method already checked).
+pub fn vm_audit(id: String, full: &str) -> Result<ApiRequest, ApiError> {
+    if !valid_vm_id(&id) {
         return Err(ApiError::invalid_argument(
             "VM id: 1 to 64 characters of A-Z a-z 0-9 . _ -",
         ));
     }
-    Ok(Some(ApiRequest::GetVmAudit {
-        vm: id.to_string(),
+    Ok(ApiRequest::GetVmAudit {
+        vm: id,
         since: since(full)?,
         nonce: query(full, "nonce").map(nonce).transpose()?,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -87,26 +68,26 @@ mod tests {
 
     #[test]
     fn vm_audit_paths() {
+        use crate::api::request::parse;
         assert_eq!(
-            parse_vm_audit("GET", "/v1/vms/vm-1/audit?since=5&nonce=0a", b"").unwrap(),
-            Some(ApiRequest::GetVmAudit {
+            parse("GET", "/v1/vms/vm-1/audit?since=5&nonce=0a", b"").unwrap(),
+            ApiRequest::GetVmAudit {
                 vm: "vm-1".into(),
                 since: 5,
                 nonce: Some(vec![10])
-            })
+            }
         );
-        assert_eq!(parse_vm_audit("GET", "/v1/host", b"").unwrap(), None);
         assert_eq!(
-            parse_vm_audit("GET", "/v1/vms/a%2f/audit", b"")
-                .unwrap_err()
-                .status,
+            parse("GET", "/v1/vms/a%2f/audit", b"").unwrap_err().status,
             400
         );
         assert_eq!(
-            parse_vm_audit("POST", "/v1/vms/a/audit", b"")
-                .unwrap_err()
-                .status,
+            parse("POST", "/v1/vms/a/audit", b"").unwrap_err().status,
             405
+        );
+        assert_eq!(
+            parse("GET", "/v1/vms/a/audit/x", b"").unwrap_err().status,
+            404
         );
         assert_eq!(since("/v1/audit?since=x").unwrap_err().status, 400);
         assert_eq!(since("/v1/audit").unwrap(), 1);

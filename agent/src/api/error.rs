@@ -111,6 +111,31 @@ impl ApiError {
     }
 }
 
+impl From<crate::vm::VmError> for ApiError {
+    fn from(e: crate::vm::VmError) -> Self {
+        use crate::vm::VmError as V;
+        match e {
+            V::Invalid(_) => ApiError::invalid_argument(e.to_string()),
+            V::Exists(_) => ApiError::new(409, "exists", e.to_string()),
+            V::NotFound(_) => ApiError::new(404, "not_found", e.to_string()),
+            V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
+            V::Spawn(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::image_release::ReleaseError> for ApiError {
+    fn from(e: crate::image_release::ReleaseError) -> Self {
+        use crate::image_release::ReleaseError as R;
+        match e {
+            R::Tpm(t) => t.into(),
+            R::Refused { .. } => ApiError::new(422, "release_refused", e.to_string()),
+            R::Image { .. } => ApiError::new(422, "image_rejected", e.to_string()),
+            R::Service { .. } => ApiError::new(502, "kms_unavailable", e.to_string()),
+        }
+    }
+}
+
 impl From<TpmError> for ApiError {
     fn from(e: TpmError) -> Self {
         match e {

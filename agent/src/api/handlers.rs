@@ -7,9 +7,12 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::request::ApiRequest;
-use super::types::{ActivateCredentialResponse, HostInfo};
+use super::types::{ActivateCredentialResponse, BindingKeyResponse, HostInfo, VerifyImageResponse};
 use crate::host_log::HostEventLog;
+use crate::platform_watch::PlatformState;
+use crate::tpm::binding::BindingKey;
 use crate::tpm::service::TpmClient;
+use crate::unmanaged_vms::Census;
 use crate::{evidence, lock};
 
 /// What the handlers share.
@@ -23,6 +26,14 @@ pub struct AppState {
     pub platform_pcr: u32,
     /// The audit trail and authorization gate.
     pub audit: Arc<crate::audit::Audit>,
+    /// KVM VMs on this host that tvpd did not create.
+    pub unmanaged: Arc<Mutex<Census>>,
+    /// Changes to measured platform files since start.
+    pub platform: Arc<Mutex<PlatformState>>,
+    /// The host binding key, bound to the platform PCR as measured at this start.
+    pub binding_key: BindingKey,
+    /// Measured VMs.
+    pub vms: Arc<crate::vm::Manager>,
 }
 
 /// A successful reply: status and JSON body.
@@ -43,6 +54,7 @@ fn ok<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
 pub fn host_info(state: &AppState) -> HostInfo {
     let id = state.tpm.identity();
     let b64 = base64::engine::general_purpose::STANDARD;
+    let platform_changes = lock(&state.platform).changes();
     HostInfo {
         host_id: id.host_id.clone(),
         ek_public_pem: id.ek_public_pem.clone(),
@@ -56,6 +68,8 @@ pub fn host_info(state: &AppState) -> HostInfo {
         ek_name: hex::encode(&id.ek_name),
         pcr_bank: "sha256".into(),
         platform_pcr: state.platform_pcr,
+        platform_intact: platform_changes.is_empty(),
+        platform_changes,
         version: env!("CARGO_PKG_VERSION").into(),
     }
 }
@@ -75,7 +89,56 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 /// Execute one request.
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
+        ApiRequest::CreateVm(spec) => {
+            let vms = state.vms.clone();
+            let view = tokio::task::spawn_blocking(move || vms.create(*spec))
+                .await
+                .map_err(|e| ApiError::internal(format!("create task: {e}")))??;
+            let mut reply = ok(&view)?;
+            reply.status = 201;
+            Ok(reply)
+        }
+        ApiRequest::ListVms => ok(&state.vms.list()),
+        ApiRequest::GetVm { id } => ok(&state.vms.get(&id)?),
+        ApiRequest::DeleteVm { id } => ok(&state.vms.destroy(&id, "deleted".into())?),
         ApiRequest::GetHost => ok(&host_info(state)),
+        ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
+        ApiRequest::VerifyImage { image, kms_socket } => {
+            let releaser = crate::image_release::Releaser {
+                tpm: state.tpm.clone(),
+                binding_key: state.binding_key.clone(),
+                host_log: state.host_log.clone(),
+                platform_pcr: state.platform_pcr,
+            };
+            let header =
+                tokio::task::spawn_blocking(move || releaser.verify_image(&kms_socket, &image))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("image verification task: {e}")))??;
+            ok(&VerifyImageResponse {
+                key_released: true,
+                image_verified: true,
+                plaintext_len: header.plaintext_len,
+                chunk_count: header.chunk_count,
+                image_digest: hex::encode(header.image_digest),
+            })
+        }
+        ApiRequest::CertifyBindingKey { nonce } => {
+            let key = state.binding_key.clone();
+            let pcrs = key.pcrs.clone();
+            let public_pem = crate::tpm::keys::public_to_pem(&key.public)?;
+            let cert = state
+                .tpm
+                .call_async(move |t| t.certify_binding_key(&key, &nonce))
+                .await?;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            ok(&BindingKeyResponse {
+                public: b64.encode(cert.public_tpm2b),
+                public_pem,
+                policy_pcrs: pcrs,
+                certify_attest: b64.encode(cert.attest),
+                certify_signature: b64.encode(cert.signature),
+            })
+        }
         ApiRequest::GetEventLog => {
             let records = lock(&state.host_log).records().to_vec();
             ok(&records)

@@ -28,30 +28,13 @@ impl AccessPolicy {
     /// Resolve user and group names (or numbers). Unknown names are an error that
     /// names them.
     pub fn resolve(users: &[String], groups: &[String]) -> Result<Self, String> {
-        let mut uids = BTreeSet::from([0u32]);
-        for u in users {
-            let uid = match u.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => User::from_name(u)
-                    .map_err(|e| format!("allowed_users: cannot look up '{u}': {e}"))?
-                    .ok_or_else(|| format!("allowed_users: no such user '{u}'"))?
-                    .uid
-                    .as_raw(),
-            };
-            uids.insert(uid);
-        }
-        let mut gids = BTreeSet::new();
-        for g in groups {
-            let gid = match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => Group::from_name(g)
-                    .map_err(|e| format!("allowed_groups: cannot look up '{g}': {e}"))?
-                    .ok_or_else(|| format!("allowed_groups: no such group '{g}'"))?
-                    .gid
-                    .as_raw(),
-            };
-            gids.insert(gid);
-        }
+        let mut uids = resolve_ids("allowed_users", "user", users, |n| {
+            User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+        })?;
+        uids.insert(0);
+        let gids = resolve_ids("allowed_groups", "group", groups, |n| {
+            Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+        })?;
         Ok(AccessPolicy { uids, gids })
     }
 
@@ -75,6 +58,26 @@ impl AccessPolicy {
             .map(|gs| gs.iter().any(|g| self.gids.contains(&g.as_raw())))
             .unwrap_or(false)
     }
+}
+
+/// Numbers stay numbers; names are looked up once.
+fn resolve_ids(
+    key: &str,
+    what: &str,
+    names: &[String],
+    lookup: impl Fn(&str) -> nix::Result<Option<u32>>,
+) -> Result<BTreeSet<u32>, String> {
+    let mut out = BTreeSet::new();
+    for n in names {
+        let id = match n.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => lookup(n)
+                .map_err(|e| format!("{key}: cannot look up '{n}': {e}"))?
+                .ok_or_else(|| format!("{key}: no such {what} '{n}'"))?,
+        };
+        out.insert(id);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

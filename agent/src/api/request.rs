@@ -5,12 +5,28 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::types::{ActivateCredentialRequest, QuoteRequest};
+use super::types::{
+    ActivateCredentialRequest, BindingKeyRequest, QuoteRequest, VerifyImageRequest,
+};
 use crate::tpm::quote::check_nonce;
 
 /// Every operation the API offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ApiRequest {
+    /// `POST /v1/vms`
+    CreateVm(Box<crate::vm::CreateVmRequest>),
+    /// `GET /v1/vms`
+    ListVms,
+    /// `GET /v1/vms/{id}`
+    GetVm {
+        /// VM id.
+        id: String,
+    },
+    /// `DELETE /v1/vms/{id}`
+    DeleteVm {
+        /// VM id.
+        id: String,
+    },
     /// `GET /v1/host`
     GetHost,
     /// `POST /v1/host/quote`
@@ -22,6 +38,21 @@ pub enum ApiRequest {
     },
     /// `GET /v1/host/event-log`
     GetEventLog,
+    /// `GET /v1/host/unmanaged-vms`
+    GetUnmanagedVms,
+    /// `POST /v1/images/verify`: obtain an encrypted image's key from the tenant's
+    /// key-management service and authenticate the whole image, writing nothing.
+    VerifyImage {
+        /// The encrypted image.
+        image: std::path::PathBuf,
+        /// The key-management service's socket.
+        kms_socket: std::path::PathBuf,
+    },
+    /// `POST /v1/host/binding-key`: the binding key, certified by the AK with this nonce.
+    CertifyBindingKey {
+        /// Qualifying data for TPM2_Certify, 1..=32 bytes.
+        nonce: Vec<u8>,
+    },
     /// `POST /v1/host/activate-credential`
     ActivateCredential {
         /// TPM2B_ID_OBJECT buffer.
@@ -55,9 +86,16 @@ impl ApiRequest {
     pub fn name(&self) -> &'static str {
         match self {
             ApiRequest::GetHost => "get-host",
+            ApiRequest::CreateVm(_) => "create-vm",
+            ApiRequest::ListVms => "list-vms",
+            ApiRequest::GetVm { .. } => "get-vm",
+            ApiRequest::DeleteVm { .. } => "delete-vm",
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
+            ApiRequest::GetUnmanagedVms => "get-unmanaged-vms",
+            ApiRequest::CertifyBindingKey { .. } => "certify-binding-key",
+            ApiRequest::VerifyImage { .. } => "verify-image",
             ApiRequest::GetAudit { .. } => "get-audit",
             ApiRequest::CertifyAuditAnchor { .. } => "certify-audit-anchor",
             ApiRequest::GetVmAudit { .. } => "get-vm-audit",
@@ -69,7 +107,13 @@ impl ApiRequest {
     pub fn vm(&self) -> Option<&str> {
         match self {
             ApiRequest::GetVmAudit { vm, .. } => Some(vm),
-            ApiRequest::GetHost
+            ApiRequest::CreateVm(r) => Some(&r.id),
+            ApiRequest::GetVm { id } | ApiRequest::DeleteVm { id } => Some(id),
+            ApiRequest::ListVms
+            | ApiRequest::GetUnmanagedVms
+            | ApiRequest::CertifyBindingKey { .. }
+            | ApiRequest::VerifyImage { .. }
+            | ApiRequest::GetHost
             | ApiRequest::Quote { .. }
             | ApiRequest::GetEventLog
             | ApiRequest::ActivateCredential { .. }
@@ -85,7 +129,14 @@ impl ApiRequest {
     /// variant must decide.
     pub fn restricted(&self) -> Option<(&str, &'static str, tvp_audit::params::Params)> {
         match self {
-            ApiRequest::GetHost
+            ApiRequest::CreateVm(_)
+            | ApiRequest::ListVms
+            | ApiRequest::GetVm { .. }
+            | ApiRequest::DeleteVm { .. }
+            | ApiRequest::GetUnmanagedVms
+            | ApiRequest::CertifyBindingKey { .. }
+            | ApiRequest::VerifyImage { .. }
+            | ApiRequest::GetHost
             | ApiRequest::Quote { .. }
             | ApiRequest::GetEventLog
             | ApiRequest::ActivateCredential { .. }
@@ -104,12 +155,18 @@ impl ApiRequest {
     }
 }
 
-/// The routes and the methods each allows.
+/// The routes and the methods each allows (`{id}` matches one path segment).
 const ROUTES: &[(&str, &str)] = &[
+    ("/v1/vms", "GET, POST"),
+    ("/v1/vms/{id}", "GET, DELETE"),
+    ("/v1/vms/{id}/audit", "GET"),
     ("/v1/host", "GET"),
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
     ("/v1/host/activate-credential", "POST"),
+    ("/v1/host/unmanaged-vms", "GET"),
+    ("/v1/host/binding-key", "POST"),
+    ("/v1/images/verify", "POST"),
     ("/v1/audit", "GET"),
     ("/v1/audit/anchor", "POST"),
 ];
@@ -118,13 +175,11 @@ const ROUTES: &[(&str, &str)] = &[
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
     let full = path;
     let path = path.split('?').next().unwrap_or(path);
-    if let Some(r) = super::audit_routes::parse_vm_audit(method, full, body)? {
-        return Ok(r);
-    }
-    let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+    let (route, vm_id) = route_of(path);
+    let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == route) else {
         return Err(ApiError::not_found(path));
     };
-    if method != allow {
+    if !allow.split(", ").any(|m| m == method) {
         return Err(ApiError::method_not_allowed(method, path, allow));
     }
     if method == "GET" && !body.is_empty() {
@@ -132,17 +187,39 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
             "GET {path} takes no request body"
         )));
     }
+    if let Some(id) = vm_id {
+        return vm_request(route, method, full, id);
+    }
     match path {
+        "/v1/vms" if method == "GET" => Ok(ApiRequest::ListVms),
+        "/v1/vms" => Ok(ApiRequest::CreateVm(Box::new(json(body)?))),
         "/v1/host" => Ok(ApiRequest::GetHost),
         "/v1/host/event-log" => Ok(ApiRequest::GetEventLog),
+        "/v1/host/unmanaged-vms" => Ok(ApiRequest::GetUnmanagedVms),
+        "/v1/images/verify" => {
+            let r: VerifyImageRequest = json(body)?;
+            for (field, p) in [("image", &r.image), ("kms_socket", &r.kms_socket)] {
+                if !p.is_absolute() {
+                    return Err(ApiError::invalid_argument(format!(
+                        "{field}: '{}' is not an absolute path",
+                        p.display()
+                    )));
+                }
+            }
+            Ok(ApiRequest::VerifyImage {
+                image: r.image,
+                kms_socket: r.kms_socket,
+            })
+        }
+        "/v1/host/binding-key" => {
+            let r: BindingKeyRequest = json(body)?;
+            Ok(ApiRequest::CertifyBindingKey {
+                nonce: nonce_arg(&r.nonce)?,
+            })
+        }
         "/v1/host/quote" => {
             let q: QuoteRequest = json(body)?;
-            let nonce = hex::decode(&q.nonce).map_err(|e| {
-                ApiError::invalid_argument(format!(
-                    "nonce: not hex ({e}); send 1 to 32 bytes as hex"
-                ))
-            })?;
-            check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
+            let nonce = nonce_arg(&q.nonce)?;
             if let Some(p) = &q.pcrs {
                 if p.is_empty() {
                     return Err(ApiError::invalid_argument(
@@ -180,6 +257,41 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
     }
 }
 
+/// The route pattern of `path` (`{id}` standing for a VM id) and that id.
+fn route_of(path: &str) -> (&str, Option<&str>) {
+    let Some(rest) = path.strip_prefix("/v1/vms/") else {
+        return (path, None);
+    };
+    let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    if id.is_empty() {
+        return (path, None);
+    }
+    let route = match sub {
+        "" if !rest.ends_with('/') => "/v1/vms/{id}",
+        "audit" => "/v1/vms/{id}/audit",
+        _ => return (path, None),
+    };
+    (route, Some(id))
+}
+
+/// A request on `/v1/vms/{id}...` whose route and method are known to be valid.
+fn vm_request(route: &str, method: &str, full: &str, id: &str) -> Result<ApiRequest, ApiError> {
+    let id = id.to_string();
+    match (route, method) {
+        ("/v1/vms/{id}/audit", _) => super::audit_routes::vm_audit(id, full),
+        (_, "DELETE") => Ok(ApiRequest::DeleteVm { id }),
+        _ => Ok(ApiRequest::GetVm { id }),
+    }
+}
+
+fn nonce_arg(hex_nonce: &str) -> Result<Vec<u8>, ApiError> {
+    let nonce = hex::decode(hex_nonce).map_err(|e| {
+        ApiError::invalid_argument(format!("nonce: not hex ({e}); send 1 to 32 bytes as hex"))
+    })?;
+    check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
+    Ok(nonce)
+}
+
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.is_empty() {
         return Err(ApiError::invalid_json(
@@ -214,9 +326,32 @@ mod tests {
             ApiRequest::GetHost
         );
         assert_eq!(parse("GET", "/v1/nope", b"").unwrap_err().status, 404);
+        assert_eq!(
+            parse("DELETE", "/v1/vms/vm-1", b"").unwrap(),
+            ApiRequest::DeleteVm { id: "vm-1".into() }
+        );
+        assert_eq!(parse("GET", "/v1/vms/a/b", b"").unwrap_err().status, 404);
         let e = parse("DELETE", "/v1/host", b"").unwrap_err();
         assert_eq!((e.status, e.allow), (405, Some("GET")));
         assert_eq!(parse("GET", "/v1/host", b"{}").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc = include_str!("../../../docs/openapi.yaml");
+        for (path, method) in ROUTES {
+            let at = doc
+                .find(&format!("\n  {path}:\n"))
+                .unwrap_or_else(|| panic!("{path} missing from docs/openapi.yaml"));
+            let section = &doc[at..];
+            let next = section[3..].find("\n  /").map_or(section.len(), |n| n + 3);
+            for m in method.split(", ") {
+                assert!(
+                    section[..next].contains(&format!("    {}:", m.to_lowercase())),
+                    "{m} {path} missing from docs/openapi.yaml"
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct HostInfo {
     pub pcr_bank: String,
     /// The platform PCR.
     pub platform_pcr: u32,
+    /// No measured platform file (tvpd, platform artefacts, configuration file) has
+    /// changed on disk since tvpd measured it at start.
+    pub platform_intact: bool,
+    /// The changes detected, if any.
+    pub platform_changes: Vec<crate::platform_watch::PlatformChange>,
     /// tvpd version.
     pub version: String,
 }
@@ -37,6 +42,56 @@ pub struct QuoteRequest {
     /// PCR indexes to quote (SHA-256 bank); default: the platform PCR.
     #[serde(default)]
     pub pcrs: Option<Vec<u32>>,
+}
+
+/// `POST /v1/host/binding-key`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BindingKeyRequest {
+    /// The key-management service's fresh nonce, hex, 1 to 32 bytes.
+    pub nonce: String,
+}
+
+/// Response of `POST /v1/host/binding-key`: the host binding key and its certification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BindingKeyResponse {
+    /// Marshalled TPM2B_PUBLIC of the binding key, base64.
+    pub public: String,
+    /// The binding key's RSA public key, PEM (wrap image keys to it with RSA-OAEP-SHA-256).
+    pub public_pem: String,
+    /// The PCRs (SHA-256 bank) whose values at creation the key's use policy requires.
+    pub policy_pcrs: Vec<u32>,
+    /// TPMS_ATTEST of TPM2_Certify by the AK over the binding key, base64.
+    pub certify_attest: String,
+    /// TPMT_SIGNATURE of the certification, base64.
+    pub certify_signature: String,
+}
+
+/// `POST /v1/images/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyImageRequest {
+    /// Absolute path of the encrypted image on this host.
+    pub image: std::path::PathBuf,
+    /// Absolute path of the tenant key-management service's Unix socket.
+    pub kms_socket: std::path::PathBuf,
+}
+
+/// Response of `POST /v1/images/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyImageResponse {
+    /// The image key was released to this host and unwrapped by its TPM.
+    pub key_released: bool,
+    /// Every chunk authenticated and the plaintext digest matched.
+    pub image_verified: bool,
+    /// Plaintext length.
+    pub plaintext_len: u64,
+    /// Number of chunks.
+    pub chunk_count: u64,
+    /// SHA-256 of the plaintext, hex.
+    pub image_digest: String,
 }
 
 /// `POST /v1/host/activate-credential`.

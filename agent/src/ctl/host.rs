@@ -78,6 +78,19 @@ pub fn show_host(cli: &Cli) -> i32 {
         println!("tvpd version:   {}", h.version);
         println!("platform PCR:   {} ({})", h.platform_pcr, h.pcr_bank);
         println!("AK name:        {}", h.ak_name);
+        if h.platform_intact {
+            println!("platform:       intact (no measured file changed since start)");
+        } else {
+            for c in &h.platform_changes {
+                println!(
+                    "platform:       CHANGED {} at {} (measured {}, now {})",
+                    c.path,
+                    c.detected_at,
+                    c.measured,
+                    c.current.as_deref().unwrap_or("gone")
+                );
+            }
+        }
         println!(
             "EK certificate: {}",
             if h.ek_certificate_pem.is_some() {

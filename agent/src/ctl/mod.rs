@@ -5,6 +5,9 @@ pub mod audit;
 pub mod client;
 pub mod expected;
 pub mod host;
+pub mod image;
+pub mod verify;
+pub mod vm;
 
 use std::path::PathBuf;
 
@@ -82,6 +85,46 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Verify evidence offline: AK, signature, nonce, PCR digest, event-log replay and
+    /// (with --expect) expected values. Exit 0 only if every check passes; otherwise
+    /// exit 1 naming the failed check.
+    Verify {
+        /// Evidence JSON (from `tvpctl quote` or a boot server).
+        evidence: PathBuf,
+        /// The nonce you sent, hex.
+        #[arg(long)]
+        nonce: String,
+        /// The host's AK public key (PEM) from your inventory.
+        #[arg(long, value_name = "AK.pem")]
+        ak: PathBuf,
+        /// Expected PCR values: {"pcrs":{"sha256":{"15":"<hex>"}}}.
+        #[arg(long, value_name = "PCRS.json")]
+        expect: Option<PathBuf>,
+        /// The host's EK name (hex, from the inventory): require the AK to sit under that EK.
+        #[arg(long, value_name = "HEX")]
+        ek_name: Option<String>,
+    },
+    /// Write the evidence as the files tpm2-tools' `tpm2_checkquote` reads (quote.msg,
+    /// quote.sig, quote.pcrs, ak.pem) and print the command that checks them.
+    #[command(name = "export-tpm2")]
+    ExportTpm2 {
+        /// Evidence JSON.
+        evidence: PathBuf,
+        /// Directory for the files (created).
+        dir: PathBuf,
+        /// Check against this nonce (hex) instead of the evidence's own.
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Use this trusted AK (PEM) instead of the evidence's own.
+        #[arg(long, value_name = "AK.pem")]
+        ak: Option<PathBuf>,
+    },
+    /// Measured VMs: create, list, show, delete.
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
+    /// Encrypted VM images: key-management key pair, encrypt, inspect, decrypt.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Sign a management authorization with the tenant's key (PKCS#8 PEM, Ed25519 or
     /// P-256) and print the token for the X-Tvp-Authorization header.
     Authorize {
@@ -135,6 +178,28 @@ pub fn run(cli: Cli) -> i32 {
         Command::ActivateCredential { mkcred, output } => {
             host::activate_credential(&cli, mkcred, output.as_deref())
         }
+        Command::Verify {
+            evidence,
+            nonce,
+            ak,
+            expect,
+            ek_name,
+        } => verify::run_verify(&verify::VerifyArgs {
+            evidence,
+            nonce,
+            ak,
+            expect: expect.as_deref(),
+            ek_name: ek_name.as_deref(),
+            json: cli.json,
+        }),
+        Command::ExportTpm2 {
+            evidence,
+            dir,
+            nonce,
+            ak,
+        } => verify::run_export(evidence, dir, nonce.as_deref(), ak.as_deref()),
+        Command::Image(cmd) => image::run(cmd, cli.json),
+        Command::Vm(cmd) => vm::run(&cli, cmd),
         Command::ExpectedPcrs {
             firmware,
             config_page,

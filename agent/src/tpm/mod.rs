@@ -5,6 +5,7 @@
 //! goes through that thread: TPM commands are serialized, which is what a lock would
 //! give, without any caller ever holding the context.
 
+pub mod binding;
 pub mod credential;
 pub mod error;
 pub mod hygiene;

@@ -10,9 +10,9 @@ use super::error::{cmd, TpmError};
 use super::pcr::{sha256_selection, PcrValues};
 use super::Tpm;
 
-/// Largest qualifying data (nonce) accepted: TPM2B_DATA for SHA-256 is 32 bytes here
-/// (the TPM allows up to a digest size of its largest hash).
-pub const MAX_NONCE: usize = 32;
+/// Largest qualifying data (nonce) accepted, for the API and for the guest mailbox
+/// alike (one definition, in the ABI shared with the firmware).
+pub const MAX_NONCE: usize = tvp_abi::mailbox::NONCE_MAX;
 
 /// How often a quote is retried when the PCRs change under it.
 const ATTEMPTS: u32 = 5;

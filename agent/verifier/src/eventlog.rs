@@ -51,6 +51,11 @@ pub enum EventKind {
     PlatformConfig,
     /// A marker separating one `tvpd` start from the next within one TPM boot cycle.
     PlatformStart,
+    /// A measured VM's PCR 23 event (firmware, configuration page, boot region, vCPU
+    /// state; docs/pcr-plan.md), extended at the start of its lease.
+    VmMeasurement,
+    /// A measured VM's TLS tunnel measurement, extended into PCR 16.
+    TunnelMeasurement,
 }
 
 /// The `content` of a `"tvp"` record.
@@ -67,6 +72,29 @@ pub struct EventContent {
 pub type EventLog = Vec<CelRecord>;
 
 impl CelRecord {
+    /// A `"tvp"` record with one SHA-256 digest.
+    pub fn tvp(
+        recnum: u64,
+        pcr: u32,
+        digest: [u8; 32],
+        event_type: EventKind,
+        description: String,
+    ) -> Self {
+        CelRecord {
+            recnum,
+            pcr,
+            digests: vec![CelDigest {
+                hash_alg: "sha256".into(),
+                digest: digest.to_vec(),
+            }],
+            content_type: TVP_CONTENT_TYPE.into(),
+            content: EventContent {
+                event_type,
+                description,
+            },
+        }
+    }
+
     /// The SHA-256 digest of this record, if it has one of 32 bytes.
     pub fn sha256(&self) -> Option<[u8; 32]> {
         self.digests

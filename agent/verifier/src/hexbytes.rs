@@ -10,8 +10,8 @@ pub fn ser_hex<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 /// Deserialize bytes from hex (either case).
 pub fn de_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    let s = <&str>::deserialize(d)?;
-    hex::decode(s).map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))
+    let s = String::deserialize(d)?;
+    hex::decode(&s).map_err(|e| serde::de::Error::custom(format!("invalid hex: {e}")))
 }
 
 /// Serialize bytes as standard base64 (with padding).
@@ -21,8 +21,29 @@ pub fn ser_b64<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 /// Deserialize bytes from standard base64 (with padding).
 pub fn de_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-    let s = <&str>::deserialize(d)?;
+    let s = String::deserialize(d)?;
     base64::engine::general_purpose::STANDARD
-        .decode(s)
+        .decode(&s)
         .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "super::de_hex")]
+        h: Vec<u8>,
+        #[serde(deserialize_with = "super::de_b64")]
+        b: Vec<u8>,
+    }
+
+    #[test]
+    fn owned_and_borrowed_strings_both_parse() {
+        let text = r#"{"h":"0aff","b":"AQI="}"#;
+        let borrowed: T = serde_json::from_str(text).unwrap();
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let owned: T = serde_json::from_value(value).unwrap();
+        assert_eq!((borrowed.h, borrowed.b), (vec![10, 255], vec![1, 2]));
+        assert_eq!((owned.h, owned.b), (vec![10, 255], vec![1, 2]));
+    }
 }

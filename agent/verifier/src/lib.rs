@@ -3,10 +3,21 @@
 //! no TPM and no C library, so tenants' boot servers and `tvpctl` can use it anywhere.
 //!
 //! The formats are specified in `docs/evidence.md`; this crate is their one definition.
+//!
+//! - [`tpm`]: bounded parsers for the TPM 2.0 structures in a quote, TPM names.
+//! - [`verify()`]: the verifier; each step is a named [`Check`].
+//! - [`replay`]: event log replay (also for computing expected PCR values).
+//! - [`tpm2_tools`]: export evidence for an independent check with `tpm2_checkquote`.
 
 pub mod eventlog;
 pub mod evidence;
 pub mod hexbytes;
+pub mod replay;
+pub mod tpm;
+pub mod tpm2_tools;
+pub mod verify;
 
 pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};
 pub use evidence::{Evidence, ExpectedPcrs, HexDigest, PcrBank, QuoteBlobs, EVIDENCE_VERSION};
+pub use replay::{replay_sha256, ReplayError, ReplayedPcrs};
+pub use verify::{verify, verify_json, AkKey, Check, VerifiedEvidence, VerifyError, VerifyOptions};

@@ -37,6 +37,11 @@ pub const CONFIG_PAGE_GPA: u64 = 0x10000;
 pub const MAILBOX_GPA: u64 = 0x20000;
 /// Size of the attestation mailbox.
 pub const MAILBOX_SIZE: usize = 0x10000;
+/// Guest-physical address of the virtio-net device's virtio-mmio (version 2)
+/// registers, above the largest RAM and below 4 GiB (`docs/vmm-boot.md`).
+pub const VIRTIO_NET_MMIO_GPA: u64 = 0xd000_0000;
+/// Size of a virtio-mmio register window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Lowest address a firmware ELF segment may be loaded at.
 pub const FIRMWARE_MIN_GPA: u64 = 0x10_0000;
 /// Smallest VM memory size, in MiB.

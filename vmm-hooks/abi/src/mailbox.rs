@@ -41,8 +41,9 @@ pub const RESPONSE_PAYLOAD_MAX: usize = MAILBOX_SIZE - RESPONSE_OFFSET - RESPONS
 pub const DIGEST_LEN: usize = 32;
 /// Shortest quote nonce.
 pub const NONCE_MIN: usize = 8;
-/// Longest quote nonce (a TPM2B_DATA qualifying-data limit).
-pub const NONCE_MAX: usize = 64;
+/// Longest quote nonce: the same limit tvpd applies to every quote (qualifying data
+/// of at most a SHA-256 digest).
+pub const NONCE_MAX: usize = 32;
 /// Size of the GET_VERSION response payload.
 pub const VERSION_RESPONSE_LEN: usize = 16;
 
@@ -105,6 +106,29 @@ pub enum Status {
     PlatformUnavailable = 10,
     /// Too many requests of this kind.
     RateLimited = 11,
+}
+
+impl Status {
+    /// The status with this number, if any.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        use Status::*;
+        [
+            Ok,
+            BadMagic,
+            BadVersion,
+            UnknownCommand,
+            BadLength,
+            BadField,
+            OutOfOrder,
+            Closed,
+            ResponseTooLarge,
+            PlatformRefused,
+            PlatformUnavailable,
+            RateLimited,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
 }
 
 /// A parsed request; borrows the platform's private copy of the request block.
@@ -217,6 +241,40 @@ pub fn encode_response_header(
     h
 }
 
+/// A response header as the guest reads it back (see [`encode_response_header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// Command echoed (0 if the request header was unparsable or the mailbox closed).
+    pub command: u16,
+    /// Raw status; [`Status::from_u32`] names it.
+    pub status: u32,
+    /// Payload length, at most [`RESPONSE_PAYLOAD_MAX`].
+    pub payload_len: u32,
+    /// Doorbell count.
+    pub sequence: u32,
+    /// The platform's refusal code, or the evidence size for `RESPONSE_TOO_LARGE`.
+    pub detail: u32,
+}
+
+/// Parses a response header (for the firmware). `None` if the magic or version is
+/// wrong or the payload length exceeds [`RESPONSE_PAYLOAD_MAX`].
+pub fn parse_response_header(h: &[u8; RESPONSE_HEADER_LEN]) -> Option<ResponseHeader> {
+    if h[0..4] != RESPONSE_MAGIC || rd_u16(h, 4) != MAILBOX_ABI_VERSION {
+        return None;
+    }
+    let payload_len = rd_u32(h, 12);
+    if payload_len as usize > RESPONSE_PAYLOAD_MAX {
+        return None;
+    }
+    Some(ResponseHeader {
+        command: rd_u16(h, 6),
+        status: rd_u32(h, 8),
+        payload_len,
+        sequence: rd_u32(h, 16),
+        detail: rd_u32(h, 20),
+    })
+}
+
 /// The GET_VERSION response payload: `abi_version u16 | reserved u16 | request_max u32 |
 /// response_payload_max u32 | reserved u32`.
 pub fn version_payload() -> [u8; VERSION_RESPONSE_LEN] {
@@ -257,12 +315,31 @@ mod tests {
     }
 
     #[test]
+    fn response_header_roundtrips() {
+        let h = encode_response_header(3, Status::PlatformRefused, 12, 7, 99);
+        let r = parse_response_header(&h).unwrap();
+        assert_eq!(
+            (r.command, r.payload_len, r.sequence, r.detail),
+            (3, 12, 7, 99)
+        );
+        assert_eq!(Status::from_u32(r.status), Some(Status::PlatformRefused));
+        let mut bad = h;
+        bad[0] = b'X';
+        assert_eq!(parse_response_header(&bad), None);
+        let big = encode_response_header(3, Status::Ok, RESPONSE_PAYLOAD_MAX as u32 + 1, 1, 0);
+        assert_eq!(parse_response_header(&big), None);
+        assert_eq!(Status::from_u32(12), None);
+    }
+
+    #[test]
     fn rejects_malformed() {
         let st = |b: &[u8; REQUEST_MAX]| parse_request(b).unwrap_err().status;
         assert_eq!(st(&[0; REQUEST_MAX]), Status::BadMagic);
         assert_eq!(st(&block(9, &[])), Status::UnknownCommand);
         assert_eq!(st(&block(2, &[0; 31])), Status::BadLength);
-        assert_eq!(st(&block(3, &[0; 65])), Status::BadLength);
+        assert_eq!(st(&block(3, &[0; 33])), Status::BadLength);
+        assert_eq!(st(&block(3, &[0; 7])), Status::BadLength);
+        assert!(parse_request(&block(3, &[0; 32])).is_ok());
         assert_eq!(st(&block(1, &[0])), Status::BadLength);
         let mut b = block(1, &[]);
         b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());

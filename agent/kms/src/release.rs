@@ -1,0 +1,209 @@
+//! The release decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rand::RngCore;
+use rsa::RsaPrivateKey;
+use tvp_image::header::FIXED_LEN;
+use tvp_image::stream::read_header;
+use tvp_image::ImageKey;
+use tvp_verifier::verify::binding::{pcr_policy_digest, verify_binding_key};
+use tvp_verifier::{verify, AkKey, ExpectedPcrs, HexDigest, VerifyOptions};
+
+use crate::inventory::Inventory;
+use crate::protocol::{Request, Response};
+
+/// How long an issued nonce stays valid.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(120);
+/// Most outstanding nonces (older ones are dropped first).
+pub const MAX_NONCES: usize = 4096;
+
+/// A refusal: the check that failed and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{check}: {reason}")]
+pub struct Refusal {
+    /// `nonce`, `inventory`, `evidence:<check>`, `binding-key`, `image`.
+    pub check: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn refuse(check: impl Into<String>, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        check: check.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The service state.
+pub struct Kms {
+    key: RsaPrivateKey,
+    key_id: [u8; 32],
+    inventory: Inventory,
+    nonces: Mutex<HashMap<Vec<u8>, Instant>>,
+}
+
+impl Kms {
+    /// A service with this private key and inventory.
+    pub fn new(key: RsaPrivateKey, inventory: Inventory) -> Self {
+        let key_id = tvp_image::key::key_id(&key.to_public_key());
+        Kms {
+            key,
+            key_id,
+            inventory,
+            nonces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Nonce => Response::Nonce {
+                nonce: hex::encode(self.issue_nonce()),
+            },
+            Request::Release {
+                nonce,
+                host_id,
+                evidence,
+                binding_public,
+                binding_certify_attest,
+                binding_certify_signature,
+                image_header,
+            } => match self.release(
+                &nonce,
+                &host_id,
+                &evidence,
+                [
+                    &binding_public,
+                    &binding_certify_attest,
+                    &binding_certify_signature,
+                ],
+                &image_header,
+            ) {
+                Ok(w) => Response::Released {
+                    wrapped_key: base64::engine::general_purpose::STANDARD.encode(w),
+                },
+                Err(r) => Response::Refused {
+                    check: r.check,
+                    reason: r.reason,
+                },
+            },
+        }
+    }
+
+    fn issue_nonce(&self) -> Vec<u8> {
+        let mut n = vec![0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut n);
+        let mut map = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, t| t.elapsed() < NONCE_LIFETIME);
+        if map.len() >= MAX_NONCES {
+            if let Some(oldest) = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(n.clone(), Instant::now());
+        n
+    }
+
+    /// Consume a nonce: valid only once and only within its lifetime.
+    fn take_nonce(&self, n: &[u8]) -> Result<(), Refusal> {
+        let mut map = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        match map.remove(n) {
+            Some(t) if t.elapsed() < NONCE_LIFETIME => Ok(()),
+            Some(_) => Err(refuse("nonce", "nonce expired")),
+            None => Err(refuse(
+                "nonce",
+                "nonce was not issued by this service or was already used",
+            )),
+        }
+    }
+
+    fn release(
+        &self,
+        nonce_hex: &str,
+        host_id: &str,
+        evidence: &serde_json::Value,
+        binding: [&str; 3],
+        image_header: &str,
+    ) -> Result<Vec<u8>, Refusal> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let nonce = hex::decode(nonce_hex).map_err(|e| refuse("nonce", format!("not hex: {e}")))?;
+        self.take_nonce(&nonce)?;
+        let host = self.inventory.host(host_id).ok_or_else(|| {
+            refuse(
+                "inventory",
+                format!("host {host_id} is not in the inventory"),
+            )
+        })?;
+        let ak = AkKey::from_pem(&host.ak_public_pem)
+            .map_err(|e| refuse("inventory", format!("inventory AK of {host_id}: {e}")))?;
+        let mut values = BTreeMap::new();
+        for (i, v) in &host.platform_pcrs {
+            let d: [u8; 32] = hex::decode(v)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    refuse(
+                        "inventory",
+                        format!("PCR {i} of {host_id} is not 32 bytes of hex"),
+                    )
+                })?;
+            values.insert(*i, d);
+        }
+        let expected = ExpectedPcrs {
+            pcrs: BTreeMap::from([(
+                "sha256".to_string(),
+                values
+                    .iter()
+                    .map(|(i, v)| (*i, HexDigest(v.to_vec())))
+                    .collect(),
+            )]),
+        };
+        let mut opts = VerifyOptions::new(nonce.clone(), ak.clone()).with_expected(expected);
+        if let Some(ek) = &host.ek_name {
+            let ek = hex::decode(ek).map_err(|e| refuse("inventory", format!("ek_name: {e}")))?;
+            opts = opts
+                .with_ek_name(&ek)
+                .ok_or_else(|| refuse("inventory", "ek_name has an unsupported algorithm"))?;
+        }
+        let evidence: tvp_verifier::Evidence = serde_json::from_value(evidence.clone())
+            .map_err(|e| refuse("evidence:format", format!("evidence JSON: {e}")))?;
+        verify(&evidence, &opts)
+            .map_err(|e| refuse(format!("evidence:{}", e.check().name()), e.to_string()))?;
+        let dec = |what: &str, s: &str| {
+            b64.decode(s)
+                .map_err(|e| refuse("binding-key", format!("{what}: not base64: {e}")))
+        };
+        let host_key = verify_binding_key(
+            &dec("public", binding[0])?,
+            &dec("certification", binding[1])?,
+            &dec("signature", binding[2])?,
+            &ak,
+            &nonce,
+            &pcr_policy_digest(&values),
+        )
+        .map_err(|e| refuse("binding-key", e.to_string()))?;
+        let header_bytes = b64
+            .decode(image_header)
+            .map_err(|e| refuse("image", format!("header: not base64: {e}")))?;
+        if header_bytes.len() < FIXED_LEN {
+            return Err(refuse("image", "header truncated"));
+        }
+        let header = read_header(&mut header_bytes.as_slice())
+            .map_err(|e| refuse("image", e.to_string()))?;
+        if header.key_id != self.key_id {
+            return Err(refuse(
+                "image",
+                "the image key is wrapped to another key-management key",
+            ));
+        }
+        let image_key = ImageKey::unwrap(&header.wrapped_key, &self.key)
+            .map_err(|e| refuse("image", e.to_string()))?;
+        image_key
+            .wrap(&host_key)
+            .map_err(|e| refuse("binding-key", e.to_string()))
+    }
+}

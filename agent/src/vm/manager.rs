@@ -1,0 +1,759 @@
+//! The VM manager: one `tvp-vmm` per measured VM, a reader and a supervisor thread per
+//! VM, and the PCR lease (`lease.rs`) that lets exactly one VM at a time have its
+//! firmware and tunnel measured into PCRs 23 and 16 and be quoted.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use rand::RngCore;
+use tvp_verifier::{CelRecord, EventKind};
+use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessage};
+
+use super::lease::Lease;
+use super::spec::CreateVmRequest;
+use super::state::{MeasurementView, VmState, VmView};
+use crate::host_log::HostEventLog;
+use crate::lock;
+use crate::logging::timestamp;
+use crate::platform_watch::PlatformState;
+use crate::tpm::service::TpmClient;
+
+/// PCR holding the leased VM's firmware and configuration.
+pub const PCR_VM: u32 = 23;
+/// PCR holding the leased VM's tunnel measurement.
+pub const PCR_TUNNEL: u32 = 16;
+/// Refusal codes sent to the guest (mailbox `detail`).
+pub mod refusal {
+    /// The VM does not hold the PCR lease.
+    pub const NOT_LEASE_HOLDER: u32 = 1;
+    /// The request is out of order for tvpd (e.g. quote before the tunnel).
+    pub const OUT_OF_ORDER: u32 = 2;
+    /// The TPM failed.
+    pub const TPM_FAILED: u32 = 3;
+}
+const MAX_MEASUREMENTS: usize = 16;
+/// The channel descriptor number in the child.
+const CHILD_CHANNEL_FD: i32 = 3;
+
+/// Where the manager finds what it runs.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The `tvp-vmm` binary.
+    pub vmm_binary: PathBuf,
+    /// The measured VMs' firmware image.
+    pub firmware: PathBuf,
+    /// Directory for per-VM files (configuration page, console log, VMM log).
+    pub vms_dir: PathBuf,
+    /// The platform PCR (quoted with 16 and 23).
+    pub platform_pcr: u32,
+}
+
+/// Errors of VM operations, mapped to API statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The request is invalid; names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// A VM with this id exists.
+    #[error("a VM with id '{0}' exists; delete it first or choose another id")]
+    Exists(String),
+    /// No such VM.
+    #[error("no VM with id '{0}'")]
+    NotFound(String),
+    /// The platform refuses new measured VMs.
+    #[error("{0}")]
+    Refused(String),
+    /// Starting the VMM failed.
+    #[error("cannot start the VM: {0}")]
+    Spawn(String),
+}
+
+enum Event {
+    Vmm(VmmMessage),
+    ChannelClosed(String),
+    LeaseGranted,
+    Deadline,
+    Destroy(String),
+}
+
+struct Vm {
+    state: VmState,
+    reason: Option<String>,
+    created_at: String,
+    updated_at: String,
+    history: Vec<(String, VmState)>,
+    pid: Option<u32>,
+    measurements: Vec<MeasurementView>,
+    digests: Vec<[u8; 32]>,
+    reported_pcr23: Option<[u8; 32]>,
+    pcr23: Option<[u8; 32]>,
+    tunnel: bool,
+    /// The lease was granted (possibly before the measurements arrived).
+    lease_granted: bool,
+    /// All measurements arrived.
+    measured: bool,
+    lease_log: Vec<CelRecord>,
+    deadline: String,
+    tx: Sender<Event>,
+    page: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Inner {
+    vms: BTreeMap<String, Vm>,
+    lease: Lease,
+}
+
+/// The VM manager.
+pub struct Manager {
+    inner: Mutex<Inner>,
+    tpm: TpmClient,
+    cfg: ManagerConfig,
+    host_log: Arc<Mutex<HostEventLog>>,
+    platform: Arc<Mutex<PlatformState>>,
+}
+
+impl Manager {
+    /// A manager with no VMs.
+    pub fn new(
+        tpm: TpmClient,
+        cfg: ManagerConfig,
+        host_log: Arc<Mutex<HostEventLog>>,
+        platform: Arc<Mutex<PlatformState>>,
+    ) -> Arc<Self> {
+        Arc::new(Manager {
+            inner: Mutex::new(Inner::default()),
+            tpm,
+            cfg,
+            host_log,
+            platform,
+        })
+    }
+
+    fn view(inner: &Inner, id: &str, vm: &Vm) -> VmView {
+        VmView {
+            id: id.to_string(),
+            state: vm.state,
+            reason: vm.reason.clone(),
+            created_at: vm.created_at.clone(),
+            updated_at: vm.updated_at.clone(),
+            history: vm.history.clone(),
+            lease_position: inner.lease.position(id),
+            pid: vm.pid,
+            measurements: vm.measurements.clone(),
+            pcr23: vm.pcr23.map(hex::encode),
+            deadline: vm.deadline.clone(),
+        }
+    }
+
+    /// Process ids of the VMMs this manager supervises.
+    pub fn pids(&self) -> std::collections::BTreeSet<i32> {
+        lock(&self.inner)
+            .vms
+            .values()
+            .filter_map(|v| v.pid.map(|p| p as i32))
+            .collect()
+    }
+
+    /// All VMs.
+    pub fn list(&self) -> Vec<VmView> {
+        let inner = lock(&self.inner);
+        inner
+            .vms
+            .iter()
+            .map(|(id, vm)| Self::view(&inner, id, vm))
+            .collect()
+    }
+
+    /// One VM.
+    pub fn get(&self, id: &str) -> Result<VmView, VmError> {
+        let inner = lock(&self.inner);
+        inner
+            .vms
+            .get(id)
+            .map(|vm| Self::view(&inner, id, vm))
+            .ok_or_else(|| VmError::NotFound(id.to_string()))
+    }
+
+    /// Destroy a VM (asynchronously: the supervisor stops the VMM and ends the lease).
+    pub fn destroy(&self, id: &str, reason: String) -> Result<VmView, VmError> {
+        let inner = lock(&self.inner);
+        let vm = inner
+            .vms
+            .get(id)
+            .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+        if !vm.state.is_final() {
+            let _ = vm.tx.send(Event::Destroy(reason));
+        }
+        Ok(Self::view(&inner, id, vm))
+    }
+
+    fn set_state(&self, id: &str, state: VmState, reason: Option<String>) {
+        let mut inner = lock(&self.inner);
+        if let Some(vm) = inner.vms.get_mut(id) {
+            if vm.state.is_final() || vm.state == state {
+                return;
+            }
+            let now = timestamp();
+            info!(vm = id, from = format!("{:?}", vm.state), to = format!("{state:?}"), reason = reason.as_deref().unwrap_or(""); "VM state change");
+            vm.state = state;
+            vm.updated_at = now.clone();
+            vm.history.push((now, state));
+            if reason.is_some() {
+                vm.reason = reason;
+            }
+        }
+    }
+
+    /// Create a measured VM: validate, write its configuration page, start its VMM,
+    /// and queue it for the lease.
+    pub fn create(self: &Arc<Self>, req: CreateVmRequest) -> Result<VmView, VmError> {
+        let spec = req.validate().map_err(VmError::Invalid)?;
+        let id = spec.request.id.clone();
+        {
+            let p = lock(&self.platform);
+            for f in [&self.cfg.firmware, &self.cfg.vmm_binary] {
+                if p.changed(f) {
+                    return Err(VmError::Refused(format!(
+                        "{} changed since tvpd measured it; restart tvpd to measure the new platform",
+                        f.display()
+                    )));
+                }
+            }
+        }
+        if lock(&self.inner).vms.contains_key(&id) {
+            return Err(VmError::Exists(id));
+        }
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let page = spec.page(now_secs, seed).map_err(VmError::Invalid)?;
+        let dir = self.cfg.vms_dir.join(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
+        let page_path = dir.join("config.page");
+        std::fs::write(&page_path, page)
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", page_path.display())))?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Spawn(e.to_string()))?;
+        let vmm_log = std::fs::File::create(dir.join("vmm.log"))
+            .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let mut cmd = Command::new(&self.cfg.vmm_binary);
+        cmd.args(["run", "--vm-id", &id, "--firmware"])
+            .arg(&self.cfg.firmware)
+            .arg("--config-page")
+            .arg(&page_path)
+            .arg("--console-log")
+            .arg(dir.join("console.log"))
+            .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(vmm_log);
+        let raw = theirs.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // dup2, fcntl and close, which are async-signal-safe. It makes the channel end
+        // the child's descriptor 3 without close-on-exec and closes every other
+        // descriptor above 2, so the VMM inherits nothing of tvpd's (not its TPM
+        // connection, not other VMs' channels).
+        unsafe {
+            cmd.pre_exec(move || {
+                if raw == CHILD_CHANNEL_FD {
+                    let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
+                    nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
+                } else if nix::libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if nix::libc::syscall(
+                    nix::libc::SYS_close_range,
+                    CHILD_CHANNEL_FD + 1,
+                    u32::MAX,
+                    0,
+                ) != 0
+                {
+                    for fd in CHILD_CHANNEL_FD + 1..4096 {
+                        nix::libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
+        drop(theirs);
+        let (tx, rx) = mpsc::channel();
+        let now = timestamp();
+        let deadline_at = std::time::SystemTime::now() + spec.deadline;
+        let deadline = crate::logging::rfc3339(deadline_at);
+        let vm = Vm {
+            state: VmState::Queued,
+            reason: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            history: vec![(now, VmState::Queued)],
+            pid: Some(child.id()),
+            measurements: Vec::new(),
+            digests: Vec::new(),
+            reported_pcr23: None,
+            pcr23: None,
+            tunnel: false,
+            lease_granted: false,
+            measured: false,
+            lease_log: Vec::new(),
+            deadline,
+            tx: tx.clone(),
+            page: page.to_vec(),
+        };
+        {
+            // The lease queue is FIFO in the order VMs were created.
+            let mut inner = lock(&self.inner);
+            inner.vms.insert(id.clone(), vm);
+            if inner.lease.request(&id) {
+                let _ = tx.send(Event::LeaseGranted);
+            }
+        }
+        info!(vm = id.as_str(), pid = child.id(); "measured VM created");
+        let reader = ours
+            .try_clone()
+            .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let rtx = tx.clone();
+        std::thread::spawn(move || read_loop(reader, rtx));
+        let dtx = tx;
+        let wait = spec.deadline;
+        std::thread::spawn(move || {
+            std::thread::sleep(wait);
+            let _ = dtx.send(Event::Deadline);
+        });
+        let me = self.clone();
+        let sid = id.clone();
+        std::thread::spawn(move || me.supervise(&sid, rx, ours, child));
+        self.get(&id)
+    }
+
+    fn send(&self, id: &str, w: &mut UnixStream, msg: &HostMessage) {
+        if let Err(e) = write_frame(w, msg) {
+            warn!(vm = id, error = e.to_string(); "cannot write to the VMM channel");
+        }
+    }
+
+    /// Refuse (and log) a mailbox request from a VM that does not hold the lease;
+    /// returns true if it was refused.
+    fn refuse_unless_holder(
+        &self,
+        id: &str,
+        w: &mut UnixStream,
+        request_id: u64,
+        what: &str,
+    ) -> bool {
+        if lock(&self.inner).lease.holds(id) {
+            return false;
+        }
+        warn!(vm = id, request = what; "mailbox request refused: VM does not hold the PCR lease");
+        let msg = refused(
+            request_id,
+            refusal::NOT_LEASE_HOLDER,
+            "not the lease holder",
+        );
+        self.send(id, w, &msg);
+        true
+    }
+
+    /// Reset PCRs 16 and 23 and pass the lease on, if `id` held it; else leave the queue.
+    fn end_lease(&self, id: &str) {
+        let mut inner = lock(&self.inner);
+        if inner.lease.holds(id) {
+            if let Err(e) = self.tpm.call(|t| {
+                t.pcr_reset(PCR_TUNNEL)?;
+                t.pcr_reset(PCR_VM)
+            }) {
+                warn!(vm = id, error = e.to_string(); "cannot reset the leased PCRs");
+            }
+            info!(vm = id; "PCR lease released; PCRs 16 and 23 reset");
+            if let Some(next) = inner.lease.release(id) {
+                if let Some(vm) = inner.vms.get(&next) {
+                    let _ = vm.tx.send(Event::LeaseGranted);
+                }
+            }
+        } else {
+            inner.lease.release(id);
+        }
+    }
+
+    fn begin_lease(&self, id: &str, w: &mut UnixStream) -> Result<(), String> {
+        self.set_state(id, VmState::Measuring, None);
+        let (digests, reported, page) = {
+            let inner = lock(&self.inner);
+            let vm = inner.vms.get(id).ok_or("VM vanished")?;
+            (vm.digests.clone(), vm.reported_pcr23, vm.page.clone())
+        };
+        let firmware = std::fs::read(&self.cfg.firmware)
+            .map_err(|e| format!("cannot read firmware {}: {e}", self.cfg.firmware.display()))?;
+        let expected = tvp_abi::measure::expected_pcr23(&firmware, &page)
+            .map_err(|e| format!("cannot compute the expected PCR 23: {e}"))?;
+        let d = digests.clone();
+        let pcr23 = self
+            .tpm
+            .call(move |t| {
+                t.pcr_reset(PCR_TUNNEL)?;
+                t.pcr_reset(PCR_VM)?;
+                for digest in &d {
+                    t.pcr_extend(PCR_VM, digest)?;
+                }
+                Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied())
+            })
+            .map_err(|e| format!("TPM: {e}"))?
+            .ok_or("PCR 23 not returned")?;
+        if Some(pcr23) != reported || pcr23 != expected {
+            return Err(format!(
+                "measurement mismatch: PCR 23 {} reported {} expected {}",
+                hex::encode(pcr23),
+                reported.map(hex::encode).unwrap_or_default(),
+                hex::encode(expected)
+            ));
+        }
+        {
+            let mut inner = lock(&self.inner);
+            if let Some(vm) = inner.vms.get_mut(id) {
+                vm.pcr23 = Some(pcr23);
+                vm.lease_log = vm
+                    .measurements
+                    .iter()
+                    .zip(&digests)
+                    .map(|(m, d)| {
+                        record(
+                            PCR_VM,
+                            *d,
+                            EventKind::VmMeasurement,
+                            format!("{id}: {} {}", m.event_type, m.description),
+                        )
+                    })
+                    .collect();
+            }
+        }
+        self.send(id, w, &HostMessage::Start);
+        self.set_state(id, VmState::Attesting, None);
+        Ok(())
+    }
+
+    /// Lease held and measurements in: extend them, or abort the VM.
+    fn start_measured(&self, id: &str, w: &mut UnixStream) {
+        if let Err(reason) = self.begin_lease(id, w) {
+            warn!(vm = id, reason = reason.as_str(); "measurement refused");
+            self.send(
+                id,
+                w,
+                &HostMessage::Abort {
+                    reason: reason.clone(),
+                },
+            );
+            self.set_state(id, VmState::Failed, Some(reason));
+            self.end_lease(id);
+        }
+    }
+
+    fn evidence(&self, id: &str, nonce: Vec<u8>) -> Result<Vec<u8>, String> {
+        let pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
+        let log = self.host_log.clone();
+        let platform = self.cfg.platform_pcr;
+        let n = nonce.clone();
+        let (quote, mut records) = self
+            .tpm
+            .call(move |t| {
+                let q = t.quote(&n, &pcrs)?;
+                Ok((q, lock(&log).records_for(&[platform])))
+            })
+            .map_err(|e| format!("TPM: {e}"))?;
+        if let Some(vm) = lock(&self.inner).vms.get(id) {
+            records.extend(vm.lease_log.iter().cloned());
+        }
+        for (i, r) in records.iter_mut().enumerate() {
+            r.recnum = i as u64;
+        }
+        let ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        serde_json::to_vec(&ev).map_err(|e| e.to_string())
+    }
+
+    fn supervise(&self, id: &str, rx: Receiver<Event>, mut w: UnixStream, mut child: Child) {
+        for ev in rx {
+            match ev {
+                Event::Vmm(msg) => {
+                    if self.on_message(id, msg, &mut w) {
+                        break;
+                    }
+                }
+                Event::LeaseGranted => {
+                    let ready = {
+                        let mut inner = lock(&self.inner);
+                        inner.vms.get_mut(id).map(|vm| {
+                            vm.lease_granted = true;
+                            vm.measured && !vm.state.is_final()
+                        })
+                    };
+                    if ready == Some(true) {
+                        self.start_measured(id, &mut w);
+                    }
+                }
+                Event::Deadline => {
+                    let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
+                    if matches!(
+                        state,
+                        VmState::Queued | VmState::Measuring | VmState::Attesting
+                    ) {
+                        warn!(vm = id; "attestation deadline passed: destroying the VM");
+                        self.send(id, &mut w, &HostMessage::Stop);
+                        self.set_state(id, VmState::Failed, Some("attestation-deadline".into()));
+                        self.end_lease(id);
+                        stop_child(&mut child);
+                    }
+                }
+                Event::Destroy(reason) => {
+                    self.send(id, &mut w, &HostMessage::Stop);
+                    self.set_state(id, VmState::Destroyed, Some(reason));
+                    self.end_lease(id);
+                    stop_child(&mut child);
+                }
+                Event::ChannelClosed(why) => {
+                    stop_child(&mut child);
+                    let code = child.try_wait().ok().flatten().and_then(|s| s.code());
+                    let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
+                    if !state.is_final() {
+                        let reason = if state == VmState::Running {
+                            None
+                        } else {
+                            Some(format!(
+                                "VMM ended before handover ({why}, exit code {code:?})"
+                            ))
+                        };
+                        let final_state = if reason.is_some() {
+                            VmState::Failed
+                        } else {
+                            VmState::Destroyed
+                        };
+                        self.set_state(id, final_state, reason.or(Some("vm-exited".into())));
+                    }
+                    self.end_lease(id);
+                    break;
+                }
+            }
+        }
+        stop_child(&mut child);
+        if let Some(vm) = lock(&self.inner).vms.get_mut(id) {
+            vm.pid = None;
+        }
+    }
+
+    /// Handle one VMM message; returns true when the supervisor should stop.
+    fn on_message(&self, id: &str, msg: VmmMessage, w: &mut UnixStream) -> bool {
+        match msg {
+            VmmMessage::Hello {
+                protocol_version, ..
+            } => {
+                if protocol_version != tvp_vmm_channel::PROTOCOL_VERSION {
+                    self.send(
+                        id,
+                        w,
+                        &HostMessage::Abort {
+                            reason: format!("unsupported protocol {protocol_version}"),
+                        },
+                    );
+                    self.set_state(id, VmState::Failed, Some("VMM protocol mismatch".into()));
+                }
+            }
+            VmmMessage::Measurement {
+                event_type,
+                digest,
+                description,
+                ..
+            } => {
+                let mut inner = lock(&self.inner);
+                if let Some(vm) = inner.vms.get_mut(id) {
+                    if vm.digests.len() < MAX_MEASUREMENTS {
+                        vm.digests.push(digest);
+                        vm.measurements.push(MeasurementView {
+                            event_type,
+                            digest: hex::encode(digest),
+                            description,
+                        });
+                    }
+                }
+            }
+            VmmMessage::MeasurementsDone { pcr23, .. } => {
+                let ready = {
+                    let mut inner = lock(&self.inner);
+                    let position = inner.lease.position(id);
+                    inner.vms.get_mut(id).map(|vm| {
+                        vm.reported_pcr23 = Some(pcr23);
+                        vm.measured = true;
+                        (vm.lease_granted && !vm.state.is_final(), position)
+                    })
+                };
+                match ready {
+                    Some((true, _)) => self.start_measured(id, w),
+                    Some((false, position)) => {
+                        info!(vm = id, position = position.unwrap_or(0); "measured; waiting for the PCR lease")
+                    }
+                    None => {}
+                }
+            }
+            VmmMessage::Milestone {
+                code,
+                micros_since_start,
+                ..
+            } => {
+                log::debug!(vm = id, code = code, micros = micros_since_start; "boot milestone");
+            }
+            VmmMessage::TunnelEstablished {
+                request_id,
+                measurement,
+            } => {
+                let tunnel_done = lock(&self.inner).vms.get(id).is_some_and(|v| v.tunnel);
+                if self.refuse_unless_holder(id, w, request_id, "tunnel measurement") {
+                    // refused and logged
+                } else if tunnel_done {
+                    self.send(
+                        id,
+                        w,
+                        &refused(request_id, refusal::OUT_OF_ORDER, "tunnel already measured"),
+                    );
+                } else {
+                    match self
+                        .tpm
+                        .call(move |t| t.pcr_extend(PCR_TUNNEL, &measurement))
+                    {
+                        Ok(()) => {
+                            if let Some(vm) = lock(&self.inner).vms.get_mut(id) {
+                                vm.tunnel = true;
+                                vm.lease_log.push(record(
+                                    PCR_TUNNEL,
+                                    measurement,
+                                    EventKind::TunnelMeasurement,
+                                    format!("{id}: TLS exporter EXPORTER-tvp-tunnel-measurement"),
+                                ));
+                            }
+                            info!(vm = id; "tunnel measurement extended into PCR 16");
+                            self.send(id, w, &HostMessage::Ack { request_id });
+                        }
+                        Err(e) => self.send(
+                            id,
+                            w,
+                            &refused(request_id, refusal::TPM_FAILED, &e.to_string()),
+                        ),
+                    }
+                }
+            }
+            VmmMessage::QuoteRequest { request_id, nonce } => {
+                if !self.refuse_unless_holder(id, w, request_id, "quote") {
+                    match self.evidence(id, nonce) {
+                        Ok(evidence) => {
+                            info!(vm = id, bytes = evidence.len(); "quote for the lease holder");
+                            self.send(
+                                id,
+                                w,
+                                &HostMessage::Evidence {
+                                    request_id,
+                                    evidence,
+                                },
+                            );
+                        }
+                        Err(e) => self.send(id, w, &refused(request_id, refusal::TPM_FAILED, &e)),
+                    }
+                }
+            }
+            VmmMessage::Handover { request_id, digest } => {
+                if !self.refuse_unless_holder(id, w, request_id, "handover") {
+                    info!(vm = id, digest = hex::encode(digest); "handover");
+                    self.send(id, w, &HostMessage::Ack { request_id });
+                    self.set_state(id, VmState::Running, None);
+                    self.end_lease(id);
+                }
+            }
+            VmmMessage::BootFailed { request_id, reason } => {
+                self.send(id, w, &HostMessage::Ack { request_id });
+                self.set_state(
+                    id,
+                    VmState::Failed,
+                    Some(format!("boot-failed: firmware reason {reason}")),
+                );
+                self.end_lease(id);
+            }
+            VmmMessage::Exited {
+                reason,
+                exit_code,
+                detail,
+            } => {
+                let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
+                if state == VmState::Running && reason == ExitReason::PoweredOff {
+                    self.set_state(id, VmState::Destroyed, Some("powered-off".into()));
+                } else if !state.is_final() {
+                    self.set_state(
+                        id,
+                        VmState::Failed,
+                        Some(format!("{reason:?} (exit code {exit_code}) {detail}")),
+                    );
+                }
+                self.end_lease(id);
+            }
+        }
+        false
+    }
+}
+
+fn refused(request_id: u64, code: u32, message: &str) -> HostMessage {
+    HostMessage::Refused {
+        request_id,
+        code,
+        message: message.to_string(),
+    }
+}
+
+fn record(pcr: u32, digest: [u8; 32], kind: EventKind, description: String) -> CelRecord {
+    // Numbered when the evidence is assembled.
+    CelRecord::tvp(0, pcr, digest, kind, description)
+}
+
+fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
+    loop {
+        match read_frame::<_, VmmMessage>(&mut r) {
+            Ok(m) => {
+                if tx.send(Event::Vmm(m)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Event::ChannelClosed(e.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// Wait up to 3 s for the VMM to exit by itself, then kill it.
+fn stop_child(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Default location of the VMM: next to the running tvpd.
+pub fn default_vmm_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tvp-vmm")))
+        .unwrap_or_else(|| Path::new("/usr/local/bin/tvp-vmm").to_path_buf())
+}

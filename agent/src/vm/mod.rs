@@ -1,0 +1,12 @@
+//! Measured VMs: create (validated spec → configuration page → one `tvp-vmm` process
+//! per VM), the PCR lease that serializes their attestation, supervision of each VMM's
+//! channel, and destruction. See docs/vm-lifecycle.md.
+
+pub mod lease;
+pub mod manager;
+pub mod spec;
+pub mod state;
+
+pub use manager::{Manager, ManagerConfig, VmError};
+pub use spec::CreateVmRequest;
+pub use state::{VmState, VmView};

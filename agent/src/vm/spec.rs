@@ -1,0 +1,276 @@
+//! `POST /v1/vms`: the create request, validated completely before anything starts;
+//! every error names the field.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+fn one() -> u16 {
+    1
+}
+fn default_memory() -> u32 {
+    64
+}
+fn default_deadline() -> u64 {
+    120
+}
+
+/// A measured VM to create.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    /// VM id: 1-64 of `a-z 0-9 -`, starting with a letter or digit.
+    pub id: String,
+    /// The VM's address I with prefix length, e.g. `10.0.0.2/24`.
+    pub vip: String,
+    /// Default gateway, e.g. `10.0.0.1`.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// MAC address, e.g. `02:00:00:00:00:01`.
+    pub mac: String,
+    /// The authentication code U from the tenant's reservation (1-64 bytes).
+    pub auth_code: String,
+    /// Boot server address, `ip:port`.
+    pub boot_server: String,
+    /// Boot server TLS name.
+    pub boot_server_name: String,
+    /// The tenant CA certificate, PEM.
+    pub tenant_ca_pem: String,
+    /// vCPUs.
+    #[serde(default = "one")]
+    pub vcpus: u16,
+    /// Memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    /// Seconds from creation until the VM must have handed over; then it is destroyed
+    /// with reason `attestation-deadline`.
+    #[serde(default = "default_deadline")]
+    pub attestation_deadline_secs: u64,
+    /// The tenant's management public key (PEM), for locked-down management.
+    #[serde(default)]
+    pub management_public_key: Option<String>,
+    /// The tenant's management policy (stored for locked-down management).
+    #[serde(default)]
+    pub policy: Option<serde_json::Value>,
+}
+
+/// A validated request with its configuration-page values.
+#[derive(Debug, Clone)]
+pub struct ValidSpec {
+    /// The request.
+    pub request: CreateVmRequest,
+    /// Parsed address fields.
+    pub vip: [u8; 4],
+    /// Prefix length.
+    pub prefix_len: u8,
+    /// Gateway or zeros.
+    pub gateway: [u8; 4],
+    /// MAC.
+    pub mac: [u8; 6],
+    /// Boot server.
+    pub boot_server: SocketAddrV4,
+    /// Tenant CA, DER.
+    pub ca_der: Vec<u8>,
+    /// Attestation deadline.
+    pub deadline: Duration,
+}
+
+fn bad(field: &str, msg: impl std::fmt::Display) -> String {
+    format!("{field}: {msg}")
+}
+
+/// The DER of the first `CERTIFICATE` block of a PEM text.
+pub fn pem_certificate_der(pem: &str) -> Option<Vec<u8>> {
+    let start = pem.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let end = pem[start..].find("-----END CERTIFICATE-----")? + start;
+    let b64: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (der.first() == Some(&0x30)).then_some(der)
+}
+
+impl CreateVmRequest {
+    /// Check every field.
+    pub fn validate(self) -> Result<ValidSpec, String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.id.starts_with('-');
+        if !id_ok {
+            return Err(bad(
+                "id",
+                "use 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
+            ));
+        }
+        let (ip, prefix) = self
+            .vip
+            .split_once('/')
+            .ok_or_else(|| bad("vip", "expected ADDRESS/PREFIX, e.g. 10.0.0.2/24"))?;
+        let vip: Ipv4Addr = ip.parse().map_err(|e| bad("vip", e))?;
+        let prefix_len: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| bad("vip", "prefix length must be 1..=32"))?;
+        let gateway = match &self.gateway {
+            Some(g) => g
+                .parse::<Ipv4Addr>()
+                .map_err(|e| bad("gateway", e))?
+                .octets(),
+            None => [0; 4],
+        };
+        let mac_parts: Vec<u8> = self
+            .mac
+            .split(':')
+            .map(|p| u8::from_str_radix(p, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad("mac", "expected six hex bytes separated by ':'"))?;
+        let mac: [u8; 6] = mac_parts
+            .try_into()
+            .map_err(|_| bad("mac", "expected six hex bytes separated by ':'"))?;
+        if mac[0] & 1 == 1 {
+            return Err(bad("mac", "a multicast address cannot be a NIC's address"));
+        }
+        if self.auth_code.is_empty() || self.auth_code.len() > tvp_abi::config::AUTH_CODE_MAX {
+            return Err(bad(
+                "auth_code",
+                format!("must be 1 to {} bytes", tvp_abi::config::AUTH_CODE_MAX),
+            ));
+        }
+        let boot_server: SocketAddrV4 = self
+            .boot_server
+            .parse()
+            .map_err(|e| bad("boot_server", format!("expected IPv4:PORT ({e})")))?;
+        if self.boot_server_name.is_empty()
+            || self.boot_server_name.len() > tvp_abi::config::SERVER_NAME_MAX
+        {
+            return Err(bad(
+                "boot_server_name",
+                "must be a DNS name of 1 to 253 bytes",
+            ));
+        }
+        let ca_der = pem_certificate_der(&self.tenant_ca_pem).ok_or_else(|| {
+            bad(
+                "tenant_ca_pem",
+                "no PEM CERTIFICATE block with a DER certificate",
+            )
+        })?;
+        if self.vcpus != 1 {
+            return Err(bad(
+                "vcpus",
+                "this tvp-vmm runs measured VMs with exactly 1 vCPU",
+            ));
+        }
+        if !(16..=3072).contains(&self.memory_mib) {
+            return Err(bad(
+                "memory_mib",
+                "must be 16..=3072 (MiB below the 32-bit PCI hole)",
+            ));
+        }
+        if !(1..=86_400).contains(&self.attestation_deadline_secs) {
+            return Err(bad("attestation_deadline_secs", "must be 1..=86400"));
+        }
+        let deadline = Duration::from_secs(self.attestation_deadline_secs);
+        let spec = ValidSpec {
+            vip: vip.octets(),
+            prefix_len,
+            gateway,
+            mac,
+            boot_server,
+            ca_der,
+            deadline,
+            request: self,
+        };
+        spec.page(0, [0; 32]).map_err(|e| bad("configuration", e))?;
+        Ok(spec)
+    }
+}
+
+impl ValidSpec {
+    /// The encoded configuration page (`docs/config-page.md`).
+    pub fn page(&self, time_unix_secs: u64, seed: [u8; 32]) -> Result<[u8; 4096], String> {
+        let c = tvp_abi::config::Config {
+            vip: self.vip,
+            prefix_len: self.prefix_len,
+            gateway: self.gateway,
+            mac: self.mac,
+            boot_server_ip: self.boot_server.ip().octets(),
+            boot_server_port: self.boot_server.port(),
+            vcpus: self.request.vcpus,
+            mem_size_mib: self.request.memory_mib,
+            time_unix_secs,
+            entropy_seed: seed,
+            auth_code: self.request.auth_code.as_bytes(),
+            server_name: &self.request.boot_server_name,
+            ca_cert_der: &self.ca_der,
+        };
+        c.encode().map_err(|e| format!("{e:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> CreateVmRequest {
+        CreateVmRequest {
+            id: "vm-1".into(),
+            vip: "10.0.0.2/24".into(),
+            gateway: Some("10.0.0.1".into()),
+            mac: "02:00:00:00:00:01".into(),
+            auth_code: "U-123".into(),
+            boot_server: "10.0.0.1:8443".into(),
+            boot_server_name: "boot.tenant.example".into(),
+            tenant_ca_pem: "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n"
+                .into(),
+            vcpus: 1,
+            memory_mib: 16,
+            attestation_deadline_secs: 60,
+            management_public_key: None,
+            policy: None,
+        }
+    }
+
+    #[test]
+    fn valid_and_each_bad_field_named() {
+        assert!(sample().validate().is_ok());
+        type Mutation = Box<dyn Fn(&mut CreateVmRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("id", Box::new(|r| r.id = "Bad_Id".into())),
+            ("vip", Box::new(|r| r.vip = "10.0.0.2".into())),
+            ("vip", Box::new(|r| r.vip = "10.0.0.2/40".into())),
+            ("gateway", Box::new(|r| r.gateway = Some("x".into()))),
+            ("mac", Box::new(|r| r.mac = "01:00:00:00:00:01".into())),
+            ("mac", Box::new(|r| r.mac = "02:00".into())),
+            ("auth_code", Box::new(|r| r.auth_code = String::new())),
+            ("boot_server", Box::new(|r| r.boot_server = "host:1".into())),
+            (
+                "boot_server_name",
+                Box::new(|r| r.boot_server_name = String::new()),
+            ),
+            (
+                "tenant_ca_pem",
+                Box::new(|r| r.tenant_ca_pem = "junk".into()),
+            ),
+            ("vcpus", Box::new(|r| r.vcpus = 2)),
+            ("memory_mib", Box::new(|r| r.memory_mib = 1)),
+            (
+                "attestation_deadline_secs",
+                Box::new(|r| r.attestation_deadline_secs = 0),
+            ),
+        ];
+        for (field, f) in cases {
+            let mut r = sample();
+            f(&mut r);
+            let e = r.validate().unwrap_err();
+            assert!(e.starts_with(&format!("{field}:")), "{field}: {e}");
+        }
+    }
+}

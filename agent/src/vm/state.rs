@@ -1,0 +1,66 @@
+//! VM states and the view the API returns.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a measured VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmState {
+    /// Waiting for its measurements or for the PCR lease.
+    Queued,
+    /// Holds the lease; its measurements are being extended into PCR 23.
+    Measuring,
+    /// Running its firmware, holding the lease: tunnel, quote.
+    Attesting,
+    /// Handed over to the workload (lease released).
+    Running,
+    /// Ended with a failure; `reason` says why.
+    Failed,
+    /// Destroyed on request, or ended normally after handover.
+    Destroyed,
+}
+
+impl VmState {
+    /// Whether the VM is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, VmState::Failed | VmState::Destroyed)
+    }
+}
+
+/// One PCR 23 measurement as reported by the VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasurementView {
+    /// Event type name.
+    pub event_type: String,
+    /// SHA-256, hex.
+    pub digest: String,
+    /// Description.
+    pub description: String,
+}
+
+/// What `GET /v1/vms/{id}` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmView {
+    /// VM id.
+    pub id: String,
+    /// State.
+    pub state: VmState,
+    /// Why it failed or was destroyed.
+    pub reason: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last state change.
+    pub updated_at: String,
+    /// Every state change, in order: (time, state).
+    pub history: Vec<(String, VmState)>,
+    /// 0 = holds the lease, n = n-th in the queue, absent = not waiting.
+    pub lease_position: Option<usize>,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
+    /// PCR 23 events reported by the VMM.
+    pub measurements: Vec<MeasurementView>,
+    /// PCR 23 after measurement, hex.
+    pub pcr23: Option<String>,
+    /// Attestation deadline (RFC 3339).
+    pub deadline: String,
+}

@@ -1,0 +1,23 @@
+//! The heap: RAM from the end of the image to the end of the VM's memory, handed to a
+//! linked-list allocator once at start (single-threaded, interrupts off).
+
+use linked_list_allocator::LockedHeap;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+extern "C" {
+    /// End of the image and the user stack (link.ld); page aligned.
+    static __image_end: u8;
+}
+
+/// Gives `[image end, mem_size)` to the allocator. Returns the heap size in bytes.
+pub fn init(mem_size: u64) -> usize {
+    let start = (&raw const __image_end) as usize;
+    let size = (mem_size as usize).saturating_sub(start);
+    // SAFETY: [__image_end, mem_size) is RAM the stub maps user read-write; nothing
+    // else (image, stack, stub, platform pages) lies there, and `init` runs once,
+    // before any allocation.
+    unsafe { HEAP.lock().init(start as *mut u8, size) };
+    size
+}

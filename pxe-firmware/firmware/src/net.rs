@@ -1,0 +1,151 @@
+//! The network: the virtio-net device (virtio-mmio at the platform's fixed address,
+//! `virtio-drivers`) as a smoltcp device, and the interface with the static VIP,
+//! netmask and gateway from the configuration page. Polled: each poll reads the
+//! device's interrupt status, which is also when tvp-vmm delivers received frames.
+
+use crate::clock;
+use crate::hal::FwHal;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use tvp_abi::config::Config;
+use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
+use virtio_drivers::device::net::VirtIONet;
+use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
+
+/// Receive/transmit queue size the driver uses.
+const QUEUE: usize = 16;
+/// Receive buffer size (an Ethernet frame plus the virtio-net header).
+const BUF_LEN: usize = 2048;
+/// MTU.
+const MTU: usize = 1500;
+
+/// The virtio-net driver type.
+pub type NetDevice = VirtIONet<FwHal, MmioTransport<'static>, QUEUE>;
+
+/// Why the network could not come up.
+#[derive(Debug)]
+pub enum NetError {
+    /// No virtio-mmio device at the platform address.
+    NoDevice,
+    /// The device is not a network device or its initialization failed.
+    Init,
+}
+
+/// Finds and initializes the virtio-net device.
+pub fn open() -> Result<NetDevice, NetError> {
+    let header =
+        NonNull::new(VIRTIO_NET_MMIO_GPA as *mut VirtIOHeader).ok_or(NetError::NoDevice)?;
+    // SAFETY: the stub maps the virtio-mmio window [VIRTIO_NET_MMIO_GPA, +2 MiB) user
+    // read-write uncached; it is device registers, valid for the program's lifetime
+    // and used only through this transport. Without a device the reads return
+    // all-ones and `new` fails on the magic value.
+    let transport = unsafe { MmioTransport::new(header, VIRTIO_MMIO_SIZE as usize) }
+        .map_err(|_| NetError::NoDevice)?;
+    VirtIONet::new(transport, BUF_LEN).map_err(|_| NetError::Init)
+}
+
+/// The device as seen by smoltcp.
+pub struct Phy {
+    dev: NetDevice,
+}
+
+/// A received frame (copied out; the driver's buffer is recycled at once).
+pub struct RxToken(Vec<u8>);
+
+/// Permission to send one frame.
+pub struct TxToken<'a>(&'a mut NetDevice);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut tx = self.0.new_tx_buffer(len);
+        let r = f(tx.packet_mut());
+        // A full queue or device error drops the frame; TCP retransmits.
+        let _ = self.0.send(tx);
+        r
+    }
+}
+
+impl phy::Device for Phy {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _t: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        // Reading the interrupt status is the poll that lets the VMM deliver frames.
+        self.dev.ack_interrupt();
+        if !self.dev.can_recv() {
+            return None;
+        }
+        let rx = self.dev.receive().ok()?;
+        let frame = rx.packet().to_vec();
+        let _ = self.dev.recycle_rx_buffer(rx);
+        Some((RxToken(frame), TxToken(&mut self.dev)))
+    }
+
+    fn transmit(&mut self, _t: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.dev))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.max_transmission_unit = MTU + 14;
+        caps.max_burst_size = Some(1);
+        caps.medium = Medium::Ethernet;
+        caps
+    }
+}
+
+/// The interface, its device and its sockets.
+pub struct Net {
+    /// smoltcp's interface (VIP, routes).
+    pub iface: Interface,
+    /// The device.
+    pub phy: Phy,
+    /// The sockets.
+    pub sockets: SocketSet<'static>,
+}
+
+/// smoltcp's clock.
+pub fn now() -> Instant {
+    Instant::from_millis(clock::now_ms() as i64)
+}
+
+impl Net {
+    /// Brings the interface up with the configuration's MAC, VIP/prefix and gateway.
+    pub fn up(dev: NetDevice, cfg: &Config<'_>, random_seed: u64) -> Self {
+        let mut phy = Phy { dev };
+        let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(cfg.mac)));
+        ic.random_seed = random_seed;
+        let mut iface = Interface::new(ic, &mut phy, now());
+        let [a, b, c, d] = cfg.vip;
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::v4(a, b, c, d), cfg.prefix_len));
+        });
+        if cfg.gateway != [0; 4] {
+            let [a, b, c, d] = cfg.gateway;
+            let _ = iface
+                .routes_mut()
+                .add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+        }
+        Net {
+            iface,
+            phy,
+            sockets: SocketSet::new(vec![]),
+        }
+    }
+
+    /// One round of the stack: receive, process, transmit.
+    pub fn poll(&mut self) {
+        self.iface.poll(now(), &mut self.phy, &mut self.sockets);
+    }
+}

@@ -1,0 +1,140 @@
+//! A blocking TCP client over smoltcp: connect, write everything, read, close, each
+//! with a deadline, polling the interface in between.
+
+use crate::clock;
+use crate::net::Net;
+use alloc::vec;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// Why a TCP operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpError {
+    /// The peer refused or reset the connection, or it closed unexpectedly.
+    Closed,
+    /// The deadline passed.
+    Timeout,
+    /// smoltcp rejected the operation.
+    Socket,
+}
+
+/// One TCP connection on `net`.
+pub struct TcpStream {
+    handle: SocketHandle,
+}
+
+const BUF: usize = 64 * 1024;
+/// First local port; the stack picks the next one per connection.
+const LOCAL_PORT: u16 = 49152;
+
+impl TcpStream {
+    /// Connects to `ip:port`, waiting until established or `timeout_ms` passed.
+    pub fn connect(
+        net: &mut Net,
+        ip: [u8; 4],
+        port: u16,
+        timeout_ms: u64,
+    ) -> Result<Self, TcpError> {
+        let sock = Socket::new(
+            SocketBuffer::new(vec![0; BUF]),
+            SocketBuffer::new(vec![0; BUF]),
+        );
+        let handle = net.sockets.add(sock);
+        let [a, b, c, d] = ip;
+        let remote = IpEndpoint::new(IpAddress::v4(a, b, c, d), port);
+        let local = LOCAL_PORT + (clock::now_ms() % 8192) as u16;
+        let cx = net.iface.context();
+        net.sockets
+            .get_mut::<Socket>(handle)
+            .connect(cx, remote, local)
+            .map_err(|_| TcpError::Socket)?;
+        let s = TcpStream { handle };
+        let deadline = clock::now_ms() + timeout_ms;
+        loop {
+            net.poll();
+            match net.sockets.get::<Socket>(handle).state() {
+                State::Established => return Ok(s),
+                State::Closed | State::TimeWait => return Err(TcpError::Closed),
+                _ => {}
+            }
+            if clock::now_ms() > deadline {
+                return Err(TcpError::Timeout);
+            }
+        }
+    }
+
+    /// Sends all of `data`.
+    pub fn write_all(
+        &mut self,
+        net: &mut Net,
+        mut data: &[u8],
+        timeout_ms: u64,
+    ) -> Result<(), TcpError> {
+        let deadline = clock::now_ms() + timeout_ms;
+        while !data.is_empty() {
+            let sock = net.sockets.get_mut::<Socket>(self.handle);
+            if !sock.may_send() {
+                return Err(TcpError::Closed);
+            }
+            if sock.can_send() {
+                let n = sock.send_slice(data).map_err(|_| TcpError::Socket)?;
+                data = &data[n..];
+            }
+            net.poll();
+            if clock::now_ms() > deadline {
+                return Err(TcpError::Timeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes what was written (until the peer acknowledged it or the deadline).
+    pub fn flush(&mut self, net: &mut Net, timeout_ms: u64) -> Result<(), TcpError> {
+        let deadline = clock::now_ms() + timeout_ms;
+        loop {
+            net.poll();
+            let sock = net.sockets.get::<Socket>(self.handle);
+            if sock.send_queue() == 0 {
+                return Ok(());
+            }
+            if !sock.may_send() {
+                return Err(TcpError::Closed);
+            }
+            if clock::now_ms() > deadline {
+                return Err(TcpError::Timeout);
+            }
+        }
+    }
+
+    /// Reads at least one byte into `buf`; `Ok(0)` when the peer closed.
+    pub fn read(
+        &mut self,
+        net: &mut Net,
+        buf: &mut [u8],
+        timeout_ms: u64,
+    ) -> Result<usize, TcpError> {
+        let deadline = clock::now_ms() + timeout_ms;
+        loop {
+            net.poll();
+            let sock = net.sockets.get_mut::<Socket>(self.handle);
+            if sock.can_recv() {
+                return sock.recv_slice(buf).map_err(|_| TcpError::Socket);
+            }
+            if !sock.may_recv() {
+                return Ok(0);
+            }
+            if clock::now_ms() > deadline {
+                return Err(TcpError::Timeout);
+            }
+        }
+    }
+
+    /// Closes the connection (FIN) and lets the stack send it.
+    pub fn close(self, net: &mut Net) {
+        net.sockets.get_mut::<Socket>(self.handle).close();
+        for _ in 0..100 {
+            net.poll();
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Measured VMs through tvpd's API on real KVM and a real swtpm: the lease, PCR 23
+//! measurement checked against the value computed from the files, serialized
+//! attestation, release with PCRs reset, the attestation deadline.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tvp_tests::guests::build_guest;
+use tvp_tests::{nonce_hex, require_tools, Swtpm, Tvpd};
+
+fn spec(id: &str, deadline: u64) -> String {
+    json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+        "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
+        "boot_server_name": "boot.tenant.example",
+        "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        "memory_mib": 16, "attestation_deadline_secs": deadline})
+    .to_string()
+}
+
+fn wait_final(t: &Tvpd, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
+        if matches!(v["state"].as_str(), Some("failed" | "destroyed")) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VM {id} did not finish: {v}\n{}",
+            t.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn states(v: &Value) -> Vec<String> {
+    v["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn leased_pcrs_zero(t: &Tvpd) {
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!(
+            "{{\"nonce\":\"{}\",\"pcrs\":[16,23]}}",
+            nonce_hex(8)
+        )),
+    );
+    for p in ["16", "23"] {
+        assert_eq!(
+            ev["pcrs"]["sha256"][p],
+            "00".repeat(32),
+            "PCR {p} not reset"
+        );
+    }
+}
+
+#[test]
+fn measured_vm_attests_hands_over_and_releases_the_lease() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let fw = build_guest("happy", &tpm.scratch("guest"));
+    let t = Tvpd::start(&tpm, &dir, &["--firmware", fw.to_str().unwrap()]);
+    let r = t.api("POST", "/v1/vms", Some(&spec("vm-1", 60)));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_final(&t, "vm-1");
+    let s = states(&v);
+    assert_eq!(
+        s,
+        ["queued", "measuring", "attesting", "running", "destroyed"],
+        "{v}"
+    );
+    assert_eq!(v["reason"], "powered-off");
+    assert_eq!(v["measurements"].as_array().unwrap().len(), 5);
+    // PCR 23 as measured equals what tvpctl computes from the firmware and the page.
+    let page = dir.join("state/vms/vm-1/config.page");
+    let (code, out, err) = t.tvpctl(&[
+        "expected-pcrs",
+        "--firmware",
+        fw.to_str().unwrap(),
+        "--config-page",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["pcr23"], expected["pcrs"]["sha256"]["23"]);
+    leased_pcrs_zero(&t);
+    assert!(t.log().contains("tunnel measurement extended into PCR 16"));
+    assert!(t.log().contains("quote for the lease holder"));
+    // Errors name the field; duplicates and unknown VMs are refused.
+    let bad = t.api("POST", "/v1/vms", Some(&spec("Bad_Id", 60)));
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("id:"));
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("vm-1", 60))).status,
+        409
+    );
+    assert_eq!(t.api("GET", "/v1/vms/nope", None).status, 404);
+}
+
+#[test]
+fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let happy = build_guest("happy", &g);
+    // The firmware is per tvpd; the spinning guest stands for a boot that never
+    // reaches its boot server: it holds the lease until its deadline.
+    let mut t = Tvpd::start(&tpm, &dir, &["--firmware", spin.to_str().unwrap()]);
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("stuck", 2))).status,
+        201
+    );
+    let v = wait_final(&t, "stuck");
+    assert_eq!(v["state"], "failed");
+    assert_eq!(v["reason"], "attestation-deadline");
+    leased_pcrs_zero(&t);
+    assert_eq!(t.stop(), Some(0), "tvpd must stop cleanly with VMs gone");
+
+    // Three at once: they attest one after another, in order.
+    let dir2 = tpm.scratch("b");
+    t = Tvpd::start(&tpm, &dir2, &["--firmware", happy.to_str().unwrap()]);
+    for id in ["q-1", "q-2", "q-3"] {
+        assert_eq!(t.api("POST", "/v1/vms", Some(&spec(id, 60))).status, 201);
+    }
+    let views: Vec<Value> = ["q-1", "q-2", "q-3"]
+        .iter()
+        .map(|id| wait_final(&t, id))
+        .collect();
+    let at = |v: &Value, state: &str| {
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[1] == state)
+            .map(|h| h[0].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    for w in views.windows(2) {
+        assert!(
+            at(&w[0], "running") <= at(&w[1], "measuring"),
+            "lease overlapped: {} / {}",
+            w[0],
+            w[1]
+        );
+    }
+    for v in &views {
+        assert_eq!(
+            states(v),
+            ["queued", "measuring", "attesting", "running", "destroyed"],
+            "{v}"
+        );
+    }
+    leased_pcrs_zero(&t);
+}
+
+#[test]
+fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let mut t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &[
+            "--firmware",
+            spin.to_str().unwrap(),
+            "--kvm-scan-interval-ms",
+            "100",
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.api_json("GET", "/v1/vms/holder", None)["state"] != "attesting" {
+        assert!(Instant::now() < deadline, "VM never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // While it runs, tvpd's own VMM is not reported as unmanaged.
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = t.api_json("GET", "/v1/vms/holder", None)["pid"]
+        .as_u64()
+        .unwrap();
+    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
+    assert!(
+        unmanaged
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["pid"] != pid),
+        "{unmanaged}"
+    );
+    // PCR 23 holds the VM's measurement; tvpd dies mid-lease.
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[23]}}", nonce_hex(8))),
+    );
+    assert_ne!(ev["pcrs"]["sha256"]["23"], "00".repeat(32));
+    t.crash();
+    t.start_again();
+    leased_pcrs_zero(&t);
+    assert!(t.log().contains("PCRs 16 and 23 reset"));
+}

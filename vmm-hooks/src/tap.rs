@@ -1,0 +1,95 @@
+//! A TAP device, opened by name before the VM starts (the lockdown forbids `open`
+//! afterwards). Non-blocking: the polled virtio-net device reads it when the guest
+//! touches the device and never waits.
+
+use crate::error::VmmError;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name and the flags.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Where a NIC's frames go and come from (a TAP device; tests use a memory backend).
+pub trait FrameBackend: Send {
+    /// Reads one frame into `buf`; `Ok(None)` when none is waiting. Never blocks.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+    /// Sends one frame (may drop it when the backend is congested). Never blocks.
+    fn send(&mut self, frame: &[u8]) -> io::Result<()>;
+    /// A name for logs.
+    fn name(&self) -> &str;
+}
+
+/// An open TAP interface: Ethernet frames in, Ethernet frames out, no packet info.
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+impl Tap {
+    /// Attaches to the TAP interface `name` (created beforehand, e.g. by tvpd or
+    /// `ip tuntap add`; attaching also creates it if the caller may).
+    pub fn open(name: &str) -> Result<Self, VmmError> {
+        let err = |m: String| VmmError::Tap(format!("{name}: {m}"));
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') {
+            return Err(err("invalid interface name".into()));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(|e| err(format!("cannot open /dev/net/tun: {e}")))?;
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TAP | IFF_NO_PI,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads (and may write back) one `struct ifreq`; `req` is a
+        // properly sized, live `repr(C)` value with a NUL-terminated name.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
+        if rc < 0 {
+            return Err(err(format!(
+                "TUNSETIFF failed: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(Tap {
+            file,
+            name: name.to_string(),
+        })
+    }
+}
+
+impl FrameBackend for Tap {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.file.read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+        match self.file.write(frame) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,634 @@
+//! virtio-net over the virtio-mmio transport (version 2, virtio 1.x), backed by a TAP
+//! device, polled: there is no interrupt controller yet, so the device does its work
+//! when the guest touches it. A notify on the transmit queue sends what the guest
+//! queued; every register access first moves waiting frames from the TAP device into
+//! the guest's receive buffers. The guest polls by reading `InterruptStatus`.
+//!
+//! Guest input is hostile: the queues are handled by rust-vmm's `virtio-queue`
+//! (ring addresses validated against guest memory before a queue goes live, descriptor
+//! chains bounded by the queue size so loops end), every frame is bounded
+//! ([`FRAME_MAX`]), each pass handles at most one queue's worth of chains, buffers may
+//! not overlap the read-only configuration page, and every failure drops the frame or
+//! marks the device broken (`DEVICE_NEEDS_RESET`) instead of ending the VMM.
+
+use crate::tap::FrameBackend;
+use tvp_abi::layout::{CONFIG_PAGE_GPA, VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
+use tvp_abi::PAGE_SIZE;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Size of `struct virtio_net_hdr` with `num_buffers` (virtio 1.x).
+pub const NET_HDR_LEN: usize = 12;
+/// Largest Ethernet frame either way (no GSO offered; generous for jumbo frames).
+pub const FRAME_MAX: usize = 9216;
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE_MAX: u16 = 256;
+const RX_QUEUE: usize = 0;
+const TX_QUEUE: usize = 1;
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VERSION: u32 = 2;
+const DEVICE_ID_NET: u32 = 1;
+const VENDOR_ID: u32 = 0x0074_7670; // "tvp"
+
+/// Offered features: MAC, STATUS, VERSION_1.
+const FEATURES: u64 = (1 << 5) | (1 << 16) | (1 << 32);
+const STATUS_DRIVER_OK: u32 = 4;
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_NEEDS_RESET: u32 = 0x40;
+const INT_USED_BUFFER: u32 = 1;
+const NET_S_LINK_UP: u16 = 1;
+
+mod reg {
+    pub const MAGIC: u64 = 0x000;
+    pub const VERSION: u64 = 0x004;
+    pub const DEVICE_ID: u64 = 0x008;
+    pub const VENDOR_ID: u64 = 0x00c;
+    pub const DEVICE_FEATURES: u64 = 0x010;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub const DRIVER_FEATURES: u64 = 0x020;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub const QUEUE_SEL: u64 = 0x030;
+    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    pub const QUEUE_NUM: u64 = 0x038;
+    pub const QUEUE_READY: u64 = 0x044;
+    pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    pub const STATUS: u64 = 0x070;
+    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
+    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
+    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
+    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    pub const CONFIG: u64 = 0x100;
+}
+
+/// Most individual problems logged before going quiet.
+const LOG_LIMIT: u32 = 32;
+
+/// Frame counters, logged at the end of the VM.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetStats {
+    /// Frames sent to the TAP device.
+    pub tx_frames: u64,
+    /// Frames delivered to the guest.
+    pub rx_frames: u64,
+    /// Frames or chains dropped (malformed, too large, no buffer, I/O error).
+    pub dropped: u64,
+}
+
+/// The virtio-net device and its virtio-mmio registers.
+pub struct VirtioNet {
+    tap: Box<dyn FrameBackend>,
+    mac: [u8; 6],
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    driver_features: u64,
+    queue_sel: u32,
+    queues: [Queue; 2],
+    status: u32,
+    interrupt_status: u32,
+    /// A frame read from the TAP device that found no receive buffer yet.
+    rx_pending: Option<Vec<u8>>,
+    rx_buf: Vec<u8>,
+    stats: NetStats,
+    logged: u32,
+}
+
+fn new_queue() -> Option<Queue> {
+    Queue::new(QUEUE_SIZE_MAX).ok()
+}
+
+impl VirtioNet {
+    /// A device with `mac`, backed by `tap`; `None` only if the queue size constant is
+    /// invalid (a bug).
+    pub fn new(tap: Box<dyn FrameBackend>, mac: [u8; 6]) -> Option<Self> {
+        Some(VirtioNet {
+            tap,
+            mac,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            driver_features: 0,
+            queue_sel: 0,
+            queues: [new_queue()?, new_queue()?],
+            status: 0,
+            interrupt_status: 0,
+            rx_pending: None,
+            rx_buf: vec![0; FRAME_MAX],
+            stats: NetStats::default(),
+            logged: 0,
+        })
+    }
+
+    /// Whether `addr` is one of this device's registers.
+    pub fn contains(addr: u64) -> bool {
+        (VIRTIO_NET_MMIO_GPA..VIRTIO_NET_MMIO_GPA + VIRTIO_MMIO_SIZE).contains(&addr)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    fn note(&mut self, what: String) {
+        if self.logged < LOG_LIMIT {
+            self.logged += 1;
+            log::warn!(target: "tvp_vmm::virtio_net", "{what}");
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
+    }
+
+    fn reset(&mut self) {
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.driver_features = 0;
+        self.queue_sel = 0;
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.status = 0;
+        self.interrupt_status = 0;
+        self.rx_pending = None;
+    }
+
+    fn config_byte(&self, i: u64) -> u8 {
+        let mut cfg = [0u8; 12];
+        cfg[..6].copy_from_slice(&self.mac);
+        cfg[6..8].copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
+        cfg[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
+        cfg[10..12].copy_from_slice(&1500u16.to_le_bytes()); // mtu
+        cfg.get(i as usize).copied().unwrap_or(0)
+    }
+
+    fn selected(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    /// A guest read of `data.len()` bytes at `addr` (inside the register window).
+    pub fn mmio_read(&mut self, mem: &GuestMemoryMmap, addr: u64, data: &mut [u8]) {
+        self.pump_rx(mem);
+        let off = addr.wrapping_sub(VIRTIO_NET_MMIO_GPA);
+        data.fill(0);
+        if off >= reg::CONFIG {
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = self.config_byte(off - reg::CONFIG + i as u64);
+            }
+            return;
+        }
+        if data.len() != 4 {
+            self.note(format!(
+                "{}-byte read of register {off:#x} ignored",
+                data.len()
+            ));
+            return;
+        }
+        let v: u32 = match off {
+            reg::MAGIC => MAGIC,
+            reg::VERSION => VERSION,
+            reg::DEVICE_ID => DEVICE_ID_NET,
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => FEATURES as u32,
+                1 => (FEATURES >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX if self.selected().is_some() => u32::from(QUEUE_SIZE_MAX),
+            reg::QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready())),
+            reg::INTERRUPT_STATUS => self.interrupt_status,
+            reg::STATUS => self.status,
+            reg::CONFIG_GENERATION => 0,
+            _ => 0,
+        };
+        data.copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// A guest write of `data` at `addr` (inside the register window).
+    pub fn mmio_write(&mut self, mem: &GuestMemoryMmap, addr: u64, data: &[u8]) {
+        let off = addr.wrapping_sub(VIRTIO_NET_MMIO_GPA);
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            self.note(format!(
+                "{}-byte write to register {off:#x} ignored",
+                data.len()
+            ));
+            return;
+        };
+        let v = u32::from_le_bytes(bytes);
+        match off {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = v,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
+            reg::DRIVER_FEATURES => match self.driver_features_sel {
+                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v),
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(v) << 32)
+                }
+                _ => {}
+            },
+            reg::QUEUE_SEL => self.queue_sel = v,
+            reg::QUEUE_NUM => {
+                if let Some(q) = self.selected() {
+                    // try_set_size rejects 0 (drivers write it when tearing a queue
+                    // down), > max and non-powers of two.
+                    if q.try_set_size(v.min(u32::from(u16::MAX)) as u16).is_err() && v != 0 {
+                        self.note(format!("invalid queue size {v} ignored"));
+                    }
+                }
+            }
+            reg::QUEUE_DESC_LOW | reg::QUEUE_DESC_HIGH => {
+                let (lo, hi) = split(off == reg::QUEUE_DESC_LOW, v);
+                if let Some(q) = self.selected() {
+                    q.set_desc_table_address(lo, hi);
+                }
+            }
+            reg::QUEUE_DRIVER_LOW | reg::QUEUE_DRIVER_HIGH => {
+                let (lo, hi) = split(off == reg::QUEUE_DRIVER_LOW, v);
+                if let Some(q) = self.selected() {
+                    q.set_avail_ring_address(lo, hi);
+                }
+            }
+            reg::QUEUE_DEVICE_LOW | reg::QUEUE_DEVICE_HIGH => {
+                let (lo, hi) = split(off == reg::QUEUE_DEVICE_LOW, v);
+                if let Some(q) = self.selected() {
+                    q.set_used_ring_address(lo, hi);
+                }
+            }
+            reg::QUEUE_READY => {
+                let ok = match self.selected() {
+                    Some(q) if v == 1 => {
+                        // is_valid checks a ready queue's sizes and ring addresses.
+                        q.set_ready(true);
+                        let valid = q.is_valid(mem);
+                        q.set_ready(valid);
+                        valid
+                    }
+                    Some(q) => {
+                        q.set_ready(false);
+                        true
+                    }
+                    None => false,
+                };
+                if !ok {
+                    self.note(format!(
+                        "queue {} not enabled: rings outside guest memory or misaligned",
+                        self.queue_sel
+                    ));
+                }
+            }
+            reg::QUEUE_NOTIFY => match v as usize {
+                TX_QUEUE => self.process_tx(mem),
+                RX_QUEUE => {}
+                _ => self.note(format!("notify of unknown queue {v}")),
+            },
+            reg::INTERRUPT_ACK => self.interrupt_status &= !v,
+            reg::STATUS => {
+                if v == 0 {
+                    self.reset();
+                } else if v & STATUS_FEATURES_OK != 0 && self.driver_features & !FEATURES != 0 {
+                    // Features we did not offer: refuse FEATURES_OK.
+                    self.status = v & !STATUS_FEATURES_OK;
+                } else {
+                    self.status = v;
+                }
+            }
+            _ => self.note(format!("write to register {off:#x} ignored")),
+        }
+        self.pump_rx(mem);
+    }
+
+    fn broken(&mut self, why: String) {
+        self.note(why);
+        self.status |= STATUS_NEEDS_RESET;
+    }
+
+    /// Sends every frame the guest queued on the transmit queue (at most one queue's
+    /// worth per notify).
+    fn process_tx(&mut self, mem: &GuestMemoryMmap) {
+        if !self.live() {
+            return;
+        }
+        let mut frame = Vec::with_capacity(NET_HDR_LEN + FRAME_MAX);
+        for _ in 0..QUEUE_SIZE_MAX {
+            let chain = match self.queues[TX_QUEUE].pop_descriptor_chain(mem) {
+                Some(c) => c,
+                None => break,
+            };
+            let head = chain.head_index();
+            frame.clear();
+            let mut ok = true;
+            for desc in chain {
+                let len = desc.len() as usize;
+                if desc.is_write_only() || frame.len() + len > NET_HDR_LEN + FRAME_MAX {
+                    ok = false;
+                    break;
+                }
+                let start = frame.len();
+                frame.resize(start + len, 0);
+                if mem.read_slice(&mut frame[start..], desc.addr()).is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok && frame.len() > NET_HDR_LEN {
+                match self.tap.send(&frame[NET_HDR_LEN..]) {
+                    Ok(()) => self.stats.tx_frames += 1,
+                    Err(e) => {
+                        self.stats.dropped += 1;
+                        self.note(format!("TAP {} send failed: {e}", self.tap.name()));
+                    }
+                }
+            } else {
+                self.stats.dropped += 1;
+                self.note(format!("malformed transmit chain {head} dropped"));
+            }
+            if self.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
+                self.broken("transmit used ring not writable".to_string());
+                return;
+            }
+            self.interrupt_status |= INT_USED_BUFFER;
+        }
+    }
+
+    /// Moves frames waiting on the TAP device into the guest's receive buffers.
+    fn pump_rx(&mut self, mem: &GuestMemoryMmap) {
+        if !self.live() || !self.queues[RX_QUEUE].ready() {
+            return;
+        }
+        for _ in 0..QUEUE_SIZE_MAX {
+            let frame = match self.rx_pending.take() {
+                Some(f) => f,
+                None => match self.tap.recv(&mut self.rx_buf) {
+                    Ok(Some(n)) => self.rx_buf[..n].to_vec(),
+                    Ok(None) => return,
+                    Err(e) => {
+                        self.note(format!("TAP {} receive failed: {e}", self.tap.name()));
+                        return;
+                    }
+                },
+            };
+            let Some(chain) = self.queues[RX_QUEUE].pop_descriptor_chain(mem) else {
+                // No buffer: keep the frame for the next pass.
+                self.rx_pending = Some(frame);
+                return;
+            };
+            let head = chain.head_index();
+            let mut hdr = [0u8; NET_HDR_LEN];
+            hdr[10] = 1; // num_buffers
+            let mut written = 0usize;
+            let total = NET_HDR_LEN + frame.len();
+            for desc in chain {
+                if written == total {
+                    break;
+                }
+                if !desc.is_write_only() || overlaps_config_page(desc.addr().0, desc.len()) {
+                    written = 0;
+                    break;
+                }
+                let n = (desc.len() as usize).min(total - written);
+                let mut ok = true;
+                let mut addr = desc.addr().0;
+                let mut left = n;
+                let mut pos = written;
+                while left > 0 && ok {
+                    let (src, take): (&[u8], usize) = if pos < NET_HDR_LEN {
+                        let t = (NET_HDR_LEN - pos).min(left);
+                        (&hdr[pos..pos + t], t)
+                    } else {
+                        let s = pos - NET_HDR_LEN;
+                        (&frame[s..s + left], left)
+                    };
+                    ok = mem.write_slice(src, GuestAddress(addr)).is_ok();
+                    addr = addr.wrapping_add(take as u64);
+                    pos += take;
+                    left -= take;
+                }
+                if !ok {
+                    written = 0;
+                    break;
+                }
+                written += n;
+            }
+            if written == total {
+                self.stats.rx_frames += 1;
+            } else {
+                self.stats.dropped += 1;
+                self.note(format!(
+                    "receive chain {head} unusable or too short; frame dropped"
+                ));
+                written = 0;
+            }
+            if self.queues[RX_QUEUE]
+                .add_used(mem, head, written as u32)
+                .is_err()
+            {
+                self.broken("receive used ring not writable".to_string());
+                return;
+            }
+            self.interrupt_status |= INT_USED_BUFFER;
+        }
+    }
+}
+
+/// The (low, high) halves for a 64-bit queue address register write.
+fn split(low: bool, v: u32) -> (Option<u32>, Option<u32>) {
+    if low {
+        (Some(v), None)
+    } else {
+        (None, Some(v))
+    }
+}
+
+/// Whether `[addr, addr + len)` touches the read-only configuration page (the VMM's
+/// mapping of it is writable, the guest's is not: the device must not write it).
+fn overlaps_config_page(addr: u64, len: u32) -> bool {
+    let end = addr.saturating_add(u64::from(len));
+    addr < CONFIG_PAGE_GPA + PAGE_SIZE as u64 && end > CONFIG_PAGE_GPA
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_page_overlap() {
+        assert!(overlaps_config_page(CONFIG_PAGE_GPA - 1, 2));
+        assert!(overlaps_config_page(CONFIG_PAGE_GPA + 4095, 1));
+        assert!(!overlaps_config_page(CONFIG_PAGE_GPA + 4096, 100));
+        assert!(!overlaps_config_page(CONFIG_PAGE_GPA - 10, 10));
+    }
+}
+
+/// Hostile-guest tests: the device driven through its registers with crafted rings.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    /// Frames sent, and frames to deliver.
+    #[derive(Default)]
+    struct Wire {
+        sent: Vec<Vec<u8>>,
+        inbound: Vec<Vec<u8>>,
+    }
+
+    struct MemBackend(Arc<Mutex<Wire>>);
+
+    impl FrameBackend for MemBackend {
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+            let mut w = self.0.lock().unwrap();
+            if w.inbound.is_empty() {
+                return Ok(None);
+            }
+            let f = w.inbound.remove(0);
+            buf[..f.len()].copy_from_slice(&f);
+            Ok(Some(f.len()))
+        }
+        fn send(&mut self, frame: &[u8]) -> io::Result<()> {
+            self.0.lock().unwrap().sent.push(frame.to_vec());
+            Ok(())
+        }
+        fn name(&self) -> &str {
+            "mem"
+        }
+    }
+
+    const BASE: u64 = VIRTIO_NET_MMIO_GPA;
+    const DESC: u64 = 0x40000;
+    const AVAIL: u64 = 0x41000;
+    const USED: u64 = 0x42000;
+
+    fn setup() -> (GuestMemoryMmap, VirtioNet, Arc<Mutex<Wire>>) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut dev =
+            VirtioNet::new(Box::new(MemBackend(wire.clone())), [2, 0, 0, 0, 0, 1]).unwrap();
+        let w =
+            |d: &mut VirtioNet, off: u64, v: u32| d.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+        w(&mut dev, reg::DRIVER_FEATURES_SEL, 1);
+        w(&mut dev, reg::DRIVER_FEATURES, 1); // VERSION_1
+        w(&mut dev, reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
+        (mem, dev, wire)
+    }
+
+    /// Enables queue `q` with 4 entries at the fixed ring addresses (offset per queue).
+    fn enable(mem: &GuestMemoryMmap, dev: &mut VirtioNet, q: u32, desc: u64) -> bool {
+        let o = u64::from(q) * 0x4000;
+        let mut w = |off: u64, v: u32| dev.mmio_write(mem, BASE + off, &v.to_le_bytes());
+        w(reg::QUEUE_SEL, q);
+        w(reg::QUEUE_NUM, 4);
+        w(reg::QUEUE_DESC_LOW, desc as u32);
+        w(reg::QUEUE_DESC_HIGH, (desc >> 32) as u32);
+        w(reg::QUEUE_DRIVER_LOW, (AVAIL + o) as u32);
+        w(reg::QUEUE_DEVICE_LOW, (USED + o) as u32);
+        w(reg::QUEUE_READY, 1);
+        let mut r = [0u8; 4];
+        dev.mmio_read(mem, BASE + reg::QUEUE_READY, &mut r);
+        u32::from_le_bytes(r) == 1
+    }
+
+    fn desc(mem: &GuestMemoryMmap, table: u64, i: u64, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = table + i * 16;
+        mem.write_obj(addr, GuestAddress(d)).unwrap();
+        mem.write_obj(len, GuestAddress(d + 8)).unwrap();
+        mem.write_obj(flags, GuestAddress(d + 12)).unwrap();
+        mem.write_obj(next, GuestAddress(d + 14)).unwrap();
+    }
+
+    /// Publishes head 0 in queue `q`'s avail ring.
+    fn offer(mem: &GuestMemoryMmap, q: u64) {
+        let avail = AVAIL + q * 0x4000;
+        mem.write_obj(0u16, GuestAddress(avail + 4)).unwrap();
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
+    }
+
+    fn used_idx(mem: &GuestMemoryMmap, q: u64) -> u16 {
+        mem.read_obj(GuestAddress(USED + q * 0x4000 + 2)).unwrap()
+    }
+
+    fn go(mem: &GuestMemoryMmap, dev: &mut VirtioNet) {
+        dev.mmio_write(
+            mem,
+            BASE + reg::STATUS,
+            &(1u32 | 2 | STATUS_FEATURES_OK | STATUS_DRIVER_OK).to_le_bytes(),
+        );
+    }
+
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
+
+    #[test]
+    fn descriptor_loop_in_the_transmit_queue_terminates() {
+        let (mem, mut dev, _wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        desc(&mem, t, 0, 0x50000, 100, NEXT, 1);
+        desc(&mem, t, 1, 0x51000, 100, NEXT, 0);
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(used_idx(&mem, 1), 1, "the looping chain is consumed once");
+    }
+
+    #[test]
+    fn oversized_transmit_descriptor_is_dropped_not_read() {
+        let (mem, mut dev, wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        desc(&mem, t, 0, 0x50000, u32::MAX, 0, 0);
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(used_idx(&mem, 1), 1);
+        assert!(wire.lock().unwrap().sent.is_empty());
+        assert_eq!(dev.stats().dropped, 1);
+    }
+
+    #[test]
+    fn receive_buffer_on_the_configuration_page_is_never_written() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, CONFIG_PAGE_GPA, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        let mut page = [0u8; PAGE_SIZE];
+        mem.read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
+            .unwrap();
+        assert!(page.iter().all(|b| *b == 0));
+        assert_eq!(used_idx(&mem, 0), 1);
+        assert_eq!(dev.stats().rx_frames, 0);
+        assert_eq!(dev.stats().dropped, 1);
+    }
+
+    #[test]
+    fn frame_reaches_a_good_receive_buffer() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        assert_eq!(u32::from_le_bytes(r), INT_USED_BUFFER);
+        let mut got = [0u8; 72];
+        mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
+        assert_eq!(got[10], 1);
+        assert!(got[12..].iter().all(|b| *b == 0xab));
+        assert_eq!(dev.stats().rx_frames, 1);
+    }
+
+    #[test]
+    fn rings_outside_guest_memory_are_not_enabled() {
+        let (mem, mut dev, _wire) = setup();
+        assert!(!enable(&mem, &mut dev, 1, 0xffff_f000_0000));
+    }
+}
