@@ -208,8 +208,114 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
         Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[23]}}", nonce_hex(8))),
     );
     assert_ne!(ev["pcrs"]["sha256"]["23"], "00".repeat(32));
+    // The VM has its TAP device, up, named under this tvpd's prefix.
+    let tap = t.api_json("GET", "/v1/vms/holder", None)["tap"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(tap.starts_with(&t.tap_prefix), "{tap}");
+    assert!(net_device_exists(&tap));
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{tap}/flags")).unwrap();
+    assert_eq!(
+        u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap() & 1,
+        1
+    );
+    // A TAP device left by an earlier tvpd without a record is an orphan too.
+    let stray = format!("{}strayx", t.tap_prefix);
+    let made = std::process::Command::new("ip")
+        .args(["tuntap", "add", "dev", &stray, "mode", "tap"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     t.crash();
     t.start_again();
     leased_pcrs_zero(&t);
     assert!(t.log().contains("PCRs 16 and 23 reset"));
+    // Recovery: no orphaned VMM, no orphaned TAP device, the state says what happened.
+    assert!(!vmm_alive(pid as u32, "holder"), "orphaned tvp-vmm {pid}");
+    assert!(!net_device_exists(&tap), "orphaned TAP {tap}");
+    if made {
+        assert!(!net_device_exists(&stray), "stray TAP {stray} not deleted");
+    }
+    let v = t.api_json("GET", "/v1/vms/holder", None);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["reason"], "tvpd-restarted", "{v}");
+    assert!(v["pid"].is_null() && v["tap"].is_null(), "{v}");
+    // It is served again: the ended VM is forgotten on DELETE and its id reused.
+    assert_eq!(t.api("DELETE", "/v1/vms/holder", None).status, 200);
+    assert_eq!(t.api("GET", "/v1/vms/holder", None).status, 404);
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.api_json("GET", "/v1/vms/holder", None)["state"] != "attesting" {
+        assert!(
+            Instant::now() < deadline,
+            "VM never got the lease after restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn net_device_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Whether `pid` is still a tvp-vmm for VM `id`.
+fn vmm_alive(pid: u32, id: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.windows(2)
+                .any(|w| w[0] == b"--vm-id" && w[1] == id.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let mut t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &["--firmware", spin.to_str().unwrap()],
+    );
+    for id in ["first", "second"] {
+        assert_eq!(t.api("POST", "/v1/vms", Some(&spec(id, 60))).status, 201);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.api_json("GET", "/v1/vms/first", None)["state"] != "attesting" {
+        assert!(Instant::now() < deadline, "VM never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let live: Vec<(u32, String, String)> = ["first", "second"]
+        .iter()
+        .map(|id| {
+            let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
+            (
+                v["pid"].as_u64().unwrap() as u32,
+                v["tap"].as_str().unwrap().to_string(),
+                id.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(t.stop(), Some(0), "{}", t.log());
+    for (pid, tap, id) in &live {
+        assert!(!vmm_alive(*pid, id), "tvp-vmm of {id} survived SIGTERM");
+        assert!(
+            !net_device_exists(tap),
+            "TAP {tap} of {id} survived SIGTERM"
+        );
+    }
+    t.start_again();
+    leased_pcrs_zero(&t);
+    for id in ["first", "second"] {
+        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
+        assert_eq!(v["state"], "destroyed", "{v}");
+        assert_eq!(v["reason"], "tvpd-stopped", "{v}");
+    }
 }

@@ -63,6 +63,11 @@ pub struct Config {
     pub vmm_binary: Option<PathBuf>,
     /// The measured VMs' firmware image.
     pub firmware: PathBuf,
+    /// Prefix of the VMs' TAP device names (name = prefix + hex of the id's SHA-256, 15
+    /// characters in all). At start, TAP devices with this prefix are orphans and deleted.
+    pub tap_prefix: String,
+    /// Bridge every VM's TAP device is attached to; unset = left for the cloud manager.
+    pub vm_bridge: Option<String>,
 }
 
 impl Default for Config {
@@ -88,6 +93,8 @@ impl Default for Config {
             kvm_scan_interval_ms: 5000,
             vmm_binary: None,
             firmware: PathBuf::from("/usr/local/lib/tvp/firmware.elf"),
+            tap_prefix: "tvp".into(),
+            vm_bridge: None,
         }
     }
 }
@@ -206,6 +213,12 @@ pub struct Args {
     /// The measured VMs' firmware image [default: /usr/local/lib/tvp/firmware.elf].
     #[arg(long, value_name = "PATH")]
     pub firmware: Option<PathBuf>,
+    /// Prefix of the VMs' TAP device names; TAP devices with it are deleted at start [default: tvp].
+    #[arg(long, value_name = "PREFIX")]
+    pub tap_prefix: Option<String>,
+    /// Bridge the VMs' TAP devices are attached to [default: none].
+    #[arg(long, value_name = "BRIDGE")]
+    pub vm_bridge: Option<String>,
 }
 
 impl Config {
@@ -264,6 +277,10 @@ impl Config {
             self.vmm_binary = a.vmm_binary.clone();
         }
         set(&mut self.firmware, &a.firmware);
+        set(&mut self.tap_prefix, &a.tap_prefix);
+        if a.vm_bridge.is_some() {
+            self.vm_bridge = a.vm_bridge.clone();
+        }
     }
 
     /// The socket mode as permission bits.
@@ -302,6 +319,25 @@ impl Config {
                     self.log_level
                 ),
             );
+        }
+        let tap_ok = (1..=8).contains(&self.tap_prefix.len())
+            && self
+                .tap_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !tap_ok {
+            return bad(
+                "tap_prefix",
+                format!(
+                    "'{}': use 1 to 8 letters, digits, '-' or '_' (the rest of the 15-character name identifies the VM)",
+                    self.tap_prefix
+                ),
+            );
+        }
+        if let Some(b) = &self.vm_bridge {
+            if !crate::vm::tap::valid_name(b) {
+                return bad("vm_bridge", format!("'{b}' is not an interface name"));
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return bad(

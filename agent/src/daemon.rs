@@ -220,10 +220,16 @@ fn start_and_serve(
             firmware: cfg.firmware.clone(),
             vms_dir: cfg.state_dir.join("vms"),
             platform_pcr: cfg.platform_pcr,
+            tap_prefix: cfg.tap_prefix.clone(),
+            bridge: cfg.vm_bridge.clone(),
         },
         log.clone(),
         platform_state.clone(),
     );
+    let orphaned = vms.recover();
+    if orphaned > 0 {
+        warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");
+    }
     let unmanaged = Arc::new(Mutex::new(Census::default()));
     let state = Arc::new(AppState {
         tpm,
@@ -235,7 +241,7 @@ fn start_and_serve(
         vms: vms.clone(),
         audit,
     });
-    let vms_for_scan = vms;
+    let vms_for_scan = vms.clone();
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
@@ -265,6 +271,7 @@ fn start_and_serve(
         Ok::<(), std::io::Error>(())
     });
     let _ = std::fs::remove_file(&cfg.socket);
+    vms.shutdown(Duration::from_secs(10));
     result.map_err(|e| {
         error!("API server failed: {e}");
         exit::CANTCREAT

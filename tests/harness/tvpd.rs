@@ -22,6 +22,17 @@ pub struct Tvpd {
     pub log_path: PathBuf,
     tcti: String,
     extra: Vec<String>,
+    /// This tvpd's TAP prefix: unique, so parallel tests never touch each other's TAPs.
+    pub tap_prefix: String,
+}
+
+/// A TAP prefix unique to the test directory (the same for every tvpd run on it, so the
+/// measured configuration does not change between runs).
+fn tap_prefix_for(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("t{:05x}", h.finish() & 0xf_ffff)
 }
 
 impl Tvpd {
@@ -34,6 +45,7 @@ impl Tvpd {
             log_path: dir.join("tvpd.log"),
             tcti: tpm.tcti(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            tap_prefix: tap_prefix_for(dir),
         };
         t.spawn();
         t
@@ -43,8 +55,9 @@ impl Tvpd {
     fn command(&self) -> Command {
         let mut c = Command::new(crate::bin("tvpd"));
         let nv_index = audit_nv_index(&self.state_dir);
-        let defaults: [(&str, &std::ffi::OsStr); 6] = [
+        let defaults: [(&str, &std::ffi::OsStr); 7] = [
             ("--config", "/dev/null".as_ref()),
+            ("--tap-prefix", self.tap_prefix.as_ref()),
             ("--tcti", self.tcti.as_ref()),
             ("--state-dir", self.state_dir.as_os_str()),
             ("--socket", self.socket.as_os_str()),
@@ -102,6 +115,7 @@ impl Tvpd {
             log_path: dir.join("tvpd.log"),
             tcti: tpm.tcti(),
             extra: args.iter().map(|s| s.to_string()).collect(),
+            tap_prefix: tap_prefix_for(dir),
         };
         let out = t.command().output().expect("run tvpd");
         (

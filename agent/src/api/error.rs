@@ -120,6 +120,7 @@ impl From<crate::vm::VmError> for ApiError {
             V::NotFound(_) => ApiError::new(404, "not_found", e.to_string()),
             V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
             V::Spawn(_) => ApiError::internal(e.to_string()),
+            V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
         }
     }
 }

@@ -20,6 +20,8 @@ use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessa
 use super::lease::Lease;
 use super::spec::CreateVmRequest;
 use super::state::{MeasurementView, VmState, VmView};
+use super::store::{self, VmRecord};
+use super::tap;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
@@ -40,6 +42,10 @@ pub mod refusal {
     pub const TPM_FAILED: u32 = 3;
 }
 const MAX_MEASUREMENTS: usize = 16;
+/// Reason of VMs found live by a restarted tvpd.
+pub const RESTARTED: &str = "tvpd-restarted";
+/// Reason of VMs stopped because tvpd stops.
+pub const STOPPED: &str = "tvpd-stopped";
 /// The channel descriptor number in the child.
 const CHILD_CHANNEL_FD: i32 = 3;
 
@@ -54,6 +60,10 @@ pub struct ManagerConfig {
     pub vms_dir: PathBuf,
     /// The platform PCR (quoted with 16 and 23).
     pub platform_pcr: u32,
+    /// Prefix of the VMs' TAP device names.
+    pub tap_prefix: String,
+    /// Bridge the VMs' TAP devices are attached to; `None` leaves them unattached.
+    pub bridge: Option<String>,
 }
 
 /// Errors of VM operations, mapped to API statuses.
@@ -74,6 +84,9 @@ pub enum VmError {
     /// Starting the VMM failed.
     #[error("cannot start the VM: {0}")]
     Spawn(String),
+    /// tvpd is stopping.
+    #[error("tvpd is shutting down; create the VM after it restarts")]
+    ShuttingDown,
 }
 
 enum Event {
@@ -91,6 +104,8 @@ struct Vm {
     updated_at: String,
     history: Vec<(String, VmState)>,
     pid: Option<u32>,
+    vmm_start_time: Option<u64>,
+    tap: Option<String>,
     measurements: Vec<MeasurementView>,
     digests: Vec<[u8; 32]>,
     reported_pcr23: Option<[u8; 32]>,
@@ -110,6 +125,7 @@ struct Vm {
 struct Inner {
     vms: BTreeMap<String, Vm>,
     lease: Lease,
+    shutting_down: bool,
 }
 
 /// The VM manager.
@@ -148,10 +164,130 @@ impl Manager {
             history: vm.history.clone(),
             lease_position: inner.lease.position(id),
             pid: vm.pid,
+            tap: vm.tap.clone(),
             measurements: vm.measurements.clone(),
             pcr23: vm.pcr23.map(hex::encode),
             deadline: vm.deadline.clone(),
         }
+    }
+
+    /// Write VM `id`'s record (under the caller's lock); failures are logged, not fatal:
+    /// the VM runs on, but a crash would leave it unrecorded.
+    fn persist(&self, inner: &Inner, id: &str) {
+        if let Some(vm) = inner.vms.get(id) {
+            let rec = VmRecord {
+                view: Self::view(inner, id, vm),
+                vmm_start_time: vm.vmm_start_time,
+            };
+            if let Err(e) = store::save(&self.cfg.vms_dir, &rec) {
+                warn!(vm = id, error = e.to_string(); "cannot write the VM record");
+            }
+        }
+    }
+
+    /// Crash recovery at start (PCRs 16 and 23 are already reset): load the records of
+    /// an earlier tvpd; a VM that was live then has lost its supervisor, so its
+    /// `tvp-vmm` is killed (only if pid, start time and command line still match), its
+    /// TAP device deleted, and it is marked failed with reason `tvpd-restarted`. TAP
+    /// devices under our prefix that no record names are deleted too. Returns the
+    /// number of VMs marked failed.
+    pub fn recover(&self) -> usize {
+        let (records, bad) = store::load_all(&self.cfg.vms_dir);
+        for (path, why) in bad {
+            warn!(path = path.display().to_string(), error = why.as_str(); "ignoring an unreadable VM record");
+        }
+        let mut failed = 0;
+        let mut inner = lock(&self.inner);
+        for rec in records {
+            let mut v = rec.view;
+            let id = v.id.clone();
+            if !v.state.is_final() {
+                if let (Some(pid), Some(started)) = (v.pid, rec.vmm_start_time) {
+                    if super::process::kill_if_vmm(pid, started, &id) {
+                        warn!(vm = id.as_str(), pid = pid; "killed the orphaned tvp-vmm of an earlier tvpd");
+                    }
+                }
+                let now = timestamp();
+                v.history.push((now.clone(), VmState::Failed));
+                v.updated_at = now;
+                v.state = VmState::Failed;
+                v.reason = Some(RESTARTED.into());
+                failed += 1;
+                warn!(vm = id.as_str(); "VM was live when tvpd stopped: marked failed (tvpd-restarted)");
+            }
+            if let Some(t) = v.tap.take() {
+                if let Err(e) = tap::delete(&t) {
+                    warn!(vm = id.as_str(), tap = t.as_str(), error = e.to_string(); "cannot delete an orphaned TAP device");
+                }
+            }
+            v.pid = None;
+            v.lease_position = None;
+            let (tx, _) = mpsc::channel();
+            let vm = Vm {
+                state: v.state,
+                reason: v.reason,
+                created_at: v.created_at,
+                updated_at: v.updated_at,
+                history: v.history,
+                pid: None,
+                vmm_start_time: None,
+                tap: None,
+                measurements: v.measurements,
+                digests: Vec::new(),
+                reported_pcr23: None,
+                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                tunnel: false,
+                lease_granted: false,
+                measured: false,
+                lease_log: Vec::new(),
+                deadline: v.deadline,
+                tx,
+                page: Vec::new(),
+            };
+            inner.vms.insert(id.clone(), vm);
+            self.persist(&inner, &id);
+        }
+        drop(inner);
+        for t in tap::list_with_prefix(&self.cfg.tap_prefix) {
+            match tap::delete(&t) {
+                Ok(()) => warn!(tap = t.as_str(); "deleted an orphaned TAP device"),
+                Err(e) => {
+                    warn!(tap = t.as_str(), error = e.to_string(); "cannot delete an orphaned TAP device")
+                }
+            }
+        }
+        failed
+    }
+
+    /// Stop every live VM (SIGTERM of tvpd): each is destroyed with reason
+    /// `tvpd-stopped`, its lease released and its TAP deleted; waits up to `wait`.
+    pub fn shutdown(&self, wait: Duration) {
+        let live: Vec<String> = {
+            let mut inner = lock(&self.inner);
+            inner.shutting_down = true;
+            inner
+                .vms
+                .iter()
+                .filter(|(_, vm)| !vm.state.is_final() || vm.pid.is_some())
+                .map(|(id, vm)| {
+                    let _ = vm.tx.send(Event::Destroy(STOPPED.into()));
+                    id.clone()
+                })
+                .collect()
+        };
+        if live.is_empty() {
+            return;
+        }
+        info!(vms = live.len(); "stopping live VMs");
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            let running = lock(&self.inner).vms.values().any(|v| v.pid.is_some());
+            if !running {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        warn!("some VMs did not stop in time");
     }
 
     /// Process ids of the VMMs this manager supervises.
@@ -183,17 +319,25 @@ impl Manager {
             .ok_or_else(|| VmError::NotFound(id.to_string()))
     }
 
-    /// Destroy a VM (asynchronously: the supervisor stops the VMM and ends the lease).
+    /// Destroy a VM (asynchronously: the supervisor stops the VMM, ends the lease and
+    /// deletes the TAP device). A VM that has already ended is forgotten instead: its
+    /// record and files are removed and its id can be used again.
     pub fn destroy(&self, id: &str, reason: String) -> Result<VmView, VmError> {
-        let inner = lock(&self.inner);
+        let mut inner = lock(&self.inner);
         let vm = inner
             .vms
             .get(id)
             .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+        let view = Self::view(&inner, id, vm);
         if !vm.state.is_final() {
             let _ = vm.tx.send(Event::Destroy(reason));
+        } else if vm.pid.is_none() {
+            store::remove(&self.cfg.vms_dir, id)
+                .map_err(|e| VmError::Spawn(format!("cannot remove the VM's files: {e}")))?;
+            inner.vms.remove(id);
+            info!(vm = id; "ended VM forgotten");
         }
-        Ok(Self::view(&inner, id, vm))
+        Ok(view)
     }
 
     fn set_state(&self, id: &str, state: VmState, reason: Option<String>) {
@@ -210,6 +354,7 @@ impl Manager {
             if reason.is_some() {
                 vm.reason = reason;
             }
+            self.persist(&inner, id);
         }
     }
 
@@ -229,8 +374,14 @@ impl Manager {
                 }
             }
         }
-        if lock(&self.inner).vms.contains_key(&id) {
-            return Err(VmError::Exists(id));
+        {
+            let inner = lock(&self.inner);
+            if inner.shutting_down {
+                return Err(VmError::ShuttingDown);
+            }
+            if inner.vms.contains_key(&id) {
+                return Err(VmError::Exists(id));
+            }
         }
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
@@ -248,6 +399,9 @@ impl Manager {
         let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Spawn(e.to_string()))?;
         let vmm_log = std::fs::File::create(dir.join("vmm.log"))
             .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let tap_name = tap::name_for(&self.cfg.tap_prefix, &id);
+        tap::create(&tap_name, self.cfg.bridge.as_deref())
+            .map_err(|e| VmError::Spawn(e.to_string()))?;
         let mut cmd = Command::new(&self.cfg.vmm_binary);
         cmd.args(["run", "--vm-id", &id, "--firmware"])
             .arg(&self.cfg.firmware)
@@ -255,6 +409,7 @@ impl Manager {
             .arg(&page_path)
             .arg("--console-log")
             .arg(dir.join("console.log"))
+            .args(["--tap", &tap_name])
             .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -287,9 +442,16 @@ impl Manager {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tap::delete(&tap_name);
+                return Err(VmError::Spawn(format!(
+                    "{}: {e}",
+                    self.cfg.vmm_binary.display()
+                )));
+            }
+        };
         drop(theirs);
         let (tx, rx) = mpsc::channel();
         let now = timestamp();
@@ -302,6 +464,8 @@ impl Manager {
             updated_at: now.clone(),
             history: vec![(now, VmState::Queued)],
             pid: Some(child.id()),
+            vmm_start_time: super::process::start_time(child.id()),
+            tap: Some(tap_name),
             measurements: Vec::new(),
             digests: Vec::new(),
             reported_pcr23: None,
@@ -321,6 +485,7 @@ impl Manager {
             if inner.lease.request(&id) {
                 let _ = tx.send(Event::LeaseGranted);
             }
+            self.persist(&inner, &id);
         }
         info!(vm = id.as_str(), pid = child.id(); "measured VM created");
         let reader = ours
@@ -547,9 +712,21 @@ impl Manager {
             }
         }
         stop_child(&mut child);
-        if let Some(vm) = lock(&self.inner).vms.get_mut(id) {
-            vm.pid = None;
+        let tap = lock(&self.inner)
+            .vms
+            .get_mut(id)
+            .and_then(|vm| vm.tap.take());
+        if let Some(t) = tap {
+            if let Err(e) = tap::delete(&t) {
+                warn!(vm = id, tap = t.as_str(), error = e.to_string(); "cannot delete the VM's TAP device");
+            }
         }
+        let mut inner = lock(&self.inner);
+        if let Some(vm) = inner.vms.get_mut(id) {
+            vm.pid = None;
+            vm.vmm_start_time = None;
+        }
+        self.persist(&inner, id);
     }
 
     /// Handle one VMM message; returns true when the supervisor should stop.

@@ -4,8 +4,11 @@
 
 pub mod lease;
 pub mod manager;
+pub mod process;
 pub mod spec;
 pub mod state;
+pub mod store;
+pub mod tap;
 
 pub use manager::{Manager, ManagerConfig, VmError};
 pub use spec::CreateVmRequest;

@@ -57,6 +57,10 @@ pub struct VmView {
     pub lease_position: Option<usize>,
     /// The VMM's pid while it runs.
     pub pid: Option<u32>,
+    /// The VM's TAP device while it exists (attach it to the tenant's network, or let
+    /// tvpd attach it to `vm_bridge`).
+    #[serde(default)]
+    pub tap: Option<String>,
     /// PCR 23 events reported by the VMM.
     pub measurements: Vec<MeasurementView>,
     /// PCR 23 after measurement, hex.
