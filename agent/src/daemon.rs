@@ -225,6 +225,7 @@ fn start_and_serve(
         },
         log.clone(),
         platform_state.clone(),
+        audit.clone(),
     );
     let orphaned = vms.recover();
     if orphaned > 0 {

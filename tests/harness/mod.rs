@@ -4,12 +4,14 @@
 
 pub mod guests;
 pub mod swtpm;
+pub mod tenant;
 pub mod tvpd;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 pub use swtpm::Swtpm;
+pub use tenant::Tenant;
 pub use tvpd::Tvpd;
 
 /// Directory holding the workspace's built binaries (`cargo build --bins`).

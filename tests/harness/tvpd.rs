@@ -176,6 +176,24 @@ impl Tvpd {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
     }
 
+    /// One API call with a tenant authorization token (`X-Tvp-Authorization`).
+    pub fn api_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: &str,
+    ) -> HttpReply {
+        client::request_with_token(
+            &self.socket,
+            method,
+            path,
+            body.map(|b| b.as_bytes()),
+            Some(token),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
+    }
+
     /// One API call expecting 200 and JSON.
     pub fn api_json(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
         let r = self.api(method, path, body);

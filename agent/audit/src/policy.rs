@@ -10,6 +10,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encode::Encoder;
+use crate::token::TenantKey;
+use crate::Digest32;
+
+/// Most entries of `reported_operations`.
+pub const MAX_REPORTED: usize = 64;
+/// Longest operation name in a policy.
+pub const MAX_OP_NAME: usize = 64;
+
 /// Operations that need the tenant's signed authorization (DESIGN.md, issue 6). Any
 /// other name in `allowed_operations` is refused when the policy is loaded. There is
 /// deliberately no operation that reads or dumps guest memory.
@@ -73,6 +82,19 @@ pub enum PolicyError {
     /// A zero lease.
     #[error("key_lease_secs must be at least 1 (omit it for no lease limit)")]
     ZeroLease,
+    /// Too many or too long entries.
+    #[error("tenant policy: {0}")]
+    TooLarge(String),
+}
+
+impl Remediation {
+    /// Stable name (as in the JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remediation::PowerOff => "power-off",
+            Remediation::Alert => "alert",
+        }
+    }
 }
 
 impl TenantPolicy {
@@ -99,7 +121,38 @@ impl TenantPolicy {
         if self.key_lease_secs == Some(0) {
             return Err(PolicyError::ZeroLease);
         }
+        if self.allowed_operations.len() > RESTRICTED_OPERATIONS.len() {
+            return Err(PolicyError::TooLarge(format!(
+                "allowed_operations has {} entries; list each restricted operation at most once",
+                self.allowed_operations.len()
+            )));
+        }
+        if self.reported_operations.len() > MAX_REPORTED
+            || self
+                .reported_operations
+                .iter()
+                .any(|o| o.is_empty() || o.len() > MAX_OP_NAME)
+        {
+            return Err(PolicyError::TooLarge(format!(
+                "reported_operations: at most {MAX_REPORTED} names of 1 to {MAX_OP_NAME} bytes"
+            )));
+        }
         Ok(())
+    }
+
+    /// The canonical encoding (`docs/audit.md` §6): lists in the given order.
+    pub fn encode_into(&self, e: &mut Encoder) {
+        e.u32(self.v);
+        e.u32(self.allowed_operations.len() as u32);
+        for o in &self.allowed_operations {
+            e.str(o);
+        }
+        e.u32(self.reported_operations.len() as u32);
+        for o in &self.reported_operations {
+            e.str(o);
+        }
+        e.opt_u64(self.key_lease_secs)
+            .str(self.on_tampering.as_str());
     }
 
     /// Whether the tenant may authorize `op`.
@@ -116,6 +169,18 @@ impl TenantPolicy {
     pub fn lease_end(&self, key_since: u64) -> Option<u64> {
         self.key_lease_secs.map(|l| key_since.saturating_add(l))
     }
+}
+
+/// The digest of a VM's management binding, which tvpd extends into PCR 23 after the
+/// VMM's measurements (`docs/pcr-plan.md`): SHA-256 over `tvp-management-v1\0`, the
+/// key's DER SubjectPublicKeyInfo (length-prefixed) and the policy's canonical
+/// encoding ([`TenantPolicy::encode_into`]). A tenant computes it from the key and
+/// policy it gave (`tvpctl expected-pcrs --management-key --policy`).
+pub fn management_digest(key: &TenantKey, policy: &TenantPolicy) -> Digest32 {
+    let mut e = Encoder::new("tvp-management-v1");
+    e.bytes(&key.spki_der());
+    policy.encode_into(&mut e);
+    e.sha256()
 }
 
 #[cfg(test)]
@@ -141,5 +206,53 @@ mod tests {
             TenantPolicy::from_json(br#"{"v":1}"#),
             Err(PolicyError::Malformed(_))
         ));
+        let many = format!(
+            r#"{{"v":1,"allowed_operations":[],"reported_operations":[{}],"on_tampering":"alert"}}"#,
+            vec!["\"x\""; MAX_REPORTED + 1].join(",")
+        );
+        assert!(matches!(
+            TenantPolicy::from_json(many.as_bytes()),
+            Err(PolicyError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn management_digest_binds_key_and_every_policy_field() {
+        let key =
+            crate::token::TenantSigner::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[7; 32]))
+                .public();
+        let other =
+            crate::token::TenantSigner::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[8; 32]))
+                .public();
+        let p = TenantPolicy {
+            v: 1,
+            allowed_operations: vec!["pause".into()],
+            reported_operations: vec!["*".into()],
+            key_lease_secs: None,
+            on_tampering: Remediation::Alert,
+        };
+        let d = management_digest(&key, &p);
+        assert_ne!(d, management_digest(&other, &p));
+        let variants = [
+            TenantPolicy {
+                allowed_operations: vec!["resume".into()],
+                ..p.clone()
+            },
+            TenantPolicy {
+                reported_operations: vec![],
+                ..p.clone()
+            },
+            TenantPolicy {
+                key_lease_secs: Some(1),
+                ..p.clone()
+            },
+            TenantPolicy {
+                on_tampering: Remediation::PowerOff,
+                ..p.clone()
+            },
+        ];
+        for v in variants {
+            assert_ne!(d, management_digest(&key, &v), "{v:?}");
+        }
     }
 }

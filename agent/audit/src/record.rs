@@ -38,6 +38,10 @@ pub enum Stage {
     Decision,
     /// Written after execution (or refusal), carrying the result.
     Result,
+    /// A VM state change (an operation taking effect, handover, crash, deadline,
+    /// remediation): `state_before` and `state_after` say which, `reason` why;
+    /// `request` is 0.
+    Event,
 }
 
 /// Whether the request was allowed to run.
@@ -55,6 +59,7 @@ impl Stage {
         match self {
             Stage::Decision => "decision",
             Stage::Result => "result",
+            Stage::Event => "event",
         }
     }
 }

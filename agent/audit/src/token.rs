@@ -162,6 +162,19 @@ impl TenantKey {
             })
     }
 
+    /// PEM SubjectPublicKeyInfo (what [`TenantKey::from_pem`] reads).
+    pub fn to_pem(&self) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(self.spki_der());
+        let mut s = String::from("-----BEGIN PUBLIC KEY-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            s.push_str(&String::from_utf8_lossy(chunk));
+            s.push('\n');
+        }
+        s.push_str("-----END PUBLIC KEY-----\n");
+        s
+    }
+
     /// DER SubjectPublicKeyInfo.
     pub fn spki_der(&self) -> Vec<u8> {
         match self {
@@ -208,6 +221,16 @@ impl TenantKey {
 }
 
 impl TenantSigner {
+    /// A fresh random Ed25519 key.
+    pub fn generate_ed25519() -> Self {
+        TenantSigner::Ed25519(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    /// A fresh random ECDSA P-256 key.
+    pub fn generate_p256() -> Self {
+        TenantSigner::EcdsaP256(p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng))
+    }
+
     /// From a PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519` or
     /// `-algorithm EC -pkeyopt ec_paramgen_curve:P-256`).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self, AuthzError> {
@@ -222,6 +245,25 @@ impl TenantSigner {
                     "signing key is neither an Ed25519 nor a P-256 PKCS#8 PEM private key".into(),
                 )
             })
+    }
+
+    /// PKCS#8 PEM (what [`TenantSigner::from_pkcs8_pem`] and `tvpctl authorize --key`
+    /// read).
+    pub fn to_pkcs8_pem(&self) -> String {
+        match self {
+            TenantSigner::Ed25519(k) => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+                k.to_pkcs8_pem(Default::default())
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            }
+            TenantSigner::EcdsaP256(k) => {
+                use p256::pkcs8::EncodePrivateKey as _;
+                k.to_pkcs8_pem(Default::default())
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            }
+        }
     }
 
     /// The matching public key.

@@ -121,6 +121,8 @@ impl From<crate::vm::VmError> for ApiError {
             V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
             V::Spawn(_) => ApiError::internal(e.to_string()),
             V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
+            V::State(_) => ApiError::new(409, "invalid_state", e.to_string()),
+            V::NotSupported(_) => ApiError::new(501, "not_supported", e.to_string()),
         }
     }
 }

@@ -86,6 +86,15 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     s
 }
 
+/// Run an authorized restricted VM operation off the async runtime.
+async fn vm_operation(state: &AppState, id: String, op: crate::vm::Op) -> Result<Reply, ApiError> {
+    let vms = state.vms.clone();
+    let view = tokio::task::spawn_blocking(move || vms.operate(&id, op))
+        .await
+        .map_err(|e| ApiError::internal(format!("{} task: {e}", op.name())))??;
+    ok(&view)
+}
+
 /// Execute one request.
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
@@ -100,7 +109,8 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         }
         ApiRequest::ListVms => ok(&state.vms.list()),
         ApiRequest::GetVm { id } => ok(&state.vms.get(&id)?),
-        ApiRequest::DeleteVm { id } => ok(&state.vms.destroy(&id, "deleted".into())?),
+        ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
+        ApiRequest::VmOperation { id, op, .. } => vm_operation(state, id, op).await,
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::VerifyImage { image, kms_socket } => {

@@ -22,10 +22,19 @@ pub enum ApiRequest {
         /// VM id.
         id: String,
     },
-    /// `DELETE /v1/vms/{id}`
+    /// `DELETE /v1/vms/{id}` (restricted: `delete`)
     DeleteVm {
         /// VM id.
         id: String,
+    },
+    /// `POST /v1/vms/{id}/operations`: a restricted operation other than delete.
+    VmOperation {
+        /// VM id.
+        id: String,
+        /// The operation.
+        op: crate::vm::Op,
+        /// Its parameters (exactly `op.param_keys()`), which the token covers.
+        params: tvp_audit::params::Params,
     },
     /// `GET /v1/host`
     GetHost,
@@ -90,6 +99,7 @@ impl ApiRequest {
             ApiRequest::ListVms => "list-vms",
             ApiRequest::GetVm { .. } => "get-vm",
             ApiRequest::DeleteVm { .. } => "delete-vm",
+            ApiRequest::VmOperation { .. } => "vm-operation",
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
@@ -108,7 +118,9 @@ impl ApiRequest {
         match self {
             ApiRequest::GetVmAudit { vm, .. } => Some(vm),
             ApiRequest::CreateVm(r) => Some(&r.id),
-            ApiRequest::GetVm { id } | ApiRequest::DeleteVm { id } => Some(id),
+            ApiRequest::GetVm { id }
+            | ApiRequest::DeleteVm { id }
+            | ApiRequest::VmOperation { id, .. } => Some(id),
             ApiRequest::ListVms
             | ApiRequest::GetUnmanagedVms
             | ApiRequest::CertifyBindingKey { .. }
@@ -129,10 +141,11 @@ impl ApiRequest {
     /// variant must decide.
     pub fn restricted(&self) -> Option<(&str, &'static str, tvp_audit::params::Params)> {
         match self {
+            ApiRequest::DeleteVm { id } => Some((id, "delete", tvp_audit::params::Params::new())),
+            ApiRequest::VmOperation { id, op, params } => Some((id, op.name(), params.clone())),
             ApiRequest::CreateVm(_)
             | ApiRequest::ListVms
             | ApiRequest::GetVm { .. }
-            | ApiRequest::DeleteVm { .. }
             | ApiRequest::GetUnmanagedVms
             | ApiRequest::CertifyBindingKey { .. }
             | ApiRequest::VerifyImage { .. }
@@ -160,6 +173,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/vms", "GET, POST"),
     ("/v1/vms/{id}", "GET, DELETE"),
     ("/v1/vms/{id}/audit", "GET"),
+    ("/v1/vms/{id}/operations", "POST"),
     ("/v1/host", "GET"),
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
@@ -188,7 +202,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         )));
     }
     if let Some(id) = vm_id {
-        return vm_request(route, method, full, id);
+        return vm_request(route, method, full, id, body);
     }
     match path {
         "/v1/vms" if method == "GET" => Ok(ApiRequest::ListVms),
@@ -269,16 +283,28 @@ fn route_of(path: &str) -> (&str, Option<&str>) {
     let route = match sub {
         "" if !rest.ends_with('/') => "/v1/vms/{id}",
         "audit" => "/v1/vms/{id}/audit",
+        "operations" => "/v1/vms/{id}/operations",
         _ => return (path, None),
     };
     (route, Some(id))
 }
 
 /// A request on `/v1/vms/{id}...` whose route and method are known to be valid.
-fn vm_request(route: &str, method: &str, full: &str, id: &str) -> Result<ApiRequest, ApiError> {
+fn vm_request(
+    route: &str,
+    method: &str,
+    full: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<ApiRequest, ApiError> {
     let id = id.to_string();
     match (route, method) {
         ("/v1/vms/{id}/audit", _) => super::audit_routes::vm_audit(id, full),
+        ("/v1/vms/{id}/operations", _) => {
+            let r: super::types::VmOperationRequest = json(body)?;
+            let (op, params) = r.validate().map_err(ApiError::invalid_argument)?;
+            Ok(ApiRequest::VmOperation { id, op, params })
+        }
         (_, "DELETE") => Ok(ApiRequest::DeleteVm { id }),
         _ => Ok(ApiRequest::GetVm { id }),
     }

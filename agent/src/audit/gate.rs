@@ -244,6 +244,39 @@ impl Audit {
         r
     }
 
+    /// Record a VM state change (stage `event`: `state_before` → `state_after`, and
+    /// why), attributed to tvpd itself (its uid and pid). Blocks the calling thread
+    /// until the record is persisted; for the VM supervisors, never for async tasks.
+    /// An error is for logging: the change has happened already.
+    pub fn vm_event_blocking(
+        &self,
+        vm: &str,
+        before: &str,
+        after: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
+        let mut p = Params::new();
+        p.insert("from".into(), before.to_string());
+        p.insert("to".into(), after.to_string());
+        let draft = RecordDraft {
+            time_ms: super::now_ms(),
+            uid: nix::unistd::geteuid().as_raw(),
+            pid: i32::try_from(std::process::id()).ok(),
+            vm: Some(vm.to_string()),
+            op: "vm-state-change".into(),
+            params_digest: tvp_audit::params::digest(&p),
+            stage: Stage::Event,
+            decision: Decision::Allow,
+            reason: reason.to_string(),
+            status: None,
+            result: None,
+            state_before: Some(before.to_string()),
+            state_after: Some(after.to_string()),
+            request: 0,
+        };
+        super::block_on(self.append(draft))
+    }
+
     /// Record the decision, run `exec` if `decision` allows (its `Ok` is the reason
     /// recorded), record the result. See the module documentation.
     pub async fn gate<F, Fut>(

@@ -162,6 +162,14 @@ pub enum Command {
         /// Add to the values of this expected-values file (e.g. the platform PCR).
         #[arg(long, value_name = "FILE")]
         merge: Option<PathBuf>,
+        /// The tenant's management public key (PEM) given at creation: tvpd extends
+        /// the management binding into PCR 23 after tvp-vmm's events. Without it (and
+        /// --policy) the value is tvp-vmm's alone.
+        #[arg(long, value_name = "PEM", requires = "policy")]
+        management_key: Option<PathBuf>,
+        /// The tenant's policy (JSON) given at creation.
+        #[arg(long, value_name = "FILE", requires = "management_key")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -204,7 +212,17 @@ pub fn run(cli: Cli) -> i32 {
             firmware,
             config_page,
             merge,
-        } => expected::run(firmware, config_page, merge.as_deref(), cli.json),
+            management_key,
+            policy,
+        } => expected::run(
+            &expected::Inputs {
+                firmware,
+                config_page,
+                merge: merge.as_deref(),
+                management: management_key.as_deref().zip(policy.as_deref()),
+            },
+            cli.json,
+        ),
         Command::Authorize {
             key,
             vm,

@@ -3,6 +3,7 @@
 //! channel, and destruction. See docs/vm-lifecycle.md.
 
 pub mod lease;
+pub mod management;
 pub mod manager;
 pub mod process;
 pub mod spec;
@@ -10,6 +11,6 @@ pub mod state;
 pub mod store;
 pub mod tap;
 
-pub use manager::{Manager, ManagerConfig, VmError};
+pub use manager::{Manager, ManagerConfig, Op, VmError};
 pub use spec::CreateVmRequest;
 pub use state::{VmState, VmView};

@@ -48,12 +48,11 @@ pub struct CreateVmRequest {
     /// with reason `attestation-deadline`.
     #[serde(default = "default_deadline")]
     pub attestation_deadline_secs: u64,
-    /// The tenant's management public key (PEM), for locked-down management.
-    #[serde(default)]
-    pub management_public_key: Option<String>,
-    /// The tenant's management policy (stored for locked-down management).
-    #[serde(default)]
-    pub policy: Option<serde_json::Value>,
+    /// The tenant's management public key (PEM SubjectPublicKeyInfo, Ed25519 or P-256):
+    /// every restricted operation on the VM needs a token it signed.
+    pub management_public_key: String,
+    /// The tenant's management policy (`docs/audit.md` §6).
+    pub policy: serde_json::Value,
 }
 
 /// A validated request with its configuration-page values.
@@ -75,6 +74,8 @@ pub struct ValidSpec {
     pub ca_der: Vec<u8>,
     /// Attestation deadline.
     pub deadline: Duration,
+    /// The tenant's management key and policy.
+    pub management: super::management::ManagementView,
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> String {
@@ -178,7 +179,17 @@ impl CreateVmRequest {
             return Err(bad("attestation_deadline_secs", "must be 1..=86400"));
         }
         let deadline = Duration::from_secs(self.attestation_deadline_secs);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let management = super::management::ManagementView::from_request(
+            &self.management_public_key,
+            &self.policy,
+            now,
+        )?;
         let spec = ValidSpec {
+            management,
             vip: vip.octets(),
             prefix_len,
             gateway,
@@ -233,8 +244,10 @@ mod tests {
             vcpus: 1,
             memory_mib: 16,
             attestation_deadline_secs: 60,
-            management_public_key: None,
-            policy: None,
+            management_public_key: tvp_audit::token::TenantSigner::generate_ed25519()
+                .public()
+                .to_pem(),
+            policy: crate::vm::management::tests::policy_json(),
         }
     }
 
@@ -265,6 +278,11 @@ mod tests {
                 "attestation_deadline_secs",
                 Box::new(|r| r.attestation_deadline_secs = 0),
             ),
+            (
+                "management_public_key",
+                Box::new(|r| r.management_public_key = "x".into()),
+            ),
+            ("policy", Box::new(|r| r.policy = serde_json::json!({}))),
         ];
         for (field, f) in cases {
             let mut r = sample();
