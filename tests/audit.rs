@@ -19,6 +19,7 @@ use tvp_agent::tpm::ProvisionConfig;
 use tvp_audit::params::{self, Params};
 use tvp_audit::policy::{Remediation, TenantPolicy};
 use tvp_audit::token::{AuthzError, TenantSigner};
+use tvp_tests::tmpfs::{fill, SmallTmpfs};
 use tvp_tests::{nonce_hex, require_tools, Swtpm, Tvpd};
 
 const NV_INDEX: u32 = 0x0150_0000;
@@ -235,42 +236,6 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     assert_eq!(recs.len(), lines.len() + 3);
 }
 
-/// A tmpfs mounted for one test, unmounted also when the test fails.
-struct SmallTmpfs(PathBuf);
-
-impl SmallTmpfs {
-    fn mount(at: &Path, size: &str) -> Option<SmallTmpfs> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| SmallTmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Fill the file system until writes fail.
-fn fill(path: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = [0u8; 1024];
-    while f.write_all(&block).and_then(|_| f.sync_all()).is_ok() {}
-}
-
 #[test]
 fn full_disk_makes_requests_fail_closed_with_nothing_lost() {
     require_tools!("swtpm", "mount", "umount");
@@ -280,10 +245,10 @@ fn full_disk_makes_requests_fail_closed_with_nothing_lost() {
         eprintln!("skipped: cannot mount a tmpfs (needs root)");
         return;
     };
-    let state = fs.0.join("state");
+    let state = fs.path().join("state");
     let mut t = Tvpd::start(&tpm, &dir, &["--state-dir", state.to_str().unwrap()]);
     assert_eq!(t.api("GET", "/v1/host", None).status, 200);
-    let filler = fs.0.join("filler");
+    let filler = fs.path().join("filler");
     fill(&filler);
     // The log's last page may still have room for a few records; then it fails.
     let mut refused = None;

@@ -5,6 +5,7 @@
 pub mod guests;
 pub mod swtpm;
 pub mod tenant;
+pub mod tmpfs;
 pub mod tvpd;
 
 use std::path::PathBuf;
