@@ -11,8 +11,14 @@ say "building (release)"
 cargo build --release --bins --quiet
 install -m 0755 target/release/tvpd target/release/tvpctl /usr/local/bin/
 install -d -m 0755 /etc/tvp
+if ! getent passwd tvp-vmm >/dev/null; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tvp-vmm
+    ok "created the system user tvp-vmm (the VMMs drop to it)"
+fi
 if [ ! -e /etc/tvp/tvpd.toml ]; then
-    install -m 0644 scripts/tvpd.toml /etc/tvp/tvpd.toml
+    # The shipped file documents the defaults; an installed host also drops VMMs to tvp-vmm.
+    sed 's|^# vmm_user = "tvp-vmm"$|vmm_user = "tvp-vmm"|' scripts/tvpd.toml >/etc/tvp/tvpd.toml
+    chmod 0644 /etc/tvp/tvpd.toml
     ok "wrote /etc/tvp/tvpd.toml"
 fi
 install -m 0644 scripts/tvpd.service /etc/systemd/system/tvpd.service

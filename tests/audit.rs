@@ -300,7 +300,9 @@ fn policy() -> TenantPolicy {
         v: 1,
         allowed_operations: vec!["pause".into(), "resume".into()],
         reported_operations: vec!["*".into()],
+        management_key_lease_secs: None,
         key_lease_secs: None,
+        allow_plaintext_images: false,
         on_tampering: Remediation::PowerOff,
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tvp_tests::{bin, nonce_hex, require_tools, Swtpm, Tvpd};
+use tvp_tests::{bin, nonce_hex, require_tools, Swtpm, Tenant, Tvpd};
 
 struct Kms {
     child: Child,
@@ -247,10 +247,15 @@ fn tvpd_obtains_the_key_through_its_tpm_and_authenticates_the_image_in_memory() 
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     let tenant = tpm.scratch("tenant");
-    let (code, expected, err) = Tvpd::run_once(&tpm, &dir, &["--print-expected-pcrs"]);
+    let images = ["--image-dir", tenant.to_str().unwrap()];
+    let (code, expected, err) = Tvpd::run_once(
+        &tpm,
+        &dir,
+        &[&images[..], &["--print-expected-pcrs"]].concat(),
+    );
     assert_eq!(code, 0, "{err}");
     let expected: Value = serde_json::from_str(&expected).unwrap();
-    let t = Tvpd::start(&tpm, &dir, &[]);
+    let t = Tvpd::start(&tpm, &dir, &images);
     let h = t.api_json("GET", "/v1/host", None);
     let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
         "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
@@ -348,5 +353,208 @@ fn tvpd_obtains_the_key_through_its_tpm_and_authenticates_the_image_in_memory() 
         "plaintext found under {}",
         dir.display()
     );
+    assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
+    // Images are opened only inside image_dir.
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body("/etc/passwd", &kms.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 400, "{text}");
+    assert!(text.contains("outside image_dir"), "{text}");
+}
+
+/// Wait until VM `id` has ended; returns its view.
+fn vm_final(t: &Tvpd, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
+        if matches!(v["state"].as_str(), Some("failed" | "destroyed")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "VM {id} did not end: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before_the_guest_runs() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let fw = tvp_tests::guests::build_guest("image", &tpm.scratch("guest"));
+    let flags = [
+        "--image-dir",
+        tenant.to_str().unwrap(),
+        "--firmware",
+        fw.to_str().unwrap(),
+    ];
+    let (code, expected, err) = Tvpd::run_once(
+        &tpm,
+        &dir,
+        &[&flags[..], &["--print-expected-pcrs"]].concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let t = Tvpd::start(&tpm, &dir, &flags);
+    let h = t.api_json("GET", "/v1/host", None);
+    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
+        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    // What the guest prints (its first 32 bytes), then a secret that must never reach
+    // the host's disk or logs.
+    let head = b"HELLO-FROM-THE-ENCRYPTED-IMAGE!!";
+    let marker = b"TVP-SECRET-PLAINTEXT-MARKER ";
+    let mut plain = head.to_vec();
+    plain.extend(marker.iter().copied().cycle().take(300_000));
+    std::fs::write(tpm.scratch("plain").join("img"), &plain).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        tpm.scratch("plain").join("img").to_str().unwrap(),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+        "--chunk-size",
+        "65536",
+    ]);
+    let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
+    let spec = |id: &str, image: &str, policy: Value| {
+        let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+            "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
+            "boot_server_name": "boot.tenant.example",
+            "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+            "memory_mib": 16, "attestation_deadline_secs": 60,
+            "image": {"path": image, "kms_socket": kms.socket}});
+        // The tenant's management key and policy, with this test's image settings.
+        Tenant::shared().add_to_spec(&mut s);
+        if let (Some(p), Some(extra)) = (s["policy"].as_object_mut(), policy.as_object()) {
+            p.extend(extra.clone());
+        }
+        s.to_string()
+    };
+    let console = |id: &str| {
+        std::fs::read_to_string(dir.join(format!("state/vms/{id}/console.log"))).unwrap_or_default()
+    };
+
+    // Happy path: released through the TPM, decrypted into guest memory, run by the guest.
+    let r = t.api("POST", "/v1/vms", Some(&spec("enc", "img.enc", json!({}))));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = vm_final(&t, "enc");
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    assert!(
+        console("enc").contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"),
+        "{}",
+        console("enc")
+    );
+    // The image is measured through the configuration page's descriptor: PCR 23 as
+    // measured equals what tvpctl computes from the firmware and that page.
+    let key = dir.join("tenant.pem");
+    let policy = dir.join("policy.json");
+    std::fs::write(&key, Tenant::shared().key_pem()).unwrap();
+    std::fs::write(&policy, Tenant::shared().policy.to_string()).unwrap();
+    let (code, out, err) = t.tvpctl(&[
+        "expected-pcrs",
+        "--firmware",
+        fw.to_str().unwrap(),
+        "--config-page",
+        dir.join("state/vms/enc/config.page").to_str().unwrap(),
+        "--management-key",
+        key.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let exp: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["pcr23"], exp["pcrs"]["sha256"]["23"]);
+    let vmm_log = std::fs::read_to_string(dir.join("state/vms/enc/vmm.log")).unwrap();
+    assert!(vmm_log.contains("decrypted"), "{vmm_log}");
+
+    // Refusals before anything starts.
+    std::fs::write(p("plain.img"), &plain).unwrap();
+    let r = t.api("POST", "/v1/vms", Some(&spec("p1", "plain.img", json!({}))));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(text.contains("allow_plaintext_images"), "{text}");
+    assert_eq!(t.api("GET", "/v1/vms/p1", None).status, 404);
+    let r = t.api(
+        "POST",
+        "/v1/vms",
+        Some(&spec("p2", "../a/state/vms/enc/config.page", json!({}))),
+    );
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let mut inv2 = inventory.clone();
+    inv2["hosts"][0]["platform_pcrs"]["15"] = json!("cd".repeat(32));
+    let kms2 = Kms::start(&tenant, &tenant.join("kms.key"), &inv2, "inv2");
+    let mut s2: Value = serde_json::from_str(&spec("p3", "img.enc", json!({}))).unwrap();
+    s2["image"]["kms_socket"] = json!(kms2.socket);
+    let r = t.api("POST", "/v1/vms", Some(&s2.to_string()));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(text.contains("release_refused"), "{text}");
+
+    // A plaintext image the policy allows.
+    let r = t.api(
+        "POST",
+        "/v1/vms",
+        Some(&spec(
+            "p4",
+            "plain.img",
+            json!({"allow_plaintext_images": true}),
+        )),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(vm_final(&t, "p4")["reason"], "powered-off");
+    assert!(console("p4").contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"));
+    std::fs::remove_file(p("plain.img")).unwrap();
+
+    // Tampered chunk, truncated image, altered header: the key is released, but the VMM
+    // refuses the image while loading it, and the guest never runs.
+    let enc = std::fs::read(p("img.enc")).unwrap();
+    let mut tampered = enc.clone();
+    let n = tampered.len();
+    tampered[n - 20_000] ^= 1;
+    let mut header = enc.clone();
+    header[40] ^= 1; // inside the image digest
+    for (id, bytes, why) in [
+        ("t1", tampered, "chunk 4 of 5 fails authentication"),
+        ("t2", enc[..n - 1].to_vec(), "truncated inside chunk 4"),
+        ("t3", header, ""),
+    ] {
+        std::fs::write(p(&format!("{id}.enc")), &bytes).unwrap();
+        let r = t.api(
+            "POST",
+            "/v1/vms",
+            Some(&spec(id, &format!("{id}.enc"), json!({}))),
+        );
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        if r.status == 201 {
+            let v = vm_final(&t, id);
+            assert_eq!(v["state"], "failed", "{v}");
+            let reason = v["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("image") && reason.contains(why),
+                "{id}: {v}"
+            );
+            assert!(!console(id).contains("IMG:"), "{id}: the guest ran");
+            assert!(v["pcr23"].is_null(), "{id}: measured although refused: {v}");
+        } else {
+            // An altered header may already be refused at release (its digest is what
+            // the service sees): that also keeps the guest from running.
+            assert_eq!(id, "t3", "{id}: {text}");
+            assert_eq!(r.status, 422, "{text}");
+        }
+    }
+
+    // Neither the plaintext nor the key material reached the host's disk or logs.
+    let hits = grep_dir(&dir, marker);
+    assert!(hits.is_empty(), "plaintext found in {hits:?}");
     assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
 }

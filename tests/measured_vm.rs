@@ -80,6 +80,31 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     assert_eq!(v["reason"], "powered-off");
     assert_eq!(v["measurements"].as_array().unwrap().len(), 6);
     assert_eq!(v["measurements"][5]["event_type"], "management");
+    // The boot log: every phase in order, each closed, and the handover digest.
+    let phases: Vec<&str> = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "queued",
+            "measuring",
+            "tunnel",
+            "attestation",
+            "delivery",
+            "running"
+        ],
+        "{v}"
+    );
+    assert!(v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["ended_at"].is_string()));
+    assert_eq!(v["handover_digest"].as_str().unwrap().len(), 64, "{v}");
     // PCR 23 as measured equals what tvpctl computes from the firmware, the page and
     // the tenant's management key and policy.
     let page = dir.join("state/vms/vm-1/config.page");
@@ -333,4 +358,213 @@ fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
         assert_eq!(v["state"], "destroyed", "{v}");
         assert_eq!(v["reason"], "tvpd-stopped", "{v}");
     }
+}
+
+/// Wait until VM `id` holds the lease and runs its firmware.
+fn wait_attesting(t: &Tvpd, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
+        if v["state"] == "attesting" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "VM never got the lease: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_vmm_syscall_outside_its_filter_kills_it_and_tvpd_names_the_reason() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    // The real tvp-vmm, told to make a forbidden syscall once it is locked down.
+    let wrapper = g.join("tvp-vmm-fault");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} \"$@\" --fault-forbidden-syscall\n",
+            tvp_tests::bin("tvp-vmm").display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", wrapper.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &[
+            "--firmware",
+            spin.to_str().unwrap(),
+            "--vmm-binary",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("victim", 60))).status,
+        201
+    );
+    let v = wait_final(&t, "victim");
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("seccomp filter (SIGSYS)"),
+        "{v}"
+    );
+    assert!(
+        t.log().contains("killed by its seccomp filter"),
+        "{}",
+        t.log()
+    );
+    leased_pcrs_zero(&t);
+}
+
+/// Whether a process running as uid/gid 65534 can open `/proc/<pid>/mem`.
+fn nobody_can_open_mem(pid: u32) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("exec 3</proc/{pid}/mem && echo opened"))
+        .output()
+        .expect("setpriv");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text.contains("opened"), text)
+}
+
+#[test]
+fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
+    require_tools!("swtpm", "gcc", "ld", "setpriv");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &[
+            "--firmware",
+            spin.to_str().unwrap(),
+            "--vmm-user",
+            "65534:65534",
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("locked", 60))).status,
+        201
+    );
+    let pid = wait_attesting(&t, "locked")["pid"].as_u64().unwrap() as u32;
+    // The guest runs; wait until the VMM has dropped its privileges.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let uid_line = loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string();
+        if !line.contains("\t0\t") || Instant::now() > deadline {
+            break line;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    assert_eq!(ids, ["65534"; 4], "{uid_line}");
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let supplementary = groups
+        .lines()
+        .find(|l| l.starts_with("Groups:"))
+        .unwrap()
+        .trim_start_matches("Groups:")
+        .trim()
+        .to_string();
+    assert_eq!(supplementary, "", "{groups}");
+    // Control: a process of the same user can open another of its processes' memory...
+    let mut control = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (opened, text) = nobody_can_open_mem(control.id());
+    let _ = control.kill();
+    let _ = control.wait();
+    assert!(opened, "control process memory not openable: {text}");
+    // ...but not the non-dumpable VMM's, although it runs as that very user.
+    let (opened, text) = nobody_can_open_mem(pid);
+    assert!(!opened, "VMM memory readable by uid 65534: {text}");
+    assert!(text.contains("Permission denied"), "{text}");
+    assert_eq!(
+        t.api_token(
+            "DELETE",
+            "/v1/vms/locked",
+            None,
+            &Tenant::shared().token("locked", "delete", &[]),
+        )
+        .status,
+        200
+    );
+    wait_final(&t, "locked");
+}
+
+#[test]
+fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_proceeds() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let g = tpm.scratch("guest");
+    let spin = build_guest("spin", &g);
+    let t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &["--firmware", spin.to_str().unwrap()],
+    );
+    // The spinning guest never measures a tunnel: its 2-second tunnel phase runs out
+    // long before the 60-second attestation deadline.
+    let mut stuck: Value = serde_json::from_str(&spec("stuck", 60)).unwrap();
+    stuck["phase_deadlines_secs"] = json!({"tunnel": 2});
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&stuck.to_string())).status,
+        201
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("next", 60))).status,
+        201
+    );
+    let v = wait_final(&t, "stuck");
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["reason"], "phase-deadline: tunnel exceeded 2 s", "{v}");
+    let phases: Vec<&str> = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["queued", "measuring", "tunnel"], "{v}");
+    assert!(v["phases"][2]["ended_at"].is_string(), "{v}");
+    assert!(v["handover_digest"].is_null());
+    // The lease passed on: the next VM is measured and runs its firmware.
+    wait_attesting(&t, "next");
+    // A bad phase deadline is refused, naming it.
+    let mut bad: Value = serde_json::from_str(&spec("bad", 60)).unwrap();
+    bad["phase_deadlines_secs"] = json!({"delivery": 0});
+    let r = t.api("POST", "/v1/vms", Some(&bad.to_string()));
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("phase_deadlines_secs.delivery"));
 }

@@ -69,3 +69,65 @@ fn a_kvm_vm_created_outside_tvpd_is_reported_and_its_end_noticed() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_tvp_vmm_started_outside_tvpd_is_reported_as_such() {
+    require_tools!("swtpm", "gcc", "ld");
+    if !std::path::Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: no /dev/kvm");
+        return;
+    }
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--kvm-scan-interval-ms", "200"]);
+    let dir = tpm.scratch("rogue");
+    let spin = tvp_tests::guests::build_guest("spin", &dir);
+    let ca = dir.join("ca.der");
+    std::fs::write(&ca, [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
+    let page = dir.join("config.page");
+    let vmm = tvp_tests::bin("tvp-vmm");
+    let st = Command::new(&vmm)
+        .args([
+            "config-page",
+            "--vip",
+            "10.0.0.2/24",
+            "--mac",
+            "02:00:00:00:00:09",
+        ])
+        .args([
+            "--boot-server",
+            "10.0.0.1:8443",
+            "--server-name",
+            "boot.example",
+        ])
+        .args(["--auth-code", "U-rogue", "--ca-cert"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&page)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Our own VMM binary, but started by someone else: no create request, no lease.
+    let mut rogue = Command::new(&vmm)
+        .args(["run", "--vm-id", "rogue", "--standalone", "--firmware"])
+        .arg(&spin)
+        .arg("--config-page")
+        .arg(&page)
+        .arg("--console-log")
+        .arg(dir.join("console.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = rogue.id();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let entry = loop {
+        if let Some(e) = listed(&t, pid) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "rogue tvp-vmm not reported");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = rogue.kill();
+    let _ = rogue.wait();
+    assert_eq!(entry["kind"], "tvp-vmm-outside-tvpd", "{entry}");
+}

@@ -68,6 +68,12 @@ pub struct Config {
     pub tap_prefix: String,
     /// Bridge every VM's TAP device is attached to; unset = left for the cloud manager.
     pub vm_bridge: Option<String>,
+    /// Directory holding VM images; tvpd opens images (`POST /v1/vms` `image`,
+    /// `POST /v1/images/verify`) only inside it.
+    pub image_dir: PathBuf,
+    /// User each `tvp-vmm` drops to once its devices and files are open: a user name
+    /// (its primary group) or `UID:GID`. Unset = the VMMs keep running as root (warned).
+    pub vmm_user: Option<String>,
 }
 
 impl Default for Config {
@@ -95,6 +101,8 @@ impl Default for Config {
             firmware: PathBuf::from("/usr/local/lib/tvp/firmware.elf"),
             tap_prefix: "tvp".into(),
             vm_bridge: None,
+            vmm_user: None,
+            image_dir: PathBuf::from("/var/lib/tvp/images"),
         }
     }
 }
@@ -219,6 +227,12 @@ pub struct Args {
     /// Bridge the VMs' TAP devices are attached to [default: none].
     #[arg(long, value_name = "BRIDGE")]
     pub vm_bridge: Option<String>,
+    /// Directory tvpd opens VM images in [default: /var/lib/tvp/images].
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+    /// User the VMMs drop to: a name or UID:GID [default: none, VMMs stay root].
+    #[arg(long, value_name = "USER")]
+    pub vmm_user: Option<String>,
 }
 
 impl Config {
@@ -281,6 +295,43 @@ impl Config {
         if a.vm_bridge.is_some() {
             self.vm_bridge = a.vm_bridge.clone();
         }
+        if a.vmm_user.is_some() {
+            self.vmm_user = a.vmm_user.clone();
+        }
+        set(&mut self.image_dir, &a.image_dir);
+    }
+
+    /// `vmm_user` as (uid, gid); `Ok(None)` when unset.
+    pub fn vmm_ids(&self) -> Result<Option<(u32, u32)>, ConfigError> {
+        let Some(u) = &self.vmm_user else {
+            return Ok(None);
+        };
+        let bad = |message: String| ConfigError::Invalid {
+            key: "vmm_user",
+            message,
+        };
+        let ids = if let Some((uid, gid)) = u.split_once(':') {
+            match (uid.parse::<u32>(), gid.parse::<u32>()) {
+                (Ok(uid), Ok(gid)) => (uid, gid),
+                _ => return Err(bad(format!("'{u}': UID:GID must be two numbers"))),
+            }
+        } else {
+            match nix::unistd::User::from_name(u) {
+                Ok(Some(user)) => (user.uid.as_raw(), user.gid.as_raw()),
+                Ok(None) => {
+                    return Err(bad(format!(
+                        "no user '{u}' (create it: useradd --system --no-create-home --shell /usr/sbin/nologin {u})"
+                    )))
+                }
+                Err(e) => return Err(bad(format!("cannot look up '{u}': {e}"))),
+            }
+        };
+        if ids.0 == 0 || ids.1 == 0 {
+            return Err(bad(format!(
+                "'{u}' is root; the point is a dedicated unprivileged user"
+            )));
+        }
+        Ok(Some(ids))
     }
 
     /// The socket mode as permission bits.
@@ -334,6 +385,7 @@ impl Config {
                 ),
             );
         }
+        self.vmm_ids()?;
         if let Some(b) = &self.vm_bridge {
             if !crate::vm::tap::valid_name(b) {
                 return bad("vm_bridge", format!("'{b}' is not an interface name"));

@@ -211,7 +211,12 @@ fn start_and_serve(
         return Err(exit::SOFTWARE);
     }
     let vms = crate::vm::Manager::new(
-        tpm.clone(),
+        crate::image_release::Releaser {
+            tpm: tpm.clone(),
+            binding_key: binding_key.clone(),
+            host_log: log.clone(),
+            platform_pcr: cfg.platform_pcr,
+        },
         crate::vm::ManagerConfig {
             vmm_binary: cfg
                 .vmm_binary
@@ -222,11 +227,18 @@ fn start_and_serve(
             platform_pcr: cfg.platform_pcr,
             tap_prefix: cfg.tap_prefix.clone(),
             bridge: cfg.vm_bridge.clone(),
+            vmm_ids: cfg.vmm_ids().map_err(|e| {
+                error!("{e}");
+                exit::CONFIG
+            })?,
+            image_dir: cfg.image_dir.clone(),
         },
-        log.clone(),
         platform_state.clone(),
         audit.clone(),
     );
+    if cfg.vmm_user.is_none() {
+        warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
+    }
     let orphaned = vms.recover();
     if orphaned > 0 {
         warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");

@@ -30,6 +30,9 @@ pub enum VmmError {
         /// The errno.
         source: kvm_ioctls::Error,
     },
+    /// The workload image could not be loaded (names the reason).
+    #[error("image: {0}")]
+    Image(String),
     /// The TAP device for virtio-net could not be opened.
     #[error("TAP device {0}")]
     Tap(String),

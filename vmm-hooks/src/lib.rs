@@ -20,6 +20,7 @@
 pub mod channel;
 pub mod devices;
 pub mod error;
+pub mod image;
 pub mod loader;
 pub mod lockdown;
 pub mod mailbox;

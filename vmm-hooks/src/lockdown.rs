@@ -26,6 +26,37 @@ pub fn make_undumpable() -> Result<(), VmmError> {
     Ok(())
 }
 
+/// Drops to `uid`/`gid` for good (real, effective and saved ids; no supplementary
+/// groups) and checks that root cannot be regained. The process stays non-dumpable.
+pub fn drop_privileges(uid: u32, gid: u32) -> Result<(), VmmError> {
+    let fail = |what: &str| {
+        VmmError::Process(format!(
+            "cannot drop privileges ({what}): {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    // SAFETY: these calls take integer arguments (setgroups an empty list) and change
+    // only the process credentials; glibc applies them to every thread.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err(fail("setgroups"));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(fail("setresgid"));
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(fail("setresuid"));
+        }
+        if libc::setuid(0) == 0 || libc::geteuid() == 0 {
+            return Err(VmmError::Process(
+                "privileges could be regained after dropping them".into(),
+            ));
+        }
+    }
+    // A credential change may reset the dumpable flag (fs.suid_dumpable).
+    make_undumpable()
+}
+
 /// Excludes guest memory from core dumps (belt and braces with [`make_undumpable`]).
 pub fn exclude_from_dumps(ram: &GuestRam) -> Result<(), VmmError> {
     for (host, len) in ram.host_ranges() {
@@ -50,7 +81,8 @@ fn kvm_get_regs() -> u64 {
 }
 
 /// The syscalls the running VMM needs (vCPU loop, channel, logging, memory allocator,
-/// thread exit, kick signal). Everything else fails with EPERM.
+/// thread exit, kick signal). Anything else kills the process (SIGSYS), which tvpd
+/// reports as the VM's end reason.
 const ALLOWED: &[libc::c_long] = &[
     libc::SYS_read,
     libc::SYS_write,
@@ -90,6 +122,8 @@ fn build_filter() -> Result<BpfProgram, VmmError> {
     let err = |e: seccompiler::BackendError| VmmError::Process(format!("seccomp filter: {e}"));
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|s| (*s, Vec::new())).collect();
+    // A rule matching calls whose second argument is `req` (an ioctl request, a fcntl
+    // command).
     let ioctl_rule = |req: u64| -> Result<SeccompRule, VmmError> {
         let cond = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
             .map_err(err)?;
@@ -99,14 +133,18 @@ fn build_filter() -> Result<BpfProgram, VmmError> {
         libc::SYS_ioctl,
         vec![ioctl_rule(KVM_RUN)?, ioctl_rule(kvm_get_regs())?],
     );
-    let arch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|e| VmmError::Process(format!("seccomp arch: {e}")))?;
+    // fcntl(fd, F_GETFD) only: Rust's std checks a descriptor with it when dropping one
+    // (debug builds); it reads a flag and changes nothing.
+    rules.insert(libc::SYS_fcntl, vec![ioctl_rule(libc::F_GETFD as u64)?]);
+    // openat is "allowed" by this filter and refused with EPERM by the second one
+    // (`deny_open_filter`): glibc's malloc probes /proc/sys/vm/overcommit_memory when it
+    // shrinks a thread's heap and copes with the refusal.
+    rules.insert(libc::SYS_openat, Vec::new());
     let filter = SeccompFilter::new(
         rules,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::KillProcess,
         SeccompAction::Allow,
-        arch,
+        arch()?,
     )
     .map_err(err)?;
     filter
@@ -114,11 +152,37 @@ fn build_filter() -> Result<BpfProgram, VmmError> {
         .map_err(|e: seccompiler::BackendError| err(e))
 }
 
-/// Installs the allowlist on every thread of the process (sets no_new_privs).
+fn arch() -> Result<seccompiler::TargetArch, VmmError> {
+    std::env::consts::ARCH
+        .try_into()
+        .map_err(|e| VmmError::Process(format!("seccomp arch: {e}")))
+}
+
+/// openat fails with EPERM, everything else passes (to the allowlist, which the kernel
+/// also applies; the stricter action of the two wins).
+fn deny_open_filter() -> Result<BpfProgram, VmmError> {
+    let err = |e: seccompiler::BackendError| VmmError::Process(format!("seccomp filter: {e}"));
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        [(libc::SYS_openat, Vec::new()), (libc::SYS_open, Vec::new())].into();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch()?,
+    )
+    .map_err(err)?
+    .try_into()
+    .map_err(|e: seccompiler::BackendError| err(e))
+}
+
+/// Installs the allowlist on every thread of the process (sets no_new_privs): a
+/// syscall outside it kills the process with SIGSYS; opening a file fails with EPERM.
 pub fn install_syscall_filter() -> Result<(), VmmError> {
-    let prog = build_filter()?;
-    apply_filter_all_threads(&prog)
-        .map_err(|e| VmmError::Process(format!("cannot install seccomp filter: {e}")))
+    for prog in [deny_open_filter()?, build_filter()?] {
+        apply_filter_all_threads(&prog)
+            .map_err(|e| VmmError::Process(format!("cannot install seccomp filter: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -126,5 +190,6 @@ mod tests {
     #[test]
     fn filter_compiles() {
         assert!(super::build_filter().is_ok());
+        assert!(super::deny_open_filter().is_ok());
     }
 }

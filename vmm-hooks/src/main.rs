@@ -61,6 +61,25 @@ enum Cmd {
         /// without it the VM has no NIC.
         #[arg(long)]
         tap: Option<String>,
+        /// Drop to this numeric UID:GID (supplementary groups cleared) once /dev/kvm,
+        /// the TAP device and every file are open, before the guest runs.
+        #[arg(long, value_name = "UID:GID", value_parser = parse_uid_gid)]
+        run_as: Option<(u32, u32)>,
+        /// Testing only: after the lockdown, make a syscall the filter does not allow
+        /// (the process must be killed by SIGSYS).
+        #[arg(long, hide = true)]
+        fault_forbidden_syscall: bool,
+        /// Inherited descriptor of the workload image the configuration page describes
+        /// (tvpd opens it); loaded into guest memory before the guest starts.
+        #[arg(long, value_name = "FD")]
+        image_fd: Option<i32>,
+        /// Inherited pipe holding the encrypted image's 32-byte key (then end of file).
+        #[arg(long, value_name = "FD", requires = "image_fd")]
+        image_key_fd: Option<i32>,
+        /// The key's lease: the image must be in memory within this many milliseconds
+        /// of reading the key, or the VM fails.
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        image_key_lease_ms: u64,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -120,6 +139,18 @@ enum Cmd {
     },
 }
 
+fn parse_uid_gid(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected UID:GID, e.g. 998:998"))?;
+    let num = |v: &str| v.parse::<u32>().map_err(|e| format!("'{v}': {e}"));
+    let (uid, gid) = (num(u)?, num(g)?);
+    if uid == 0 || gid == 0 {
+        return Err("running as root is what --run-as avoids; give a dedicated user".into());
+    }
+    Ok((uid, gid))
+}
+
 fn fail(msg: String) -> ExitCode {
     eprintln!("tvp-vmm: {msg}");
     ExitCode::from(exit_code::SETUP_FAILED as u8)
@@ -144,6 +175,11 @@ fn main() -> ExitCode {
             host_timeout_ms,
             no_syscall_filter,
             tap,
+            run_as,
+            fault_forbidden_syscall,
+            image_fd,
+            image_key_fd,
+            image_key_lease_ms,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -166,6 +202,13 @@ fn main() -> ExitCode {
                 host_timeout: Duration::from_millis(host_timeout_ms),
                 syscall_filter: !no_syscall_filter,
                 tap,
+                run_as,
+                fault_forbidden_syscall,
+                image: image_fd.map(|fd| tvp_vmm::image::ImageInput {
+                    fd,
+                    key_fd: image_key_fd,
+                    key_lease: Duration::from_millis(image_key_lease_ms),
+                }),
             });
             ExitCode::from(code as u8)
         }
@@ -320,6 +363,7 @@ fn config_page(
         auth_code: auth_code.as_bytes(),
         server_name,
         ca_cert_der: &der,
+        image: None,
     };
     cfg.encode().map_err(|e| e.to_string())
 }

@@ -90,6 +90,12 @@ pub struct RunOptions {
     pub syscall_filter: bool,
     /// TAP interface backing the virtio-net device; `None`: no NIC.
     pub tap: Option<String>,
+    /// (uid, gid) to drop to once everything is open; `None`: keep the caller's.
+    pub run_as: Option<(u32, u32)>,
+    /// Testing only: make a forbidden syscall after the lockdown.
+    pub fault_forbidden_syscall: bool,
+    /// The workload image tvpd passed, if any.
+    pub image: Option<crate::image::ImageInput>,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -146,6 +152,7 @@ impl Outcome {
             ExitReason::KilledBySignal => exit_code::KILLED_BY_SIGNAL,
             ExitReason::StoppedByHost => exit_code::STOPPED_BY_HOST,
             ExitReason::ChannelClosed => exit_code::CHANNEL_CLOSED,
+            ExitReason::SetupFailed => exit_code::SETUP_FAILED,
         }
     }
 
@@ -267,7 +274,38 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
-    let (log, entry_state) = place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    let (log, entry_state, firmware_end) =
+        place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    // The workload image: decrypted straight into guest memory, or the VM ends here,
+    // before its first instruction, with the reason sent to tvpd.
+    match (cfg.image, opts.image) {
+        (None, None) => {}
+        (Some(r), Some(input)) => match crate::image::load(&ram, &r, &input, firmware_end) {
+            Ok(l) => {
+                let secs = l.elapsed.as_secs_f64().max(1e-9);
+                log::info!(target: "tvp_vmm::image", "vm={} image loaded at {:#x}: {} bytes{} in {:.1} ms ({:.0} MB/s)", opts.vm_id, r.gpa, l.bytes, if l.encrypted { ", decrypted" } else { "" }, secs * 1e3, l.bytes as f64 / secs / 1e6);
+            }
+            Err(e) => {
+                let _ = tx.send(&VmmMessage::Exited {
+                    reason: ExitReason::SetupFailed,
+                    exit_code: exit_code::SETUP_FAILED,
+                    detail: e.to_string(),
+                });
+                ram.scrub();
+                return Err(e);
+            }
+        },
+        (Some(_), None) => {
+            return Err(VmmError::Image(
+                "the configuration page names an image but none was passed (--image-fd)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(VmmError::Image(
+                "an image was passed but the configuration page has no image descriptor".into(),
+            ))
+        }
+    }
     ram.register(&vm)?;
     for (i, e) in log.events().iter().enumerate() {
         tx.send(&VmmMessage::Measurement {
@@ -289,6 +327,11 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let mut vcpu_fd = vm.create_vcpu(0).map_err(VmmError::kvm("create vCPU"))?;
     vcpu::configure(&kvm, &vcpu_fd, &entry_state)?;
     let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
+    // Everything is open: from here on the VMM needs no privilege at all.
+    if let Some((uid, gid)) = opts.run_as {
+        lockdown::drop_privileges(uid, gid)?;
+        log::info!(target: "tvp_vmm::vm", "vm={} running as uid {uid} gid {gid}", opts.vm_id);
+    }
     let mut ctx = VcpuContext {
         devices: Devices::new(console),
         mailbox: Mailbox::new(opts.host_timeout),
@@ -341,6 +384,11 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     } else {
         log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
     }
+    if opts.fault_forbidden_syscall {
+        log::warn!(target: "tvp_vmm::vm", "vm={} fault injection: forbidden syscall", opts.vm_id);
+        // SAFETY: getppid takes no arguments; the filter kills the process here.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
     log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, entry_state.rip);
     if go_tx.send(true).is_err() {
         return Err(VmmError::Process("vCPU thread gone before start".into()));
@@ -378,7 +426,7 @@ fn place_and_measure(
     firmware: Vec<u8>,
     config_page: &[u8],
     mem_size: u64,
-) -> Result<(MeasurementLog, EntryState), VmmError> {
+) -> Result<(MeasurementLog, EntryState, u64), VmmError> {
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
     let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
@@ -433,7 +481,7 @@ fn place_and_measure(
             "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
         ));
     }
-    Ok((log, entry_state))
+    Ok((log, entry_state, loaded.end))
 }
 
 /// Waits for tvpd's Start (no vCPU exists before it); Abort, stop, signal or channel

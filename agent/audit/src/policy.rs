@@ -4,7 +4,9 @@
 //! { "v": 1,
 //!   "allowed_operations": ["pause", "resume", "power-off"],
 //!   "reported_operations": ["*"],
-//!   "key_lease_secs": 86400,
+//!   "management_key_lease_secs": 86400,
+//!   "key_lease_secs": 30,
+//!   "allow_plaintext_images": false,
 //!   "on_tampering": "power-off" }
 //! ```
 
@@ -62,7 +64,14 @@ pub struct TenantPolicy {
     /// Seconds after VM creation during which the management key is honoured; `None`
     /// = for the VM's life.
     #[serde(default)]
+    pub management_key_lease_secs: Option<u64>,
+    /// Seconds a workload image's key may stay in the VMM before the image is loaded
+    /// (1..=3600; `None` = tvpd's default, 30).
+    #[serde(default)]
     pub key_lease_secs: Option<u64>,
+    /// Whether the tenant accepts an unencrypted workload image.
+    #[serde(default)]
+    pub allow_plaintext_images: bool,
     /// Remediation on detected tampering.
     pub on_tampering: Remediation,
 }
@@ -80,7 +89,7 @@ pub enum PolicyError {
     #[error("tenant policy allows '{0}', which is not a restricted operation ({list})", list = RESTRICTED_OPERATIONS.join(", "))]
     UnknownOperation(String),
     /// A zero lease.
-    #[error("key_lease_secs must be at least 1 (omit it for no lease limit)")]
+    #[error("management_key_lease_secs must be at least 1 (omit it for no lease limit), key_lease_secs 1 to 3600")]
     ZeroLease,
     /// Too many or too long entries.
     #[error("tenant policy: {0}")]
@@ -118,7 +127,11 @@ impl TenantPolicy {
         {
             return Err(PolicyError::UnknownOperation(bad.clone()));
         }
-        if self.key_lease_secs == Some(0) {
+        if self.management_key_lease_secs == Some(0)
+            || self
+                .key_lease_secs
+                .is_some_and(|l| !(1..=3600).contains(&l))
+        {
             return Err(PolicyError::ZeroLease);
         }
         if self.allowed_operations.len() > RESTRICTED_OPERATIONS.len() {
@@ -151,8 +164,10 @@ impl TenantPolicy {
         for o in &self.reported_operations {
             e.str(o);
         }
-        e.opt_u64(self.key_lease_secs)
-            .str(self.on_tampering.as_str());
+        e.opt_u64(self.management_key_lease_secs)
+            .str(self.on_tampering.as_str())
+            .opt_u64(self.key_lease_secs)
+            .u8(u8::from(self.allow_plaintext_images));
     }
 
     /// Whether the tenant may authorize `op`.
@@ -167,7 +182,8 @@ impl TenantPolicy {
 
     /// When the key lease ends for a key registered at `key_since` (Unix seconds).
     pub fn lease_end(&self, key_since: u64) -> Option<u64> {
-        self.key_lease_secs.map(|l| key_since.saturating_add(l))
+        self.management_key_lease_secs
+            .map(|l| key_since.saturating_add(l))
     }
 }
 
@@ -190,7 +206,7 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let p = TenantPolicy::from_json(
-            br#"{"v":1,"allowed_operations":["pause"],"reported_operations":["*"],"key_lease_secs":10,"on_tampering":"power-off"}"#,
+            br#"{"v":1,"allowed_operations":["pause"],"reported_operations":["*"],"management_key_lease_secs":10,"on_tampering":"power-off"}"#,
         )
         .unwrap();
         assert!(p.allows("pause") && !p.allows("delete"));
@@ -228,7 +244,9 @@ mod tests {
             v: 1,
             allowed_operations: vec!["pause".into()],
             reported_operations: vec!["*".into()],
+            management_key_lease_secs: None,
             key_lease_secs: None,
+            allow_plaintext_images: false,
             on_tampering: Remediation::Alert,
         };
         let d = management_digest(&key, &p);
@@ -243,7 +261,15 @@ mod tests {
                 ..p.clone()
             },
             TenantPolicy {
+                management_key_lease_secs: Some(1),
+                ..p.clone()
+            },
+            TenantPolicy {
                 key_lease_secs: Some(1),
+                ..p.clone()
+            },
+            TenantPolicy {
+                allow_plaintext_images: true,
                 ..p.clone()
             },
             TenantPolicy {

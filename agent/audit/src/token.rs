@@ -466,7 +466,9 @@ mod tests {
             v: 1,
             allowed_operations: vec!["pause".into(), "resume".into()],
             reported_operations: vec!["*".into()],
-            key_lease_secs: Some(1000),
+            management_key_lease_secs: Some(1000),
+            key_lease_secs: None,
+            allow_plaintext_images: false,
             on_tampering: Remediation::Alert,
         }
     }

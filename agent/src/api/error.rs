@@ -123,6 +123,15 @@ impl From<crate::vm::VmError> for ApiError {
             V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
             V::State(_) => ApiError::new(409, "invalid_state", e.to_string()),
             V::NotSupported(_) => ApiError::new(501, "not_supported", e.to_string()),
+            V::Image(i) => match i {
+                crate::vm::image::ImageError::Path { .. } => {
+                    ApiError::invalid_argument(i.to_string())
+                }
+                crate::vm::image::ImageError::Rejected { .. } => {
+                    ApiError::new(422, "image_rejected", i.to_string())
+                }
+                crate::vm::image::ImageError::Release(r) => r.into(),
+            },
         }
     }
 }

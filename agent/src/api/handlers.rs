@@ -114,6 +114,8 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::VerifyImage { image, kms_socket } => {
+            let image = crate::vm::image::resolve(state.vms.image_dir(), &image.to_string_lossy())
+                .map_err(crate::vm::VmError::from)?;
             let releaser = crate::image_release::Releaser {
                 tpm: state.tpm.clone(),
                 binding_key: state.binding_key.clone(),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -18,6 +18,7 @@ use tvp_verifier::{CelRecord, EventKind};
 use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessage};
 
 use super::lease::Lease;
+use super::phase::{Phase, PhaseDeadlines, PhaseView};
 use super::spec::CreateVmRequest;
 use super::state::{MeasurementView, VmState, VmView};
 use super::store::{self, VmRecord};
@@ -27,9 +28,9 @@ use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
 use crate::platform_watch::PlatformState;
+use crate::tpm::service::TpmClient;
 
 pub mod control;
-use crate::tpm::service::TpmClient;
 pub use control::Op;
 
 /// PCR holding the leased VM's firmware and configuration.
@@ -50,8 +51,16 @@ const MAX_MEASUREMENTS: usize = 16;
 pub const RESTARTED: &str = "tvpd-restarted";
 /// Reason of VMs stopped because tvpd stops.
 pub const STOPPED: &str = "tvpd-stopped";
+/// Reason of VMs whose VMM made a syscall outside its seccomp allowlist.
+pub const SECCOMP_KILLED: &str =
+    "tvp-vmm killed by its seccomp filter (SIGSYS): a syscall outside its allowlist";
+const SIGSYS: i32 = nix::libc::SIGSYS;
 /// The channel descriptor number in the child.
 const CHILD_CHANNEL_FD: i32 = 3;
+/// The workload image's descriptor number in the child.
+const CHILD_IMAGE_FD: i32 = 4;
+/// The image key pipe's descriptor number in the child.
+const CHILD_IMAGE_KEY_FD: i32 = 5;
 
 /// Where the manager finds what it runs.
 #[derive(Debug, Clone)]
@@ -68,6 +77,10 @@ pub struct ManagerConfig {
     pub tap_prefix: String,
     /// Bridge the VMs' TAP devices are attached to; `None` leaves them unattached.
     pub bridge: Option<String>,
+    /// (uid, gid) the VMMs drop to once their devices are open; `None`: they stay root.
+    pub vmm_ids: Option<(u32, u32)>,
+    /// Directory VM images are opened in.
+    pub image_dir: PathBuf,
 }
 
 /// Errors of VM operations, mapped to API statuses.
@@ -97,6 +110,9 @@ pub enum VmError {
     /// The operation was authorized but has no engine yet.
     #[error("{0}")]
     NotSupported(String),
+    /// The workload image cannot be used (or its key was not released).
+    #[error(transparent)]
+    Image(#[from] super::image::ImageError),
 }
 
 enum Event {
@@ -104,6 +120,8 @@ enum Event {
     ChannelClosed(String),
     LeaseGranted,
     Deadline,
+    /// The phase entered as the `n`-th (generation) ran out of time.
+    PhaseDeadline(u64),
     Destroy(String),
     /// Stop this boot and start a new measured boot (`control::reboot`).
     Reboot(Sender<Result<VmView, VmError>>),
@@ -141,6 +159,9 @@ struct Vm {
     deadline: String,
     tx: Sender<Event>,
     page: Vec<u8>,
+    phase_limits: PhaseDeadlines,
+    phases: Vec<PhaseView>,
+    handover_digest: Option<[u8; 32]>,
     /// Stopped with SIGSTOP (`control::pause`).
     paused: bool,
     /// The tenant's management key and policy (absent only in records of a tvpd
@@ -160,6 +181,7 @@ struct Inner {
 /// The VM manager.
 pub struct Manager {
     inner: Mutex<Inner>,
+    releaser: crate::image_release::Releaser,
     tpm: TpmClient,
     cfg: ManagerConfig,
     host_log: Arc<Mutex<HostEventLog>>,
@@ -172,14 +194,16 @@ impl Manager {
     /// records every VM state change there, and is `audit`'s remediator (it powers
     /// VMs off when the trail is found tampered with and their policy says so).
     pub fn new(
-        tpm: TpmClient,
+        releaser: crate::image_release::Releaser,
         cfg: ManagerConfig,
-        host_log: Arc<Mutex<HostEventLog>>,
         platform: Arc<Mutex<PlatformState>>,
         audit: Arc<Audit>,
     ) -> Arc<Self> {
+        let tpm = releaser.tpm.clone();
+        let host_log = releaser.host_log.clone();
         let m = Arc::new(Manager {
             inner: Mutex::new(Inner::default()),
+            releaser,
             tpm,
             cfg,
             host_log,
@@ -204,6 +228,8 @@ impl Manager {
             measurements: vm.measurements.clone(),
             pcr23: vm.pcr23.map(hex::encode),
             deadline: vm.deadline.clone(),
+            phases: vm.phases.clone(),
+            handover_digest: vm.handover_digest.map(hex::encode),
             paused: vm.paused,
             management: vm.management.clone(),
         }
@@ -283,6 +309,11 @@ impl Manager {
                 deadline: v.deadline,
                 tx,
                 page: Vec::new(),
+                phase_limits: PhaseDeadlines::default(),
+                phases: close_phases(v.phases),
+                handover_digest: v
+                    .handover_digest
+                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
                 paused: false,
                 management: v.management.clone(),
                 spec: None,
@@ -346,6 +377,11 @@ impl Manager {
             std::thread::sleep(Duration::from_millis(20));
         }
         warn!("some VMs did not stop in time");
+    }
+
+    /// The directory VM images are opened in.
+    pub fn image_dir(&self) -> &Path {
+        &self.cfg.image_dir
     }
 
     /// Process ids of the VMMs this manager supervises.
@@ -415,13 +451,14 @@ impl Manager {
             info!(vm = id, from = format!("{:?}", vm.state), to = format!("{state:?}"), reason = reason.as_deref().unwrap_or(""); "VM state change");
             let before = control::label(vm.state, vm.paused);
             vm.state = state;
-            if state.is_final() {
-                vm.paused = false;
-            }
             vm.updated_at = now.clone();
             vm.history.push((now, state));
             if reason.is_some() {
                 vm.reason = reason.clone();
+            }
+            if state.is_final() {
+                vm.paused = false;
+                vm.phases = close_phases(std::mem::take(&mut vm.phases));
             }
             let after = control::label(vm.state, vm.paused);
             self.persist(&inner, id);
@@ -436,6 +473,41 @@ impl Manager {
         if let Err(e) = self.audit.vm_event_blocking(id, before, after, reason) {
             log::error!(vm = id, from = before, to = after, error = e.to_string(); "VM state change not recorded in the audit trail");
         }
+    }
+
+    /// Enter `phase` (under the caller's lock): close the current one in the boot log,
+    /// open the new one, and arm its deadline.
+    fn enter_phase(inner: &mut Inner, id: &str, phase: Phase) {
+        let Some(vm) = inner.vms.get_mut(id) else {
+            return;
+        };
+        if vm.state.is_final() || vm.phases.last().is_some_and(|p| p.phase == phase) {
+            return;
+        }
+        let now = timestamp();
+        if let Some(last) = vm.phases.last_mut() {
+            last.ended_at.get_or_insert(now.clone());
+        }
+        vm.phases.push(PhaseView {
+            phase,
+            started_at: now,
+            ended_at: None,
+        });
+        log::debug!(vm = id, phase = phase.name(); "boot phase");
+        if let Some(limit) = vm.phase_limits.of(phase) {
+            let generation = vm.phases.len() as u64;
+            let tx = vm.tx.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(limit);
+                let _ = tx.send(Event::PhaseDeadline(generation));
+            });
+        }
+    }
+
+    fn phase(&self, id: &str, phase: Phase) {
+        let mut inner = lock(&self.inner);
+        Self::enter_phase(&mut inner, id, phase);
+        self.persist(&inner, id);
     }
 
     /// Refuse new measured boots while a measured platform file changed on disk.
@@ -501,6 +573,9 @@ impl Manager {
             deadline: crate::logging::rfc3339(deadline_at),
             tx: tx.clone(),
             page: launched.page.clone(),
+            phase_limits: spec.request.phase_deadlines_secs,
+            phases: Vec::new(),
+            handover_digest: None,
             paused: false,
             management: Some(spec.management.clone()),
             spec: Some(spec.clone()),
@@ -511,6 +586,7 @@ impl Manager {
             // The lease queue is FIFO in the order VMs were created.
             let mut inner = lock(&self.inner);
             inner.vms.insert(id.clone(), vm);
+            Self::enter_phase(&mut inner, &id, Phase::Queued);
             if inner.lease.request(&id) {
                 let _ = tx.send(Event::LeaseGranted);
             }
@@ -522,8 +598,9 @@ impl Manager {
         self.get(&id)
     }
 
-    /// Write a fresh configuration page (current time, new seed) and start a
-    /// `tvp-vmm` for it on `tap_name`.
+    /// Prepare the workload image (key release through the TPM), write a fresh
+    /// configuration page (current time, new seed) and start a `tvp-vmm` for it on
+    /// `tap_name`.
     fn launch(
         &self,
         id: &str,
@@ -536,7 +613,19 @@ impl Manager {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let page = spec.page(now_secs, seed).map_err(VmError::Invalid)?;
+        let image = match &spec.request.image {
+            Some(i) => Some(super::image::prepare(
+                i,
+                &self.cfg.image_dir,
+                u64::from(spec.request.memory_mib) << 20,
+                spec.allows_plaintext_images(),
+                &self.releaser,
+            )?),
+            None => None,
+        };
+        let page = spec
+            .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
+            .map_err(VmError::Invalid)?;
         let dir = self.cfg.vms_dir.join(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
@@ -554,32 +643,68 @@ impl Manager {
             .arg("--console-log")
             .arg(dir.join("console.log"))
             .args(["--tap", tap_name])
+            .args(
+                self.cfg
+                    .vmm_ids
+                    .iter()
+                    .flat_map(|(u, g)| ["--run-as".to_string(), format!("{u}:{g}")]),
+            )
             .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vmm_log);
-        let raw = theirs.as_raw_fd();
+        // Descriptors the child gets: the channel as 3, the image as 4, the key pipe as 5.
+        let mut inherit = vec![(theirs.as_raw_fd(), CHILD_CHANNEL_FD)];
+        let mut key_pipe = None;
+        if let Some(img) = &image {
+            inherit.push((img.file.as_raw_fd(), CHILD_IMAGE_FD));
+            cmd.args(["--image-fd", &CHILD_IMAGE_FD.to_string()]);
+            if let Some(key) = &img.key {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                // 32 bytes fit the pipe buffer: the write never blocks. The write end
+                // closes right after, so the VMM reads exactly the key and then EOF.
+                let mut w = std::fs::File::from(w);
+                std::io::Write::write_all(&mut w, key.as_bytes())
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                drop(w);
+                inherit.push((r.as_raw_fd(), CHILD_IMAGE_KEY_FD));
+                cmd.args(["--image-key-fd", &CHILD_IMAGE_KEY_FD.to_string()])
+                    .args([
+                        "--image-key-lease-ms",
+                        &spec.key_lease().as_millis().to_string(),
+                    ]);
+                key_pipe = Some(r);
+            }
+        }
+        let top = inherit
+            .iter()
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(CHILD_CHANNEL_FD);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // dup2, fcntl and close, which are async-signal-safe. It makes the channel end
-        // the child's descriptor 3 without close-on-exec and closes every other
-        // descriptor above 2, so the VMM inherits nothing of tvpd's (not its TPM
-        // connection, not other VMs' channels).
+        // fcntl, dup2 and close, which are async-signal-safe, on a fixed-size list made
+        // before the fork. Each inherited descriptor is first moved above every target
+        // number (so no source is overwritten by another's dup2), then placed at its
+        // target without close-on-exec; every other descriptor above 2 is closed, so
+        // the VMM inherits nothing of tvpd's (not its TPM connection, not other VMs').
         unsafe {
             cmd.pre_exec(move || {
-                if raw == CHILD_CHANNEL_FD {
-                    let flags = nix::libc::fcntl(raw, nix::libc::F_GETFD);
-                    nix::libc::fcntl(raw, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
-                } else if nix::libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
+                let mut moved = [(0i32, 0i32); 3];
+                for (slot, (src, target)) in moved.iter_mut().zip(inherit.iter()) {
+                    let high = nix::libc::fcntl(*src, nix::libc::F_DUPFD_CLOEXEC, 64);
+                    if high < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    *slot = (high, *target);
                 }
-                if nix::libc::syscall(
-                    nix::libc::SYS_close_range,
-                    CHILD_CHANNEL_FD + 1,
-                    u32::MAX,
-                    0,
-                ) != 0
-                {
-                    for fd in CHILD_CHANNEL_FD + 1..4096 {
+                for (high, target) in moved.iter().take(inherit.len()) {
+                    if nix::libc::dup2(*high, *target) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if nix::libc::syscall(nix::libc::SYS_close_range, top + 1, u32::MAX, 0) != 0 {
+                    for fd in top + 1..4096 {
                         nix::libc::close(fd);
                     }
                 }
@@ -590,6 +715,8 @@ impl Manager {
             .spawn()
             .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
         drop(theirs);
+        drop(key_pipe);
+        drop(image);
         Ok(Launched {
             child,
             channel: ours,
@@ -673,6 +800,7 @@ impl Manager {
     }
 
     fn begin_lease(&self, id: &str, w: &mut UnixStream) -> Result<(), String> {
+        self.phase(id, Phase::Measuring);
         self.set_state(id, VmState::Measuring, None);
         let (digests, reported, page) = {
             let inner = lock(&self.inner);
@@ -738,6 +866,7 @@ impl Manager {
             }
         }
         self.send(id, w, &HostMessage::Start);
+        self.phase(id, Phase::Tunnel);
         self.set_state(id, VmState::Attesting, None);
         Ok(())
     }
@@ -867,6 +996,35 @@ impl Manager {
                         stop_child(&mut child);
                     }
                 }
+                Event::PhaseDeadline(generation) => {
+                    let overrun = {
+                        let inner = lock(&self.inner);
+                        inner.vms.get(id).and_then(|vm| {
+                            let current = vm.phases.last()?;
+                            (vm.phases.len() as u64 == generation
+                                && current.phase != Phase::Running
+                                && !vm.state.is_final())
+                            .then(|| {
+                                let secs = vm
+                                    .phase_limits
+                                    .of(current.phase)
+                                    .unwrap_or_default()
+                                    .as_secs();
+                                format!(
+                                    "phase-deadline: {} exceeded {secs} s",
+                                    current.phase.name()
+                                )
+                            })
+                        })
+                    };
+                    if let Some(reason) = overrun {
+                        warn!(vm = id, reason = reason.as_str(); "boot phase deadline passed: destroying the VM");
+                        self.send(id, &mut w, &HostMessage::Stop);
+                        self.set_state(id, VmState::Failed, Some(reason));
+                        self.end_lease(id);
+                        stop_child(&mut child);
+                    }
+                }
                 Event::Reboot(reply) => {
                     // This boot ends here; a new supervisor takes over the new one.
                     self.send(id, &mut w, &HostMessage::Stop);
@@ -891,15 +1049,22 @@ impl Manager {
                 }
                 Event::ChannelClosed(why) => {
                     stop_child(&mut child);
-                    let code = child.try_wait().ok().flatten().and_then(|s| s.code());
+                    let status = child.try_wait().ok().flatten();
+                    let killed_by_filter = status.and_then(|s| s.signal()) == Some(SIGSYS);
+                    let how = status
+                        .map(describe_exit)
+                        .unwrap_or_else(|| "not reaped".into());
+                    if killed_by_filter {
+                        log::error!(vm = id, pid = child.id(); "tvp-vmm was killed by its seccomp filter (SIGSYS): it made a syscall outside its allowlist; the kernel log (audit type=1326) names the syscall");
+                    }
                     let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
-                    if !state.is_final() {
+                    if killed_by_filter {
+                        self.set_state(id, VmState::Failed, Some(SECCOMP_KILLED.into()));
+                    } else if !state.is_final() {
                         let reason = if state == VmState::Running {
                             None
                         } else {
-                            Some(format!(
-                                "VMM ended before handover ({why}, exit code {code:?})"
-                            ))
+                            Some(format!("VMM ended before handover ({why}, {how})"))
                         };
                         let final_state = if reason.is_some() {
                             VmState::Failed
@@ -1020,6 +1185,7 @@ impl Manager {
                                 ));
                             }
                             info!(vm = id; "tunnel measurement extended into PCR 16");
+                            self.phase(id, Phase::Attestation);
                             self.send(id, w, &HostMessage::Ack { request_id });
                         }
                         Err(e) => self.send(
@@ -1043,6 +1209,9 @@ impl Manager {
                                     evidence,
                                 },
                             );
+                            if lock(&self.inner).vms.get(id).is_some_and(|v| v.tunnel) {
+                                self.phase(id, Phase::Delivery);
+                            }
                         }
                         Err(e) => self.send(id, w, &refused(request_id, refusal::TPM_FAILED, &e)),
                     }
@@ -1051,6 +1220,10 @@ impl Manager {
             VmmMessage::Handover { request_id, digest } => {
                 if !self.refuse_unless_holder(id, w, request_id, "handover") {
                     info!(vm = id, digest = hex::encode(digest); "handover");
+                    if let Some(vm) = lock(&self.inner).vms.get_mut(id) {
+                        vm.handover_digest = Some(digest);
+                    }
+                    self.phase(id, Phase::Running);
                     self.send(id, w, &HostMessage::Ack { request_id });
                     self.set_state(id, VmState::Running, None);
                     self.end_lease(id);
@@ -1113,6 +1286,23 @@ fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
                 return;
             }
         }
+    }
+}
+
+/// A boot log whose open phase is closed now (the VM ended).
+fn close_phases(mut phases: Vec<PhaseView>) -> Vec<PhaseView> {
+    if let Some(last) = phases.last_mut() {
+        last.ended_at.get_or_insert_with(timestamp);
+    }
+    phases
+}
+
+/// "exit code N" or "killed by signal N".
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => s.to_string(),
     }
 }
 

@@ -2,9 +2,11 @@
 //! per VM), the PCR lease that serializes their attestation, supervision of each VMM's
 //! channel, and destruction. See docs/vm-lifecycle.md.
 
+pub mod image;
 pub mod lease;
 pub mod management;
 pub mod manager;
+pub mod phase;
 pub mod process;
 pub mod spec;
 pub mod state;

@@ -48,6 +48,12 @@ pub struct CreateVmRequest {
     /// with reason `attestation-deadline`.
     #[serde(default = "default_deadline")]
     pub attestation_deadline_secs: u64,
+    /// Deadline of each boot phase (`vm/phase.rs`); missing phases take the defaults.
+    #[serde(default)]
+    pub phase_deadlines_secs: super::phase::PhaseDeadlines,
+    /// A workload image the VMM loads into guest memory (`vm/image.rs`).
+    #[serde(default)]
+    pub image: Option<super::image::ImageSpec>,
     /// The tenant's management public key (PEM SubjectPublicKeyInfo, Ed25519 or P-256):
     /// every restricted operation on the VM needs a token it signed.
     pub management_public_key: String,
@@ -179,6 +185,7 @@ impl CreateVmRequest {
             return Err(bad("attestation_deadline_secs", "must be 1..=86400"));
         }
         let deadline = Duration::from_secs(self.attestation_deadline_secs);
+        self.phase_deadlines_secs.validate()?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -199,14 +206,32 @@ impl CreateVmRequest {
             deadline,
             request: self,
         };
-        spec.page(0, [0; 32]).map_err(|e| bad("configuration", e))?;
+        spec.page(0, [0; 32], None)
+            .map_err(|e| bad("configuration", e))?;
         Ok(spec)
     }
 }
 
 impl ValidSpec {
+    /// `policy.allow_plaintext_images`: whether the tenant accepts an unencrypted image.
+    pub fn allows_plaintext_images(&self) -> bool {
+        self.management.policy.allow_plaintext_images
+    }
+
+    /// `policy.key_lease_secs`: how long an image key may stay in the VMM's memory
+    /// before the image is loaded (default 30 s); the VMM wipes it as soon as it is
+    /// loaded, or fails the VM when the lease runs out first.
+    pub fn key_lease(&self) -> Duration {
+        Duration::from_secs(self.management.policy.key_lease_secs.unwrap_or(30))
+    }
+
     /// The encoded configuration page (`docs/config-page.md`).
-    pub fn page(&self, time_unix_secs: u64, seed: [u8; 32]) -> Result<[u8; 4096], String> {
+    pub fn page(
+        &self,
+        time_unix_secs: u64,
+        seed: [u8; 32],
+        image: Option<tvp_abi::config::ImageRef>,
+    ) -> Result<[u8; 4096], String> {
         let c = tvp_abi::config::Config {
             vip: self.vip,
             prefix_len: self.prefix_len,
@@ -221,8 +246,9 @@ impl ValidSpec {
             auth_code: self.request.auth_code.as_bytes(),
             server_name: &self.request.boot_server_name,
             ca_cert_der: &self.ca_der,
+            image,
         };
-        c.encode().map_err(|e| format!("{e:?}"))
+        c.encode().map_err(|e| e.to_string())
     }
 }
 
@@ -244,6 +270,8 @@ mod tests {
             vcpus: 1,
             memory_mib: 16,
             attestation_deadline_secs: 60,
+            phase_deadlines_secs: Default::default(),
+            image: None,
             management_public_key: tvp_audit::token::TenantSigner::generate_ed25519()
                 .public()
                 .to_pem(),

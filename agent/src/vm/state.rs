@@ -74,4 +74,10 @@ pub struct VmView {
     /// The tenant's management key and policy, measured into PCR 23.
     #[serde(default)]
     pub management: Option<super::management::ManagementView>,
+    /// The boot log: every phase entered, with its start and end.
+    #[serde(default)]
+    pub phases: Vec<super::phase::PhaseView>,
+    /// SHA-256 (hex) of the workload the firmware handed over to.
+    #[serde(default)]
+    pub handover_digest: Option<String>,
 }

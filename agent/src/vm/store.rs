@@ -102,6 +102,8 @@ mod tests {
                 deadline: "2026-01-01T00:01:00Z".into(),
                 paused: false,
                 management: None,
+                phases: Vec::new(),
+                handover_digest: None,
             },
             vmm_start_time: Some(7),
         }

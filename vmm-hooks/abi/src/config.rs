@@ -8,8 +8,8 @@
 //! | 0 | 4 | magic `"TVPC"` |
 //! | 4 | 2 | version = 1 |
 //! | 6 | 2 | reserved, 0 |
-//! | 8 | 4 | `encoded_len`: 96 + the three variable lengths |
-//! | 12 | 4 | reserved, 0 |
+//! | 8 | 4 | `encoded_len`: 96 + the three variable lengths (+ 48 with an image) |
+//! | 12 | 4 | flags: bit 0 = a workload image is loaded (descriptor below); others 0 |
 //! | 16 | 4 | VIP (IPv4) |
 //! | 20 | 1 | prefix length (the netmask), 1..=32 |
 //! | 21 | 3 | reserved, 0 |
@@ -27,6 +27,13 @@
 //! | 92 | 2 | tenant CA certificate (DER) length |
 //! | 94 | 2 | reserved, 0 |
 //! | 96 | … | auth code, TLS name, CA certificate DER, concatenated |
+//! | … | 48 | with flag bit 0 only, right after the CA certificate: the image descriptor, |
+//! |   |    | `u64` guest-physical address (4 KiB aligned, ≥ 1 MiB), `u64` length (≥ 1, the |
+//! |   |    | image ends inside RAM), SHA-256 of the image's plaintext (32 bytes) |
+//!
+//! The image (e.g. a tenant's encrypted disk or workload, decrypted by the VMM while
+//! loading) is thereby measured into PCR 23 through the page: its digest is part of
+//! the page, and the VMM refuses to start unless the bytes it placed hash to it.
 //!
 //! Every byte from `encoded_len` to the end of the page is zero. Decoding rejects any
 //! deviation, so each configuration has exactly one page encoding and the PCR 23 value
@@ -47,6 +54,21 @@ pub const AUTH_CODE_MAX: usize = 64;
 pub const SERVER_NAME_MAX: usize = 253;
 /// Most vCPUs a configuration may ask for.
 pub const VCPUS_MAX: u16 = 64;
+/// Flag bit: the page carries an [`ImageRef`].
+pub const FLAG_IMAGE: u32 = 1;
+/// Size of the image descriptor.
+pub const IMAGE_DESC_LEN: usize = 48;
+
+/// Where the VMM placed a workload image, and what its plaintext hashes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Guest-physical address, 4 KiB aligned, at or above 1 MiB.
+    pub gpa: u64,
+    /// Length in bytes (≥ 1).
+    pub len: u64,
+    /// SHA-256 of the plaintext.
+    pub digest: [u8; 32],
+}
 
 /// Why a configuration cannot be encoded or a page cannot be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +103,8 @@ pub enum ConfigError {
     BadServerName,
     /// The CA certificate is not one DER SEQUENCE of the stated length.
     BadCaCert,
+    /// The image descriptor is misaligned, empty, below 1 MiB or beyond RAM.
+    BadImage,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -101,6 +125,9 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadAuthCode => "auth code must be 1..=64 bytes",
             ConfigError::BadServerName => "boot server TLS name must be a DNS host name",
             ConfigError::BadCaCert => "tenant CA certificate must be one DER SEQUENCE",
+            ConfigError::BadImage => {
+                "image must be non-empty, 4 KiB aligned, at or above 1 MiB and inside RAM"
+            }
         };
         f.write_str(s)?;
         if let ConfigError::UnsupportedVersion(v) = self {
@@ -139,6 +166,8 @@ pub struct Config<'a> {
     pub server_name: &'a str,
     /// Tenant CA certificate, DER.
     pub ca_cert_der: &'a [u8],
+    /// The workload image the VMM loads, if any.
+    pub image: Option<ImageRef>,
 }
 
 impl Config<'_> {
@@ -184,6 +213,16 @@ impl Config<'_> {
         if !valid_der_sequence(self.ca_cert_der) {
             return Err(ConfigError::BadCaCert);
         }
+        if let Some(i) = self.image {
+            let end = i.gpa.checked_add(i.len);
+            if i.len == 0
+                || i.gpa % 4096 != 0
+                || i.gpa < crate::layout::FIRMWARE_MIN_GPA
+                || end.is_none_or(|e| e > self.mem_size())
+            {
+                return Err(ConfigError::BadImage);
+            }
+        }
         if self.encoded_len() > PAGE_SIZE {
             return Err(ConfigError::BadLength);
         }
@@ -192,7 +231,15 @@ impl Config<'_> {
 
     /// Length of the encoding before the zero tail.
     pub fn encoded_len(&self) -> usize {
-        FIXED_LEN + self.auth_code.len() + self.server_name.len() + self.ca_cert_der.len()
+        FIXED_LEN
+            + self.auth_code.len()
+            + self.server_name.len()
+            + self.ca_cert_der.len()
+            + if self.image.is_some() {
+                IMAGE_DESC_LEN
+            } else {
+                0
+            }
     }
 
     /// Encodes into a full page (validating first).
@@ -224,6 +271,12 @@ impl Config<'_> {
             p[o..o + f.len()].copy_from_slice(f);
             o += f.len();
         }
+        if let Some(i) = self.image {
+            wr_u32(&mut p, 12, FLAG_IMAGE);
+            wr_u64(&mut p, o, i.gpa);
+            wr_u64(&mut p, o + 8, i.len);
+            p[o + 16..o + 48].copy_from_slice(&i.digest);
+        }
         Ok(p)
     }
 }
@@ -240,7 +293,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
     if version != CONFIG_VERSION {
         return Err(ConfigError::UnsupportedVersion(version));
     }
-    let reserved = [6..8, 12..16, 21..24, 34..36, 94..96];
+    let reserved = [6..8, 21..24, 34..36, 94..96];
     if reserved
         .iter()
         .any(|r| page[r.clone()].iter().any(|b| *b != 0))
@@ -253,7 +306,16 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         rd_u16(page, 90) as usize,
         rd_u16(page, 92) as usize,
     );
-    if encoded_len != FIXED_LEN + la + ln + lc || encoded_len > PAGE_SIZE {
+    let flags = rd_u32(page, 12);
+    if flags & !FLAG_IMAGE != 0 {
+        return Err(ConfigError::NonZeroReserved);
+    }
+    let desc = if flags & FLAG_IMAGE != 0 {
+        IMAGE_DESC_LEN
+    } else {
+        0
+    };
+    if encoded_len != FIXED_LEN + la + ln + lc + desc || encoded_len > PAGE_SIZE {
         return Err(ConfigError::BadLength);
     }
     if page[encoded_len..].iter().any(|b| *b != 0) {
@@ -267,8 +329,18 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
     let a0 = FIXED_LEN;
     let n0 = a0 + la;
     let c0 = n0 + ln;
+    let i0 = c0 + lc;
     let server_name =
         core::str::from_utf8(&page[n0..c0]).map_err(|_| ConfigError::BadServerName)?;
+    let image = (desc != 0).then(|| {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&page[i0 + 16..i0 + 48]);
+        ImageRef {
+            gpa: rd_u64(page, i0),
+            len: rd_u64(page, i0 + 8),
+            digest,
+        }
+    });
     let cfg = Config {
         vip: arr4(16),
         prefix_len: page[20],
@@ -282,7 +354,8 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         entropy_seed,
         auth_code: &page[a0..n0],
         server_name,
-        ca_cert_der: &page[c0..encoded_len],
+        ca_cert_der: &page[c0..i0],
+        image,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -336,6 +409,58 @@ mod tests {
             auth_code: b"reservation-code-U",
             server_name: "boot.tenant.example",
             ca_cert_der: &[0x30, 0x03, 1, 2, 3],
+            image: None,
+        }
+    }
+
+    #[test]
+    fn an_image_descriptor_roundtrips_and_is_bounded_by_ram() {
+        let mut c = sample();
+        c.image = Some(ImageRef {
+            gpa: 0x80_0000,
+            len: 0x1000,
+            digest: [9; 32],
+        });
+        let p = c.encode().unwrap();
+        assert_eq!(rd_u32(&p, 12), FLAG_IMAGE);
+        assert_eq!(decode(&p).unwrap(), c);
+        assert_eq!(decode(&p).unwrap().encode().unwrap(), p);
+        // Without the flag the descriptor bytes are an unexplained tail.
+        let mut q = p;
+        q[12] = 0;
+        assert!(decode(&q).is_err());
+        let mut q = p;
+        q[13] = 1;
+        assert_eq!(decode(&q), Err(ConfigError::NonZeroReserved));
+        for bad in [
+            ImageRef {
+                gpa: 0x80_0001,
+                len: 1,
+                digest: [0; 32],
+            },
+            ImageRef {
+                gpa: 0x8_0000,
+                len: 1,
+                digest: [0; 32],
+            },
+            ImageRef {
+                gpa: 0x80_0000,
+                len: 0,
+                digest: [0; 32],
+            },
+            ImageRef {
+                gpa: 0xff_f000,
+                len: 0x2000,
+                digest: [0; 32],
+            },
+            ImageRef {
+                gpa: !0xfff,
+                len: 0x2000,
+                digest: [0; 32],
+            },
+        ] {
+            c.image = Some(bad);
+            assert_eq!(c.encode(), Err(ConfigError::BadImage), "{bad:?}");
         }
     }
 

@@ -152,6 +152,8 @@ pub enum ExitReason {
     StoppedByHost,
     /// The channel to `tvpd` closed or broke.
     ChannelClosed,
+    /// The VM could not be set up (e.g. its image was refused); `detail` says why.
+    SetupFailed,
 }
 
 /// Messages from `tvpd` to `tvp-vmm`.

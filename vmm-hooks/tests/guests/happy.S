@@ -1,6 +1,9 @@
 /* Every mailbox command on its happy path, in order, then one request after handover. */
 #include "lib.S"
 main:
+#ifdef PRE_MAIN
+    call PRE_MAIN                  /* a variant's own first step (image.S) */
+#endif
     mov $CMD_GET_VERSION, %edi
     xor %esi, %esi
     call mbox_call

@@ -317,6 +317,8 @@ impl Manager {
             vm.tx = tx.clone();
             vm.page = launched.page.clone();
             vm.paused = false;
+            vm.handover_digest = None;
+            Self::enter_phase(&mut inner, id, super::Phase::Queued);
             if inner.lease.request(id) {
                 let _ = tx.send(Event::LeaseGranted);
             }
