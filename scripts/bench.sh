@@ -3,7 +3,8 @@
 #  - quote latency and quotes/second through tvpd's socket API vs `tpm2_quote`
 #    (tpm2-tools), same swtpm, same run;
 #  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
-#    (scripts/bench-vmm.sh).
+#    (scripts/bench-vmm.sh);
+#  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image).
 # Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -16,3 +17,5 @@ say "quote: tvpd API vs tpm2_quote"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
 say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
+say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
+TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5

@@ -241,24 +241,27 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     hits
 }
 
+/// A tvpd on `tpm` started with `flags`, and a key-management inventory that expects
+/// exactly this host and platform (its AK, EK and the platform PCR it will show).
+fn tvpd_and_inventory(tpm: &Swtpm, dir: &Path, flags: &[&str]) -> (Tvpd, Value) {
+    let (code, expected, err) =
+        Tvpd::run_once(tpm, dir, &[flags, &["--print-expected-pcrs"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let t = Tvpd::start(tpm, dir, flags);
+    let h = t.api_json("GET", "/v1/host", None);
+    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
+        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    (t, inventory)
+}
+
 #[test]
 fn tvpd_obtains_the_key_through_its_tpm_and_authenticates_the_image_in_memory() {
     require_tools!("swtpm", "sha256sum");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     let tenant = tpm.scratch("tenant");
-    let images = ["--image-dir", tenant.to_str().unwrap()];
-    let (code, expected, err) = Tvpd::run_once(
-        &tpm,
-        &dir,
-        &[&images[..], &["--print-expected-pcrs"]].concat(),
-    );
-    assert_eq!(code, 0, "{err}");
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    let t = Tvpd::start(&tpm, &dir, &images);
-    let h = t.api_json("GET", "/v1/host", None);
-    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
-        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &["--image-dir", tenant.to_str().unwrap()]);
     let run = |args: &[&str]| {
         let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -391,17 +394,7 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
         "--firmware",
         fw.to_str().unwrap(),
     ];
-    let (code, expected, err) = Tvpd::run_once(
-        &tpm,
-        &dir,
-        &[&flags[..], &["--print-expected-pcrs"]].concat(),
-    );
-    assert_eq!(code, 0, "{err}");
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    let t = Tvpd::start(&tpm, &dir, &flags);
-    let h = t.api_json("GET", "/v1/host", None);
-    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
-        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &flags);
     let run = |args: &[&str]| {
         let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

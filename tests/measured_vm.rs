@@ -218,11 +218,7 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
         t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
         201
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t.api_json("GET", "/v1/vms/holder", None)["state"] != "attesting" {
-        assert!(Instant::now() < deadline, "VM never got the lease");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_attesting(&t, "holder");
     // While it runs, tvpd's own VMM is not reported as unmanaged.
     std::thread::sleep(Duration::from_millis(400));
     let pid = t.api_json("GET", "/v1/vms/holder", None)["pid"]
@@ -288,14 +284,7 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
         t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
         201
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t.api_json("GET", "/v1/vms/holder", None)["state"] != "attesting" {
-        assert!(
-            Instant::now() < deadline,
-            "VM never got the lease after restart"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_attesting(&t, "holder");
 }
 
 fn net_device_exists(name: &str) -> bool {
@@ -327,11 +316,7 @@ fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
     for id in ["first", "second"] {
         assert_eq!(t.api("POST", "/v1/vms", Some(&spec(id, 60))).status, 201);
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while t.api_json("GET", "/v1/vms/first", None)["state"] != "attesting" {
-        assert!(Instant::now() < deadline, "VM never got the lease");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_attesting(&t, "first");
     let live: Vec<(u32, String, String)> = ["first", "second"]
         .iter()
         .map(|id| {

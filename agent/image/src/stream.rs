@@ -2,7 +2,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use rsa::RsaPublicKey;
@@ -168,7 +168,9 @@ pub fn decrypt(
     let cipher = Aes256Gcm::new_from_slice(key.as_bytes())
         .map_err(|_| KeyError::Length(key.as_bytes().len()))?;
     let count = header.chunk_count;
-    let mut buf = vec![0u8; header.chunk_size as usize + TAG_LEN];
+    // One buffer, decrypted in place chunk after chunk and wiped once at the end (it
+    // holds plaintext between a chunk's decryption and the next read).
+    let mut buf = Zeroizing::new(vec![0u8; header.chunk_size as usize + TAG_LEN]);
     let mut hasher = Sha256::new();
     let mut remaining = header.plaintext_len;
     for index in 0..count {
@@ -178,19 +180,20 @@ pub fn decrypt(
             return Err(ImageError::Truncated { index, count });
         }
         let a = aad(&hd, index);
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &Nonce::from(nonce(&header.nonce_prefix, index)),
-                    Payload {
-                        msg: &buf[..want],
-                        aad: &a,
-                    },
-                )
-                .map_err(|_| ImageError::ChunkTampered { index, count })?,
-        );
-        hasher.update(&plain[..]);
-        sink(&plain)?;
+        let (msg, tag) = buf[..want].split_at_mut(plain_len);
+        let tag: [u8; TAG_LEN] = (&*tag)
+            .try_into()
+            .map_err(|_| ImageError::ChunkTampered { index, count })?;
+        cipher
+            .decrypt_in_place_detached(
+                &Nonce::from(nonce(&header.nonce_prefix, index)),
+                &a,
+                msg,
+                &aes_gcm::Tag::from(tag),
+            )
+            .map_err(|_| ImageError::ChunkTampered { index, count })?;
+        hasher.update(&*msg);
+        sink(msg)?;
         remaining -= plain_len as u64;
     }
     let mut probe = [0u8; 1];
