@@ -579,19 +579,6 @@ fn tampering_powers_off_vms_whose_policy_says_so_and_alerts_for_the_others() {
     assert!(!ran.load(Ordering::SeqCst));
 }
 
-/// Run tvpctl without a tvpd (verification only).
-fn tvpctl_offline(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(tvp_tests::bin("tvpctl"))
-        .args(args)
-        .output()
-        .expect("run tvpctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// One gated request about `vm` (as the lifecycle's VM operations will be).
 fn vm_request(audit: &Audit, vm: &str, op: &str) {
     let info = RequestInfo {
@@ -662,17 +649,20 @@ fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() 
     std::fs::write(&xfile, serde_json::to_vec(&x).unwrap()).unwrap();
     let n = hex::encode(nonce);
     let verify = |f: &Path| {
-        tvpctl_offline(&[
-            "audit",
-            "verify",
-            f.to_str().unwrap(),
-            "--policy",
-            pol_file.to_str().unwrap(),
-            "--ak",
-            ak.to_str().unwrap(),
-            "--nonce",
-            &n,
-        ])
+        tvp_tests::tvpctl(
+            None,
+            &[
+                "audit",
+                "verify",
+                f.to_str().unwrap(),
+                "--policy",
+                pol_file.to_str().unwrap(),
+                "--ak",
+                ak.to_str().unwrap(),
+                "--nonce",
+                &n,
+            ],
+        )
     };
     let (rc, out, err) = verify(&xfile);
     assert_eq!(rc, 0, "{out}{err}");

@@ -69,3 +69,18 @@ pub fn nonce_hex(len: usize) -> String {
     let v: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
     hex::encode(v)
 }
+
+/// Run tvpctl (against the socket, if given; without one for offline commands such as
+/// `audit verify`); returns (exit code, stdout, stderr).
+pub fn tvpctl(socket: Option<&std::path::Path>, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(bin("tvpctl"));
+    if let Some(s) = socket {
+        c.arg("--socket").arg(s);
+    }
+    let out = c.args(args).output().expect("run tvpctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

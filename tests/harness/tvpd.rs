@@ -208,17 +208,7 @@ impl Tvpd {
 
     /// Run tvpctl against this tvpd; returns (exit code, stdout, stderr).
     pub fn tvpctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(crate::bin("tvpctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tvpctl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        crate::tvpctl(Some(&self.socket), args)
     }
 }
 
