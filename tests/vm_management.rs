@@ -365,15 +365,26 @@ fn allowed_power_off_reboot_and_delete_really_happen_and_are_audited() {
     assert_eq!(ev.first().map(|e| e.1.as_str()), Some("queued"), "{ev:?}");
     assert!(ev.iter().any(|e| e.1 == "running"), "{ev:?}");
 
-    // Power-off: the VMM stops, the VM is destroyed with reason powered-off.
-    let r = operation(
-        &t,
-        "vm-r",
-        "power-off",
-        json!({}),
-        Some(&tenant.token("vm-r", "power-off", &[])),
+    // Power-off, as a tenant and a cloud manager do it with tvpctl: the tenant signs
+    // (tvpctl authorize), the manager passes the token; the VMM stops, the VM is
+    // destroyed with reason powered-off.
+    let key = dir.join("tenant.key");
+    std::fs::write(&key, tenant.signer.to_pkcs8_pem()).unwrap();
+    let (rc, token, err) = tvp_tests::tvpctl(
+        None,
+        &[
+            "authorize",
+            "--key",
+            key.to_str().unwrap(),
+            "--vm",
+            "vm-r",
+            "--op",
+            "power-off",
+        ],
     );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, err) = t.tvpctl(&["vm", "poweroff", "vm-r", "--token", token.trim()]);
+    assert_eq!(rc, 0, "{out}{err}");
     let v = wait_state(&t, "vm-r", "destroyed");
     assert_eq!(v["reason"], "powered-off");
     let recs = records(&t);
