@@ -4,6 +4,8 @@
 #    (tpm2-tools), same swtpm, same run;
 #  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
 #    (scripts/bench-vmm.sh);
+#  - measured VMs through the API: create -> running with a per-phase breakdown, the
+#    PCR lease hold time, attestations per minute with 10 queued VMs (tvp-bench-vm);
 #  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image);
 #  - audit append (fsync + TPM NV anchor) vs a plain write+fsync loop
 #    (scripts/bench-audit.sh).
@@ -17,6 +19,8 @@ say "building (release)"
 cargo build --release --workspace --bins --quiet
 say "quote: tvpd API vs tpm2_quote"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
+say "measured VMs: create -> running, lease hold time, attestations per minute"
+TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-vm 20 10
 say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"

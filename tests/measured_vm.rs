@@ -201,19 +201,7 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
 #[test]
 fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let mut t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &[
-            "--firmware",
-            spin.to_str().unwrap(),
-            "--kvm-scan-interval-ms",
-            "100",
-        ],
-    );
+    let (_tpm, mut t) = tvpd_with_guest("spin", &["--kvm-scan-interval-ms", "100"]);
     assert_eq!(
         t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
         201
@@ -305,14 +293,7 @@ fn vmm_alive(pid: u32, id: &str) -> bool {
 #[test]
 fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let mut t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &["--firmware", spin.to_str().unwrap()],
-    );
+    let (_tpm, mut t) = tvpd_with_guest("spin", &[]);
     for id in ["first", "second"] {
         assert_eq!(t.api("POST", "/v1/vms", Some(&spec(id, 60))).status, 201);
     }
@@ -343,6 +324,15 @@ fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
         assert_eq!(v["state"], "destroyed", "{v}");
         assert_eq!(v["reason"], "tvpd-stopped", "{v}");
     }
+}
+
+/// A swtpm and a tvpd whose measured VMs boot the test guest `guest`, with `extra` flags.
+fn tvpd_with_guest(guest: &str, extra: &[&str]) -> (Swtpm, Tvpd) {
+    let tpm = Swtpm::blank();
+    let fw = build_guest(guest, &tpm.scratch("guest"));
+    let args = [&["--firmware", fw.to_str().unwrap()][..], extra].concat();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &args);
+    (tpm, t)
 }
 
 /// Wait until VM `id` holds the lease and runs its firmware.
@@ -433,19 +423,7 @@ fn nobody_can_open_mem(pid: u32) -> (bool, String) {
 #[test]
 fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
     require_tools!("swtpm", "gcc", "ld", "setpriv");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &[
-            "--firmware",
-            spin.to_str().unwrap(),
-            "--vmm-user",
-            "65534:65534",
-        ],
-    );
+    let (_tpm, t) = tvpd_with_guest("spin", &["--vmm-user", "65534:65534"]);
     assert_eq!(
         t.api("POST", "/v1/vms", Some(&spec("locked", 60))).status,
         201
@@ -512,14 +490,7 @@ fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
 #[test]
 fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_proceeds() {
     require_tools!("swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let g = tpm.scratch("guest");
-    let spin = build_guest("spin", &g);
-    let t = Tvpd::start(
-        &tpm,
-        &tpm.scratch("a"),
-        &["--firmware", spin.to_str().unwrap()],
-    );
+    let (_tpm, t) = tvpd_with_guest("spin", &[]);
     // The spinning guest never measures a tunnel: its 2-second tunnel phase runs out
     // long before the 60-second attestation deadline.
     let mut stuck: Value = serde_json::from_str(&spec("stuck", 60)).unwrap();
@@ -552,4 +523,54 @@ fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_procee
     let r = t.api("POST", "/v1/vms", Some(&bad.to_string()));
     assert_eq!(r.status, 400);
     assert!(String::from_utf8_lossy(&r.body).contains("phase_deadlines_secs.delivery"));
+}
+
+#[test]
+fn mailbox_requests_from_a_vm_without_the_lease_are_refused_and_logged() {
+    require_tools!("swtpm", "gcc", "ld");
+    // tvp-test-vmm plays a compromised VMM for ids starting with "hostile" (quote and
+    // tunnel requests before tvpd started it) and runs the real tvp-vmm otherwise.
+    let (_tpm, t) = tvpd_with_guest(
+        "spin",
+        &[
+            "--vmm-binary",
+            tvp_tests::bin("tvp-test-vmm").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("holder", 3))).status,
+        201
+    );
+    wait_attesting(&t, "holder");
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&spec("hostile", 60))).status,
+        201
+    );
+    let v = wait_final(&t, "hostile");
+    let console = std::fs::read_to_string(t.state_dir.join("vms/hostile/console.log")).unwrap();
+    let replies: Vec<Value> = console
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Before the lease: both refused with code 1 (not the lease holder).
+    assert_eq!(replies[0]["type"], "refused", "{console}");
+    assert_eq!(replies[0]["request_id"], 1);
+    assert_eq!(replies[0]["code"], 1);
+    assert_eq!(replies[1]["type"], "refused", "{console}");
+    assert_eq!(replies[1]["request_id"], 2);
+    // Then the holder's deadline passed, the lease came, and the same requests worked.
+    assert_eq!(replies[2]["type"], "start", "{console}");
+    assert_eq!(replies[4]["type"], "evidence", "{console}");
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    let holder = t.api_json("GET", "/v1/vms/holder", None);
+    assert_eq!(holder["reason"], "attestation-deadline");
+    let log = t.log();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("VM does not hold the PCR lease") && l.contains("hostile"))
+            .count()
+            >= 2,
+        "{log}"
+    );
+    leased_pcrs_zero(&t);
 }
