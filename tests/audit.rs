@@ -303,6 +303,7 @@ fn policy() -> TenantPolicy {
         management_key_lease_secs: None,
         key_lease_secs: None,
         allow_plaintext_images: false,
+        on_platform_change: None,
         on_tampering: Remediation::PowerOff,
     }
 }

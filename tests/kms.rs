@@ -427,10 +427,7 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
             "memory_mib": 16, "attestation_deadline_secs": 60,
             "image": {"path": image, "kms_socket": kms.socket}});
         // The tenant's management key and policy, with this test's image settings.
-        Tenant::shared().add_to_spec(&mut s);
-        if let (Some(p), Some(extra)) = (s["policy"].as_object_mut(), policy.as_object()) {
-            p.extend(extra.clone());
-        }
+        Tenant::shared().add_to_spec_with(&mut s, &policy);
         s.to_string()
     };
     let console = |id: &str| {

@@ -103,3 +103,86 @@ fn modified_or_replaced_platform_files_are_detected_and_restart_remeasures() {
     );
     assert_eq!(recs.len(), 10, "two starts of five measurements each");
 }
+
+fn vm_spec(id: &str, policy: serde_json::Value) -> String {
+    let mut s = serde_json::json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1",
+        "mac": "02:00:00:00:00:01", "auth_code": format!("U-{id}"),
+        "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
+        "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        "memory_mib": 16, "attestation_deadline_secs": 120});
+    // The tenant's management key and policy, with this test's platform-change setting.
+    tvp_tests::Tenant::shared().add_to_spec_with(&mut s, &policy);
+    s.to_string()
+}
+
+#[test]
+fn a_platform_change_while_vms_run_revokes_them_and_applies_each_tenants_remediation() {
+    require_tools!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let built = tvp_tests::guests::build_guest("spin", &tpm.scratch("guest"));
+    // The firmware every VM boots, measured and watched.
+    let fw = dir.join("firmware.elf");
+    std::fs::copy(&built, &fw).unwrap();
+    let t = Tvpd::start(
+        &tpm,
+        &dir,
+        &[
+            "--firmware",
+            fw.to_str().unwrap(),
+            "--platform-artefacts",
+            fw.to_str().unwrap(),
+        ],
+    );
+    let alert = serde_json::json!({});
+    let off = serde_json::json!({"on_platform_change": "power-off"});
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&vm_spec("alert", alert)))
+            .status,
+        201
+    );
+    assert_eq!(
+        t.api("POST", "/v1/vms", Some(&vm_spec("off", off))).status,
+        201
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.api_json("GET", "/v1/vms/alert", None)["state"] != "attesting" {
+        assert!(Instant::now() < deadline, "VM never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Root replaces the firmware on disk while both VMs are live.
+    let mut bytes = std::fs::read(&fw).unwrap();
+    bytes.extend_from_slice(b"implant");
+    std::fs::write(&fw, &bytes).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (a, o) = loop {
+        let a = t.api_json("GET", "/v1/vms/alert", None);
+        let o = t.api_json("GET", "/v1/vms/off", None);
+        if o["state"] == "destroyed" && !a["revocations"].as_array().unwrap().is_empty() {
+            break (a, o);
+        }
+        assert!(Instant::now() < deadline, "no revocation: {a}\n{o}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for v in [&a, &o] {
+        assert_eq!(v["revocations"][0]["path"], fw.to_str().unwrap(), "{v}");
+    }
+    // Remediation per tenant: alert keeps the VM, power-off destroys it.
+    assert_eq!(a["state"], "attesting", "{a}");
+    assert_eq!(
+        o["reason"],
+        format!("platform-changed: {}", fw.display()),
+        "{o}"
+    );
+    assert!(t
+        .log()
+        .contains("revocation: a measured platform file changed"));
+    // The changed firmware is never used for a new VM.
+    let r = t.api(
+        "POST",
+        "/v1/vms",
+        Some(&vm_spec("new", serde_json::json!({}))),
+    );
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("platform_changed"));
+}

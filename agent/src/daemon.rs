@@ -206,10 +206,6 @@ fn start_and_serve(
     let audit = open_audit(cfg, &tpm)?;
     let listener = bind_socket(cfg)?;
     let platform_state = Arc::new(Mutex::new(PlatformState::default()));
-    if let Err(e) = platform_watch::spawn(watched, platform_state.clone()) {
-        error!(error = e.to_string(); "cannot watch the measured platform files");
-        return Err(exit::SOFTWARE);
-    }
     let vms = crate::vm::Manager::new(
         crate::image_release::Releaser {
             tpm: tpm.clone(),
@@ -238,6 +234,22 @@ fn start_and_serve(
     );
     if cfg.vmm_user.is_none() {
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
+    }
+    // Weak: the watch thread runs forever, and a strong reference would keep the
+    // manager (and through it the TPM clients) alive, so the TPM thread could never
+    // be joined at shutdown.
+    let revoke = Arc::downgrade(&vms);
+    if let Err(e) = platform_watch::spawn(
+        watched,
+        platform_state.clone(),
+        Box::new(move |c| {
+            if let Some(m) = revoke.upgrade() {
+                m.platform_changed(c);
+            }
+        }),
+    ) {
+        error!(error = e.to_string(); "cannot watch the measured platform files");
+        return Err(exit::SOFTWARE);
     }
     let orphaned = vms.recover();
     if orphaned > 0 {

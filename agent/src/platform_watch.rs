@@ -91,9 +91,16 @@ impl PlatformState {
     }
 }
 
-/// Start watching `files`; changes are recorded in `state`. The watcher thread lives
-/// as long as the process.
-pub fn spawn(files: Vec<Watched>, state: Arc<Mutex<PlatformState>>) -> std::io::Result<()> {
+/// Called once for every newly detected change (e.g. to revoke live VMs' trust).
+pub type OnChange = Box<dyn Fn(&PlatformChange) + Send>;
+
+/// Start watching `files`; changes are recorded in `state` and each new one is passed
+/// to `on_change`. The watcher thread lives as long as the process.
+pub fn spawn(
+    files: Vec<Watched>,
+    state: Arc<Mutex<PlatformState>>,
+    on_change: OnChange,
+) -> std::io::Result<()> {
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(std::io::Error::from)?;
     let mask = AddWatchFlags::IN_CLOSE_WRITE
         | AddWatchFlags::IN_MOVED_TO
@@ -133,8 +140,10 @@ pub fn spawn(files: Vec<Watched>, state: Arc<Mutex<PlatformState>>) -> std::io::
                 };
                 for (file, w) in list.iter().filter(|(f, _)| f == name) {
                     let now = crate::logging::timestamp();
-                    if let Some(c) = crate::lock(&state).check(w, &now) {
+                    let change = crate::lock(&state).check(w, &now);
+                    if let Some(c) = change {
                         error!(path = c.path.as_str(), measured = c.measured.as_str(), current = c.current.as_deref().unwrap_or("gone"); "measured platform file changed: it will not be used until tvpd restarts and re-measures");
+                        on_change(&c);
                     } else {
                         log::debug!(file = file.to_string_lossy().as_ref(); "platform file event without content change");
                     }

@@ -61,8 +61,17 @@ impl Tenant {
 
     /// Add `management_public_key` and `policy` to a VM spec object.
     pub fn add_to_spec(&self, spec: &mut Value) {
+        self.add_to_spec_with(spec, &Value::Null);
+    }
+
+    /// The same, with the fields of `extra` (an object) added to the policy (e.g.
+    /// `allow_plaintext_images`, `on_platform_change`).
+    pub fn add_to_spec_with(&self, spec: &mut Value, extra: &Value) {
         spec["management_public_key"] = Value::String(self.key_pem());
         spec["policy"] = self.policy.clone();
+        if let (Some(p), Some(extra)) = (spec["policy"].as_object_mut(), extra.as_object()) {
+            p.extend(extra.clone());
+        }
     }
 
     /// The next counter (strictly increasing per tenant object).

@@ -7,6 +7,7 @@
 //!   "management_key_lease_secs": 86400,
 //!   "key_lease_secs": 30,
 //!   "allow_plaintext_images": false,
+//!   "on_platform_change": "alert",
 //!   "on_tampering": "power-off" }
 //! ```
 
@@ -72,6 +73,10 @@ pub struct TenantPolicy {
     /// Whether the tenant accepts an unencrypted workload image.
     #[serde(default)]
     pub allow_plaintext_images: bool,
+    /// What tvpd does to the VM when a measured platform file changes while it runs
+    /// (`None` = alert: the change is recorded in the VM's view and logged).
+    #[serde(default)]
+    pub on_platform_change: Option<Remediation>,
     /// Remediation on detected tampering.
     pub on_tampering: Remediation,
 }
@@ -167,7 +172,8 @@ impl TenantPolicy {
         e.opt_u64(self.management_key_lease_secs)
             .str(self.on_tampering.as_str())
             .opt_u64(self.key_lease_secs)
-            .u8(u8::from(self.allow_plaintext_images));
+            .u8(u8::from(self.allow_plaintext_images))
+            .opt_str(self.on_platform_change.map(Remediation::as_str));
     }
 
     /// Whether the tenant may authorize `op`.
@@ -247,6 +253,7 @@ mod tests {
             management_key_lease_secs: None,
             key_lease_secs: None,
             allow_plaintext_images: false,
+            on_platform_change: None,
             on_tampering: Remediation::Alert,
         };
         let d = management_digest(&key, &p);
@@ -270,6 +277,10 @@ mod tests {
             },
             TenantPolicy {
                 allow_plaintext_images: true,
+                ..p.clone()
+            },
+            TenantPolicy {
+                on_platform_change: Some(Remediation::Alert),
                 ..p.clone()
             },
             TenantPolicy {

@@ -469,6 +469,7 @@ mod tests {
             management_key_lease_secs: Some(1000),
             key_lease_secs: None,
             allow_plaintext_images: false,
+            on_platform_change: None,
             on_tampering: Remediation::Alert,
         }
     }

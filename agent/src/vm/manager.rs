@@ -27,7 +27,7 @@ use crate::audit::Audit;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
-use crate::platform_watch::PlatformState;
+use crate::platform_watch::{PlatformChange, PlatformState};
 use crate::tpm::service::TpmClient;
 
 pub mod control;
@@ -47,6 +47,8 @@ pub mod refusal {
     pub const TPM_FAILED: u32 = 3;
 }
 const MAX_MEASUREMENTS: usize = 16;
+/// Most revocation events kept per VM.
+const MAX_REVOCATIONS: usize = 64;
 /// Reason of VMs found live by a restarted tvpd.
 pub const RESTARTED: &str = "tvpd-restarted";
 /// Reason of VMs stopped because tvpd stops.
@@ -169,6 +171,9 @@ struct Vm {
     management: Option<super::management::ManagementView>,
     /// The validated spec, for a reboot (absent for VMs recovered from records).
     spec: Option<super::spec::ValidSpec>,
+    revocations: Vec<PlatformChange>,
+    /// `policy.on_platform_change`: power the VM off when the platform changes.
+    power_off_on_platform_change: bool,
 }
 
 #[derive(Default)]
@@ -232,6 +237,7 @@ impl Manager {
             handover_digest: vm.handover_digest.map(hex::encode),
             paused: vm.paused,
             management: vm.management.clone(),
+            revocations: vm.revocations.clone(),
         }
     }
 
@@ -317,6 +323,8 @@ impl Manager {
                 paused: false,
                 management: v.management.clone(),
                 spec: None,
+                revocations: v.revocations,
+                power_off_on_platform_change: false,
             };
             // Its key and policy stay in force: tenants read their extracts, and
             // forgetting the VM still needs their authorization.
@@ -377,6 +385,37 @@ impl Manager {
             std::thread::sleep(Duration::from_millis(20));
         }
         warn!("some VMs did not stop in time");
+    }
+
+    /// A measured platform file changed (platform watch): every live VM gets a
+    /// revocation event in its record, and VMs whose policy says
+    /// `"on_platform_change": "power-off"` are destroyed with reason
+    /// `platform-changed: <path>`; the others are only alerted (logged, recorded).
+    pub fn platform_changed(&self, change: &PlatformChange) {
+        let mut off = Vec::new();
+        let mut inner = lock(&self.inner);
+        let live: Vec<String> = inner
+            .vms
+            .iter()
+            .filter(|(_, vm)| !vm.state.is_final())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in live {
+            if let Some(vm) = inner.vms.get_mut(&id) {
+                if vm.revocations.len() < MAX_REVOCATIONS {
+                    vm.revocations.push(change.clone());
+                }
+                warn!(vm = id.as_str(), path = change.path.as_str(), remediation = if vm.power_off_on_platform_change { "power-off" } else { "alert" }; "revocation: a measured platform file changed while the VM runs");
+                if vm.power_off_on_platform_change {
+                    off.push((id.clone(), vm.tx.clone()));
+                }
+            }
+            self.persist(&inner, &id);
+        }
+        drop(inner);
+        for (_, tx) in off {
+            let _ = tx.send(Event::Destroy(format!("platform-changed: {}", change.path)));
+        }
     }
 
     /// The directory VM images are opened in.
@@ -579,6 +618,8 @@ impl Manager {
             paused: false,
             management: Some(spec.management.clone()),
             spec: Some(spec.clone()),
+            revocations: Vec::new(),
+            power_off_on_platform_change: spec.powers_off_on_platform_change(),
         };
         // Registered before the VM exists for the API: no window without its key.
         self.audit.register_vm(&id, binding);

@@ -218,6 +218,13 @@ impl ValidSpec {
         self.management.policy.allow_plaintext_images
     }
 
+    /// `policy.on_platform_change`: `"power-off"` destroys the VM when a measured
+    /// platform file changes while it runs; anything else (default `"alert"`) only
+    /// records the revocation.
+    pub fn powers_off_on_platform_change(&self) -> bool {
+        self.management.policy.on_platform_change == Some(tvp_audit::Remediation::PowerOff)
+    }
+
     /// `policy.key_lease_secs`: how long an image key may stay in the VMM's memory
     /// before the image is loaded (default 30 s); the VMM wipes it as soon as it is
     /// loaded, or fails the VM when the lease runs out first.

@@ -80,4 +80,8 @@ pub struct VmView {
     /// SHA-256 (hex) of the workload the firmware handed over to.
     #[serde(default)]
     pub handover_digest: Option<String>,
+    /// Measured platform files that changed while this VM was live: the trust its
+    /// attestation established no longer holds for them.
+    #[serde(default)]
+    pub revocations: Vec<crate::platform_watch::PlatformChange>,
 }

@@ -104,6 +104,7 @@ mod tests {
                 management: None,
                 phases: Vec::new(),
                 handover_digest: None,
+                revocations: Vec::new(),
             },
             vmm_start_time: Some(7),
         }
