@@ -297,6 +297,61 @@ fn every_attack_on_a_running_vm_is_refused_audited_and_leaves_it_running() {
     );
     assert_untouched(&t, "vm-a", pid, "snapshot");
 
+    // The tenant verifies its VM's trail end to end: an extract of the log (its own
+    // records in full, the rest as hashes) with an AK-certified NV anchor.
+    let nonce = tvp_tests::nonce_hex(16);
+    let x = dir.join("extract.json");
+    let (rc, _, err) = t.tvpctl(&[
+        "audit",
+        "extract",
+        "--vm",
+        "vm-a",
+        "--nonce",
+        &nonce,
+        "-o",
+        x.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let pol = dir.join("policy.json");
+    std::fs::write(&pol, tenant.policy.to_string()).unwrap();
+    let ak = dir.join("ak.pem");
+    let host = t.api_json("GET", "/v1/host", None);
+    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
+    let (rc, out, err) = tvp_tests::tvpctl(
+        None,
+        &[
+            "audit",
+            "verify",
+            x.to_str().unwrap(),
+            "--policy",
+            pol.to_str().unwrap(),
+            "--ak",
+            ak.to_str().unwrap(),
+            "--nonce",
+            &nonce,
+        ],
+    );
+    assert_eq!(rc, 0, "{out}{err}");
+    let extract: Value = serde_json::from_slice(&std::fs::read(&x).unwrap()).unwrap();
+    let full: Vec<&Value> = extract["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("record"))
+        .collect();
+    assert!(
+        full.iter().all(|r| r["vm"] == "vm-a"),
+        "other VMs' records in full"
+    );
+    assert!(
+        full.iter()
+            .any(|r| r["op"] == "pause" && r["decision"] == "deny"),
+        "the refused attempts are in the tenant's extract"
+    );
+    assert!(full
+        .iter()
+        .any(|r| r["stage"] == "event" && r["state_after"] == "running, paused"));
+
     // Restart: the VM ends with tvpd, but its key, policy and counter persist. The
     // replayed pause token is refused also now; the record is not forgotten.
     t.restart();
