@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,7 +14,6 @@ use tvp_agent::audit::counters::CounterStore;
 use tvp_agent::audit::gate::{AuthorizeError, RequestInfo};
 use tvp_agent::audit::{Audit, AuditLog, TenantBinding};
 use tvp_agent::tpm::service::TpmService;
-use tvp_agent::tpm::ProvisionConfig;
 use tvp_audit::params::{self, Params};
 use tvp_audit::policy::{Remediation, TenantPolicy};
 use tvp_audit::token::{AuthzError, TenantSigner};
@@ -34,28 +32,6 @@ fn ak_pem(t: &Tvpd, dir: &Path) -> PathBuf {
     let p = dir.join("ak.pem");
     std::fs::write(&p, h["ak_public_pem"].as_str().unwrap()).unwrap();
     p
-}
-
-/// `curl` on the socket as another user (setpriv), returning (status, body).
-fn curl_as(uid: u32, socket: &Path, url: &str) -> (u16, String) {
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "curl",
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            "--unix-socket",
-        ])
-        .arg(socket)
-        .arg(url)
-        .output()
-        .expect("setpriv curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 fn open_dirs(tpm: &Swtpm, dir: &Path) {
@@ -82,9 +58,9 @@ fn every_request_is_audited_before_and_after_including_refusals() {
     assert_eq!(t.api("GET", "/v1/vms/vm-1/audit", None).status, 404);
     // An allowed non-root caller may not read the whole trail; a caller who is not
     // allowed at all is refused before parsing. Both are audited with their uid.
-    let (code, _) = curl_as(65534, &t.socket, "http://tvp/v1/audit");
+    let (code, _) = tvp_tests::curl_as(65534, &t.socket, "http://tvp/v1/audit");
     assert_eq!(code, 403);
-    let (code, _) = curl_as(4343, &t.socket, "http://tvp/v1/host");
+    let (code, _) = tvp_tests::curl_as(4343, &t.socket, "http://tvp/v1/host");
     assert_eq!(code, 403);
 
     let recs = records(&t);
@@ -309,14 +285,7 @@ fn policy() -> TenantPolicy {
 }
 
 fn open_audit(tpm: &Swtpm, state: &Path) -> (TpmService, Audit) {
-    let svc = TpmService::start(
-        tpm.tcti(),
-        ProvisionConfig {
-            ek_handle: 0x8101_0001,
-            ak_handle: 0x8101_0002,
-        },
-    )
-    .expect("TPM");
+    let svc = tpm.service();
     let log = AuditLog::open(state, svc.client(), NV_INDEX).expect("audit log");
     let counters = CounterStore::load(state).expect("counters");
     (svc, Audit::new(log, counters))

@@ -10,8 +10,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use tvp_agent::audit::AuditLog;
-use tvp_agent::tpm::service::TpmService;
-use tvp_agent::tpm::ProvisionConfig;
 use tvp_audit::record::{AuditRecord, Decision, RecordDraft, Stage};
 use tvp_tests::Swtpm;
 
@@ -54,14 +52,7 @@ fn main() {
     std::fs::create_dir_all(&audit_dir).expect("dir");
 
     let tpm = Swtpm::blank();
-    let svc = TpmService::start(
-        tpm.tcti(),
-        ProvisionConfig {
-            ek_handle: 0x8101_0001,
-            ak_handle: 0x8101_0002,
-        },
-    )
-    .expect("TPM");
+    let svc = tpm.service();
     let mut log = AuditLog::open(&audit_dir, svc.client(), 0x0150_0000).expect("audit log");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -84,3 +84,25 @@ pub fn tvpctl(socket: Option<&std::path::Path>, args: &[&str]) -> (i32, String, 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `curl` on the socket as another user (setpriv), returning (status, body).
+pub fn curl_as(uid: u32, socket: &std::path::Path, url: &str) -> (u16, String) {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .arg(url)
+        .output()
+        .expect("setpriv curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
