@@ -119,7 +119,8 @@ pub enum Command {
         #[arg(long, value_name = "AK.pem")]
         ak: Option<PathBuf>,
     },
-    /// Measured VMs: create, list, show, delete.
+    /// Measured VMs: create, list, show; with the tenant's token: pause, resume,
+    /// poweroff, reboot, delete, any other restricted operation.
     #[command(subcommand)]
     Vm(vm::VmCommand),
     /// Encrypted VM images: key-management key pair, encrypt, inspect, decrypt.

@@ -12,7 +12,7 @@ use crate::vm::VmView;
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create a measured VM from a JSON spec (docs/api.md: id, vip, mac, auth_code,
-    /// boot_server, boot_server_name, tenant_ca_pem, ...).
+    /// boot_server, boot_server_name, tenant_ca_pem, management_public_key, policy, ...).
     Create {
         /// The spec file.
         spec: PathBuf,
