@@ -504,9 +504,9 @@ fn log_truncated_while_tvpd_runs_refuses_every_request_and_the_restart() {
 struct RecordingRemediator(std::sync::Mutex<Vec<String>>);
 
 impl tvp_agent::audit::Remediator for RecordingRemediator {
-    fn power_off(&self, vm: &str) -> Result<(), String> {
+    fn power_off(&self, vm: &str) -> Result<bool, String> {
         self.0.lock().unwrap().push(vm.to_string());
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -87,11 +87,12 @@ pub struct RequestInfo {
     pub params_digest: Digest32,
 }
 
-/// What carries out a `power-off` remediation: the VM lifecycle (issue 5) installs
-/// one with [`Audit::set_remediator`].
+/// What carries out a `power-off` remediation: the VM manager installs one with
+/// [`Audit::set_remediator`].
 pub trait Remediator: Send + Sync {
-    /// Power `vm` off now.
-    fn power_off(&self, vm: &str) -> Result<(), String>;
+    /// Power `vm` off now; `Ok(false)` if there was nothing to power off (the VM has
+    /// ended already).
+    fn power_off(&self, vm: &str) -> Result<bool, String>;
 }
 
 /// What was done to one VM when tampering was detected.
@@ -161,14 +162,16 @@ impl Audit {
                     Ok(())
                 }
                 Remediation::PowerOff => match &remediator {
-                    Some(r) => r.power_off(&vm),
+                    Some(r) => r.power_off(&vm).map(|done| {
+                        if done {
+                            ::log::warn!(vm = vm.as_str(), action = "power-off"; "audit tampering: VM powered off (policy on_tampering = power-off)");
+                        }
+                    }),
                     None => Err("no VM lifecycle to power the VM off".to_string()),
                 },
             };
             if let Err(e) = &result {
                 ::log::error!(vm = vm.as_str(), error = e.as_str(); "audit tampering: power-off remediation failed");
-            } else if action == Remediation::PowerOff {
-                ::log::warn!(vm = vm.as_str(), action = "power-off"; "audit tampering: VM powered off (policy on_tampering = power-off)");
             }
             out.push(RemediationOutcome { vm, action, result });
         }

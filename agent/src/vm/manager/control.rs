@@ -337,10 +337,11 @@ impl Manager {
 pub struct VmRemediator(pub Weak<Manager>);
 
 impl Remediator for VmRemediator {
-    fn power_off(&self, vm: &str) -> Result<(), String> {
+    fn power_off(&self, vm: &str) -> Result<bool, String> {
         let m = self.0.upgrade().ok_or("the VM manager has stopped")?;
         match m.power_off(vm, TAMPERING) {
-            Ok(_) | Err(VmError::State(_)) | Err(VmError::NotFound(_)) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(VmError::State(_)) | Err(VmError::NotFound(_)) => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }
