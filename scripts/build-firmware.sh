@@ -57,7 +57,13 @@ args=(build --release --locked --target x86_64-unknown-linux-gnu --target-dir "$
 (cd "$fw" && cargo "${args[@]}") >&2
 
 mkdir -p "$(dirname "$out")"
-cp "$target_dir/x86_64-unknown-linux-gnu/release/tvp-firmware" "$out.tmp"
-mv "$out.tmp" "$out"
+# Unchanged images are left alone (a tvpd watching "$out" sees no event); otherwise a
+# private temporary name and an atomic rename, so concurrent builds (parallel tests)
+# never expose a partly written image to a VMM or tvpd already using "$out".
+built="$target_dir/x86_64-unknown-linux-gnu/release/tvp-firmware"
+if ! cmp -s "$built" "$out"; then
+    cp "$built" "$out.tmp.$$"
+    mv "$out.tmp.$$" "$out"
+fi
 digest=$(sha256sum "$out" | cut -d' ' -f1)
 echo "sha256 $digest $out"

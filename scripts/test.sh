@@ -13,6 +13,10 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+say "firmware: cargo fmt --check, clippy (its own workspace)"
+(cd pxe-firmware/firmware && cargo fmt -- --check \
+    && cargo clippy --release --locked --quiet --target x86_64-unknown-linux-gnu \
+        --target-dir "$TVP_ROOT/target/firmware/clippy" -- -D warnings)
 say "build"
 cargo build --workspace --bins --quiet
 say "tests"

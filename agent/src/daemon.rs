@@ -180,7 +180,8 @@ fn start_and_serve(
             measured: m.digest,
         });
     }
-    if let Some(p) = config_path {
+    // Only a regular file (not e.g. /dev/null, whose directory is all device noise).
+    if let Some(p) = config_path.filter(|p| p.is_file()) {
         if let Ok(d) = platform::hash_file(p) {
             watched.push(platform_watch::Watched {
                 path: p.to_path_buf(),
@@ -235,16 +236,15 @@ fn start_and_serve(
     if cfg.vmm_user.is_none() {
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
     }
-    // Weak: the watch thread runs forever, and a strong reference would keep the
-    // manager (and through it the TPM clients) alive, so the TPM thread could never
-    // be joined at shutdown.
+    // Weak: the watch thread lives forever and must not keep the manager (and through
+    // it the TPM thread) alive past shutdown.
     let revoke = Arc::downgrade(&vms);
     if let Err(e) = platform_watch::spawn(
         watched,
         platform_state.clone(),
         Box::new(move |c| {
-            if let Some(m) = revoke.upgrade() {
-                m.platform_changed(c);
+            if let Some(vms) = revoke.upgrade() {
+                vms.platform_changed(c)
             }
         }),
     ) {

@@ -3,6 +3,7 @@
 //! started, by pid, also when the test fails.
 
 pub mod guests;
+pub mod netboot;
 pub mod swtpm;
 pub mod tenant;
 pub mod tmpfs;

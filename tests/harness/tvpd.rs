@@ -24,6 +24,8 @@ pub struct Tvpd {
     extra: Vec<String>,
     /// This tvpd's TAP prefix: unique, so parallel tests never touch each other's TAPs.
     pub tap_prefix: String,
+    /// Network namespace tvpd (and so its VMs and TAPs) runs in, if not the test's own.
+    netns: Option<String>,
 }
 
 /// A TAP prefix unique to the test directory (the same for every tvpd run on it, so the
@@ -46,6 +48,24 @@ impl Tvpd {
             tcti: tpm.tcti(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tap_prefix: tap_prefix_for(dir),
+            netns: None,
+        };
+        t.spawn();
+        t
+    }
+
+    /// Start tvpd inside network namespace `netns` (its TAPs are created there; the
+    /// TPM must be reachable from it, e.g. through `--tcti`).
+    pub fn start_in_netns(tpm: &Swtpm, dir: &Path, extra: &[&str], netns: &str) -> Tvpd {
+        let mut t = Tvpd {
+            child: None,
+            socket: dir.join("tvpd.sock"),
+            state_dir: dir.join("state"),
+            log_path: dir.join("tvpd.log"),
+            tcti: tpm.tcti(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tap_prefix: tap_prefix_for(dir),
+            netns: Some(netns.to_string()),
         };
         t.spawn();
         t
@@ -53,7 +73,14 @@ impl Tvpd {
 
     /// The command line: the test's own files, unless the test overrides a flag.
     fn command(&self) -> Command {
-        let mut c = Command::new(crate::bin("tvpd"));
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(crate::bin("tvpd"));
+                c
+            }
+            None => Command::new(crate::bin("tvpd")),
+        };
         let nv_index = audit_nv_index(&self.state_dir);
         let defaults: [(&str, &std::ffi::OsStr); 7] = [
             ("--config", "/dev/null".as_ref()),
@@ -116,6 +143,7 @@ impl Tvpd {
             tcti: tpm.tcti(),
             extra: args.iter().map(|s| s.to_string()).collect(),
             tap_prefix: tap_prefix_for(dir),
+            netns: None,
         };
         let out = t.command().output().expect("run tvpd");
         (

@@ -1,14 +1,19 @@
 //! The boot flow, run at CPL 3 after the stub.
 
 use crate::failure::{fail, Failure};
+use crate::frames::{self, FrameError, FrameReader};
 use crate::mailbox::Mailbox;
 use crate::net::Net;
-use crate::platform::{milestone, power_off};
+use crate::platform::milestone;
 use crate::tcp::TcpStream;
-use crate::{config, println, VERSION};
+use crate::tls::{Tls, TlsError};
+use crate::{config, print, println, VERSION};
+use crate::{elf, workload};
+use alloc::vec;
 use core::fmt;
 use tvp_abi::config::Config;
 use tvp_abi::mailbox::MAILBOX_ABI_VERSION;
+use tvp_boot_protocol::{BootRequest, MsgType, STATUS_HANDOVER};
 
 /// How long the TCP connection to the boot server may take to establish.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -25,7 +30,7 @@ impl fmt::Display for Ip {
     }
 }
 
-/// The main flow: configuration, mailbox, then (for now) power off.
+/// The main flow: configuration, mailbox, network boot, handover (never returns).
 pub fn run(mem_size: u64) -> ! {
     milestone(milestone::RUST_ENTERED);
     println!(
@@ -72,16 +77,12 @@ pub fn run(mem_size: u64) -> ! {
     let heap = crate::heap::init(mem_size);
     let khz = crate::clock::init();
     println!("heap: {} KiB, tsc: {khz} kHz", heap >> 10);
-    network_hello(&cfg);
-
-    println!("tvp-firmware: done, powering off");
-    milestone(milestone::DONE);
-    power_off()
+    network_boot(&cfg, &mut mbox)
 }
 
-/// Brings up the network and exchanges one line with the boot server over plain TCP
-/// (the TLS boot protocol replaces this exchange).
-fn network_hello(cfg: &Config<'_>) {
+/// Brings up the network, opens TLS to the boot server, measures the tunnel into the
+/// mailbox and sends the boot request (`docs/boot-protocol.md`).
+fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
     let dev = match crate::net::open() {
         Ok(d) => d,
         Err(e) => {
@@ -93,10 +94,14 @@ fn network_hello(cfg: &Config<'_>) {
         println!("entropy: RDRAND unavailable");
         fail(Failure::NoEntropy)
     };
+    if !crate::entropy::init(&cfg.entropy_seed) {
+        println!("entropy: RDRAND failing");
+        fail(Failure::NoEntropy)
+    }
     let mut net = Net::up(dev, cfg, seed);
     milestone(milestone::NET_UP);
     println!("net: up, mac={:02x?}", cfg.mac);
-    let mut s = match TcpStream::connect(
+    let tcp = match TcpStream::connect(
         &mut net,
         cfg.boot_server_ip,
         cfg.boot_server_port,
@@ -114,27 +119,155 @@ fn network_hello(cfg: &Config<'_>) {
         Ip(cfg.boot_server_ip),
         cfg.boot_server_port
     );
-    let mut hello = alloc::vec::Vec::new();
-    hello.extend_from_slice(b"tvp-firmware ");
-    hello.extend_from_slice(VERSION.as_bytes());
-    hello.extend_from_slice(b" hello\n");
-    if let Err(e) = s
-        .write_all(&mut net, &hello, IO_TIMEOUT_MS)
-        .and_then(|()| s.flush(&mut net, IO_TIMEOUT_MS))
-    {
-        println!("tcp: send failed: {e:?}");
-        fail(Failure::TcpFailed)
-    }
-    let mut buf = [0u8; 256];
-    match s.read(&mut net, &mut buf, IO_TIMEOUT_MS) {
-        Ok(n) => {
-            let line = core::str::from_utf8(&buf[..n]).unwrap_or("<binary>");
-            println!("tcp: received {n} bytes: {}", line.trim_end());
+    let t0 = crate::clock::now_ms();
+    let mut tls = match Tls::connect(&mut net, tcp, cfg, IO_TIMEOUT_MS) {
+        Ok(t) => t,
+        Err(TlsError::Certificate(e)) => {
+            println!("tls: boot server certificate rejected: {e}");
+            fail(Failure::CertificateRejected)
         }
         Err(e) => {
-            println!("tcp: receive failed: {e:?}");
-            fail(Failure::TcpFailed)
+            println!("tls: handshake failed: {e:?}");
+            fail(Failure::TlsFailed)
+        }
+    };
+    milestone(milestone::TLS_ESTABLISHED);
+    println!(
+        "tls: established with {} (TLS 1.3) in {} ms",
+        cfg.server_name,
+        crate::clock::now_ms().saturating_sub(t0)
+    );
+    let Ok(measurement) = tls.tunnel_measurement(cfg.auth_code) else {
+        println!("tls: exporter unavailable");
+        fail(Failure::TlsFailed)
+    };
+    print!("tunnel measurement: ");
+    for b in measurement {
+        print!("{b:02x}");
+    }
+    println!();
+    deliver(cfg, mbox, &mut net, &mut tls, &measurement);
+}
+
+/// Fails with `failure` after a protocol step went wrong.
+fn step_failed(what: &str, e: &FrameError) -> ! {
+    println!("boot protocol: {what}: {e:?}");
+    match e {
+        FrameError::Protocol(_) => fail(Failure::ProtocolError),
+        FrameError::Tls(_) => fail(Failure::TlsFailed),
+    }
+}
+
+/// Tells the boot server the delivery failed with `failure`, then fails.
+fn fail_told(tls: &mut Tls, net: &mut Net, failure: Failure) -> ! {
+    let _ = frames::send(tls, net, MsgType::Status, &(failure as u32).to_le_bytes());
+    fail(failure)
+}
+
+/// The boot server refused: print its reason and fail with `failure`.
+fn refused(reason: &[u8], failure: Failure) -> ! {
+    let reason = core::str::from_utf8(reason).unwrap_or("<binary>");
+    println!("boot server: REFUSED {reason}");
+    fail(failure)
+}
+
+/// The boot protocol (`docs/boot-protocol.md`): boot request, attestation relay,
+/// signed workload, handover. Never returns.
+fn deliver(
+    cfg: &Config<'_>,
+    mbox: &mut Mailbox,
+    net: &mut Net,
+    tls: &mut Tls,
+    measurement: &[u8; 32],
+) -> ! {
+    let req = BootRequest {
+        auth_code: cfg.auth_code,
+        vip: cfg.vip,
+        firmware_version: VERSION,
+        config_page: config::page(),
+    };
+    let mut buf = vec![0u8; req.encoded_len()];
+    let n = match req.encode(&mut buf) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("boot request cannot be encoded: {e}");
+            fail(Failure::BadConfig)
+        }
+    };
+    if let Err(e) = frames::send(tls, net, MsgType::BootRequest, &buf[..n]) {
+        step_failed("boot request not sent", &e)
+    }
+    let mut reader = FrameReader::default();
+    let nonce = match reader.next(tls, net) {
+        Ok((MsgType::AttestRequest, nonce)) => nonce,
+        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::ReservationRefused),
+        Ok((t, _)) => {
+            println!("boot protocol: unexpected {t:?} instead of the attestation request");
+            fail(Failure::ProtocolError)
+        }
+        Err(e) => step_failed("no answer to the boot request", &e),
+    };
+    println!("boot server: reservation accepted, attestation requested");
+    match mbox.tunnel_established(measurement) {
+        Ok(()) => println!("mailbox: tunnel measurement accepted"),
+        Err(e) => {
+            println!("mailbox: tunnel measurement not accepted: {e:?}");
+            fail(Failure::TunnelNotMeasured)
         }
     }
-    s.close(&mut net);
+    milestone(milestone::TUNNEL_MEASURED);
+    let evidence = match mbox.quote(&nonce) {
+        Ok(ev) => ev,
+        Err(e) => {
+            println!("mailbox: quote request failed: {e:?}");
+            fail(Failure::QuoteFailed)
+        }
+    };
+    println!("mailbox: evidence {} bytes", evidence.len());
+    if let Err(e) = frames::send(tls, net, MsgType::Evidence, &evidence) {
+        step_failed("evidence not sent", &e)
+    }
+    drop(evidence);
+    let container = match reader.next(tls, net) {
+        Ok((MsgType::Workload, w)) => w,
+        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::AttestationRejected),
+        Ok((t, _)) => {
+            println!("boot protocol: unexpected {t:?} instead of the workload");
+            fail(Failure::ProtocolError)
+        }
+        Err(e) => step_failed("no workload", &e),
+    };
+    // From here on the boot server learns the outcome (a Status frame) before a failure.
+    let now = crate::clock::wall_secs(cfg);
+    let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("workload: signature rejected: {e:?}");
+            fail_told(tls, net, Failure::BadSignature)
+        }
+    };
+    let digest = tvp_abi::measure::sha256(payload);
+    print!(
+        "workload: signature verified, {} bytes, sha256 ",
+        payload.len()
+    );
+    for b in digest {
+        print!("{b:02x}");
+    }
+    println!();
+    let entry = match elf::load(payload, cfg.mem_size()) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("workload: not loadable: {e:?}");
+            fail_told(tls, net, Failure::BadWorkload)
+        }
+    };
+    if let Err(e) = mbox.handover(&digest) {
+        println!("mailbox: handover refused: {e:?}");
+        fail_told(tls, net, Failure::HandoverRefused)
+    }
+    let _ = frames::send(tls, net, MsgType::Status, &STATUS_HANDOVER.to_le_bytes());
+    milestone(milestone::DONE);
+    println!("tvp-firmware: handing over to the workload at {entry:#x}");
+    crate::stub::handover(entry, 0)
 }

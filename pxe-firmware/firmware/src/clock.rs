@@ -44,3 +44,8 @@ pub fn now_ms() -> u64 {
     let tsc = unsafe { _rdtsc() };
     tsc / khz
 }
+
+/// Wall-clock seconds: the configuration page's time plus the time since boot.
+pub fn wall_secs(cfg: &tvp_abi::config::Config<'_>) -> u64 {
+    cfg.time_unix_secs.saturating_add(now_ms() / 1000)
+}

@@ -39,6 +39,14 @@ pub enum Failure {
     OutOfMemory = 13,
     /// A bug: the firmware panicked.
     Panic = 14,
+    /// The workload is not a loadable ELF image for the workload window.
+    BadWorkload = 15,
+    /// The platform did not answer the quote request.
+    QuoteFailed = 16,
+    /// The platform refused the handover.
+    HandoverRefused = 17,
+    /// The boot server broke the protocol.
+    ProtocolError = 18,
 }
 
 impl Failure {
@@ -59,6 +67,10 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::OutOfMemory => "out-of-memory",
             Failure::Panic => "panic",
+            Failure::BadWorkload => "bad-workload",
+            Failure::QuoteFailed => "quote-failed",
+            Failure::HandoverRefused => "handover-refused",
+            Failure::ProtocolError => "protocol-error",
         }
     }
 }

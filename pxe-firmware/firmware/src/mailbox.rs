@@ -105,4 +105,18 @@ impl Mailbox {
         self.call(Command::TunnelEstablished, measurement)
             .map(|_| ())
     }
+
+    /// QUOTE_REQUEST with `nonce`: the platform's evidence (tvpd's evidence JSON).
+    pub fn quote(&mut self, nonce: &[u8]) -> Result<alloc::vec::Vec<u8>, MailboxError> {
+        let r = self.call(Command::QuoteRequest, nonce)?;
+        let mut ev = alloc::vec![0u8; r.payload_len as usize];
+        let n = self.payload(&r, &mut ev);
+        ev.truncate(n);
+        Ok(ev)
+    }
+
+    /// HANDOVER with the digest of the workload about to run.
+    pub fn handover(&mut self, digest: &[u8; 32]) -> Result<(), MailboxError> {
+        self.call(Command::Handover, digest).map(|_| ())
+    }
 }

@@ -5,7 +5,8 @@
 //! then it enters [`firmware_main`] at CPL 3. Everything in Rust runs at CPL 3:
 //! [`serial`] (console), [`config`] (configuration page), [`mailbox`] (attestation
 //! mailbox), [`platform`] (boot timer, power off), [`failure`] (reason codes), [`heap`],
-//! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`boot`]
+//! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`tls`], [`frames`] (boot protocol), [`workload`] +
+//! [`elf`] (signed workload), [`boot`]
 //! (the flow). [`rt`] provides the memory functions; [`port`] the I/O instructions.
 #![no_std]
 #![no_main]
@@ -16,8 +17,10 @@ extern crate alloc;
 pub mod boot;
 pub mod clock;
 pub mod config;
+pub mod elf;
 pub mod entropy;
 pub mod failure;
+pub mod frames;
 pub mod hal;
 pub mod heap;
 pub mod mailbox;
@@ -30,6 +33,8 @@ pub mod selftest;
 pub mod serial;
 pub mod stub;
 pub mod tcp;
+pub mod tls;
+pub mod workload;
 
 /// The firmware version printed at start and sent in the boot request.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

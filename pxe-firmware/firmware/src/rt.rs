@@ -74,10 +74,51 @@ bcmp:
 3:
     ret
 
+/* The libc calls the `getrandom` crate makes (for ring): syscall(SYS_getrandom = 318,
+   buf, len, flags) goes to tvp_getrandom; everything else, and the /dev/urandom
+   fallback (open, read, poll), fails with ENOSYS. */
+    .global syscall
+    .global open
+    .global open64
+    .global read
+    .global poll
+    .global __errno_location
+    .global close
+    .global pthread_mutex_lock
+    .global pthread_mutex_unlock
+/* Single-threaded: the mutexes of getrandom's (unused) file fallback always succeed. */
+close:
+pthread_mutex_lock:
+pthread_mutex_unlock:
+    xor %eax, %eax
+    ret
+syscall:
+    cmp $318, %rdi
+    jne 4f
+    mov %rsi, %rdi
+    mov %rdx, %rsi
+    jmp tvp_getrandom
+open:
+open64:
+read:
+poll:
+4:
+    movl $38, tvp_errno(%rip)
+    mov $-1, %rax
+    ret
+__errno_location:
+    lea tvp_errno(%rip), %rax
+    ret
+
 /* Never reached: panic = "abort" means nothing unwinds. */
 _Unwind_Resume:
 rust_eh_personality:
     ud2
+
+    .bss
+    .balign 4
+tvp_errno:
+    .long 0
 "#,
     options(att_syntax)
 );

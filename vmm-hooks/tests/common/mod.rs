@@ -240,9 +240,41 @@ pub fn run_vm_full(
     use_fd: bool,
     extra_args: &[&str],
 ) -> Run {
+    run_vm_in(
+        None,
+        dir,
+        firmware,
+        config_page,
+        mode,
+        on_first_milestone,
+        use_fd,
+        extra_args,
+    )
+}
+
+/// [`run_vm_full`], with the VMM started inside network namespace `netns` (via
+/// `ip netns exec`) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn run_vm_in(
+    netns: Option<&str>,
+    dir: &Path,
+    firmware: &Path,
+    config_page: &Path,
+    mode: PeerMode,
+    on_first_milestone: impl FnOnce(u32) + Send + 'static,
+    use_fd: bool,
+    extra_args: &[&str],
+) -> Run {
     let console = dir.join("console.log");
     let t0 = Instant::now();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tvp-vmm")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_tvp-vmm")),
+    };
     cmd.args(["--log", "info", "run", "--vm-id", "test-vm"])
         .arg("--firmware")
         .arg(firmware)

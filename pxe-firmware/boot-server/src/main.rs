@@ -1,0 +1,144 @@
+//! `tvp-boot-server`: serve network boots, or sign a workload (see the library docs).
+
+use clap::{Parser, Subcommand};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tvp_boot_server::reservations::Reservations;
+use tvp_boot_server::server::{BootServer, Tenant};
+use tvp_boot_server::tls::server_config;
+use tvp_boot_server::workload;
+
+#[derive(Parser)]
+#[command(name = "tvp-boot-server", version, about = "The tenant's boot server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve network boots; one JSON line per connection on stdout.
+    Serve(Serve),
+    /// Sign an ELF workload with an Ed25519 key certified by the tenant CA.
+    SignWorkload {
+        /// The workload (ELF).
+        #[arg(long)]
+        elf: PathBuf,
+        /// The Ed25519 private key (PEM, PKCS#8).
+        #[arg(long)]
+        key: PathBuf,
+        /// Its certificate, issued by the tenant CA for code signing (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write the signed workload.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Address to listen on, e.g. 10.0.0.1:8443.
+    #[arg(long)]
+    listen: String,
+    /// Server certificate chain (PEM), issued by the tenant CA.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Server private key (PEM, PKCS#8).
+    #[arg(long)]
+    key: PathBuf,
+    /// The tenant CA certificate (PEM) the VMs' configuration pages must carry.
+    #[arg(long)]
+    ca: PathBuf,
+    /// This server's TLS name, which the configuration pages must carry.
+    #[arg(long)]
+    server_name: String,
+    /// Reservations file: lines "<VIP> <auth code>".
+    #[arg(long)]
+    reservations: PathBuf,
+    /// Host inventory (JSON: {"hosts": [{host_id, ak_public_pem, ek_name, platform_pcrs}]}).
+    #[arg(long)]
+    inventory: PathBuf,
+    /// The reference firmware image (for the expected PCR 23).
+    #[arg(long)]
+    firmware: PathBuf,
+    /// The signed workload to deliver.
+    #[arg(long)]
+    workload: PathBuf,
+    /// The management public key (PEM) this tenant gives its VMs (measured into PCR 23).
+    #[arg(long, value_name = "PEM")]
+    management_key: PathBuf,
+    /// The management policy (JSON) this tenant gives its VMs (measured into PCR 23).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Stop after this many connections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The management binding digest of the tenant's key and policy files.
+fn management_digest(key: &Path, policy: &Path) -> Result<[u8; 32], String> {
+    let pem = String::from_utf8(read(key)?).map_err(|_| format!("{}: not UTF-8", key.display()))?;
+    let key =
+        tvp_audit::TenantKey::from_pem(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    let policy = tvp_audit::TenantPolicy::from_json(&read(policy)?)
+        .map_err(|e| format!("{}: {e}", policy.display()))?;
+    Ok(tvp_audit::policy::management_digest(&key, &policy))
+}
+
+fn serve(s: Serve) -> Result<(), String> {
+    let text = String::from_utf8(read(&s.reservations)?)
+        .map_err(|_| format!("{}: not UTF-8", s.reservations.display()))?;
+    let reservations = Reservations::parse(&text).map_err(|e| e.to_string())?;
+    let inventory = serde_json::from_slice(&read(&s.inventory)?)
+        .map_err(|e| format!("{}: {e}", s.inventory.display()))?;
+    let ca_der = CertificateDer::from_pem_file(&s.ca)
+        .map_err(|e| format!("{}: {e}", s.ca.display()))?
+        .to_vec();
+    let tenant = Tenant {
+        inventory,
+        firmware: read(&s.firmware)?,
+        ca_der,
+        server_name: s.server_name,
+        workload: workload::load(&s.workload).map_err(|e| e.to_string())?,
+        management_digest: management_digest(&s.management_key, &s.policy)?,
+    };
+    let config = server_config(&s.cert, &s.key).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(&s.listen).map_err(|e| format!("{}: {e}", s.listen))?;
+    BootServer::new(config, reservations, tenant, Box::new(std::io::stdout()))
+        .serve(&listener, s.max_connections);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let run = || -> Result<(), String> {
+        match Cli::parse().cmd {
+            Cmd::Serve(s) => serve(s),
+            Cmd::SignWorkload {
+                elf,
+                key,
+                cert,
+                out,
+            } => {
+                let signed =
+                    workload::sign(&read(&elf)?, &key, &cert).map_err(|e| e.to_string())?;
+                std::fs::write(&out, signed).map_err(|e| format!("{}: {e}", out.display()))
+            }
+        }
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tvp-boot-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Serving network boots, one connection at a time: TLS handshake, boot request,
+//! reservation and configuration-page checks, attestation request with a fresh nonce,
+//! evidence verification, signed workload. Every connection ends with one JSON line in
+//! the report (`docs/boot-server.md`).
+
+use crate::attest::{self, Expectation};
+use crate::protocol::{read_frame, write_frame, BootRequest, MsgType};
+use crate::reservations::Reservations;
+use crate::tls::tunnel_measurement;
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tvp_boot_protocol::{NONCE_LEN, STATUS_HANDOVER};
+use tvp_kms::inventory::Inventory;
+
+/// How long a client may take for each step (handshake, request, evidence).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the tenant trusts and serves.
+pub struct Tenant {
+    /// The provider's host inventory (AKs, platform PCRs).
+    pub inventory: Inventory,
+    /// The reference firmware image the VMs must run (for the expected PCR 23).
+    pub firmware: Vec<u8>,
+    /// The tenant CA certificate (DER) the VMs' configuration pages must carry.
+    pub ca_der: Vec<u8>,
+    /// This server's TLS name, which the configuration pages must carry.
+    pub server_name: String,
+    /// The signed workload container to deliver.
+    pub workload: Vec<u8>,
+    /// `tvp_audit::policy::management_digest` of the management key and policy this
+    /// tenant gives its VMs: tvpd extends it into PCR 23 after the VMM's events, so a
+    /// VM created with another key or policy does not match.
+    pub management_digest: [u8; 32],
+}
+
+/// The server state.
+pub struct BootServer {
+    config: Arc<ServerConfig>,
+    reservations: Reservations,
+    tenant: Tenant,
+    report: Box<dyn Write + Send>,
+    client_timeout: Duration,
+    rng: SystemRandom,
+}
+
+/// A refusal: the reason code sent to the firmware and the report's fields.
+struct Refusal {
+    /// Reason code (sent in the `Refused` frame, `None` if the peer cannot be told).
+    code: String,
+    tell_peer: bool,
+    detail: String,
+}
+
+fn refusal(code: impl Into<String>, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        code: code.into(),
+        tell_peer: true,
+        detail: detail.into(),
+    }
+}
+
+fn broken(code: impl Into<String>, detail: impl ToString) -> Refusal {
+    Refusal {
+        code: code.into(),
+        tell_peer: false,
+        detail: detail.to_string(),
+    }
+}
+
+impl BootServer {
+    /// A server with its TLS configuration, reservations, tenant material and report sink.
+    pub fn new(
+        config: Arc<ServerConfig>,
+        reservations: Reservations,
+        tenant: Tenant,
+        report: Box<dyn Write + Send>,
+    ) -> Self {
+        BootServer {
+            config,
+            reservations,
+            tenant,
+            report,
+            client_timeout: CLIENT_TIMEOUT,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Sets how long a client may stall each step.
+    pub fn with_client_timeout(mut self, t: Duration) -> Self {
+        self.client_timeout = t;
+        self
+    }
+
+    fn report(&mut self, v: Value) {
+        let _ = writeln!(self.report, "{v}");
+        let _ = self.report.flush();
+    }
+
+    /// Serves `max` connections (or forever with `None`), one at a time.
+    /// Reports `{"event": "listening"}` first.
+    pub fn serve(&mut self, listener: &TcpListener, max: Option<usize>) {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.report(json!({"event": "listening", "addr": addr}));
+        let mut served = 0;
+        while max.is_none_or(|m| served < m) {
+            let (tcp, peer) = match listener.accept() {
+                Ok(c) => c,
+                Err(e) => {
+                    self.report(json!({"event": "accept-failed", "error": e.to_string()}));
+                    continue;
+                }
+            };
+            served += 1;
+            let t0 = Instant::now();
+            let mut fields = serde_json::Map::new();
+            let outcome = self.handle(tcp, &mut fields);
+            let mut v = match outcome {
+                Ok(()) => json!({"event": "delivered"}),
+                Err(r) => json!({"event": "refused", "reason": r.code, "detail": r.detail}),
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.extend(fields);
+                o.insert("peer".into(), json!(peer.to_string()));
+                o.insert("millis".into(), json!(t0.elapsed().as_millis() as u64));
+            }
+            self.report(v);
+        }
+    }
+
+    /// One connection. `fields` collects what the report should say besides the outcome.
+    fn handle(
+        &mut self,
+        tcp: TcpStream,
+        fields: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        let _ = tcp.set_read_timeout(Some(self.client_timeout));
+        let _ = tcp.set_write_timeout(Some(self.client_timeout));
+        let conn =
+            ServerConnection::new(self.config.clone()).map_err(|e| broken("tls-setup", e))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        let t0 = Instant::now();
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| broken("tls-failed", e))?;
+        }
+        fields.insert(
+            "handshake_millis".into(),
+            json!(t0.elapsed().as_millis() as u64),
+        );
+        let result = self.session(&mut tls, fields);
+        if let Err(r) = &result {
+            if r.tell_peer {
+                let _ = write_frame(&mut tls, MsgType::Refused, r.code.as_bytes());
+            }
+        }
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        result
+    }
+
+    fn session(
+        &mut self,
+        tls: &mut StreamOwned<ServerConnection, TcpStream>,
+        fields: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        let payload =
+            read_frame(tls, MsgType::BootRequest).map_err(|e| broken("bad-request", e))?;
+        let req =
+            BootRequest::parse(&payload).map_err(|e| refusal("bad-request", e.to_string()))?;
+        let vip = Ipv4Addr::from(req.vip);
+        fields.insert("vip".into(), json!(vip.to_string()));
+        fields.insert("firmware".into(), json!(req.firmware_version));
+        let measurement =
+            tunnel_measurement(&tls.conn, req.auth_code).map_err(|e| broken("exporter", e))?;
+        fields.insert("tunnel_measurement".into(), json!(hex::encode(measurement)));
+        self.reservations
+            .claim(req.auth_code, vip)
+            .map_err(|e| refusal(e.code(), e.to_string()))?;
+        let pcr23 = self.check_config_page(&req)?;
+        fields.insert("expected_pcr23".into(), json!(hex::encode(pcr23)));
+
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| broken("no-randomness", "the system RNG failed"))?;
+        fields.insert("nonce".into(), json!(hex::encode(nonce)));
+        write_frame(tls, MsgType::AttestRequest, &nonce).map_err(|e| broken("tls-failed", e))?;
+        let evidence = read_frame(tls, MsgType::Evidence).map_err(|e| broken("no-evidence", e))?;
+        let evidence = std::str::from_utf8(&evidence).map_err(|_| {
+            fields.insert("check".into(), json!("evidence:format"));
+            refusal(
+                "attestation-rejected:evidence:format",
+                "evidence is not UTF-8",
+            )
+        })?;
+        let attested = attest::check(
+            &self.tenant.inventory,
+            evidence,
+            &Expectation {
+                nonce: &nonce,
+                pcr23,
+                tunnel_measurement: measurement,
+            },
+        )
+        .map_err(|r| {
+            fields.insert("check".into(), json!(r.check));
+            refusal(format!("attestation-rejected:{}", r.check), r.reason)
+        })?;
+        fields.insert("host_id".into(), json!(attested.host_id));
+        fields.insert("quoted_pcr16".into(), json!(hex::encode(attested.pcr16)));
+        fields.insert("quoted_pcr23".into(), json!(hex::encode(attested.pcr23)));
+        if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
+            fields.insert("workload_digest".into(), json!(hex::encode(d)));
+        }
+        write_frame(tls, MsgType::Workload, &self.tenant.workload)
+            .map_err(|e| broken("tls-failed", e))?;
+        let status = read_frame(tls, MsgType::Status).map_err(|e| broken("no-status", e))?;
+        let code = status
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b))
+            .ok_or_else(|| broken("no-status", "short status"))?;
+        if code != STATUS_HANDOVER {
+            fields.insert("firmware_reason".into(), json!(code));
+            return Err(broken(
+                format!("firmware-failed:{}", firmware_reason(code)),
+                format!("the firmware refused the workload (reason code {code})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration page the firmware says it booted with must be this
+    /// reservation's and this tenant's; returns the PCR 23 it implies (with the
+    /// tenant's management binding as the sixth event).
+    fn check_config_page(&self, req: &BootRequest<'_>) -> Result<[u8; 32], Refusal> {
+        let bad = |why: &str| refusal("config-page", why.to_string());
+        let page = tvp_abi::config::decode(req.config_page)
+            .map_err(|e| refusal("config-page", e.to_string()))?;
+        if page.auth_code != req.auth_code || page.vip != req.vip {
+            return Err(bad("the page's U or I is not the request's"));
+        }
+        if page.ca_cert_der != self.tenant.ca_der.as_slice() {
+            return Err(bad("the page trusts another CA"));
+        }
+        if page.server_name != self.tenant.server_name {
+            return Err(bad("the page names another boot server"));
+        }
+        tvp_abi::measure::expected_pcr23_managed(
+            &self.tenant.firmware,
+            req.config_page,
+            &self.tenant.management_digest,
+        )
+        .map_err(|e| refusal("config-page", e.to_string()))
+    }
+}
+
+/// The firmware's boot-failure reason names (`docs/firmware.md`) for the codes it can
+/// report after receiving the workload.
+pub fn firmware_reason(code: u32) -> &'static str {
+    match code {
+        11 => "bad-signature",
+        15 => "bad-workload",
+        17 => "handover-refused",
+        _ => "other",
+    }
+}

@@ -1,0 +1,58 @@
+//! Frames of the boot protocol (`tvp_boot_protocol`) over the TLS tunnel.
+
+use crate::net::Net;
+use crate::tls::{Tls, TlsError};
+use alloc::vec::Vec;
+use tvp_boot_protocol::{
+    frame_header, parse_frame_header, MsgType, ProtocolError, FRAME_HEADER_LEN,
+};
+
+/// Why a frame could not be exchanged.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The tunnel failed.
+    Tls(TlsError),
+    /// The boot server sent a malformed frame.
+    Protocol(ProtocolError),
+}
+
+impl From<TlsError> for FrameError {
+    fn from(e: TlsError) -> Self {
+        FrameError::Tls(e)
+    }
+}
+
+/// Sends one frame.
+pub fn send(tls: &mut Tls, net: &mut Net, msg: MsgType, payload: &[u8]) -> Result<(), FrameError> {
+    let h = frame_header(msg, payload.len()).map_err(FrameError::Protocol)?;
+    let mut b = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    b.extend_from_slice(&h);
+    b.extend_from_slice(payload);
+    tls.send(net, &b)?;
+    Ok(())
+}
+
+/// Reassembles frames from the tunnel's plaintext.
+#[derive(Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    /// The next frame (type and payload), bounded by its type's limit.
+    pub fn next(&mut self, tls: &mut Tls, net: &mut Net) -> Result<(MsgType, Vec<u8>), FrameError> {
+        loop {
+            if let Some(h) = self.buf.first_chunk::<FRAME_HEADER_LEN>() {
+                let h = parse_frame_header(h).map_err(FrameError::Protocol)?;
+                let end = FRAME_HEADER_LEN + h.len;
+                if self.buf.len() >= end {
+                    let payload = self.buf[FRAME_HEADER_LEN..end].to_vec();
+                    self.buf.drain(..end);
+                    return Ok((h.msg, payload));
+                }
+            }
+            let more = tls.recv(net)?;
+            self.buf.extend_from_slice(&more);
+        }
+    }
+}

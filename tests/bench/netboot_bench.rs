@@ -1,0 +1,88 @@
+//! `tvp-bench-netboot [N]`: N measured network boots in a row on this machine's KVM
+//! (tvpd + swtpm + TAP in a private network namespace + tvp-boot-server + the real
+//! firmware), each ending with the signed test workload printing after the handover.
+//! Prints the TLS handshake (as the firmware and the boot server measure it), the boot
+//! server's whole session (handshake → workload acknowledged) and VM create → workload
+//! done through tvpd's API. Needs root, KVM, swtpm; `cargo build --workspace --bins`.
+
+use std::time::Duration;
+use tvp_tests::netboot::*;
+
+fn stats(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{name:<44} median {:>7.1} {unit}  p95 {:>7.1} {unit}  min {:>7.1}  max {:>7.1}  (n={})",
+        pct(0.5),
+        pct(0.95),
+        v[0],
+        v[v.len() - 1],
+        v.len()
+    );
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
+    let Some(ns) = NetNs::create("bench") else {
+        std::process::exit(1);
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let res = dir.path().join("reservations");
+    let lines: String = (0..n).map(|i| format!("10.0.0.2 U-bench-{i}\n")).collect();
+    std::fs::write(&res, lines).expect("reservations");
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        n,
+    );
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).expect("ca");
+    let (mut fw_tls, mut srv_tls, mut session, mut total) = (vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let o = boot(
+            &h,
+            &mut server,
+            &format!("bench-{i}"),
+            &format!("U-bench-{i}"),
+            &ca,
+        );
+        assert!(
+            o.workload_ran() && o.report["event"] == "delivered",
+            "{}",
+            o.report
+        );
+        let ms = o
+            .console
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tls: established with ")?
+                    .split(" in ")
+                    .nth(1)
+            })
+            .and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok());
+        fw_tls.extend(ms);
+        srv_tls.extend(o.report["handshake_millis"].as_f64());
+        session.extend(o.report["millis"].as_f64());
+        total.push(o.elapsed.as_secs_f64() * 1000.0);
+        let id = format!("bench-{i}");
+        let token = tvp_tests::Tenant::shared().token(&id, "delete", &[]);
+        let _ =
+            h.t.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("tvp network boot, {n} boots (real KVM, swtpm, TAP, rustls):");
+    stats("TLS 1.3 handshake, firmware side", "ms", fw_tls);
+    stats("TLS 1.3 handshake, boot server side", "ms", srv_tls);
+    stats("boot server session (TLS .. workload acked)", "ms", session);
+    stats("VM create -> workload done (API)", "ms", total);
+}

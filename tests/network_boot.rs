@@ -1,0 +1,299 @@
+//! The measured network boot end to end, on real KVM, a real swtpm, a real TAP and
+//! rustls on both ends: tvpd (in a network namespace this test creates) starts the real
+//! firmware, which opens TLS 1.3 to the tenant's boot server over the VM's TAP; the
+//! boot server attests the tunnel with tvpd's quote (tvp-verifier) and delivers a
+//! signed workload, which runs after the handover and prints on the console.
+
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Instant;
+use tvp_tests::netboot::*;
+use tvp_tests::require_tools;
+
+#[test]
+fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its_tunnel() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("ok") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-nb-1\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    let ca_pem = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let t0 = Instant::now();
+    let o = boot(&h, &mut server, "nb-1", "U-nb-1", &ca_pem);
+    let total = t0.elapsed();
+    eprintln!(
+        "--- console ---\n{}\n--- boot server ---\n{}\n--- vm ---\n{}",
+        o.console, o.report, o.vm
+    );
+    let rep = &o.report;
+    assert_eq!(rep["event"], "delivered", "{rep}");
+    // The workload ran after the handover.
+    assert!(o.workload_ran(), "{}", o.console);
+    // Both ends computed the same exporter value, and the quoted PCR 16 is its extend.
+    let m = rep["tunnel_measurement"].as_str().unwrap();
+    assert!(o.console.contains(&format!("tunnel measurement: {m}")));
+    let mut ext = vec![0u8; 32];
+    ext.extend(hex::decode(m).unwrap());
+    assert_eq!(
+        rep["quoted_pcr16"],
+        hex::encode(tvp_abi::measure::sha256(&ext))
+    );
+    assert_eq!(rep["quoted_pcr23"], o.vm["pcr23"]);
+    // tvpd saw the handover with the workload's digest.
+    assert_eq!(o.vm["handover_digest"], rep["workload_digest"], "{}", o.vm);
+    eprintln!(
+        "network boot: VM create -> workload done {:.2} s; TLS handshake (server side) {} ms; \
+         boot server session {} ms",
+        total.as_secs_f64(),
+        rep["handshake_millis"],
+        rep["millis"]
+    );
+}
+
+#[test]
+fn reservations_are_single_use_and_bound_to_the_vip_unknown_reused_and_wrong_address_are_refused() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("res") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-a\n10.0.0.9 U-b\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        4,
+    );
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let first = boot(&h, &mut server, "r-1", "U-a", &ca);
+    assert!(first.workload_ran(), "{}", first.console);
+    boot(&h, &mut server, "r-2", "U-a", &ca).assert_refused(
+        "reservation-refused",
+        8,
+        "reused-auth-code",
+    );
+    boot(&h, &mut server, "r-3", "U-unknown", &ca).assert_refused(
+        "reservation-refused",
+        8,
+        "unknown-auth-code",
+    );
+    boot(&h, &mut server, "r-4", "U-b", &ca).assert_refused(
+        "reservation-refused",
+        8,
+        "wrong-address",
+    );
+}
+
+#[test]
+fn firmware_refuses_a_boot_server_from_another_ca_or_with_another_name() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("cert") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let other = tenant(dir.path(), "other", NAME);
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-c\n").unwrap();
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    // A server whose certificate (right name) comes from another CA.
+    let mut server = BootServer::start(
+        &ns,
+        &other,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    boot(&h, &mut server, "c-1", "U-c", &ca).assert_refused(
+        "certificate-rejected",
+        6,
+        "tls-failed",
+    );
+    drop(server);
+    // The tenant CA, but a certificate for another name.
+    let evil = issue_server_cert(&ten.dir, &dir.path().join("evil"), "evil.example");
+    let mut server = BootServer::start(
+        &ns,
+        &evil,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    boot(&h, &mut server, "c-2", "U-c", &ca).assert_refused(
+        "certificate-rejected",
+        6,
+        "tls-failed",
+    );
+}
+
+#[test]
+fn firmware_refuses_a_tampered_workload_and_tells_the_boot_server() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("tamper") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let mut w = std::fs::read(&ten.workload).unwrap();
+    let n = w.len();
+    w[n - 100] ^= 1; // a payload byte, not the signature
+    let tampered = dir.path().join("tampered.signed");
+    std::fs::write(&tampered, w).unwrap();
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-t\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &tampered,
+        1,
+    );
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    boot(&h, &mut server, "t-1", "U-t", &ca).assert_refused(
+        "bad-signature",
+        11,
+        "firmware-failed:bad-signature",
+    );
+}
+
+#[test]
+fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no_workload() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("ev") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let inv: Value = serde_json::from_slice(&std::fs::read(&h.inventory).unwrap()).unwrap();
+
+    // The tenant expects another firmware image: PCR 23 differs.
+    let mut fw = std::fs::read(&h.firmware).unwrap();
+    fw.push(0);
+    let other_fw = dir.path().join("other-firmware.elf");
+    std::fs::write(&other_fw, fw).unwrap();
+    // The inventory expects another platform.
+    let mut platform = inv.clone();
+    let pcrs = platform["hosts"][0]["platform_pcrs"]
+        .as_object_mut()
+        .unwrap();
+    for v in pcrs.values_mut() {
+        *v = json!("11".repeat(32));
+    }
+    let platform_inv = dir.path().join("inventory-platform.json");
+    std::fs::write(&platform_inv, platform.to_string()).unwrap();
+    // The inventory holds another AK for this host.
+    let key = dir.path().join("other-ak.pem");
+    let st = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null \
+             | openssl pkey -pubout > {}",
+            key.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut ak = inv.clone();
+    ak["hosts"][0]["ak_public_pem"] = json!(std::fs::read_to_string(&key).unwrap());
+    let ak_inv = dir.path().join("inventory-ak.json");
+    std::fs::write(&ak_inv, ak.to_string()).unwrap();
+
+    for (i, (inventory, firmware, check)) in [
+        (&h.inventory, &other_fw, "pcr23"),
+        (&platform_inv, &h.firmware, "evidence:expected-pcrs"),
+        (&ak_inv, &h.firmware, "evidence:ak-mismatch"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = dir.path().join(format!("reservations-{i}"));
+        let u = format!("U-e{i}");
+        std::fs::write(&res, format!("10.0.0.2 {u}\n")).unwrap();
+        let mut server = BootServer::start(
+            &ns,
+            &ten,
+            &ten,
+            NAME,
+            &res,
+            inventory,
+            firmware,
+            &ten.workload,
+            1,
+        );
+        let o = boot(&h, &mut server, &format!("e-{i}"), &u, &ca);
+        o.assert_refused(
+            "attestation-rejected",
+            10,
+            &format!("attestation-rejected:{check}"),
+        );
+        assert_eq!(o.report["check"], check);
+        assert!(o.console.contains(&format!(
+            "boot server: REFUSED attestation-rejected:{check}"
+        )));
+    }
+
+    // The cloud manager creates the VM with its own management key (to authorize
+    // operations itself): the management event in PCR 23 differs, so the tenant's
+    // boot server refuses it and sends no workload.
+    let res = dir.path().join("reservations-m");
+    std::fs::write(&res, "10.0.0.2 U-em\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    let impostor = tvp_tests::Tenant::new(&["pause", "resume", "delete"], "alert");
+    let o = boot_spec(
+        &h,
+        &mut server,
+        "e-m",
+        &spec_managed_by("e-m", "U-em", &ca, NAME, &impostor),
+    );
+    o.assert_refused("attestation-rejected", 10, "attestation-rejected:pcr23");
+    assert_eq!(o.report["check"], "pcr23");
+}
