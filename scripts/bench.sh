@@ -6,7 +6,9 @@
 #    (scripts/bench-vmm.sh);
 #  - measured VMs through the API: create -> running with a per-phase breakdown, the
 #    PCR lease hold time, attestations per minute with 10 queued VMs (tvp-bench-vm);
-#  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image).
+#  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image);
+#  - audit append (fsync + TPM NV anchor) vs a plain write+fsync loop
+#    (scripts/bench-audit.sh).
 # Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -23,3 +25,5 @@ say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5
+say "audit append: AuditLog (write+fsync+NV_Extend) vs a plain write+fsync loop"
+TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-audit-bench "${AUDIT_RECORDS:-200}"

@@ -104,10 +104,16 @@ fi
 ok "rejected: $(cat "$W/tampered.err")"
 
 say "11. a measured VM: lease, PCR 23 measurement, tunnel, quote, handover, PCRs reset"
+# The tenant's management key and policy travel with the VM and are measured into PCR 23.
+openssl genpkey -algorithm ed25519 -out "$W/tenant.key" 2>/dev/null
+openssl pkey -in "$W/tenant.key" -pubout -out "$W/tenant.pem"
+PUB=$(awk '{printf "%s\\n", $0}' "$W/tenant.pem")
+echo '{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}' >"$W/policy.json"
 cat >"$W/vm.json" <<VM
 {"id": "demo-vm", "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
  "auth_code": "U-demo-0001", "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
- "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n", "memory_mib": 16}
+ "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n", "memory_mib": 16,
+ "management_public_key": "$PUB", "policy": $(cat "$W/policy.json")}
 VM
 "$BIN/tvpctl" vm create "$W/vm.json" >/dev/null
 for _ in $(seq 300); do
@@ -118,11 +124,12 @@ done
 "$BIN/tvpctl" vm show demo-vm | sed 's/^/    /' >&2
 [ "$state" = destroyed ] || die "the measured VM did not complete (state $state)"
 grep -E 'tunnel measurement|quote for the lease holder|handover|PCR lease released' "$W/tvpd.log" | sed 's/^/    /' >&2
-"$BIN/tvpctl" expected-pcrs --firmware "$FW" --config-page "$W/state/vms/demo-vm/config.page" >"$W/vm-expected.json" 2>/dev/null
+"$BIN/tvpctl" expected-pcrs --firmware "$FW" --config-page "$W/state/vms/demo-vm/config.page" \
+    --management-key "$W/tenant.pem" --policy "$W/policy.json" >"$W/vm-expected.json" 2>/dev/null
 want=$(grep -Eo '[0-9a-f]{64}' "$W/vm-expected.json")
 got=$("$BIN/tvpctl" --json vm show demo-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/p')
 [ "$want" = "$got" ] || die "PCR 23 $got differs from the value computed from the files ($want)"
-ok "PCR 23 of the VM = value computed from firmware + configuration page: $got"
+ok "PCR 23 of the VM = value computed from firmware + configuration page + tenant key and policy: $got"
 NONCE=$(openssl rand -hex 16)
 "$BIN/tvpctl" quote --nonce "$NONCE" --pcrs 16,23 -o "$W/after.json" 2>/dev/null
 grep -q "\"16\": \"$(printf '0%.0s' $(seq 64))\"" "$W/after.json" && grep -q "\"23\": \"$(printf '0%.0s' $(seq 64))\"" "$W/after.json" \

@@ -204,30 +204,12 @@ fn unauthorized_uid_gets_403_and_a_log_entry_while_allowed_uid_is_served() {
         &["--socket-mode", "0666", "--allowed-users", "65533"],
     );
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let as_user = |uid: &str| {
-        let out = Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-                "-s",
-                "-w",
-                "\n%{http_code}",
-                "--unix-socket",
-            ])
-            .arg(&t.socket)
-            .arg("http://tvp/v1/host")
-            .output()
-            .expect("setpriv curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let denied = as_user("65534");
-    assert!(denied.ends_with("403"), "{denied}");
+    let (status, denied) = tvp_tests::curl_as(65534, &t.socket, "http://tvp/v1/host");
+    assert_eq!(status, 403, "{denied}");
     assert!(denied.contains("\"forbidden\""), "{denied}");
     assert!(denied.contains("uid 65534"), "{denied}");
-    let allowed = as_user("65533");
-    assert!(allowed.ends_with("200"), "{allowed}");
+    let (status, allowed) = tvp_tests::curl_as(65533, &t.socket, "http://tvp/v1/host");
+    assert_eq!(status, 200, "{allowed}");
     let log = t.log();
     assert!(
         log.lines().any(|l| l.contains("request refused")

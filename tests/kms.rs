@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tvp_tests::{bin, nonce_hex, require_tools, Swtpm, Tvpd};
+use tvp_tests::{bin, nonce_hex, require_tools, Swtpm, Tenant, Tvpd};
 
 struct Kms {
     child: Child,
@@ -420,13 +420,15 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
     ]);
     let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
     let spec = |id: &str, image: &str, policy: Value| {
-        json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+        let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
             "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
             "boot_server_name": "boot.tenant.example",
             "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
             "memory_mib": 64, "attestation_deadline_secs": 60,
-            "image": {"path": image, "kms_socket": kms.socket}, "policy": policy})
-        .to_string()
+            "image": {"path": image, "kms_socket": kms.socket}});
+        // The tenant's management key and policy, with this test's image settings.
+        Tenant::shared().add_to_spec_with(&mut s, &policy);
+        s.to_string()
     };
     let console = |id: &str| {
         std::fs::read_to_string(dir.join(format!("state/vms/{id}/console.log"))).unwrap_or_default()
@@ -444,12 +446,20 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
     );
     // The image is measured through the configuration page's descriptor: PCR 23 as
     // measured equals what tvpctl computes from the firmware and that page.
+    let key = dir.join("tenant.pem");
+    let policy = dir.join("policy.json");
+    std::fs::write(&key, Tenant::shared().key_pem()).unwrap();
+    std::fs::write(&policy, Tenant::shared().policy.to_string()).unwrap();
     let (code, out, err) = t.tvpctl(&[
         "expected-pcrs",
         "--firmware",
         fw.to_str().unwrap(),
         "--config-page",
         dir.join("state/vms/enc/config.page").to_str().unwrap(),
+        "--management-key",
+        key.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let exp: Value = serde_json::from_str(&out).unwrap();

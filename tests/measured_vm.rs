@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tvp_tests::guests::build_guest;
-use tvp_tests::{nonce_hex, require_tools, Swtpm, Tvpd};
+use tvp_tests::{nonce_hex, require_tools, Swtpm, Tenant, Tvpd};
 
 fn spec(id: &str, deadline: u64) -> String {
-    json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+    let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
         "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
         "boot_server_name": "boot.tenant.example",
         "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
-        "memory_mib": 16, "attestation_deadline_secs": deadline})
-    .to_string()
+        "memory_mib": 16, "attestation_deadline_secs": deadline});
+    Tenant::shared().add_to_spec(&mut s);
+    s.to_string()
 }
 
 fn wait_final(t: &Tvpd, id: &str) -> Value {
@@ -77,7 +78,8 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
         "{v}"
     );
     assert_eq!(v["reason"], "powered-off");
-    assert_eq!(v["measurements"].as_array().unwrap().len(), 5);
+    assert_eq!(v["measurements"].as_array().unwrap().len(), 6);
+    assert_eq!(v["measurements"][5]["event_type"], "management");
     // The boot log: every phase in order, each closed, and the handover digest.
     let phases: Vec<&str> = v["phases"]
         .as_array()
@@ -103,14 +105,23 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
         .iter()
         .all(|p| p["ended_at"].is_string()));
     assert_eq!(v["handover_digest"].as_str().unwrap().len(), 64, "{v}");
-    // PCR 23 as measured equals what tvpctl computes from the firmware and the page.
+    // PCR 23 as measured equals what tvpctl computes from the firmware, the page and
+    // the tenant's management key and policy.
     let page = dir.join("state/vms/vm-1/config.page");
+    let key = dir.join("tenant.pem");
+    let policy = dir.join("policy.json");
+    std::fs::write(&key, Tenant::shared().key_pem()).unwrap();
+    std::fs::write(&policy, Tenant::shared().policy.to_string()).unwrap();
     let (code, out, err) = t.tvpctl(&[
         "expected-pcrs",
         "--firmware",
         fw.to_str().unwrap(),
         "--config-page",
         page.to_str().unwrap(),
+        "--management-key",
+        key.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let expected: Value = serde_json::from_str(&out).unwrap();
@@ -251,7 +262,11 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     assert_eq!(v["reason"], "tvpd-restarted", "{v}");
     assert!(v["pid"].is_null() && v["tap"].is_null(), "{v}");
     // It is served again: the ended VM is forgotten on DELETE and its id reused.
-    assert_eq!(t.api("DELETE", "/v1/vms/holder", None).status, 200);
+    let token = Tenant::shared().token("holder", "delete", &[]);
+    assert_eq!(
+        t.api_token("DELETE", "/v1/vms/holder", None, &token).status,
+        200
+    );
     assert_eq!(t.api("GET", "/v1/vms/holder", None).status, 404);
     assert_eq!(
         t.api("POST", "/v1/vms", Some(&spec("holder", 60))).status,
@@ -459,7 +474,16 @@ fn the_vmm_drops_to_its_user_and_its_memory_is_closed_even_to_that_user() {
     let (opened, text) = nobody_can_open_mem(pid);
     assert!(!opened, "VMM memory readable by uid 65534: {text}");
     assert!(text.contains("Permission denied"), "{text}");
-    assert_eq!(t.api("DELETE", "/v1/vms/locked", None).status, 200);
+    assert_eq!(
+        t.api_token(
+            "DELETE",
+            "/v1/vms/locked",
+            None,
+            &Tenant::shared().token("locked", "delete", &[]),
+        )
+        .status,
+        200
+    );
     wait_final(&t, "locked");
 }
 

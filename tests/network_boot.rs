@@ -270,4 +270,30 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
             "boot server: REFUSED attestation-rejected:{check}"
         )));
     }
+
+    // The cloud manager creates the VM with its own management key (to authorize
+    // operations itself): the management event in PCR 23 differs, so the tenant's
+    // boot server refuses it and sends no workload.
+    let res = dir.path().join("reservations-m");
+    std::fs::write(&res, "10.0.0.2 U-em\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    let impostor = tvp_tests::Tenant::new(&["pause", "resume", "delete"], "alert");
+    let o = boot_spec(
+        &h,
+        &mut server,
+        "e-m",
+        &spec_managed_by("e-m", "U-em", &ca, NAME, &impostor),
+    );
+    o.assert_refused("attestation-rejected", 10, "attestation-rejected:pcr23");
+    assert_eq!(o.report["check"], "pcr23");
 }

@@ -105,12 +105,14 @@ fn modified_or_replaced_platform_files_are_detected_and_restart_remeasures() {
 }
 
 fn vm_spec(id: &str, policy: serde_json::Value) -> String {
-    serde_json::json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1",
+    let mut s = serde_json::json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1",
         "mac": "02:00:00:00:00:01", "auth_code": format!("U-{id}"),
         "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
         "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
-        "memory_mib": 16, "attestation_deadline_secs": 120, "policy": policy})
-    .to_string()
+        "memory_mib": 16, "attestation_deadline_secs": 120});
+    // The tenant's management key and policy, with this test's platform-change setting.
+    tvp_tests::Tenant::shared().add_to_spec_with(&mut s, &policy);
+    s.to_string()
 }
 
 #[test]

@@ -35,6 +35,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "measured-vm-attested-and-handed-over",
         "measured-vm-pcr23-as-computed",
         "measured-vm-quoted-through-tpmrm0",
+        "audit-anchor-through-tpmrm0",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",
         "tvpd-clean-exit",

@@ -16,6 +16,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/tvp/tvpd.toml";
 pub const DEFAULT_SOCKET: &str = "/run/tvp/tvpd.sock";
 /// Default platform PCR: non-resettable, not used by firmware, shim or GRUB.
 pub const DEFAULT_PLATFORM_PCR: u32 = 15;
+/// Default NV index of the audit anchor (owner-defined range, `docs/audit.md`).
+pub const DEFAULT_AUDIT_NV_INDEX: u32 = 0x0150_0000;
 
 /// Effective configuration of `tvpd`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +39,8 @@ pub struct Config {
     pub ek_handle: u32,
     /// Persistent handle of the attestation key.
     pub ak_handle: u32,
+    /// NV index (owner range) of the audit log's TPM anchor, an extend-type index.
+    pub audit_nv_index: u32,
     /// Users (names or uids) allowed to call the API. root is always allowed.
     pub allowed_users: Vec<String>,
     /// Groups (names or gids) whose members may call the API.
@@ -83,6 +87,7 @@ impl Default for Config {
             platform_pcr: DEFAULT_PLATFORM_PCR,
             ek_handle: DEFAULT_EK_HANDLE,
             ak_handle: DEFAULT_AK_HANDLE,
+            audit_nv_index: DEFAULT_AUDIT_NV_INDEX,
             allowed_users: Vec::new(),
             allowed_groups: Vec::new(),
             platform_artefacts: Vec::new(),
@@ -138,7 +143,7 @@ fn parse_handle(s: &str) -> Result<u32, String> {
 ///
 /// Exit codes: 0 stopped on request; 2 bad command line; 78 bad configuration;
 /// 69 TPM unavailable or provisioning failed; 73 cannot create the socket or state;
-/// 70 internal error.
+/// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor.
 #[derive(Debug, Parser)]
 #[command(name = "tvpd", version, verbatim_doc_comment)]
 pub struct Args {
@@ -180,6 +185,9 @@ pub struct Args {
     /// Persistent handle of the AK [default: 0x81010002].
     #[arg(long, value_name = "HANDLE", value_parser = parse_handle)]
     pub ak_handle: Option<u32>,
+    /// NV index of the audit anchor [default: 0x01500000].
+    #[arg(long, value_name = "HANDLE", value_parser = parse_handle)]
+    pub audit_nv_index: Option<u32>,
     /// Users (names or uids, comma-separated) allowed to call the API; root always is.
     #[arg(long, value_name = "USERS", value_delimiter = ',')]
     pub allowed_users: Option<Vec<String>>,
@@ -269,6 +277,7 @@ impl Config {
         set(&mut self.platform_pcr, &a.platform_pcr);
         set(&mut self.ek_handle, &a.ek_handle);
         set(&mut self.ak_handle, &a.ak_handle);
+        set(&mut self.audit_nv_index, &a.audit_nv_index);
         set(&mut self.allowed_users, &a.allowed_users);
         set(&mut self.allowed_groups, &a.allowed_groups);
         set(&mut self.platform_artefacts, &a.platform_artefacts);
@@ -386,6 +395,15 @@ impl Config {
             return bad(
                 "log_format",
                 format!("'{}': use text or json", self.log_format),
+            );
+        }
+        if !(0x0100_0000..=0x01ff_ffff).contains(&self.audit_nv_index) {
+            return bad(
+                "audit_nv_index",
+                format!(
+                    "{:#010x} is not an NV index (0x01000000..0x01ffffff; default {DEFAULT_AUDIT_NV_INDEX:#010x})",
+                    self.audit_nv_index
+                ),
             );
         }
         if self.request_timeout_ms == 0 {

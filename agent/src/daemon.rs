@@ -30,6 +30,8 @@ pub mod exit {
     pub const CANTCREAT: i32 = 73;
     /// Bad configuration.
     pub const CONFIG: i32 = 78;
+    /// The audit log does not verify or does not match its TPM anchor.
+    pub const DATAERR: i32 = 65;
 }
 
 /// Run `tvpd`; returns the process exit code.
@@ -202,6 +204,7 @@ fn start_and_serve(
             exit::UNAVAILABLE
         })?;
     info!(policy_pcr = pcr; "host binding key created");
+    let audit = open_audit(cfg, &tpm)?;
     let listener = bind_socket(cfg)?;
     let platform_state = Arc::new(Mutex::new(PlatformState::default()));
     let vms = crate::vm::Manager::new(
@@ -228,6 +231,7 @@ fn start_and_serve(
             image_dir: cfg.image_dir.clone(),
         },
         platform_state.clone(),
+        audit.clone(),
     );
     if cfg.vmm_user.is_none() {
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
@@ -260,6 +264,7 @@ fn start_and_serve(
         platform: platform_state,
         binding_key,
         vms: vms.clone(),
+        audit,
     });
     let vms_for_scan = vms.clone();
     let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
@@ -296,6 +301,31 @@ fn start_and_serve(
         error!("API server failed: {e}");
         exit::CANTCREAT
     })
+}
+
+/// Open and verify the audit log against its TPM anchor; refuse to serve if they
+/// disagree (exit 65) or the log cannot be written (exit 73).
+fn open_audit(
+    cfg: &Config,
+    tpm: &crate::tpm::service::TpmClient,
+) -> Result<Arc<crate::audit::Audit>, i32> {
+    use crate::audit::AuditError;
+    let log = crate::audit::AuditLog::open(&cfg.state_dir, tpm.clone(), cfg.audit_nv_index)
+        .map_err(|e| {
+            error!("{e}");
+            match e {
+                AuditError::Chain { .. }
+                | AuditError::AnchorMismatch { .. }
+                | AuditError::Tampered { .. } => exit::DATAERR,
+                AuditError::Io { .. } => exit::CANTCREAT,
+                AuditError::Tpm(_) => exit::UNAVAILABLE,
+            }
+        })?;
+    let counters = crate::audit::counters::CounterStore::load(&cfg.state_dir).map_err(|e| {
+        error!("{e}");
+        exit::DATAERR
+    })?;
+    Ok(Arc::new(crate::audit::Audit::new(log, counters)))
 }
 
 /// `--print-expected-pcrs`: what an inventory should expect of the platform PCR.

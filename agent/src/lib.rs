@@ -7,6 +7,7 @@
 //! surface; [`ctl`] is `tvpctl`.
 
 pub mod api;
+pub mod audit;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -29,10 +29,16 @@ mkdir -p /tmp/tpm2
 tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
 check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
 # A measured VM on this host's own KVM: lease, PCR 23 through tpmrm0, tunnel, quote, handover.
-cat >/tmp/vm.json <<'VM'
+# The tenant's management key (a throwaway Ed25519 public key) and policy are measured too.
+printf '%s\n' '-----BEGIN PUBLIC KEY-----' 'MCowBQYDK2VwAyEAvDxJA1nKICmv4cZ1yPnLK2fSLuH2j9Ia+f33lKCFpXU=' '-----END PUBLIC KEY-----' >/tmp/tenant.pem
+POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
+echo "$POLICY" >/tmp/policy.json
+cat >/tmp/vm.json <<VM
 {"id": "qemu-vm", "vip": "10.0.0.2/24", "mac": "02:00:00:00:00:01", "auth_code": "U-qemu",
  "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
- "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n", "memory_mib": 16}
+ "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\\nMAMCAQE=\\n-----END CERTIFICATE-----\\n", "memory_mib": 16,
+ "management_public_key": "-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAvDxJA1nKICmv4cZ1yPnLK2fSLuH2j9Ia+f33lKCFpXU=\\n-----END PUBLIC KEY-----\\n",
+ "policy": $POLICY}
 VM
 tvpctl vm create /tmp/vm.json >/dev/null
 i=0; state=queued
@@ -43,12 +49,15 @@ while [ $i -lt 600 ]; do
 done
 tvpctl vm show qemu-vm | sed 's/^/  /'
 check measured-vm-attested-and-handed-over test "$state" = destroyed
-tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page 2>/dev/null >/tmp/vm-exp.json
+tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page \
+    --management-key /tmp/tenant.pem --policy /tmp/policy.json 2>/dev/null >/tmp/vm-exp.json
 want=$(grep -o '[0-9a-f]\{64\}' /tmp/vm-exp.json)
 got=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/p')
 check measured-vm-pcr23-as-computed test -n "$want" -a "$want" = "$got"
 grep -q "quote for the lease holder" /tmp/tvpd.log
 check measured-vm-quoted-through-tpmrm0 test $? -eq 0
+# The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
+check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --nonce $NONCE"
 # tpm2-tools through the kernel resource manager while tvpd holds its own connection.
 check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:15,16,23
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'

@@ -74,7 +74,10 @@ fn main() {
         srv_tls.extend(o.report["handshake_millis"].as_f64());
         session.extend(o.report["millis"].as_f64());
         total.push(o.elapsed.as_secs_f64() * 1000.0);
-        let _ = h.t.api("DELETE", &format!("/v1/vms/bench-{i}"), None);
+        let id = format!("bench-{i}");
+        let token = tvp_tests::Tenant::shared().token(&id, "delete", &[]);
+        let _ =
+            h.t.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token);
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("tvp network boot, {n} boots (real KVM, swtpm, TAP, rustls):");

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tvp_tests::{Swtpm, Tvpd};
+use tvp_tests::{Swtpm, Tenant, Tvpd};
 
 /// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn secs(t: &str) -> f64 {
@@ -32,12 +32,13 @@ fn secs(t: &str) -> f64 {
 }
 
 fn spec(id: &str) -> String {
-    json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+    let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
         "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
         "boot_server_name": "boot.tenant.example",
         "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
-        "memory_mib": 16, "attestation_deadline_secs": 120})
-    .to_string()
+        "memory_mib": 16, "attestation_deadline_secs": 120});
+    Tenant::shared().add_to_spec(&mut s);
+    s.to_string()
 }
 
 fn wait_final(t: &Tvpd, id: &str) -> Value {
@@ -123,7 +124,8 @@ fn main() {
         for (k, s) in per {
             phase_times.entry(k).or_default().push(s);
         }
-        let _ = t.api("DELETE", &format!("/v1/vms/{id}"), None);
+        let token = Tenant::shared().token(&id, "delete", &[]);
+        let _ = t.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token);
     }
     let ms = |s: f64| s * 1000.0;
     println!("create -> running (handover), {n} VMs one at a time:");

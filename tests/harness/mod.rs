@@ -5,12 +5,15 @@
 pub mod guests;
 pub mod netboot;
 pub mod swtpm;
+pub mod tenant;
+pub mod tmpfs;
 pub mod tvpd;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 pub use swtpm::Swtpm;
+pub use tenant::Tenant;
 pub use tvpd::Tvpd;
 
 /// Directory holding the workspace's built binaries (`cargo build --bins`).
@@ -66,4 +69,41 @@ macro_rules! require_tools {
 pub fn nonce_hex(len: usize) -> String {
     let v: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
     hex::encode(v)
+}
+
+/// Run tvpctl (against the socket, if given; without one for offline commands such as
+/// `audit verify`); returns (exit code, stdout, stderr).
+pub fn tvpctl(socket: Option<&std::path::Path>, args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(bin("tvpctl"));
+    if let Some(s) = socket {
+        c.arg("--socket").arg(s);
+    }
+    let out = c.args(args).output().expect("run tvpctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `curl` on the socket as another user (setpriv), returning (status, body).
+pub fn curl_as(uid: u32, socket: &std::path::Path, url: &str) -> (u16, String) {
+    let out = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(socket)
+        .arg(url)
+        .output()
+        .expect("setpriv curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

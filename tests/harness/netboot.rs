@@ -190,6 +190,11 @@ impl BootServer {
         workload: &Path,
         connections: usize,
     ) -> BootServer {
+        // The management key and policy the tenant gives its VMs (tvpd measures them).
+        let mgmt_key = t.dir.join("management.pem");
+        let mgmt_policy = t.dir.join("management-policy.json");
+        std::fs::write(&mgmt_key, crate::Tenant::shared().key_pem()).unwrap();
+        std::fs::write(&mgmt_policy, crate::Tenant::shared().policy.to_string()).unwrap();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(bin("tvp-boot-server"))
@@ -209,6 +214,10 @@ impl BootServer {
             .arg(firmware)
             .arg("--workload")
             .arg(workload)
+            .arg("--management-key")
+            .arg(&mgmt_key)
+            .arg("--policy")
+            .arg(&mgmt_policy)
             .args(["--max-connections", &connections.to_string()])
             .stdout(Stdio::piped())
             .spawn()
@@ -258,10 +267,24 @@ pub fn wait_final(t: &Tvpd, id: &str) -> Value {
 
 /// A VM spec for the network boot (VIP 10.0.0.2/24, boot server 10.0.0.1:8443, 64 MiB).
 pub fn spec(id: &str, u: &str, ca_pem: &str, name: &str) -> String {
-    json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
+    // The shared test tenant's management key and policy; the boot server expects
+    // them in PCR 23.
+    spec_managed_by(id, u, ca_pem, name, crate::Tenant::shared())
+}
+
+/// [`spec`] with the management key and policy of `tenant`.
+pub fn spec_managed_by(
+    id: &str,
+    u: &str,
+    ca_pem: &str,
+    name: &str,
+    tenant: &crate::Tenant,
+) -> String {
+    let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
         "auth_code": u, "boot_server": "10.0.0.1:8443", "boot_server_name": name,
-        "tenant_ca_pem": ca_pem, "memory_mib": 64, "attestation_deadline_secs": 120})
-    .to_string()
+        "tenant_ca_pem": ca_pem, "memory_mib": 64, "attestation_deadline_secs": 120});
+    tenant.add_to_spec(&mut s);
+    s.to_string()
 }
 
 /// One host: swtpm, tvpd in `ns` with the real firmware, the inventory entry.
@@ -361,11 +384,13 @@ impl Outcome {
 /// Creates VM `id` with auth code `u` trusting `ca_pem`, waits for its end and reads
 /// the boot server's report line for it.
 pub fn boot(h: &Host, server: &mut BootServer, id: &str, u: &str, ca_pem: &str) -> Outcome {
-    let r = h.t.api(
-        "POST",
-        "/v1/vms",
-        Some(&spec(id, u, ca_pem, "boot.tenant.example")),
-    );
+    boot_spec(h, server, id, &spec(id, u, ca_pem, "boot.tenant.example"))
+}
+
+/// Creates VM `id` from `spec`, waits for its end and reads the boot server's report
+/// line for it.
+pub fn boot_spec(h: &Host, server: &mut BootServer, id: &str, spec: &str) -> Outcome {
+    let r = h.t.api("POST", "/v1/vms", Some(spec));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let t0 = Instant::now();
     let vm = wait_final(&h.t, id);

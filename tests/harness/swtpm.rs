@@ -27,6 +27,19 @@ fn pick_ports() -> u16 {
 }
 
 impl Swtpm {
+    /// tvpd's TPM service (thread, provisioning at tvpd's default handles) on this
+    /// swtpm, for tests and benchmarks that use tvpd's parts in process.
+    pub fn service(&self) -> tvp_agent::tpm::service::TpmService {
+        tvp_agent::tpm::service::TpmService::start(
+            self.tcti(),
+            tvp_agent::tpm::ProvisionConfig {
+                ek_handle: 0x8101_0001,
+                ak_handle: 0x8101_0002,
+            },
+        )
+        .expect("TPM service on swtpm")
+    }
+
     /// A TPM with an EK certificate made by `swtpm_setup` (as a manufacturer would).
     pub fn with_ek_cert() -> Swtpm {
         let dir = tempfile::tempdir().expect("tempdir");

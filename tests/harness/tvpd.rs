@@ -81,13 +81,15 @@ impl Tvpd {
             }
             None => Command::new(crate::bin("tvpd")),
         };
-        let defaults: [(&str, &std::ffi::OsStr); 6] = [
+        let nv_index = audit_nv_index(&self.state_dir);
+        let defaults: [(&str, &std::ffi::OsStr); 7] = [
             ("--config", "/dev/null".as_ref()),
             ("--tap-prefix", self.tap_prefix.as_ref()),
             ("--tcti", self.tcti.as_ref()),
             ("--state-dir", self.state_dir.as_os_str()),
             ("--socket", self.socket.as_os_str()),
             ("--log-level", "debug".as_ref()),
+            ("--audit-nv-index", nv_index.as_ref()),
         ];
         for (flag, value) in defaults {
             if !self.extra.iter().any(|e| e == flag) {
@@ -202,6 +204,24 @@ impl Tvpd {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
     }
 
+    /// One API call with a tenant authorization token (`X-Tvp-Authorization`).
+    pub fn api_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: &str,
+    ) -> HttpReply {
+        client::request_with_token(
+            &self.socket,
+            method,
+            path,
+            body.map(|b| b.as_bytes()),
+            Some(token),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log()))
+    }
+
     /// One API call expecting 200 and JSON.
     pub fn api_json(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
         let r = self.api(method, path, body);
@@ -216,17 +236,7 @@ impl Tvpd {
 
     /// Run tvpctl against this tvpd; returns (exit code, stdout, stderr).
     pub fn tvpctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(crate::bin("tvpctl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run tvpctl");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        crate::tvpctl(Some(&self.socket), args)
     }
 }
 
@@ -237,4 +247,15 @@ impl Drop for Tvpd {
             let _ = c.wait();
         }
     }
+}
+
+/// The audit anchor's NV index for a state directory: the anchor belongs to one audit
+/// log, so two tvpds with different state directories on one swtpm (as some tests
+/// run them, one after the other) each get their own index; a restart on the same
+/// directory finds its own.
+fn audit_nv_index(state_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_dir.hash(&mut h);
+    format!("{:#010x}", 0x0150_0000 + (h.finish() % 0x1000) as u32)
 }

@@ -274,6 +274,8 @@ impl Tenant {
             ca_der: self.ca_der.to_vec(),
             server_name: "boot.tenant.example".into(),
             workload: Vec::new(),
+            // No tvpd here, so no management event: these boots end at the evidence.
+            management_digest: [0; 32],
         };
         std::thread::spawn(move || {
             let report = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));

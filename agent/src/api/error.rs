@@ -86,6 +86,20 @@ impl ApiError {
         Self::new(503, "tpm_unavailable", message)
     }
 
+    /// 403: a restricted operation's authorization was refused; `code` is the
+    /// token check that failed (`bad_signature`, `counter_not_increasing`, ...).
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(403, code, message)
+    }
+    /// 404: no such VM.
+    pub fn not_found_vm(vm: &str) -> Self {
+        Self::new(404, "vm_not_found", format!("no VM '{vm}' on this host"))
+    }
+    /// 503: the audit trail cannot record the request, so it does not run.
+    pub fn audit_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "audit_unavailable", message)
+    }
+
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
@@ -107,6 +121,8 @@ impl From<crate::vm::VmError> for ApiError {
             V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
             V::Spawn(_) => ApiError::internal(e.to_string()),
             V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
+            V::State(_) => ApiError::new(409, "invalid_state", e.to_string()),
+            V::NotSupported(_) => ApiError::new(501, "not_supported", e.to_string()),
             V::Image(i) => match i {
                 crate::vm::image::ImageError::Path { .. } => {
                     ApiError::invalid_argument(i.to_string())

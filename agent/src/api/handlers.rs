@@ -24,6 +24,8 @@ pub struct AppState {
     pub host_log: Arc<Mutex<HostEventLog>>,
     /// The platform PCR.
     pub platform_pcr: u32,
+    /// The audit trail and authorization gate.
+    pub audit: Arc<crate::audit::Audit>,
     /// KVM VMs on this host that tvpd did not create.
     pub unmanaged: Arc<Mutex<Census>>,
     /// Changes to measured platform files since start.
@@ -84,6 +86,15 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     s
 }
 
+/// Run an authorized restricted VM operation off the async runtime.
+async fn vm_operation(state: &AppState, id: String, op: crate::vm::Op) -> Result<Reply, ApiError> {
+    let vms = state.vms.clone();
+    let view = tokio::task::spawn_blocking(move || vms.operate(&id, op))
+        .await
+        .map_err(|e| ApiError::internal(format!("{} task: {e}", op.name())))??;
+    ok(&view)
+}
+
 /// Execute one request.
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
@@ -98,7 +109,8 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         }
         ApiRequest::ListVms => ok(&state.vms.list()),
         ApiRequest::GetVm { id } => ok(&state.vms.get(&id)?),
-        ApiRequest::DeleteVm { id } => ok(&state.vms.destroy(&id, "deleted".into())?),
+        ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
+        ApiRequest::VmOperation { id, op, .. } => vm_operation(state, id, op).await,
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::VerifyImage { image, kms_socket } => {
@@ -174,6 +186,11 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
             ok(&ActivateCredentialResponse {
                 credential: base64::engine::general_purpose::STANDARD.encode(credential),
             })
+        }
+        ApiRequest::GetAudit { since } => ok(&state.audit.admin_view(since).await),
+        ApiRequest::CertifyAuditAnchor { nonce } => ok(&state.audit.certify(nonce).await?),
+        ApiRequest::GetVmAudit { vm, since, nonce } => {
+            ok(&state.audit.extract(&vm, since, nonce).await?)
         }
     }
 }

@@ -4,6 +4,8 @@
 //! enforces size and time limits and turns each HTTP request into one typed
 //! [`request::ApiRequest`]; [`handlers::execute`] is the single place that runs them.
 
+pub mod audit_routes;
+pub mod audited;
 pub mod error;
 pub mod handlers;
 pub mod peer;

@@ -22,10 +22,19 @@ pub enum ApiRequest {
         /// VM id.
         id: String,
     },
-    /// `DELETE /v1/vms/{id}`
+    /// `DELETE /v1/vms/{id}` (restricted: `delete`)
     DeleteVm {
         /// VM id.
         id: String,
+    },
+    /// `POST /v1/vms/{id}/operations`: a restricted operation other than delete.
+    VmOperation {
+        /// VM id.
+        id: String,
+        /// The operation.
+        op: crate::vm::Op,
+        /// Its parameters (exactly `op.param_keys()`), which the token covers.
+        params: tvp_audit::params::Params,
     },
     /// `GET /v1/host`
     GetHost,
@@ -60,6 +69,25 @@ pub enum ApiRequest {
         /// TPM2B_ENCRYPTED_SECRET buffer.
         secret: Vec<u8>,
     },
+    /// `GET /v1/audit?since=SEQ` (root only)
+    GetAudit {
+        /// First sequence number returned.
+        since: u64,
+    },
+    /// `POST /v1/audit/anchor` (root only): the NV anchor certified by the AK.
+    CertifyAuditAnchor {
+        /// Qualifying data, 1..=32 bytes.
+        nonce: Vec<u8>,
+    },
+    /// `GET /v1/vms/{id}/audit?since=SEQ[&nonce=HEX]`: a tenant's extract.
+    GetVmAudit {
+        /// The VM.
+        vm: String,
+        /// First sequence number covered.
+        since: u64,
+        /// If given, the extract carries an anchor certification for this nonce.
+        nonce: Option<Vec<u8>>,
+    },
 }
 
 impl ApiRequest {
@@ -71,13 +99,72 @@ impl ApiRequest {
             ApiRequest::ListVms => "list-vms",
             ApiRequest::GetVm { .. } => "get-vm",
             ApiRequest::DeleteVm { .. } => "delete-vm",
+            ApiRequest::VmOperation { .. } => "vm-operation",
             ApiRequest::Quote { .. } => "quote",
             ApiRequest::GetEventLog => "get-event-log",
             ApiRequest::ActivateCredential { .. } => "activate-credential",
             ApiRequest::GetUnmanagedVms => "get-unmanaged-vms",
             ApiRequest::CertifyBindingKey { .. } => "certify-binding-key",
             ApiRequest::VerifyImage { .. } => "verify-image",
+            ApiRequest::GetAudit { .. } => "get-audit",
+            ApiRequest::CertifyAuditAnchor { .. } => "certify-audit-anchor",
+            ApiRequest::GetVmAudit { .. } => "get-vm-audit",
         }
+    }
+
+    /// The VM the request concerns (the audit record's `vm`). No wildcard: a new
+    /// variant must decide.
+    pub fn vm(&self) -> Option<&str> {
+        match self {
+            ApiRequest::GetVmAudit { vm, .. } => Some(vm),
+            ApiRequest::CreateVm(r) => Some(&r.id),
+            ApiRequest::GetVm { id }
+            | ApiRequest::DeleteVm { id }
+            | ApiRequest::VmOperation { id, .. } => Some(id),
+            ApiRequest::ListVms
+            | ApiRequest::GetUnmanagedVms
+            | ApiRequest::CertifyBindingKey { .. }
+            | ApiRequest::VerifyImage { .. }
+            | ApiRequest::GetHost
+            | ApiRequest::Quote { .. }
+            | ApiRequest::GetEventLog
+            | ApiRequest::ActivateCredential { .. }
+            | ApiRequest::GetAudit { .. }
+            | ApiRequest::CertifyAuditAnchor { .. } => None,
+        }
+    }
+
+    /// For a restricted operation (issue 6: power-off, pause, delete, ...): the VM,
+    /// the operation name of `tvp_audit::policy::RESTRICTED_OPERATIONS` and its
+    /// canonical parameters, which the tenant's token must match. The audit gate runs
+    /// no restricted request without a valid authorization. No wildcard: a new
+    /// variant must decide.
+    pub fn restricted(&self) -> Option<(&str, &'static str, tvp_audit::params::Params)> {
+        match self {
+            ApiRequest::DeleteVm { id } => Some((id, "delete", tvp_audit::params::Params::new())),
+            ApiRequest::VmOperation { id, op, params } => Some((id, op.name(), params.clone())),
+            ApiRequest::CreateVm(_)
+            | ApiRequest::ListVms
+            | ApiRequest::GetVm { .. }
+            | ApiRequest::GetUnmanagedVms
+            | ApiRequest::CertifyBindingKey { .. }
+            | ApiRequest::VerifyImage { .. }
+            | ApiRequest::GetHost
+            | ApiRequest::Quote { .. }
+            | ApiRequest::GetEventLog
+            | ApiRequest::ActivateCredential { .. }
+            | ApiRequest::GetAudit { .. }
+            | ApiRequest::CertifyAuditAnchor { .. }
+            | ApiRequest::GetVmAudit { .. } => None,
+        }
+    }
+
+    /// Whether only root may call it (the whole audit trail names every tenant).
+    pub fn root_only(&self) -> bool {
+        matches!(
+            self,
+            ApiRequest::GetAudit { .. } | ApiRequest::CertifyAuditAnchor { .. }
+        )
     }
 }
 
@@ -85,6 +172,8 @@ impl ApiRequest {
 const ROUTES: &[(&str, &str)] = &[
     ("/v1/vms", "GET, POST"),
     ("/v1/vms/{id}", "GET, DELETE"),
+    ("/v1/vms/{id}/audit", "GET"),
+    ("/v1/vms/{id}/operations", "POST"),
     ("/v1/host", "GET"),
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
@@ -92,19 +181,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/host/unmanaged-vms", "GET"),
     ("/v1/host/binding-key", "POST"),
     ("/v1/images/verify", "POST"),
+    ("/v1/audit", "GET"),
+    ("/v1/audit/anchor", "POST"),
 ];
 
 /// Parse a request. `path` may carry a query string, which is ignored.
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let full = path;
     let path = path.split('?').next().unwrap_or(path);
-    let vm_id = path
-        .strip_prefix("/v1/vms/")
-        .filter(|rest| !rest.is_empty() && !rest.contains('/'));
-    let route = if vm_id.is_some() {
-        "/v1/vms/{id}"
-    } else {
-        path
-    };
+    let (route, vm_id) = route_of(path);
     let Some(&(_, allow)) = ROUTES.iter().find(|(p, _)| *p == route) else {
         return Err(ApiError::not_found(path));
     };
@@ -117,10 +202,7 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         )));
     }
     if let Some(id) = vm_id {
-        return Ok(match method {
-            "DELETE" => ApiRequest::DeleteVm { id: id.to_string() },
-            _ => ApiRequest::GetVm { id: id.to_string() },
-        });
+        return vm_request(route, method, full, id, body);
     }
     match path {
         "/v1/vms" if method == "GET" => Ok(ApiRequest::ListVms),
@@ -176,7 +258,55 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
                 secret: b64("secret", &r.secret)?,
             })
         }
+        "/v1/audit" => Ok(ApiRequest::GetAudit {
+            since: super::audit_routes::since(full)?,
+        }),
+        "/v1/audit/anchor" => {
+            let r: super::audit_routes::AnchorRequest = json(body)?;
+            Ok(ApiRequest::CertifyAuditAnchor {
+                nonce: super::audit_routes::nonce(&r.nonce)?,
+            })
+        }
         _ => Err(ApiError::not_found(path)),
+    }
+}
+
+/// The route pattern of `path` (`{id}` standing for a VM id) and that id.
+fn route_of(path: &str) -> (&str, Option<&str>) {
+    let Some(rest) = path.strip_prefix("/v1/vms/") else {
+        return (path, None);
+    };
+    let (id, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    if id.is_empty() {
+        return (path, None);
+    }
+    let route = match sub {
+        "" if !rest.ends_with('/') => "/v1/vms/{id}",
+        "audit" => "/v1/vms/{id}/audit",
+        "operations" => "/v1/vms/{id}/operations",
+        _ => return (path, None),
+    };
+    (route, Some(id))
+}
+
+/// A request on `/v1/vms/{id}...` whose route and method are known to be valid.
+fn vm_request(
+    route: &str,
+    method: &str,
+    full: &str,
+    id: &str,
+    body: &[u8],
+) -> Result<ApiRequest, ApiError> {
+    let id = id.to_string();
+    match (route, method) {
+        ("/v1/vms/{id}/audit", _) => super::audit_routes::vm_audit(id, full),
+        ("/v1/vms/{id}/operations", _) => {
+            let r: super::types::VmOperationRequest = json(body)?;
+            let (op, params) = r.validate().map_err(ApiError::invalid_argument)?;
+            Ok(ApiRequest::VmOperation { id, op, params })
+        }
+        (_, "DELETE") => Ok(ApiRequest::DeleteVm { id }),
+        _ => Ok(ApiRequest::GetVm { id }),
     }
 }
 

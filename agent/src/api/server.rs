@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::error::ApiError;
-use super::handlers::{execute, AppState};
+use super::handlers::AppState;
 use super::peer::{AccessPolicy, Caller};
 use super::request;
 
@@ -95,11 +95,14 @@ async fn serve_connection(
     };
     let svc = service_fn(move |req| {
         let (state, policy) = (state.clone(), policy.clone());
-        async move { Ok::<_, Infallible>(handle(req, caller, &state, &policy, limits).await) }
+        async move { Ok::<_, Infallible>(handle(req, caller, state, &policy, limits).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_timeout)
+        // A client may shut down its write side and wait for the answer; its request
+        // still runs (and is audited) to the end.
+        .half_close(true)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = conn.await {
@@ -110,14 +113,37 @@ async fn serve_connection(
 async fn handle(
     req: Request<Incoming>,
     caller: Caller,
-    state: &AppState,
+    state: Arc<AppState>,
     policy: &AccessPolicy,
     limits: Limits,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let result = run(req, caller, state, policy, limits).await;
+    let full_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    let token = req
+        .headers()
+        .get("x-tvp-authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    // Every request, even one refused before parsing, is audited by the gate.
+    let received = run(req, caller, policy, limits).await;
+    // Audit, decide, execute in a task of its own: a client that goes away cannot
+    // cancel it between its decision and result records.
+    let m = method.clone();
+    let gated = tokio::spawn(async move {
+        super::audited::run(&state, caller, &m, &full_path, received, token.as_deref()).await
+    })
+    .await;
+    let result = gated.unwrap_or_else(|e| {
+        Err(ApiError::internal(format!(
+            "the request's task failed: {e}"
+        )))
+    });
     let pid = caller.pid.unwrap_or(-1);
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -138,13 +164,13 @@ async fn handle(
     }
 }
 
+/// Receive and parse one request (no execution: that is [`super::audited::run`]).
 async fn run(
     req: Request<Incoming>,
     caller: Caller,
-    state: &AppState,
     policy: &AccessPolicy,
     limits: Limits,
-) -> Result<(&'static str, super::handlers::Reply), ApiError> {
+) -> Result<(request::ApiRequest, Bytes), ApiError> {
     if !policy.allows(&caller) {
         return Err(ApiError::forbidden(format!(
             "uid {} (gid {}) may not use the tvpd API; add it to allowed_users or allowed_groups",
@@ -192,9 +218,7 @@ async fn run(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let parsed = request::parse(&method, &path, &bytes)?;
-    let name = parsed.name();
-    let reply = execute(state, parsed).await?;
-    Ok((name, reply))
+    Ok((parsed, bytes))
 }
 
 fn json_response(status: u16, body: Vec<u8>, allow: Option<&'static str>) -> Response<Full<Bytes>> {

@@ -129,3 +129,64 @@ pub struct ErrorDetail {
     /// What was wrong and what to do about it.
     pub message: String,
 }
+
+/// Body of `POST /v1/vms/{id}/operations`; the tenant's token travels in the
+/// `X-Tvp-Authorization` header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmOperationRequest {
+    /// A restricted operation other than `delete` (`pause`, `resume`, `power-off`, ...).
+    pub op: String,
+    /// Its parameters, as the token's parameter digest covers them.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// Longest parameter value of an operation.
+pub const MAX_PARAM_VALUE: usize = 256;
+
+impl VmOperationRequest {
+    /// The operation and its parameters, exactly the operation's keys with values of
+    /// 1 to [`MAX_PARAM_VALUE`] bytes without control characters; errors name what is
+    /// wrong.
+    pub fn validate(self) -> Result<(crate::vm::Op, tvp_audit::params::Params), String> {
+        use crate::vm::Op;
+        let op = match Op::from_name(&self.op) {
+            Some(Op::Delete) => {
+                return Err("op: delete is DELETE /v1/vms/{id} (with the same token header)".into())
+            }
+            Some(op) => op,
+            None => {
+                return Err(format!(
+                    "op: '{}' is not a VM operation; one of {}",
+                    self.op.chars().take(64).collect::<String>(),
+                    tvp_audit::policy::RESTRICTED_OPERATIONS.join(", ")
+                ))
+            }
+        };
+        let want = op.param_keys();
+        for (k, v) in &self.params {
+            if !want.contains(&k.as_str()) {
+                return Err(format!(
+                    "params: '{}' does not apply to {} (it takes: {})",
+                    k.chars().take(64).collect::<String>(),
+                    op.name(),
+                    if want.is_empty() {
+                        "none".to_string()
+                    } else {
+                        want.join(", ")
+                    }
+                ));
+            }
+            if v.is_empty() || v.len() > MAX_PARAM_VALUE || v.chars().any(char::is_control) {
+                return Err(format!(
+                    "params.{k}: 1 to {MAX_PARAM_VALUE} bytes without control characters"
+                ));
+            }
+        }
+        if let Some(missing) = want.iter().find(|k| !self.params.contains_key(**k)) {
+            return Err(format!("params.{missing}: required for {}", op.name()));
+        }
+        Ok((op, self.params))
+    }
+}

@@ -45,6 +45,31 @@ pub fn request(
     path: &str,
     body: Option<&[u8]>,
 ) -> Result<HttpReply, ClientError> {
+    request_with_token(socket, method, path, body, None)
+}
+
+/// [`request`] with a tenant authorization token in the `X-Tvp-Authorization` header
+/// (base64url text; anything else is refused here).
+pub fn request_with_token(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    token: Option<&str>,
+) -> Result<HttpReply, ClientError> {
+    let token = token.map(str::trim);
+    if let Some(t) = token {
+        if t.is_empty()
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ClientError::Protocol(
+                "the authorization token is not base64url text (tvpctl authorize prints one)"
+                    .into(),
+            ));
+        }
+    }
     let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.to_path_buf(),
         source,
@@ -58,6 +83,9 @@ pub fn request(
     );
     if !body.is_empty() {
         head.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("X-Tvp-Authorization: {t}\r\n"));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;

@@ -18,13 +18,25 @@ pub fn call<T: DeserializeOwned>(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<(T, Vec<u8>), i32> {
-    let reply = client::request(&cli.socket, method, path, body.as_deref()).map_err(|e| {
-        eprintln!("tvpctl: {e}");
-        match e {
-            ClientError::Connect { .. } => exit::UNREACHABLE,
-            _ => exit::API_ERROR,
-        }
-    })?;
+    call_with_token(cli, method, path, body, None)
+}
+
+/// [`call`] with a tenant authorization token (restricted VM operations).
+pub fn call_with_token<T: DeserializeOwned>(
+    cli: &Cli,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    token: Option<&str>,
+) -> Result<(T, Vec<u8>), i32> {
+    let reply = client::request_with_token(&cli.socket, method, path, body.as_deref(), token)
+        .map_err(|e| {
+            eprintln!("tvpctl: {e}");
+            match e {
+                ClientError::Connect { .. } => exit::UNREACHABLE,
+                _ => exit::API_ERROR,
+            }
+        })?;
     if reply.status >= 400 {
         match serde_json::from_slice::<ErrorBody>(&reply.body) {
             Ok(b) => eprintln!(

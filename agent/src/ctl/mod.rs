@@ -1,6 +1,7 @@
 //! `tvpctl`: the command line for tvpd's API, evidence verification and tpm2-tools
 //! interoperability.
 
+pub mod audit;
 pub mod client;
 pub mod expected;
 pub mod host;
@@ -37,6 +38,9 @@ pub mod exit {
 ///   tvpctl quote --nonce $(openssl rand -hex 16) -o evidence.json
 ///   tvpctl verify evidence.json --nonce <hex> --ak ak.pem [--expect pcrs.json]
 ///   tvpctl export-tpm2 evidence.json out/ && tpm2_checkquote ...
+///   tvpctl authorize --key tenant.pem --vm vm1 --op pause --param reason=x
+///   tvpctl audit anchor --nonce <hex> -o anchor.json
+///   tvpctl audit verify /var/lib/tvp/audit.log --anchor anchor.json --ak ak.pem
 ///
 /// Exit codes: 0 success; 1 verification failed; 2 bad usage; 3 tvpd refused the
 /// request; 4 tvpd unreachable; 5 local file error.
@@ -115,12 +119,38 @@ pub enum Command {
         #[arg(long, value_name = "AK.pem")]
         ak: Option<PathBuf>,
     },
-    /// Measured VMs: create, list, show, delete.
+    /// Measured VMs: create, list, show; with the tenant's token: pause, resume,
+    /// poweroff, reboot, delete, any other restricted operation.
     #[command(subcommand)]
     Vm(vm::VmCommand),
     /// Encrypted VM images: key-management key pair, encrypt, inspect, decrypt.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Sign a management authorization with the tenant's key (PKCS#8 PEM, Ed25519 or
+    /// P-256) and print the token for the X-Tvp-Authorization header.
+    Authorize {
+        /// The tenant's management private key.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// The VM id.
+        #[arg(long)]
+        vm: String,
+        /// The operation (pause, resume, power-off, ...).
+        #[arg(long)]
+        op: String,
+        /// An operation parameter, key=value (repeatable).
+        #[arg(long, value_name = "K=V")]
+        param: Vec<String>,
+        /// Per-VM counter, greater than any used before [default: now in ms].
+        #[arg(long)]
+        counter: Option<u64>,
+        /// Validity from now, in seconds.
+        #[arg(long, default_value_t = 300)]
+        expires: u64,
+    },
+    /// The audit trail: show, certify its TPM anchor, verify a log or an extract.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Compute the PCR 23 value of a measured VM from its firmware file and
     /// configuration page alone; prints an expected-values file for `verify --expect`.
     ExpectedPcrs {
@@ -133,6 +163,14 @@ pub enum Command {
         /// Add to the values of this expected-values file (e.g. the platform PCR).
         #[arg(long, value_name = "FILE")]
         merge: Option<PathBuf>,
+        /// The tenant's management public key (PEM) given at creation: tvpd extends
+        /// the management binding into PCR 23 after tvp-vmm's events. Without it (and
+        /// --policy) the value is tvp-vmm's alone.
+        #[arg(long, value_name = "PEM", requires = "policy")]
+        management_key: Option<PathBuf>,
+        /// The tenant's policy (JSON) given at creation.
+        #[arg(long, value_name = "FILE", requires = "management_key")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -175,6 +213,25 @@ pub fn run(cli: Cli) -> i32 {
             firmware,
             config_page,
             merge,
-        } => expected::run(firmware, config_page, merge.as_deref(), cli.json),
+            management_key,
+            policy,
+        } => expected::run(
+            &expected::Inputs {
+                firmware,
+                config_page,
+                merge: merge.as_deref(),
+                management: management_key.as_deref().zip(policy.as_deref()),
+            },
+            cli.json,
+        ),
+        Command::Authorize {
+            key,
+            vm,
+            op,
+            param,
+            counter,
+            expires,
+        } => audit::authorize(key, vm, op, param, *counter, *expires, cli.json),
+        Command::Audit(cmd) => audit::run(&cli, cmd),
     }
 }

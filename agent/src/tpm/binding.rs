@@ -65,7 +65,7 @@ impl Tpm {
             RsaExponent::default(),
         )
         .map_err(cmd("SRK template"))?;
-        self.ctx
+        self.ctx()?
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create_primary(Hierarchy::Owner, public, None, None, None, None)
             })
@@ -74,7 +74,9 @@ impl Tpm {
     }
 
     fn flush(&mut self, h: ObjectHandle) {
-        let _ = self.ctx.execute_without_session(|c| c.flush_context(h));
+        if let Ok(c) = self.ctx() {
+            let _ = c.execute_without_session(|c| c.flush_context(h));
+        }
     }
 
     /// The PolicyPCR digest over the current values of `pcrs` (trial session).
@@ -83,10 +85,10 @@ impl Tpm {
         let trial = self.start_policy(SessionType::Trial)?;
         let r = (|| {
             let ps = PolicySession::try_from(trial).map_err(cmd("PolicySession"))?;
-            self.ctx
+            self.ctx()?
                 .execute_without_session(|c| c.policy_pcr(ps, Digest::default(), selection))
                 .map_err(cmd("PolicyPCR(trial)"))?;
-            self.ctx
+            self.ctx()?
                 .execute_without_session(|c| c.policy_get_digest(ps))
                 .map_err(cmd("PolicyGetDigest"))
         })();
@@ -95,7 +97,7 @@ impl Tpm {
     }
 
     fn start_policy(&mut self, kind: SessionType) -> Result<AuthSession, TpmError> {
-        self.ctx
+        self.ctx()?
             .execute_without_session(|c| {
                 c.start_auth_session(
                     None,
@@ -145,7 +147,7 @@ impl Tpm {
             .map_err(cmd("binding key template"))?;
         let srk = self.storage_root()?;
         let created = self
-            .ctx
+            .ctx()?
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.create(srk, public, None, None, None, None)
             });
@@ -164,7 +166,7 @@ impl Tpm {
         let private = Private::try_from(key.private.clone()).map_err(cmd("binding key blob"))?;
         let public = key.public.clone();
         match self
-            .ctx
+            .ctx()?
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.load(srk, private, public)
             }) {
@@ -189,7 +191,7 @@ impl Tpm {
         let (srk, h) = self.load_binding(key)?;
         let ak = self.ak;
         let data = Data::try_from(nonce.to_vec()).map_err(cmd("Certify qualifying data"))?;
-        let r = self.ctx.execute_with_sessions(
+        let r = self.ctx()?.execute_with_sessions(
             (
                 Some(AuthSession::Password),
                 Some(AuthSession::Password),
@@ -233,11 +235,11 @@ impl Tpm {
             let session = self.start_policy(SessionType::Policy)?;
             let ps = PolicySession::try_from(session).map_err(cmd("PolicySession"))?;
             let out = self
-                .ctx
+                .ctx()?
                 .execute_without_session(|c| c.policy_pcr(ps, Digest::default(), selection))
                 .map_err(cmd("PolicyPCR"))
                 .and_then(|()| {
-                    self.ctx
+                    self.ctx()?
                         .execute_with_session(Some(session), |c| {
                             c.rsa_decrypt(
                                 h,

@@ -26,7 +26,7 @@ impl Tpm {
         let enc = EncryptedSecret::try_from(secret.to_vec())
             .map_err(|e| TpmError::InvalidArgument(format!("secret: {e}")))?;
         let policy = self
-            .ctx
+            .ctx()?
             .execute_without_session(|c| {
                 c.start_auth_session(
                     None,
@@ -42,7 +42,7 @@ impl Tpm {
         let result = self.activate_with(policy, id, enc);
         // The policy session is single-purpose: flush it whatever happened.
         let flushed = self
-            .ctx
+            .ctx()?
             .execute_without_session(|c| c.flush_context(SessionHandle::from(policy).into()));
         if let Err(e) = flushed {
             log::warn!(error = e.to_string(); "could not flush the credential policy session");
@@ -60,11 +60,11 @@ impl Tpm {
             .with_decrypt(true)
             .with_encrypt(true)
             .build();
-        self.ctx
+        self.ctx()?
             .execute_without_session(|c| c.tr_sess_set_attributes(policy, attrs, mask))
             .map_err(cmd("TRSess_SetAttributes"))?;
         let policy_session = PolicySession::try_from(policy).map_err(cmd("PolicySession"))?;
-        self.ctx
+        self.ctx()?
             .execute_with_session(Some(AuthSession::Password), |c| {
                 c.policy_secret(
                     policy_session,
@@ -78,7 +78,7 @@ impl Tpm {
             .map_err(cmd("PolicySecret(endorsement)"))?;
         let (ak, ek) = (self.ak, self.ek);
         let digest = self
-            .ctx
+            .ctx()?
             .execute_with_sessions((Some(AuthSession::Password), Some(policy), None), |c| {
                 c.activate_credential(ak, ek, id, enc)
             })

@@ -26,13 +26,13 @@ const TPM_CAP_HANDLES: u32 = 1;
 const RANGES: [u32; 3] = [0x8000_0000, 0x0200_0000, 0x0300_0000];
 
 /// A TCTI connection for a handful of raw commands.
-struct RawTcti {
+pub(super) struct RawTcti {
     ctx: *mut TSS2_TCTI_CONTEXT,
     tcti: String,
 }
 
 impl RawTcti {
-    fn open(conf: TctiNameConf, tcti: &str) -> Result<Self, TpmError> {
+    pub(super) fn open(conf: TctiNameConf, tcti: &str) -> Result<Self, TpmError> {
         let tcti = tcti.to_string();
         let err = |reason: String| TpmError::Tcti {
             tcti: tcti.clone(),
@@ -51,7 +51,7 @@ impl RawTcti {
     }
 
     /// Send one command and return the response (header included).
-    fn execute(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
+    pub(super) fn execute(&mut self, cmd: &[u8]) -> Result<Vec<u8>, TpmError> {
         let err = |reason: String| TpmError::Tcti {
             tcti: self.tcti.clone(),
             reason,
@@ -100,7 +100,7 @@ fn command(cc: u32, params: &[u32]) -> Vec<u8> {
     c
 }
 
-fn response_code(r: &[u8]) -> u32 {
+pub(super) fn response_code(r: &[u8]) -> u32 {
     r.get(6..10)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         .unwrap_or(u32::MAX)

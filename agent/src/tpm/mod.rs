@@ -10,6 +10,7 @@ pub mod credential;
 pub mod error;
 pub mod hygiene;
 pub mod keys;
+pub mod nv;
 pub mod pcr;
 pub mod provision;
 pub mod quote;
@@ -28,10 +29,16 @@ pub use quote::QuoteResult;
 
 /// An open TPM with the host's keys loaded.
 pub struct Tpm {
-    ctx: Context,
+    /// The ESAPI context; `None` only while [`nv`] speaks raw commands on the
+    /// connection, or after reconnecting failed (then every command fails cleanly).
+    esys: Option<Context>,
     ek: KeyHandle,
     ak: KeyHandle,
     identity: HostIdentity,
+    tcti: String,
+    cfg: ProvisionConfig,
+    /// A raw connection for [`nv`] next to the ESAPI one (resource manager only).
+    raw: Option<hygiene::RawTcti>,
 }
 
 impl Tpm {
@@ -53,10 +60,22 @@ impl Tpm {
         // empty auth): set once, reused for the life of the context.
         ctx.set_sessions((Some(AuthSession::Password), None, None));
         Ok(Tpm {
-            ctx,
+            esys: Some(ctx),
             ek,
             ak,
             identity,
+            tcti: tcti.to_string(),
+            cfg: *cfg,
+            raw: None,
+        })
+    }
+
+    /// The ESAPI context, or an error if the connection could not be re-established
+    /// after raw NV commands.
+    fn ctx(&mut self) -> Result<&mut Context, TpmError> {
+        self.esys.as_mut().ok_or_else(|| TpmError::Tcti {
+            tcti: self.tcti.clone(),
+            reason: "the TPM connection was lost and could not be reopened; restart tvpd".into(),
         })
     }
 

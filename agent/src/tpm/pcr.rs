@@ -54,7 +54,7 @@ impl Tpm {
     pub fn pcr_read(&mut self, pcrs: &[u32]) -> Result<PcrValues, TpmError> {
         let selection = sha256_selection(pcrs)?;
         let data = self
-            .ctx
+            .ctx()?
             .execute_without_session(|c| pcr::read_all(c, selection))
             .map_err(cmd("PCR_Read"))?;
         let bank = data
@@ -82,7 +82,7 @@ impl Tpm {
             HashingAlgorithm::Sha256,
             Digest::try_from(digest.to_vec()).map_err(cmd("PCR_Extend digest"))?,
         );
-        self.ctx.pcr_extend(h, values).map_err(cmd("PCR_Extend"))
+        self.ctx()?.pcr_extend(h, values).map_err(cmd("PCR_Extend"))
     }
 
     /// Reset a PCR. Only the locality-0 resettable PCRs 16 and 23 are allowed; any
@@ -94,6 +94,6 @@ impl Tpm {
             )));
         }
         let h = handle(pcr)?;
-        self.ctx.pcr_reset(h).map_err(cmd("PCR_Reset"))
+        self.ctx()?.pcr_reset(h).map_err(cmd("PCR_Reset"))
     }
 }

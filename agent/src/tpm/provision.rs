@@ -172,7 +172,10 @@ fn persistent_handles(ctx: &mut Context) -> Result<Vec<u32>, TpmError> {
     Ok(out)
 }
 
-fn load_persistent(ctx: &mut Context, handle: u32) -> Result<Option<KeyHandle>, TpmError> {
+pub(super) fn load_persistent(
+    ctx: &mut Context,
+    handle: u32,
+) -> Result<Option<KeyHandle>, TpmError> {
     if !persistent_handles(ctx)?.contains(&handle) {
         return Ok(None);
     }

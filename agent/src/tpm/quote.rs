@@ -59,10 +59,11 @@ impl Tpm {
         for _ in 0..ATTEMPTS {
             let selection = sha256_selection(&sorted)?;
             let data = Data::try_from(nonce.to_vec()).map_err(cmd("Quote qualifying data"))?;
+            let ak = self.ak;
             let (attest, signature) = self
-                .ctx
+                .ctx()?
                 .quote(
-                    self.ak,
+                    ak,
                     data,
                     SignatureScheme::RsaSsa {
                         hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),

@@ -23,11 +23,15 @@ use super::spec::CreateVmRequest;
 use super::state::{MeasurementView, VmState, VmView};
 use super::store::{self, VmRecord};
 use super::tap;
+use crate::audit::Audit;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
 use crate::platform_watch::{PlatformChange, PlatformState};
 use crate::tpm::service::TpmClient;
+
+pub mod control;
+pub use control::Op;
 
 /// PCR holding the leased VM's firmware and configuration.
 pub const PCR_VM: u32 = 23;
@@ -102,6 +106,12 @@ pub enum VmError {
     /// tvpd is stopping.
     #[error("tvpd is shutting down; create the VM after it restarts")]
     ShuttingDown,
+    /// The VM is not in a state that allows the operation.
+    #[error("{0}")]
+    State(String),
+    /// The operation was authorized but has no engine yet.
+    #[error("{0}")]
+    NotSupported(String),
     /// The workload image cannot be used (or its key was not released).
     #[error(transparent)]
     Image(#[from] super::image::ImageError),
@@ -115,6 +125,18 @@ enum Event {
     /// The phase entered as the `n`-th (generation) ran out of time.
     PhaseDeadline(u64),
     Destroy(String),
+    /// Stop this boot and start a new measured boot (`control::reboot`).
+    Reboot(Sender<Result<VmView, VmError>>),
+}
+
+/// The management event as extended: its description and digest.
+type ManagementEvent = (String, [u8; 32]);
+
+/// A started `tvp-vmm`: the process, tvpd's end of its channel, its configuration page.
+struct Launched {
+    child: Child,
+    channel: UnixStream,
+    page: Vec<u8>,
 }
 
 struct Vm {
@@ -142,6 +164,13 @@ struct Vm {
     phase_limits: PhaseDeadlines,
     phases: Vec<PhaseView>,
     handover_digest: Option<[u8; 32]>,
+    /// Stopped with SIGSTOP (`control::pause`).
+    paused: bool,
+    /// The tenant's management key and policy (absent only in records of a tvpd
+    /// before management was measured).
+    management: Option<super::management::ManagementView>,
+    /// The validated spec, for a reboot (absent for VMs recovered from records).
+    spec: Option<super::spec::ValidSpec>,
     revocations: Vec<PlatformChange>,
     /// `policy.on_platform_change`: power the VM off when the platform changes.
     power_off_on_platform_change: bool,
@@ -162,25 +191,32 @@ pub struct Manager {
     cfg: ManagerConfig,
     host_log: Arc<Mutex<HostEventLog>>,
     platform: Arc<Mutex<PlatformState>>,
+    audit: Arc<Audit>,
 }
 
 impl Manager {
-    /// A manager with no VMs.
+    /// A manager with no VMs. It registers each VM's management binding with `audit`,
+    /// records every VM state change there, and is `audit`'s remediator (it powers
+    /// VMs off when the trail is found tampered with and their policy says so).
     pub fn new(
         releaser: crate::image_release::Releaser,
         cfg: ManagerConfig,
         platform: Arc<Mutex<PlatformState>>,
+        audit: Arc<Audit>,
     ) -> Arc<Self> {
         let tpm = releaser.tpm.clone();
         let host_log = releaser.host_log.clone();
-        Arc::new(Manager {
+        let m = Arc::new(Manager {
             inner: Mutex::new(Inner::default()),
             releaser,
             tpm,
             cfg,
             host_log,
             platform,
-        })
+            audit: audit.clone(),
+        });
+        audit.set_remediator(Arc::new(control::VmRemediator(Arc::downgrade(&m))));
+        m
     }
 
     fn view(inner: &Inner, id: &str, vm: &Vm) -> VmView {
@@ -199,6 +235,8 @@ impl Manager {
             deadline: vm.deadline.clone(),
             phases: vm.phases.clone(),
             handover_digest: vm.handover_digest.map(hex::encode),
+            paused: vm.paused,
+            management: vm.management.clone(),
             revocations: vm.revocations.clone(),
         }
     }
@@ -229,11 +267,13 @@ impl Manager {
             warn!(path = path.display().to_string(), error = why.as_str(); "ignoring an unreadable VM record");
         }
         let mut failed = 0;
+        let mut changes = Vec::new();
         let mut inner = lock(&self.inner);
         for rec in records {
             let mut v = rec.view;
             let id = v.id.clone();
-            if !v.state.is_final() {
+            let marked = !v.state.is_final();
+            if marked {
                 if let (Some(pid), Some(started)) = (v.pid, rec.vmm_start_time) {
                     if super::process::kill_if_vmm(pid, started, &id) {
                         warn!(vm = id.as_str(), pid = pid; "killed the orphaned tvp-vmm of an earlier tvpd");
@@ -280,13 +320,31 @@ impl Manager {
                 handover_digest: v
                     .handover_digest
                     .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                paused: false,
+                management: v.management.clone(),
+                spec: None,
                 revocations: v.revocations,
                 power_off_on_platform_change: false,
             };
+            // Its key and policy stay in force: tenants read their extracts, and
+            // forgetting the VM still needs their authorization.
+            match v.management.as_ref().map(|m| m.binding()) {
+                Some(Ok(b)) => self.audit.register_vm(&id, b),
+                Some(Err(e)) => {
+                    warn!(vm = id.as_str(), error = e.as_str(); "the VM record's management binding is invalid: its restricted operations stay refused")
+                }
+                None => {}
+            }
             inner.vms.insert(id.clone(), vm);
             self.persist(&inner, &id);
+            if marked {
+                changes.push(id.clone());
+            }
         }
         drop(inner);
+        for id in changes {
+            self.record_change(&id, "unknown (tvpd was not running)", "failed", RESTARTED);
+        }
         for t in tap::list_with_prefix(&self.cfg.tap_prefix) {
             match tap::delete(&t) {
                 Ok(()) => warn!(tap = t.as_str(); "deleted an orphaned TAP device"),
@@ -410,29 +468,49 @@ impl Manager {
             store::remove(&self.cfg.vms_dir, id)
                 .map_err(|e| VmError::Spawn(format!("cannot remove the VM's files: {e}")))?;
             inner.vms.remove(id);
+            self.audit.unregister_vm(id);
             info!(vm = id; "ended VM forgotten");
         }
         Ok(view)
     }
 
+    /// Change a VM's state (never out of a final one), persist it and record it in
+    /// the audit trail. Not under the manager's lock: the audit append may call the
+    /// remediator, which takes it.
     fn set_state(&self, id: &str, state: VmState, reason: Option<String>) {
-        let mut inner = lock(&self.inner);
-        if let Some(vm) = inner.vms.get_mut(id) {
+        let change = {
+            let mut inner = lock(&self.inner);
+            let Some(vm) = inner.vms.get_mut(id) else {
+                return;
+            };
             if vm.state.is_final() || vm.state == state {
                 return;
             }
             let now = timestamp();
             info!(vm = id, from = format!("{:?}", vm.state), to = format!("{state:?}"), reason = reason.as_deref().unwrap_or(""); "VM state change");
+            let before = control::label(vm.state, vm.paused);
             vm.state = state;
             vm.updated_at = now.clone();
             vm.history.push((now, state));
             if reason.is_some() {
-                vm.reason = reason;
+                vm.reason = reason.clone();
             }
             if state.is_final() {
+                vm.paused = false;
                 vm.phases = close_phases(std::mem::take(&mut vm.phases));
             }
+            let after = control::label(vm.state, vm.paused);
             self.persist(&inner, id);
+            (before, after)
+        };
+        self.record_change(id, &change.0, &change.1, reason.as_deref().unwrap_or(""));
+    }
+
+    /// Append a VM state change to the audit trail; a failure is logged (the change
+    /// has happened; the next request will find the trail unavailable and fail).
+    fn record_change(&self, id: &str, before: &str, after: &str, reason: &str) {
+        if let Err(e) = self.audit.vm_event_blocking(id, before, after, reason) {
+            log::error!(vm = id, from = before, to = after, error = e.to_string(); "VM state change not recorded in the audit trail");
         }
     }
 
@@ -471,22 +549,26 @@ impl Manager {
         self.persist(&inner, id);
     }
 
+    /// Refuse new measured boots while a measured platform file changed on disk.
+    fn check_platform(&self) -> Result<(), VmError> {
+        let p = lock(&self.platform);
+        for f in [&self.cfg.firmware, &self.cfg.vmm_binary] {
+            if p.changed(f) {
+                return Err(VmError::Refused(format!(
+                    "{} changed since tvpd measured it; restart tvpd to measure the new platform",
+                    f.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Create a measured VM: validate, write its configuration page, start its VMM,
-    /// and queue it for the lease.
+    /// register its management binding, and queue it for the lease.
     pub fn create(self: &Arc<Self>, req: CreateVmRequest) -> Result<VmView, VmError> {
         let spec = req.validate().map_err(VmError::Invalid)?;
         let id = spec.request.id.clone();
-        {
-            let p = lock(&self.platform);
-            for f in [&self.cfg.firmware, &self.cfg.vmm_binary] {
-                if p.changed(f) {
-                    return Err(VmError::Refused(format!(
-                        "{} changed since tvpd measured it; restart tvpd to measure the new platform",
-                        f.display()
-                    )));
-                }
-            }
-        }
+        self.check_platform()?;
         {
             let inner = lock(&self.inner);
             if inner.shutting_down {
@@ -496,6 +578,76 @@ impl Manager {
                 return Err(VmError::Exists(id));
             }
         }
+        let binding = spec.management.binding().map_err(VmError::Invalid)?;
+        let tap_name = tap::name_for(&self.cfg.tap_prefix, &id);
+        tap::create(&tap_name, self.cfg.bridge.as_deref())
+            .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let launched = match self.launch(&id, &spec, &tap_name) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tap::delete(&tap_name);
+                return Err(e);
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let now = timestamp();
+        let deadline_at = std::time::SystemTime::now() + spec.deadline;
+        let vm = Vm {
+            state: VmState::Queued,
+            reason: None,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            history: vec![(now, VmState::Queued)],
+            pid: Some(launched.child.id()),
+            vmm_start_time: super::process::start_time(launched.child.id()),
+            tap: Some(tap_name),
+            measurements: Vec::new(),
+            digests: Vec::new(),
+            reported_pcr23: None,
+            pcr23: None,
+            tunnel: false,
+            lease_granted: false,
+            measured: false,
+            lease_log: Vec::new(),
+            deadline: crate::logging::rfc3339(deadline_at),
+            tx: tx.clone(),
+            page: launched.page.clone(),
+            phase_limits: spec.request.phase_deadlines_secs,
+            phases: Vec::new(),
+            handover_digest: None,
+            paused: false,
+            management: Some(spec.management.clone()),
+            spec: Some(spec.clone()),
+            revocations: Vec::new(),
+            power_off_on_platform_change: spec.powers_off_on_platform_change(),
+        };
+        // Registered before the VM exists for the API: no window without its key.
+        self.audit.register_vm(&id, binding);
+        {
+            // The lease queue is FIFO in the order VMs were created.
+            let mut inner = lock(&self.inner);
+            inner.vms.insert(id.clone(), vm);
+            Self::enter_phase(&mut inner, &id, Phase::Queued);
+            if inner.lease.request(&id) {
+                let _ = tx.send(Event::LeaseGranted);
+            }
+            self.persist(&inner, &id);
+        }
+        info!(vm = id.as_str(), pid = launched.child.id(); "measured VM created");
+        self.record_change(&id, "none", "queued", "created");
+        self.supervise_launched(&id, launched, spec.deadline, tx, rx)?;
+        self.get(&id)
+    }
+
+    /// Prepare the workload image (key release through the TPM), write a fresh
+    /// configuration page (current time, new seed) and start a `tvp-vmm` for it on
+    /// `tap_name`.
+    fn launch(
+        &self,
+        id: &str,
+        spec: &super::spec::ValidSpec,
+        tap_name: &str,
+    ) -> Result<Launched, VmError> {
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let now_secs = std::time::SystemTime::now()
@@ -515,7 +667,7 @@ impl Manager {
         let page = spec
             .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
             .map_err(VmError::Invalid)?;
-        let dir = self.cfg.vms_dir.join(&id);
+        let dir = self.cfg.vms_dir.join(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
         let page_path = dir.join("config.page");
@@ -524,17 +676,14 @@ impl Manager {
         let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Spawn(e.to_string()))?;
         let vmm_log = std::fs::File::create(dir.join("vmm.log"))
             .map_err(|e| VmError::Spawn(e.to_string()))?;
-        let tap_name = tap::name_for(&self.cfg.tap_prefix, &id);
-        tap::create(&tap_name, self.cfg.bridge.as_deref())
-            .map_err(|e| VmError::Spawn(e.to_string()))?;
         let mut cmd = Command::new(&self.cfg.vmm_binary);
-        cmd.args(["run", "--vm-id", &id, "--firmware"])
+        cmd.args(["run", "--vm-id", id, "--firmware"])
             .arg(&self.cfg.firmware)
             .arg("--config-page")
             .arg(&page_path)
             .arg("--console-log")
             .arg(dir.join("console.log"))
-            .args(["--tap", &tap_name])
+            .args(["--tap", tap_name])
             .args(
                 self.cfg
                     .vmm_ids
@@ -603,75 +752,43 @@ impl Manager {
                 Ok(())
             });
         }
-        let child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tap::delete(&tap_name);
-                return Err(VmError::Spawn(format!(
-                    "{}: {e}",
-                    self.cfg.vmm_binary.display()
-                )));
-            }
-        };
+        let child = cmd
+            .spawn()
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
         drop(theirs);
         drop(key_pipe);
         drop(image);
-        let (tx, rx) = mpsc::channel();
-        let now = timestamp();
-        let deadline_at = std::time::SystemTime::now() + spec.deadline;
-        let deadline = crate::logging::rfc3339(deadline_at);
-        let vm = Vm {
-            state: VmState::Queued,
-            reason: None,
-            created_at: now.clone(),
-            updated_at: now.clone(),
-            history: vec![(now, VmState::Queued)],
-            pid: Some(child.id()),
-            vmm_start_time: super::process::start_time(child.id()),
-            tap: Some(tap_name),
-            measurements: Vec::new(),
-            digests: Vec::new(),
-            reported_pcr23: None,
-            pcr23: None,
-            tunnel: false,
-            lease_granted: false,
-            measured: false,
-            lease_log: Vec::new(),
-            deadline,
-            tx: tx.clone(),
+        Ok(Launched {
+            child,
+            channel: ours,
             page: page.to_vec(),
-            phase_limits: spec.request.phase_deadlines_secs,
-            phases: Vec::new(),
-            handover_digest: None,
-            revocations: Vec::new(),
-            power_off_on_platform_change: spec.powers_off_on_platform_change(),
-        };
-        {
-            // The lease queue is FIFO in the order VMs were created.
-            let mut inner = lock(&self.inner);
-            inner.vms.insert(id.clone(), vm);
-            Self::enter_phase(&mut inner, &id, Phase::Queued);
-            if inner.lease.request(&id) {
-                let _ = tx.send(Event::LeaseGranted);
-            }
-            self.persist(&inner, &id);
-        }
-        info!(vm = id.as_str(), pid = child.id(); "measured VM created");
-        let reader = ours
+        })
+    }
+
+    /// Start the channel reader, the deadline timer and the supervisor of a launched
+    /// VMM.
+    fn supervise_launched(
+        self: &Arc<Self>,
+        id: &str,
+        launched: Launched,
+        deadline: Duration,
+        tx: Sender<Event>,
+        rx: Receiver<Event>,
+    ) -> Result<(), VmError> {
+        let reader = launched
+            .channel
             .try_clone()
             .map_err(|e| VmError::Spawn(e.to_string()))?;
         let rtx = tx.clone();
         std::thread::spawn(move || read_loop(reader, rtx));
-        let dtx = tx;
-        let wait = spec.deadline;
         std::thread::spawn(move || {
-            std::thread::sleep(wait);
-            let _ = dtx.send(Event::Deadline);
+            std::thread::sleep(deadline);
+            let _ = tx.send(Event::Deadline);
         });
         let me = self.clone();
-        let sid = id.clone();
-        std::thread::spawn(move || me.supervise(&sid, rx, ours, child));
-        self.get(&id)
+        let sid = id.to_string();
+        std::thread::spawn(move || me.supervise(&sid, rx, launched.channel, launched.child));
+        Ok(())
     }
 
     fn send(&self, id: &str, w: &mut UnixStream, msg: &HostMessage) {
@@ -756,6 +873,7 @@ impl Manager {
                 hex::encode(expected)
             ));
         }
+        let (pcr23, management) = self.measure_management(id, &firmware, &page)?;
         {
             let mut inner = lock(&self.inner);
             if let Some(vm) = inner.vms.get_mut(id) {
@@ -773,12 +891,73 @@ impl Manager {
                         )
                     })
                     .collect();
+                if let Some(m) = management {
+                    vm.lease_log.push(record(
+                        PCR_VM,
+                        m.1,
+                        EventKind::VmMeasurement,
+                        format!("{id}: {} {}", tvp_abi::measure::MANAGEMENT_EVENT, m.0),
+                    ));
+                    vm.measurements.push(MeasurementView {
+                        event_type: tvp_abi::measure::MANAGEMENT_EVENT.into(),
+                        digest: hex::encode(m.1),
+                        description: m.0,
+                    });
+                }
             }
         }
         self.send(id, w, &HostMessage::Start);
         self.phase(id, Phase::Tunnel);
         self.set_state(id, VmState::Attesting, None);
         Ok(())
+    }
+
+    /// After the VMM's events: extend the VM's management binding into PCR 23 and check
+    /// the result against the value computed from firmware, page and binding. Returns
+    /// PCR 23 and (description, digest) of the event, if the VM has a binding.
+    fn measure_management(
+        &self,
+        id: &str,
+        firmware: &[u8],
+        page: &[u8],
+    ) -> Result<([u8; 32], Option<ManagementEvent>), String> {
+        let management = lock(&self.inner)
+            .vms
+            .get(id)
+            .and_then(|vm| vm.management.clone());
+        let Some(m) = management else {
+            let v = self
+                .tpm
+                .call(|t| Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied()))
+                .map_err(|e| format!("TPM: {e}"))?
+                .ok_or("PCR 23 not returned")?;
+            return Ok((v, None));
+        };
+        let digest = m.digest_bytes()?;
+        let expected = tvp_abi::measure::expected_pcr23_managed(firmware, page, &digest)
+            .map_err(|e| format!("cannot compute the expected PCR 23: {e}"))?;
+        let pcr23 = self
+            .tpm
+            .call(move |t| {
+                t.pcr_extend(PCR_VM, &digest)?;
+                Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied())
+            })
+            .map_err(|e| format!("TPM: {e}"))?
+            .ok_or("PCR 23 not returned")?;
+        if pcr23 != expected {
+            return Err(format!(
+                "measurement mismatch: PCR 23 {} after the management event, expected {}",
+                hex::encode(pcr23),
+                hex::encode(expected)
+            ));
+        }
+        let description = format!(
+            "key {} policy allows [{}] on_tampering {}",
+            m.key_id,
+            m.policy.allowed_operations.join(","),
+            m.policy.on_tampering.as_str()
+        );
+        Ok((pcr23, Some((description, digest))))
     }
 
     /// Lease held and measurements in: extend them, or abort the VM.
@@ -819,7 +998,13 @@ impl Manager {
         serde_json::to_vec(&ev).map_err(|e| e.to_string())
     }
 
-    fn supervise(&self, id: &str, rx: Receiver<Event>, mut w: UnixStream, mut child: Child) {
+    fn supervise(
+        self: &Arc<Self>,
+        id: &str,
+        rx: Receiver<Event>,
+        mut w: UnixStream,
+        mut child: Child,
+    ) {
         for ev in rx {
             match ev {
                 Event::Vmm(msg) => {
@@ -880,6 +1065,22 @@ impl Manager {
                         self.end_lease(id);
                         stop_child(&mut child);
                     }
+                }
+                Event::Reboot(reply) => {
+                    // This boot ends here; a new supervisor takes over the new one.
+                    self.send(id, &mut w, &HostMessage::Stop);
+                    self.end_lease(id);
+                    stop_child(&mut child);
+                    let rebooted = self.relaunch(id);
+                    let ok = rebooted.is_ok();
+                    if let Err(e) = &rebooted {
+                        self.set_state(id, VmState::Failed, Some(format!("reboot failed: {e}")));
+                    }
+                    let _ = reply.send(rebooted);
+                    if ok {
+                        return;
+                    }
+                    break;
                 }
                 Event::Destroy(reason) => {
                     self.send(id, &mut w, &HostMessage::Stop);
@@ -1146,8 +1347,15 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// Wait up to 3 s for the VMM to exit by itself, then kill it.
+/// Wait up to 3 s for the VMM to exit by itself, then kill it. A paused (SIGSTOPped)
+/// VMM is continued first, so it can read its stop message and scrub guest memory.
 fn stop_child(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

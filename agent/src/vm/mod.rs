@@ -4,6 +4,7 @@
 
 pub mod image;
 pub mod lease;
+pub mod management;
 pub mod manager;
 pub mod phase;
 pub mod process;
@@ -12,6 +13,6 @@ pub mod state;
 pub mod store;
 pub mod tap;
 
-pub use manager::{Manager, ManagerConfig, VmError};
+pub use manager::{Manager, ManagerConfig, Op, VmError};
 pub use spec::CreateVmRequest;
 pub use state::{VmState, VmView};

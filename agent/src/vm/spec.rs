@@ -54,12 +54,11 @@ pub struct CreateVmRequest {
     /// A workload image the VMM loads into guest memory (`vm/image.rs`).
     #[serde(default)]
     pub image: Option<super::image::ImageSpec>,
-    /// The tenant's management public key (PEM), for locked-down management.
-    #[serde(default)]
-    pub management_public_key: Option<String>,
-    /// The tenant's management policy (stored for locked-down management).
-    #[serde(default)]
-    pub policy: Option<serde_json::Value>,
+    /// The tenant's management public key (PEM SubjectPublicKeyInfo, Ed25519 or P-256):
+    /// every restricted operation on the VM needs a token it signed.
+    pub management_public_key: String,
+    /// The tenant's management policy (`docs/audit.md` §6).
+    pub policy: serde_json::Value,
 }
 
 /// A validated request with its configuration-page values.
@@ -81,6 +80,8 @@ pub struct ValidSpec {
     pub ca_der: Vec<u8>,
     /// Attestation deadline.
     pub deadline: Duration,
+    /// The tenant's management key and policy.
+    pub management: super::management::ManagementView,
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> String {
@@ -185,7 +186,17 @@ impl CreateVmRequest {
         }
         let deadline = Duration::from_secs(self.attestation_deadline_secs);
         self.phase_deadlines_secs.validate()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let management = super::management::ManagementView::from_request(
+            &self.management_public_key,
+            &self.policy,
+            now,
+        )?;
         let spec = ValidSpec {
+            management,
             vip: vip.octets(),
             prefix_len,
             gateway,
@@ -204,39 +215,21 @@ impl CreateVmRequest {
 impl ValidSpec {
     /// `policy.allow_plaintext_images`: whether the tenant accepts an unencrypted image.
     pub fn allows_plaintext_images(&self) -> bool {
-        self.request
-            .policy
-            .as_ref()
-            .and_then(|p| p.get("allow_plaintext_images"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false)
+        self.management.policy.allow_plaintext_images
     }
 
     /// `policy.on_platform_change`: `"power-off"` destroys the VM when a measured
     /// platform file changes while it runs; anything else (default `"alert"`) only
     /// records the revocation.
     pub fn powers_off_on_platform_change(&self) -> bool {
-        self.request
-            .policy
-            .as_ref()
-            .and_then(|p| p.get("on_platform_change"))
-            .and_then(|v| v.as_str())
-            == Some("power-off")
+        self.management.policy.on_platform_change == Some(tvp_audit::Remediation::PowerOff)
     }
 
     /// `policy.key_lease_secs`: how long an image key may stay in the VMM's memory
     /// before the image is loaded (default 30 s); the VMM wipes it as soon as it is
     /// loaded, or fails the VM when the lease runs out first.
     pub fn key_lease(&self) -> Duration {
-        let secs = self
-            .request
-            .policy
-            .as_ref()
-            .and_then(|p| p.get("key_lease_secs"))
-            .and_then(|v| v.as_u64())
-            .unwrap_or(30)
-            .clamp(1, 3600);
-        Duration::from_secs(secs)
+        Duration::from_secs(self.management.policy.key_lease_secs.unwrap_or(30))
     }
 
     /// The encoded configuration page (`docs/config-page.md`).
@@ -286,8 +279,10 @@ mod tests {
             attestation_deadline_secs: 60,
             phase_deadlines_secs: Default::default(),
             image: None,
-            management_public_key: None,
-            policy: None,
+            management_public_key: tvp_audit::token::TenantSigner::generate_ed25519()
+                .public()
+                .to_pem(),
+            policy: crate::vm::management::tests::policy_json(),
         }
     }
 
@@ -318,6 +313,11 @@ mod tests {
                 "attestation_deadline_secs",
                 Box::new(|r| r.attestation_deadline_secs = 0),
             ),
+            (
+                "management_public_key",
+                Box::new(|r| r.management_public_key = "x".into()),
+            ),
+            ("policy", Box::new(|r| r.policy = serde_json::json!({}))),
         ];
         for (field, f) in cases {
             let mut r = sample();

@@ -67,6 +67,13 @@ pub struct VmView {
     pub pcr23: Option<String>,
     /// Attestation deadline (RFC 3339).
     pub deadline: String,
+    /// Paused by the tenant's authorization (the VMM is stopped); `state` is where
+    /// its boot was.
+    #[serde(default)]
+    pub paused: bool,
+    /// The tenant's management key and policy, measured into PCR 23.
+    #[serde(default)]
+    pub management: Option<super::management::ManagementView>,
     /// The boot log: every phase entered, with its start and end.
     #[serde(default)]
     pub phases: Vec<super::phase::PhaseView>,

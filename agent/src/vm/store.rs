@@ -100,6 +100,8 @@ mod tests {
                 measurements: Vec::new(),
                 pcr23: None,
                 deadline: "2026-01-01T00:01:00Z".into(),
+                paused: false,
+                management: None,
                 phases: Vec::new(),
                 handover_digest: None,
                 revocations: Vec::new(),

@@ -68,6 +68,12 @@ struct Serve {
     /// The signed workload to deliver.
     #[arg(long)]
     workload: PathBuf,
+    /// The management public key (PEM) this tenant gives its VMs (measured into PCR 23).
+    #[arg(long, value_name = "PEM")]
+    management_key: PathBuf,
+    /// The management policy (JSON) this tenant gives its VMs (measured into PCR 23).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
     /// Stop after this many connections.
     #[arg(long)]
     max_connections: Option<usize>,
@@ -75,6 +81,16 @@ struct Serve {
 
 fn read(p: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The management binding digest of the tenant's key and policy files.
+fn management_digest(key: &Path, policy: &Path) -> Result<[u8; 32], String> {
+    let pem = String::from_utf8(read(key)?).map_err(|_| format!("{}: not UTF-8", key.display()))?;
+    let key =
+        tvp_audit::TenantKey::from_pem(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    let policy = tvp_audit::TenantPolicy::from_json(&read(policy)?)
+        .map_err(|e| format!("{}: {e}", policy.display()))?;
+    Ok(tvp_audit::policy::management_digest(&key, &policy))
 }
 
 fn serve(s: Serve) -> Result<(), String> {
@@ -92,6 +108,7 @@ fn serve(s: Serve) -> Result<(), String> {
         ca_der,
         server_name: s.server_name,
         workload: workload::load(&s.workload).map_err(|e| e.to_string())?,
+        management_digest: management_digest(&s.management_key, &s.policy)?,
     };
     let config = server_config(&s.cert, &s.key).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&s.listen).map_err(|e| format!("{}: {e}", s.listen))?;

@@ -32,6 +32,10 @@ pub struct Tenant {
     pub server_name: String,
     /// The signed workload container to deliver.
     pub workload: Vec<u8>,
+    /// `tvp_audit::policy::management_digest` of the management key and policy this
+    /// tenant gives its VMs: tvpd extends it into PCR 23 after the VMM's events, so a
+    /// VM created with another key or policy does not match.
+    pub management_digest: [u8; 32],
 }
 
 /// The server state.
@@ -235,7 +239,8 @@ impl BootServer {
     }
 
     /// The configuration page the firmware says it booted with must be this
-    /// reservation's and this tenant's; returns the PCR 23 it implies.
+    /// reservation's and this tenant's; returns the PCR 23 it implies (with the
+    /// tenant's management binding as the sixth event).
     fn check_config_page(&self, req: &BootRequest<'_>) -> Result<[u8; 32], Refusal> {
         let bad = |why: &str| refusal("config-page", why.to_string());
         let page = tvp_abi::config::decode(req.config_page)
@@ -249,8 +254,12 @@ impl BootServer {
         if page.server_name != self.tenant.server_name {
             return Err(bad("the page names another boot server"));
         }
-        tvp_abi::measure::expected_pcr23(&self.tenant.firmware, req.config_page)
-            .map_err(|e| refusal("config-page", e.to_string()))
+        tvp_abi::measure::expected_pcr23_managed(
+            &self.tenant.firmware,
+            req.config_page,
+            &self.tenant.management_digest,
+        )
+        .map_err(|e| refusal("config-page", e.to_string()))
     }
 }
 

@@ -17,6 +17,12 @@
 //! covers them; the boot region and vCPU state are functions of the memory size in the
 //! configuration page and of the ELF entry point. Hence [`expected_pcr23`] needs only
 //! the firmware file and the configuration page.
+//!
+//! After these five events, before the first vCPU runs, `tvpd` extends one more: the
+//! VM's **management binding** ([`MANAGEMENT_EVENT`], the digest of the tenant's
+//! management public key and policy, computed by `tvp_audit::policy::management_digest`).
+//! The value a verifier expects for a measured VM is therefore
+//! [`expected_pcr23_managed`]; `tvp-vmm` itself reports the five-event value.
 
 use crate::config::{self, ConfigError};
 use crate::layout::{build_boot_region, EntryState, BOOT_REGION_SIZE};
@@ -175,8 +181,25 @@ pub fn expected_events(
     events_from_parts(sha256(firmware), elf_entry(firmware)?, config_page)
 }
 
-/// The PCR 23 value after a VM with this firmware file and configuration page has been
-/// measured.
+/// Name of the sixth PCR 23 event, which `tvpd` (not `tvp-vmm`) extends: the VM's
+/// management binding (tenant management key and policy).
+pub const MANAGEMENT_EVENT: &str = "management";
+
+/// The PCR 23 value of a measured VM as `tvpd` leaves it: the five `tvp-vmm` events,
+/// then the management binding digest.
+pub fn expected_pcr23_managed(
+    firmware: &[u8],
+    config_page: &[u8],
+    management_digest: &[u8; 32],
+) -> Result<[u8; 32], MeasureError> {
+    Ok(extend(
+        &expected_pcr23(firmware, config_page)?,
+        management_digest,
+    ))
+}
+
+/// The PCR 23 value after `tvp-vmm` has measured a VM with this firmware file and
+/// configuration page (without `tvpd`'s management event).
 pub fn expected_pcr23(firmware: &[u8], config_page: &[u8]) -> Result<[u8; 32], MeasureError> {
     let ev = expected_events(firmware, config_page)?;
     Ok(replay(ev.iter().map(|e| &e.digest)))

@@ -8,29 +8,7 @@ main:
     xor %esi, %esi
     call mbox_call
 
-    mov $MBOX_REQ + 16, %rdi
-    mov $32, %ecx
-    mov $0xab, %al
-    call fill
-    mov $CMD_TUNNEL, %edi
-    mov $32, %esi
-    call mbox_call
-
-    mov $MBOX_REQ + 16, %rdi
-    mov $16, %ecx
-    mov $0x11, %al
-    call fill
-    mov $CMD_QUOTE, %edi
-    mov $16, %esi
-    call mbox_call
-
-    mov $MBOX_REQ + 16, %rdi
-    mov $32, %ecx
-    mov $0xcd, %al
-    call fill
-    mov $CMD_HANDOVER, %edi
-    mov $32, %esi
-    call mbox_call
+    call attest
 
     mov $CMD_GET_VERSION, %edi     /* after handover: closed */
     xor %esi, %esi

@@ -1,0 +1,363 @@
+//! Restricted operations on a measured VM (`docs/audit.md` §5). They run only after
+//! the audit gate accepted the tenant's signed authorization for exactly this VM,
+//! operation and parameters: pause and resume (SIGSTOP/SIGCONT of the VM's `tvp-vmm`),
+//! power-off, reboot (this boot ends, its lease with PCRs 16/23 reset; a new measured
+//! boot queues for the lease) and delete. Snapshots, migration, device changes,
+//! resizing and the console have no engine in `tvp-vmm` yet: they are authorized and
+//! audited like the others and then answer "not supported". No operation reads,
+//! dumps or debugs guest memory.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{Event, Manager, VmError};
+use crate::audit::Remediator;
+use crate::lock;
+use crate::logging::timestamp;
+use crate::vm::state::{VmState, VmView};
+
+/// Reason of VMs powered off because the audit trail was tampered with.
+pub const TAMPERING: &str = "audit-tampering";
+/// How long a reboot may take to stop the old VMM and start the new one.
+const REBOOT_WAIT: Duration = Duration::from_secs(30);
+
+/// A restricted operation. `Op::ALL`'s names are exactly
+/// `tvp_audit::policy::RESTRICTED_OPERATIONS` (unit test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Power the VM off: its VMM stops, state `destroyed`, reason `powered-off`.
+    PowerOff,
+    /// End this boot and start a new measured boot through the lease.
+    Reboot,
+    /// Stop the VM's vCPUs and devices (SIGSTOP of its VMM).
+    Pause,
+    /// Continue a paused VM.
+    Resume,
+    /// Not supported yet.
+    SnapshotCreate,
+    /// Not supported yet.
+    SnapshotRevert,
+    /// Not supported yet.
+    SnapshotDelete,
+    /// Not supported yet.
+    Migrate,
+    /// Not supported yet.
+    DeviceAdd,
+    /// Not supported yet.
+    DeviceRemove,
+    /// Not supported yet.
+    ResizeVcpus,
+    /// Not supported yet.
+    ResizeMemory,
+    /// Not supported yet.
+    ConsoleAttach,
+    /// `DELETE /v1/vms/{id}`: destroy a live VM, forget an ended one.
+    Delete,
+}
+
+impl Op {
+    /// Every operation.
+    pub const ALL: [Op; 14] = [
+        Op::PowerOff,
+        Op::Reboot,
+        Op::Pause,
+        Op::Resume,
+        Op::SnapshotCreate,
+        Op::SnapshotRevert,
+        Op::SnapshotDelete,
+        Op::Migrate,
+        Op::DeviceAdd,
+        Op::DeviceRemove,
+        Op::ResizeVcpus,
+        Op::ResizeMemory,
+        Op::ConsoleAttach,
+        Op::Delete,
+    ];
+
+    /// The name tokens and policies use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::PowerOff => "power-off",
+            Op::Reboot => "reboot",
+            Op::Pause => "pause",
+            Op::Resume => "resume",
+            Op::SnapshotCreate => "snapshot-create",
+            Op::SnapshotRevert => "snapshot-revert",
+            Op::SnapshotDelete => "snapshot-delete",
+            Op::Migrate => "migrate",
+            Op::DeviceAdd => "device-add",
+            Op::DeviceRemove => "device-remove",
+            Op::ResizeVcpus => "resize-vcpus",
+            Op::ResizeMemory => "resize-memory",
+            Op::ConsoleAttach => "console-attach",
+            Op::Delete => "delete",
+        }
+    }
+
+    /// The operation of this name.
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// The parameters the operation takes (exactly these keys), which the tenant's
+    /// token covers through their digest.
+    pub fn param_keys(self) -> &'static [&'static str] {
+        match self {
+            Op::SnapshotCreate | Op::SnapshotRevert | Op::SnapshotDelete => &["name"],
+            Op::Migrate => &["destination"],
+            Op::DeviceAdd | Op::DeviceRemove => &["device"],
+            Op::ResizeVcpus => &["vcpus"],
+            Op::ResizeMemory => &["memory_mib"],
+            Op::PowerOff | Op::Reboot | Op::Pause | Op::Resume | Op::ConsoleAttach | Op::Delete => {
+                &[]
+            }
+        }
+    }
+}
+
+/// A state as audit records show it: `running`, or `running, paused`.
+pub fn label(state: VmState, paused: bool) -> String {
+    let s = format!("{state:?}").to_lowercase();
+    if paused {
+        format!("{s}, paused")
+    } else {
+        s
+    }
+}
+
+/// The process state letter of `pid` (`R`, `S`, `T` for stopped, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Send `sig` and wait up to a second until the process is (`stopped`) or is no
+/// longer (`!stopped`) in the stopped state.
+fn signal_and_wait(pid: u32, sig: Signal, stopped: bool) -> Result<(), VmError> {
+    let raw = i32::try_from(pid).map_err(|_| VmError::State(format!("bad pid {pid}")))?;
+    kill(Pid::from_raw(raw), sig)
+        .map_err(|e| VmError::State(format!("cannot signal the VMM (pid {pid}): {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match proc_state(pid) {
+            Some('T') | Some('t') if stopped => return Ok(()),
+            Some(c) if !stopped && c != 'T' && c != 't' => return Ok(()),
+            None => return Err(VmError::State(format!("the VMM (pid {pid}) is gone"))),
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    Err(VmError::State(format!(
+        "the VMM (pid {pid}) did not {} within 1 s",
+        if stopped { "stop" } else { "continue" }
+    )))
+}
+
+impl Manager {
+    /// Run an authorized restricted operation. Blocking (signals, a reboot's new VMM):
+    /// call it off the async runtime.
+    pub fn operate(self: &Arc<Self>, id: &str, op: Op) -> Result<VmView, VmError> {
+        match op {
+            Op::Pause => self.set_paused(id, true),
+            Op::Resume => self.set_paused(id, false),
+            Op::PowerOff => self.power_off(id, "powered-off"),
+            Op::Reboot => self.reboot(id),
+            Op::Delete => self.destroy(id, "deleted".into()),
+            Op::SnapshotCreate
+            | Op::SnapshotRevert
+            | Op::SnapshotDelete
+            | Op::Migrate
+            | Op::DeviceAdd
+            | Op::DeviceRemove
+            | Op::ResizeVcpus
+            | Op::ResizeMemory
+            | Op::ConsoleAttach => {
+                self.get(id)?;
+                Err(VmError::NotSupported(format!(
+                    "'{}' was authorized, but this tvp-vmm has no engine for it; nothing was done",
+                    op.name()
+                )))
+            }
+        }
+    }
+
+    /// Pause (SIGSTOP) or resume (SIGCONT) the VM's VMM; returns once the process is
+    /// stopped or running again. Pausing does not stop the attestation deadline.
+    fn set_paused(&self, id: &str, pause: bool) -> Result<VmView, VmError> {
+        let (before, after) = {
+            let mut inner = lock(&self.inner);
+            let vm = inner
+                .vms
+                .get_mut(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            if vm.state.is_final() {
+                return Err(VmError::State(format!(
+                    "VM '{id}' has ended ({}); it cannot be {}",
+                    label(vm.state, false),
+                    if pause { "paused" } else { "resumed" }
+                )));
+            }
+            if vm.paused == pause {
+                return Err(VmError::State(format!(
+                    "VM '{id}' is {} paused",
+                    if pause { "already" } else { "not" }
+                )));
+            }
+            let pid = match (vm.pid, vm.vmm_start_time) {
+                (Some(p), Some(t)) if super::super::process::start_time(p) == Some(t) => p,
+                _ => return Err(VmError::State(format!("VM '{id}' has no running VMM"))),
+            };
+            let before = label(vm.state, vm.paused);
+            let sig = if pause {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            signal_and_wait(pid, sig, pause)?;
+            vm.paused = pause;
+            vm.updated_at = timestamp();
+            let after = label(vm.state, vm.paused);
+            self.persist(&inner, id);
+            (before, after)
+        };
+        log::info!(vm = id, paused = pause; "VM paused state changed");
+        self.record_change(id, &before, &after, if pause { "pause" } else { "resume" });
+        self.get(id)
+    }
+
+    /// Destroy a live VM with `reason` (asynchronous, like delete) but keep its record.
+    pub fn power_off(&self, id: &str, reason: &str) -> Result<VmView, VmError> {
+        let inner = lock(&self.inner);
+        let vm = inner
+            .vms
+            .get(id)
+            .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+        if vm.state.is_final() {
+            return Err(VmError::State(format!(
+                "VM '{id}' has ended already ({})",
+                label(vm.state, false)
+            )));
+        }
+        let _ = vm.tx.send(Event::Destroy(reason.to_string()));
+        Ok(Self::view(&inner, id, vm))
+    }
+
+    /// Ask the VM's supervisor to end this boot and start a new measured one; waits
+    /// until the new VMM runs (state `queued`).
+    fn reboot(&self, id: &str) -> Result<VmView, VmError> {
+        let rx = {
+            let inner = lock(&self.inner);
+            let vm = inner
+                .vms
+                .get(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            if vm.state.is_final() || vm.spec.is_none() {
+                return Err(VmError::State(format!(
+                    "VM '{id}' has ended ({}); create it again instead",
+                    label(vm.state, false)
+                )));
+            }
+            let (tx, rx) = mpsc::channel();
+            vm.tx
+                .send(Event::Reboot(tx))
+                .map_err(|_| VmError::State(format!("VM '{id}' is ending")))?;
+            rx
+        };
+        rx.recv_timeout(REBOOT_WAIT)
+            .map_err(|_| VmError::State(format!("VM '{id}' did not reboot within 30 s")))?
+    }
+
+    /// In the supervisor, after the old VMM stopped and the lease ended: start the new
+    /// boot (fresh configuration page, same TAP device) and its supervisor.
+    pub(super) fn relaunch(self: &Arc<Self>, id: &str) -> Result<VmView, VmError> {
+        self.check_platform()?;
+        let (spec, tap) = {
+            let inner = lock(&self.inner);
+            let vm = inner
+                .vms
+                .get(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            match (vm.spec.clone(), vm.tap.clone()) {
+                (Some(s), Some(t)) => (s, t),
+                _ => return Err(VmError::State(format!("VM '{id}' cannot be rebooted"))),
+            }
+        };
+        let launched = self.launch(id, &spec, &tap)?;
+        let (tx, rx) = mpsc::channel();
+        let before = {
+            let mut inner = lock(&self.inner);
+            let now = timestamp();
+            let vm = inner
+                .vms
+                .get_mut(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            let before = label(vm.state, vm.paused);
+            vm.state = VmState::Queued;
+            vm.reason = None;
+            vm.updated_at = now.clone();
+            vm.history.push((now, VmState::Queued));
+            vm.pid = Some(launched.child.id());
+            vm.vmm_start_time = super::super::process::start_time(launched.child.id());
+            vm.measurements.clear();
+            vm.digests.clear();
+            vm.reported_pcr23 = None;
+            vm.pcr23 = None;
+            vm.tunnel = false;
+            vm.lease_granted = false;
+            vm.measured = false;
+            vm.lease_log.clear();
+            vm.deadline = crate::logging::rfc3339(std::time::SystemTime::now() + spec.deadline);
+            vm.tx = tx.clone();
+            vm.page = launched.page.clone();
+            vm.paused = false;
+            vm.handover_digest = None;
+            Self::enter_phase(&mut inner, id, super::Phase::Queued);
+            if inner.lease.request(id) {
+                let _ = tx.send(Event::LeaseGranted);
+            }
+            self.persist(&inner, id);
+            before
+        };
+        log::info!(vm = id, pid = launched.child.id(); "VM rebooted: new measured boot queued");
+        self.record_change(id, &before, "queued", "reboot: a new measured boot");
+        self.supervise_launched(id, launched, spec.deadline, tx, rx)?;
+        self.get(id)
+    }
+}
+
+/// Carries out `on_tampering = power-off` for the audit trail (installed by
+/// [`Manager::new`]); a VM that has ended already needs nothing.
+pub struct VmRemediator(pub Weak<Manager>);
+
+impl Remediator for VmRemediator {
+    fn power_off(&self, vm: &str) -> Result<bool, String> {
+        let m = self.0.upgrade().ok_or("the VM manager has stopped")?;
+        match m.power_off(vm, TAMPERING) {
+            Ok(_) => Ok(true),
+            Err(VmError::State(_)) | Err(VmError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_exactly_the_restricted_ones() {
+        let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names, tvp_audit::policy::RESTRICTED_OPERATIONS);
+        for o in Op::ALL {
+            assert_eq!(Op::from_name(o.name()), Some(o));
+        }
+        assert_eq!(Op::from_name("memory-dump"), None);
+    }
+}
