@@ -468,6 +468,36 @@ fn allowed_power_off_reboot_and_delete_really_happen_and_are_audited() {
         (d["decision"].as_str(), res["status"].as_u64()),
         (Some("allow"), Some(200))
     );
+    // Deleting the ended VM forgets it ...
+    let r = t.api_token(
+        "DELETE",
+        "/v1/vms/vm-d",
+        None,
+        &tenant.token("vm-d", "delete", &[]),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(t.api("GET", "/v1/vms/vm-d", None).status, 404);
+    // ... no operation can be authorized for it any more ...
+    let r = t.api_token(
+        "DELETE",
+        "/v1/vms/vm-d",
+        None,
+        &tenant.token("vm-d", "delete", &[]),
+    );
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    // ... but its tenant still gets the extract that shows both deletes.
+    let x = t.api_json("GET", "/v1/vms/vm-d/audit", None);
+    let deletes = x["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["record"]["op"] == "delete"
+                && e["record"]["stage"] == "result"
+                && e["record"]["status"] == 200
+        })
+        .count();
+    assert_eq!(deletes, 2, "{x}");
 }
 
 #[test]

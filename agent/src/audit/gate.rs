@@ -106,10 +106,16 @@ pub struct RemediationOutcome {
     pub result: Result<(), String>,
 }
 
+/// How many deleted VMs' bindings are kept for their tenants' extracts.
+pub const RETIRED_BINDINGS: usize = 4096;
+
 /// The audit trail, tenant bindings and counters of a running tvpd.
 pub struct Audit {
     log: tokio::sync::Mutex<AuditLog>,
     tenants: Mutex<BTreeMap<String, TenantBinding>>,
+    /// Bindings of deleted VMs, oldest first, so their tenants can still fetch the
+    /// extract that shows the deletion (bounded: [`RETIRED_BINDINGS`]).
+    retired: Mutex<std::collections::VecDeque<(String, TenantBinding)>>,
     counters: Mutex<CounterStore>,
     remediator: Mutex<Option<Arc<dyn Remediator>>>,
     tampered: AtomicBool,
@@ -125,6 +131,7 @@ impl Audit {
         Audit {
             log: tokio::sync::Mutex::new(log),
             tenants: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(std::collections::VecDeque::new()),
             counters: Mutex::new(counters),
             remediator: Mutex::new(None),
             tampered: AtomicBool::new(false),
@@ -183,19 +190,43 @@ impl Audit {
         &self.log
     }
 
-    /// Register a VM's tenant key and policy (VM creation; lifecycle, issue 5).
+    /// Register a VM's tenant key and policy (VM creation; lifecycle, issue 5). A
+    /// retired binding of a deleted VM with the same id is dropped.
     pub fn register_vm(&self, vm: &str, binding: TenantBinding) {
+        lock(&self.retired).retain(|(id, _)| id != vm);
         lock(&self.tenants).insert(vm.to_string(), binding);
     }
 
-    /// Forget a VM (after delete). Its counter stays, so its tokens stay spent.
+    /// Forget a VM (after delete). Its counter stays, so its tokens stay spent; its
+    /// binding is retired: no operation can be authorized any more, but the tenant's
+    /// extract (which shows the deletion) stays available until tvpd restarts, the id
+    /// is reused, or [`RETIRED_BINDINGS`] later deletions push it out.
     pub fn unregister_vm(&self, vm: &str) {
-        lock(&self.tenants).remove(vm);
+        if let Some(b) = lock(&self.tenants).remove(vm) {
+            let mut retired = lock(&self.retired);
+            retired.retain(|(id, _)| id != vm);
+            if retired.len() >= RETIRED_BINDINGS {
+                retired.pop_front();
+            }
+            retired.push_back((vm.to_string(), b));
+        }
     }
 
-    /// A registered VM's binding.
+    /// A registered (live) VM's binding: operations are authorized against it.
     pub fn tenant(&self, vm: &str) -> Option<TenantBinding> {
         lock(&self.tenants).get(vm).cloned()
+    }
+
+    /// The binding that decides what a VM's extract reports: the live one, else that
+    /// of a recently deleted VM.
+    pub fn extract_binding(&self, vm: &str) -> Option<TenantBinding> {
+        self.tenant(vm).or_else(|| {
+            lock(&self.retired)
+                .iter()
+                .rev()
+                .find(|(id, _)| id == vm)
+                .map(|(_, b)| b.clone())
+        })
     }
 
     /// **The authorization gate for restricted operations.** Checks `token` (text

@@ -79,14 +79,16 @@ impl Audit {
     }
 
     /// A tenant's extract of `vm` from `since`, certified if `nonce` is given. 404 if
-    /// the VM has no registered tenant binding.
+    /// the VM has no tenant binding, live or retired (recently deleted).
     pub async fn extract(
         &self,
         vm: &str,
         since: u64,
         nonce: Option<Vec<u8>>,
     ) -> Result<Extract, ApiError> {
-        let binding = self.tenant(vm).ok_or_else(|| ApiError::not_found_vm(vm))?;
+        let binding = self
+            .extract_binding(vm)
+            .ok_or_else(|| ApiError::not_found_vm(vm))?;
         let log = self.log().lock().await;
         let reported = |op: &str| binding.policy.reports(op);
         let mut x = extract::build(log.records(), vm, since, &reported);
