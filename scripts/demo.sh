@@ -21,7 +21,7 @@ if [ "${1:-}" != --inside ]; then
     ensure_rust
     cargo build --release --workspace --bins --quiet
     make_tmpdir W
-    FW=$(scripts/build-firmware.sh | awk '{print $3}')
+    FW=$(scripts/build-firmware.sh | tail -n1 | awk '{print $3}')
     cp "$FW" "$W/tvp-firmware.elf"
     ok "firmware $(sha256sum "$W/tvp-firmware.elf" | cut -c1-16)… (reproducible build)"
     NS=tvpdemo-$$
@@ -135,15 +135,7 @@ openssl genpkey -algorithm ed25519 -out "$W/tenant.key" 2>/dev/null
 openssl pkey -in "$W/tenant.key" -pubout -out "$W/tenant.pem"
 echo '{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}' >"$W/policy.json"
 echo "10.0.0.2 U-demo-0001" >"$W/reservations"
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-h = json.load(open(f"{w}/host.json"))
-e = json.load(open(f"{w}/expected.json"))
-json.dump({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
-                      "ek_name": h["ek_name"], "platform_pcrs": e["pcrs"]["sha256"]}]},
-          open(f"{w}/inventory.json", "w"))
-PY
+"$BIN/tvpctl" inventory --expect "$W/expected.json" -o "$W/inventory.json" 2>/dev/null
 ok "tenant CA, boot server certificate ($NAME), workload signed ($(wc -c <"$W/tenant/hello.signed") bytes), host in inventory"
 
 say "12. tenant: the boot server listens on 10.0.0.1:8443 (TLS 1.3, tenant CA)"

@@ -5,10 +5,12 @@
 # resource manager (device:/dev/tpmrm0) exactly as on a host with a hardware TPM.
 #
 # Usage: scripts/qemu-host.sh [--keep] [--shell] [--profile release|debug]
-#   Builds tvpd/tvpctl/tvp-vmm (release), an initramfs with them, busybox, tpm2-tools,
-#   openssl and the kernel modules KVM and TAP need; boots it with a fresh swtpm whose EK
-#   certificate swtpm_setup created; runs scripts/qemu-host/scenario.sh inside; prints
-#   each check and exits 0 only if every check passed.
+#   Builds tvpd/tvpctl/tvp-vmm/tvp-boot-server (release) and the firmware, a tenant's
+#   PKI and signed demo workload, an initramfs with them, busybox, iproute2, tpm2-tools,
+#   openssl and the kernel modules KVM, TAP, bridge and veth need; boots it with a fresh
+#   swtpm whose EK certificate swtpm_setup created; runs scripts/qemu-host/scenario.sh
+#   inside (the tenant's boot server in its own network namespace there); prints each
+#   check and exits 0 only if every check passed.
 #   --keep: keep the work directory.  --shell: interactive shell instead of the scenario.
 #   --profile debug: use the debug build.  --no-build: use binaries already built
 #   (the test suite's case: scripts/test.sh builds them first).
@@ -56,17 +58,18 @@ if ((BUILD == 0)); then
     :
 elif [ "$PROFILE" = release ]; then
     say "building tvp ($PROFILE)"
-    cargo build --release --bins --quiet -p tvp-agent -p tvp-vmm
+    cargo build --release --bins --quiet -p tvp-agent -p tvp-vmm -p tvp-boot-server
 else
     say "building tvp ($PROFILE)"
-    cargo build --bins --quiet -p tvp-agent -p tvp-vmm
+    cargo build --bins --quiet -p tvp-agent -p tvp-vmm -p tvp-boot-server
 fi
 REL=$TVP_ROOT/target/$PROFILE
-for b in tvpd tvpctl tvp-vmm; do [ -x "$REL/$b" ] || die "$REL/$b not built"; done
+for b in tvpd tvpctl tvp-vmm tvp-boot-server; do [ -x "$REL/$b" ] || die "$REL/$b not built"; done
 
 if ((KEEP)); then W=$(mktemp -d /tmp/tvp-qemu.XXXXXX); else make_tmpdir W; fi
 ROOT=$W/initramfs
 mkdir -p "$ROOT"/{bin,sbin,proc,sys,dev,tmp,run,etc,var/lib,lib/modules,opt/tvp,ca}
+ln -s /run "$ROOT/var/run"
 
 # copy_bin FILE...: a binary and its shared-library closure, at the same paths.
 # copy_bin FILE [DEST]: a binary (stripped) and its shared-library closure.
@@ -85,28 +88,36 @@ copy_bin() {
 say "initramfs"
 install -m 0755 /bin/busybox "$ROOT/bin/busybox"
 for app in sh mount umount mkdir cat echo ls sleep insmod poweroff grep sed head tail od \
-    tr cut wc seq kill ps ip test printf rm cp mv dd chmod sync uname date xargs; do
+    tr cut wc seq kill ps test printf rm cp mv dd chmod sync uname date xargs awk; do
     ln -sf busybox "$ROOT/bin/$app"
 done
-for b in tvpd tvpctl tvp-vmm; do copy_bin "$REL/$b" "/usr/local/bin/$b"; done
+for b in tvpd tvpctl tvp-vmm tvp-boot-server; do copy_bin "$REL/$b" "/usr/local/bin/$b"; done
+# iproute2's ip (network namespaces, veth, bridges; busybox's ip has no netns).
+copy_bin "$(command -v ip)" /usr/bin/ip
 copy_bin /usr/bin/tpm2
 copy_bin /usr/bin/openssl
 for t in tpm2_pcrread tpm2_checkquote tpm2_getcap tpm2_nvread tpm2_makecredential; do ln -sf tpm2 "$ROOT/usr/bin/$t"; done
 copy_bin /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
-for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko; do
+for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko \
+    net/llc/llc.ko net/802/stp.ko net/bridge/bridge.ko drivers/net/veth.ko; do
     install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$ROOT/lib/modules/"
 done
 install -m 0644 /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$ROOT/ca/" 2>/dev/null || true
 install -m 0755 scripts/qemu-host/scenario.sh "$ROOT/opt/tvp/scenario.sh"
-# Stand-in firmware for the measured VM (tvp-vmm's mailbox test guest).
-TVP_VMM=$REL/tvp-vmm scripts/build-test-guest.sh happy "$W/guest" >/dev/null
-install -m 0644 "$W/guest/happy.elf" "$ROOT/opt/tvp/firmware.elf"
+# The measured VMs' firmware (reproducible build), and the tenant's side: PKI (CA,
+# boot server certificate, workload signing key) and the signed demo workload.
+FW=$(scripts/build-firmware.sh | tail -n1 | awk '{print $3}')
+install -m 0644 "$FW" "$ROOT/opt/tvp/firmware.elf"
+scripts/tenant-pki.sh "$ROOT/opt/tvp/tenant" boot.tenant.example
+ELF=$(scripts/build-test-workload.sh "$W/wl")
+"$REL/tvp-boot-server" sign-workload --elf "$ELF" --key "$ROOT/opt/tvp/tenant/workload.key" \
+    --cert "$ROOT/opt/tvp/tenant/workload.pem" --out "$ROOT/opt/tvp/tenant/hello.signed" >/dev/null
 cat >"$ROOT/init" <<INIT
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/local/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
-for m in irqbypass ccp kvm kvm-amd tun; do insmod /lib/modules/\$m.ko || echo "insmod \$m failed"; done
+for m in irqbypass ccp kvm kvm-amd tun llc stp bridge veth; do insmod /lib/modules/\$m.ko || echo "insmod \$m failed"; done
 if [ "$SHELL_MODE" = 1 ]; then exec sh; fi
 sh /opt/tvp/scenario.sh
 echo TVP-SCENARIO-END
@@ -127,7 +138,7 @@ for _ in $(seq 100); do [ -S "$W/tpm/ctrl.sock" ] && break; sleep 0.05; done
 
 say "booting the QEMU host (TCG, SVM exposed; serial console below)"
 started=$(date +%s.%N)
-QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm -m 1024 -smp 1 -nographic -no-reboot
+QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand -m 1024 -smp 1 -nographic -no-reboot
     -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1"
     -chardev "socket,id=chrtpm,path=$W/tpm/ctrl.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
     -device tpm-crb,tpmdev=tpm0)

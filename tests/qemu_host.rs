@@ -1,6 +1,8 @@
 //! tvpd on a real Linux KVM host whose TPM is swtpm behind QEMU's TPM CRB device and
 //! the kernel's resource manager (`scripts/qemu-host.sh`). The scenario's checks run
-//! inside the QEMU host; this test asserts every one of them passed.
+//! inside the QEMU host, among them the full measured network boot with the tenant's
+//! boot server in a network namespace of its own; this test asserts every one of them
+//! passed.
 
 use std::process::Command;
 
@@ -24,14 +26,27 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         .expect("run scripts/qemu-host.sh");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "qemu-host.sh failed:\n{err}");
+    // The figures, for the test log.
+    for l in err
+        .lines()
+        .filter(|l| l.contains("QEMU host run") || l.contains("network boot:"))
+    {
+        eprintln!("{l}");
+    }
     for check in [
         "kvm-device",
         "tpm-resource-manager",
+        "tenant-netns-and-bridge",
         "tvpd-provisioned-through-tpmrm0",
         "ek-certificate-chains-to-manufacturer-ca",
         "quote-through-tpmrm0",
         "quote-verified-by-tvpctl",
         "quote-verified-by-tpm2_checkquote",
+        "inventory-entry",
+        "boot-server-in-tenant-netns",
+        "boot-server-delivered-workload",
+        "workload-ran-after-handover",
+        "handover-digest-is-the-delivered-workload",
         "measured-vm-attested-and-handed-over",
         "measured-vm-pcr23-as-computed",
         "measured-vm-quoted-through-tpmrm0",

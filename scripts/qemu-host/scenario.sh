@@ -8,9 +8,25 @@ echo
 check kvm-device test -c /dev/kvm
 check tpm-resource-manager test -c /dev/tpmrm0
 
+# The VMs' network: bridge br0 on the host for their TAPs; the tenant's boot server in
+# a network namespace of its own ("tenant"), 10.0.0.1/24 on a veth whose peer is on br0.
+# iproute2's ip by path: busybox sh would run its own ip applet, which has no netns.
+IP=/usr/bin/ip
+$IP link add br0 type bridge && $IP link set br0 up
+$IP netns add tenant
+$IP link add veth-h type veth peer name veth-t
+$IP link set veth-t netns tenant
+$IP link set veth-h master br0 up
+$IP -n tenant link set lo up
+$IP -n tenant addr add 10.0.0.1/24 dev veth-t
+$IP -n tenant link set veth-t up
+check tenant-netns-and-bridge sh -c "$IP -n tenant -4 addr show veth-t | grep -q 10.0.0.1/24"
+
 mkdir -p /var/lib/tvp
-tvpd --tcti device:/dev/tpmrm0 --state-dir /var/lib/tvp --log-level info --firmware /opt/tvp/firmware.elf \
-    --platform-artefacts /usr/local/bin/tvp-vmm,/opt/tvp/firmware.elf --vmm-user 65534:65534 2>/tmp/tvpd.log &
+TVPD_ARGS="--tcti device:/dev/tpmrm0 --state-dir /var/lib/tvp --log-level info --firmware /opt/tvp/firmware.elf \
+    --platform-artefacts /usr/local/bin/tvp-vmm,/opt/tvp/firmware.elf --vmm-user 65534:65534 --vm-bridge br0"
+tvpd $TVPD_ARGS --print-expected-pcrs >/tmp/platform.json 2>/dev/null
+tvpd $TVPD_ARGS 2>/tmp/tvpd.log &
 TVPD=$!
 i=0; while [ $i -lt 300 ] && ! tvpctl host >/dev/null 2>&1; do sleep 0.1; i=$((i+1)); done
 check tvpd-provisioned-through-tpmrm0 tvpctl host
@@ -28,26 +44,48 @@ check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE"
 mkdir -p /tmp/tpm2
 tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
 check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
-# A measured VM on this host's own KVM: lease, PCR 23 through tpmrm0, tunnel, quote, handover.
-# The tenant's management key (a throwaway Ed25519 public key) and policy are measured too.
-printf '%s\n' '-----BEGIN PUBLIC KEY-----' 'MCowBQYDK2VwAyEAvDxJA1nKICmv4cZ1yPnLK2fSLuH2j9Ia+f33lKCFpXU=' '-----END PUBLIC KEY-----' >/tmp/tenant.pem
+# The tenant: this host in its inventory, its management key and policy, a reservation;
+# its boot server runs in the tenant namespace.
+check inventory-entry tvpctl inventory --expect /tmp/platform.json -o /tmp/inventory.json
+openssl genpkey -algorithm ed25519 -out /tmp/tenant.key 2>/dev/null
+openssl pkey -in /tmp/tenant.key -pubout -out /tmp/tenant.pem
 POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
 echo "$POLICY" >/tmp/policy.json
+echo "10.0.0.2 U-qemu" >/tmp/reservations
+T=/opt/tvp/tenant
+$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
+    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations \
+    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/hello.signed \
+    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
+    >/tmp/boot-server.jsonl 2>/tmp/boot-server.log &
+BS=$!
+i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server.jsonl; do sleep 0.1; i=$((i+1)); done
+check boot-server-in-tenant-netns grep -q listening /tmp/boot-server.jsonl
+# A measured VM on this host's own KVM: lease, PCR 23 through tpmrm0, network boot of
+# the firmware over TAP and br0, TLS to the boot server, quote, workload, handover.
+json_text() { awk '{printf "%s\\n", $0}' "$1"; }
 cat >/tmp/vm.json <<VM
-{"id": "qemu-vm", "vip": "10.0.0.2/24", "mac": "02:00:00:00:00:01", "auth_code": "U-qemu",
+{"id": "qemu-vm", "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01", "auth_code": "U-qemu",
  "boot_server": "10.0.0.1:8443", "boot_server_name": "boot.tenant.example",
- "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\\nMAMCAQE=\\n-----END CERTIFICATE-----\\n", "memory_mib": 16,
- "management_public_key": "-----BEGIN PUBLIC KEY-----\\nMCowBQYDK2VwAyEAvDxJA1nKICmv4cZ1yPnLK2fSLuH2j9Ia+f33lKCFpXU=\\n-----END PUBLIC KEY-----\\n",
- "policy": $POLICY}
+ "tenant_ca_pem": "$(json_text $T/ca.pem)", "memory_mib": 64, "attestation_deadline_secs": 300,
+ "management_public_key": "$(json_text /tmp/tenant.pem)", "policy": $POLICY}
 VM
+started=$(date +%s)
 tvpctl vm create /tmp/vm.json >/dev/null
 i=0; state=queued
-while [ $i -lt 600 ]; do
+while [ $i -lt 3000 ]; do
     state=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
     case $state in destroyed|failed) break ;; esac
     sleep 0.1; i=$((i+1))
 done
+echo "  network boot: VM create -> end $(( $(date +%s) - started )) s"
 tvpctl vm show qemu-vm | sed 's/^/  /'
+sed 's/^/  console| /' /var/lib/tvp/vms/qemu-vm/console.log
+sed 's/^/  boot-server| /' /tmp/boot-server.jsonl /tmp/boot-server.log
+check boot-server-delivered-workload grep -q '"event":"delivered"' /tmp/boot-server.jsonl
+check workload-ran-after-handover grep -q "tvp-workload: hello from the tenant workload" /var/lib/tvp/vms/qemu-vm/console.log
+digest=$(sed -n 's/.*"workload_digest":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server.jsonl)
+check handover-digest-is-the-delivered-workload sh -c "test -n '$digest' && tvpctl --json vm show qemu-vm | grep -q '\"handover_digest\": \"$digest\"'"
 check measured-vm-attested-and-handed-over test "$state" = destroyed
 tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page \
     --management-key /tmp/tenant.pem --policy /tmp/policy.json 2>/dev/null >/tmp/vm-exp.json
@@ -63,5 +101,5 @@ check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'
 Z=0x0000000000000000000000000000000000000000000000000000000000000000
 check pcr-16-and-23-zero sh -c "tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | grep -c ': $Z' | grep -qx 2"
-kill $TVPD; wait $TVPD; rc=$?
+kill $BS 2>/dev/null; kill $TVPD; wait $TVPD; rc=$?
 check tvpd-clean-exit test "$rc" -eq 0

@@ -317,13 +317,23 @@ pub fn host(ns: &NetNs, dir: &Path) -> Host {
     once.push("--print-expected-pcrs");
     let (code, expected, err) = Tvpd::run_once(&tpm, &tdir, &once);
     assert_eq!(code, 0, "{err}");
-    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let platform = dir.join("platform-pcrs.json");
+    std::fs::write(&platform, expected).unwrap();
     let t = Tvpd::start_in_netns(&tpm, &tdir, &extra, &ns.name);
-    let h = t.api_json("GET", "/v1/host", None);
-    let inv = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
-        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    // The inventory entry as an operator makes it: `tvpctl inventory`.
     let inventory = dir.join("inventory.json");
-    std::fs::write(&inventory, inv.to_string()).unwrap();
+    let (rc, out, err) = t.tvpctl(&[
+        "inventory",
+        "--expect",
+        platform.to_str().unwrap(),
+        "-o",
+        inventory.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let inv: Value = serde_json::from_slice(&std::fs::read(&inventory).unwrap()).unwrap();
+    let h = t.api_json("GET", "/v1/host", None);
+    assert_eq!(inv["hosts"][0]["host_id"], h["host_id"], "{inv}");
+    assert_eq!(inv["hosts"][0]["ek_name"], h["ek_name"], "{inv}");
     Host {
         t,
         firmware,

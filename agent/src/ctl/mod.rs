@@ -6,6 +6,7 @@ pub mod client;
 pub mod expected;
 pub mod host;
 pub mod image;
+pub mod inventory;
 pub mod verify;
 pub mod vm;
 
@@ -38,6 +39,8 @@ pub mod exit {
 ///   tvpctl quote --nonce $(openssl rand -hex 16) -o evidence.json
 ///   tvpctl verify evidence.json --nonce <hex> --ak ak.pem [--expect pcrs.json]
 ///   tvpctl export-tpm2 evidence.json out/ && tpm2_checkquote ...
+///   tvpd --print-expected-pcrs > platform.json
+///   tvpctl inventory --expect platform.json --merge inventory.json -o inventory.json
 ///   tvpctl authorize --key tenant.pem --vm vm1 --op pause --param reason=x
 ///   tvpctl audit anchor --nonce <hex> -o anchor.json
 ///   tvpctl audit verify /var/lib/tvp/audit.log --anchor anchor.json --ak ak.pem
@@ -148,6 +151,20 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         expires: u64,
     },
+    /// This host's inventory entry (host id, AK, EK name, expected platform PCRs) for
+    /// the tenants' boot servers and key services: prints an inventory file, or adds
+    /// the entry to one (replacing this host's previous entry).
+    Inventory {
+        /// The expected platform PCRs: `tvpd --print-expected-pcrs` output.
+        #[arg(long, value_name = "FILE")]
+        expect: PathBuf,
+        /// Start from this inventory file (if it exists) instead of an empty one.
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+        /// Write to FILE instead of stdout (may be the --merge file).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// The audit trail: show, certify its TPM anchor, verify a log or an extract.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -233,5 +250,17 @@ pub fn run(cli: Cli) -> i32 {
             expires,
         } => audit::authorize(key, vm, op, param, *counter, *expires, cli.json),
         Command::Audit(cmd) => audit::run(&cli, cmd),
+        Command::Inventory {
+            expect,
+            merge,
+            output,
+        } => inventory::run(
+            &cli,
+            &inventory::Inputs {
+                expect,
+                merge: merge.as_deref(),
+                output: output.as_deref(),
+            },
+        ),
     }
 }
