@@ -74,7 +74,14 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     let s = states(&v);
     assert_eq!(
         s,
-        ["queued", "measuring", "attesting", "running", "destroyed"],
+        [
+            "queued",
+            "measuring",
+            "attesting",
+            "booting-workload",
+            "running",
+            "destroyed"
+        ],
         "{v}"
     );
     assert_eq!(v["reason"], "powered-off");
@@ -191,7 +198,14 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
     for v in &views {
         assert_eq!(
             states(v),
-            ["queued", "measuring", "attesting", "running", "destroyed"],
+            [
+                "queued",
+                "measuring",
+                "attesting",
+                "booting-workload",
+                "running",
+                "destroyed"
+            ],
             "{v}"
         );
     }

@@ -56,6 +56,26 @@ fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its
     assert_eq!(rep["quoted_pcr23"], o.vm["pcr23"]);
     // tvpd saw the handover with the workload's digest.
     assert_eq!(o.vm["handover_digest"], rep["workload_digest"], "{}", o.vm);
+    // Every state on the way, the workload's boot between evidence and handover.
+    let states: Vec<&str> = o.vm["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h[1].as_str())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "queued",
+            "measuring",
+            "attesting",
+            "booting-workload",
+            "running",
+            "destroyed"
+        ],
+        "{}",
+        o.vm
+    );
     eprintln!(
         "network boot: VM create -> workload done {:.2} s; TLS handshake (server side) {} ms; \
          boot server session {} ms",

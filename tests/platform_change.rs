@@ -177,6 +177,25 @@ fn a_platform_change_while_vms_run_revokes_them_and_applies_each_tenants_remedia
     assert!(t
         .log()
         .contains("revocation: a measured platform file changed"));
+    // Both revocations are in the tenants' audit trails (their extracts), with the
+    // remediation each policy chose.
+    for (id, remediation) in [("alert", "alert"), ("off", "power-off")] {
+        let x = t.api_json("GET", &format!("/v1/vms/{id}/audit"), None);
+        let rev: Vec<&serde_json::Value> = x["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.get("record"))
+            .filter(|r| r["op"] == "platform-revocation")
+            .collect();
+        assert_eq!(rev.len(), 1, "{x}");
+        let reason = rev[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(fw.to_str().unwrap())
+                && reason.ends_with(&format!("remediation {remediation}")),
+            "{reason}"
+        );
+    }
     // The changed firmware is never used for a new VM.
     let r = t.api(
         "POST",

@@ -289,6 +289,30 @@ impl Audit {
         after: &str,
         reason: &str,
     ) -> Result<u64, AuditError> {
+        self.event_blocking(vm, "vm-state-change", before, after, reason)
+    }
+
+    /// Record a platform revocation for a live VM (op `platform-revocation`): a
+    /// measured platform file changed while it ran; `reason` names the file and the
+    /// remediation. Its state is unchanged by this record (a power-off follows as its
+    /// own state change). Blocking, like [`Audit::vm_event_blocking`].
+    pub fn revocation_blocking(
+        &self,
+        vm: &str,
+        state: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
+        self.event_blocking(vm, "platform-revocation", state, state, reason)
+    }
+
+    fn event_blocking(
+        &self,
+        vm: &str,
+        op: &str,
+        before: &str,
+        after: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
         let mut p = Params::new();
         p.insert("from".into(), before.to_string());
         p.insert("to".into(), after.to_string());
@@ -297,7 +321,7 @@ impl Audit {
             uid: nix::unistd::geteuid().as_raw(),
             pid: i32::try_from(std::process::id()).ok(),
             vm: Some(vm.to_string()),
-            op: "vm-state-change".into(),
+            op: op.into(),
             params_digest: tvp_audit::params::digest(&p),
             stage: Stage::Event,
             decision: Decision::Allow,

@@ -88,11 +88,35 @@ pub fn request_with_token(
         head.push_str(&format!("X-Tvp-Authorization: {t}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.take(MAX_RESPONSE).read_to_end(&mut raw)?;
+    // tvpd may answer before reading the whole body (413 from the declared length)
+    // and close: then the write fails, but the reply is waiting to be read.
+    let wrote = s
+        .write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body));
+    let raw = read_reply(&mut s).map_err(|e| match wrote {
+        Err(w) => ClientError::from(w),
+        Ok(()) => e.into(),
+    })?;
     parse_reply(&raw)
+}
+
+/// Reads the reply until EOF (at most [`MAX_RESPONSE`] bytes). A reset after some
+/// bytes ends the reply too: a server that closes with part of our request unread
+/// makes the kernel report ECONNRESET once its reply has been read.
+fn read_reply(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    while (raw.len() as u64) < MAX_RESPONSE {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    raw.truncate(MAX_RESPONSE as usize);
+    Ok(raw)
 }
 
 fn parse_reply(raw: &[u8]) -> Result<HttpReply, ClientError> {

@@ -106,9 +106,9 @@ fn operate(
 
 fn print_vm(v: &VmView) {
     println!(
-        "{}: {:?}{}",
+        "{}: {}{}",
         v.id,
-        v.state,
+        v.state.name(),
         if v.paused { " (paused)" } else { "" }
     );
     if let Some(r) = &v.reason {
@@ -139,7 +139,7 @@ fn print_vm(v: &VmView) {
         );
     }
     for (t, s) in &v.history {
-        println!("  {t}  {s:?}");
+        println!("  {t}  {}", s.name());
     }
 }
 
@@ -181,9 +181,9 @@ pub fn run(cli: &Cli, cmd: &VmCommand) -> i32 {
                             None => "-".to_string(),
                         };
                         println!(
-                            "{:<24} {:<12} {:<8} {}",
+                            "{:<24} {:<16} {:<8} {}",
                             v.id,
-                            format!("{:?}", v.state).to_lowercase(),
+                            v.state.name(),
                             lease,
                             v.reason.unwrap_or_default()
                         );

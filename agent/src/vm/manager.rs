@@ -393,6 +393,7 @@ impl Manager {
     /// `platform-changed: <path>`; the others are only alerted (logged, recorded).
     pub fn platform_changed(&self, change: &PlatformChange) {
         let mut off = Vec::new();
+        let mut recorded = Vec::new();
         let mut inner = lock(&self.inner);
         let live: Vec<String> = inner
             .vms
@@ -406,13 +407,32 @@ impl Manager {
                     vm.revocations.push(change.clone());
                 }
                 warn!(vm = id.as_str(), path = change.path.as_str(), remediation = if vm.power_off_on_platform_change { "power-off" } else { "alert" }; "revocation: a measured platform file changed while the VM runs");
-                if vm.power_off_on_platform_change {
+                let remediation = if vm.power_off_on_platform_change {
                     off.push((id.clone(), vm.tx.clone()));
-                }
+                    "power-off"
+                } else {
+                    "alert"
+                };
+                recorded.push((
+                    id.clone(),
+                    control::label(vm.state, vm.paused),
+                    format!(
+                        "platform-changed: {} (measured {}, now {}); remediation {remediation}",
+                        change.path,
+                        change.measured,
+                        change.current.as_deref().unwrap_or("gone")
+                    ),
+                ));
             }
             self.persist(&inner, &id);
         }
         drop(inner);
+        // In the tenants' audit trails too (not under the manager's lock).
+        for (id, state, reason) in recorded {
+            if let Err(e) = self.audit.revocation_blocking(&id, &state, &reason) {
+                log::error!(vm = id.as_str(), error = e.to_string(); "revocation not recorded in the audit trail");
+            }
+        }
         for (_, tx) in off {
             let _ = tx.send(Event::Destroy(format!("platform-changed: {}", change.path)));
         }
@@ -1028,7 +1048,10 @@ impl Manager {
                     let state = self.get(id).map(|v| v.state).unwrap_or(VmState::Destroyed);
                     if matches!(
                         state,
-                        VmState::Queued | VmState::Measuring | VmState::Attesting
+                        VmState::Queued
+                            | VmState::Measuring
+                            | VmState::Attesting
+                            | VmState::BootingWorkload
                     ) {
                         warn!(vm = id; "attestation deadline passed: destroying the VM");
                         self.send(id, &mut w, &HostMessage::Stop);
@@ -1252,6 +1275,7 @@ impl Manager {
                             );
                             if lock(&self.inner).vms.get(id).is_some_and(|v| v.tunnel) {
                                 self.phase(id, Phase::Delivery);
+                                self.set_state(id, VmState::BootingWorkload, None);
                             }
                         }
                         Err(e) => self.send(id, w, &refused(request_id, refusal::TPM_FAILED, &e)),

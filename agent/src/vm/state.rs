@@ -12,6 +12,10 @@ pub enum VmState {
     Measuring,
     /// Running its firmware, holding the lease: tunnel, quote.
     Attesting,
+    /// Its evidence went to the boot server, which verifies it and delivers the
+    /// workload; the firmware checks the workload's signature and hands over (still
+    /// holding the lease).
+    BootingWorkload,
     /// Handed over to the workload (lease released).
     Running,
     /// Ended with a failure; `reason` says why.
@@ -21,6 +25,19 @@ pub enum VmState {
 }
 
 impl VmState {
+    /// The API's name of the state (`booting-workload`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VmState::Queued => "queued",
+            VmState::Measuring => "measuring",
+            VmState::Attesting => "attesting",
+            VmState::BootingWorkload => "booting-workload",
+            VmState::Running => "running",
+            VmState::Failed => "failed",
+            VmState::Destroyed => "destroyed",
+        }
+    }
+
     /// Whether the VM is over.
     pub fn is_final(self) -> bool {
         matches!(self, VmState::Failed | VmState::Destroyed)
@@ -84,4 +101,24 @@ pub struct VmView {
     /// attestation established no longer holds for them.
     #[serde(default)]
     pub revocations: Vec<crate::platform_watch::PlatformChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VmState;
+
+    #[test]
+    fn names_are_the_api_names() {
+        for s in [
+            VmState::Queued,
+            VmState::Measuring,
+            VmState::Attesting,
+            VmState::BootingWorkload,
+            VmState::Running,
+            VmState::Failed,
+            VmState::Destroyed,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+    }
 }

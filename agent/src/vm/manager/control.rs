@@ -121,11 +121,11 @@ impl Op {
 
 /// A state as audit records show it: `running`, or `running, paused`.
 pub fn label(state: VmState, paused: bool) -> String {
-    let s = format!("{state:?}").to_lowercase();
+    let s = state.name();
     if paused {
         format!("{s}, paused")
     } else {
-        s
+        s.to_string()
     }
 }
 
