@@ -1,5 +1,6 @@
 //! Out-of-context VMs: a KVM VM created by a process tvpd does not manage is reported
-//! by `GET /v1/host/unmanaged-vms` within a bounded time, and disappears when it ends.
+//! by `GET /v1/host/unmanaged-vms` within a bounded time, and disappears when it ends;
+//! the tenants of live VMs find both events in their audit trails.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,9 +79,27 @@ fn a_tvp_vmm_started_outside_tvpd_is_reported_as_such() {
         return;
     }
     let tpm = Swtpm::blank();
-    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--kvm-scan-interval-ms", "200"]);
     let dir = tpm.scratch("rogue");
     let spin = tvp_tests::guests::build_guest("spin", &dir);
+    let t = Tvpd::start(
+        &tpm,
+        &tpm.scratch("a"),
+        &[
+            "--kvm-scan-interval-ms",
+            "200",
+            "--firmware",
+            spin.to_str().unwrap(),
+        ],
+    );
+    // A tenant's VM on this host (it spins in its firmware, holding the lease).
+    let mut spec = serde_json::json!({"id": "tenant-vm", "vip": "10.0.0.2/24", "gateway": "10.0.0.1",
+        "mac": "02:00:00:00:00:01", "auth_code": "U-t", "boot_server": "10.0.0.1:8443",
+        "boot_server_name": "boot.tenant.example",
+        "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
+        "memory_mib": 16, "attestation_deadline_secs": 120});
+    tvp_tests::Tenant::shared().add_to_spec(&mut spec);
+    let r = t.api("POST", "/v1/vms", Some(&spec.to_string()));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let ca = dir.join("ca.der");
     std::fs::write(&ca, [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
     let page = dir.join("config.page");
@@ -130,4 +149,29 @@ fn a_tvp_vmm_started_outside_tvpd_is_reported_as_such() {
     let _ = rogue.kill();
     let _ = rogue.wait();
     assert_eq!(entry["kind"], "tvp-vmm-outside-tvpd", "{entry}");
+    // The tenant learns of it in its audit trail: appeared, then gone.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let x = t.api_json("GET", "/v1/vms/tenant-vm/audit", None);
+        let reasons: Vec<String> = x["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.get("record"))
+            .filter(|r| r["op"] == "out-of-context-vm")
+            .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let appeared = format!("appeared: tvp-vmm-outside-tvpd pid {pid} ");
+        let gone = format!("gone: tvp-vmm-outside-tvpd pid {pid} ");
+        if reasons.iter().any(|r| r.starts_with(&appeared))
+            && reasons.iter().any(|r| r.starts_with(&gone))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no out-of-context records for pid {pid} in the tenant's extract: {reasons:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

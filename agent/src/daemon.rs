@@ -354,8 +354,8 @@ fn print_expected_pcrs(cfg: &Config) -> i32 {
     exit::OK
 }
 
-/// Periodically look for KVM VMs tvpd did not create and log each as it appears and
-/// goes.
+/// Periodically look for KVM VMs tvpd did not create; log each as it appears and
+/// goes, and record it in the live VMs' audit trails.
 async fn scan_for_unmanaged_vms(
     census: Arc<Mutex<Census>>,
     vms: Arc<crate::vm::Manager>,
@@ -371,11 +371,19 @@ async fn scan_for_unmanaged_vms(
         let managed = vms.pids();
         let change =
             crate::lock(&census).update(&found, &managed, "tvp-vmm", &crate::logging::timestamp());
-        for v in change.appeared {
-            warn!(pid = v.pid, comm = v.comm.as_str(), kind = format!("{:?}", v.kind), vm_fds = v.vm_fds; "unmanaged KVM VM on this host");
+        for v in &change.appeared {
+            warn!(pid = v.pid, comm = v.comm.as_str(), kind = v.kind.name(), vm_fds = v.vm_fds; "unmanaged KVM VM on this host");
         }
-        for v in change.vanished {
+        for v in &change.vanished {
             info!(pid = v.pid, comm = v.comm.as_str(); "unmanaged KVM VM gone");
+        }
+        if !change.appeared.is_empty() || !change.vanished.is_empty() {
+            // Into every live VM's audit trail (blocking appends: off the runtime).
+            let vms = vms.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                vms.out_of_context(&change.appeared, &change.vanished)
+            })
+            .await;
         }
     }
 }

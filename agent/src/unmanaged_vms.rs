@@ -39,6 +39,16 @@ pub enum UnmanagedKind {
     TvpVmmOutsideTvpd,
 }
 
+impl UnmanagedKind {
+    /// The API's name (`foreign-kvm`, `tvp-vmm-outside-tvpd`).
+    pub fn name(self) -> &'static str {
+        match self {
+            UnmanagedKind::ForeignKvm => "foreign-kvm",
+            UnmanagedKind::TvpVmmOutsideTvpd => "tvp-vmm-outside-tvpd",
+        }
+    }
+}
+
 /// An unmanaged VM as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -106,6 +106,28 @@ pub struct RemediationOutcome {
     pub result: Result<(), String>,
 }
 
+/// Host events written into every live VM's trail, so each affected tenant sees them
+/// in its extract as they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A measured platform file changed while the VM was live: the trust its
+    /// attestation established no longer holds (op `platform-revocation`).
+    PlatformRevocation,
+    /// A KVM VM tvpd did not create appeared on, or left, the host (op
+    /// `out-of-context-vm`).
+    OutOfContextVm,
+}
+
+impl HostEvent {
+    /// The record's operation name.
+    pub fn op(self) -> &'static str {
+        match self {
+            HostEvent::PlatformRevocation => "platform-revocation",
+            HostEvent::OutOfContextVm => "out-of-context-vm",
+        }
+    }
+}
+
 /// How many deleted VMs' bindings are kept for their tenants' extracts.
 pub const RETIRED_BINDINGS: usize = 4096;
 
@@ -292,17 +314,17 @@ impl Audit {
         self.event_blocking(vm, "vm-state-change", before, after, reason)
     }
 
-    /// Record a platform revocation for a live VM (op `platform-revocation`): a
-    /// measured platform file changed while it ran; `reason` names the file and the
-    /// remediation. Its state is unchanged by this record (a power-off follows as its
-    /// own state change). Blocking, like [`Audit::vm_event_blocking`].
-    pub fn revocation_blocking(
+    /// Record a host event that concerns a live VM without changing its state
+    /// (`state_before` = `state_after` = `state`): see [`HostEvent`]. Blocking, like
+    /// [`Audit::vm_event_blocking`].
+    pub fn host_event_blocking(
         &self,
         vm: &str,
+        event: HostEvent,
         state: &str,
         reason: &str,
     ) -> Result<u64, AuditError> {
-        self.event_blocking(vm, "platform-revocation", state, state, reason)
+        self.event_blocking(vm, event.op(), state, state, reason)
     }
 
     fn event_blocking(

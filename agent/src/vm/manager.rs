@@ -23,12 +23,14 @@ use super::spec::CreateVmRequest;
 use super::state::{MeasurementView, VmState, VmView};
 use super::store::{self, VmRecord};
 use super::tap;
+use crate::audit::gate::HostEvent;
 use crate::audit::Audit;
 use crate::host_log::HostEventLog;
 use crate::lock;
 use crate::logging::timestamp;
 use crate::platform_watch::{PlatformChange, PlatformState};
 use crate::tpm::service::TpmClient;
+use crate::unmanaged_vms::UnmanagedVm;
 
 pub mod control;
 pub use control::Op;
@@ -429,12 +431,46 @@ impl Manager {
         drop(inner);
         // In the tenants' audit trails too (not under the manager's lock).
         for (id, state, reason) in recorded {
-            if let Err(e) = self.audit.revocation_blocking(&id, &state, &reason) {
-                log::error!(vm = id.as_str(), error = e.to_string(); "revocation not recorded in the audit trail");
-            }
+            self.record_host_event(&id, HostEvent::PlatformRevocation, &state, &reason);
         }
         for (_, tx) in off {
             let _ = tx.send(Event::Destroy(format!("platform-changed: {}", change.path)));
+        }
+    }
+
+    /// KVM VMs tvpd did not create appeared or vanished (the unmanaged-VM scan): an
+    /// `out-of-context-vm` record in every live VM's trail, so each tenant on the host
+    /// learns of them as they happen. Blocking (audit appends); not on a runtime thread.
+    pub fn out_of_context(&self, appeared: &[UnmanagedVm], vanished: &[UnmanagedVm]) {
+        let live: Vec<(String, String)> = lock(&self.inner)
+            .vms
+            .iter()
+            .filter(|(_, vm)| !vm.state.is_final())
+            .map(|(id, vm)| (id.clone(), control::label(vm.state, vm.paused)))
+            .collect();
+        let events = appeared
+            .iter()
+            .map(|v| ("appeared", v))
+            .chain(vanished.iter().map(|v| ("gone", v)));
+        for (what, v) in events {
+            let reason = format!(
+                "{what}: {} pid {} ({}, exe {}), {} KVM VM descriptor(s), first seen {}",
+                v.kind.name(),
+                v.pid,
+                v.comm,
+                v.exe.as_deref().unwrap_or("unknown"),
+                v.vm_fds,
+                v.first_seen
+            );
+            for (id, state) in &live {
+                self.record_host_event(id, HostEvent::OutOfContextVm, state, &reason);
+            }
+        }
+    }
+
+    fn record_host_event(&self, id: &str, event: HostEvent, state: &str, reason: &str) {
+        if let Err(e) = self.audit.host_event_blocking(id, event, state, reason) {
+            log::error!(vm = id, event = event.op(), error = e.to_string(); "host event not recorded in the VM's audit trail");
         }
     }
 
