@@ -317,3 +317,75 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
     o.assert_refused("attestation-rejected", 10, "attestation-rejected:pcr23");
     assert_eq!(o.report["check"], "pcr23");
 }
+
+#[test]
+fn a_boot_server_that_never_answers_costs_the_vm_its_deadline_and_the_next_vm_proceeds() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("mute") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    // A "boot server" that accepts the connection and never says a word.
+    let mute = ns.listen("10.0.0.1:8444");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in mute.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-next\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &ten.workload,
+        1,
+    );
+    let mut stuck: Value = serde_json::from_str(&spec("stuck", "U-stuck", &ca, NAME)).unwrap();
+    stuck["boot_server"] = json!("10.0.0.1:8444");
+    stuck["attestation_deadline_secs"] = json!(4);
+    let r = h.t.api("POST", "/v1/vms", Some(&stuck.to_string()));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Queued behind it: the next VM, with the real boot server.
+    let o = boot(&h, &mut server, "next", "U-next", &ca);
+    let s = wait_final(&h.t, "stuck");
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["reason"], "attestation-deadline", "{s}");
+    assert!(s["handover_digest"].is_null(), "{s}");
+    assert!(
+        console(&h.t, "stuck").contains("tcp: connected to 10.0.0.1:8444"),
+        "{}",
+        console(&h.t, "stuck")
+    );
+    assert!(o.workload_ran(), "{}", o.console);
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    // The next VM got the lease only after the stuck one lost it.
+    let at = |v: &Value, state: &str| {
+        v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[1] == state)
+            .and_then(|h| h[0].as_str())
+            .map(str::to_string)
+            .unwrap()
+    };
+    assert!(at(&s, "failed") <= at(&o.vm, "measuring"), "{s}\n{}", o.vm);
+    // PCRs 16 and 23 are free again.
+    let q = h.t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(r#"{"nonce":"00","pcrs":[16,23]}"#),
+    );
+    for p in ["16", "23"] {
+        assert_eq!(q["pcrs"]["sha256"][p], "0".repeat(64), "{q}");
+    }
+}
