@@ -407,10 +407,11 @@ pub fn boot_spec(h: &Host, server: &mut BootServer, id: &str, spec: &str) -> Out
     let ended = t0.elapsed();
     let report = server.report(1).remove(0);
     eprintln!(
-        "{id}: VM ended after {:.2} s, boot server report after {:.2} s: {}",
+        "{id}: VM ended after {:.2} s, boot server report after {:.2} s: {} {}",
         ended.as_secs_f64(),
         t0.elapsed().as_secs_f64(),
-        report["reason"]
+        report["event"].as_str().unwrap_or("?"),
+        report["reason"].as_str().unwrap_or_default()
     );
     Outcome {
         vm,
