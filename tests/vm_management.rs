@@ -498,6 +498,19 @@ fn allowed_power_off_reboot_and_delete_really_happen_and_are_audited() {
         })
         .count();
     assert_eq!(deletes, 2, "{x}");
+    // The id used again, by another tenant: its extract starts at the new VM's
+    // creation and shows nothing of the earlier VM.
+    let other = Tenant::new(&["delete"], "alert");
+    create_running(&t, "vm-d", &other);
+    let x = t.api_json("GET", "/v1/vms/vm-d/audit", None);
+    let records: Vec<&Value> = x["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.get("record"))
+        .collect();
+    assert_eq!(records[0]["op"], "create-vm", "{x}");
+    assert!(!records.iter().any(|r| r["op"] == "delete"), "{x}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use base64::Engine;
 use serde::Serialize;
 use tvp_audit::anchor::AnchorCertification;
 use tvp_audit::extract::{self, Extract};
-use tvp_audit::record::AuditRecord;
+use tvp_audit::record::{AuditRecord, Stage};
 
 use super::gate::Audit;
 use crate::api::error::ApiError;
@@ -78,8 +78,9 @@ impl Audit {
         })
     }
 
-    /// A tenant's extract of `vm` from `since`, certified if `nonce` is given. 404 if
-    /// the VM has no tenant binding, live or retired (recently deleted).
+    /// A tenant's extract of `vm` from `since` (never before the current VM with this
+    /// id was created), certified if `nonce` is given. 404 if the VM has no tenant
+    /// binding, live or retired (recently deleted).
     pub async fn extract(
         &self,
         vm: &str,
@@ -91,10 +92,85 @@ impl Audit {
             .ok_or_else(|| ApiError::not_found_vm(vm))?;
         let log = self.log().lock().await;
         let reported = |op: &str| binding.policy.reports(op);
+        let since = since.max(incarnation_start(log.records(), vm));
         let mut x = extract::build(log.records(), vm, since, &reported);
         if let Some(n) = nonce {
             x.anchor = Some(self.certify_locked(&log, n).await?);
         }
         Ok(x)
+    }
+}
+
+/// Where the current VM with id `vm` begins in the log: the decision record of the
+/// last `create-vm` request for that id that succeeded (201). An id used again after a
+/// delete belongs to a new VM, possibly another tenant's: its extract must not show the
+/// earlier VM's records. 1 if there is none (e.g. a log that starts later).
+fn incarnation_start(records: &[AuditRecord], vm: &str) -> u64 {
+    records
+        .iter()
+        .rev()
+        .find(|r| {
+            r.vm.as_deref() == Some(vm)
+                && r.op == "create-vm"
+                && r.stage == Stage::Result
+                && r.status == Some(201)
+        })
+        .map_or(1, |r| r.request.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvp_audit::record::{Decision, RecordDraft};
+
+    fn rec(
+        seq: u64,
+        vm: &str,
+        op: &str,
+        stage: Stage,
+        status: Option<u16>,
+        request: u64,
+    ) -> AuditRecord {
+        let mut r = AuditRecord::seal(
+            RecordDraft {
+                time_ms: seq,
+                uid: 0,
+                pid: None,
+                vm: Some(vm.into()),
+                op: op.into(),
+                params_digest: [0; 32],
+                stage,
+                decision: Decision::Allow,
+                reason: String::new(),
+                status,
+                result: None,
+                state_before: None,
+                state_after: None,
+                request,
+            },
+            seq,
+            &[0; 32],
+        );
+        r.request = request;
+        r
+    }
+
+    #[test]
+    fn an_extract_starts_at_the_last_successful_create_of_the_id() {
+        let log = vec![
+            rec(1, "a", "create-vm", Stage::Decision, None, 1),
+            rec(2, "a", "create-vm", Stage::Result, Some(201), 1),
+            rec(3, "a", "delete", Stage::Result, Some(200), 3),
+            rec(4, "a", "create-vm", Stage::Decision, None, 4),
+            rec(5, "a", "create-vm", Stage::Result, Some(201), 4),
+            // A failed create of the live id (409) does not move the start.
+            rec(6, "a", "create-vm", Stage::Decision, None, 6),
+            rec(7, "a", "create-vm", Stage::Result, Some(409), 6),
+            rec(8, "b", "create-vm", Stage::Result, Some(201), 8),
+        ];
+        assert_eq!(incarnation_start(&log, "a"), 4);
+        assert_eq!(incarnation_start(&log, "b"), 8);
+        assert_eq!(incarnation_start(&log, "c"), 1);
+        assert_eq!(incarnation_start(&log[..3], "a"), 1);
     }
 }
