@@ -2,11 +2,13 @@
 //! (tvpd + swtpm + TAP in a private network namespace + tvp-boot-server + the real
 //! firmware), each ending with the signed test workload printing after the handover.
 //! Prints the TLS handshake (as the firmware and the boot server measure it), the boot
-//! server's whole session (handshake → workload acknowledged) and VM create → workload
-//! done through tvpd's API. Needs root, KVM, swtpm; `cargo build --workspace --bins`.
+//! server's whole session (handshake → workload acknowledged), VM create → workload
+//! done through tvpd's API, its breakdown by boot phase and the PCR lease hold. Needs
+//! root, KVM, swtpm; `cargo build --workspace --bins`.
 
 use std::time::Duration;
 use tvp_tests::netboot::*;
+use tvp_tests::phases::breakdown;
 
 fn stats(name: &str, unit: &str, mut v: Vec<f64>) {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -48,6 +50,10 @@ fn main() {
     );
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).expect("ca");
     let (mut fw_tls, mut srv_tls, mut session, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut lease, mut phases) = (
+        vec![],
+        std::collections::BTreeMap::<String, Vec<f64>>::new(),
+    );
     for i in 0..n {
         let o = boot(
             &h,
@@ -74,6 +80,11 @@ fn main() {
         srv_tls.extend(o.report["handshake_millis"].as_f64());
         session.extend(o.report["millis"].as_f64());
         total.push(o.elapsed.as_secs_f64() * 1000.0);
+        let (per, _, hold) = breakdown(&o.vm);
+        lease.push(hold * 1000.0);
+        for (p, t) in per {
+            phases.entry(p).or_default().push(t * 1000.0);
+        }
         let id = format!("bench-{i}");
         let token = tvp_tests::Tenant::shared().token(&id, "delete", &[]);
         let _ =
@@ -85,4 +96,17 @@ fn main() {
     stats("TLS 1.3 handshake, boot server side", "ms", srv_tls);
     stats("boot server session (TLS .. workload acked)", "ms", session);
     stats("VM create -> workload done (API)", "ms", total);
+    println!("boot phases (tvpd's boot log), in boot order:");
+    for p in ["queued", "measuring", "tunnel", "attestation", "delivery"] {
+        if let Some(v) = phases.remove(p) {
+            stats(&format!("  {p}"), "ms", v);
+        }
+    }
+    println!(
+        "  (queued: VMM start, firmware measurement, lease wait; measuring: PCR 23 extend and check;\n   \
+         tunnel: firmware start, network, TCP, TLS handshake, reservation; attestation: the\n   \
+         quote through the mailbox; delivery: the boot server's verification, workload\n   \
+         transfer, signature check, handover)"
+    );
+    stats("PCR lease hold (measuring .. handover)", "ms", lease);
 }

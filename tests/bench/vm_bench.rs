@@ -11,25 +11,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tvp_tests::phases::breakdown;
 use tvp_tests::{Swtpm, Tenant, Tvpd};
-
-/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn secs(t: &str) -> f64 {
-    let n = |a: usize, b: usize| t.get(a..b).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let frac: f64 = t
-        .get(19..)
-        .and_then(|s| s.trim_end_matches('Z').parse().ok())
-        .unwrap_or(0.0);
-    (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19)) as f64 + frac
-}
 
 fn spec(id: &str) -> String {
     let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
@@ -51,31 +34,6 @@ fn wait_final(t: &Tvpd, id: &str) -> Value {
         assert!(Instant::now() < deadline, "VM {id} did not finish: {v}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// (phase → seconds spent in it, create → running seconds, lease hold seconds)
-fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
-    let created = secs(v["created_at"].as_str().unwrap_or(""));
-    let phases = v["phases"].as_array().cloned().unwrap_or_default();
-    let start_of = |name: &str| {
-        phases
-            .iter()
-            .find(|p| p["phase"] == name)
-            .map(|p| secs(p["started_at"].as_str().unwrap_or("")))
-    };
-    let running = start_of("running").unwrap_or_else(|| panic!("VM never handed over: {v}"));
-    let mut per = BTreeMap::new();
-    for p in &phases {
-        let name = p["phase"].as_str().unwrap_or("?").to_string();
-        if name == "running" {
-            continue;
-        }
-        let start = secs(p["started_at"].as_str().unwrap_or(""));
-        let end = p["ended_at"].as_str().map(secs).unwrap_or(start);
-        per.insert(name, end - start);
-    }
-    let lease = running - start_of("measuring").unwrap_or(running);
-    (per, running - created, lease)
 }
 
 fn pct(v: &mut [f64], p: usize) -> f64 {

@@ -4,6 +4,7 @@
 
 pub mod guests;
 pub mod netboot;
+pub mod phases;
 pub mod swtpm;
 pub mod tenant;
 pub mod tmpfs;
