@@ -7,7 +7,7 @@
 #  - measured VMs through the API: create -> running with a per-phase breakdown, the
 #    PCR lease hold time, attestations per minute with 10 queued VMs (tvp-bench-vm);
 #  - the real network boot: TLS handshake on both ends, boot-server session, API create
-#    -> workload done (tvp-bench-netboot);
+#    -> workload done by boot phase, lease hold, 10 queued network boots (tvp-bench-netboot);
 #  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image);
 #  - audit append (fsync + TPM NV anchor) vs a plain write+fsync loop
 #    (scripts/bench-audit.sh).
@@ -24,7 +24,7 @@ TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
 say "measured VMs: create -> running, lease hold time, attestations per minute"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-vm 20 10
 say "network boot: handshake, boot-server session, create -> workload (real firmware, TAP, boot server)"
-TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-netboot "${NETBOOTS:-10}"
+TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-netboot "${NETBOOTS:-10}" "${NETBOOTS_QUEUED:-10}"
 say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
