@@ -389,3 +389,53 @@ fn a_boot_server_that_never_answers_costs_the_vm_its_deadline_and_the_next_vm_pr
         assert_eq!(q["pcrs"]["sha256"][p], "0".repeat(64), "{q}");
     }
 }
+
+#[test]
+fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc", "objcopy");
+    let Some(ns) = NetNs::create("linux") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let linux = sign_linux(
+        &ten,
+        "console=ttyS0 tvp.test=bzimage",
+        b"TVP-INITRD-0123456789",
+    );
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-linux\n").unwrap();
+    let mut server = BootServer::start(
+        &ns,
+        &ten,
+        &ten,
+        NAME,
+        &res,
+        &h.inventory,
+        &h.firmware,
+        &linux,
+        1,
+    );
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let o = boot(&h, &mut server, "linux", "U-linux", &ca);
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(
+        o.console
+            .contains("tvp-firmware: handing over to the Linux kernel at 0x2200200"),
+        "{}",
+        o.console
+    );
+    // The kernel got the zero page: loader type, its command line, the memory map
+    // (low RAM, RAM above 1 MiB) and the initrd, as the boot protocol says.
+    assert!(
+        o.console.contains(
+            "tvp-bzimage: loader=0xff cmdline=console=ttyS0 tvp.test=bzimage e820=02 \
+             initrd=TVP-INITRD-01234"
+        ),
+        "{}",
+        o.console
+    );
+    assert_eq!(o.vm["state"], "destroyed", "{}", o.vm);
+    assert_eq!(o.vm["handover_digest"], o.report["workload_digest"]);
+}

@@ -169,6 +169,29 @@ pub fn tenant(dir: &Path, tag: &str, server_name: &str) -> TenantFiles {
     TenantFiles { dir: d, workload }
 }
 
+/// Signs the stand-in Linux kernel (`pxe-firmware/test-workload/bzimage.S`, built by
+/// `build-test-workload.sh`) with `cmdline` and `initrd` as `t`'s Linux workload.
+pub fn sign_linux(t: &TenantFiles, cmdline: &str, initrd: &[u8]) -> PathBuf {
+    let initrd_file = t.dir.join("initrd");
+    std::fs::write(&initrd_file, initrd).unwrap();
+    let out = t.dir.join("linux.signed");
+    let st = Command::new(bin("tvp-boot-server"))
+        .args(["sign-workload", "--kernel"])
+        .arg(t.dir.join("wl").join("test-bzimage"))
+        .args(["--cmdline", cmdline, "--initrd"])
+        .arg(&initrd_file)
+        .arg("--key")
+        .arg(t.dir.join("workload.key"))
+        .arg("--cert")
+        .arg(t.dir.join("workload.pem"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
 /// The boot server process in the namespace; killed (by pid) on drop.
 pub struct BootServer {
     child: Child,

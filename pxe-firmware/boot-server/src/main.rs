@@ -22,11 +22,22 @@ struct Cli {
 enum Cmd {
     /// Serve network boots; one JSON line per connection on stdout.
     Serve(Serve),
-    /// Sign an ELF workload with an Ed25519 key certified by the tenant CA.
+    /// Sign a workload with an Ed25519 key certified by the tenant CA: a static ELF
+    /// image (--elf), or a Linux kernel (--kernel bzImage, --cmdline, optional
+    /// --initrd), which the firmware boots with the x86 64-bit boot protocol.
     SignWorkload {
         /// The workload (ELF).
+        #[arg(long, required_unless_present = "kernel", conflicts_with = "kernel")]
+        elf: Option<PathBuf>,
+        /// A Linux kernel (bzImage, relocatable, boot protocol 2.12 or later).
         #[arg(long)]
-        elf: PathBuf,
+        kernel: Option<PathBuf>,
+        /// The kernel command line (printable ASCII, at most 2047 bytes).
+        #[arg(long, requires = "kernel", default_value = "console=ttyS0")]
+        cmdline: String,
+        /// An initial RAM disk for the kernel.
+        #[arg(long, requires = "kernel")]
+        initrd: Option<PathBuf>,
         /// The Ed25519 private key (PEM, PKCS#8).
         #[arg(long)]
         key: PathBuf,
@@ -124,12 +135,27 @@ fn main() -> ExitCode {
             Cmd::Serve(s) => serve(s),
             Cmd::SignWorkload {
                 elf,
+                kernel,
+                cmdline,
+                initrd,
                 key,
                 cert,
                 out,
             } => {
-                let signed =
-                    workload::sign(&read(&elf)?, &key, &cert).map_err(|e| e.to_string())?;
+                let payload = match (elf, kernel) {
+                    (Some(elf), _) => read(&elf)?,
+                    (None, Some(kernel)) => {
+                        let initrd = initrd.as_deref().map(read).transpose()?;
+                        workload::linux_bundle(
+                            &read(&kernel)?,
+                            &cmdline,
+                            initrd.as_deref().unwrap_or_default(),
+                        )
+                        .map_err(|e| e.to_string())?
+                    }
+                    (None, None) => return Err("--elf or --kernel is required".into()),
+                };
+                let signed = workload::sign(&payload, &key, &cert).map_err(|e| e.to_string())?;
                 std::fs::write(&out, signed).map_err(|e| format!("{}: {e}", out.display()))
             }
         }

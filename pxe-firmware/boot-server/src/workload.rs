@@ -23,6 +23,29 @@ pub enum WorkloadError {
     /// The container is malformed or too large.
     #[error("signed workload: {0}")]
     Format(tvp_boot_protocol::ProtocolError),
+    /// The kernel, command line or initrd cannot be booted by the firmware.
+    #[error("Linux workload: {0}")]
+    Linux(tvp_boot_protocol::linux::LinuxError),
+}
+
+/// A generous workload window (32 MiB .. 4 GiB) for checking a kernel at signing
+/// time; the firmware checks again against the VM's real window.
+const LINUX_CHECK_WINDOW: (u64, u64) = (0x200_0000, 4 << 30);
+
+/// A Linux bundle (`tvp_boot_protocol::linux`) of `kernel` (bzImage), `cmdline` and
+/// `initrd` (may be empty), checked as far as it can be without the VM's memory size.
+pub fn linux_bundle(kernel: &[u8], cmdline: &str, initrd: &[u8]) -> Result<Vec<u8>, WorkloadError> {
+    use tvp_boot_protocol::linux;
+    let mut b = linux::bundle_header(cmdline.len(), initrd.len(), kernel.len())
+        .map_err(WorkloadError::Linux)?
+        .to_vec();
+    b.extend_from_slice(cmdline.as_bytes());
+    b.extend_from_slice(initrd);
+    b.extend_from_slice(kernel);
+    let parsed = linux::parse_bundle(&b).map_err(WorkloadError::Linux)?;
+    linux::layout(&parsed, LINUX_CHECK_WINDOW.0, LINUX_CHECK_WINDOW.1)
+        .map_err(WorkloadError::Linux)?;
+    Ok(b)
 }
 
 /// Signs `elf` with the Ed25519 key `key_pem` (PKCS#8) whose certificate is `cert_pem`;

@@ -8,7 +8,7 @@ use crate::platform::milestone;
 use crate::tcp::TcpStream;
 use crate::tls::{Tls, TlsError};
 use crate::{config, print, println, VERSION};
-use crate::{elf, workload};
+use crate::{elf, linux, workload};
 use alloc::vec;
 use core::fmt;
 use tvp_abi::config::Config;
@@ -257,12 +257,21 @@ fn deliver(
     println!();
     // The workload window ends where the VM's image (if any) begins.
     let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
-    let entry = match elf::load(payload, window_end) {
-        Ok(e) => e,
-        Err(e) => {
-            println!("workload: not loadable: {e:?}");
-            fail_told(tls, net, Failure::BadWorkload)
-        }
+    let (kind, loaded) = if tvp_boot_protocol::linux::is_bundle(payload) {
+        let r = linux::load(payload, window_end, cfg.mem_size()).map_err(|e| {
+            println!("workload: Linux bundle not loadable: {e:?}");
+        });
+        ("Linux kernel", r)
+    } else {
+        let r = elf::load(payload, window_end)
+            .map(|entry| (entry, 0))
+            .map_err(|e| {
+                println!("workload: not loadable: {e:?}");
+            });
+        ("workload", r)
+    };
+    let Ok((entry, arg)) = loaded else {
+        fail_told(tls, net, Failure::BadWorkload)
     };
     if let Err(e) = mbox.handover(&digest) {
         println!("mailbox: handover refused: {e:?}");
@@ -270,6 +279,6 @@ fn deliver(
     }
     let _ = frames::send(tls, net, MsgType::Status, &STATUS_HANDOVER.to_le_bytes());
     milestone(milestone::DONE);
-    println!("tvp-firmware: handing over to the workload at {entry:#x}");
-    crate::stub::handover(entry, 0)
+    println!("tvp-firmware: handing over to the {kind} at {entry:#x}");
+    crate::stub::handover(entry, arg)
 }

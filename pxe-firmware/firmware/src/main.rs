@@ -23,6 +23,7 @@ pub mod failure;
 pub mod frames;
 pub mod hal;
 pub mod heap;
+pub mod linux;
 pub mod mailbox;
 pub mod net;
 pub mod platform;

@@ -24,6 +24,7 @@
 extern crate std;
 
 pub mod elf;
+pub mod linux;
 pub mod signed;
 
 /// Protocol version carried in the boot request.

@@ -1,0 +1,51 @@
+//! Loading a Linux bundle (`tvp_boot_protocol::linux`: bzImage, command line, initrd)
+//! into the workload window with the x86 64-bit boot protocol, after the signature
+//! verified and `tvp_boot_protocol::linux` validated the layout. The handover then
+//! jumps to the 64-bit entry with `RSI` = the zero page.
+
+use core::ptr;
+use tvp_boot_protocol::linux::{self, LinuxError, E820_RAM, E820_RESERVED};
+
+use crate::elf::WORKLOAD_BASE;
+
+/// Conventional RAM below the legacy video/BIOS hole.
+const LOW_RAM_END: u64 = 0x9_f000;
+/// Start of the RAM above 1 MiB.
+const HIGH_RAM: u64 = 0x10_0000;
+
+/// Loads the bundle `payload` into `[WORKLOAD_BASE, window_end)`; returns the entry
+/// point and the zero page's address. RAM from `window_end` to `mem_end` (the VM's
+/// image) is reported reserved to the kernel.
+pub fn load(payload: &[u8], window_end: u64, mem_end: u64) -> Result<(u64, u64), LinuxError> {
+    let b = linux::parse_bundle(payload)?;
+    let l = linux::layout(&b, WORKLOAD_BASE, window_end)?;
+    let map = [
+        (0, LOW_RAM_END, E820_RAM),
+        (HIGH_RAM, window_end - HIGH_RAM, E820_RAM),
+        (
+            window_end,
+            mem_end.saturating_sub(window_end),
+            E820_RESERVED,
+        ),
+    ];
+    let used = if mem_end > window_end { 3 } else { 2 };
+    let zero_page = linux::zero_page(&b, &l, &map[..used]);
+    let kernel = b
+        .kernel
+        .get(l.kernel_offset..)
+        .ok_or(LinuxError::NotBzImage)?;
+    // SAFETY: `layout` placed the zero page, the command line (at most 2047 bytes and
+    // its NUL in its 4 KiB page), the kernel with its `init_size` and the initrd
+    // without overlap inside [WORKLOAD_BASE, window_end): RAM the stub maps user
+    // read-write and that neither this image, its stack nor its heap (which ends at
+    // WORKLOAD_BASE, and holds `payload`) uses.
+    unsafe {
+        ptr::copy_nonoverlapping(zero_page.as_ptr(), l.boot_params as *mut u8, 4096);
+        let cmdline = l.cmdline as *mut u8;
+        ptr::copy_nonoverlapping(b.cmdline.as_ptr(), cmdline, b.cmdline.len());
+        cmdline.add(b.cmdline.len()).write(0);
+        ptr::copy_nonoverlapping(kernel.as_ptr(), l.kernel as *mut u8, kernel.len());
+        ptr::copy_nonoverlapping(b.initrd.as_ptr(), l.initrd as *mut u8, b.initrd.len());
+    }
+    Ok((l.entry, l.boot_params))
+}
