@@ -112,6 +112,11 @@ scripts/tenant-pki.sh "$ROOT/opt/tvp/tenant" boot.tenant.example
 ELF=$(scripts/build-test-workload.sh "$W/wl")
 "$REL/tvp-boot-server" sign-workload --elf "$ELF" --key "$ROOT/opt/tvp/tenant/workload.key" \
     --cert "$ROOT/opt/tvp/tenant/workload.pem" --out "$ROOT/opt/tvp/tenant/hello.signed" >/dev/null
+# A real Linux kernel as a tenant workload: this host's own Debian kernel, signed.
+"$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" \
+    --cmdline "earlyprintk=serial,ttyS0,115200 console=ttyS0 panic=-1" \
+    --key "$ROOT/opt/tvp/tenant/workload.key" --cert "$ROOT/opt/tvp/tenant/workload.pem" \
+    --out "$ROOT/opt/tvp/tenant/linux.signed" >/dev/null
 cat >"$ROOT/init" <<INIT
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/local/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
@@ -144,7 +149,7 @@ QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand -m 1024 -smp 1 -nog
     -device tpm-crb,tpmdev=tpm0)
 if ((SHELL_MODE)); then "${QEMU[@]}"; exit 0; fi
 set +e
-timeout 600 "${QEMU[@]}" </dev/null 2>&1 | tee "$W/console.log" | grep --line-buffered -E '^(TVP-|  )' >&2
+timeout 1800 "${QEMU[@]}" </dev/null 2>&1 | tee "$W/console.log" | grep --line-buffered -E '^(TVP-|  )' >&2
 set -e
 elapsed=$(echo "$(date +%s.%N) - $started" | bc)
 pass=$(grep -c '^TVP-CHECK .* PASS' "$W/console.log" || true)

@@ -27,10 +27,9 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "qemu-host.sh failed:\n{err}");
     // The figures, for the test log.
-    for l in err
-        .lines()
-        .filter(|l| l.contains("QEMU host run") || l.contains("network boot:"))
-    {
+    for l in err.lines().filter(|l| {
+        l.contains("QEMU host run") || l.contains("network boot:") || l.contains("session")
+    }) {
         eprintln!("{l}");
     }
     for check in [
@@ -51,6 +50,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "measured-vm-pcr23-as-computed",
         "measured-vm-quoted-through-tpmrm0",
         "audit-anchor-through-tpmrm0",
+        "linux-kernel-booted-by-the-firmware",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",
         "tvpd-clean-exit",
