@@ -24,6 +24,10 @@ TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench "$@"
 say "measured VMs: create -> running, lease hold time, attestations per minute"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-vm 20 10
 say "network boot: handshake, boot-server session, create -> workload (real firmware, TAP, boot server)"
+# The transfer of a real kernel through the tunnel: this host's, or the QEMU host's.
+TVP_BENCH_KERNEL=${TVP_BENCH_KERNEL:-$(ls /boot/vmlinuz-* target/qemu-host/linux-image-*/boot/vmlinuz-* 2>/dev/null | head -n1 || true)}
+export TVP_BENCH_KERNEL
+[ -n "$TVP_BENCH_KERNEL" ] || unset TVP_BENCH_KERNEL
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-netboot "${NETBOOTS:-10}" "${NETBOOTS_QUEUED:-10}"
 say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
