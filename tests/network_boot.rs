@@ -21,17 +21,7 @@ fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its
     let ten = tenant(dir.path(), "tenant", NAME);
     let res = dir.path().join("reservations");
     std::fs::write(&res, "10.0.0.2 U-nb-1\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &ten.workload,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, 1);
     let ca_pem = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     let t0 = Instant::now();
     let o = boot(&h, &mut server, "nb-1", "U-nb-1", &ca_pem);
@@ -96,17 +86,7 @@ fn reservations_are_single_use_and_bound_to_the_vip_unknown_reused_and_wrong_add
     let ten = tenant(dir.path(), "tenant", NAME);
     let res = dir.path().join("reservations");
     std::fs::write(&res, "10.0.0.2 U-a\n10.0.0.9 U-b\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &ten.workload,
-        4,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, 4);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     let first = boot(&h, &mut server, "r-1", "U-a", &ca);
     assert!(first.workload_ran(), "{}", first.console);
@@ -194,17 +174,7 @@ fn firmware_refuses_a_tampered_workload_and_tells_the_boot_server() {
     std::fs::write(&tampered, w).unwrap();
     let res = dir.path().join("reservations");
     std::fs::write(&res, "10.0.0.2 U-t\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &tampered,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &tampered, 1);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     boot(&h, &mut server, "t-1", "U-t", &ca).assert_refused(
         "bad-signature",
@@ -296,17 +266,7 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
     // boot server refuses it and sends no workload.
     let res = dir.path().join("reservations-m");
     std::fs::write(&res, "10.0.0.2 U-em\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &ten.workload,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, 1);
     let impostor = tvp_tests::Tenant::new(&["pause", "resume", "delete"], "alert");
     let o = boot_spec(
         &h,
@@ -338,17 +298,7 @@ fn a_boot_server_that_never_answers_costs_the_vm_its_deadline_and_the_next_vm_pr
     });
     let res = dir.path().join("reservations");
     std::fs::write(&res, "10.0.0.2 U-next\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &ten.workload,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, 1);
     let mut stuck: Value = serde_json::from_str(&spec("stuck", "U-stuck", &ca, NAME)).unwrap();
     stuck["boot_server"] = json!("10.0.0.1:8444");
     stuck["attestation_deadline_secs"] = json!(4);
@@ -401,22 +351,14 @@ fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
     let ten = tenant(dir.path(), "tenant", NAME);
     let linux = sign_linux(
         &ten,
+        &test_bzimage(&ten),
         "console=ttyS0 tvp.test=bzimage",
         b"TVP-INITRD-0123456789",
-    );
+    )
+    .unwrap();
     let res = dir.path().join("reservations");
     std::fs::write(&res, "10.0.0.2 U-linux\n").unwrap();
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &linux,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &linux, 1);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     let o = boot(&h, &mut server, "linux", "U-linux", &ca);
     assert_eq!(o.report["event"], "delivered", "{}", o.report);

@@ -47,17 +47,7 @@ fn main() {
     let mut lines: String = (0..n).map(|i| format!("10.0.0.2 U-bench-{i}\n")).collect();
     lines.extend((0..q).map(|i| format!("10.0.0.{} U-queued-{i}\n", 20 + i)));
     std::fs::write(&res, lines).expect("reservations");
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &ten.workload,
-        n + q,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, n + q);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).expect("ca");
     let (mut fw_tls, mut srv_tls, mut session, mut total) = (vec![], vec![], vec![], vec![]);
     let (mut lease, mut phases) = (
@@ -160,35 +150,18 @@ fn main() {
         return;
     };
     let size = std::fs::metadata(&kernel).expect("TVP_BENCH_KERNEL").len() as f64;
-    let signed = ten.dir.join("kernel.signed");
-    let st = std::process::Command::new(tvp_tests::bin("tvp-boot-server"))
-        .args(["sign-workload", "--kernel"])
-        .arg(&kernel)
-        .arg("--key")
-        .arg(ten.dir.join("workload.key"))
-        .arg("--cert")
-        .arg(ten.dir.join("workload.pem"))
-        .arg("--out")
-        .arg(&signed)
-        .status()
-        .expect("sign");
-    if !st.success() {
-        println!("large workload: {kernel:?} cannot be signed as a Linux workload: skipped");
-        return;
-    }
+    let signed = match sign_linux(&ten, std::path::Path::new(&kernel), "console=ttyS0", b"") {
+        Ok(s) => s,
+        Err(e) => {
+            println!(
+                "large workload: {kernel:?} cannot be signed as a Linux workload ({e}): skipped"
+            );
+            return;
+        }
+    };
     let res = dir.path().join("reservations-kernel");
     std::fs::write(&res, "10.0.0.2 U-kernel\n").expect("reservations");
-    let mut server = BootServer::start(
-        &ns,
-        &ten,
-        &ten,
-        NAME,
-        &res,
-        &h.inventory,
-        &h.firmware,
-        &signed,
-        1,
-    );
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &signed, 1);
     let mut s: serde_json::Value =
         serde_json::from_str(&spec("kernel", "U-kernel", &ca, NAME)).expect("spec");
     s["memory_mib"] = 160.into();

@@ -169,27 +169,48 @@ pub fn tenant(dir: &Path, tag: &str, server_name: &str) -> TenantFiles {
     TenantFiles { dir: d, workload }
 }
 
-/// Signs the stand-in Linux kernel (`pxe-firmware/test-workload/bzimage.S`, built by
-/// `build-test-workload.sh`) with `cmdline` and `initrd` as `t`'s Linux workload.
-pub fn sign_linux(t: &TenantFiles, cmdline: &str, initrd: &[u8]) -> PathBuf {
+/// Signs `kernel` (a bzImage) with `cmdline` and `initrd` as `t`'s Linux workload
+/// (`tvp-boot-server sign-workload --kernel`); the error is the tool's message.
+pub fn sign_linux(
+    t: &TenantFiles,
+    kernel: &Path,
+    cmdline: &str,
+    initrd: &[u8],
+) -> Result<PathBuf, String> {
     let initrd_file = t.dir.join("initrd");
-    std::fs::write(&initrd_file, initrd).unwrap();
+    std::fs::write(&initrd_file, initrd).map_err(|e| e.to_string())?;
     let out = t.dir.join("linux.signed");
-    let st = Command::new(bin("tvp-boot-server"))
+    let o = Command::new(bin("tvp-boot-server"))
         .args(["sign-workload", "--kernel"])
-        .arg(t.dir.join("wl").join("test-bzimage"))
-        .args(["--cmdline", cmdline, "--initrd"])
-        .arg(&initrd_file)
+        .arg(kernel)
+        .args(["--cmdline", cmdline])
+        .args(if initrd.is_empty() {
+            None
+        } else {
+            Some("--initrd")
+        })
+        .args(if initrd.is_empty() {
+            None
+        } else {
+            Some(&initrd_file)
+        })
         .arg("--key")
         .arg(t.dir.join("workload.key"))
         .arg("--cert")
         .arg(t.dir.join("workload.pem"))
         .arg("--out")
         .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    out
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+    }
+    Ok(out)
+}
+
+/// The stand-in kernel in the bzImage format that [`tenant`] built.
+pub fn test_bzimage(t: &TenantFiles) -> PathBuf {
+    t.dir.join("wl").join("test-bzimage")
 }
 
 /// The boot server process in the namespace; killed (by pid) on drop.
@@ -250,6 +271,29 @@ impl BootServer {
         let first = server.report(1);
         assert_eq!(first[0]["event"], "listening", "{first:?}");
         server
+    }
+
+    /// [`BootServer::start`] for the common case: `t`'s own CA and [`NAME`], host `h`'s
+    /// inventory and firmware.
+    pub fn serve(
+        ns: &NetNs,
+        h: &Host,
+        t: &TenantFiles,
+        reservations: &Path,
+        workload: &Path,
+        connections: usize,
+    ) -> BootServer {
+        BootServer::start(
+            ns,
+            t,
+            t,
+            NAME,
+            reservations,
+            &h.inventory,
+            &h.firmware,
+            workload,
+            connections,
+        )
     }
 
     /// The next `n` report lines.
