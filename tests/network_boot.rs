@@ -381,3 +381,31 @@ fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
     assert_eq!(o.vm["state"], "destroyed", "{}", o.vm);
     assert_eq!(o.vm["handover_digest"], o.report["workload_digest"]);
 }
+
+#[test]
+fn a_stalled_client_does_not_hold_up_another_vms_boot() {
+    require_tools!("swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let Some(ns) = NetNs::create("stall") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let res = dir.path().join("reservations");
+    std::fs::write(&res, "10.0.0.2 U-busy\n").unwrap();
+    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, 2);
+    // A client that connects and never starts TLS (the server waits 30 s for it).
+    let stalled = ns.connect("10.0.0.1:8443");
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    // The VM's session runs beside it: its report comes first.
+    let o = boot(&h, &mut server, "busy", "U-busy", &ca);
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(o.workload_ran(), "{}", o.console);
+    drop(stalled);
+    let r = server.report(1).remove(0);
+    assert_eq!(
+        (r["event"].as_str(), r["reason"].as_str()),
+        (Some("refused"), Some("tls-failed")),
+        "{r}"
+    );
+}

@@ -82,6 +82,21 @@ impl NetNs {
         .unwrap()
     }
 
+    /// Connects to `addr` from inside the namespace.
+    pub fn connect(&self, addr: &str) -> TcpStream {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = addr.to_string();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&path).unwrap();
+            // SAFETY (test code): setns on this short-lived thread only.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            TcpStream::connect(&addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Forwards 127.0.0.1:`port` inside the namespace to 127.0.0.1:`port` of the
     /// test's own namespace (loopback to loopback: tvpd in the namespace reaches the
     /// test's swtpm).

@@ -1,7 +1,8 @@
-//! Serving network boots, one connection at a time: TLS handshake, boot request,
-//! reservation and configuration-page checks, attestation request with a fresh nonce,
-//! evidence verification, signed workload. Every connection ends with one JSON line in
-//! the report (`docs/boot-server.md`).
+//! Serving network boots, each connection on its own thread (at most
+//! [`MAX_SESSIONS`] at once, so a stalled VM cannot hold up the others): TLS handshake,
+//! boot request, reservation and configuration-page checks, attestation request with a
+//! fresh nonce, evidence verification, signed workload. Every connection ends with one
+//! JSON line in the report (`docs/boot-server.md`).
 
 use crate::attest::{self, Expectation};
 use crate::protocol::{read_frame, write_frame, BootRequest, MsgType};
@@ -12,13 +13,20 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tvp_boot_protocol::{NONCE_LEN, STATUS_HANDOVER};
 use tvp_kms::inventory::Inventory;
 
 /// How long a client may take for each step (handshake, request, evidence).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most sessions served at once; further connections wait in the listen backlog.
+pub const MAX_SESSIONS: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What the tenant trusts and serves.
 pub struct Tenant {
@@ -41,11 +49,15 @@ pub struct Tenant {
 /// The server state.
 pub struct BootServer {
     config: Arc<ServerConfig>,
-    reservations: Reservations,
+    /// Claimed under the lock: each reservation once, whichever session comes first.
+    reservations: Mutex<Reservations>,
     tenant: Tenant,
-    report: Box<dyn Write + Send>,
+    /// One whole line per session, under the lock.
+    report: Mutex<Box<dyn Write + Send>>,
     client_timeout: Duration,
     rng: SystemRandom,
+    /// Sessions running, and the signal that one ended.
+    sessions: (Mutex<usize>, Condvar),
 }
 
 /// A refusal: the reason code sent to the firmware and the report's fields.
@@ -82,11 +94,12 @@ impl BootServer {
     ) -> Self {
         BootServer {
             config,
-            reservations,
+            reservations: Mutex::new(reservations),
             tenant,
-            report,
+            report: Mutex::new(report),
             client_timeout: CLIENT_TIMEOUT,
             rng: SystemRandom::new(),
+            sessions: (Mutex::new(0), Condvar::new()),
         }
     }
 
@@ -96,48 +109,70 @@ impl BootServer {
         self
     }
 
-    fn report(&mut self, v: Value) {
-        let _ = writeln!(self.report, "{v}");
-        let _ = self.report.flush();
+    fn report(&self, v: Value) {
+        let mut out = lock(&self.report);
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
     }
 
-    /// Serves `max` connections (or forever with `None`), one at a time.
+    /// Serves `max` connections (or forever with `None`), each on its own thread, at
+    /// most [`MAX_SESSIONS`] at once; returns when the last of them is reported.
     /// Reports `{"event": "listening"}` first.
-    pub fn serve(&mut self, listener: &TcpListener, max: Option<usize>) {
+    pub fn serve(&self, listener: &TcpListener, max: Option<usize>) {
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         self.report(json!({"event": "listening", "addr": addr}));
-        let mut served = 0;
-        while max.is_none_or(|m| served < m) {
-            let (tcp, peer) = match listener.accept() {
-                Ok(c) => c,
-                Err(e) => {
-                    self.report(json!({"event": "accept-failed", "error": e.to_string()}));
-                    continue;
-                }
-            };
-            served += 1;
-            let t0 = Instant::now();
-            let mut fields = serde_json::Map::new();
-            let outcome = self.handle(tcp, &mut fields);
-            let mut v = match outcome {
-                Ok(()) => json!({"event": "delivered"}),
-                Err(r) => json!({"event": "refused", "reason": r.code, "detail": r.detail}),
-            };
-            if let Some(o) = v.as_object_mut() {
-                o.extend(fields);
-                o.insert("peer".into(), json!(peer.to_string()));
-                o.insert("millis".into(), json!(t0.elapsed().as_millis() as u64));
+        std::thread::scope(|scope| {
+            let mut served = 0;
+            while max.is_none_or(|m| served < m) {
+                self.wait_for_a_free_session();
+                let (tcp, peer) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.report(json!({"event": "accept-failed", "error": e.to_string()}));
+                        continue;
+                    }
+                };
+                served += 1;
+                *lock(&self.sessions.0) += 1;
+                scope.spawn(move || {
+                    self.session_report(tcp, peer);
+                    *lock(&self.sessions.0) -= 1;
+                    self.sessions.1.notify_all();
+                });
             }
-            self.report(v);
+        });
+    }
+
+    fn wait_for_a_free_session(&self) {
+        let mut n = lock(&self.sessions.0);
+        while *n >= MAX_SESSIONS {
+            n = self.sessions.1.wait(n).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Serves one connection and reports its outcome.
+    fn session_report(&self, tcp: TcpStream, peer: std::net::SocketAddr) {
+        let t0 = Instant::now();
+        let mut fields = serde_json::Map::new();
+        let outcome = self.handle(tcp, &mut fields);
+        let mut v = match outcome {
+            Ok(()) => json!({"event": "delivered"}),
+            Err(r) => json!({"event": "refused", "reason": r.code, "detail": r.detail}),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.extend(fields);
+            o.insert("peer".into(), json!(peer.to_string()));
+            o.insert("millis".into(), json!(t0.elapsed().as_millis() as u64));
+        }
+        self.report(v);
     }
 
     /// One connection. `fields` collects what the report should say besides the outcome.
     fn handle(
-        &mut self,
+        &self,
         tcp: TcpStream,
         fields: &mut serde_json::Map<String, Value>,
     ) -> Result<(), Refusal> {
@@ -168,7 +203,7 @@ impl BootServer {
     }
 
     fn session(
-        &mut self,
+        &self,
         tls: &mut StreamOwned<ServerConnection, TcpStream>,
         fields: &mut serde_json::Map<String, Value>,
     ) -> Result<(), Refusal> {
@@ -182,7 +217,7 @@ impl BootServer {
         let measurement =
             tunnel_measurement(&tls.conn, req.auth_code).map_err(|e| broken("exporter", e))?;
         fields.insert("tunnel_measurement".into(), json!(hex::encode(measurement)));
-        self.reservations
+        lock(&self.reservations)
             .claim(req.auth_code, vip)
             .map_err(|e| refusal(e.code(), e.to_string()))?;
         let pcr23 = self.check_config_page(&req)?;
