@@ -41,7 +41,7 @@ fn open_dirs(tpm: &Swtpm, dir: &Path) {
 }
 
 #[test]
-fn every_request_is_audited_before_and_after_including_refusals() {
+fn every_request_is_audited_including_refusals_before_and_after_unless_read_only() {
     require_tools!("swtpm", "curl", "setpriv");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
@@ -64,34 +64,51 @@ fn every_request_is_audited_before_and_after_including_refusals() {
     assert_eq!(code, 403);
 
     let recs = records(&t);
-    // (op, uid, decision, status) of each request, in order.
+    // (op, uid, decision, status, read-only) of each request, in order. Read-only
+    // requests are recorded once, after they ran (decision and result in one record);
+    // the others, and every request refused before it could be parsed, before and
+    // after.
     let expected = [
-        ("get-host", 0, "allow", 200),
-        ("http:GET /v1/no-such-path", 0, "deny", 404),
-        ("http:DELETE /v1/host", 0, "deny", 405),
-        ("http:POST /v1/host/quote", 0, "deny", 400),
-        ("get-vm-audit", 0, "allow", 404),
-        ("get-audit", 65534, "deny", 403),
-        ("http:GET /v1/host", 4343, "deny", 403),
+        ("get-host", 0, "allow", 200, true),
+        ("http:GET /v1/no-such-path", 0, "deny", 404, false),
+        ("http:DELETE /v1/host", 0, "deny", 405, false),
+        ("http:POST /v1/host/quote", 0, "deny", 400, false),
+        ("get-vm-audit", 0, "allow", 404, true),
+        ("get-audit", 65534, "deny", 403, true),
+        ("http:GET /v1/host", 4343, "deny", 403, false),
     ];
-    // The last record is the decision of the GET /v1/audit that read them.
-    assert_eq!(recs.len(), expected.len() * 2 + 1, "{recs:#?}");
-    for (i, (op, uid, decision, status)) in expected.iter().enumerate() {
-        let (d, r) = (&recs[2 * i], &recs[2 * i + 1]);
-        for x in [d, r] {
-            assert_eq!(x["op"], *op, "{x}");
-            assert_eq!(x["uid"], *uid, "{x}");
-            assert_eq!(x["decision"], *decision, "{x}");
+    // The GET /v1/audit that read them is recorded after its reply.
+    assert_eq!(recs.len(), 11, "{recs:#?}");
+    let mut at = 0;
+    for (op, uid, decision, status, read_only) in expected {
+        let group: Vec<&Value> = recs[at..at + if read_only { 1 } else { 2 }]
+            .iter()
+            .collect();
+        at += group.len();
+        for x in &group {
+            assert_eq!(x["op"], op, "{x}");
+            assert_eq!(x["uid"], uid, "{x}");
+            assert_eq!(x["decision"], decision, "{x}");
             assert!(x["pid"].as_i64().unwrap_or(0) > 0, "{x}");
         }
-        assert_eq!(d["stage"], "decision");
-        assert_eq!(d["status"], Value::Null);
-        assert_eq!(r["stage"], "result");
-        assert_eq!(r["status"], *status, "{r}");
-        assert_eq!(r["request"], d["seq"], "result names its decision");
+        let r = group[group.len() - 1];
+        assert_eq!(r["stage"], "result", "{r}");
+        assert_eq!(r["status"], status, "{r}");
+        if read_only {
+            assert_eq!(r["request"], 0, "a lone result names no decision: {r}");
+        } else {
+            let d = group[0];
+            assert_eq!(d["stage"], "decision");
+            assert_eq!(d["status"], Value::Null);
+            assert_eq!(r["request"], d["seq"], "result names its decision");
+        }
+        if op == "get-vm-audit" {
+            assert_eq!(r["vm"], "vm-1");
+        }
+        if op == "get-audit" {
+            assert!(r["reason"].as_str().unwrap().contains("root only"), "{r}");
+        }
     }
-    assert_eq!(recs[8]["vm"], "vm-1");
-    assert!(recs[10]["reason"].as_str().unwrap().contains("root only"));
 
     // The log file verifies against a fresh AK certification of the NV anchor.
     let n = nonce_hex(16);
@@ -146,7 +163,8 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     let mut t = Tvpd::start(&tpm, &dir, &[]);
-    for _ in 0..4 {
+    // Ten read-only requests: one record each.
+    for _ in 0..10 {
         t.api("GET", "/v1/host", None);
     }
     let n = nonce_hex(8);
@@ -209,7 +227,8 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     t.start_again();
     assert_eq!(t.api("GET", "/v1/host", None).status, 200);
     let recs = records(&t);
-    assert_eq!(recs.len(), lines.len() + 3);
+    // The GET /v1/host after the restart (read-only: one record).
+    assert_eq!(recs.len(), lines.len() + 1);
 }
 
 #[test]
@@ -320,6 +339,7 @@ fn restricted(
         op: op.to_string(),
         vm: Some("vm-a".into()),
         params_digest: params::digest(p),
+        read_only: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -560,6 +580,7 @@ fn vm_request(audit: &Audit, vm: &str, op: &str) {
         op: op.to_string(),
         vm: Some(vm.to_string()),
         params_digest: params::digest(&Params::new()),
+        read_only: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

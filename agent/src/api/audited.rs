@@ -2,8 +2,9 @@
 //! allowed or not — goes through [`run`], which derives what its records say
 //! (operation, VM, parameter digest), makes the decision (access rules, tenant
 //! authorization for restricted operations) and hands both to
-//! [`crate::audit::Audit::gate`], which records before and after and runs
-//! [`execute`] only when allowed. There is no other path to `execute`.
+//! [`crate::audit::Audit::gate`], which records before and after (read-only requests:
+//! once, after) and runs [`execute`] only when allowed. There is no other path to
+//! `execute`.
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -46,6 +47,7 @@ pub async fn run(
                 op: format!("http:{method} {bare}"),
                 vm: None,
                 params_digest: request_digest(method, path, b""),
+                read_only: false,
             };
             let refused = state
                 .audit
@@ -74,6 +76,7 @@ pub async fn run(
                 op: op.to_string(),
                 vm: Some(vm.to_string()),
                 params_digest: params::digest(&p),
+                read_only: false,
             };
             (info, decision)
         }
@@ -91,6 +94,7 @@ pub async fn run(
                 op: name.to_string(),
                 vm: req.vm().map(String::from),
                 params_digest: request_digest(method, path, &body),
+                read_only: req.read_only(),
             };
             (info, decision)
         }

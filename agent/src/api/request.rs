@@ -112,6 +112,29 @@ impl ApiRequest {
         }
     }
 
+    /// Whether the request only reads: it changes no state and releases no secret
+    /// (the audit trail records it once, after it ran). No wildcard: a new variant
+    /// must decide.
+    pub fn read_only(&self) -> bool {
+        match self {
+            ApiRequest::GetHost
+            | ApiRequest::ListVms
+            | ApiRequest::GetVm { .. }
+            | ApiRequest::Quote { .. }
+            | ApiRequest::GetEventLog
+            | ApiRequest::GetUnmanagedVms
+            | ApiRequest::GetAudit { .. }
+            | ApiRequest::CertifyAuditAnchor { .. }
+            | ApiRequest::GetVmAudit { .. } => true,
+            ApiRequest::CreateVm(_)
+            | ApiRequest::DeleteVm { .. }
+            | ApiRequest::VmOperation { .. }
+            | ApiRequest::ActivateCredential { .. }
+            | ApiRequest::CertifyBindingKey { .. }
+            | ApiRequest::VerifyImage { .. } => false,
+        }
+    }
+
     /// The VM the request concerns (the audit record's `vm`). No wildcard: a new
     /// variant must decide.
     pub fn vm(&self) -> Option<&str> {

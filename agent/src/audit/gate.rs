@@ -85,6 +85,10 @@ pub struct RequestInfo {
     pub vm: Option<String>,
     /// Digest of the canonical parameters.
     pub params_digest: Digest32,
+    /// A read-only request (it changes nothing and releases no secret): recorded once,
+    /// after it ran, with its decision and result (`request` 0). Every other request
+    /// is recorded before (the decision) and after (the result).
+    pub read_only: bool,
 }
 
 /// What carries out a `power-off` remediation: the VM manager installs one with
@@ -392,6 +396,9 @@ impl Audit {
             state_after: None,
             request,
         };
+        if info.read_only {
+            return self.gate_read_only(&info, decision, draft, exec).await;
+        }
         let seq = match self.append(draft(Stage::Decision, None, None, 0)).await {
             Ok(s) => s,
             Err(e) => {
@@ -416,6 +423,41 @@ impl Audit {
             ::log::error!(op = info.op.as_str(), seq = seq, status = status, error = e.to_string(); "audit result record not persisted");
             return Err(ApiError::audit_unavailable(format!(
                 "the request was executed (status {status}, decision record seq {seq}) but its result record could not be persisted ({e}); further requests are refused until the audit log is writable"
+            )));
+        }
+        result
+    }
+
+    /// A read-only request: run it if allowed, then one record with the decision and
+    /// the result. If that record cannot be persisted the reply is withheld (fail
+    /// closed: nobody learns anything the trail does not show).
+    async fn gate_read_only<F, Fut, D>(
+        &self,
+        info: &RequestInfo,
+        decision: Result<String, ApiError>,
+        draft: D,
+        exec: F,
+    ) -> Result<Reply, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Reply, ApiError>>,
+        D: Fn(Stage, Option<u16>, Option<String>, u64) -> RecordDraft,
+    {
+        let result = match decision {
+            Ok(_) => exec().await,
+            Err(e) => Err(e),
+        };
+        let (status, text) = match &result {
+            Ok(r) => (r.status, "ok".to_string()),
+            Err(e) => (e.status, format!("{}: {}", e.code, e.message)),
+        };
+        if let Err(e) = self
+            .append(draft(Stage::Result, Some(status), Some(text), 0))
+            .await
+        {
+            ::log::error!(op = info.op.as_str(), status = status, error = e.to_string(); "audit record of a read-only request not persisted: reply withheld");
+            return Err(ApiError::audit_unavailable(format!(
+                "the reply is withheld: its audit record could not be persisted ({e})"
             )));
         }
         result
