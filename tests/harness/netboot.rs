@@ -67,34 +67,33 @@ impl NetNs {
         assert!(st.success(), "{cmd}");
     }
 
-    /// Binds a listener inside the namespace.
-    pub fn listen(&self, addr: &str) -> TcpListener {
+    /// Runs `f` on a thread that joined the namespace; returns its result.
+    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
-        let addr = addr.to_string();
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
-            let f = std::fs::File::open(&path).unwrap();
+            let ns = std::fs::File::open(&path).unwrap();
             // SAFETY (test code): setns on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            TcpListener::bind(&addr).unwrap()
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            f()
         })
         .join()
         .unwrap()
     }
 
+    /// Binds a listener inside the namespace.
+    pub fn listen(&self, addr: &str) -> TcpListener {
+        let addr = addr.to_string();
+        self.inside(move || TcpListener::bind(&addr).unwrap())
+    }
+
     /// Connects to `addr` from inside the namespace.
     pub fn connect(&self, addr: &str) -> TcpStream {
-        let path = format!("/var/run/netns/{}", self.name);
         let addr = addr.to_string();
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY (test code): setns on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            TcpStream::connect(&addr).unwrap()
-        })
-        .join()
-        .unwrap()
+        self.inside(move || TcpStream::connect(&addr).unwrap())
     }
 
     /// Forwards 127.0.0.1:`port` inside the namespace to 127.0.0.1:`port` of the

@@ -408,14 +408,7 @@ impl Audit {
                 )));
             }
         };
-        let result = match decision {
-            Ok(_) => exec().await,
-            Err(e) => Err(e),
-        };
-        let (status, text) = match &result {
-            Ok(r) => (r.status, "ok".to_string()),
-            Err(e) => (e.status, format!("{}: {}", e.code, e.message)),
-        };
+        let (result, status, text) = run_if_allowed(decision, exec).await;
         if let Err(e) = self
             .append(draft(Stage::Result, Some(status), Some(text), seq))
             .await
@@ -443,14 +436,7 @@ impl Audit {
         Fut: Future<Output = Result<Reply, ApiError>>,
         D: Fn(Stage, Option<u16>, Option<String>, u64) -> RecordDraft,
     {
-        let result = match decision {
-            Ok(_) => exec().await,
-            Err(e) => Err(e),
-        };
-        let (status, text) = match &result {
-            Ok(r) => (r.status, "ok".to_string()),
-            Err(e) => (e.status, format!("{}: {}", e.code, e.message)),
-        };
+        let (result, status, text) = run_if_allowed(decision, exec).await;
         if let Err(e) = self
             .append(draft(Stage::Result, Some(status), Some(text), 0))
             .await
@@ -462,4 +448,25 @@ impl Audit {
         }
         result
     }
+}
+
+/// Runs `exec` if `decision` allows; returns its result with the status and outcome
+/// text the result record carries.
+async fn run_if_allowed<F, Fut>(
+    decision: Result<String, ApiError>,
+    exec: F,
+) -> (Result<Reply, ApiError>, u16, String)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Reply, ApiError>>,
+{
+    let result = match decision {
+        Ok(_) => exec().await,
+        Err(e) => Err(e),
+    };
+    let (status, text) = match &result {
+        Ok(r) => (r.status, "ok".to_string()),
+        Err(e) => (e.status, format!("{}: {}", e.code, e.message)),
+    };
+    (result, status, text)
 }
