@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tvp_tests::guests::build_guest;
+use tvp_tests::phases::{entered, states, FULL_BOOT};
 use tvp_tests::{nonce_hex, require_tools, Swtpm, Tenant, Tvpd};
 
 fn spec(id: &str, deadline: u64) -> String {
@@ -32,15 +33,6 @@ fn wait_final(t: &Tvpd, id: &str) -> Value {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn states(v: &Value) -> Vec<String> {
-    v["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h[1].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn leased_pcrs_zero(t: &Tvpd) {
@@ -72,18 +64,7 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let v = wait_final(&t, "vm-1");
     let s = states(&v);
-    assert_eq!(
-        s,
-        [
-            "queued",
-            "measuring",
-            "attesting",
-            "booting-workload",
-            "running",
-            "destroyed"
-        ],
-        "{v}"
-    );
+    assert_eq!(s, FULL_BOOT, "{v}");
     assert_eq!(v["reason"], "powered-off");
     assert_eq!(v["measurements"].as_array().unwrap().len(), 6);
     assert_eq!(v["measurements"][5]["event_type"], "management");
@@ -178,15 +159,7 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
         .iter()
         .map(|id| wait_final(&t, id))
         .collect();
-    let at = |v: &Value, state: &str| {
-        v["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h[1] == state)
-            .map(|h| h[0].as_str().unwrap().to_string())
-            .unwrap()
-    };
+    let at = entered;
     for w in views.windows(2) {
         assert!(
             at(&w[0], "running") <= at(&w[1], "measuring"),
@@ -196,18 +169,7 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
         );
     }
     for v in &views {
-        assert_eq!(
-            states(v),
-            [
-                "queued",
-                "measuring",
-                "attesting",
-                "booting-workload",
-                "running",
-                "destroyed"
-            ],
-            "{v}"
-        );
+        assert_eq!(states(v), FULL_BOOT, "{v}");
     }
     leased_pcrs_zero(&t);
 }

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Instant;
 use tvp_tests::netboot::*;
+use tvp_tests::phases::{entered, states, FULL_BOOT};
 use tvp_tests::require_tools;
 
 #[test]
@@ -47,25 +48,7 @@ fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its
     // tvpd saw the handover with the workload's digest.
     assert_eq!(o.vm["handover_digest"], rep["workload_digest"], "{}", o.vm);
     // Every state on the way, the workload's boot between evidence and handover.
-    let states: Vec<&str> = o.vm["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|h| h[1].as_str())
-        .collect();
-    assert_eq!(
-        states,
-        [
-            "queued",
-            "measuring",
-            "attesting",
-            "booting-workload",
-            "running",
-            "destroyed"
-        ],
-        "{}",
-        o.vm
-    );
+    assert_eq!(states(&o.vm), FULL_BOOT, "{}", o.vm);
     eprintln!(
         "network boot: VM create -> workload done {:.2} s; TLS handshake (server side) {} ms; \
          boot server session {} ms",
@@ -318,17 +301,11 @@ fn a_boot_server_that_never_answers_costs_the_vm_its_deadline_and_the_next_vm_pr
     assert!(o.workload_ran(), "{}", o.console);
     assert_eq!(o.report["event"], "delivered", "{}", o.report);
     // The next VM got the lease only after the stuck one lost it.
-    let at = |v: &Value, state: &str| {
-        v["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h[1] == state)
-            .and_then(|h| h[0].as_str())
-            .map(str::to_string)
-            .unwrap()
-    };
-    assert!(at(&s, "failed") <= at(&o.vm, "measuring"), "{s}\n{}", o.vm);
+    assert!(
+        entered(&s, "failed") <= entered(&o.vm, "measuring"),
+        "{s}\n{}",
+        o.vm
+    );
     // PCRs 16 and 23 are free again.
     let q = h.t.api_json(
         "POST",

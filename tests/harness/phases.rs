@@ -47,3 +47,35 @@ pub fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
     let lease = running - start_of("measuring").unwrap_or(running);
     (per, running - created, lease)
 }
+
+/// The states of a VM view's `history`, in order.
+pub fn states(v: &Value) -> Vec<String> {
+    v["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|e| e[1].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// When the VM of view `v` entered `state` (RFC 3339; panics if it never did).
+pub fn entered(v: &Value, state: &str) -> String {
+    v["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|e| e[1] == state))
+        .and_then(|e| e[0].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the VM never entered {state}: {v}"))
+}
+
+/// The states of a measured VM that booted, handed over and ended normally.
+pub const FULL_BOOT: [&str; 6] = [
+    "queued",
+    "measuring",
+    "attesting",
+    "booting-workload",
+    "running",
+    "destroyed",
+];
