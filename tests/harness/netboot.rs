@@ -191,31 +191,23 @@ pub fn sign_linux(
     cmdline: &str,
     initrd: &[u8],
 ) -> Result<PathBuf, String> {
-    let initrd_file = t.dir.join("initrd");
-    std::fs::write(&initrd_file, initrd).map_err(|e| e.to_string())?;
     let out = t.dir.join("linux.signed");
-    let o = Command::new(bin("tvp-boot-server"))
-        .args(["sign-workload", "--kernel"])
+    let mut sign = Command::new(bin("tvp-boot-server"));
+    sign.args(["sign-workload", "--kernel"])
         .arg(kernel)
         .args(["--cmdline", cmdline])
-        .args(if initrd.is_empty() {
-            None
-        } else {
-            Some("--initrd")
-        })
-        .args(if initrd.is_empty() {
-            None
-        } else {
-            Some(&initrd_file)
-        })
         .arg("--key")
         .arg(t.dir.join("workload.key"))
         .arg("--cert")
         .arg(t.dir.join("workload.pem"))
         .arg("--out")
-        .arg(&out)
-        .output()
-        .map_err(|e| e.to_string())?;
+        .arg(&out);
+    if !initrd.is_empty() {
+        let initrd_file = t.dir.join("initrd");
+        std::fs::write(&initrd_file, initrd).map_err(|e| e.to_string())?;
+        sign.arg("--initrd").arg(initrd_file);
+    }
+    let o = sign.output().map_err(|e| e.to_string())?;
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).into_owned());
     }

@@ -15,6 +15,7 @@ use tvp_audit::policy::TenantPolicy;
 use tvp_audit::record::AuditRecord;
 use tvp_audit::token::TenantSigner;
 
+use super::host::read_text;
 use super::host::{call, write_out};
 use super::{exit, Cli};
 
@@ -76,13 +77,6 @@ pub enum AuditCommand {
     },
 }
 
-fn read(path: &Path) -> Result<String, i32> {
-    std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("tvpctl: cannot read {}: {e}", path.display());
-        exit::IO
-    })
-}
-
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -101,7 +95,7 @@ pub fn authorize(
     json: bool,
 ) -> i32 {
     let run = || -> Result<(), i32> {
-        let signer = TenantSigner::from_pkcs8_pem(&read(key)?).map_err(|e| {
+        let signer = TenantSigner::from_pkcs8_pem(&read_text(key)?).map_err(|e| {
             eprintln!("tvpctl: {}: {e}", key.display());
             exit::IO
         })?;
@@ -206,8 +200,8 @@ fn verify(
     nonce: Option<&str>,
     policy: Option<&Path>,
 ) -> Result<(), i32> {
-    let text = read(file)?;
-    let ak_pem = ak.map(read).transpose()?;
+    let text = read_text(file)?;
+    let ak_pem = ak.map(read_text).transpose()?;
     let nonce = nonce
         .map(|n| {
             hex::decode(n).map_err(|e| {
@@ -218,7 +212,7 @@ fn verify(
         .transpose()?;
     let cert: Option<AnchorCertification> = anchor
         .map(|p| {
-            serde_json::from_str(&read(p)?).map_err(|e| {
+            serde_json::from_str(&read_text(p)?).map_err(|e| {
                 eprintln!("tvpctl: {}: not an anchor certification: {e}", p.display());
                 exit::IO
             })
@@ -239,7 +233,7 @@ fn verify(
             eprintln!("tvpctl: verifying an extract needs the tenant policy (--policy FILE): it says which records must appear");
             return Err(exit::USAGE);
         };
-        let pol = TenantPolicy::from_json(read(pp)?.as_bytes()).map_err(|e| {
+        let pol = TenantPolicy::from_json(read_text(pp)?.as_bytes()).map_err(|e| {
             eprintln!("tvpctl: {}: {e}", pp.display());
             exit::IO
         })?;

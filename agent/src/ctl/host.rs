@@ -65,6 +65,14 @@ fn done(r: Result<(), i32>) -> i32 {
     }
 }
 
+/// Read a text file, or print why not and return the exit code.
+pub fn read_text(path: &Path) -> Result<String, i32> {
+    std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("tvpctl: cannot read {}: {e}", path.display());
+        exit::IO
+    })
+}
+
 /// Write bytes to a file or stdout.
 pub fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<(), i32> {
     match path {

@@ -7,7 +7,7 @@ use std::path::Path;
 use tvp_kms::inventory::{HostEntry, Inventory};
 use tvp_verifier::ExpectedPcrs;
 
-use super::host::{call, write_out};
+use super::host::{call, read_text, write_out};
 use super::{exit, Cli};
 use crate::api::types::HostInfo;
 
@@ -22,11 +22,7 @@ pub struct Inputs<'a> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, i32> {
-    let bytes = std::fs::read(p).map_err(|e| {
-        eprintln!("tvpctl: cannot read {}: {e}", p.display());
-        exit::IO
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_str(&read_text(p)?).map_err(|e| {
         eprintln!("tvpctl: {} is not {what}: {e}", p.display());
         exit::IO
     })

@@ -7,13 +7,7 @@ use tvp_verifier::tpm2_tools::export_for_checkquote;
 use tvp_verifier::{AkKey, Evidence, ExpectedPcrs, VerifyError, VerifyOptions};
 
 use super::exit;
-
-fn read(p: &Path) -> Result<String, i32> {
-    std::fs::read_to_string(p).map_err(|e| {
-        eprintln!("tvpctl: cannot read {}: {e}", p.display());
-        exit::IO
-    })
-}
+use super::host::read_text;
 
 fn hex_arg(name: &str, v: &str) -> Result<Vec<u8>, i32> {
     hex::decode(v.trim()).map_err(|e| {
@@ -41,9 +35,9 @@ pub struct VerifyArgs<'a> {
 /// `tvpctl verify`: exit 0 only if every check passes; otherwise exit 1 and name the check.
 pub fn run_verify(a: &VerifyArgs) -> i32 {
     let result = (|| -> Result<Result<tvp_verifier::VerifiedEvidence, VerifyError>, i32> {
-        let ev_text = read(a.evidence)?;
+        let ev_text = read_text(a.evidence)?;
         let nonce = hex_arg("nonce", a.nonce)?;
-        let ak = AkKey::from_pem(&read(a.ak)?).map_err(|e| {
+        let ak = AkKey::from_pem(&read_text(a.ak)?).map_err(|e| {
             eprintln!(
                 "tvpctl: {}: not a usable AK public key: {e}",
                 a.ak.display()
@@ -52,7 +46,7 @@ pub fn run_verify(a: &VerifyArgs) -> i32 {
         })?;
         let mut opts = VerifyOptions::new(nonce, ak);
         if let Some(p) = a.expect {
-            let exp: ExpectedPcrs = serde_json::from_str(&read(p)?).map_err(|e| {
+            let exp: ExpectedPcrs = serde_json::from_str(&read_text(p)?).map_err(|e| {
                 eprintln!("tvpctl: {}: not an expected-values file: {e}", p.display());
                 exit::IO
             })?;
@@ -124,7 +118,7 @@ pub fn run_verify(a: &VerifyArgs) -> i32 {
 /// and print the `tpm2_checkquote` command line that checks them.
 pub fn run_export(evidence: &Path, dir: &Path, nonce: Option<&str>, ak: Option<&Path>) -> i32 {
     let result = (|| -> Result<(), i32> {
-        let mut ev: Evidence = serde_json::from_str(&read(evidence)?).map_err(|e| {
+        let mut ev: Evidence = serde_json::from_str(&read_text(evidence)?).map_err(|e| {
             eprintln!("tvpctl: {}: not evidence: {e}", evidence.display());
             exit::IO
         })?;
@@ -134,7 +128,7 @@ pub fn run_export(evidence: &Path, dir: &Path, nonce: Option<&str>, ak: Option<&
             ev.nonce = hex_arg("nonce", n)?;
         }
         let ak_pem = match ak {
-            Some(p) => Some(read(p)?),
+            Some(p) => Some(read_text(p)?),
             None => None,
         };
         std::fs::create_dir_all(dir).map_err(|e| {
