@@ -98,7 +98,7 @@ done
 for _ in $(seq 3); do
     "$VMM" --log info,tvp_vmm::measure=debug run --standalone --vm-id bench-big --firmware "$FILE" \
         --config-page "$W/big.page" --console-log "$W/console.log" 2> "$W/run.log"
-    grep 'of firmware-image' "$W/run.log" | sed -E 's/.*\(([0-9.]+) MB\/s\).*/\1/' >> "$W/hook"
+    grep 'hashed event=firmware-image' "$W/run.log" | sed -E 's/.* mb_per_s=([0-9.]+).*/\1/' >> "$W/hook"
 done
 ours=$(median < "$W/ours"); theirs=$(median < "$W/theirs"); hook=$(median < "$W/hook")
 echo "tvp-vmm measure-file (wall, incl. process start): median ${ours} MB/s"

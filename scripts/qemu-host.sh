@@ -58,10 +58,10 @@ if ((BUILD == 0)); then
     :
 elif [ "$PROFILE" = release ]; then
     say "building tvp ($PROFILE)"
-    cargo build --release --bins --quiet -p tvp-agent -p tvp-vmm -p tvp-boot-server
+    cargo build --release --bins --quiet -p tvp-agent -p tvpctl -p tvp-vmm -p tvp-boot-server
 else
     say "building tvp ($PROFILE)"
-    cargo build --bins --quiet -p tvp-agent -p tvp-vmm -p tvp-boot-server
+    cargo build --bins --quiet -p tvp-agent -p tvpctl -p tvp-vmm -p tvp-boot-server
 fi
 REL=$TVP_ROOT/target/$PROFILE
 for b in tvpd tvpctl tvp-vmm tvp-boot-server; do [ -x "$REL/$b" ] || die "$REL/$b not built"; done

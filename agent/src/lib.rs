@@ -1,15 +1,28 @@
-//! tvpd, the trusted virtualization platform host agent, and tvpctl, its CLI.
+//! tvpd, the trusted virtualization platform host agent (its CLI, `tvpctl`, is the
+//! crate of the same name in `agent/ctl/`).
 //!
-//! Layout: [`tpm`] is the only code that talks to the TPM; [`platform`] measures the
-//! platform software at start into the host event log ([`host_log`]); [`api`] is the
-//! Unix-socket HTTP API (typed requests, one dispatcher); [`evidence`] assembles quotes
-//! into the documented evidence format; [`config`] and [`logging`] are the operator's
-//! surface; [`ctl`] is `tvpctl`.
+//! Module map:
+//! - [`daemon`]: start-up and shutdown: one recipe of start steps, the start error
+//!   type that owns the exit codes, the API socket, serving until a signal.
+//! - [`config`] (the keys, defined once in `config/keys.rs`) and [`logging`]
+//!   (key-value records as text or JSON): the operator's surface.
+//! - [`tpm`]: the only code that talks to the TPM, on one thread ([`tpm::service`]).
+//! - [`platform`]: measures the platform software at start into the platform PCR,
+//!   recorded in the host event log ([`host_log`]); [`platform_watch`] notices when a
+//!   measured file changes afterwards.
+//! - [`api`]: the Unix-socket HTTP API (typed requests, one dispatcher, the peer
+//!   caller access policy); [`evidence`] assembles quotes into the documented
+//!   evidence format.
+//! - [`audit`]: the tamper-evident audit log anchored in a TPM NV index, and the
+//!   authorization counters.
+//! - [`vm`]: measured VMs: specs, one `tvp-vmm` per VM, the PCR lease, lifecycle,
+//!   supervision and recovery.
+//! - [`image_release`]: obtaining an encrypted image's key from the tenant's KMS.
+//! - [`unmanaged_vms`]: finding KVM VMs on the host that tvpd did not create.
 
 pub mod api;
 pub mod audit;
 pub mod config;
-pub mod ctl;
 pub mod daemon;
 pub mod evidence;
 pub mod host_log;

@@ -66,9 +66,8 @@ fn vmm_load(dir: &Path, fw: &Path, page: &Path, image: &Path, key: Option<&[u8; 
         .lines()
         .find(|l| l.contains("image loaded"))
         .unwrap_or_else(|| panic!("no load line:\n{log}"));
-    line.rsplit('(')
-        .next()
-        .and_then(|s| s.split_whitespace().next())
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("mb_per_s="))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse: {line}"))
 }

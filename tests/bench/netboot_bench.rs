@@ -37,17 +37,20 @@ fn main() {
             .unwrap_or(default)
     };
     let (n, q) = (arg(1, 10), arg(2, 10));
-    let Some(ns) = NetNs::create("bench") else {
+    if let Some(why) = tvp_tests::Need::Netns.missing() {
+        eprintln!("tvp-bench-netboot: {why}");
         std::process::exit(1);
-    };
+    }
+    let ns = NetNs::create("bench");
     let dir = tempfile::tempdir().expect("tempdir");
     let h = host(&ns, dir.path());
     let ten = tenant(dir.path(), "tenant", NAME);
-    let res = dir.path().join("reservations");
     let mut lines: String = (0..n).map(|i| format!("10.0.0.2 U-bench-{i}\n")).collect();
     lines.extend((0..q).map(|i| format!("10.0.0.{} U-queued-{i}\n", 20 + i)));
-    std::fs::write(&res, lines).expect("reservations");
-    let mut server = BootServer::serve(&ns, &h, &ten, &res, &ten.workload, n + q);
+    let mut server = BootServer::builder(&ns, &h, &ten)
+        .reservations(&lines)
+        .connections(n + q)
+        .start();
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).expect("ca");
     let (mut fw_tls, mut srv_tls, mut session, mut total) = (vec![], vec![], vec![], vec![]);
     let (mut lease, mut phases) = (
@@ -86,9 +89,7 @@ fn main() {
             phases.entry(p).or_default().push(t * 1000.0);
         }
         let id = format!("bench-{i}");
-        let token = tvp_tests::Tenant::shared().token(&id, "delete", &[]);
-        let _ =
-            h.t.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token);
+        let _ = h.t.delete_vm(&id, tvp_tests::Tenant::shared());
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("tvp network boot, {n} boots (real KVM, swtpm, TAP, rustls):");
@@ -114,17 +115,15 @@ fn main() {
         let t0 = std::time::Instant::now();
         for i in 0..q {
             let id = format!("queued-{i}");
-            let mut s: serde_json::Value =
-                serde_json::from_str(&spec(&id, &format!("U-queued-{i}"), &ca, NAME))
-                    .expect("spec");
-            s["vip"] = format!("10.0.0.{}/24", 20 + i).into();
-            s["mac"] = format!("02:00:00:00:01:{i:02x}").into();
-            let r = h.t.api("POST", "/v1/vms", Some(&s.to_string()));
+            let s = vm_spec(&id, &format!("U-queued-{i}"), &ca)
+                .vip(&format!("10.0.0.{}/24", 20 + i))
+                .mac(&format!("02:00:00:00:01:{i:02x}"));
+            let r = h.t.create_vm(&s);
             assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         }
         for i in 0..q {
             let id = format!("queued-{i}");
-            let v = wait_final(&h.t, &id);
+            let v = tvp_tests::wait_vm(&h.t, &id, tvp_tests::ended, BOOT_WITHIN);
             assert!(
                 console(&h.t, &id).contains("tvp-workload: hello from the tenant workload"),
                 "{v}"
@@ -159,13 +158,12 @@ fn main() {
             return;
         }
     };
-    let res = dir.path().join("reservations-kernel");
-    std::fs::write(&res, "10.0.0.2 U-kernel\n").expect("reservations");
-    let mut server = BootServer::serve(&ns, &h, &ten, &res, &signed, 1);
-    let mut s: serde_json::Value =
-        serde_json::from_str(&spec("kernel", "U-kernel", &ca, NAME)).expect("spec");
-    s["memory_mib"] = 160.into();
-    let r = h.t.api("POST", "/v1/vms", Some(&s.to_string()));
+    let mut server = BootServer::builder(&ns, &h, &ten)
+        .reservations("10.0.0.2 U-kernel\n")
+        .workload(&signed)
+        .start();
+    let s = vm_spec("kernel", "U-kernel", &ca).memory_mib(160);
+    let r = h.t.create_vm(&s);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let report = server.report(1).remove(0);
     assert_eq!(report["event"], "delivered", "{report}");
@@ -180,6 +178,5 @@ fn main() {
         size / 1e6 / delivery,
         report["millis"]
     );
-    let token = tvp_tests::Tenant::shared().token("kernel", "delete", &[]);
-    let _ = h.t.api_token("DELETE", "/v1/vms/kernel", None, &token);
+    let _ = h.t.delete_vm("kernel", tvp_tests::Tenant::shared());
 }

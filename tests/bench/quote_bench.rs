@@ -7,8 +7,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tvp_agent::ctl::client;
 use tvp_tests::{have, nonce_hex, Swtpm, Tvpd};
+use tvpctl::client;
 
 fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();

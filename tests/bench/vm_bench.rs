@@ -10,30 +10,21 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tvp_tests::phases::breakdown;
-use tvp_tests::{Swtpm, Tenant, Tvpd};
+use tvp_tests::vm::wait_vm_every;
+use tvp_tests::{ended, Swtpm, Tenant, Tvpd, VmSpec};
 
-fn spec(id: &str) -> String {
-    let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
-        "auth_code": format!("U-{id}"), "boot_server": "10.0.0.1:8443",
-        "boot_server_name": "boot.tenant.example",
-        "tenant_ca_pem": "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n",
-        "memory_mib": 16, "attestation_deadline_secs": 120});
-    Tenant::shared().add_to_spec(&mut s);
-    s.to_string()
-}
-
+/// How long a VM may take to end; the bench asks often (its wall-clock figures include
+/// the last wait).
 fn wait_final(t: &Tvpd, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
-        if matches!(v["state"].as_str(), Some("failed" | "destroyed")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "VM {id} did not finish: {v}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_vm_every(
+        t,
+        id,
+        ended,
+        Duration::from_secs(120),
+        Duration::from_millis(5),
+    )
 }
 
 fn pct(v: &mut [f64], p: usize) -> f64 {
@@ -72,7 +63,7 @@ fn main() {
     for i in 0..n {
         let id = format!("seq-{i}");
         let t0 = Instant::now();
-        let r = t.api("POST", "/v1/vms", Some(&spec(&id)));
+        let r = t.create_vm(&VmSpec::measured(&id));
         api.push(t0.elapsed().as_secs_f64());
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
         let v = wait_final(&t, &id);
@@ -82,8 +73,7 @@ fn main() {
         for (k, s) in per {
             phase_times.entry(k).or_default().push(s);
         }
-        let token = Tenant::shared().token(&id, "delete", &[]);
-        let _ = t.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token);
+        let _ = t.delete_vm(&id, Tenant::shared());
     }
     let ms = |s: f64| s * 1000.0;
     println!("create -> running (handover), {n} VMs one at a time:");
@@ -112,7 +102,7 @@ fn main() {
     // Queued: Q VMs created at once, attested one after another through the lease.
     let t0 = Instant::now();
     for i in 0..q {
-        let r = t.api("POST", "/v1/vms", Some(&spec(&format!("q-{i}"))));
+        let r = t.create_vm(&VmSpec::measured(&format!("q-{i}")));
         assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     }
     let mut holds = Vec::new();

@@ -1,6 +1,12 @@
 //! Test harness: each test gets its own swtpm (own state directory, own ports), its
 //! own tvpd (own socket, own state directory), and kills only the processes it
 //! started, by pid, also when the test fails.
+//!
+//! A test first states what it needs from the machine: `require!(Need::Netns, "swtpm")`
+//! (see `tvp_test_env`: a missing need fails the test under `CI` or
+//! `TVP_REQUIRE_ALL=1`, and is a logged skip otherwise). Then it builds what it needs:
+//! [`VmSpec`] for a VM, [`netboot::BootServer::builder`] for a boot server, and waits
+//! with [`wait_vm`] or [`vm::poll`].
 
 pub mod guests;
 pub mod netboot;
@@ -9,13 +15,16 @@ pub mod swtpm;
 pub mod tenant;
 pub mod tmpfs;
 pub mod tvpd;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 pub use swtpm::Swtpm;
 pub use tenant::Tenant;
+pub use tvp_test_env::{require, skip_unless, Need};
 pub use tvpd::Tvpd;
+pub use vm::{ended, state_is, wait_vm, VmSpec};
 
 /// Directory holding the workspace's built binaries (`cargo build --bins`).
 pub fn bin_dir() -> PathBuf {
@@ -45,25 +54,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Whether an external tool is on PATH.
 pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Skip (return early, printing why) unless every tool is installed.
-#[macro_export]
-macro_rules! require_tools {
-    ($($t:expr),+) => {
-        for t in [$($t),+] {
-            if !$crate::have(t) {
-                eprintln!("skipped: {t} is not installed (scripts/test.sh installs it)");
-                return;
-            }
-        }
-    };
+    tvp_test_env::on_path(tool)
 }
 
 /// A fresh random nonce, hex.

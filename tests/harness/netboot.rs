@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use crate::vm::{ended, wait_vm, VmSpec};
 use crate::{bin, Swtpm, Tvpd};
 
 /// The boot server's TLS name in these tests.
@@ -29,22 +30,19 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates the namespace (None, with a message, if that is not possible).
-    pub fn create(tag: &str) -> Option<NetNs> {
+    /// Creates the namespace; panics if that fails (the test states
+    /// `require!(Need::Netns)` first, so it can).
+    pub fn create(tag: &str) -> NetNs {
         let name = format!(
             "tvp-nb-{tag}-{}-{:x}",
             std::process::id(),
             rand::random::<u16>()
         );
-        if !Command::new("ip")
+        let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
-            .ok()?
-            .success()
-        {
-            eprintln!("skipped: cannot create a network namespace");
-            return None;
-        }
+            .expect("run ip netns add");
+        assert!(st.success(), "ip netns add {name}: {st}");
         let ns = NetNs { name };
         for cmd in [
             "ip link set lo up",
@@ -54,7 +52,7 @@ impl NetNs {
         ] {
             ns.exec(cmd);
         }
-        Some(ns)
+        ns
     }
 
     /// Runs `cmd` (split on spaces) inside the namespace; panics if it fails.
@@ -223,83 +221,40 @@ pub fn test_bzimage(t: &TenantFiles) -> PathBuf {
 pub struct BootServer {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
+    /// The reservations file (and the management key and policy it was given).
+    _files: tempfile::TempDir,
+}
+
+/// How to start a boot server: [`BootServer::builder`] gives the common case, each
+/// setter changes one thing, [`BootServerBuilder::start`] starts it.
+pub struct BootServerBuilder<'a> {
+    ns: &'a NetNs,
+    cert_of: &'a TenantFiles,
+    ca_of: &'a TenantFiles,
+    name: &'a str,
+    reservations: String,
+    inventory: PathBuf,
+    firmware: PathBuf,
+    workload: PathBuf,
+    connections: usize,
 }
 
 impl BootServer {
-    #[allow(clippy::too_many_arguments)]
-    /// Starts `tvp-boot-server serve` in `ns` with `t`'s certificate, expecting
-    /// configuration pages that trust `ca_of`'s CA; waits for its `listening` line.
-    pub fn start(
-        ns: &NetNs,
-        t: &TenantFiles,
-        ca_of: &TenantFiles,
-        name: &str,
-        reservations: &Path,
-        inventory: &Path,
-        firmware: &Path,
-        workload: &Path,
-        connections: usize,
-    ) -> BootServer {
-        // The management key and policy the tenant gives its VMs (tvpd measures them).
-        let mgmt_key = t.dir.join("management.pem");
-        let mgmt_policy = t.dir.join("management-policy.json");
-        std::fs::write(&mgmt_key, crate::Tenant::shared().key_pem()).unwrap();
-        std::fs::write(&mgmt_policy, crate::Tenant::shared().policy.to_string()).unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin("tvp-boot-server"))
-            .args(["serve", "--listen", "10.0.0.1:8443"])
-            .arg("--cert")
-            .arg(t.dir.join("server.pem"))
-            .arg("--key")
-            .arg(t.dir.join("server.key"))
-            .arg("--ca")
-            .arg(ca_of.dir.join("ca.pem"))
-            .args(["--server-name", name])
-            .arg("--reservations")
-            .arg(reservations)
-            .arg("--inventory")
-            .arg(inventory)
-            .arg("--firmware")
-            .arg(firmware)
-            .arg("--workload")
-            .arg(workload)
-            .arg("--management-key")
-            .arg(&mgmt_key)
-            .arg("--policy")
-            .arg(&mgmt_policy)
-            .args(["--max-connections", &connections.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut server = BootServer { child, out };
-        let first = server.report(1);
-        assert_eq!(first[0]["event"], "listening", "{first:?}");
-        server
-    }
-
-    /// [`BootServer::start`] for the common case: `t`'s own CA and [`NAME`], host `h`'s
-    /// inventory and firmware.
-    pub fn serve(
-        ns: &NetNs,
-        h: &Host,
-        t: &TenantFiles,
-        reservations: &Path,
-        workload: &Path,
-        connections: usize,
-    ) -> BootServer {
-        BootServer::start(
+    /// A boot server in `ns` for tenant `t` and host `h`: `t`'s certificate, pages
+    /// trusting `t`'s CA, name [`NAME`], `h`'s inventory and firmware, `t`'s workload,
+    /// no reservations, one connection.
+    pub fn builder<'a>(ns: &'a NetNs, h: &Host, t: &'a TenantFiles) -> BootServerBuilder<'a> {
+        BootServerBuilder {
             ns,
-            t,
-            t,
-            NAME,
-            reservations,
-            &h.inventory,
-            &h.firmware,
-            workload,
-            connections,
-        )
+            cert_of: t,
+            ca_of: t,
+            name: NAME,
+            reservations: String::new(),
+            inventory: h.inventory.clone(),
+            firmware: h.firmware.clone(),
+            workload: t.workload.clone(),
+            connections: 1,
+        }
     }
 
     /// The next `n` report lines.
@@ -314,6 +269,93 @@ impl BootServer {
     }
 }
 
+impl<'a> BootServerBuilder<'a> {
+    /// The reservations, one `VIP U` a line (e.g. `"10.0.0.2 U-a\n"`).
+    pub fn reservations(mut self, text: &str) -> Self {
+        self.reservations = text.to_string();
+        self
+    }
+
+    /// Serve with `other`'s server certificate (the pages still trust the builder's
+    /// tenant CA).
+    pub fn cert_of(mut self, other: &'a TenantFiles) -> Self {
+        self.cert_of = other;
+        self
+    }
+
+    /// Check evidence against this inventory.
+    pub fn inventory(mut self, path: &Path) -> Self {
+        self.inventory = path.to_path_buf();
+        self
+    }
+
+    /// Expect this firmware image in PCR 23.
+    pub fn firmware(mut self, path: &Path) -> Self {
+        self.firmware = path.to_path_buf();
+        self
+    }
+
+    /// Deliver this signed workload.
+    pub fn workload(mut self, path: &Path) -> Self {
+        self.workload = path.to_path_buf();
+        self
+    }
+
+    /// Serve this many connections, then end.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// Starts `tvp-boot-server serve` and waits for its `listening` line.
+    pub fn start(self) -> BootServer {
+        let files = tempfile::tempdir().unwrap();
+        let reservations = files.path().join("reservations");
+        std::fs::write(&reservations, &self.reservations).unwrap();
+        // The management key and policy the tenant gives its VMs (tvpd measures them).
+        let mgmt_key = files.path().join("management.pem");
+        let mgmt_policy = files.path().join("management-policy.json");
+        std::fs::write(&mgmt_key, crate::Tenant::shared().key_pem()).unwrap();
+        std::fs::write(&mgmt_policy, crate::Tenant::shared().policy.to_string()).unwrap();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.name])
+            .arg(bin("tvp-boot-server"))
+            .args(["serve", "--listen", "10.0.0.1:8443"])
+            .arg("--cert")
+            .arg(self.cert_of.dir.join("server.pem"))
+            .arg("--key")
+            .arg(self.cert_of.dir.join("server.key"))
+            .arg("--ca")
+            .arg(self.ca_of.dir.join("ca.pem"))
+            .args(["--server-name", self.name])
+            .arg("--reservations")
+            .arg(&reservations)
+            .arg("--inventory")
+            .arg(&self.inventory)
+            .arg("--firmware")
+            .arg(&self.firmware)
+            .arg("--workload")
+            .arg(&self.workload)
+            .arg("--management-key")
+            .arg(&mgmt_key)
+            .arg("--policy")
+            .arg(&mgmt_policy)
+            .args(["--max-connections", &self.connections.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut server = BootServer {
+            child,
+            out,
+            _files: files,
+        };
+        let first = server.report(1);
+        assert_eq!(first[0]["event"], "listening", "{first:?}");
+        server
+    }
+}
+
 impl Drop for BootServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -321,43 +363,13 @@ impl Drop for BootServer {
     }
 }
 
-/// Polls tvpd until VM `id` failed or was destroyed; returns its view.
-pub fn wait_final(t: &Tvpd, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = t.api_json("GET", &format!("/v1/vms/{id}"), None);
-        if matches!(v["state"].as_str(), Some("failed" | "destroyed")) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "VM {id} did not finish: {v}\n{}",
-            t.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A VM spec for the network boot (VIP 10.0.0.2/24, boot server 10.0.0.1:8443, 64 MiB).
-pub fn spec(id: &str, u: &str, ca_pem: &str, name: &str) -> String {
-    // The shared test tenant's management key and policy; the boot server expects
-    // them in PCR 23.
-    spec_managed_by(id, u, ca_pem, name, crate::Tenant::shared())
-}
-
-/// [`spec`] with the management key and policy of `tenant`.
-pub fn spec_managed_by(
-    id: &str,
-    u: &str,
-    ca_pem: &str,
-    name: &str,
-    tenant: &crate::Tenant,
-) -> String {
-    let mut s = json!({"id": id, "vip": "10.0.0.2/24", "gateway": "10.0.0.1", "mac": "02:00:00:00:00:01",
-        "auth_code": u, "boot_server": "10.0.0.1:8443", "boot_server_name": name,
-        "tenant_ca_pem": ca_pem, "memory_mib": 64, "attestation_deadline_secs": 120});
-    tenant.add_to_spec(&mut s);
-    s.to_string()
+/// The spec of a network-booted VM `id` with auth code `u`, trusting `ca_pem` for the
+/// boot server [`NAME`] at 10.0.0.1:8443, with 64 MiB.
+pub fn vm_spec(id: &str, u: &str, ca_pem: &str) -> VmSpec {
+    VmSpec::measured(id)
+        .auth_code(u)
+        .tenant_ca_pem(ca_pem)
+        .memory_mib(64)
 }
 
 /// One host: swtpm, tvpd in `ns` with the real firmware, the inventory entry.
@@ -467,16 +479,16 @@ impl Outcome {
 /// Creates VM `id` with auth code `u` trusting `ca_pem`, waits for its end and reads
 /// the boot server's report line for it.
 pub fn boot(h: &Host, server: &mut BootServer, id: &str, u: &str, ca_pem: &str) -> Outcome {
-    boot_spec(h, server, id, &spec(id, u, ca_pem, "boot.tenant.example"))
+    boot_spec(h, server, id, &vm_spec(id, u, ca_pem))
 }
 
 /// Creates VM `id` from `spec`, waits for its end and reads the boot server's report
 /// line for it.
-pub fn boot_spec(h: &Host, server: &mut BootServer, id: &str, spec: &str) -> Outcome {
-    let r = h.t.api("POST", "/v1/vms", Some(spec));
+pub fn boot_spec(h: &Host, server: &mut BootServer, id: &str, spec: &VmSpec) -> Outcome {
+    let r = h.t.create_vm(spec);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let t0 = Instant::now();
-    let vm = wait_final(&h.t, id);
+    let vm = wait_vm(&h.t, id, ended, BOOT_WITHIN);
     let ended = t0.elapsed();
     let report = server.report(1).remove(0);
     eprintln!(
@@ -493,6 +505,9 @@ pub fn boot_spec(h: &Host, server: &mut BootServer, id: &str, spec: &str) -> Out
         elapsed: ended,
     }
 }
+
+/// How long a network boot may take to end (failed or destroyed).
+pub const BOOT_WITHIN: Duration = Duration::from_secs(120);
 
 /// Issues a boot server certificate for `name` from the CA in `ca_dir` into `out`.
 pub fn issue_server_cert(ca_dir: &Path, out: &Path, name: &str) -> TenantFiles {

@@ -48,6 +48,23 @@ pub fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
     (per, running - created, lease)
 }
 
+/// The boot phases of a VM view's `phases`, in order (panics on a phase without a name).
+pub fn phase_names(v: &Value) -> Vec<String> {
+    v["phases"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    p["phase"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("a phase without a name: {v}"))
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The states of a VM view's `history`, in order.
 pub fn states(v: &Value) -> Vec<String> {
     v["history"]

@@ -1,4 +1,4 @@
-//! A small tmpfs for "disk full" tests (needs root), unmounted also when the test
+//! A small tmpfs for "disk full" tests (`Need::Tmpfs`), unmounted also when the test
 //! fails, and a filler that uses up its space.
 
 use std::path::{Path, PathBuf};
@@ -8,10 +8,11 @@ use std::process::Command;
 pub struct SmallTmpfs(PathBuf);
 
 impl SmallTmpfs {
-    /// Mount a tmpfs of `size` (e.g. `64k`) at `at`; `None` if that is not possible.
-    pub fn mount(at: &Path, size: &str) -> Option<SmallTmpfs> {
-        std::fs::create_dir_all(at).ok()?;
-        let ok = Command::new("mount")
+    /// Mount a tmpfs of `size` (e.g. `64k`) at `at`; panics if that fails (the test
+    /// states `require!(Need::Tmpfs)` first, so it can).
+    pub fn mount(at: &Path, size: &str) -> SmallTmpfs {
+        std::fs::create_dir_all(at).expect("tmpfs mount point");
+        let st = Command::new("mount")
             .args([
                 "-t",
                 "tmpfs",
@@ -21,9 +22,9 @@ impl SmallTmpfs {
             ])
             .arg(at)
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| SmallTmpfs(at.to_path_buf()))
+            .expect("run mount");
+        assert!(st.success(), "mount a tmpfs at {}: {st}", at.display());
+        SmallTmpfs(at.to_path_buf())
     }
 
     /// The mount point.

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tvp_agent::ctl::client::{self, HttpReply};
+use tvpctl::client::{self, HttpReply};
 
 use crate::swtpm::Swtpm;
+use crate::vm::VmSpec;
+use crate::Tenant;
 
 /// A running tvpd bound to one swtpm.
 pub struct Tvpd {
@@ -40,16 +42,7 @@ fn tap_prefix_for(dir: &Path) -> String {
 impl Tvpd {
     /// Start tvpd on `tpm` with files under `dir` and extra flags.
     pub fn start(tpm: &Swtpm, dir: &Path, extra: &[&str]) -> Tvpd {
-        let mut t = Tvpd {
-            child: None,
-            socket: dir.join("tvpd.sock"),
-            state_dir: dir.join("state"),
-            log_path: dir.join("tvpd.log"),
-            tcti: tpm.tcti(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            tap_prefix: tap_prefix_for(dir),
-            netns: None,
-        };
+        let mut t = Tvpd::new(tpm, dir, extra, None);
         t.spawn();
         t
     }
@@ -57,7 +50,14 @@ impl Tvpd {
     /// Start tvpd inside network namespace `netns` (its TAPs are created there; the
     /// TPM must be reachable from it, e.g. through `--tcti`).
     pub fn start_in_netns(tpm: &Swtpm, dir: &Path, extra: &[&str], netns: &str) -> Tvpd {
-        let mut t = Tvpd {
+        let mut t = Tvpd::new(tpm, dir, extra, Some(netns));
+        t.spawn();
+        t
+    }
+
+    /// Not started yet: the test's own files under `dir`.
+    fn new(tpm: &Swtpm, dir: &Path, extra: &[&str], netns: Option<&str>) -> Tvpd {
+        Tvpd {
             child: None,
             socket: dir.join("tvpd.sock"),
             state_dir: dir.join("state"),
@@ -65,10 +65,8 @@ impl Tvpd {
             tcti: tpm.tcti(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tap_prefix: tap_prefix_for(dir),
-            netns: Some(netns.to_string()),
-        };
-        t.spawn();
-        t
+            netns: netns.map(str::to_string),
+        }
     }
 
     /// The command line: the test's own files, unless the test overrides a flag.
@@ -135,16 +133,7 @@ impl Tvpd {
     /// Run tvpd with these flags to completion (e.g. `--check-config`) and return
     /// (exit code, stdout, stderr).
     pub fn run_once(tpm: &Swtpm, dir: &Path, args: &[&str]) -> (i32, String, String) {
-        let t = Tvpd {
-            child: None,
-            socket: dir.join("tvpd.sock"),
-            state_dir: dir.join("state"),
-            log_path: dir.join("tvpd.log"),
-            tcti: tpm.tcti(),
-            extra: args.iter().map(|s| s.to_string()).collect(),
-            tap_prefix: tap_prefix_for(dir),
-            netns: None,
-        };
+        let t = Tvpd::new(tpm, dir, args, None);
         let out = t.command().output().expect("run tvpd");
         (
             out.status.code().unwrap_or(-1),
@@ -232,6 +221,45 @@ impl Tvpd {
             String::from_utf8_lossy(&r.body)
         );
         serde_json::from_slice(&r.body).expect("JSON reply")
+    }
+
+    /// Asserts that the leased PCRs 16 and 23 read zero (no lease holds them), through
+    /// a quote of the API.
+    pub fn assert_leased_pcrs_free(&self) {
+        let body = format!("{{\"nonce\":\"{}\",\"pcrs\":[16,23]}}", crate::nonce_hex(8));
+        let ev = self.api_json("POST", "/v1/host/quote", Some(&body));
+        for p in ["16", "23"] {
+            assert_eq!(
+                ev["pcrs"]["sha256"][p],
+                "00".repeat(32),
+                "PCR {p} not reset"
+            );
+        }
+    }
+
+    /// `POST /v1/vms` with `spec` (the test asserts the status it expects).
+    pub fn create_vm(&self, spec: &VmSpec) -> HttpReply {
+        self.api("POST", "/v1/vms", Some(&spec.to_json()))
+    }
+
+    /// `DELETE /v1/vms/<id>` with a fresh delete token signed by `tenant` (the test
+    /// asserts the status it expects).
+    pub fn delete_vm(&self, id: &str, tenant: &Tenant) -> HttpReply {
+        let token = tenant.token(id, "delete", &[]);
+        self.api_token("DELETE", &format!("/v1/vms/{id}"), None, &token)
+    }
+
+    /// VM `id`'s view (`GET /v1/vms/<id>`, expecting 200).
+    pub fn vm(&self, id: &str) -> serde_json::Value {
+        self.api_json("GET", &format!("/v1/vms/{id}"), None)
+    }
+
+    /// The whole audit trail's records (`GET /v1/audit`).
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        self.api_json("GET", "/v1/audit", None)["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Run tvpctl against this tvpd; returns (exit code, stdout, stderr).

@@ -34,7 +34,7 @@ impl ChannelTx {
     pub fn send(&self, msg: &VmmMessage) -> Result<(), ChannelError> {
         match &self.stream {
             None => {
-                log::debug!(target: "tvp_vmm::channel", "standalone, not sent: {msg:?}");
+                log::debug!(msg = format!("{msg:?}"); "standalone, not sent");
                 Ok(())
             }
             Some(s) => {
@@ -153,7 +153,7 @@ fn reader_loop(
                 let _ = start.send(StartDecision::Abort(reason));
             }
             Ok(HostMessage::Stop) => {
-                log::info!(target: "tvp_vmm::channel", "tvpd asked to stop the VM");
+                log::info!("tvpd asked to stop the VM");
                 shutdown.request(StopCause::Host);
             }
             Ok(m) => {
@@ -162,9 +162,9 @@ fn reader_loop(
             Err(e) => {
                 match e {
                     ChannelError::Closed => {
-                        log::info!(target: "tvp_vmm::channel", "tvpd closed the channel")
+                        log::info!("tvpd closed the channel")
                     }
-                    e => log::error!(target: "tvp_vmm::channel", "channel broken: {e}"),
+                    e => log::error!(error = e.to_string(); "channel broken"),
                 }
                 shutdown.request(StopCause::ChannelClosed);
                 return;
@@ -190,14 +190,14 @@ impl HostPort for ChannelHost {
             return HostAnswer::Unavailable;
         }
         if let Err(e) = self.tx.send(&msg) {
-            log::error!(target: "tvp_vmm::channel", "cannot forward mailbox request: {e}");
+            log::error!(error = e.to_string(); "cannot forward mailbox request");
             return HostAnswer::Unavailable;
         }
         let deadline = Instant::now() + timeout;
         loop {
             let now = Instant::now();
             if now >= deadline || self.shutdown.requested().is_some() {
-                log::warn!(target: "tvp_vmm::channel", "no answer from tvpd for request {request_id}");
+                log::warn!(request = request_id; "no answer from tvpd");
                 return HostAnswer::Unavailable;
             }
             let wait = (deadline - now).min(Duration::from_millis(100));
@@ -214,11 +214,11 @@ impl HostPort for ChannelHost {
                     code,
                     message,
                 }) if r == request_id => {
-                    log::info!(target: "tvp_vmm::channel", "tvpd refused request {r}: {message} (code {code})");
+                    log::info!(request = r, code = code, message = message.as_str(); "tvpd refused the request");
                     return HostAnswer::Refused(code);
                 }
                 Ok(other) => {
-                    log::warn!(target: "tvp_vmm::channel", "ignoring stale or unexpected answer: {other:?}");
+                    log::warn!(answer = format!("{other:?}"); "ignoring stale or unexpected answer");
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return HostAnswer::Unavailable,

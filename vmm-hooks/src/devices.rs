@@ -68,13 +68,13 @@ impl Write for ConsoleLog {
         if n > 0 && !self.failed {
             if let Err(e) = self.file.write_all(&buf[..n]) {
                 // Never fail the guest's UART write; stop logging instead.
-                log::error!(target: "tvp_vmm::devices", "console log write failed, console output dropped from now on: {e}");
+                log::error!(error = e.to_string(); "console log write failed, console output dropped from now on");
                 self.failed = true;
                 return Ok(buf.len());
             }
             self.written += n as u64;
             if self.written == self.limit {
-                log::warn!(target: "tvp_vmm::devices", "console log reached its {} byte cap; further output dropped", self.limit);
+                log::warn!(limit = self.limit; "console log reached its byte cap; further output dropped");
             }
         }
         // Report everything as written: dropped bytes are not an error for the guest.
@@ -107,7 +107,7 @@ impl Devices {
     fn note_unhandled(&mut self, dir: &str, port: u16, len: usize) {
         if self.unhandled_logged < UNHANDLED_LOG_LIMIT {
             self.unhandled_logged += 1;
-            log::debug!(target: "tvp_vmm::devices", "unhandled port {dir} {port:#x} ({len} bytes)");
+            log::debug!(dir = dir, port = format!("{port:#x}"), bytes = len; "unhandled port");
         }
     }
 
@@ -117,7 +117,7 @@ impl Devices {
         match port {
             p if (SERIAL_COM1_BASE..SERIAL_COM1_BASE + SERIAL_PORT_COUNT).contains(&p) => {
                 if let Err(e) = self.serial.write((p - SERIAL_COM1_BASE) as u8, first) {
-                    log::warn!(target: "tvp_vmm::devices", "serial write failed: {e:?}");
+                    log::warn!(error = format!("{e:?}"); "serial write failed");
                 }
                 IoAction::None
             }

@@ -109,12 +109,12 @@ impl Mailbox {
         ) {
             Ok(()) => self.process(host),
             Err(e) => {
-                log::error!(target: "tvp_vmm::mailbox", "cannot copy request block: {e}");
+                log::error!(error = e.to_string(); "cannot copy request block");
                 Response::status(Status::BadLength, 0)
             }
         };
         if resp.status != Status::Ok && self.sequence <= 64 {
-            log::info!(target: "tvp_vmm::mailbox", "request #{} (command {}) rejected: {:?}", self.sequence, resp.command, resp.status);
+            log::info!(sequence = self.sequence, command = resp.command, status = format!("{:?}", resp.status); "request rejected");
         }
         let header = encode_response_header(
             resp.command,
@@ -131,7 +131,7 @@ impl Mailbox {
             )
             .and_then(|()| mem.write_slice(&header, GuestAddress(base)));
         if let Err(e) = wrote {
-            log::error!(target: "tvp_vmm::mailbox", "cannot write response block: {e}");
+            log::error!(error = e.to_string(); "cannot write response block");
         }
     }
 
@@ -185,6 +185,9 @@ impl Mailbox {
                         detail: ev.len() as u32,
                         ..Response::status(Status::ResponseTooLarge, cmd)
                     },
+                    // An Ack without evidence: tvpd is confused; refuse rather than
+                    // answer OK with an empty payload.
+                    HostAnswer::Ack => Response::status(Status::PlatformUnavailable, cmd),
                     other => Self::ack_response(cmd, other),
                 }
             }
@@ -300,6 +303,28 @@ mod tests {
             Status::Closed
         );
         assert_eq!(h.seen.len(), 3);
+    }
+
+    /// Fuzzing found (mailbox): a quote that tvpd answered with a bare Ack got status
+    /// OK with an empty payload, which the firmware would take for evidence.
+    #[test]
+    fn quote_answered_without_evidence_is_not_ok() {
+        struct AckHost;
+        impl HostPort for AckHost {
+            fn request(&mut self, _id: u64, _msg: VmmMessage, _t: Duration) -> HostAnswer {
+                HostAnswer::Ack
+            }
+        }
+        let mut mb = Mailbox::new(Duration::from_secs(1));
+        let mut go = |cmd: Command, payload: &[u8]| {
+            mb.block.fill(0);
+            encode_request(cmd as u16, payload, &mut mb.block[..]).unwrap();
+            mb.process(&mut AckHost)
+        };
+        assert_eq!(go(Command::TunnelEstablished, &[1; 32]).status, Status::Ok);
+        let r = go(Command::QuoteRequest, &[1; 16]);
+        assert_eq!(r.status, Status::PlatformUnavailable);
+        assert!(r.payload.is_empty());
     }
 
     #[test]

@@ -40,15 +40,13 @@ impl MeasurementLog {
         let t = std::time::Instant::now();
         let digest = sha256(bytes);
         let secs = t.elapsed().as_secs_f64();
-        log::debug!(target: "tvp_vmm::measure", "hashed {} bytes of {} in {:.6} s ({:.1} MB/s)",
-            bytes.len(), event_type.name(), secs, bytes.len() as f64 / secs.max(1e-9) / 1e6);
+        log::debug!(event = event_type.name(), bytes = bytes.len(), seconds = format!("{secs:.6}"), mb_per_s = format!("{:.1}", bytes.len() as f64 / secs.max(1e-9) / 1e6); "hashed");
         self.record(event_type, digest, description);
     }
 
     /// Records a precomputed digest.
     pub fn record(&mut self, event_type: EventType, digest: [u8; 32], description: String) {
-        log::info!(target: "tvp_vmm::measure", "event {} {}: {} ({description})",
-            self.events.len(), event_type.name(), hex::encode(digest));
+        log::info!(index = self.events.len(), event = event_type.name(), digest = hex::encode(digest), what = description.as_str(); "measured");
         self.events.push(Measurement {
             event_type,
             digest,

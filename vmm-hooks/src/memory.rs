@@ -106,7 +106,7 @@ impl GuestRam {
                 let n = (region.len() - off).min(zeros.len() as u64) as usize;
                 if let Err(e) = region.write_slice(&zeros[..n], vm_memory::MemoryRegionAddress(off))
                 {
-                    log::error!(target: "tvp_vmm::memory", "scrub failed at {off:#x}: {e}");
+                    log::error!(offset = format!("{off:#x}"), error = e.to_string(); "scrub failed");
                 }
                 off += n as u64;
             }

@@ -190,13 +190,13 @@ pub fn run(vcpu: &mut VcpuFd, ctx: &mut VcpuContext) -> VcpuEnd {
                         } else {
                             "write to unmapped address dropped"
                         };
-                    log::warn!(target: "tvp_vmm::vcpu", "{what}: {addr:#x} ({} bytes)", data.len());
+                    log::warn!(addr = format!("{addr:#x}"), bytes = data.len(); "{what}");
                 }
             }
             VcpuExit::MmioRead(addr, data) => {
                 ctx.mmio_seen = ctx.mmio_seen.saturating_add(1);
                 if ctx.mmio_seen <= MMIO_LOG_LIMIT {
-                    log::warn!(target: "tvp_vmm::vcpu", "read from unmapped address {addr:#x} returns all-ones");
+                    log::warn!(addr = format!("{addr:#x}"); "read from unmapped address returns all-ones");
                 }
                 data.fill(0xff);
             }
@@ -228,13 +228,13 @@ fn milestone(ctx: &mut VcpuContext, code: u8) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
-    log::info!(target: "tvp_vmm::boot_timer", "milestone code={code} micros_since_start={micros_since_start} unix_micros={unix_micros}");
+    log::info!(code = code, micros_since_start = micros_since_start, unix_micros = unix_micros; "milestone");
     if let Err(e) = ctx.tx.send(&VmmMessage::Milestone {
         code,
         micros_since_start,
         unix_micros,
     }) {
-        log::warn!(target: "tvp_vmm::boot_timer", "cannot report milestone: {e}");
+        log::warn!(code = code, error = e.to_string(); "cannot report milestone");
     }
 }
 

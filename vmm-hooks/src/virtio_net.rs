@@ -136,7 +136,7 @@ impl VirtioNet {
     fn note(&mut self, what: String) {
         if self.logged < LOG_LIMIT {
             self.logged += 1;
-            log::warn!(target: "tvp_vmm::virtio_net", "{what}");
+            log::warn!(problem = what.as_str(); "virtio-net");
         }
     }
 
@@ -261,9 +261,13 @@ impl VirtioNet {
             reg::QUEUE_READY => {
                 let ok = match self.selected() {
                     Some(q) if v == 1 => {
-                        // is_valid checks a ready queue's sizes and ring addresses.
+                        // is_valid checks a ready queue's sizes and ring addresses; the
+                        // used ring, which the device writes, must also stay off the
+                        // read-only configuration page.
                         q.set_ready(true);
-                        let valid = q.is_valid(mem);
+                        let used_len = 6 + 8 * u32::from(q.size()) + 2;
+                        let valid =
+                            q.is_valid(mem) && !overlaps_config_page(q.used_ring(), used_len);
                         q.set_ready(valid);
                         valid
                     }
@@ -624,6 +628,27 @@ mod hostile {
         assert_eq!(got[10], 1);
         assert!(got[12..].iter().all(|b| *b == 0xab));
         assert_eq!(dev.stats().rx_frames, 1);
+    }
+
+    /// Fuzzing found (virtio_net): a used ring placed on the configuration page was
+    /// enabled, and the device's used-ring writes then changed the page the guest
+    /// cannot write itself.
+    #[test]
+    fn used_ring_on_the_configuration_page_is_not_enabled() {
+        let (mem, mut dev, _wire) = setup();
+        let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+        w(reg::QUEUE_SEL, 1);
+        w(reg::QUEUE_NUM, 4);
+        w(reg::QUEUE_DESC_LOW, DESC as u32);
+        w(reg::QUEUE_DRIVER_LOW, AVAIL as u32);
+        w(reg::QUEUE_DEVICE_LOW, CONFIG_PAGE_GPA as u32 + 0x100);
+        w(reg::QUEUE_READY, 1);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::QUEUE_READY, &mut r);
+        assert_eq!(u32::from_le_bytes(r), 0);
+        // Ending just below the page is fine.
+        assert!(!overlaps_config_page(CONFIG_PAGE_GPA - 40, 40));
+        assert!(enable(&mem, &mut dev, 1, DESC + 0x4000));
     }
 
     #[test]

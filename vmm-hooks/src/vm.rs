@@ -216,7 +216,7 @@ pub fn run(opts: RunOptions) -> i32 {
     match run_inner(&opts, started) {
         Ok(code) => code,
         Err(e) => {
-            log::error!(target: "tvp_vmm::vm", "vm={} setup failed: {e}", opts.vm_id);
+            log::error!(vm = opts.vm_id.as_str(), error = e.to_string(); "setup failed");
             match e {
                 VmmError::Aborted(_) | VmmError::StoppedBeforeStart(_) => exit_code::ABORTED,
                 _ => exit_code::SETUP_FAILED,
@@ -283,7 +283,12 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         (Some(r), Some(input)) => match crate::image::load(&ram, &r, &input, firmware_end) {
             Ok(l) => {
                 let secs = l.elapsed.as_secs_f64().max(1e-9);
-                log::info!(target: "tvp_vmm::image", "vm={} image loaded at {:#x}: {} bytes{} in {:.1} ms ({:.0} MB/s)", opts.vm_id, r.gpa, l.bytes, if l.encrypted { ", decrypted" } else { "" }, secs * 1e3, l.bytes as f64 / secs / 1e6);
+                let what = if l.encrypted {
+                    "image loaded and decrypted"
+                } else {
+                    "image loaded"
+                };
+                log::info!(vm = opts.vm_id.as_str(), gpa = format!("{:#x}", r.gpa), bytes = l.bytes, ms = format!("{:.1}", secs * 1e3), mb_per_s = format!("{:.0}", l.bytes as f64 / secs / 1e6); "{what}");
             }
             Err(e) => {
                 let _ = tx.send(&VmmMessage::Exited {
@@ -320,7 +325,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         count: log.events().len() as u32,
         pcr23,
     })?;
-    log::info!(target: "tvp_vmm::vm", "vm={} measured, pcr23={}; waiting for tvpd", opts.vm_id, hex::encode(pcr23));
+    log::info!(vm = opts.vm_id.as_str(), pcr23 = hex::encode(pcr23); "measured; waiting for tvpd");
 
     wait_for_start(&rx.start, &shutdown, &ram)?;
 
@@ -330,7 +335,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     // Everything is open: from here on the VMM needs no privilege at all.
     if let Some((uid, gid)) = opts.run_as {
         lockdown::drop_privileges(uid, gid)?;
-        log::info!(target: "tvp_vmm::vm", "vm={} running as uid {uid} gid {gid}", opts.vm_id);
+        log::info!(vm = opts.vm_id.as_str(), uid = uid, gid = gid; "privileges dropped");
     }
     let mut ctx = VcpuContext {
         devices: Devices::new(console),
@@ -365,7 +370,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             };
             if let Some(net) = &ctx.net {
                 let st = net.stats();
-                log::info!(target: "tvp_vmm::virtio_net", "tx_frames={} rx_frames={} dropped={}", st.tx_frames, st.rx_frames, st.dropped);
+                log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped; "virtio-net totals");
             }
             let _ = done_tx.send(end);
             drop(ctx);
@@ -382,14 +387,14 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             return Err(e);
         }
     } else {
-        log::warn!(target: "tvp_vmm::vm", "vm={} running WITHOUT the syscall filter (debugging only)", opts.vm_id);
+        log::warn!(vm = opts.vm_id.as_str(); "running WITHOUT the syscall filter (debugging only)");
     }
     if opts.fault_forbidden_syscall {
-        log::warn!(target: "tvp_vmm::vm", "vm={} fault injection: forbidden syscall", opts.vm_id);
+        log::warn!(vm = opts.vm_id.as_str(); "fault injection: forbidden syscall");
         // SAFETY: getppid takes no arguments; the filter kills the process here.
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
-    log::info!(target: "tvp_vmm::vm", "vm={} starting vcpu0 at rip={:#x}", opts.vm_id, entry_state.rip);
+    log::info!(vm = opts.vm_id.as_str(), rip = format!("{:#x}", entry_state.rip); "starting vcpu0");
     if go_tx.send(true).is_err() {
         return Err(VmmError::Process("vCPU thread gone before start".into()));
     }
@@ -407,7 +412,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
     };
     if handle.join().is_err() {
-        log::error!(target: "tvp_vmm::vm", "vCPU thread panicked");
+        log::error!("vCPU thread panicked");
     }
     finish(
         opts,
@@ -524,14 +529,14 @@ fn finish(
 ) -> Result<i32, VmmError> {
     ram.scrub();
     let code = outcome.exit_code();
-    log::info!(target: "tvp_vmm::vm", "vm={} ended reason={:?} exit_code={code}: {}", opts.vm_id, outcome.reason, outcome.detail);
+    log::info!(vm = opts.vm_id.as_str(), reason = format!("{:?}", outcome.reason), exit_code = code, detail = outcome.detail.as_str(); "ended");
     if outcome.reason != ExitReason::ChannelClosed {
         if let Err(e) = tx.send(&VmmMessage::Exited {
             reason: outcome.reason,
             exit_code: code,
             detail: outcome.detail.clone(),
         }) {
-            log::warn!(target: "tvp_vmm::vm", "cannot report exit to tvpd: {e}");
+            log::warn!(error = e.to_string(); "cannot report exit to tvpd");
         }
     }
     Ok(code)

@@ -1,5 +1,8 @@
 //! Hostile or broken guests: faults and KVM failures end the VM with a clear reason;
 //! the read-only configuration page stays intact.
+// Test code: a failed assumption is a failed test ([workspace.lints] deny these
+// outside tests; clippy.toml cannot reach an integration test's helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
 use tvp_vmm_channel::{ExitReason, VmmMessage};
@@ -96,15 +99,9 @@ fn console_flood_is_capped_so_a_guest_cannot_fill_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let fw = build_guest("flood", dir.path());
     let cfg = write_config(dir.path(), b"U-flood");
-    let run = run_vm_full(
-        dir.path(),
-        &fw,
-        &cfg,
-        PeerMode::Normal,
-        |_| {},
-        false,
-        &["--console-limit", "4096"],
-    );
+    let run = VmRun::new(dir.path(), &fw, &cfg)
+        .args(&["--console-limit", "4096"])
+        .run();
     assert_eq!(run.exit_code, Some(0));
     assert_eq!(run.console.len(), 4096);
     assert!(run.stderr.contains("cap"));

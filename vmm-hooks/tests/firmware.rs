@@ -2,6 +2,9 @@
 //! ring-0 stub into Rust at CPL 3, reads the configuration page, talks to the mailbox,
 //! reports milestones and powers off; and the stub contains what the CPL-3 code must
 //! not do. The images come from `scripts/build-firmware.sh` (cached by cargo).
+// Test code: a failed assumption is a failed test ([workspace.lints] deny these
+// outside tests; clippy.toml cannot reach an integration test's helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
@@ -166,13 +169,9 @@ struct NetNs {
 }
 
 impl NetNs {
-    /// `None` when not root (creating namespaces needs it); the caller skips.
-    fn create(tag: &str) -> Option<NetNs> {
-        // SAFETY (test code): geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: network namespaces need root");
-            return None;
-        }
+    /// Creates the namespace; panics if that fails (the test states
+    /// `require!(Need::Netns)` first, so it can).
+    fn create(tag: &str) -> NetNs {
         let name = format!("tvpfw-{tag}-{}", std::process::id());
         let ns = NetNs { name };
         ns.ip(&["netns", "add", &ns.name]);
@@ -180,7 +179,7 @@ impl NetNs {
         ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
         ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "tap0"]);
         ns.exec(&["ip", "link", "set", "tap0", "up"]);
-        Some(ns)
+        ns
     }
 
     fn ip(&self, args: &[&str]) {
@@ -306,16 +305,10 @@ fn boot_in(ns: &NetNs, fw: &Path, cfg: tvp_abi::config::Config<'_>) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("config.page");
     std::fs::write(&page, cfg.encode().unwrap()).unwrap();
-    run_vm_in(
-        Some(&ns.name),
-        dir.path(),
-        fw,
-        &page,
-        PeerMode::Normal,
-        |_| {},
-        false,
-        &["--tap", "tap0"],
-    )
+    VmRun::new(dir.path(), fw, &page)
+        .in_netns(&ns.name)
+        .args(&["--tap", "tap0"])
+        .run()
 }
 
 /// A test configuration with the current time (the certificates are fresh).
@@ -341,9 +334,8 @@ fn tunnel_measurements(run: &Run) -> Vec<String> {
 #[test]
 fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservations_are_single_use_and_evidence_without_a_tpm_is_rejected(
 ) {
-    let Some(ns) = NetNs::create("tls") else {
-        return;
-    };
+    require!(Need::Netns, "openssl");
+    let ns = NetNs::create("tls");
     let fw = firmware("");
     let tenant = Tenant::new("boot.tenant.example");
     let server = tenant.serve(&ns, "10.0.0.2 U-tls-1\n10.0.0.9 U-tls-2\n", 4);
@@ -411,9 +403,8 @@ fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservation
 
 #[test]
 fn firmware_rejects_a_boot_server_certificate_from_another_ca_or_name() {
-    let Some(ns) = NetNs::create("ca") else {
-        return;
-    };
+    require!(Need::Netns, "openssl");
+    let ns = NetNs::create("ca");
     let fw = firmware("");
     let tenant = Tenant::new("boot.tenant.example");
     let other = Tenant::new("boot.tenant.example");
@@ -486,9 +477,8 @@ fn hostile_server(tenant: &Tenant, ns: &NetNs, reply: Vec<u8>) -> std::thread::J
 
 #[test]
 fn firmware_fails_closed_on_a_hostile_boot_server_oversized_frame_or_bad_nonce() {
-    let Some(ns) = NetNs::create("hostile") else {
-        return;
-    };
+    require!(Need::Netns, "openssl");
+    let ns = NetNs::create("hostile");
     let fw = firmware("");
     let tenant = Tenant::new("boot.tenant.example");
     for (reply, code, what) in [

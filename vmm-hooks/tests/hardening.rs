@@ -1,6 +1,9 @@
 //! Hardening of the VMM process: a crash of tvp-vmm never writes a core file (guest
 //! memory must not reach the disk in the clear), while an ordinary process crashing
 //! the same way does (the control that shows the test can fail).
+// Test code: a failed assumption is a failed test ([workspace.lints] deny these
+// outside tests; clippy.toml cannot reach an integration test's helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
 
@@ -30,10 +33,10 @@ fn allow_core_dumps() {
 #[test]
 fn a_crashing_vmm_leaves_no_core_file_while_an_ordinary_process_does() {
     let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap_or_default();
-    if pattern.trim() != "core" {
-        eprintln!("skipped: core_pattern is {pattern:?}, not a plain file in the cwd");
-        return;
-    }
+    skip_unless!(
+        pattern.trim() == "core",
+        "core_pattern is {pattern:?}, not a plain file in the cwd"
+    );
     allow_core_dumps();
     // Control: a dumpable process killed by SIGABRT dumps core in its cwd.
     let control_dir = tempfile::tempdir().unwrap();
@@ -45,10 +48,10 @@ fn a_crashing_vmm_leaves_no_core_file_while_an_ordinary_process_does() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(control.id() as i32, libc::SIGABRT) };
     let _ = control.wait();
-    if core_files(control_dir.path()).is_empty() {
-        eprintln!("skipped: this machine writes no core files even for ordinary processes");
-        return;
-    }
+    skip_unless!(
+        !core_files(control_dir.path()).is_empty(),
+        "this machine writes no core files even for ordinary processes"
+    );
 
     // The VMM, running a guest, crashed the same way. Its cwd is this crate's dir.
     let dir = tempfile::tempdir().unwrap();

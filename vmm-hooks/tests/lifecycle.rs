@@ -1,5 +1,8 @@
 //! VM lifecycle: tvpd's start decision, stop, signals, channel loss, bad inputs, and
 //! the inherited-descriptor channel tvpd uses.
+// Test code: a failed assumption is a failed test ([workspace.lints] deny these
+// outside tests; clippy.toml cannot reach an integration test's helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
 use tvp_vmm::vm::exit_code;
@@ -103,7 +106,7 @@ fn channel_over_an_inherited_socketpair_descriptor() {
     let dir = tempfile::tempdir().unwrap();
     let fw = build_guest("happy", dir.path());
     let cfg = write_config(dir.path(), b"U-fd");
-    let run = run_vm_full(dir.path(), &fw, &cfg, PeerMode::Normal, |_| {}, true, &[]);
+    let run = VmRun::new(dir.path(), &fw, &cfg).channel_fd().run();
     assert_eq!(run.exit_code, Some(0));
     assert!(matches!(
         run.messages.first(),

@@ -3,7 +3,7 @@
 //! that fails is named, with what its failure most likely means.
 
 use crate::anchor;
-use crate::record::{AuditRecord, GENESIS};
+use crate::record::{AuditRecord, GENESIS, RECORD_VERSION};
 use crate::Digest32;
 
 /// Why a log does not verify. `seq` is the sequence number found in (or expected at)
@@ -70,6 +70,12 @@ pub fn verify_from(
     for (i, r) in records.iter().enumerate() {
         let line = i + 1;
         let expected_seq = first_seq + i as u64;
+        if r.v != RECORD_VERSION {
+            return Err(ChainError::Malformed {
+                line,
+                message: format!("record version {} is not {RECORD_VERSION}", r.v),
+            });
+        }
         let Some(h) = r.hash_bytes() else {
             return Err(ChainError::Edited { seq: r.seq, line });
         };
@@ -208,6 +214,24 @@ mod tests {
             verify_chain(&other, Some(&full.anchor)),
             Err(ChainError::AnchorMismatch { records: 5 })
         );
+    }
+
+    /// Fuzzing found (audit_log, audit_extract): `v` is not hashed, so a record with
+    /// another version verified; and a digest spelled in uppercase verified too.
+    #[test]
+    fn unhashed_version_and_digest_spelling_are_refused() {
+        let mut l = log(3);
+        l[1].v = 2;
+        assert!(matches!(
+            verify_chain(&l, None),
+            Err(ChainError::Malformed { line: 2, .. })
+        ));
+        let mut l = log(3);
+        l[2].prev = l[2].prev.to_uppercase();
+        assert!(verify_chain(&l, None).is_err());
+        let mut l = log(3);
+        l[0].hash = l[0].hash.to_uppercase();
+        assert!(verify_chain(&l, None).is_err());
     }
 
     #[test]

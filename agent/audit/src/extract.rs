@@ -167,6 +167,12 @@ impl Extract {
         for e in &self.entries {
             let (seq, eprev, hash) = match e {
                 ExtractEntry::Record(r) => {
+                    if r.v != record::RECORD_VERSION {
+                        return Err(ExtractError::Malformed {
+                            seq: r.seq,
+                            field: "v",
+                        });
+                    }
                     if r.vm.as_deref() != Some(self.vm.as_str()) {
                         return Err(ExtractError::OtherVm {
                             seq: r.seq,
@@ -303,6 +309,28 @@ mod tests {
                 expected: 4
             }
         );
+    }
+
+    /// Fuzzing found (audit_extract): a full record with `v` 2 (not hashed) verified.
+    #[test]
+    fn record_of_another_version_is_refused() {
+        let l = log();
+        let mut x = build(&l, "a", 1, &reported);
+        if let ExtractEntry::Record(r) = &mut x.entries[2] {
+            r.v = 2;
+        }
+        assert_eq!(
+            x.verify(&reported, None).unwrap_err(),
+            ExtractError::Malformed { seq: 3, field: "v" }
+        );
+        let mut x = build(&l, "a", 1, &reported);
+        if let ExtractEntry::Skipped(s) = &mut x.entries[1] {
+            s.body_digest = s.body_digest.to_uppercase();
+        }
+        assert!(matches!(
+            x.verify(&reported, None),
+            Err(ExtractError::Malformed { seq: 2, .. })
+        ));
     }
 
     #[test]

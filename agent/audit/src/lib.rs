@@ -26,7 +26,30 @@ pub use token::{AuthToken, AuthzError, TenantKey};
 /// A SHA-256 digest.
 pub type Digest32 = [u8; 32];
 
-/// Decode a lowercase/uppercase hex SHA-256 digest.
+/// Decode a SHA-256 digest in its one canonical form: 64 lowercase hex digits (what
+/// `hex::encode` writes). Uppercase is refused: a hashed or signed document would
+/// otherwise have several spellings of the same digest, and a record that verifies
+/// would not be byte-for-byte the record that was written.
 pub fn digest_from_hex(s: &str) -> Option<Digest32> {
+    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
     hex::decode(s).ok()?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing found (audit_log): a record whose `prev` had one uppercase hex digit
+    /// verified, so the accepted log differed from the written one.
+    #[test]
+    fn digests_have_one_spelling() {
+        let lower = "75c3ba22070c157eff54971ea3b87537fa451dbd58f0f527beb6534f10bdad19";
+        assert!(digest_from_hex(lower).is_some());
+        assert_eq!(digest_from_hex(&lower.replace('e', "E")), None);
+        assert_eq!(digest_from_hex(&lower[..62]), None);
+        assert_eq!(digest_from_hex(&format!("{lower}00")), None);
+        assert_eq!(digest_from_hex(&format!(" {}", &lower[1..])), None);
+    }
 }

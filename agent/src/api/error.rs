@@ -122,6 +122,7 @@ impl From<crate::vm::VmError> for ApiError {
             V::Spawn(_) => ApiError::internal(e.to_string()),
             V::ShuttingDown => ApiError::new(503, "shutting_down", e.to_string()),
             V::State(_) => ApiError::new(409, "invalid_state", e.to_string()),
+            V::Stopping(_) => ApiError::new(409, "stopping", e.to_string()),
             V::NotSupported(_) => ApiError::new(501, "not_supported", e.to_string()),
             V::Image(i) => match i {
                 crate::vm::image::ImageError::Path { .. } => {
@@ -161,5 +162,35 @@ impl From<TpmError> for ApiError {
                 ApiError::new(502, "tpm_error", e.to_string())
             }
         }
+    }
+}
+
+impl From<crate::audit::AuthorizeError> for ApiError {
+    fn from(e: crate::audit::AuthorizeError) -> Self {
+        use crate::audit::AuthorizeError as A;
+        match &e {
+            A::Token(t) => ApiError::unauthorized(t.code(), e.to_string()),
+            A::UnknownVm(vm) => ApiError::not_found_vm(vm),
+            A::Counter(_) => ApiError::audit_unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::ViewError> for ApiError {
+    fn from(e: crate::audit::ViewError) -> Self {
+        use crate::audit::ViewError as V;
+        match e {
+            V::UnknownVm(vm) => ApiError::not_found_vm(&vm),
+            V::NotAnchored | V::AnchorUnwritten => ApiError::audit_unavailable(e.to_string()),
+            V::Tpm(t) => t.into(),
+        }
+    }
+}
+
+/// A VM id that breaks the rule, wherever it was given: the same 400 as a create
+/// request with that id.
+impl From<crate::vm::id::VmIdError> for ApiError {
+    fn from(e: crate::vm::id::VmIdError) -> Self {
+        ApiError::invalid_argument(format!("id: {e}"))
     }
 }

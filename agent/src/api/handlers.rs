@@ -87,15 +87,20 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Run an authorized restricted VM operation off the async runtime.
-async fn vm_operation(state: &AppState, id: String, op: crate::vm::Op) -> Result<Reply, ApiError> {
+async fn vm_operation(
+    state: &AppState,
+    id: crate::vm::VmId,
+    op: crate::vm::Op,
+) -> Result<Reply, ApiError> {
     let vms = state.vms.clone();
-    let view = tokio::task::spawn_blocking(move || vms.operate(&id, op))
+    let view = tokio::task::spawn_blocking(move || vms.operate(id.as_str(), op))
         .await
         .map_err(|e| ApiError::internal(format!("{} task: {e}", op.name())))??;
     ok(&view)
 }
 
-/// Execute one request.
+/// Execute one request. Only the audit gate ([`super::gate::run`]) calls this, after
+/// the request's decision allowed it.
 pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiError> {
     match req {
         ApiRequest::CreateVm(spec) => {
@@ -108,7 +113,7 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
             Ok(reply)
         }
         ApiRequest::ListVms => ok(&state.vms.list()),
-        ApiRequest::GetVm { id } => ok(&state.vms.get(&id)?),
+        ApiRequest::GetVm { id } => ok(&state.vms.get(id.as_str())?),
         ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
         ApiRequest::VmOperation { id, op, .. } => vm_operation(state, id, op).await,
         ApiRequest::GetHost => ok(&host_info(state)),
@@ -190,7 +195,7 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         ApiRequest::GetAudit { since } => ok(&state.audit.admin_view(since).await),
         ApiRequest::CertifyAuditAnchor { nonce } => ok(&state.audit.certify(nonce).await?),
         ApiRequest::GetVmAudit { vm, since, nonce } => {
-            ok(&state.audit.extract(&vm, since, nonce).await?)
+            ok(&state.audit.extract(vm.as_str(), since, nonce).await?)
         }
     }
 }

@@ -5,10 +5,12 @@ use base64::Engine;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::query;
 use super::types::{
-    ActivateCredentialRequest, BindingKeyRequest, QuoteRequest, VerifyImageRequest,
+    ActivateCredentialRequest, AnchorRequest, BindingKeyRequest, QuoteRequest, VerifyImageRequest,
+    VmOperationRequest,
 };
-use crate::tpm::quote::check_nonce;
+use crate::vm::VmId;
 
 /// Every operation the API offers.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,17 +22,17 @@ pub enum ApiRequest {
     /// `GET /v1/vms/{id}`
     GetVm {
         /// VM id.
-        id: String,
+        id: VmId,
     },
     /// `DELETE /v1/vms/{id}` (restricted: `delete`)
     DeleteVm {
         /// VM id.
-        id: String,
+        id: VmId,
     },
     /// `POST /v1/vms/{id}/operations`: a restricted operation other than delete.
     VmOperation {
         /// VM id.
-        id: String,
+        id: VmId,
         /// The operation.
         op: crate::vm::Op,
         /// Its parameters (exactly `op.param_keys()`), which the token covers.
@@ -82,7 +84,7 @@ pub enum ApiRequest {
     /// `GET /v1/vms/{id}/audit?since=SEQ[&nonce=HEX]`: a tenant's extract.
     GetVmAudit {
         /// The VM.
-        vm: String,
+        vm: VmId,
         /// First sequence number covered.
         since: u64,
         /// If given, the extract carries an anchor certification for this nonce.
@@ -139,11 +141,11 @@ impl ApiRequest {
     /// variant must decide.
     pub fn vm(&self) -> Option<&str> {
         match self {
-            ApiRequest::GetVmAudit { vm, .. } => Some(vm),
+            ApiRequest::GetVmAudit { vm, .. } => Some(vm.as_str()),
             ApiRequest::CreateVm(r) => Some(&r.id),
             ApiRequest::GetVm { id }
             | ApiRequest::DeleteVm { id }
-            | ApiRequest::VmOperation { id, .. } => Some(id),
+            | ApiRequest::VmOperation { id, .. } => Some(id.as_str()),
             ApiRequest::ListVms
             | ApiRequest::GetUnmanagedVms
             | ApiRequest::CertifyBindingKey { .. }
@@ -164,8 +166,12 @@ impl ApiRequest {
     /// variant must decide.
     pub fn restricted(&self) -> Option<(&str, &'static str, tvp_audit::params::Params)> {
         match self {
-            ApiRequest::DeleteVm { id } => Some((id, "delete", tvp_audit::params::Params::new())),
-            ApiRequest::VmOperation { id, op, params } => Some((id, op.name(), params.clone())),
+            ApiRequest::DeleteVm { id } => {
+                Some((id.as_str(), "delete", tvp_audit::params::Params::new()))
+            }
+            ApiRequest::VmOperation { id, op, params } => {
+                Some((id.as_str(), op.name(), params.clone()))
+            }
             ApiRequest::CreateVm(_)
             | ApiRequest::ListVms
             | ApiRequest::GetVm { .. }
@@ -208,7 +214,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/audit/anchor", "POST"),
 ];
 
-/// Parse a request. `path` may carry a query string, which is ignored.
+/// Parse a request. `path` may carry a query string: [`query`] reads the parameters
+/// the audit routes take; any other parameter is ignored.
 pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiError> {
     let full = path;
     let path = path.split('?').next().unwrap_or(path);
@@ -251,12 +258,12 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
         "/v1/host/binding-key" => {
             let r: BindingKeyRequest = json(body)?;
             Ok(ApiRequest::CertifyBindingKey {
-                nonce: nonce_arg(&r.nonce)?,
+                nonce: query::nonce(&r.nonce)?,
             })
         }
         "/v1/host/quote" => {
             let q: QuoteRequest = json(body)?;
-            let nonce = nonce_arg(&q.nonce)?;
+            let nonce = query::nonce(&q.nonce)?;
             if let Some(p) = &q.pcrs {
                 if p.is_empty() {
                     return Err(ApiError::invalid_argument(
@@ -282,12 +289,12 @@ pub fn parse(method: &str, path: &str, body: &[u8]) -> Result<ApiRequest, ApiErr
             })
         }
         "/v1/audit" => Ok(ApiRequest::GetAudit {
-            since: super::audit_routes::since(full)?,
+            since: query::since(full)?,
         }),
         "/v1/audit/anchor" => {
-            let r: super::audit_routes::AnchorRequest = json(body)?;
+            let r: AnchorRequest = json(body)?;
             Ok(ApiRequest::CertifyAuditAnchor {
-                nonce: super::audit_routes::nonce(&r.nonce)?,
+                nonce: query::nonce(&r.nonce)?,
             })
         }
         _ => Err(ApiError::not_found(path)),
@@ -312,7 +319,8 @@ fn route_of(path: &str) -> (&str, Option<&str>) {
     (route, Some(id))
 }
 
-/// A request on `/v1/vms/{id}...` whose route and method are known to be valid.
+/// A request on `/v1/vms/{id}...` whose route and method are known to be valid. An
+/// `id` that breaks the [`VmId`] rule is a 400 on every such route.
 fn vm_request(
     route: &str,
     method: &str,
@@ -320,25 +328,21 @@ fn vm_request(
     id: &str,
     body: &[u8],
 ) -> Result<ApiRequest, ApiError> {
-    let id = id.to_string();
+    let id = VmId::parse(id)?;
     match (route, method) {
-        ("/v1/vms/{id}/audit", _) => super::audit_routes::vm_audit(id, full),
+        ("/v1/vms/{id}/audit", _) => Ok(ApiRequest::GetVmAudit {
+            vm: id,
+            since: query::since(full)?,
+            nonce: query::optional_nonce(full)?,
+        }),
         ("/v1/vms/{id}/operations", _) => {
-            let r: super::types::VmOperationRequest = json(body)?;
+            let r: VmOperationRequest = json(body)?;
             let (op, params) = r.validate().map_err(ApiError::invalid_argument)?;
             Ok(ApiRequest::VmOperation { id, op, params })
         }
         (_, "DELETE") => Ok(ApiRequest::DeleteVm { id }),
         _ => Ok(ApiRequest::GetVm { id }),
     }
-}
-
-fn nonce_arg(hex_nonce: &str) -> Result<Vec<u8>, ApiError> {
-    let nonce = hex::decode(hex_nonce).map_err(|e| {
-        ApiError::invalid_argument(format!("nonce: not hex ({e}); send 1 to 32 bytes as hex"))
-    })?;
-    check_nonce(&nonce).map_err(|e| ApiError::invalid_argument(format!("nonce: {e}")))?;
-    Ok(nonce)
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -377,12 +381,65 @@ mod tests {
         assert_eq!(parse("GET", "/v1/nope", b"").unwrap_err().status, 404);
         assert_eq!(
             parse("DELETE", "/v1/vms/vm-1", b"").unwrap(),
-            ApiRequest::DeleteVm { id: "vm-1".into() }
+            ApiRequest::DeleteVm { id: vm("vm-1") }
         );
         assert_eq!(parse("GET", "/v1/vms/a/b", b"").unwrap_err().status, 404);
         let e = parse("DELETE", "/v1/host", b"").unwrap_err();
         assert_eq!((e.status, e.allow), (405, Some("GET")));
         assert_eq!(parse("GET", "/v1/host", b"{}").unwrap_err().status, 400);
+    }
+
+    fn vm(id: &str) -> VmId {
+        VmId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn vm_audit_paths() {
+        assert_eq!(
+            parse("GET", "/v1/vms/vm-1/audit?since=5&nonce=0a", b"").unwrap(),
+            ApiRequest::GetVmAudit {
+                vm: vm("vm-1"),
+                since: 5,
+                nonce: Some(vec![10])
+            }
+        );
+        assert_eq!(
+            parse("GET", "/v1/vms/a%2f/audit", b"").unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            parse("POST", "/v1/vms/a/audit", b"").unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            parse("GET", "/v1/vms/a/audit/x", b"").unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            parse("GET", "/v1/vms/a/audit?since=x", b"")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn a_bad_vm_id_is_the_same_400_on_every_vm_route() {
+        for (method, path, body) in [
+            ("GET", "/v1/vms/Bad_Id", &b""[..]),
+            ("DELETE", "/v1/vms/Bad_Id", b""),
+            ("GET", "/v1/vms/Bad_Id/audit", b""),
+            ("POST", "/v1/vms/-x/operations", br#"{"op":"pause"}"#),
+        ] {
+            let e = parse(method, path, body).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (400, "invalid_argument"),
+                "{method} {path}"
+            );
+            // Word for word what a create request with that id gets (vm::spec).
+            assert_eq!(e.message, format!("id: {}", crate::vm::id::VmIdError));
+        }
     }
 
     #[test]

@@ -18,9 +18,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::error::ApiError;
+use super::gate::{self, Received};
 use super::handlers::AppState;
 use super::peer::{AccessPolicy, Caller};
-use super::request;
+use super::{access, request};
 
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
@@ -131,12 +132,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     // Every request, even one refused before parsing, is audited by the gate.
-    let received = run(req, caller, policy, limits).await;
+    let received = receive(req, caller, policy, limits).await;
     // Audit, decide, execute in a task of its own: a client that goes away cannot
     // cancel it between its decision and result records.
     let m = method.clone();
     let gated = tokio::spawn(async move {
-        super::audited::run(&state, caller, &m, &full_path, received, token.as_deref()).await
+        gate::run(&state, caller, &m, &full_path, received, token.as_deref()).await
     })
     .await;
     let result = gated.unwrap_or_else(|e| {
@@ -164,19 +165,15 @@ async fn handle(
     }
 }
 
-/// Receive and parse one request (no execution: that is [`super::audited::run`]).
-async fn run(
+/// Receive and parse one request (no execution: that is [`gate::run`]). A caller
+/// who may not use the API is refused before anything else.
+async fn receive(
     req: Request<Incoming>,
     caller: Caller,
     policy: &AccessPolicy,
     limits: Limits,
-) -> Result<(request::ApiRequest, Bytes), ApiError> {
-    if !policy.allows(&caller) {
-        return Err(ApiError::forbidden(format!(
-            "uid {} (gid {}) may not use the tvpd API; add it to allowed_users or allowed_groups",
-            caller.uid, caller.gid
-        )));
-    }
+) -> Received {
+    access::check_caller(policy, &caller)?;
     if let Some(ct) = req.headers().get(hyper::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("?");
         if !ct.starts_with("application/json") {

@@ -190,3 +190,11 @@ impl VmOperationRequest {
         Ok((op, self.params))
     }
 }
+
+/// Body of `POST /v1/audit/anchor`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorRequest {
+    /// Fresh nonce, hex, 1..=32 bytes.
+    pub nonce: String,
+}

@@ -1,19 +1,34 @@
-//! The management audit trail and the authorization gate (`docs/audit.md`).
+//! The management audit trail and the tenant authorization check (`docs/audit.md`),
+//! as plain Rust: nothing here knows HTTP. The API's gate (`api::gate`) drives it.
 //!
-//! [`log`] is the append-only, fsynced, hash-chained log whose chain head is anchored
-//! in a TPM NV extend index; [`counters`] persists the per-VM authorization counters;
-//! [`gate`] is the one place every API request passes: it records the decision
-//! before execution and the result after, checks tenant authorizations for restricted
-//! operations, and fails closed when a record cannot be persisted. Formats live in
-//! the `tvp-audit` crate.
+//! - [`log`]: the append-only, fsynced, hash-chained log whose chain head is anchored
+//!   in a TPM NV extend index (appends fail closed);
+//! - [`records`]: what a request's records and tvpd's own event records say;
+//! - [`bindings`]: each VM's tenant key and policy (live and recently deleted);
+//! - [`authorize`]: the tenant token check, with [`counters`] persisting the per-VM
+//!   authorization counters;
+//! - [`remediation`]: what happens when tampering is detected;
+//! - [`view`]: the admin view, the certified anchor and tenants' extracts;
+//! - [`trail`]: [`Audit`], which ties them together for tvpd.
+//!
+//! Formats live in the `tvp-audit` crate.
 
+pub mod authorize;
+pub mod bindings;
 pub mod counters;
-pub mod gate;
 pub mod log;
+pub mod records;
+pub mod remediation;
+pub mod trail;
 pub mod view;
 
-pub use gate::{Audit, Authorized, Remediator, TenantBinding};
+pub use authorize::{AuthorizeError, Authorized};
+pub use bindings::{TenantBinding, RETIRED_BINDINGS};
 pub use log::{AuditError, AuditLog};
+pub use records::{HostEvent, RequestRecord};
+pub use remediation::{RemediationOutcome, Remediator};
+pub use trail::Audit;
+pub use view::{AdminView, ViewError};
 
 /// Now, milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

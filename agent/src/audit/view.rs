@@ -1,5 +1,5 @@
-//! What the audit endpoints serve: the whole log (admin), the AK-certified anchor,
-//! and a tenant's extract.
+//! Views of the trail: the whole log (admin), the AK-certified anchor, and a
+//! tenant's extract (what the API's audit endpoints serve).
 
 use base64::Engine;
 use serde::Serialize;
@@ -7,9 +7,26 @@ use tvp_audit::anchor::AnchorCertification;
 use tvp_audit::extract::{self, Extract};
 use tvp_audit::record::{AuditRecord, Stage};
 
-use super::gate::Audit;
-use crate::api::error::ApiError;
+use super::trail::Audit;
 use crate::tpm::nv::NvAnchor;
+use crate::tpm::TpmError;
+
+/// Why a view cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// No tenant binding, live or retired, for the VM.
+    #[error("no VM '{0}' on this host")]
+    UnknownVm(String),
+    /// The last record is written but not yet extended into the anchor.
+    #[error("the last audit record is not yet in the TPM anchor; retry")]
+    NotAnchored,
+    /// The anchor index holds no value yet.
+    #[error("the audit anchor has not been extended yet")]
+    AnchorUnwritten,
+    /// The certification failed in the TPM.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+}
 
 /// `GET /v1/audit?since=SEQ`.
 #[derive(Debug, Serialize)]
@@ -39,7 +56,7 @@ impl Audit {
 
     /// Certify the anchor with the AK for `nonce`, consistent with the log (the log
     /// is locked throughout, so no record slips in between).
-    pub async fn certify(&self, nonce: Vec<u8>) -> Result<AnchorCertification, ApiError> {
+    pub async fn certify(&self, nonce: Vec<u8>) -> Result<AnchorCertification, ViewError> {
         let log = self.log().lock().await;
         self.certify_locked(&log, nonce).await
     }
@@ -48,11 +65,9 @@ impl Audit {
         &self,
         log: &super::log::AuditLog,
         nonce: Vec<u8>,
-    ) -> Result<AnchorCertification, ApiError> {
+    ) -> Result<AnchorCertification, ViewError> {
         if !log.anchored() {
-            return Err(ApiError::audit_unavailable(
-                "the last audit record is not yet in the TPM anchor; retry",
-            ));
+            return Err(ViewError::NotAnchored);
         }
         let index = log.nv_index();
         let n = nonce.clone();
@@ -61,9 +76,7 @@ impl Audit {
             .call_async(move |t| t.nv_anchor_certify(index, &n))
             .await?;
         let NvAnchor::Value(value) = value else {
-            return Err(ApiError::audit_unavailable(
-                "the audit anchor has not been extended yet",
-            ));
+            return Err(ViewError::AnchorUnwritten);
         };
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(AnchorCertification {
@@ -79,17 +92,17 @@ impl Audit {
     }
 
     /// A tenant's extract of `vm` from `since` (never before the current VM with this
-    /// id was created), certified if `nonce` is given. 404 if the VM has no tenant
-    /// binding, live or retired (recently deleted).
+    /// id was created), certified if `nonce` is given. [`ViewError::UnknownVm`] if the VM has
+    /// no tenant binding, live or retired (recently deleted).
     pub async fn extract(
         &self,
         vm: &str,
         since: u64,
         nonce: Option<Vec<u8>>,
-    ) -> Result<Extract, ApiError> {
+    ) -> Result<Extract, ViewError> {
         let binding = self
             .extract_binding(vm)
-            .ok_or_else(|| ApiError::not_found_vm(vm))?;
+            .ok_or_else(|| ViewError::UnknownVm(vm.to_string()))?;
         let log = self.log().lock().await;
         let reported = |op: &str| binding.policy.reports(op);
         let since = since.max(incarnation_start(log.records(), vm));

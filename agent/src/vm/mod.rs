@@ -2,6 +2,8 @@
 //! per VM), the PCR lease that serializes their attestation, supervision of each VMM's
 //! channel, and destruction. See docs/vm-lifecycle.md.
 
+pub mod boot;
+pub mod id;
 pub mod image;
 pub mod lease;
 pub mod management;
@@ -13,6 +15,7 @@ pub mod state;
 pub mod store;
 pub mod tap;
 
+pub use id::VmId;
 pub use manager::{Manager, ManagerConfig, Op, VmError};
 pub use spec::CreateVmRequest;
 pub use state::{VmState, VmView};

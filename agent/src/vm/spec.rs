@@ -103,19 +103,7 @@ pub fn pem_certificate_der(pem: &str) -> Option<Vec<u8>> {
 impl CreateVmRequest {
     /// Check every field.
     pub fn validate(self) -> Result<ValidSpec, String> {
-        let id_ok = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !self.id.starts_with('-');
-        if !id_ok {
-            return Err(bad(
-                "id",
-                "use 1-64 characters of a-z, 0-9 and '-', not starting with '-'",
-            ));
-        }
+        super::id::VmId::parse(&self.id).map_err(|e| bad("id", e))?;
         let (ip, prefix) = self
             .vip
             .split_once('/')

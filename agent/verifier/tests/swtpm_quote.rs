@@ -1,6 +1,10 @@
 //! Real TPM output: a private swtpm, tpm2-tools for EK/AK/quote, our verifier on the
 //! result, and our `tpm2_checkquote` export cross-checked by tpm2-tools itself.
-//! Skipped (with a message) when swtpm or tpm2-tools are not installed.
+//! Needs swtpm and tpm2-tools (`require!`: a failure under `CI` or `TVP_REQUIRE_ALL=1`,
+//! a logged skip otherwise).
+// Test code: a failed assumption is a failed test ([workspace.lints] deny these
+// outside tests; clippy.toml cannot reach an integration test's helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -8,28 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tvp_test_env::require;
 use tvp_verifier::eventlog::{extend_sha256, CelDigest, CelRecord, EventContent, EventKind};
 use tvp_verifier::tpm::Public;
 use tvp_verifier::tpm2_tools::export_for_checkquote;
 use tvp_verifier::{verify, AkKey, Check, Evidence, HexDigest, PcrBank, QuoteBlobs, VerifyOptions};
-
-const TOOLS: &[&str] = &[
-    "swtpm",
-    "tpm2_createek",
-    "tpm2_createak",
-    "tpm2_readpublic",
-    "tpm2_flushcontext",
-    "tpm2_pcrextend",
-    "tpm2_pcrread",
-    "tpm2_quote",
-    "tpm2_checkquote",
-];
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-}
 
 /// A private temp dir and the swtpm started in it; both removed/killed on drop, even
 /// when the test fails.
@@ -185,11 +172,17 @@ fn checkquote(tpm: &Swtpm, ev: &Evidence, sub: &str, trusted_pem: &str) -> bool 
 
 #[test]
 fn swtpm_quote_verifies_and_matches_tpm2_checkquote() {
-    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !on_path(t)).collect();
-    if !missing.is_empty() {
-        eprintln!("skipped: not on PATH: {}", missing.join(", "));
-        return;
-    }
+    require!(
+        "swtpm",
+        "tpm2_createek",
+        "tpm2_createak",
+        "tpm2_readpublic",
+        "tpm2_flushcontext",
+        "tpm2_pcrextend",
+        "tpm2_pcrread",
+        "tpm2_quote",
+        "tpm2_checkquote",
+    );
     for (key_alg, scheme) in [("rsa", "rsassa"), ("ecc", "ecdsa")] {
         eprintln!("--- AK {key_alg}/{scheme}");
         quote_round_trip(key_alg, scheme);

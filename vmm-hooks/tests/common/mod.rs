@@ -12,6 +12,12 @@ use tvp_abi::config::Config;
 use tvp_abi::layout;
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
+/// What a test needs from the machine; a missing need fails the test under `CI` or
+/// `TVP_REQUIRE_ALL=1` and is a logged skip otherwise (see `tvp_test_env`). Not every
+/// test file needs them.
+#[allow(unused_imports)]
+pub use tvp_test_env::{require, skip_unless, Need};
+
 /// `--host-timeout-ms` of the test VMs (the peer answers at once unless silent).
 pub const HOST_TIMEOUT_MS: u64 = 3000;
 
@@ -202,12 +208,12 @@ impl Run {
 }
 
 /// Spawns `tvp-vmm run` with `firmware`/`config_page` and plays tvpd in `mode`.
-/// `on_spawn` may act on the child (e.g. send a signal) once milestone 0 arrived.
 pub fn run_vm(dir: &Path, firmware: &Path, config_page: &Path, mode: PeerMode) -> Run {
-    run_vm_with(dir, firmware, config_page, mode, |_| {})
+    VmRun::new(dir, firmware, config_page).mode(mode).run()
 }
 
-/// [`run_vm`] with a hook called with the child's pid when milestone 0 arrives.
+/// [`run_vm`] with a hook called with the child's pid when milestone 0 arrives (e.g.
+/// to send it a signal).
 pub fn run_vm_with(
     dir: &Path,
     firmware: &Path,
@@ -215,150 +221,182 @@ pub fn run_vm_with(
     mode: PeerMode,
     on_first_milestone: impl FnOnce(u32) + Send + 'static,
 ) -> Run {
-    run_vm_full(
-        dir,
-        firmware,
-        config_page,
-        mode,
-        on_first_milestone,
-        false,
-        &[],
-    )
+    VmRun::new(dir, firmware, config_page)
+        .mode(mode)
+        .on_first_milestone(on_first_milestone)
+        .run()
 }
 
 /// The channel descriptor number the fd-passing test gives the child.
 const CHILD_CHANNEL_FD: i32 = 10;
 
-/// Runs the VMM; with `use_fd` the channel is a socketpair end inherited as
-/// `--channel-fd`, as tvpd does it, else a socket path in `dir`.
-pub fn run_vm_full(
-    dir: &Path,
-    firmware: &Path,
-    config_page: &Path,
+/// One run of a real `tvp-vmm` with the test peer playing tvpd: [`VmRun::new`] gives
+/// the common case (peer [`PeerMode::Normal`], channel over a socket path in `dir`, no
+/// extra arguments, this network namespace), each setter changes one thing.
+pub struct VmRun<'a> {
+    dir: &'a Path,
+    firmware: &'a Path,
+    config_page: &'a Path,
     mode: PeerMode,
-    on_first_milestone: impl FnOnce(u32) + Send + 'static,
+    on_first_milestone: Box<dyn FnOnce(u32) + Send>,
     use_fd: bool,
-    extra_args: &[&str],
-) -> Run {
-    run_vm_in(
-        None,
-        dir,
-        firmware,
-        config_page,
-        mode,
-        on_first_milestone,
-        use_fd,
-        extra_args,
-    )
+    extra_args: Vec<String>,
+    netns: Option<&'a str>,
 }
 
-/// [`run_vm_full`], with the VMM started inside network namespace `netns` (via
-/// `ip netns exec`) when given.
-#[allow(clippy::too_many_arguments)]
-pub fn run_vm_in(
-    netns: Option<&str>,
-    dir: &Path,
-    firmware: &Path,
-    config_page: &Path,
-    mode: PeerMode,
-    on_first_milestone: impl FnOnce(u32) + Send + 'static,
-    use_fd: bool,
-    extra_args: &[&str],
-) -> Run {
-    let console = dir.join("console.log");
-    let t0 = Instant::now();
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tvp-vmm")]);
-            c
+impl<'a> VmRun<'a> {
+    /// A run of `firmware` with `config_page`, files (console, socket) in `dir`.
+    pub fn new(dir: &'a Path, firmware: &'a Path, config_page: &'a Path) -> VmRun<'a> {
+        VmRun {
+            dir,
+            firmware,
+            config_page,
+            mode: PeerMode::Normal,
+            on_first_milestone: Box::new(|_| {}),
+            use_fd: false,
+            extra_args: Vec::new(),
+            netns: None,
         }
-        None => Command::new(env!("CARGO_BIN_EXE_tvp-vmm")),
-    };
-    cmd.args(["--log", "info", "run", "--vm-id", "test-vm"])
-        .arg("--firmware")
-        .arg(firmware)
-        .arg("--config-page")
-        .arg(config_page)
-        .arg("--console-log")
-        .arg(&console)
-        .args(["--host-timeout-ms", &HOST_TIMEOUT_MS.to_string()])
-        .args(extra_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut listener = None;
-    let mut pair_end = None;
-    let mut child_end_keep = None;
-    if use_fd {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let raw = theirs.as_raw_fd();
-        // SAFETY (test code): dup2 is async-signal-safe; the target descriptor has
-        // close-on-exec cleared, so only this child inherits the channel.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()]);
-        pair_end = Some(ours);
-        child_end_keep = Some(theirs);
-    } else {
-        let sock = dir.join("channel.sock");
-        listener = Some(UnixListener::bind(&sock).unwrap());
-        cmd.arg("--channel-path").arg(&sock);
     }
-    let mut child: Child = cmd.spawn().unwrap();
-    drop(child_end_keep);
-    let pid = child.id();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let stderr_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr_pipe.read_to_string(&mut s);
-        s
-    });
-    let (msg_tx, msg_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let stream = match (listener, pair_end) {
-            (_, Some(s)) => s,
-            (Some(l), None) => match l.accept() {
-                Ok((s, _)) => s,
-                Err(_) => return,
-            },
-            (None, None) => return,
+
+    /// How the test peer behaves.
+    pub fn mode(mut self, mode: PeerMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Called with the VMM's pid when milestone 0 arrives.
+    pub fn on_first_milestone(mut self, f: impl FnOnce(u32) + Send + 'static) -> Self {
+        self.on_first_milestone = Box::new(f);
+        self
+    }
+
+    /// The channel is a socketpair end the VMM inherits (`--channel-fd`), as tvpd
+    /// gives it.
+    pub fn channel_fd(mut self) -> Self {
+        self.use_fd = true;
+        self
+    }
+
+    /// More arguments of `tvp-vmm run`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Starts the VMM inside network namespace `netns` (`ip netns exec`).
+    pub fn in_netns(mut self, netns: &'a str) -> Self {
+        self.netns = Some(netns);
+        self
+    }
+
+    /// Runs the VMM to its end (at most 120 s) and collects what happened.
+    pub fn run(self) -> Run {
+        let VmRun {
+            dir,
+            firmware,
+            config_page,
+            mode,
+            on_first_milestone,
+            use_fd,
+            extra_args,
+            netns,
+        } = self;
+        let console = dir.join("console.log");
+        let t0 = Instant::now();
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tvp-vmm")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tvp-vmm")),
         };
-        peer(stream, mode, pid, on_first_milestone, msg_tx);
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let exit_code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
+        cmd.args(["--log", "info", "run", "--vm-id", "test-vm"])
+            .arg("--firmware")
+            .arg(firmware)
+            .arg("--config-page")
+            .arg(config_page)
+            .arg("--console-log")
+            .arg(&console)
+            .args(["--host-timeout-ms", &HOST_TIMEOUT_MS.to_string()])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut listener = None;
+        let mut pair_end = None;
+        let mut child_end_keep = None;
+        if use_fd {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let raw = theirs.as_raw_fd();
+            // SAFETY (test code): dup2 is async-signal-safe; the target descriptor has
+            // close-on-exec cleared, so only this child inherits the channel.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(raw, CHILD_CHANNEL_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()]);
+            pair_end = Some(ours);
+            child_end_keep = Some(theirs);
+        } else {
+            let sock = dir.join("channel.sock");
+            listener = Some(UnixListener::bind(&sock).unwrap());
+            cmd.arg("--channel-path").arg(&sock);
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+        let mut child: Child = cmd.spawn().unwrap();
+        drop(child_end_keep);
+        let pid = child.id();
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        let (msg_tx, msg_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let stream = match (listener, pair_end) {
+                (_, Some(s)) => s,
+                (Some(l), None) => match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => return,
+                },
+                (None, None) => return,
+            };
+            peer(stream, mode, pid, on_first_milestone, msg_tx);
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let exit_code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let stderr = stderr_thread.join().unwrap_or_default();
+        let mut messages = Vec::new();
+        while let Ok(Some(m)) = msg_rx.recv_timeout(Duration::from_secs(2)) {
+            messages.push(m);
         }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let secs = t0.elapsed().as_secs_f64();
-    let stderr = stderr_thread.join().unwrap_or_default();
-    let mut messages = Vec::new();
-    while let Ok(Some(m)) = msg_rx.recv_timeout(Duration::from_secs(2)) {
-        messages.push(m);
-    }
-    let console = std::fs::read_to_string(&console).unwrap_or_default();
-    eprintln!("--- tvp-vmm stderr ---\n{stderr}--- console ---\n{console}---");
-    Run {
-        messages,
-        exit_code,
-        console,
-        stderr,
-        secs,
+        let console = std::fs::read_to_string(&console).unwrap_or_default();
+        eprintln!("--- tvp-vmm stderr ---\n{stderr}--- console ---\n{console}---");
+        Run {
+            messages,
+            exit_code,
+            console,
+            stderr,
+            secs,
+        }
     }
 }
 

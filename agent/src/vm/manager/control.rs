@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{Event, Manager, VmError};
+use super::supervise::Event;
+use super::{Manager, VmError};
 use crate::audit::Remediator;
 use crate::lock;
-use crate::logging::timestamp;
-use crate::vm::state::{VmState, VmView};
+use crate::vm::boot::{BootError, Step};
+use crate::vm::process;
+use crate::vm::state::VmView;
 
 /// Reason of VMs powered off because the audit trail was tampered with.
 pub const TAMPERING: &str = "audit-tampering";
@@ -119,16 +121,6 @@ impl Op {
     }
 }
 
-/// A state as audit records show it: `running`, or `running, paused`.
-pub fn label(state: VmState, paused: bool) -> String {
-    let s = state.name();
-    if paused {
-        format!("{s}, paused")
-    } else {
-        s.to_string()
-    }
-}
-
 /// The process state letter of `pid` (`R`, `S`, `T` for stopped, ...).
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -189,85 +181,83 @@ impl Manager {
     }
 
     /// Pause (SIGSTOP) or resume (SIGCONT) the VM's VMM; returns once the process is
-    /// stopped or running again. Pausing does not stop the attestation deadline.
+    /// stopped or running again. Pausing does not stop the attestation deadline. The
+    /// registry lock is not held while waiting for the process.
     fn set_paused(&self, id: &str, pause: bool) -> Result<VmView, VmError> {
-        let (before, after) = {
-            let mut inner = lock(&self.inner);
-            let vm = inner
+        let step = if pause { Step::Pause } else { Step::Resume };
+        let pid = {
+            let reg = lock(&self.registry);
+            let vm = reg
                 .vms
-                .get_mut(id)
+                .get(id)
                 .ok_or_else(|| VmError::NotFound(id.to_string()))?;
-            if vm.state.is_final() {
-                return Err(VmError::State(format!(
+            // Would the step be taken? (Checked again when it is.)
+            let mut probe = vm.boot.clone();
+            probe.step(step.clone()).map_err(|e| match e {
+                BootError::Ended { .. } => VmError::State(format!(
                     "VM '{id}' has ended ({}); it cannot be {}",
-                    label(vm.state, false),
+                    vm.boot.label(),
                     if pause { "paused" } else { "resumed" }
-                )));
-            }
-            if vm.paused == pause {
-                return Err(VmError::State(format!(
+                )),
+                _ => VmError::State(format!(
                     "VM '{id}' is {} paused",
                     if pause { "already" } else { "not" }
-                )));
-            }
-            let pid = match (vm.pid, vm.vmm_start_time) {
-                (Some(p), Some(t)) if super::super::process::start_time(p) == Some(t) => p,
+                )),
+            })?;
+            match vm.run.vmm.as_ref() {
+                Some(v) if v.start_time.is_some() && process::start_time(v.pid) == v.start_time => {
+                    v.pid
+                }
                 _ => return Err(VmError::State(format!("VM '{id}' has no running VMM"))),
-            };
-            let before = label(vm.state, vm.paused);
-            let sig = if pause {
-                Signal::SIGSTOP
-            } else {
-                Signal::SIGCONT
-            };
-            signal_and_wait(pid, sig, pause)?;
-            vm.paused = pause;
-            vm.updated_at = timestamp();
-            let after = label(vm.state, vm.paused);
-            self.persist(&inner, id);
-            (before, after)
+            }
         };
+        let sig = if pause {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        signal_and_wait(pid, sig, pause)?;
+        self.advance(id, step)
+            .map_err(|e| VmError::State(format!("VM '{id}': {e}")))?;
         log::info!(vm = id, paused = pause; "VM paused state changed");
-        self.record_change(id, &before, &after, if pause { "pause" } else { "resume" });
         self.get(id)
     }
 
     /// Destroy a live VM with `reason` (asynchronous, like delete) but keep its record.
     pub fn power_off(&self, id: &str, reason: &str) -> Result<VmView, VmError> {
-        let inner = lock(&self.inner);
-        let vm = inner
-            .vms
-            .get(id)
+        let reg = lock(&self.registry);
+        let view = reg
+            .view(id)
             .ok_or_else(|| VmError::NotFound(id.to_string()))?;
-        if vm.state.is_final() {
+        if view.state.is_final() {
             return Err(VmError::State(format!(
                 "VM '{id}' has ended already ({})",
-                label(vm.state, false)
+                view.state.name()
             )));
         }
-        let _ = vm.tx.send(Event::Destroy(reason.to_string()));
-        Ok(Self::view(&inner, id, vm))
+        Self::tell(&reg, id, Event::Destroy(reason.to_string()));
+        Ok(view)
     }
 
     /// Ask the VM's supervisor to end this boot and start a new measured one; waits
     /// until the new VMM runs (state `queued`).
     fn reboot(&self, id: &str) -> Result<VmView, VmError> {
         let rx = {
-            let inner = lock(&self.inner);
-            let vm = inner
+            let reg = lock(&self.registry);
+            let vm = reg
                 .vms
                 .get(id)
                 .ok_or_else(|| VmError::NotFound(id.to_string()))?;
-            if vm.state.is_final() || vm.spec.is_none() {
+            if !vm.boot.is_live() || vm.spec.is_none() {
                 return Err(VmError::State(format!(
                     "VM '{id}' has ended ({}); create it again instead",
-                    label(vm.state, false)
+                    vm.boot.label()
                 )));
             }
             let (tx, rx) = mpsc::channel();
-            vm.tx
-                .send(Event::Reboot(tx))
-                .map_err(|_| VmError::State(format!("VM '{id}' is ending")))?;
+            if !Self::tell(&reg, id, Event::Reboot(tx)) {
+                return Err(VmError::State(format!("VM '{id}' is ending")));
+            }
             rx
         };
         rx.recv_timeout(REBOOT_WAIT)
@@ -279,8 +269,8 @@ impl Manager {
     pub(super) fn relaunch(self: &Arc<Self>, id: &str) -> Result<VmView, VmError> {
         self.check_platform()?;
         let (spec, tap) = {
-            let inner = lock(&self.inner);
-            let vm = inner
+            let reg = lock(&self.registry);
+            let vm = reg
                 .vms
                 .get(id)
                 .ok_or_else(|| VmError::NotFound(id.to_string()))?;
@@ -290,43 +280,19 @@ impl Manager {
             }
         };
         let launched = self.launch(id, &spec, &tap)?;
-        let (tx, rx) = mpsc::channel();
-        let before = {
-            let mut inner = lock(&self.inner);
-            let now = timestamp();
-            let vm = inner
-                .vms
-                .get_mut(id)
-                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
-            let before = label(vm.state, vm.paused);
-            vm.state = VmState::Queued;
-            vm.reason = None;
-            vm.updated_at = now.clone();
-            vm.history.push((now, VmState::Queued));
-            vm.pid = Some(launched.child.id());
-            vm.vmm_start_time = super::super::process::start_time(launched.child.id());
-            vm.measurements.clear();
-            vm.digests.clear();
-            vm.reported_pcr23 = None;
-            vm.pcr23 = None;
-            vm.tunnel = false;
-            vm.lease_granted = false;
-            vm.measured = false;
-            vm.lease_log.clear();
-            vm.deadline = crate::logging::rfc3339(std::time::SystemTime::now() + spec.deadline);
-            vm.tx = tx.clone();
-            vm.page = launched.page.clone();
-            vm.paused = false;
-            vm.handover_digest = None;
-            Self::enter_phase(&mut inner, id, super::Phase::Queued);
-            if inner.lease.request(id) {
-                let _ = tx.send(Event::LeaseGranted);
-            }
-            self.persist(&inner, id);
-            before
-        };
+        let (run, tx, rx) = launched.new_run(spec.deadline);
+        if let Err(e) = self.change(id, "reboot", |vm| vm.reboot(run)) {
+            // Its channel closed, the new VMM exits; stop_child makes sure.
+            let mut child = launched.child;
+            drop(launched.channel);
+            super::launch::stop_child(&mut child);
+            return Err(VmError::State(format!("VM '{id}': {e}")));
+        }
+        // At the end of the lease queue, like a new VM.
+        if lock(&self.registry).lease.request(id) {
+            let _ = tx.send(Event::LeaseGranted);
+        }
         log::info!(vm = id, pid = launched.child.id(); "VM rebooted: new measured boot queued");
-        self.record_change(id, &before, "queued", "reboot: a new measured boot");
         self.supervise_launched(id, launched, spec.deadline, tx, rx)?;
         self.get(id)
     }

@@ -1,0 +1,125 @@
+//! `tvpctl inventory`: this host's entry for a tenant's or KMS's inventory file
+//! (`{"hosts": [...]}`, the format `tvp-kms` and `tvp-boot-server` read), from tvpd's
+//! TPM identity and the expected platform PCRs (`tvpd --print-expected-pcrs`).
+
+use std::path::Path;
+
+use tvp_kms::inventory::{HostEntry, Inventory};
+use tvp_verifier::ExpectedPcrs;
+
+use super::host::{call, read_text, write_out};
+use super::{exit, Cli};
+use tvp_agent::api::types::HostInfo;
+
+/// What `tvpctl inventory` needs.
+pub struct Inputs<'a> {
+    /// `tvpd --print-expected-pcrs` output: the platform PCRs the entry expects.
+    pub expect: &'a Path,
+    /// An inventory file to add the entry to (replacing this host's old entry).
+    pub merge: Option<&'a Path>,
+    /// Write here instead of stdout.
+    pub output: Option<&'a Path>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, i32> {
+    serde_json::from_str(&read_text(p)?).map_err(|e| {
+        eprintln!("tvpctl: {} is not {what}: {e}", p.display());
+        exit::IO
+    })
+}
+
+/// The entry of the host behind `cli.socket`, expecting the SHA-256 PCRs of `expected`.
+fn entry(h: HostInfo, expected: &ExpectedPcrs) -> Result<HostEntry, i32> {
+    let Some(bank) = expected.pcrs.get("sha256").filter(|b| !b.is_empty()) else {
+        eprintln!(
+            "tvpctl: the expected-values file has no sha256 PCRs (use tvpd --print-expected-pcrs)"
+        );
+        return Err(exit::IO);
+    };
+    Ok(HostEntry {
+        host_id: h.host_id,
+        ak_public_pem: h.ak_public_pem,
+        ek_name: Some(h.ek_name),
+        platform_pcrs: bank.iter().map(|(i, d)| (*i, hex::encode(&d.0))).collect(),
+    })
+}
+
+/// Add `e` to `inv`, replacing an entry with the same host id; returns whether it replaced one.
+fn upsert(inv: &mut Inventory, e: HostEntry) -> bool {
+    match inv.hosts.iter_mut().find(|h| h.host_id == e.host_id) {
+        Some(old) => {
+            *old = e;
+            true
+        }
+        None => {
+            inv.hosts.push(e);
+            false
+        }
+    }
+}
+
+/// `tvpctl inventory --expect FILE [--merge INVENTORY] [-o FILE]`.
+pub fn run(cli: &Cli, a: &Inputs<'_>) -> i32 {
+    let r = (|| {
+        let expected: ExpectedPcrs = read_json(a.expect, "an expected-values file")?;
+        let (h, _): (HostInfo, _) = call(cli, "GET", "/v1/host", None)?;
+        let e = entry(h, &expected)?;
+        let id = e.host_id.clone();
+        let mut inv: Inventory = match a.merge {
+            Some(p) if p.exists() => read_json(p, "an inventory file")?,
+            _ => Inventory::default(),
+        };
+        let replaced = upsert(&mut inv, e);
+        let mut text = serde_json::to_vec_pretty(&inv).map_err(|_| exit::IO)?;
+        text.push(b'\n');
+        write_out(a.output, &text)?;
+        if a.output.is_some() {
+            eprintln!(
+                "tvpctl: host {id} {} ({} hosts)",
+                if replaced { "updated" } else { "added" },
+                inv.hosts.len()
+            );
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => exit::OK,
+        Err(c) => c,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(id: &str, ak: &str) -> HostEntry {
+        HostEntry {
+            host_id: id.into(),
+            ak_public_pem: ak.into(),
+            ek_name: None,
+            platform_pcrs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn upsert_replaces_the_same_host_and_keeps_the_others() {
+        let mut inv = Inventory::default();
+        assert!(!upsert(&mut inv, e("a", "1")));
+        assert!(!upsert(&mut inv, e("b", "1")));
+        assert!(upsert(&mut inv, e("a", "2")));
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.host("a").map(|h| h.ak_public_pem.as_str()), Some("2"));
+    }
+
+    #[test]
+    fn an_expected_file_without_sha256_pcrs_is_refused() {
+        let h: HostInfo = serde_json::from_value(serde_json::json!({
+            "host_id": "a", "ek_public_pem": "", "ek_certificate_pem": null,
+            "ak_public_pem": "", "ak_public": "", "ak_name": "", "ek_name": "",
+            "pcr_bank": "sha256", "platform_pcr": 15, "platform_intact": true,
+            "platform_changes": [], "version": "0"
+        }))
+        .unwrap();
+        assert_eq!(entry(h, &ExpectedPcrs::default()).err(), Some(exit::IO));
+    }
+}

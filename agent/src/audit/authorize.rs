@@ -1,0 +1,94 @@
+//! The tenant authorization check for restricted operations: a signed token against
+//! the VM's binding (key, policy, lease), the operation, the parameter digest, expiry
+//! and the VM's counter, which is persisted before the check succeeds so that a token
+//! cannot be replayed, not even across a restart.
+
+use std::sync::Mutex;
+
+use tvp_audit::params::Params;
+use tvp_audit::token::{AuthToken, AuthzError, Expectation};
+
+use super::bindings::TenantBindings;
+use super::counters::{CounterError, CounterStore};
+use crate::lock;
+
+/// A granted authorization (what the decision record's reason states).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    /// The VM.
+    pub vm: String,
+    /// The operation.
+    pub op: String,
+    /// The accepted counter (persisted).
+    pub counter: u64,
+    /// The signing key.
+    pub key_id: String,
+}
+
+/// Why an authorization was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The token is missing or does not pass (the reason says which check).
+    #[error(transparent)]
+    Token(#[from] AuthzError),
+    /// No tenant key is registered for the VM.
+    #[error("VM '{0}' has no registered tenant management key")]
+    UnknownVm(String),
+    /// The counter could not be persisted: refused so it cannot be replayed later.
+    #[error("{0}; the operation was refused (fail closed)")]
+    Counter(#[from] CounterError),
+}
+
+/// Checks tokens and keeps the per-VM counters.
+#[derive(Debug)]
+pub struct Authorizer {
+    counters: Mutex<CounterStore>,
+}
+
+impl Authorizer {
+    /// Check tokens against `counters` (loaded from the state directory).
+    pub fn new(counters: CounterStore) -> Self {
+        Authorizer {
+            counters: Mutex::new(counters),
+        }
+    }
+
+    /// Check `token` (text form) for `op` with `params` on `vm`, whose live binding
+    /// is in `bindings`, at Unix time `now`; on success the counter is persisted and
+    /// the caller may run the operation.
+    pub fn authorize(
+        &self,
+        bindings: &TenantBindings,
+        vm: &str,
+        op: &str,
+        params: &Params,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<Authorized, AuthorizeError> {
+        let binding = bindings
+            .live(vm)
+            .ok_or_else(|| AuthorizeError::UnknownVm(vm.to_string()))?;
+        let text = token.ok_or_else(|| AuthzError::Missing { op: op.to_string() })?;
+        let t = AuthToken::decode(text)?;
+        // Hold the counter lock across check and persist: two racing requests with
+        // the same token cannot both pass.
+        let mut counters = lock(&self.counters);
+        t.verify(&Expectation {
+            key: &binding.key,
+            policy: &binding.policy,
+            key_since: binding.key_since,
+            vm,
+            op,
+            params_digest: tvp_audit::params::digest(params),
+            last_counter: counters.last(vm),
+            now,
+        })?;
+        counters.accept(vm, t.counter)?;
+        Ok(Authorized {
+            vm: vm.to_string(),
+            op: op.to_string(),
+            counter: t.counter,
+            key_id: t.key_id,
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! [`Audit`]: the audit trail of a running tvpd, the one value the API and the VM
+//! manager share. It ties the log ([`super::log`]), the tenant bindings
+//! ([`super::bindings`]), the authorization check ([`super::authorize`]) and the
+//! tamper response ([`super::remediation`]) together; each job lives in its module.
+//! Appends fail closed: an error means the record is not in the trail, and the
+//! caller must not act as if it were.
+
+use std::sync::Arc;
+
+use tvp_audit::params::Params;
+use tvp_audit::record::RecordDraft;
+
+use super::authorize::{AuthorizeError, Authorized, Authorizer};
+use super::bindings::{TenantBinding, TenantBindings};
+use super::counters::CounterStore;
+use super::log::{AuditError, AuditLog};
+use super::records::{event_draft, HostEvent, RequestRecord};
+use super::remediation::{RemediationOutcome, Remediator, TamperResponse};
+
+/// The audit trail, tenant bindings and counters of a running tvpd.
+pub struct Audit {
+    log: tokio::sync::Mutex<AuditLog>,
+    bindings: TenantBindings,
+    authorizer: Authorizer,
+    tamper: TamperResponse,
+}
+
+impl Audit {
+    /// Wrap an opened log and counter store.
+    pub fn new(log: AuditLog, counters: CounterStore) -> Self {
+        Audit {
+            log: tokio::sync::Mutex::new(log),
+            bindings: TenantBindings::new(),
+            authorizer: Authorizer::new(counters),
+            tamper: TamperResponse::new(),
+        }
+    }
+
+    /// Install what powers VMs off on detected tampering.
+    pub fn set_remediator(&self, r: Arc<dyn Remediator>) {
+        self.tamper.set_remediator(r);
+    }
+
+    /// Whether tampering with the log was detected while running.
+    pub fn tampered(&self) -> bool {
+        self.tamper.tampered()
+    }
+
+    /// Tampering detected: apply every registered VM's `on_tampering` once (see
+    /// [`super::remediation`]).
+    pub fn on_tampering(&self, detail: &str) -> Vec<RemediationOutcome> {
+        self.tamper.respond(&self.bindings, detail)
+    }
+
+    /// The log, for readers (views, certification).
+    pub fn log(&self) -> &tokio::sync::Mutex<AuditLog> {
+        &self.log
+    }
+
+    /// Register a VM's tenant key and policy (VM creation).
+    pub fn register_vm(&self, vm: &str, binding: TenantBinding) {
+        self.bindings.register(vm, binding);
+    }
+
+    /// Forget a VM (after delete). Its counter stays, so its tokens stay spent; its
+    /// binding is retired (see [`TenantBindings::retire`]).
+    pub fn unregister_vm(&self, vm: &str) {
+        self.bindings.retire(vm);
+    }
+
+    /// A registered (live) VM's binding: operations are authorized against it.
+    pub fn tenant(&self, vm: &str) -> Option<TenantBinding> {
+        self.bindings.live(vm)
+    }
+
+    /// The binding that decides what a VM's extract reports: the live one, else that
+    /// of a recently deleted VM.
+    pub fn extract_binding(&self, vm: &str) -> Option<TenantBinding> {
+        self.bindings.for_extract(vm)
+    }
+
+    /// The authorization check for restricted operations: `token` (text form)
+    /// against the VM's key and policy, the operation, the digest of `params`,
+    /// expiry and the counter, which is persisted before this returns `Ok`.
+    pub fn authorize(
+        &self,
+        vm: &str,
+        op: &str,
+        params: &Params,
+        token: Option<&str>,
+    ) -> Result<Authorized, AuthorizeError> {
+        let now = super::now_ms() / 1000;
+        self.authorizer
+            .authorize(&self.bindings, vm, op, params, token, now)
+    }
+
+    /// Append a record; detected tampering triggers the tenants' remediation.
+    /// Returns the record's sequence number.
+    async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        let mut log = self.log.lock().await;
+        let r = log.append(draft).await.map(|r| r.seq);
+        drop(log);
+        if let Err(AuditError::Tampered { detail, .. }) = &r {
+            self.on_tampering(detail);
+        }
+        r
+    }
+
+    /// Record a request's decision (stage `decision`), before it runs.
+    pub async fn record_decision(&self, req: &RequestRecord) -> Result<u64, AuditError> {
+        self.append(req.decision_draft()).await
+    }
+
+    /// Record a request's result (stage `result`): its `status` and `outcome`, for
+    /// the decision record `request` (0 for a read-only request recorded once).
+    pub async fn record_result(
+        &self,
+        req: &RequestRecord,
+        status: u16,
+        outcome: String,
+        request: u64,
+    ) -> Result<u64, AuditError> {
+        self.append(req.result_draft(status, outcome, request))
+            .await
+    }
+
+    /// Record a VM state change (stage `event`: `state_before` → `state_after`, and
+    /// why), attributed to tvpd itself (its uid and pid). Blocks the calling thread
+    /// until the record is persisted; for the VM supervisors, never for async tasks.
+    /// An error is for logging: the change has happened already.
+    pub fn vm_event_blocking(
+        &self,
+        vm: &str,
+        before: &str,
+        after: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
+        self.event_blocking(vm, "vm-state-change", before, after, reason)
+    }
+
+    /// Record a host event that concerns a live VM without changing its state
+    /// (`state_before` = `state_after` = `state`): see [`HostEvent`]. Blocking, like
+    /// [`Audit::vm_event_blocking`].
+    pub fn host_event_blocking(
+        &self,
+        vm: &str,
+        event: HostEvent,
+        state: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
+        self.event_blocking(vm, event.op(), state, state, reason)
+    }
+
+    fn event_blocking(
+        &self,
+        vm: &str,
+        op: &str,
+        before: &str,
+        after: &str,
+        reason: &str,
+    ) -> Result<u64, AuditError> {
+        super::block_on(self.append(event_draft(vm, op, before, after, reason)))
+    }
+}

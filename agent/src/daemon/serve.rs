@@ -1,0 +1,123 @@
+//! Serving the API: the async runtime, the unmanaged-VM scan, systemd readiness, and
+//! the signals that stop tvpd.
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{info, warn};
+
+use super::StartError;
+use crate::api::handlers::AppState;
+use crate::api::peer::AccessPolicy;
+use crate::api::server::Limits;
+use crate::config::Config;
+use crate::unmanaged_vms::{self, Census};
+
+/// Serve the API on `listener` until SIGTERM or SIGINT, then remove the socket.
+pub(super) fn serve(
+    cfg: &Config,
+    listener: UnixListener,
+    state: Arc<AppState>,
+    policy: Arc<AccessPolicy>,
+) -> Result<(), StartError> {
+    let scan_interval = Duration::from_millis(cfg.kvm_scan_interval_ms);
+    let limits = Limits {
+        request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+        max_body: cfg.max_body_bytes,
+        max_connections: cfg.max_connections,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let socket = cfg.socket.clone();
+    let result = rt.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        if !scan_interval.is_zero() {
+            tokio::spawn(scan_for_unmanaged_vms(
+                state.unmanaged.clone(),
+                state.vms.clone(),
+                scan_interval,
+            ));
+        }
+        info!(socket = socket.display().to_string(); "serving the API");
+        notify_ready();
+        crate::api::server::serve(listener, state, policy, limits, shutdown_signal()).await;
+        Ok::<(), std::io::Error>(())
+    });
+    let _ = std::fs::remove_file(&cfg.socket);
+    result.map_err(StartError::Serve)
+}
+
+/// Periodically look for KVM VMs tvpd did not create; log each as it appears and
+/// goes, and record it in the live VMs' audit trails.
+async fn scan_for_unmanaged_vms(
+    census: Arc<Mutex<Census>>,
+    vms: Arc<crate::vm::Manager>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let found = tokio::task::spawn_blocking(|| unmanaged_vms::scan(Path::new("/proc")))
+            .await
+            .unwrap_or_default();
+        let managed = vms.pids();
+        let change =
+            crate::lock(&census).update(&found, &managed, "tvp-vmm", &crate::logging::timestamp());
+        for v in &change.appeared {
+            warn!(pid = v.pid, comm = v.comm.as_str(), kind = v.kind.name(), vm_fds = v.vm_fds; "unmanaged KVM VM on this host");
+        }
+        for v in &change.vanished {
+            info!(pid = v.pid, comm = v.comm.as_str(); "unmanaged KVM VM gone");
+        }
+        if !change.appeared.is_empty() || !change.vanished.is_empty() {
+            // Into every live VM's audit trail (blocking appends: off the runtime).
+            let vms = vms.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                vms.out_of_context(&change.appeared, &change.vanished)
+            })
+            .await;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop tvpd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM"; "shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT"; "shutting down"),
+    }
+}
+
+/// Tell systemd (Type=notify) that the API is up.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let r = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", Path::new(&path))
+    };
+    if let Err(e) = r {
+        warn!(error = e.to_string(); "sd_notify failed");
+    }
+}

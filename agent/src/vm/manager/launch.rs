@@ -1,0 +1,218 @@
+//! Starting a VM's `tvp-vmm`: the workload image prepared (its key released through
+//! the TPM), a fresh configuration page written, and the process spawned with exactly
+//! the descriptors it needs (the channel as 3, the image as 4, the key pipe as 5) and
+//! none of tvpd's. Also stopping it again.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use super::record::Run;
+use super::supervise::Event;
+use super::{Manager, VmError};
+use crate::vm::image;
+use crate::vm::spec::ValidSpec;
+
+/// The channel descriptor number in the child.
+const CHILD_CHANNEL_FD: i32 = 3;
+/// The workload image's descriptor number in the child.
+const CHILD_IMAGE_FD: i32 = 4;
+/// The image key pipe's descriptor number in the child.
+const CHILD_IMAGE_KEY_FD: i32 = 5;
+
+/// A started `tvp-vmm`: the process, tvpd's end of its channel, its configuration page.
+pub(super) struct Launched {
+    /// The process.
+    pub child: Child,
+    /// tvpd's end of the channel.
+    pub channel: UnixStream,
+    /// The configuration page it was given.
+    pub page: Vec<u8>,
+}
+
+impl Launched {
+    /// A new boot run for this VMM (create and reboot start one the same way), with
+    /// the supervisor's event channel.
+    pub(super) fn new_run(&self, deadline: Duration) -> (Run, Sender<Event>, Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let run = Run::launched(self.child.id(), self.page.clone(), tx.clone(), deadline);
+        (run, tx, rx)
+    }
+}
+
+impl Manager {
+    /// Prepare the workload image (key release through the TPM), write a fresh
+    /// configuration page (current time, new seed) and start a `tvp-vmm` for it on
+    /// `tap_name`.
+    pub(super) fn launch(
+        &self,
+        id: &str,
+        spec: &ValidSpec,
+        tap_name: &str,
+    ) -> Result<Launched, VmError> {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let image = match &spec.request.image {
+            Some(i) => Some(image::prepare(
+                i,
+                &self.cfg.image_dir,
+                u64::from(spec.request.memory_mib) << 20,
+                spec.allows_plaintext_images(),
+                &self.releaser,
+            )?),
+            None => None,
+        };
+        let page = spec
+            .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
+            .map_err(VmError::Invalid)?;
+        let dir = self.cfg.vms_dir.join(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
+        let page_path = dir.join("config.page");
+        std::fs::write(&page_path, page)
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", page_path.display())))?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Spawn(e.to_string()))?;
+        let vmm_log = std::fs::File::create(dir.join("vmm.log"))
+            .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let mut cmd = Command::new(&self.cfg.vmm_binary);
+        cmd.args(["run", "--vm-id", id, "--firmware"])
+            .arg(&self.cfg.firmware)
+            .arg("--config-page")
+            .arg(&page_path)
+            .arg("--console-log")
+            .arg(dir.join("console.log"))
+            .args(["--tap", tap_name])
+            .args(
+                self.cfg
+                    .vmm_ids
+                    .iter()
+                    .flat_map(|(u, g)| ["--run-as".to_string(), format!("{u}:{g}")]),
+            )
+            .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(vmm_log);
+        // Descriptors the child gets: the channel as 3, the image as 4, the key pipe as 5.
+        let mut inherit = vec![(theirs.as_raw_fd(), CHILD_CHANNEL_FD)];
+        let mut key_pipe = None;
+        if let Some(img) = &image {
+            inherit.push((img.file.as_raw_fd(), CHILD_IMAGE_FD));
+            cmd.args(["--image-fd", &CHILD_IMAGE_FD.to_string()]);
+            if let Some(key) = &img.key {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                // 32 bytes fit the pipe buffer: the write never blocks. The write end
+                // closes right after, so the VMM reads exactly the key and then EOF.
+                let mut w = std::fs::File::from(w);
+                std::io::Write::write_all(&mut w, key.as_bytes())
+                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+                drop(w);
+                inherit.push((r.as_raw_fd(), CHILD_IMAGE_KEY_FD));
+                cmd.args(["--image-key-fd", &CHILD_IMAGE_KEY_FD.to_string()])
+                    .args([
+                        "--image-key-lease-ms",
+                        &spec.key_lease().as_millis().to_string(),
+                    ]);
+                key_pipe = Some(r);
+            }
+        }
+        inherit_only(&mut cmd, inherit);
+        let child = cmd
+            .spawn()
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
+        drop(theirs);
+        drop(key_pipe);
+        drop(image);
+        Ok(Launched {
+            child,
+            channel: ours,
+            page: page.to_vec(),
+        })
+    }
+}
+
+/// Make the child inherit exactly `inherit` (source descriptor, number in the child;
+/// at most three) and nothing else above 2.
+fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
+    let top = inherit
+        .iter()
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or(CHILD_CHANNEL_FD);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // fcntl, dup2 and close, which are async-signal-safe, on a fixed-size list made
+    // before the fork. Each inherited descriptor is first moved above every target
+    // number (so no source is overwritten by another's dup2), then placed at its
+    // target without close-on-exec; every other descriptor above 2 is closed, so
+    // the VMM inherits nothing of tvpd's (not its TPM connection, not other VMs').
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut moved = [(0i32, 0i32); 3];
+            for (slot, (src, target)) in moved.iter_mut().zip(inherit.iter()) {
+                let high = nix::libc::fcntl(*src, nix::libc::F_DUPFD_CLOEXEC, 64);
+                if high < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                *slot = (high, *target);
+            }
+            for (high, target) in moved.iter().take(inherit.len()) {
+                if nix::libc::dup2(*high, *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if nix::libc::syscall(nix::libc::SYS_close_range, top + 1, u32::MAX, 0) != 0 {
+                for fd in top + 1..4096 {
+                    nix::libc::close(fd);
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Wait up to 3 s for the VMM to exit by itself, then kill it. A paused (SIGSTOPped)
+/// VMM is continued first, so it can read its stop message and scrub guest memory.
+pub(super) fn stop_child(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// "exit code N" or "killed by signal N".
+pub(super) fn describe_exit(s: std::process::ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => s.to_string(),
+    }
+}
+
+/// Default location of the VMM: next to the running tvpd.
+pub fn default_vmm_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("tvp-vmm")))
+        .unwrap_or_else(|| Path::new("/usr/local/bin/tvp-vmm").to_path_buf())
+}

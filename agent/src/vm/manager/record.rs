@@ -1,0 +1,332 @@
+//! What the manager keeps of one VM ([`Vm`]), built in exactly one way per origin
+//! (created, recovered from its record) with the per-boot part ([`Run`]) made by ONE
+//! constructor for a create and a reboot alike, and every change of its boot made by
+//! [`Vm::apply`]: the boot state moves on ([`Boot::step`]), and the state history, the
+//! boot log and `updated_at` follow from it in the same call.
+
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use super::supervise::Event;
+use crate::logging::timestamp;
+use crate::platform_watch::PlatformChange;
+use crate::vm::boot::{Boot, BootError, Ending, Step};
+use crate::vm::management::ManagementView;
+use crate::vm::phase::PhaseView;
+use crate::vm::spec::ValidSpec;
+use crate::vm::state::{MeasurementView, VmState, VmView};
+use crate::vm::store::VmRecord;
+
+/// Most VMM measurements kept per boot.
+const MAX_MEASUREMENTS: usize = 16;
+
+/// The running VMM of a boot, while its supervisor has not reaped it.
+pub(super) struct Vmm {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time (identifies it if the pid is reused).
+    pub start_time: Option<u64>,
+    /// Its supervisor's events.
+    pub events: Sender<Event>,
+    /// Its configuration page (for the expected PCR 23).
+    pub page: Vec<u8>,
+}
+
+/// What one measured boot has; a reboot replaces it whole.
+pub(super) struct Run {
+    /// The VMM; `None` once reaped (and for VMs recovered from records).
+    pub vmm: Option<Vmm>,
+    /// Attestation deadline (RFC 3339).
+    pub deadline: String,
+    /// PCR 23 events as reported by the VMM (plus the management event once measured).
+    pub measurements: Vec<MeasurementView>,
+    /// The VMM's event digests, in order.
+    pub digests: Vec<[u8; 32]>,
+    /// PCR 23 after measurement.
+    pub pcr23: Option<[u8; 32]>,
+    /// What the firmware handed over to.
+    pub handover_digest: Option<[u8; 32]>,
+}
+
+impl Run {
+    /// A boot whose VMM (`pid`, `page`) was just started, supervised through `events`.
+    pub fn launched(pid: u32, page: Vec<u8>, events: Sender<Event>, deadline: Duration) -> Run {
+        Run {
+            vmm: Some(Vmm {
+                pid,
+                start_time: crate::vm::process::start_time(pid),
+                events,
+                page,
+            }),
+            deadline: crate::logging::rfc3339(std::time::SystemTime::now() + deadline),
+            measurements: Vec::new(),
+            digests: Vec::new(),
+            pcr23: None,
+            handover_digest: None,
+        }
+    }
+}
+
+/// A managed VM.
+pub(super) struct Vm {
+    /// Where its boot is: the one state from which `state`, `phase` and `paused` derive.
+    pub boot: Boot,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last state change.
+    pub updated_at: String,
+    /// Every state entered (continues across reboots).
+    pub history: Vec<(String, VmState)>,
+    /// The boot log (continues across reboots).
+    pub phases: Vec<PhaseView>,
+    /// Its TAP device while it exists.
+    pub tap: Option<String>,
+    /// The tenant's management key and policy (absent only in records of a tvpd
+    /// before management was measured).
+    pub management: Option<ManagementView>,
+    /// The validated spec, for a reboot (absent for VMs recovered from records).
+    pub spec: Option<ValidSpec>,
+    /// Measured platform files that changed while it was live.
+    pub revocations: Vec<PlatformChange>,
+    /// The current boot.
+    pub run: Run,
+}
+
+/// What [`Vm::apply`] changed, for the audit trail and the phase deadline.
+pub(super) struct Change {
+    /// The audit label before (`running, paused`).
+    pub before: String,
+    /// The audit label after.
+    pub after: String,
+    /// The reason recorded with it.
+    pub reason: String,
+    /// Whether the change is a state change the audit trail records.
+    pub audited: bool,
+    /// Whether anything visible changed (the record must be written).
+    pub changed: bool,
+    /// A phase entered with a deadline: (its generation, the deadline, where to say it
+    /// ran out).
+    pub phase_deadline: Option<(u64, Duration, Sender<Event>)>,
+}
+
+impl Vm {
+    /// A VM just created from `spec`, its VMM launched on `tap` (queued, its boot log
+    /// open at `queued`).
+    pub fn created(spec: &ValidSpec, tap: String, run: Run) -> Vm {
+        let now = timestamp();
+        Vm {
+            boot: Boot::queued(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+            history: vec![(now.clone(), VmState::Queued)],
+            phases: vec![PhaseView {
+                phase: crate::vm::phase::Phase::Queued,
+                started_at: now,
+                ended_at: None,
+            }],
+            tap: Some(tap),
+            management: Some(spec.management.clone()),
+            spec: Some(spec.clone()),
+            revocations: Vec::new(),
+            run,
+        }
+    }
+
+    /// A VM as an earlier tvpd recorded it, ended: a VM that was live then is marked
+    /// `failed` with `live_reason` (its supervisor is gone). Its VMM and TAP device
+    /// are the caller's to clean up.
+    pub fn recovered(v: VmView, live_reason: &str) -> Vm {
+        let was_live = !v.state.is_final();
+        let boot = if was_live {
+            Boot::Ended {
+                how: Ending::Failed,
+                reason: Some(live_reason.to_string()),
+            }
+        } else {
+            Boot::Ended {
+                how: if v.state == VmState::Failed {
+                    Ending::Failed
+                } else {
+                    Ending::Destroyed
+                },
+                reason: v.reason,
+            }
+        };
+        let mut history = v.history;
+        let mut updated_at = v.updated_at;
+        if was_live {
+            let now = timestamp();
+            history.push((now.clone(), VmState::Failed));
+            updated_at = now;
+        }
+        Vm {
+            boot,
+            created_at: v.created_at,
+            updated_at,
+            history,
+            phases: close_phases(v.phases),
+            tap: None,
+            management: v.management,
+            spec: None,
+            revocations: v.revocations,
+            run: Run {
+                vmm: None,
+                deadline: v.deadline,
+                measurements: v.measurements,
+                digests: Vec::new(),
+                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                handover_digest: v
+                    .handover_digest
+                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+            },
+        }
+    }
+
+    /// Take `step` and make everything that follows from it: the state history (a new
+    /// state, or a reboot), `updated_at` (a new state or pause), the boot log (a new
+    /// phase is opened with its deadline; an end closes the open one). Refused steps
+    /// change nothing.
+    pub fn apply(&mut self, step: Step) -> Result<Change, BootError> {
+        let reboot = step == Step::Reboot;
+        let reason = step.audit_reason().to_string();
+        let (state0, phase0, label0) = (self.boot.state(), self.boot.phase(), self.boot.label());
+        self.boot.step(step)?;
+        let (state1, phase1, label1) = (self.boot.state(), self.boot.phase(), self.boot.label());
+        let now = timestamp();
+        let audited = label0 != label1 || reboot;
+        if state0 != state1 || reboot {
+            self.history.push((now.clone(), state1));
+        }
+        if audited {
+            self.updated_at = now.clone();
+        }
+        let mut phase_deadline = None;
+        match phase1 {
+            None => self.phases = close_phases(std::mem::take(&mut self.phases)),
+            Some(p) if phase0 != phase1 || reboot => {
+                if let Some(last) = self.phases.last_mut() {
+                    last.ended_at.get_or_insert(now.clone());
+                }
+                self.phases.push(PhaseView {
+                    phase: p,
+                    started_at: now,
+                    ended_at: None,
+                });
+                log::debug!(phase = p.name(); "boot phase");
+                phase_deadline = self.phase_deadline();
+            }
+            Some(_) => {}
+        }
+        Ok(Change {
+            before: label0,
+            after: label1,
+            reason,
+            audited,
+            changed: audited || phase0 != phase1,
+            phase_deadline,
+        })
+    }
+
+    /// Start a new boot on `run` (a reboot): the history and boot log continue.
+    pub fn reboot(&mut self, run: Run) -> Result<Change, BootError> {
+        if !self.boot.is_live() {
+            return Err(BootError::Ended {
+                step: "reboot",
+                state: self.boot.state().name(),
+            });
+        }
+        self.run = run;
+        self.apply(Step::Reboot)
+    }
+
+    /// The deadline of the open phase, if it has one and a supervisor to tell.
+    pub fn phase_deadline(&self) -> Option<(u64, Duration, Sender<Event>)> {
+        let phase = self.phases.last()?.phase;
+        let limits = self
+            .spec
+            .as_ref()
+            .map(|s| s.request.phase_deadlines_secs)
+            .unwrap_or_default();
+        let limit = limits.of(phase)?;
+        let events = self.run.vmm.as_ref()?.events.clone();
+        Some((self.phases.len() as u64, limit, events))
+    }
+
+    /// Record one of the VMM's measurements (while they come in; at most 16).
+    pub fn add_measurement(
+        &mut self,
+        event_type: String,
+        digest: [u8; 32],
+        description: String,
+    ) -> Result<(), BootError> {
+        if !self.boot.accepts_measurements() {
+            return Err(BootError::OutOfOrder {
+                step: "measurement",
+                phase: self.boot.phase().map(|p| p.name()).unwrap_or("ended"),
+            });
+        }
+        if self.run.digests.len() < MAX_MEASUREMENTS {
+            self.run.digests.push(digest);
+            self.run.measurements.push(MeasurementView {
+                event_type,
+                digest: hex::encode(digest),
+                description,
+            });
+        }
+        Ok(())
+    }
+
+    /// `policy.on_platform_change` is `power-off`.
+    pub fn powers_off_on_platform_change(&self) -> bool {
+        self.spec
+            .as_ref()
+            .is_some_and(|s| s.powers_off_on_platform_change())
+    }
+
+    /// The VMM's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.run.vmm.as_ref().map(|v| v.pid)
+    }
+
+    /// What the API shows (`lease_position` comes from the lease queue).
+    pub fn view(&self, id: &str, lease_position: Option<usize>) -> VmView {
+        VmView {
+            id: id.to_string(),
+            state: self.boot.state(),
+            reason: self.boot.reason().map(str::to_string),
+            created_at: self.created_at.clone(),
+            updated_at: self.updated_at.clone(),
+            history: self.history.clone(),
+            lease_position,
+            pid: self.pid(),
+            tap: self.tap.clone(),
+            measurements: self.run.measurements.clone(),
+            pcr23: self.run.pcr23.map(hex::encode),
+            deadline: self.run.deadline.clone(),
+            paused: self.boot.paused(),
+            management: self.management.clone(),
+            phases: self.phases.clone(),
+            handover_digest: self.run.handover_digest.map(hex::encode),
+            revocations: self.revocations.clone(),
+        }
+    }
+
+    /// What is written to disk.
+    pub fn record(&self, id: &str, lease_position: Option<usize>) -> VmRecord {
+        VmRecord {
+            view: self.view(id, lease_position),
+            vmm_start_time: self.run.vmm.as_ref().and_then(|v| v.start_time),
+        }
+    }
+}
+
+/// A boot log whose open phase is closed now (the VM ended).
+fn close_phases(mut phases: Vec<PhaseView>) -> Vec<PhaseView> {
+    if let Some(last) = phases.last_mut() {
+        last.ended_at.get_or_insert_with(timestamp);
+    }
+    phases
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! The per-VM supervisor: one thread per launched `tvp-vmm` that takes its channel's
+//! messages, the lease grant, the deadlines and the manager's requests (destroy,
+//! reboot) one at a time, so that only it moves the VM's boot on; a reader thread per
+//! channel and a timer per deadline feed it. When the VMM is gone it deletes the TAP
+//! device and reaps the VM (its pid cleared), which a DELETE of an ended VM waits for.
+
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Child;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::warn;
+use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
+
+use super::launch::{describe_exit, stop_child, Launched};
+use super::{Manager, VmError, SECCOMP_KILLED};
+use crate::lock;
+use crate::vm::boot::{Ending, Step};
+use crate::vm::phase::Phase;
+use crate::vm::state::{VmState, VmView};
+use crate::vm::tap;
+
+const SIGSYS: i32 = nix::libc::SIGSYS;
+
+/// What a VM's supervisor is told.
+pub(super) enum Event {
+    /// A message from the VMM.
+    Vmm(VmmMessage),
+    /// The VMM's channel closed (it exited or broke the protocol).
+    ChannelClosed(String),
+    /// The PCR lease passed to this VM.
+    LeaseGranted,
+    /// The attestation deadline passed.
+    Deadline,
+    /// The phase entered as the `n`-th (generation) may have run out of time.
+    PhaseDeadline(u64),
+    /// Stop the VM (delete, power-off, platform change, tvpd stopping) with this
+    /// reason; for a VM that has ended already, stop its VMM if it still runs.
+    Destroy(String),
+    /// Stop this boot and start a new measured boot (`control::reboot`).
+    Reboot(Sender<Result<VmView, VmError>>),
+}
+
+/// What the supervisor does after an event.
+enum Flow {
+    /// Wait for the next event.
+    Continue,
+    /// The VMM is gone: clean up and reap the VM.
+    Reap,
+    /// A new boot with its own supervisor took over (reboot): leave without reaping.
+    HandedOff,
+}
+
+impl Manager {
+    /// Start the channel reader, the deadline timer and the supervisor of a launched
+    /// VMM.
+    pub(super) fn supervise_launched(
+        self: &Arc<Self>,
+        id: &str,
+        launched: Launched,
+        deadline: Duration,
+        tx: Sender<Event>,
+        rx: Receiver<Event>,
+    ) -> Result<(), VmError> {
+        let reader = match launched.channel.try_clone() {
+            Ok(r) => r,
+            Err(e) => {
+                // Without a supervisor nothing would ever stop or reap it.
+                let reason = format!("cannot supervise the VM: {e}");
+                warn!(vm = id, reason = reason.as_str(); "VM abandoned");
+                let mut child = launched.child;
+                self.end(id, Ending::Failed, reason);
+                self.reap(id, &mut child);
+                return Err(VmError::Spawn(e.to_string()));
+            }
+        };
+        let rtx = tx.clone();
+        std::thread::spawn(move || read_loop(reader, rtx));
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            let _ = tx.send(Event::Deadline);
+        });
+        let me = self.clone();
+        let sid = id.to_string();
+        std::thread::spawn(move || me.supervise(&sid, rx, launched.channel, launched.child));
+        Ok(())
+    }
+
+    fn supervise(
+        self: &Arc<Self>,
+        id: &str,
+        rx: Receiver<Event>,
+        mut w: UnixStream,
+        mut child: Child,
+    ) {
+        for ev in rx {
+            match self.handle(id, ev, &mut w, &mut child) {
+                Flow::Continue => {}
+                Flow::Reap => break,
+                Flow::HandedOff => return,
+            }
+        }
+        self.reap(id, &mut child);
+    }
+
+    /// The VMM is gone (or about to be): delete the TAP device, clear the pid, and
+    /// wake whoever waits for the reap.
+    fn reap(&self, id: &str, child: &mut Child) {
+        stop_child(child);
+        let tap = lock(&self.registry)
+            .vms
+            .get_mut(id)
+            .and_then(|vm| vm.tap.take());
+        if let Some(t) = tap {
+            if let Err(e) = tap::delete(&t) {
+                warn!(vm = id, tap = t.as_str(), error = e.to_string(); "cannot delete the VM's TAP device");
+            }
+        }
+        let mut reg = lock(&self.registry);
+        if let Some(vm) = reg.vms.get_mut(id) {
+            vm.run.vmm = None;
+        }
+        self.persist(&reg, id);
+        drop(reg);
+        self.reaped.notify_all();
+    }
+
+    fn handle(
+        self: &Arc<Self>,
+        id: &str,
+        ev: Event,
+        w: &mut UnixStream,
+        child: &mut Child,
+    ) -> Flow {
+        match ev {
+            Event::Vmm(msg) => self.on_message(id, msg, w),
+            Event::LeaseGranted => {
+                if self.advance(id, Step::LeaseGranted).is_ok() {
+                    self.measure_if_ready(id, w);
+                }
+            }
+            Event::Deadline => {
+                if self.boot_is(id, |b| b.is_attesting()) {
+                    warn!(vm = id; "attestation deadline passed: destroying the VM");
+                    self.stop_boot(id, w, child, Ending::Failed, "attestation-deadline".into());
+                }
+            }
+            Event::PhaseDeadline(generation) => {
+                if let Some(reason) = self.overrun(id, generation) {
+                    warn!(vm = id, reason = reason.as_str(); "boot phase deadline passed: destroying the VM");
+                    self.stop_boot(id, w, child, Ending::Failed, reason);
+                }
+            }
+            Event::Destroy(reason) => {
+                self.stop_boot(id, w, child, Ending::Destroyed, reason);
+            }
+            Event::Reboot(reply) => {
+                if !self.boot_is(id, |b| b.is_live()) {
+                    let ended =
+                        VmError::State(format!("VM '{id}' has ended; create it again instead"));
+                    let _ = reply.send(Err(ended));
+                    return Flow::Continue;
+                }
+                // This boot ends here; a new supervisor takes over the new one.
+                self.send(id, w, &HostMessage::Stop);
+                self.end_lease(id);
+                stop_child(child);
+                let rebooted = self.relaunch(id);
+                let flow = match &rebooted {
+                    Ok(_) => Flow::HandedOff,
+                    Err(e) => {
+                        self.end(id, Ending::Failed, format!("reboot failed: {e}"));
+                        Flow::Reap
+                    }
+                };
+                let _ = reply.send(rebooted);
+                return flow;
+            }
+            Event::ChannelClosed(why) => {
+                stop_child(child);
+                let status = child.try_wait().ok().flatten();
+                let how = status
+                    .map(describe_exit)
+                    .unwrap_or_else(|| "not reaped".into());
+                if status.and_then(|s| s.signal()) == Some(SIGSYS) {
+                    log::error!(vm = id, pid = child.id(); "tvp-vmm was killed by its seccomp filter (SIGSYS): it made a syscall outside its allowlist; the kernel log (audit type=1326) names the syscall");
+                    self.end(id, Ending::Failed, SECCOMP_KILLED.into());
+                } else if self.boot_is(id, |b| b.state() == VmState::Running) {
+                    self.end(id, Ending::Destroyed, "vm-exited".into());
+                } else if self.boot_is(id, |b| b.is_live()) {
+                    let reason = format!("VMM ended before handover ({why}, {how})");
+                    self.end(id, Ending::Failed, reason);
+                }
+                self.end_lease(id);
+                return Flow::Reap;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Stop this boot: the VMM is told to stop, the lease is released with the reset,
+    /// the VM ends (if it had not), and the VMM is stopped (killed after 3 s).
+    fn stop_boot(
+        &self,
+        id: &str,
+        w: &mut UnixStream,
+        child: &mut Child,
+        how: Ending,
+        reason: String,
+    ) {
+        self.send(id, w, &HostMessage::Stop);
+        self.end(id, how, reason);
+        stop_child(child);
+    }
+
+    /// End VM `id` (a VM that has ended already stays as it is). Its lease is ended
+    /// first (PCRs 16 and 23 reset, the lease passed on), so that a VM the API shows
+    /// as ended never holds the PCRs.
+    pub(super) fn end(&self, id: &str, how: Ending, reason: String) {
+        self.end_lease(id);
+        let _ = self.advance(id, Step::End { how, reason });
+    }
+
+    /// Whether VM `id`'s boot satisfies `f` (false if it is gone).
+    pub(super) fn boot_is(&self, id: &str, f: impl FnOnce(&crate::vm::boot::Boot) -> bool) -> bool {
+        lock(&self.registry)
+            .vms
+            .get(id)
+            .is_some_and(|vm| f(&vm.boot))
+    }
+
+    /// The reason to stop, if the phase entered as the `generation`-th is still the
+    /// open one and has overrun.
+    fn overrun(&self, id: &str, generation: u64) -> Option<String> {
+        let reg = lock(&self.registry);
+        let vm = reg.vms.get(id)?;
+        let phase = vm.boot.phase()?;
+        let open = vm.phases.last()?;
+        if vm.phases.len() as u64 != generation || open.phase != phase || phase == Phase::Running {
+            return None;
+        }
+        let (_, limit, _) = vm.phase_deadline()?;
+        Some(format!(
+            "phase-deadline: {} exceeded {} s",
+            phase.name(),
+            limit.as_secs()
+        ))
+    }
+
+    pub(super) fn send(&self, id: &str, w: &mut UnixStream, msg: &HostMessage) {
+        if let Err(e) = write_frame(w, msg) {
+            warn!(vm = id, error = e.to_string(); "cannot write to the VMM channel");
+        }
+    }
+}
+
+fn read_loop(mut r: UnixStream, tx: Sender<Event>) {
+    loop {
+        match read_frame::<_, VmmMessage>(&mut r) {
+            Ok(m) => {
+                if tx.send(Event::Vmm(m)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Event::ChannelClosed(e.to_string()));
+                return;
+            }
+        }
+    }
+}

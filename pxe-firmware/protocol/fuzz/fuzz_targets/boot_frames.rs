@@ -1,0 +1,54 @@
+//! Boot-protocol messages as both ends receive them: frame headers, the boot request
+//! (server side), the signed workload container (firmware side); the first byte picks
+//! which. Invariants beyond no panic: each accepted message re-encodes to exactly the
+//! bytes it was parsed from (one encoding per message), lengths stay within each
+//! type's limit, and a container's parts tile it exactly.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tvp_boot_protocol::signed::{self, SignedWorkload};
+use tvp_boot_protocol::{
+    frame_header, max_payload, parse_frame_header, BootRequest, FRAME_HEADER_LEN,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    match which % 3 {
+        0 => {
+            let Some(h) = bytes.get(..FRAME_HEADER_LEN) else {
+                return;
+            };
+            let h: [u8; FRAME_HEADER_LEN] = h.try_into().unwrap();
+            if let Ok(f) = parse_frame_header(&h) {
+                assert!(f.len <= max_payload(f.msg));
+                assert_eq!(frame_header(f.msg, f.len), Ok(h));
+            }
+        }
+        1 => {
+            if let Ok(r) = BootRequest::parse(bytes) {
+                let mut out = vec![0u8; r.encoded_len()];
+                let n = r.encode(&mut out).expect("a parsed request encodes");
+                assert_eq!(
+                    &out[..n],
+                    bytes,
+                    "boot request does not re-encode to its bytes"
+                );
+                assert!(n <= max_payload(tvp_boot_protocol::MsgType::BootRequest));
+            }
+        }
+        _ => {
+            if let Ok(w) = SignedWorkload::parse(bytes) {
+                let h = signed::header(w.cert.len(), w.payload.len()).unwrap();
+                let mut again = h.to_vec();
+                again.extend_from_slice(w.cert);
+                again.extend_from_slice(w.payload);
+                assert_eq!(again, w.signed);
+                again.extend_from_slice(w.signature);
+                assert_eq!(again, bytes, "container parts do not tile it");
+                assert_eq!(w.signature.len(), signed::SIGNATURE_LEN);
+            }
+        }
+    }
+});

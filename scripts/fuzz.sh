@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Build and run every cargo-fuzz target of tvp (docs/fuzzing.md) for SECONDS each
+# (default 20), one after the other, and print per target: executions, coverage
+# (libFuzzer's final cov/ft) and findings. Exits non-zero if any target crashed, so a
+# regression in a parser fails the run that introduced it.
+#
+# Usage: scripts/fuzz.sh [SECONDS | --replay] [TARGET...]
+#   TARGET names limit the run (e.g. `scripts/fuzz.sh 60 evidence_mutate virtio_net`).
+#   --replay builds every target and runs it once over its seed corpus (the
+#   regression-* inputs of earlier findings included) and nothing more: deterministic,
+#   so the test suite (scripts/test.sh) uses it to catch a parser regression or a fuzz
+#   target that no longer builds, without a random new finding failing an unrelated
+#   change. Exploration (SECONDS) is for people and for runs before a release.
+#
+# Seeds come from the repository (each fuzz folder's corpus/TARGET, read only); what the
+# fuzzer adds goes to target/fuzz-corpus/TARGET (kept between runs, so longer runs build
+# on shorter ones) and crashing inputs to target/fuzz-artifacts/TARGET. Reproduce a
+# finding with `cargo +nightly fuzz run -s none -a TARGET ARTIFACT` in its fuzz folder.
+# Needs the nightly toolchain (installed with rustup if missing) and installs
+# cargo-fuzz and a C++ compiler (libFuzzer) if missing.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+secs=${1:-20}
+replay=0
+if [ "$secs" = --replay ]; then replay=1; secs=0; fi
+[[ $secs =~ ^[0-9]+$ ]] || die "usage: $0 [SECONDS | --replay] [TARGET...]"
+shift || true
+only=("$@")
+
+# Fuzz folders, each its own cargo project (excluded from the root workspace).
+FUZZ_DIRS=(
+    agent/verifier/fuzz
+    agent/image/fuzz
+    agent/audit/fuzz
+    pxe-firmware/protocol/fuzz
+    vmm-hooks/abi/fuzz
+    vmm-hooks/channel/fuzz
+    vmm-hooks/fuzz
+)
+
+ensure_rust
+ensure_packages g++
+if ! rustup toolchain list | grep -q '^nightly'; then
+    say "installing the nightly toolchain (cargo-fuzz needs it)"
+    rustup toolchain install nightly --profile minimal >/dev/null || die "rustup toolchain install nightly failed"
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked >/dev/null 2>&1 || die "cargo install cargo-fuzz failed"
+fi
+
+# No sanitizer (the targets are safe Rust; ASan would halve the speed for little) but
+# debug assertions on, so integer overflow panics instead of wrapping.
+FUZZ_FLAGS=(-s none -a --target-dir "$TVP_ROOT/target/fuzz")
+work=$TVP_ROOT/target
+bin_dir=$work/fuzz/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
+mkdir -p "$work/fuzz-corpus" "$work/fuzz-artifacts" "$work/fuzz-logs"
+
+wanted() {
+    ((${#only[@]} == 0)) && return 0
+    local t
+    for t in "${only[@]}"; do [ "$t" = "$1" ] && return 0; done
+    return 1
+}
+
+rows=()
+failed=0
+total_execs=0
+for dir in "${FUZZ_DIRS[@]}"; do
+    mapfile -t targets < <(cd "$TVP_ROOT/$dir" && cargo +nightly fuzz list)
+    run=()
+    for t in "${targets[@]}"; do wanted "$t" && run+=("$t"); done
+    ((${#run[@]} == 0)) && continue
+    say "building $dir (${run[*]})"
+    (cd "$TVP_ROOT/$dir" && nice -n 19 cargo +nightly fuzz build "${FUZZ_FLAGS[@]}" \
+        >"$work/fuzz-logs/build-${dir//\//_}.log" 2>&1) || {
+        tail -30 "$work/fuzz-logs/build-${dir//\//_}.log" >&2
+        die "cargo fuzz build failed in $dir"
+    }
+    for t in "${run[@]}"; do
+        if ((replay)); then say "replaying the seeds of $t"; else say "fuzzing $t for ${secs}s"; fi
+        corpus=$work/fuzz-corpus/$t
+        artifacts=$work/fuzz-artifacts/$t
+        log=$work/fuzz-logs/$t.log
+        mkdir -p "$corpus" "$artifacts"
+        seeds=()
+        [ -d "$TVP_ROOT/$dir/corpus/$t" ] && seeds=("$TVP_ROOT/$dir/corpus/$t")
+        rc=0
+        if ((replay)); then
+            # Every seed once, nothing generated: -runs=0 stops after the initial pass.
+            inputs=("${seeds[@]}")
+            ((${#inputs[@]} > 0)) || die "$t has no seed corpus in $dir/corpus/$t"
+            limit=(-runs=0)
+        else
+            inputs=("$corpus" "${seeds[@]}")
+            limit=(-max_total_time="$secs")
+        fi
+        # The binary cargo fuzz built (running it directly skips cargo's lock and checks).
+        nice -n 19 "$bin_dir/$t" "${inputs[@]}" \
+            "${limit[@]}" -len_control=0 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+            -artifact_prefix="$artifacts/" >"$log" 2>&1 || rc=$?
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+        status=$(grep -E 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
+        cov=$(sed -E -n 's/.* cov: ([0-9]+) .*/\1/p' <<<"$status")
+        ft=$(sed -E -n 's/.* ft: ([0-9]+) .*/\1/p' <<<"$status")
+        corp=$(sed -E -n 's/.* corp: ([0-9]+)\/.*/\1/p' <<<"$status")
+        if ((rc == 0)); then
+            result=ok
+        else
+            failed=1
+            found=$(grep -oE "(crash|leak|timeout|oom|slow-unit)-[0-9a-f]+" "$log" | tail -1 || true)
+            result="FINDING ${found:-exit $rc} (see $log)"
+            fail "$t: $result"
+            grep -E "panicked at|ERROR: libFuzzer" -A2 "$log" | head -6 >&2 || true
+        fi
+        total_execs=$((total_execs + ${execs:-0}))
+        rows+=("$(printf '%-18s %12s %9s %7s %7s %6s  %s' "$t" "${execs:-?}" \
+            "$(( ${execs:-0} / (secs > 0 ? secs : 1) ))" "${cov:-?}" "${ft:-?}" "${corp:-?}" "$result")")
+    done
+done
+
+((${#rows[@]} > 0)) || die "no fuzz target matched ${only[*]}"
+printf '\n%-18s %12s %9s %7s %7s %6s  %s\n' target executions exec/s cov ft corpus result
+printf '%s\n' "${rows[@]}"
+printf '%-18s %12s\n' total "$total_execs"
+if ((failed)); then
+    fail "fuzzing found problems: inputs in $work/fuzz-artifacts"
+    exit 1
+fi
+if ((replay)); then
+    ok "no findings (${#rows[@]} targets, every seed replayed)"
+else
+    ok "no findings (${#rows[@]} targets, ${secs}s each)"
+fi

@@ -1,0 +1,510 @@
+//! Key release: the reference key-management service releases an image key only to a
+//! host whose evidence and binding key check out, and refuses each attack with the
+//! check that failed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tvp_tests::vm::{eventually, expected_pcr23};
+use tvp_tests::{bin, ended, nonce_hex, require, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
+
+struct Kms {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Kms {
+    fn start(dir: &Path, key: &Path, inventory: &Value, name: &str) -> Kms {
+        let inv = dir.join(format!("{name}.json"));
+        std::fs::write(&inv, inventory.to_string()).unwrap();
+        let socket = dir.join(format!("{name}.sock"));
+        let child = Command::new(bin("tvp-kms"))
+            .arg("--key")
+            .arg(key)
+            .arg("--inventory")
+            .arg(&inv)
+            .arg("--socket")
+            .arg(&socket)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+                UnixStream::connect(&socket).is_ok()
+            }),
+            "tvp-kms did not start"
+        );
+        Kms { child, socket }
+    }
+
+    fn call(&self, req: &Value) -> Value {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn nonce(&self) -> String {
+        self.call(&json!({"op": "nonce"}))["nonce"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Kms {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a host sends for `nonce` (evidence over PCR 15, certified binding key).
+fn host_material(t: &Tvpd, quote_nonce: &str, certify_nonce: &str) -> (Value, Value) {
+    let ev = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!("{{\"nonce\":\"{quote_nonce}\",\"pcrs\":[15]}}")),
+    );
+    let bk = t.api_json(
+        "POST",
+        "/v1/host/binding-key",
+        Some(&format!("{{\"nonce\":\"{certify_nonce}\"}}")),
+    );
+    (ev, bk)
+}
+
+fn release(nonce: &str, host_id: &str, ev: &Value, bk: &Value, header: &str) -> Value {
+    json!({"op": "release", "nonce": nonce, "host_id": host_id, "evidence": ev,
+        "binding_public": bk["public"], "binding_certify_attest": bk["certify_attest"],
+        "binding_certify_signature": bk["certify_signature"], "image_header": header})
+}
+
+fn refused(r: &Value, check: &str) {
+    assert_eq!(r["result"], "refused", "{r}");
+    assert_eq!(r["check"], check, "{r}");
+}
+
+#[test]
+fn image_key_released_only_to_an_attested_unchanged_host() {
+    require!("swtpm");
+    use base64::Engine;
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let (code, expected, err) = Tvpd::run_once(&tpm, &dir, &["--print-expected-pcrs"]);
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let t = Tvpd::start(&tpm, &dir, &[]);
+    let h = t.api_json("GET", "/v1/host", None);
+    let host_id = h["host_id"].as_str().unwrap().to_string();
+    let inventory = json!({"hosts": [{"host_id": host_id, "ak_public_pem": h["ak_public_pem"],
+        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+
+    // The tenant: key-management key pair and an encrypted image.
+    let k = dir.join("kms");
+    let tvpctl = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    tvpctl(&["image", "keygen", k.to_str().unwrap()]);
+    tvpctl(&["image", "keygen", dir.join("other").to_str().unwrap()]);
+    std::fs::write(dir.join("img"), vec![7u8; 10_000]).unwrap();
+    tvpctl(&[
+        "image",
+        "encrypt",
+        dir.join("img").to_str().unwrap(),
+        dir.join("img.enc").to_str().unwrap(),
+        "--kms-pub",
+        dir.join("kms.pub").to_str().unwrap(),
+    ]);
+    tvpctl(&[
+        "image",
+        "encrypt",
+        dir.join("img").to_str().unwrap(),
+        dir.join("img.other").to_str().unwrap(),
+        "--kms-pub",
+        dir.join("other.pub").to_str().unwrap(),
+    ]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let header = b64.encode(&std::fs::read(dir.join("img.enc")).unwrap()[..1024]);
+    let other_header = b64.encode(&std::fs::read(dir.join("img.other")).unwrap()[..1024]);
+    let kms = Kms::start(&dir, &dir.join("kms.key"), &inventory, "inv");
+
+    // Happy path.
+    let n = kms.nonce();
+    let (ev, bk) = host_material(&t, &n, &n);
+    let r = kms.call(&release(&n, &host_id, &ev, &bk, &header));
+    assert_eq!(r["result"], "released", "{r}");
+    assert_eq!(
+        b64.decode(r["wrapped_key"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        256
+    );
+
+    // Replayed nonce.
+    refused(
+        &kms.call(&release(&n, &host_id, &ev, &bk, &header)),
+        "nonce",
+    );
+    // A nonce the service never issued.
+    let forged = nonce_hex(32);
+    let (ev2, bk2) = host_material(&t, &forged, &forged);
+    refused(
+        &kms.call(&release(&forged, &host_id, &ev2, &bk2, &header)),
+        "nonce",
+    );
+    // Evidence with a stale nonce.
+    let n = kms.nonce();
+    let (ev_stale, bk_fresh) = host_material(&t, &nonce_hex(32), &n);
+    refused(
+        &kms.call(&release(&n, &host_id, &ev_stale, &bk_fresh, &header)),
+        "evidence:nonce",
+    );
+    // Binding key certified for another nonce.
+    let n = kms.nonce();
+    let (ev_fresh, bk_stale) = host_material(&t, &n, &nonce_hex(32));
+    refused(
+        &kms.call(&release(&n, &host_id, &ev_fresh, &bk_stale, &header)),
+        "binding-key",
+    );
+    // Binding key certified by another host's AK.
+    let other = Swtpm::blank();
+    let t2 = Tvpd::start(&other, &other.scratch("b"), &[]);
+    let n = kms.nonce();
+    let (ev_ok, _) = host_material(&t, &n, &n);
+    let (_, bk_other) = host_material(&t2, &nonce_hex(8), &n);
+    let r = kms.call(&release(&n, &host_id, &ev_ok, &bk_other, &header));
+    refused(&r, "binding-key");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not signed by the trusted AK"),
+        "{r}"
+    );
+    // A host not in the inventory.
+    let n = kms.nonce();
+    let (ev3, bk3) = host_material(&t2, &n, &n);
+    let other_id = t2.api_json("GET", "/v1/host", None)["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    refused(
+        &kms.call(&release(&n, &other_id, &ev3, &bk3, &header)),
+        "inventory",
+    );
+    // An image wrapped to another key-management key.
+    let n = kms.nonce();
+    let (ev4, bk4) = host_material(&t, &n, &n);
+    refused(
+        &kms.call(&release(&n, &host_id, &ev4, &bk4, &other_header)),
+        "image",
+    );
+    // The inventory expects another platform: evidence refused before the key is touched.
+    let mut inv2 = inventory.clone();
+    inv2["hosts"][0]["platform_pcrs"]["15"] = json!("ab".repeat(32));
+    let kms2 = Kms::start(&dir, &dir.join("kms.key"), &inv2, "inv2");
+    let n = kms2.nonce();
+    let (ev5, bk5) = host_material(&t, &n, &n);
+    refused(
+        &kms2.call(&release(&n, &host_id, &ev5, &bk5, &header)),
+        "evidence:expected-pcrs",
+    );
+    // Malformed requests get a refusal, not a crash.
+    let mut s = UnixStream::connect(&kms.socket).unwrap();
+    s.write_all(b"{not json\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(line.contains("malformed request"), "{line}");
+    assert_eq!(kms.call(&json!({"op": "nonce"}))["result"], "nonce");
+}
+
+fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(grep_dir(&p, needle));
+        } else if let Ok(b) = std::fs::read(&p) {
+            if b.windows(needle.len()).any(|w| w == needle) {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+/// A tvpd on `tpm` started with `flags`, and a key-management inventory that expects
+/// exactly this host and platform (its AK, EK and the platform PCR it will show).
+fn tvpd_and_inventory(tpm: &Swtpm, dir: &Path, flags: &[&str]) -> (Tvpd, Value) {
+    let (code, expected, err) =
+        Tvpd::run_once(tpm, dir, &[flags, &["--print-expected-pcrs"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let t = Tvpd::start(tpm, dir, flags);
+    let h = t.api_json("GET", "/v1/host", None);
+    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
+        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
+    (t, inventory)
+}
+
+#[test]
+fn tvpd_obtains_the_key_through_its_tpm_and_authenticates_the_image_in_memory() {
+    require!("swtpm", "sha256sum");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &["--image-dir", tenant.to_str().unwrap()]);
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    let marker = b"TVP-SECRET-PLAINTEXT-MARKER ";
+    let plain: Vec<u8> = marker.iter().copied().cycle().take(300_000).collect();
+    std::fs::write(p("img"), &plain).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        &p("img"),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+        "--chunk-size",
+        "65536",
+    ]);
+    std::fs::remove_file(p("img")).unwrap();
+    let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
+    let body = |img: &str, sock: &Path| {
+        format!(
+            "{{\"image\":\"{img}\",\"kms_socket\":\"{}\"}}",
+            sock.display()
+        )
+    };
+
+    let r = t.api_json(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("img.enc"), &kms.socket)),
+    );
+    assert_eq!(r["key_released"], true);
+    assert_eq!(r["image_verified"], true);
+    assert_eq!(r["plaintext_len"], 300_000);
+    let digest = {
+        let o = Command::new("sha256sum")
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut o = o;
+        o.stdin.take().unwrap().write_all(&plain).unwrap();
+        String::from_utf8(o.wait_with_output().unwrap().stdout).unwrap()
+    };
+    assert!(digest.starts_with(r["image_digest"].as_str().unwrap()));
+
+    // A tampered chunk: refused where it is.
+    let mut enc = std::fs::read(p("img.enc")).unwrap();
+    let n = enc.len();
+    enc[n - 20_000] ^= 1;
+    std::fs::write(p("bad.enc"), &enc).unwrap();
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("bad.enc"), &kms.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(
+        text.contains("image_rejected") && text.contains("chunk 4 of 5"),
+        "{text}"
+    );
+    // A plaintext image is refused.
+    std::fs::write(p("plain.img"), b"\x7fELF plain").unwrap();
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("plain.img"), &kms.socket)),
+    );
+    assert!(String::from_utf8_lossy(&r.body).contains("not an encrypted tvp image"));
+    // A service whose inventory expects another platform refuses the release.
+    let mut inv2 = inventory.clone();
+    inv2["hosts"][0]["platform_pcrs"]["15"] = json!("cd".repeat(32));
+    let kms2 = Kms::start(&tenant, &tenant.join("kms.key"), &inv2, "inv2");
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body(&p("img.enc"), &kms2.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(
+        text.contains("release_refused") && text.contains("evidence:expected-pcrs"),
+        "{text}"
+    );
+    // No plaintext on the host's disk or in its log.
+    assert!(
+        grep_dir(&dir, marker).is_empty(),
+        "plaintext found under {}",
+        dir.display()
+    );
+    assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
+    // Images are opened only inside image_dir.
+    let r = t.api(
+        "POST",
+        "/v1/images/verify",
+        Some(&body("/etc/passwd", &kms.socket)),
+    );
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 400, "{text}");
+    assert!(text.contains("outside image_dir"), "{text}");
+}
+
+/// How long a VM may take to end.
+const TO_END: Duration = Duration::from_secs(60);
+
+#[test]
+fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before_the_guest_runs() {
+    require!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let fw = tvp_tests::guests::build_guest("image", &tpm.scratch("guest"));
+    let flags = [
+        "--image-dir",
+        tenant.to_str().unwrap(),
+        "--firmware",
+        fw.to_str().unwrap(),
+    ];
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &flags);
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    // What the guest prints (its first 32 bytes), then a secret that must never reach
+    // the host's disk or logs.
+    let head = b"HELLO-FROM-THE-ENCRYPTED-IMAGE!!";
+    let marker = b"TVP-SECRET-PLAINTEXT-MARKER ";
+    let mut plain = head.to_vec();
+    plain.extend(marker.iter().copied().cycle().take(300_000));
+    std::fs::write(tpm.scratch("plain").join("img"), &plain).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        tpm.scratch("plain").join("img").to_str().unwrap(),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+        "--chunk-size",
+        "65536",
+    ]);
+    let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
+    // The tenant's management key and policy, with this test's image settings.
+    let spec = |id: &str, image: &str, policy: Value| {
+        VmSpec::measured(id)
+            .memory_mib(64)
+            .deadline_secs(60)
+            .image(image, &kms.socket)
+            .policy_with(policy)
+    };
+    let console = |id: &str| {
+        std::fs::read_to_string(dir.join(format!("state/vms/{id}/console.log"))).unwrap_or_default()
+    };
+
+    // Happy path: released through the TPM, decrypted into guest memory, run by the guest.
+    let r = t.create_vm(&spec("enc", "img.enc", json!({})));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "enc", ended, TO_END);
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    assert!(
+        console("enc").contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"),
+        "{}",
+        console("enc")
+    );
+    // The image is measured through the configuration page's descriptor: PCR 23 as
+    // measured equals what tvpctl computes from the firmware and that page.
+    let page = dir.join("state/vms/enc/config.page");
+    assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
+    let vmm_log = std::fs::read_to_string(dir.join("state/vms/enc/vmm.log")).unwrap();
+    assert!(vmm_log.contains("decrypted"), "{vmm_log}");
+
+    // Refusals before anything starts.
+    std::fs::write(p("plain.img"), &plain).unwrap();
+    let r = t.create_vm(&spec("p1", "plain.img", json!({})));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(text.contains("allow_plaintext_images"), "{text}");
+    assert_eq!(t.api("GET", "/v1/vms/p1", None).status, 404);
+    let r = t.create_vm(&spec("p2", "../a/state/vms/enc/config.page", json!({})));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let mut inv2 = inventory.clone();
+    inv2["hosts"][0]["platform_pcrs"]["15"] = json!("cd".repeat(32));
+    let kms2 = Kms::start(&tenant, &tenant.join("kms.key"), &inv2, "inv2");
+    let s2 = spec("p3", "img.enc", json!({})).image("img.enc", &kms2.socket);
+    let r = t.create_vm(&s2);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(text.contains("release_refused"), "{text}");
+
+    // A plaintext image the policy allows.
+    let r = t.create_vm(&spec(
+        "p4",
+        "plain.img",
+        json!({"allow_plaintext_images": true}),
+    ));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(wait_vm(&t, "p4", ended, TO_END)["reason"], "powered-off");
+    assert!(console("p4").contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"));
+    std::fs::remove_file(p("plain.img")).unwrap();
+
+    // Tampered chunk, truncated image, altered header: the key is released, but the VMM
+    // refuses the image while loading it, and the guest never runs.
+    let enc = std::fs::read(p("img.enc")).unwrap();
+    let mut tampered = enc.clone();
+    let n = tampered.len();
+    tampered[n - 20_000] ^= 1;
+    let mut header = enc.clone();
+    header[40] ^= 1; // inside the image digest
+    for (id, bytes, why) in [
+        ("t1", tampered, "chunk 4 of 5 fails authentication"),
+        ("t2", enc[..n - 1].to_vec(), "truncated inside chunk 4"),
+        ("t3", header, ""),
+    ] {
+        std::fs::write(p(&format!("{id}.enc")), &bytes).unwrap();
+        let r = t.create_vm(&spec(id, &format!("{id}.enc"), json!({})));
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        if r.status == 201 {
+            let v = wait_vm(&t, id, ended, TO_END);
+            assert_eq!(v["state"], "failed", "{v}");
+            let reason = v["reason"].as_str().unwrap();
+            assert!(
+                reason.contains("image") && reason.contains(why),
+                "{id}: {v}"
+            );
+            assert!(!console(id).contains("IMG:"), "{id}: the guest ran");
+            assert!(v["pcr23"].is_null(), "{id}: measured although refused: {v}");
+        } else {
+            // An altered header may already be refused at release (its digest is what
+            // the service sees): that also keeps the guest from running.
+            assert_eq!(id, "t3", "{id}: {text}");
+            assert_eq!(r.status, 422, "{text}");
+        }
+    }
+
+    // Neither the plaintext nor the key material reached the host's disk or logs.
+    let hits = grep_dir(&dir, marker);
+    assert!(hits.is_empty(), "plaintext found in {hits:?}");
+    assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
+}

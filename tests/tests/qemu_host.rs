@@ -1,0 +1,63 @@
+//! tvpd on a real Linux KVM host whose TPM is swtpm behind QEMU's TPM CRB device and
+//! the kernel's resource manager (`scripts/qemu-host.sh`). The scenario's checks run
+//! inside the QEMU host, among them the full measured network boot with the tenant's
+//! boot server in a network namespace of its own; this test asserts every one of them
+//! passed.
+
+use std::process::Command;
+
+use tvp_tests::require;
+
+#[test]
+fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
+    require!(
+        "qemu-system-x86_64",
+        "swtpm",
+        "swtpm_setup",
+        "busybox",
+        "cpio"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(root.join("scripts/qemu-host.sh"))
+        .args(["--profile", "debug", "--no-build"])
+        .current_dir(&root)
+        .output()
+        .expect("run scripts/qemu-host.sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "qemu-host.sh failed:\n{err}");
+    // The figures, for the test log.
+    for l in err.lines().filter(|l| {
+        l.contains("QEMU host run") || l.contains("network boot:") || l.contains("session")
+    }) {
+        eprintln!("{l}");
+    }
+    for check in [
+        "kvm-device",
+        "tpm-resource-manager",
+        "tenant-netns-and-bridge",
+        "tvpd-provisioned-through-tpmrm0",
+        "ek-certificate-chains-to-manufacturer-ca",
+        "quote-through-tpmrm0",
+        "quote-verified-by-tvpctl",
+        "quote-verified-by-tpm2_checkquote",
+        "inventory-entry",
+        "boot-server-in-tenant-netns",
+        "boot-server-delivered-workload",
+        "workload-ran-after-handover",
+        "handover-digest-is-the-delivered-workload",
+        "measured-vm-attested-and-handed-over",
+        "measured-vm-pcr23-as-computed",
+        "measured-vm-quoted-through-tpmrm0",
+        "audit-anchor-through-tpmrm0",
+        "linux-kernel-booted-by-the-firmware",
+        "tpm2_pcrread-concurrently-with-tvpd",
+        "pcr-16-and-23-zero",
+        "tvpd-clean-exit",
+    ] {
+        assert!(
+            err.contains(&format!("TVP-CHECK {check} PASS")),
+            "check {check} did not pass:\n{err}"
+        );
+    }
+}
