@@ -33,6 +33,24 @@ ensure_packages() {
         || die "apt-get install ${missing[*]} failed"
 }
 
+# ensure_schemathesis: schemathesis (pinned) in a virtual environment under target/,
+# made once from the Python package registry; sets TVP_PYTHON (Debian's python3) and
+# TVP_SCHEMATHESIS (its `st` command).
+TVP_SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    ensure_packages python3 python3-venv
+    TVP_PYTHON=/usr/bin/python3
+    local venv=$TVP_ROOT/target/schemathesis-$TVP_SCHEMATHESIS_VERSION
+    TVP_SCHEMATHESIS=$venv/bin/st
+    if [ ! -x "$TVP_SCHEMATHESIS" ]; then
+        say "installing schemathesis $TVP_SCHEMATHESIS_VERSION into $venv"
+        "$TVP_PYTHON" -m venv "$venv" || die "python3 -m venv failed"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            "schemathesis==$TVP_SCHEMATHESIS_VERSION" || { rm -rf "$venv"; die "pip install schemathesis failed"; }
+    fi
+    export TVP_PYTHON TVP_SCHEMATHESIS
+}
+
 ensure_rust() {
     command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
 }
@@ -45,7 +63,9 @@ tvp_cleanup() {
     local rc=$? i
     for ((i = ${#_TVP_HOOKS[@]} - 1; i >= 0; i--)); do eval "${_TVP_HOOKS[$i]}" || true; done
     for ((i = ${#_TVP_PIDS[@]} - 1; i >= 0; i--)); do
-        kill "${_TVP_PIDS[$i]}" 2>/dev/null && wait "${_TVP_PIDS[$i]}" 2>/dev/null
+        # (under set -e a failing last command of an && list would end the trap here
+        # with the child's 143 in place of the script's own status)
+        kill "${_TVP_PIDS[$i]}" 2>/dev/null && { wait "${_TVP_PIDS[$i]}" 2>/dev/null || true; }
     done
     for i in "${_TVP_DIRS[@]}"; do rm -rf "$i"; done
     return $rc

@@ -26,6 +26,9 @@ cargo build --workspace --bins --quiet
 # included (deterministic; exploration is `scripts/fuzz.sh SECONDS`, docs/fuzzing.md).
 say "fuzz targets: build, replay every seed"
 scripts/fuzz.sh --replay
+# schemathesis (pinned, into a venv under target/) for tests/tests/api_schema.rs, which
+# fuzzes the API through tvpd's socket from docs/openapi.yaml.
+ensure_schemathesis
 # A test that cannot have its environment (root, KVM, a network namespace, a tool...)
 # fails under CI or TVP_REQUIRE_ALL=1; otherwise it passes as a skip and writes one
 # `tvp-skip: <test>: <why>` line into TVP_SKIP_LOG (tests/env, `require!`).

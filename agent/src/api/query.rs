@@ -15,13 +15,25 @@ pub fn param<'a>(full: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `since=SEQ`: the first sequence number wanted (default 1).
+/// Largest `since` accepted: the largest signed 64-bit integer, so that every JSON
+/// client represents it exactly (docs/openapi.yaml: `format: int64`).
+pub const MAX_SINCE: u64 = i64::MAX as u64;
+
+/// `since=SEQ`: the first sequence number wanted (default 1). Records are numbered
+/// from 1, so 0 is refused rather than read as "from the start" (docs/openapi.yaml).
 pub fn since(full: &str) -> Result<u64, ApiError> {
     match param(full, "since") {
         None => Ok(1),
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::invalid_argument(format!("since: '{v}' is not a sequence number"))
-        }),
+        Some(v) => match v.parse::<u64>() {
+            Ok(0) => Err(ApiError::invalid_argument(
+                "since: records are numbered from 1; omit since for the whole trail",
+            )),
+            Ok(n) if n <= MAX_SINCE => Ok(n),
+            _ => Err(ApiError::invalid_argument(format!(
+                "since: '{}' is not a sequence number (1 to {MAX_SINCE})",
+                v.chars().take(32).collect::<String>(),
+            ))),
+        },
     }
 }
 
@@ -48,6 +60,13 @@ mod tests {
         assert_eq!(since("/v1/audit").unwrap(), 1);
         assert_eq!(since("/v1/audit?x=1&since=7").unwrap(), 7);
         assert_eq!(since("/v1/audit?since=x").unwrap_err().status, 400);
+        assert_eq!(since("/v1/audit?since=0").unwrap_err().status, 400);
+        assert_eq!(
+            since(&format!("/v1/audit?since={MAX_SINCE}")).unwrap(),
+            MAX_SINCE
+        );
+        let too_big = format!("/v1/audit?since={}", MAX_SINCE + 1);
+        assert_eq!(since(&too_big).unwrap_err().status, 400);
         assert_eq!(optional_nonce("/a?nonce=0a0b").unwrap(), Some(vec![10, 11]));
         assert_eq!(optional_nonce("/a").unwrap(), None);
         for bad in ["", "zz", "0", &"00".repeat(33)] {

@@ -461,6 +461,39 @@ mod tests {
     }
 
     #[test]
+    fn operation_params_are_printable_ascii_as_the_schema_says() {
+        let op = |params: &str| {
+            let body = format!(r#"{{"op":"snapshot-create","params":{{"name":{params}}}}}"#);
+            parse("POST", "/v1/vms/vm-1/operations", body.as_bytes())
+        };
+        assert!(op(r#""snap-1 ~""#).is_ok());
+        for bad in [
+            r#""""#,
+            r#""\u00e9""#,
+            r#""a\u0007""#,
+            &format!("\"{}\"", "a".repeat(257)),
+        ] {
+            let e = op(bad).unwrap_err();
+            assert!(
+                e.message.contains("printable ASCII"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let e = parse(
+            "POST",
+            "/v1/vms/vm-1/operations",
+            br#"{"op":"pause","params":{"name":"x"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("does not apply to pause"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn quote_body_is_validated() {
         let ok = parse(
             "POST",
@@ -490,6 +523,7 @@ mod tests {
             (br#"{"nonce":"00","pcrs":[24]}"#, "invalid_argument", "PCR 24"),
             (br#"{"nonce":"00","pcrs":[]}"#, "invalid_argument", "empty list"),
             (br#"{"nonce":"00","pcrs":[-1]}"#, "invalid_json", "invalid value"),
+            (br#"{"nonce":"00","pcrs":null}"#, "invalid_json", "invalid type: null"),
         ] {
             let e = parse("POST", "/v1/host/quote", body).unwrap_err();
             assert_eq!(e.code, code, "{}", String::from_utf8_lossy(body));

@@ -39,9 +39,24 @@ pub struct HostInfo {
 pub struct QuoteRequest {
     /// Caller's fresh nonce, hex, 1 to 32 bytes.
     pub nonce: String,
-    /// PCR indexes to quote (SHA-256 bank); default: the platform PCR.
-    #[serde(default)]
+    /// PCR indexes to quote (SHA-256 bank); absent: the platform PCR. `null` is
+    /// refused like any other non-list (docs/openapi.yaml: a list of 1 or more).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pcrs: Option<Vec<u32>>,
+}
+
+/// For an optional field: absent is `None` (through `#[serde(default)]`), a value is
+/// `Some`, and an explicit `null` is an error, as the API schema says.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `POST /v1/host/binding-key`.
@@ -147,8 +162,7 @@ pub const MAX_PARAM_VALUE: usize = 256;
 
 impl VmOperationRequest {
     /// The operation and its parameters, exactly the operation's keys with values of
-    /// 1 to [`MAX_PARAM_VALUE`] bytes without control characters; errors name what is
-    /// wrong.
+    /// 1 to [`MAX_PARAM_VALUE`] printable ASCII characters; errors name what is wrong.
     pub fn validate(self) -> Result<(crate::vm::Op, tvp_audit::params::Params), String> {
         use crate::vm::Op;
         let op = match Op::from_name(&self.op) {
@@ -178,9 +192,12 @@ impl VmOperationRequest {
                     }
                 ));
             }
-            if v.is_empty() || v.len() > MAX_PARAM_VALUE || v.chars().any(char::is_control) {
+            if v.is_empty()
+                || v.len() > MAX_PARAM_VALUE
+                || !v.bytes().all(|b| (0x20..0x7f).contains(&b))
+            {
                 return Err(format!(
-                    "params.{k}: 1 to {MAX_PARAM_VALUE} bytes without control characters"
+                    "params.{k}: 1 to {MAX_PARAM_VALUE} printable ASCII characters"
                 ));
             }
         }

@@ -82,7 +82,21 @@ impl Tpm {
             .execute_with_sessions((Some(AuthSession::Password), Some(policy), None), |c| {
                 c.activate_credential(ak, ek, id, enc)
             })
-            .map_err(cmd("ActivateCredential"))?;
+            .map_err(refused_credential)?;
         Ok(digest.value().to_vec())
+    }
+}
+
+/// ActivateCredential's failure. A format-one response code names one of the command's
+/// parameters, that is the caller's credential blob or secret (wrong size, wrong
+/// integrity: not made for this host's EK and AK): the caller's error, answered 400.
+/// Anything else is the TPM's.
+fn refused_credential(e: tss_esapi::Error) -> TpmError {
+    use tss_esapi::constants::response_code::Tss2ResponseCode;
+    match e {
+        tss_esapi::Error::Tss2Error(Tss2ResponseCode::FormatOne(_)) => TpmError::InvalidArgument(
+            format!("the TPM refused the credential ({e}): it was not made with tpm2_makecredential for this host's EK and AK"),
+        ),
+        e => cmd("ActivateCredential")(e),
     }
 }
