@@ -135,7 +135,9 @@ pub struct CensusChange {
 }
 
 impl Census {
-    /// Fold one scan in. `managed` are the pids tvpd supervises; `vmm_name` is the
+    /// Fold one scan in. `managed` are the pids tvpd supervises now (a VMM tvpd gave
+    /// up on, because it survived SIGKILL after its VM ended, is not among them: it
+    /// is reported like any other); `vmm_name` is the
     /// file name of the tvp-vmm binary; `now` is the timestamp for new entries.
     pub fn update(
         &mut self,

@@ -1,20 +1,63 @@
 //! `tvp-test-vmm`: stands in for `tvp-vmm` in tvpd's lifecycle tests.
 //!
-//! For VM ids starting with `hostile`, it plays a compromised VMM: it reports correct
-//! measurements, then asks for a quote and a tunnel extension *before* tvpd started
-//! it (while another VM holds the PCR lease), then, once started, does the proper
-//! tunnel → quote → handover. Every message it receives from tvpd is appended as a
-//! JSON line to the `--console-log` file. Any other VM id: it executes the real
-//! `tvp-vmm` next to it with the same arguments.
+//! For VM ids starting with `hostile`, it plays a compromised VMM, the script chosen by
+//! the id (see [`Script`]). Each script first says what an honest VMM says (hello,
+//! correct measurements, measurements-done) and then attacks. Every message it
+//! receives from tvpd is appended as a JSON line to the `--console-log` file. Any other
+//! VM id: it executes the real `tvp-vmm` next to it with the same arguments.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessage};
+
+/// How long a script that "keeps running" lives at most (so that a failed test leaves
+/// nothing behind for long).
+const LINGER: Duration = Duration::from_secs(120);
+
+/// The attack, by VM id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Script {
+    /// `hostile` (any id not below): a quote and a tunnel extension before tvpd
+    /// started it (while another VM holds the PCR lease), then, if it is still there
+    /// once started, the proper tunnel → quote → handover.
+    EarlyRequests,
+    /// `hostile-remeasure*`: a full honest boot up to the handover; then, once the
+    /// file `go` appears in its VM directory, a second measurements-done (a second
+    /// lease start) while another VM holds the lease.
+    Remeasure,
+    /// `hostile-quote*`: a quote request while another VM holds the lease.
+    QuoteWithoutLease,
+    /// `hostile-tunnel*`: a tunnel measurement while another VM holds the lease.
+    TunnelWithoutLease,
+    /// `hostile-bootfail*`: started under the lease, reports boot-failed, then keeps
+    /// running, ignoring tvpd's stop.
+    BootFailedAndLinger,
+    /// `hostile-afterexit*`: started under the lease, reports its exit, then goes on
+    /// talking: a quote, a tunnel measurement, measurements-done, a hello.
+    TalkAfterExit,
+}
+
+impl Script {
+    fn of(vm_id: &str) -> Script {
+        let by_prefix = [
+            ("hostile-remeasure", Script::Remeasure),
+            ("hostile-quote", Script::QuoteWithoutLease),
+            ("hostile-tunnel", Script::TunnelWithoutLease),
+            ("hostile-bootfail", Script::BootFailedAndLinger),
+            ("hostile-afterexit", Script::TalkAfterExit),
+        ];
+        by_prefix
+            .iter()
+            .find(|(p, _)| vm_id.starts_with(p))
+            .map_or(Script::EarlyRequests, |(_, s)| *s)
+    }
+}
 
 fn arg(args: &[String], name: &str) -> String {
     let i = args
@@ -22,6 +65,85 @@ fn arg(args: &[String], name: &str) -> String {
         .position(|a| a == name)
         .unwrap_or_else(|| panic!("missing {name}"));
     args[i + 1].clone()
+}
+
+/// The channel to tvpd and the log of what tvpd said.
+struct Vmm {
+    s: UnixStream,
+    log: std::fs::File,
+}
+
+impl Vmm {
+    fn send(&mut self, m: VmmMessage) {
+        // A refused message may have got the VMM killed or its channel closed: a
+        // failed write is what an attacker would shrug off too.
+        let _ = write_frame(&mut self.s, &m);
+    }
+
+    /// tvpd's next message (logged), or `None` once the channel is closed.
+    fn recv(&mut self) -> Option<HostMessage> {
+        let m: HostMessage = read_frame(&mut self.s).ok()?;
+        writeln!(self.log, "{}", serde_json::to_string(&m).unwrap()).unwrap();
+        Some(m)
+    }
+
+    /// Wait for `start`; false on `stop`, `abort` or a closed channel.
+    fn wait_start(&mut self) -> bool {
+        loop {
+            match self.recv() {
+                Some(HostMessage::Start) => return true,
+                Some(HostMessage::Stop | HostMessage::Abort { .. }) | None => return false,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Mailbox requests, each followed by tvpd's answer.
+    fn requests(&mut self, requests: Vec<VmmMessage>) {
+        for r in requests {
+            self.send(r);
+            if self.recv().is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Keep running whatever tvpd says (a stop is ignored), for at most [`LINGER`].
+    fn linger(&mut self) {
+        let until = Instant::now() + LINGER;
+        while self.recv().is_some() && Instant::now() < until {}
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn tunnel(request_id: u64) -> VmmMessage {
+    VmmMessage::TunnelEstablished {
+        request_id,
+        measurement: [0x99; 32],
+    }
+}
+
+fn quote(request_id: u64) -> VmmMessage {
+    VmmMessage::QuoteRequest {
+        request_id,
+        nonce: vec![0x33; 16],
+    }
+}
+
+fn handover(request_id: u64) -> VmmMessage {
+    VmmMessage::Handover {
+        request_id,
+        digest: [0xcd; 32],
+    }
+}
+
+fn wait_for_file(path: &Path) {
+    let until = Instant::now() + LINGER;
+    while !path.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn main() {
@@ -38,93 +160,112 @@ fn main() {
     }
     let fd: i32 = arg(&args, "--channel-fd").parse().unwrap();
     // SAFETY (test code): tvpd passed us this descriptor as our channel end.
-    let mut s = unsafe { UnixStream::from_raw_fd(fd) };
+    let s = unsafe { UnixStream::from_raw_fd(fd) };
     let fw = std::fs::read(arg(&args, "--firmware")).unwrap();
     let page = std::fs::read(arg(&args, "--config-page")).unwrap();
     let log_path = PathBuf::from(arg(&args, "--console-log"));
-    let mut log = std::fs::File::create(&log_path).unwrap();
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut vmm = Vmm { s, log };
 
+    // What an honest VMM says first.
     let events = tvp_abi::measure::expected_events(&fw, &page).unwrap();
-    let send = |s: &mut UnixStream, m: VmmMessage| write_frame(s, &m).unwrap();
-    send(
-        &mut s,
-        VmmMessage::Hello {
-            protocol_version: tvp_vmm_channel::PROTOCOL_VERSION,
-            vm_id: vm_id.clone(),
-            pid: std::process::id(),
-        },
-    );
+    vmm.send(VmmMessage::Hello {
+        protocol_version: tvp_vmm_channel::PROTOCOL_VERSION,
+        vm_id: vm_id.clone(),
+        pid: std::process::id(),
+    });
     for (i, e) in events.iter().enumerate() {
-        send(
-            &mut s,
-            VmmMessage::Measurement {
-                index: i as u32,
-                event_type: e.event_type.name().into(),
-                digest: e.digest,
-                description: "test".into(),
-            },
-        );
+        vmm.send(VmmMessage::Measurement {
+            index: i as u32,
+            event_type: e.event_type.name().into(),
+            digest: e.digest,
+            description: "test".into(),
+        });
     }
     let pcr23 = tvp_abi::measure::replay(events.iter().map(|e| &e.digest));
-    send(
-        &mut s,
-        VmmMessage::MeasurementsDone {
-            count: events.len() as u32,
-            pcr23,
-        },
-    );
+    let done = VmmMessage::MeasurementsDone {
+        count: events.len() as u32,
+        pcr23,
+    };
+    vmm.send(done.clone());
+
+    match Script::of(&vm_id) {
+        Script::EarlyRequests => early_requests(&mut vmm),
+        Script::Remeasure => {
+            if !vmm.wait_start() {
+                return;
+            }
+            vmm.requests(vec![tunnel(1), quote(2), handover(3)]);
+            wait_for_file(&log_path.with_file_name("go"));
+            vmm.send(done);
+            vmm.linger();
+        }
+        Script::QuoteWithoutLease => {
+            vmm.send(quote(1));
+            vmm.linger();
+        }
+        Script::TunnelWithoutLease => {
+            vmm.send(tunnel(1));
+            vmm.linger();
+        }
+        Script::BootFailedAndLinger => {
+            if !vmm.wait_start() {
+                return;
+            }
+            vmm.requests(vec![VmmMessage::BootFailed {
+                request_id: 1,
+                reason: 7,
+            }]);
+            vmm.linger();
+        }
+        Script::TalkAfterExit => {
+            if !vmm.wait_start() {
+                return;
+            }
+            vmm.send(VmmMessage::Exited {
+                reason: ExitReason::Halted,
+                exit_code: 0,
+                detail: "halted".into(),
+            });
+            for m in [
+                quote(1),
+                tunnel(2),
+                done,
+                VmmMessage::Hello {
+                    protocol_version: tvp_vmm_channel::PROTOCOL_VERSION,
+                    vm_id,
+                    pid: std::process::id(),
+                },
+            ] {
+                vmm.send(m);
+            }
+            vmm.linger();
+        }
+    }
+}
+
+/// [`Script::EarlyRequests`].
+fn early_requests(vmm: &mut Vmm) {
     // The attack: mailbox requests before tvpd granted the lease and sent `start`.
-    send(
-        &mut s,
-        VmmMessage::QuoteRequest {
-            request_id: 1,
-            nonce: vec![0x22; 16],
-        },
-    );
-    send(
-        &mut s,
-        VmmMessage::TunnelEstablished {
-            request_id: 2,
-            measurement: [0x99; 32],
-        },
-    );
+    vmm.send(VmmMessage::QuoteRequest {
+        request_id: 1,
+        nonce: vec![0x22; 16],
+    });
+    vmm.send(tunnel(2));
     let mut started = false;
     let mut answered = 0;
     while !(started && answered >= 2) {
-        let m: HostMessage = read_frame(&mut s).unwrap();
-        writeln!(log, "{}", serde_json::to_string(&m).unwrap()).unwrap();
-        match m {
-            HostMessage::Start => started = true,
-            HostMessage::Stop | HostMessage::Abort { .. } => return,
-            _ => answered += 1,
+        match vmm.recv() {
+            Some(HostMessage::Start) => started = true,
+            Some(HostMessage::Stop | HostMessage::Abort { .. }) | None => return,
+            Some(_) => answered += 1,
         }
     }
     // Now legitimately, under the lease.
-    let requests = [
-        VmmMessage::TunnelEstablished {
-            request_id: 3,
-            measurement: [0x99; 32],
-        },
-        VmmMessage::QuoteRequest {
-            request_id: 4,
-            nonce: vec![0x33; 16],
-        },
-        VmmMessage::Handover {
-            request_id: 5,
-            digest: [0xcd; 32],
-        },
-    ];
-    for r in requests {
-        send(&mut s, r);
-        let m: HostMessage = read_frame(&mut s).unwrap();
-        writeln!(log, "{}", serde_json::to_string(&m).unwrap()).unwrap();
-    }
-    send(
-        &mut s,
-        VmmMessage::Exited {
-            reason: ExitReason::PoweredOff,
-            exit_code: 0,
-            detail: String::new(),
-        },
-    );
+    vmm.requests(vec![tunnel(3), quote(4), handover(5)]);
+    vmm.send(VmmMessage::Exited {
+        reason: ExitReason::PoweredOff,
+        exit_code: 0,
+        detail: String::new(),
+    });
 }

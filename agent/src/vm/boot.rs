@@ -14,9 +14,11 @@ use tvp_verifier::CelRecord;
 use super::phase::Phase;
 use super::state::VmState;
 
+mod conversation;
 mod stage;
 mod step;
 
+pub use conversation::{kind, Conversation, Reported, Violation};
 pub use stage::Stage;
 pub use step::{BootError, Step};
 

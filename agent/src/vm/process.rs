@@ -1,9 +1,11 @@
 //! Recognising a VM's `tvp-vmm` by pid after a tvpd restart: a pid alone can be
 //! reused, so a process is the VM's only if its start time (`/proc/PID/stat` field 22)
-//! and its command line (`... run --vm-id ID`) both match what tvpd recorded.
+//! and its command line (`... run --vm-id ID`) both match what tvpd recorded. And
+//! killing a VMM tvpd still supervises ([`kill_child`]), whose pid cannot be reused.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// Start time of `pid` in clock ticks since boot, if it exists and is not a zombie.
@@ -51,6 +53,30 @@ pub fn kill_if_vmm(pid: u32, started: u64, vm_id: &str) -> bool {
     true
 }
 
+/// SIGKILL tvpd's own child `child` (a VMM) and wait up to `wait` for it to exit,
+/// reaping it. Returns whether it is gone. The pid names this very VMM and no other
+/// process: a child that has not been reaped keeps its pid (as a zombie at worst), so
+/// unlike [`kill_if_vmm`] nothing has to be matched, and a hostile VMM cannot escape
+/// by rewriting its command line.
+pub fn kill_child(child: &mut Child, wait: Duration) -> bool {
+    if let Ok(Some(_)) = child.try_wait() {
+        return true;
+    }
+    if let Err(e) = child.kill() {
+        log::warn!(pid = child.id(), error = e.to_string(); "cannot signal the VMM");
+    }
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +89,17 @@ mod tests {
         assert!(!is_vmm_of(me, t + 1, "x"));
         assert!(!kill_if_vmm(me, t + 1, "x"));
         assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_child_is_killed_and_reaped() {
+        let mut c = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        assert!(kill_child(&mut c, Duration::from_secs(5)));
+        assert!(c.try_wait().unwrap().is_some());
+        // Already gone: still true, nothing signalled.
+        assert!(kill_child(&mut c, Duration::ZERO));
     }
 }

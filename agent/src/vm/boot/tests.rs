@@ -137,3 +137,148 @@ fn pause_is_a_flag_of_live_boots_only_and_reboot_starts_over() {
     assert!(!b.paused());
     assert_eq!(b.label(), "destroyed");
 }
+
+mod conversation {
+    use super::*;
+    use tvp_vmm_channel::{ExitReason, VmmMessage};
+
+    fn hello() -> VmmMessage {
+        VmmMessage::Hello {
+            protocol_version: tvp_vmm_channel::PROTOCOL_VERSION,
+            vm_id: "vm".into(),
+            pid: 1,
+        }
+    }
+
+    fn done() -> VmmMessage {
+        VmmMessage::MeasurementsDone {
+            count: 1,
+            pcr23: [0; 32],
+        }
+    }
+
+    fn measurement() -> VmmMessage {
+        VmmMessage::Measurement {
+            index: 0,
+            event_type: "firmware".into(),
+            digest: [1; 32],
+            description: "d".into(),
+        }
+    }
+
+    fn quote() -> VmmMessage {
+        VmmMessage::QuoteRequest {
+            request_id: 1,
+            nonce: vec![1; 16],
+        }
+    }
+
+    fn exited() -> VmmMessage {
+        VmmMessage::Exited {
+            reason: ExitReason::PoweredOff,
+            exit_code: 0,
+            detail: String::new(),
+        }
+    }
+
+    /// A boot whose firmware runs under the lease.
+    fn started() -> Boot {
+        let mut b = Boot::queued();
+        run(
+            &mut b,
+            vec![
+                Step::Measured {
+                    reported_pcr23: [1; 32],
+                },
+                Step::LeaseGranted,
+                Step::StartMeasuring,
+                Step::FirmwareStarted { log: vec![] },
+            ],
+        );
+        b
+    }
+
+    #[test]
+    fn the_honest_order_is_accepted() {
+        let mut c = Conversation::default();
+        let q = Boot::queued();
+        let s = started();
+        for (m, b) in [
+            (hello(), &q),
+            (measurement(), &q),
+            (done(), &q),
+            (quote(), &s),
+            (
+                VmmMessage::BootFailed {
+                    request_id: 2,
+                    reason: 7,
+                },
+                &s,
+            ),
+            (
+                VmmMessage::Milestone {
+                    code: 1,
+                    micros_since_start: 2,
+                    unix_micros: 3,
+                },
+                &s,
+            ),
+            (exited(), &s),
+        ] {
+            assert_eq!(c.vet(&m, b, true), Ok(()), "{}", kind(&m));
+        }
+        assert_eq!(c.reported_end(), Some(Reported::Exited));
+    }
+
+    #[test]
+    fn out_of_protocol_messages_are_violations_that_change_nothing() {
+        let q = Boot::queued();
+        let s = started();
+        let mut c = Conversation::default();
+        assert_eq!(
+            c.vet(&done(), &q, true),
+            Err(Violation::BeforeHello {
+                kind: "measurements-done"
+            })
+        );
+        c.vet(&hello(), &q, false).unwrap();
+        assert_eq!(c.vet(&hello(), &q, false), Err(Violation::SecondHello));
+        c.vet(&done(), &q, false).unwrap();
+        assert_eq!(
+            c.vet(&done(), &s, false),
+            Err(Violation::SecondMeasurementsDone)
+        );
+        assert_eq!(
+            c.vet(&measurement(), &q, false),
+            Err(Violation::MeasurementAfterDone)
+        );
+        // PCR steps: only the lease holder, only once its firmware runs.
+        assert_eq!(
+            c.vet(&quote(), &s, false),
+            Err(Violation::NotLeaseHolder {
+                kind: "quote-request"
+            })
+        );
+        assert_eq!(
+            c.vet(&quote(), &q, true),
+            Err(Violation::BeforeStart {
+                kind: "quote-request"
+            })
+        );
+        // A VM tvpd ended already: a crossing request goes to its handler (refused).
+        let ended = Boot::Ended {
+            how: Ending::Failed,
+            reason: None,
+        };
+        assert_eq!(c.vet(&quote(), &ended, false), Ok(()));
+        c.vet(&exited(), &s, true).unwrap();
+        for m in [quote(), exited(), hello()] {
+            let v = c.vet(&m, &s, true).unwrap_err();
+            assert!(v.after_end(), "{v}");
+        }
+        assert_eq!(
+            c.vet(&quote(), &s, true).unwrap_err().to_string(),
+            "'quote-request' after the VMM reported 'exited'"
+        );
+    }
+}

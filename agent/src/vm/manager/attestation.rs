@@ -75,6 +75,11 @@ impl Manager {
     /// Lease held and measurements in: measure, and say whether the firmware may
     /// start (`Err` is why not; the caller aborts the VM).
     pub(super) fn measure_boot(&self, id: &str) -> Result<(), String> {
+        // The boot's own lease flag says so too; the PCRs are reset below only for
+        // the VM the lease queue names.
+        if !lock(&self.registry).lease.holds(id) {
+            return Err("measuring refused: the VM does not hold the PCR lease".into());
+        }
         self.advance(id, Step::StartMeasuring)
             .map_err(|e| e.to_string())?;
         let m = self.measure(id)?;

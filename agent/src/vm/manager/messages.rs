@@ -1,17 +1,25 @@
 //! The VMM's messages to its supervisor: its hello, its measurements, boot milestones,
 //! and the guest's mailbox requests (tunnel measurement, quote, handover, boot
 //! failure), each answered with `ack`, evidence, or the refusal its handler returned.
+//! A message the supervisor found out of protocol ([`Violation`]) is refused here
+//! instead: logged with the VM and the message kind, the VMM killed, and the VM ended
+//! `failed` with reason `vmm-protocol-violation: ...` (its audited state change).
 
 use std::os::unix::net::UnixStream;
+use std::process::Child;
 
 use log::{info, warn};
 use tvp_vmm_channel::{ExitReason, HostMessage, VmmMessage};
 
-use super::attestation::Refused;
+use super::attestation::{refusal, Refused};
+use super::supervise::Flow;
 use super::Manager;
 use crate::lock;
-use crate::vm::boot::{Ending, Step};
+use crate::vm::boot::{kind, Ending, Step, Violation};
 use crate::vm::state::VmState;
+
+/// Reason prefix of VMs ended because their VMM broke the channel protocol.
+pub(super) const VMM_VIOLATION: &str = "vmm-protocol-violation";
 
 impl Manager {
     /// Handle one VMM message. Mailbox requests are answered here, with `ack`,
@@ -109,6 +117,42 @@ impl Manager {
         }
     }
 
+    /// Refuse `msg`, which breaks the channel protocol as `v` says: a mailbox request
+    /// is answered with its refusal (unless the VMM had reported its end: then nothing
+    /// is answered), the VMM is killed at once, and a live VM ends `failed` with the
+    /// violation as its reason. Nothing of the message reaches the TPM.
+    pub(super) fn refuse_message(
+        &self,
+        id: &str,
+        msg: &VmmMessage,
+        v: &Violation,
+        w: &mut UnixStream,
+        child: &mut Child,
+    ) -> Flow {
+        let what = kind(msg);
+        let reason = v.to_string();
+        if v.after_end() {
+            warn!(vm = id, message = what, reason = reason.as_str(); "VMM message after its reported end ignored; killing the VMM");
+        } else {
+            warn!(vm = id, message = what, reason = reason.as_str(); "VMM message refused: out of protocol; destroying the VM");
+            if let Some(request_id) = request_id(msg) {
+                let code = match v {
+                    Violation::NotLeaseHolder { .. } => refusal::NOT_LEASE_HOLDER,
+                    _ => refusal::OUT_OF_ORDER,
+                };
+                let refused = HostMessage::Refused {
+                    request_id,
+                    code,
+                    message: reason.clone(),
+                };
+                self.send(id, w, &refused);
+            }
+        }
+        let flow = self.kill_vmm(id, child);
+        self.end(id, Ending::Failed, format!("{}: {reason}", VMM_VIOLATION));
+        flow
+    }
+
     /// Lease held and measurements in: measure and start the firmware, or abort the
     /// VM. Nothing yet if either is missing.
     pub(super) fn measure_if_ready(&self, id: &str, w: &mut UnixStream) {
@@ -144,5 +188,17 @@ impl Manager {
             message: r.message,
         });
         self.send(id, w, &msg);
+    }
+}
+
+/// The request id of a mailbox request (the ones answered with `ack`, evidence or a
+/// refusal).
+fn request_id(msg: &VmmMessage) -> Option<u64> {
+    match msg {
+        VmmMessage::TunnelEstablished { request_id, .. }
+        | VmmMessage::QuoteRequest { request_id, .. }
+        | VmmMessage::Handover { request_id, .. }
+        | VmmMessage::BootFailed { request_id, .. } => Some(*request_id),
+        _ => None,
     }
 }

@@ -1,8 +1,12 @@
 //! The per-VM supervisor: one thread per launched `tvp-vmm` that takes its channel's
 //! messages, the lease grant, the deadlines and the manager's requests (destroy,
 //! reboot) one at a time, so that only it moves the VM's boot on; a reader thread per
-//! channel and a timer per deadline feed it. When the VMM is gone it deletes the TAP
-//! device and reaps the VM (its pid cleared), which a DELETE of an ended VM waits for.
+//! channel and a timer per deadline feed it. Every VMM message is first vetted against
+//! what this VMM said before and against the VM's boot and lease
+//! ([`crate::vm::boot::Conversation`]): a message out of protocol destroys the VM and
+//! kills its VMM. A VMM that still runs [`END_GRACE`] after its VM ended is killed.
+//! When the VMM is gone it deletes the TAP device and reaps the VM (its pid cleared),
+//! which a DELETE of an ended VM waits for.
 
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
@@ -11,18 +15,25 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::warn;
+use log::{info, warn};
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
 use super::launch::{describe_exit, stop_child, Launched};
 use super::{Manager, VmError, SECCOMP_KILLED};
 use crate::lock;
-use crate::vm::boot::{Ending, Step};
+use crate::vm::boot::{Conversation, Ending, Step};
 use crate::vm::phase::Phase;
 use crate::vm::state::{VmState, VmView};
 use crate::vm::tap;
 
 const SIGSYS: i32 = nix::libc::SIGSYS;
+
+/// How long a VMM may live on after its VM ended (it reported `boot-failed` or
+/// `exited`, or tvpd ended the VM) before tvpd kills it.
+pub const END_GRACE: Duration = Duration::from_secs(5);
+/// How long a killed VMM may take to go before tvpd gives it up (leaves it to the
+/// unmanaged-VM scan).
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// What a VM's supervisor is told.
 pub(super) enum Event {
@@ -41,16 +52,21 @@ pub(super) enum Event {
     Destroy(String),
     /// Stop this boot and start a new measured boot (`control::reboot`).
     Reboot(Sender<Result<VmView, VmError>>),
+    /// [`END_GRACE`] has passed since the VM ended: kill its VMM if it still runs.
+    EndGrace,
 }
 
 /// What the supervisor does after an event.
-enum Flow {
+pub(super) enum Flow {
     /// Wait for the next event.
     Continue,
     /// The VMM is gone: clean up and reap the VM.
     Reap,
     /// A new boot with its own supervisor took over (reboot): leave without reaping.
     HandedOff,
+    /// The VMM survived SIGKILL: leave it to the unmanaged-VM scan (its pid cleared,
+    /// so the scan no longer counts it as tvpd's) without waiting for it.
+    Abandon,
 }
 
 impl Manager {
@@ -95,20 +111,74 @@ impl Manager {
         mut w: UnixStream,
         mut child: Child,
     ) {
+        let mut said = Conversation::default();
+        let mut grace_armed = false;
         for ev in rx {
-            match self.handle(id, ev, &mut w, &mut child) {
+            match self.handle(id, ev, &mut w, &mut child, &mut said) {
                 Flow::Continue => {}
                 Flow::Reap => break,
                 Flow::HandedOff => return,
+                Flow::Abandon => {
+                    self.release(id);
+                    return;
+                }
+            }
+            if !grace_armed && !self.boot_is(id, |b| b.is_live()) {
+                grace_armed = self.arm_end_grace(id);
             }
         }
         self.reap(id, &mut child);
+    }
+
+    /// After [`END_GRACE`], tell VM `id`'s supervisor to check that its VMM is gone;
+    /// false if it has no supervisor to tell.
+    fn arm_end_grace(&self, id: &str) -> bool {
+        let events = lock(&self.registry)
+            .vms
+            .get(id)
+            .and_then(|vm| vm.run.vmm.as_ref())
+            .map(|v| v.events.clone());
+        let Some(events) = events else {
+            return false;
+        };
+        std::thread::spawn(move || {
+            std::thread::sleep(END_GRACE);
+            let _ = events.send(Event::EndGrace);
+        });
+        true
+    }
+
+    /// The grace after the VM's end has passed: reap a VMM that exited (its channel
+    /// may be held open by someone else), kill one that still runs.
+    fn end_grace(&self, id: &str, child: &mut Child) -> Flow {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Flow::Reap;
+        }
+        warn!(vm = id, pid = child.id(), grace_secs = END_GRACE.as_secs(); "the VMM still runs after its VM ended: killing it");
+        self.kill_vmm(id, child)
+    }
+
+    /// SIGKILL VM `id`'s VMM now (it is hostile or overstayed): reap it, or abandon it
+    /// to the unmanaged-VM scan if it does not go.
+    pub(super) fn kill_vmm(&self, id: &str, child: &mut Child) -> Flow {
+        if crate::vm::process::kill_child(child, KILL_WAIT) {
+            info!(vm = id, pid = child.id(); "VMM killed");
+            return Flow::Reap;
+        }
+        log::error!(vm = id, pid = child.id(), wait_secs = KILL_WAIT.as_secs(); "the VMM survived SIGKILL: no longer counted as tvpd's, the unmanaged-VM scan reports it while it holds a KVM VM");
+        Flow::Abandon
     }
 
     /// The VMM is gone (or about to be): delete the TAP device, clear the pid, and
     /// wake whoever waits for the reap.
     fn reap(&self, id: &str, child: &mut Child) {
         stop_child(child);
+        self.release(id);
+    }
+
+    /// Delete VM `id`'s TAP device, clear its VMM's pid, write its record and wake
+    /// whoever waits for the reap.
+    fn release(&self, id: &str) {
         let tap = lock(&self.registry)
             .vms
             .get_mut(id)
@@ -133,9 +203,23 @@ impl Manager {
         ev: Event,
         w: &mut UnixStream,
         child: &mut Child,
+        said: &mut Conversation,
     ) -> Flow {
         match ev {
-            Event::Vmm(msg) => self.on_message(id, msg, w),
+            Event::Vmm(msg) => {
+                let vetted = {
+                    let reg = lock(&self.registry);
+                    let holds = reg.lease.holds(id);
+                    reg.vms
+                        .get(id)
+                        .map_or(Ok(()), |vm| said.vet(&msg, &vm.boot, holds))
+                };
+                match vetted {
+                    Ok(()) => self.on_message(id, msg, w),
+                    Err(v) => return self.refuse_message(id, &msg, &v, w, child),
+                }
+            }
+            Event::EndGrace => return self.end_grace(id, child),
             Event::LeaseGranted => {
                 if self.advance(id, Step::LeaseGranted).is_ok() {
                     self.measure_if_ready(id, w);
