@@ -51,7 +51,8 @@ openssl genpkey -algorithm ed25519 -out /tmp/tenant.key 2>/dev/null
 openssl pkey -in /tmp/tenant.key -pubout -out /tmp/tenant.pem
 POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
 echo "$POLICY" >/tmp/policy.json
-echo "10.0.0.2 U-qemu" >/tmp/reservations
+# VIP, U, and what the tenant expects of the VM (docs/boot-server.md).
+echo "10.0.0.2 U-qemu memory=64 vcpus=1 image=none management=tenant" >/tmp/reservations
 T=/opt/tvp/tenant
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations \
@@ -103,7 +104,7 @@ Z=0x0000000000000000000000000000000000000000000000000000000000000000
 check pcr-16-and-23-zero sh -c "tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | grep -c ': $Z' | grep -qx 2"
 # A real Linux kernel (this host's own, signed by the tenant) network-booted by the
 # firmware with the 64-bit boot protocol: its banner on the VM's console.
-echo "10.0.0.2 U-linux" >/tmp/reservations-linux
+echo "10.0.0.2 U-linux memory=160 vcpus=1 image=none management=tenant" >/tmp/reservations-linux
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-linux \
     --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/linux.signed \

@@ -233,6 +233,10 @@ pub struct BootServerBuilder<'a> {
     ca_of: &'a TenantFiles,
     name: &'a str,
     reservations: String,
+    /// Expectations appended to each `I U` reservation line: memory, vcpus, image,
+    /// management (`docs/boot-server.md`).
+    expect: [String; 4],
+    max_failures: Option<u32>,
     inventory: PathBuf,
     firmware: PathBuf,
     workload: PathBuf,
@@ -242,7 +246,8 @@ pub struct BootServerBuilder<'a> {
 impl BootServer {
     /// A boot server in `ns` for tenant `t` and host `h`: `t`'s certificate, pages
     /// trusting `t`'s CA, name [`NAME`], `h`'s inventory and firmware, `t`'s workload,
-    /// no reservations, one connection.
+    /// no reservations (expecting `memory=any vcpus=any image=any management=tenant`),
+    /// one connection.
     pub fn builder<'a>(ns: &'a NetNs, h: &Host, t: &'a TenantFiles) -> BootServerBuilder<'a> {
         BootServerBuilder {
             ns,
@@ -250,6 +255,8 @@ impl BootServer {
             ca_of: t,
             name: NAME,
             reservations: String::new(),
+            expect: ["any", "any", "any", "tenant"].map(String::from),
+            max_failures: None,
             inventory: h.inventory.clone(),
             firmware: h.firmware.clone(),
             workload: t.workload.clone(),
@@ -270,10 +277,56 @@ impl BootServer {
 }
 
 impl<'a> BootServerBuilder<'a> {
-    /// The reservations, one `VIP U` a line (e.g. `"10.0.0.2 U-a\n"`).
+    /// The reservations, one `VIP U` a line (e.g. `"10.0.0.2 U-a\n"`); at start each
+    /// such line gets the builder's expectations (`expect_*`). A line that states its
+    /// own (`VIP U memory=… vcpus=… image=… management=…`) is written as given.
     pub fn reservations(mut self, text: &str) -> Self {
         self.reservations = text.to_string();
         self
+    }
+
+    /// Reservations expect this memory size (MiB) in the page.
+    pub fn expect_memory(mut self, mib: u32) -> Self {
+        self.expect[0] = mib.to_string();
+        self
+    }
+
+    /// Reservations expect this many vCPUs in the page.
+    pub fn expect_vcpus(mut self, n: u16) -> Self {
+        self.expect[1] = n.to_string();
+        self
+    }
+
+    /// Reservations expect this image (plaintext SHA-256, hex) in the page's image
+    /// descriptor, or none with `None`.
+    pub fn expect_image(mut self, sha256_hex: Option<&str>) -> Self {
+        self.expect[2] = sha256_hex.unwrap_or("none").to_string();
+        self
+    }
+
+    /// Reservations accept any management key and policy (`management=any`).
+    pub fn any_management(mut self) -> Self {
+        self.expect[3] = "any".into();
+        self
+    }
+
+    /// A reservation tolerates this many failed attempts (`--max-failures`).
+    pub fn max_failures(mut self, n: u32) -> Self {
+        self.max_failures = Some(n);
+        self
+    }
+
+    /// The reservations file as written: `I U` lines completed with the expectations.
+    fn reservations_file(&self) -> String {
+        let [memory, vcpus, image, management] = &self.expect;
+        let suffix = format!("memory={memory} vcpus={vcpus} image={image} management={management}");
+        self.reservations
+            .lines()
+            .map(|l| match l.split_whitespace().count() {
+                2 => format!("{l} {suffix}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect()
     }
 
     /// Serve with `other`'s server certificate (the pages still trust the builder's
@@ -311,7 +364,7 @@ impl<'a> BootServerBuilder<'a> {
     pub fn start(self) -> BootServer {
         let files = tempfile::tempdir().unwrap();
         let reservations = files.path().join("reservations");
-        std::fs::write(&reservations, &self.reservations).unwrap();
+        std::fs::write(&reservations, self.reservations_file()).unwrap();
         // The management key and policy the tenant gives its VMs (tvpd measures them).
         let mgmt_key = files.path().join("management.pem");
         let mgmt_policy = files.path().join("management-policy.json");
@@ -341,6 +394,11 @@ impl<'a> BootServerBuilder<'a> {
             .arg("--policy")
             .arg(&mgmt_policy)
             .args(["--max-connections", &self.connections.to_string()])
+            .args(
+                self.max_failures
+                    .iter()
+                    .flat_map(|n| ["--max-failures".to_string(), n.to_string()]),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -385,6 +443,11 @@ pub struct Host {
 
 /// Starts a host in `ns` with files under `dir`.
 pub fn host(ns: &NetNs, dir: &Path) -> Host {
+    host_with(ns, dir, &[])
+}
+
+/// The same with more tvpd flags (e.g. `--image-dir DIR`).
+pub fn host_with(ns: &NetNs, dir: &Path, flags: &[&str]) -> Host {
     let tpm = Swtpm::with_ek_cert();
     ns.forward_loopback(tpm.port);
     ns.forward_loopback(tpm.port + 1);
@@ -392,13 +455,14 @@ pub fn host(ns: &NetNs, dir: &Path) -> Host {
     let firmware = PathBuf::from(fw_line.split_whitespace().nth(2).unwrap());
     let tdir = dir.join("tvpd");
     std::fs::create_dir_all(&tdir).unwrap();
-    let extra = [
+    let mut extra = vec![
         "--firmware",
         firmware.to_str().unwrap(),
         "--vm-bridge",
         "br0",
     ];
-    let mut once = extra.to_vec();
+    extra.extend_from_slice(flags);
+    let mut once = extra.clone();
     once.push("--print-expected-pcrs");
     let (code, expected, err) = Tvpd::run_once(&tpm, &tdir, &once);
     assert_eq!(code, 0, "{err}");

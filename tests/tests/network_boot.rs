@@ -214,7 +214,7 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
 
     // The cloud manager creates the VM with its own management key (to authorize
     // operations itself): the management event in PCR 23 differs, so the tenant's
-    // boot server refuses it and sends no workload.
+    // boot server refuses it, naming the key, and sends no workload.
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-em\n")
         .start();
@@ -225,8 +225,8 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
         "e-m",
         &vm_spec("e-m", "U-em", &ca).managed_by(&impostor),
     );
-    o.assert_refused("attestation-rejected", 10, "attestation-rejected:pcr23");
-    assert_eq!(o.report["check"], "pcr23");
+    o.assert_refused("attestation-rejected", 10, "config-mismatch:management-key");
+    assert_eq!(o.report["field"], "management-key");
 }
 
 #[test]

@@ -265,7 +265,12 @@ impl Tenant {
             &self.dir.path().join("server.key"),
         )
         .unwrap();
-        let res = Reservations::parse(reservations).unwrap();
+        // Lines "I U"; these boots check no expectation beyond U, I, CA and name.
+        let lines: String = reservations
+            .lines()
+            .map(|l| format!("{l} memory=any vcpus=any image=any management=any\n"))
+            .collect();
+        let res = Reservations::parse(&lines).unwrap();
         let listener = ns.listen("10.0.0.1:8443");
         let tenant = Tenant {
             inventory: Default::default(),
@@ -274,7 +279,10 @@ impl Tenant {
             server_name: "boot.tenant.example".into(),
             workload: Vec::new(),
             // No tvpd here, so no management event: these boots end at the evidence.
-            management_digest: [0; 32],
+            management: tvp_boot_server::expect::TenantManagement {
+                digest: [0; 32],
+                key_id: String::new(),
+            },
         };
         std::thread::spawn(move || {
             let report = std::sync::Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -332,7 +340,7 @@ fn tunnel_measurements(run: &Run) -> Vec<String> {
 }
 
 #[test]
-fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservations_are_single_use_and_evidence_without_a_tpm_is_rejected(
+fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_a_failed_attestation_does_not_spend_the_reservation_and_evidence_without_a_tpm_is_rejected(
 ) {
     require!(Need::Netns, "openssl");
     let ns = NetNs::create("tls");
@@ -356,7 +364,8 @@ fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservation
         .console
         .contains("boot server: REFUSED attestation-rejected:evidence:format"));
     assert_eq!(boot_failures(&run), vec![10]);
-    // The same U again: a second VM must be refused (single use).
+    // The same U again: the failed attestation did not spend the reservation (only a
+    // delivery does), so the retry reaches attestation again, its failure counted.
     let again = boot_in(&ns, &fw, cfg);
     let mut others = Vec::new();
     for (u, reason) in [
@@ -383,10 +392,15 @@ fn firmware_boots_over_tls_both_ends_agree_on_the_tunnel_measurement_reservation
 
     assert!(again
         .console
-        .contains("boot server: REFUSED reused-auth-code"));
-    assert_eq!(boot_failures(&again), vec![8]);
-    assert!(tunnel_measurements(&again).is_empty());
-    assert_eq!(report[1]["reason"], "reused-auth-code");
+        .contains("boot server: REFUSED attestation-rejected:evidence:format"));
+    assert_eq!(boot_failures(&again), vec![10]);
+    assert_eq!(report[1]["reason"], "attestation-rejected:evidence:format");
+    assert_eq!(
+        (&report[0]["failures"], &report[0]["spent"]),
+        (&serde_json::json!(1), &serde_json::json!(false))
+    );
+    assert_eq!(report[1]["failures_before"], 1);
+    assert_eq!(report[1]["failures"], 2);
     // An unknown U, and a U reserved for another address.
     for (i, (r, reason)) in others.iter().enumerate() {
         assert!(r

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use tvp_kms::inventory::Inventory;
-use tvp_verifier::{verify_json, AkKey, ExpectedPcrs, HexDigest, VerifyOptions};
+use tvp_verifier::{AkKey, Evidence, ExpectedPcrs, HexDigest, VerifyOptions};
 
 /// PCR holding the VM's firmware and configuration.
 pub const PCR_VM: u32 = 23;
@@ -29,11 +29,10 @@ fn reject(check: impl Into<String>, reason: impl Into<String>) -> Rejection {
     }
 }
 
-/// What this session expects.
-pub struct Expectation<'a> {
-    /// The nonce sent in the attestation request.
-    pub nonce: &'a [u8],
-    /// PCR 23 for the reference firmware and the VM's configuration page.
+/// What this session expects of the quoted PCRs 23 and 16.
+pub struct Expectation {
+    /// PCR 23 for the reference firmware, the VM's configuration page and the
+    /// management binding.
     pub pcr23: [u8; 32],
     /// This session's tunnel measurement (TLS exporter).
     pub tunnel_measurement: [u8; 32],
@@ -44,6 +43,37 @@ pub fn expected_pcr16(measurement: &[u8; 32]) -> [u8; 32] {
     let mut b = [0u8; 64];
     b[32..].copy_from_slice(measurement);
     tvp_abi::measure::sha256(&b)
+}
+
+/// The VM's management event (the last PCR 23 record of the lease's log): its digest
+/// is bound by the quote (the log replays to the quoted PCR 23); its description is
+/// the host's word only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementEvent {
+    /// `tvp_audit::policy::management_digest` of the VM's key and policy.
+    pub digest: [u8; 32],
+    /// tvpd's description (`key <key_id> policy allows [...] ...`), unauthenticated.
+    pub description: String,
+}
+
+impl ManagementEvent {
+    /// The key id the description names, if it names one (64 hex digits after `key `).
+    pub fn described_key_id(&self) -> Option<&str> {
+        let (_, rest) = self.description.split_once("key ")?;
+        let id = rest.split_whitespace().next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    }
+}
+
+/// Evidence that passed tvp-verifier for this session's nonce and the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The inventoried host.
+    pub host_id: String,
+    /// The quoted SHA-256 PCRs.
+    pub pcrs: BTreeMap<u32, [u8; 32]>,
+    /// The management event, if the log has PCR 23 records.
+    pub management: Option<ManagementEvent>,
 }
 
 /// What the accepted evidence showed.
@@ -57,12 +87,13 @@ pub struct Attested {
     pub pcr23: [u8; 32],
 }
 
-/// Verifies `evidence_json` for this session.
-pub fn check(
+/// Verifies `evidence_json` for this session's `nonce`: an inventoried host's AK,
+/// the inventory's platform PCRs, an event log that replays to the quoted PCRs.
+pub fn verify(
     inventory: &Inventory,
     evidence_json: &str,
-    exp: &Expectation<'_>,
-) -> Result<Attested, Rejection> {
+    nonce: &[u8],
+) -> Result<Verified, Rejection> {
     let v: serde_json::Value = serde_json::from_str(evidence_json)
         .map_err(|e| reject("evidence:format", format!("evidence JSON: {e}")))?;
     let host_id = v["host_id"]
@@ -87,18 +118,39 @@ pub fn check(
     let expected = ExpectedPcrs {
         pcrs: BTreeMap::from([("sha256".to_string(), bank)]),
     };
-    let mut opts = VerifyOptions::new(exp.nonce.to_vec(), ak).with_expected(expected);
+    let mut opts = VerifyOptions::new(nonce.to_vec(), ak).with_expected(expected);
     if let Some(ek) = &host.ek_name {
         let ek = hex::decode(ek).map_err(|e| reject("inventory", format!("ek_name: {e}")))?;
         opts = opts
             .with_ek_name(&ek)
             .ok_or_else(|| reject("inventory", "ek_name has an unsupported algorithm"))?;
     }
-    let verified = verify_json(evidence_json, &opts)
+    let evidence: Evidence = serde_json::from_str(evidence_json)
+        .map_err(|e| reject("evidence:format", format!("evidence JSON: {e}")))?;
+    let verified = tvp_verifier::verify(&evidence, &opts)
         .map_err(|e| reject(format!("evidence:{}", e.check().name()), e.to_string()))?;
+    let management = evidence
+        .event_log
+        .iter()
+        .rev()
+        .find(|r| r.pcr == PCR_VM)
+        .and_then(|r| {
+            Some(ManagementEvent {
+                digest: r.sha256()?,
+                description: r.content.description.clone(),
+            })
+        });
+    Ok(Verified {
+        host_id: host_id.to_string(),
+        pcrs: verified.pcrs,
+        management,
+    })
+}
+
+/// PCR 23 and PCR 16 of verified evidence against this session's expectation.
+pub fn check_pcrs(v: &Verified, exp: &Expectation) -> Result<Attested, Rejection> {
     let quoted = |pcr: u32| {
-        verified
-            .pcrs
+        v.pcrs
             .get(&pcr)
             .copied()
             .ok_or_else(|| reject(format!("pcr{pcr}"), format!("PCR {pcr} is not quoted")))
@@ -108,7 +160,7 @@ pub fn check(
         return Err(reject(
             "pcr23",
             format!(
-                "PCR 23 is {}, expected {} for this firmware and configuration page",
+                "PCR 23 is {}, expected {} for this firmware, configuration page and management binding",
                 hex::encode(pcr23),
                 hex::encode(exp.pcr23)
             ),
@@ -127,7 +179,7 @@ pub fn check(
         ));
     }
     Ok(Attested {
-        host_id: host_id.to_string(),
+        host_id: v.host_id.clone(),
         pcr16,
         pcr23,
     })
@@ -147,19 +199,51 @@ mod tests {
 
     #[test]
     fn evidence_from_an_unknown_host_or_malformed_is_rejected_by_name() {
-        let exp = Expectation {
-            nonce: &[1; 32],
-            pcr23: [0; 32],
-            tunnel_measurement: [0; 32],
-        };
         let inv = Inventory::default();
         assert_eq!(
-            check(&inv, "not json", &exp).unwrap_err().check,
+            verify(&inv, "not json", &[1; 32]).unwrap_err().check,
             "evidence:format"
         );
         assert_eq!(
-            check(&inv, r#"{"host_id": "ab"}"#, &exp).unwrap_err().check,
+            verify(&inv, r#"{"host_id": "ab"}"#, &[1; 32])
+                .unwrap_err()
+                .check,
             "inventory"
+        );
+    }
+
+    #[test]
+    fn the_management_description_names_a_key_id_or_nothing() {
+        let id = "0f".repeat(32);
+        let ev = |d: &str| ManagementEvent {
+            digest: [0; 32],
+            description: d.to_string(),
+        };
+        let e = ev(&format!(
+            "vm-1: key {id} policy allows [power-off] on_tampering x"
+        ));
+        assert_eq!(e.described_key_id(), Some(id.as_str()));
+        assert_eq!(ev("vm-1: key 0f policy").described_key_id(), None);
+        assert_eq!(ev("firmware").described_key_id(), None);
+    }
+
+    #[test]
+    fn pcrs_are_checked_23_then_16() {
+        let m = [7u8; 32];
+        let v = Verified {
+            host_id: "h".into(),
+            pcrs: BTreeMap::from([(PCR_VM, [1; 32]), (PCR_TUNNEL, expected_pcr16(&m))]),
+            management: None,
+        };
+        let exp = |pcr23, tunnel_measurement| Expectation {
+            pcr23,
+            tunnel_measurement,
+        };
+        assert!(check_pcrs(&v, &exp([1; 32], m)).is_ok());
+        assert_eq!(check_pcrs(&v, &exp([2; 32], m)).unwrap_err().check, "pcr23");
+        assert_eq!(
+            check_pcrs(&v, &exp([1; 32], [8; 32])).unwrap_err().check,
+            "pcr16"
         );
     }
 }

@@ -6,7 +6,8 @@ use rustls::pki_types::CertificateDer;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use tvp_boot_server::reservations::Reservations;
+use tvp_boot_server::expect::TenantManagement;
+use tvp_boot_server::reservations::{Reservations, DEFAULT_MAX_FAILURES};
 use tvp_boot_server::server::{BootServer, Tenant};
 use tvp_boot_server::tls::server_config;
 use tvp_boot_server::workload;
@@ -67,9 +68,13 @@ struct Serve {
     /// This server's TLS name, which the configuration pages must carry.
     #[arg(long)]
     server_name: String,
-    /// Reservations file: lines "<VIP> <auth code>".
+    /// Reservations file: lines "<VIP> <auth code> memory=<MiB>|any vcpus=<n>|any
+    /// image=<sha256>|none|any management=tenant|any" (docs/boot-server.md).
     #[arg(long)]
     reservations: PathBuf,
+    /// Failed attempts a reservation tolerates; then it is refused with too-many-failures.
+    #[arg(long, default_value_t = DEFAULT_MAX_FAILURES)]
+    max_failures: u32,
     /// Host inventory (JSON: {"hosts": [{host_id, ak_public_pem, ek_name, platform_pcrs}]}).
     #[arg(long)]
     inventory: PathBuf,
@@ -94,20 +99,25 @@ fn read(p: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-/// The management binding digest of the tenant's key and policy files.
-fn management_digest(key: &Path, policy: &Path) -> Result<[u8; 32], String> {
+/// The management binding (digest, key id) of the tenant's key and policy files.
+fn management(key: &Path, policy: &Path) -> Result<TenantManagement, String> {
     let pem = String::from_utf8(read(key)?).map_err(|_| format!("{}: not UTF-8", key.display()))?;
     let key =
         tvp_audit::TenantKey::from_pem(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
     let policy = tvp_audit::TenantPolicy::from_json(&read(policy)?)
         .map_err(|e| format!("{}: {e}", policy.display()))?;
-    Ok(tvp_audit::policy::management_digest(&key, &policy))
+    Ok(TenantManagement {
+        digest: tvp_audit::policy::management_digest(&key, &policy),
+        key_id: key.key_id(),
+    })
 }
 
 fn serve(s: Serve) -> Result<(), String> {
     let text = String::from_utf8(read(&s.reservations)?)
         .map_err(|_| format!("{}: not UTF-8", s.reservations.display()))?;
-    let reservations = Reservations::parse(&text).map_err(|e| e.to_string())?;
+    let reservations = Reservations::parse(&text)
+        .map_err(|e| format!("{}: {e}", s.reservations.display()))?
+        .with_max_failures(s.max_failures);
     let inventory = serde_json::from_slice(&read(&s.inventory)?)
         .map_err(|e| format!("{}: {e}", s.inventory.display()))?;
     let ca_der = CertificateDer::from_pem_file(&s.ca)
@@ -119,7 +129,7 @@ fn serve(s: Serve) -> Result<(), String> {
         ca_der,
         server_name: s.server_name,
         workload: workload::load(&s.workload).map_err(|e| e.to_string())?,
-        management_digest: management_digest(&s.management_key, &s.policy)?,
+        management: management(&s.management_key, &s.policy)?,
     };
     let config = server_config(&s.cert, &s.key).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&s.listen).map_err(|e| format!("{}: {e}", s.listen))?;

@@ -1,12 +1,16 @@
 //! Serving network boots, each connection on its own thread (at most
 //! [`MAX_SESSIONS`] at once, so a stalled VM cannot hold up the others): TLS handshake,
-//! boot request, reservation and configuration-page checks, attestation request with a
-//! fresh nonce, evidence verification, signed workload. Every connection ends with one
-//! JSON line in the report (`docs/boot-server.md`).
+//! boot request, reservation claim and configuration-page checks against the
+//! reservation's expectations, attestation request with a fresh nonce, evidence
+//! verification, the management binding, signed workload. The reservation is spent
+//! only when the workload was sent; any other ending frees it with one more failed
+//! attempt counted. Every connection ends with one JSON line in the report
+//! (`docs/boot-server.md`).
 
 use crate::attest::{self, Expectation};
+use crate::expect::{self, ManagementError, Mismatch, TenantManagement};
 use crate::protocol::{read_frame, write_frame, BootRequest, MsgType};
-use crate::reservations::Reservations;
+use crate::reservations::{Claim, Ending, Reservations};
 use crate::tls::tunnel_measurement;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -40,16 +44,17 @@ pub struct Tenant {
     pub server_name: String,
     /// The signed workload container to deliver.
     pub workload: Vec<u8>,
-    /// `tvp_audit::policy::management_digest` of the management key and policy this
-    /// tenant gives its VMs: tvpd extends it into PCR 23 after the VMM's events, so a
-    /// VM created with another key or policy does not match.
-    pub management_digest: [u8; 32],
+    /// The management key and policy this tenant gives its VMs (reservations with
+    /// `management=tenant`): tvpd extends their digest into PCR 23 after the VMM's
+    /// events, so a VM created with another key or policy does not match.
+    pub management: TenantManagement,
 }
 
 /// The server state.
 pub struct BootServer {
     config: Arc<ServerConfig>,
-    /// Claimed under the lock: each reservation once, whichever session comes first.
+    /// Claimed and finished under the lock: one session per reservation at a time,
+    /// spent by the first delivery.
     reservations: Mutex<Reservations>,
     tenant: Tenant,
     /// One whole line per session, under the lock.
@@ -74,6 +79,13 @@ fn refusal(code: impl Into<String>, detail: impl Into<String>) -> Refusal {
         tell_peer: true,
         detail: detail.into(),
     }
+}
+
+fn mismatch(m: &Mismatch, fields: &mut serde_json::Map<String, Value>) -> Refusal {
+    fields.insert("field".into(), json!(m.field));
+    fields.insert("expected".into(), json!(m.expected));
+    fields.insert("found".into(), json!(m.found));
+    refusal(m.code(), m.to_string())
 }
 
 fn broken(code: impl Into<String>, detail: impl ToString) -> Refusal {
@@ -217,11 +229,45 @@ impl BootServer {
         let measurement =
             tunnel_measurement(&tls.conn, req.auth_code).map_err(|e| broken("exporter", e))?;
         fields.insert("tunnel_measurement".into(), json!(hex::encode(measurement)));
-        lock(&self.reservations)
-            .claim(req.auth_code, vip)
-            .map_err(|e| refusal(e.code(), e.to_string()))?;
-        let pcr23 = self.check_config_page(&req)?;
-        fields.insert("expected_pcr23".into(), json!(hex::encode(pcr23)));
+        let claim = {
+            let mut reservations = lock(&self.reservations);
+            fields.insert("max_failures".into(), json!(reservations.max_failures()));
+            reservations.claim(req.auth_code, vip)
+        }
+        .map_err(|e| refusal(e.code(), e.to_string()))?;
+        fields.insert("failures_before".into(), json!(claim.failures));
+        let mut sent = false;
+        let result = self.claimed(tls, &req, &claim, measurement, &mut sent, fields);
+        let ending = if sent {
+            Ending::Delivered
+        } else {
+            Ending::Failed
+        };
+        let tally = lock(&self.reservations).finish(req.auth_code, ending);
+        if let Some(t) = tally {
+            fields.insert("failures".into(), json!(t.failures));
+            fields.insert("spent".into(), json!(t.spent));
+            if t.exhausted && !t.spent {
+                fields.insert("exhausted".into(), json!(true));
+            }
+        }
+        result
+    }
+
+    /// The session after its claim: page, attestation, delivery. `sent` becomes true
+    /// once the workload is written to the tunnel (the delivery that spends the
+    /// reservation, whatever the firmware then says).
+    fn claimed(
+        &self,
+        tls: &mut StreamOwned<ServerConnection, TcpStream>,
+        req: &BootRequest<'_>,
+        claim: &Claim,
+        measurement: [u8; 32],
+        sent: &mut bool,
+        fields: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        let page = self.check_config_page(req)?;
+        expect::check_page(&claim.expect, &page).map_err(|m| mismatch(&m, fields))?;
 
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
@@ -237,25 +283,46 @@ impl BootServer {
                 "evidence is not UTF-8",
             )
         })?;
-        let attested = attest::check(
-            &self.tenant.inventory,
-            evidence,
+        let rejected = |r: attest::Rejection, fields: &mut serde_json::Map<String, Value>| {
+            fields.insert("check".into(), json!(r.check));
+            refusal(format!("attestation-rejected:{}", r.check), r.reason)
+        };
+        let verified = attest::verify(&self.tenant.inventory, evidence, &nonce)
+            .map_err(|r| rejected(r, fields))?;
+        let management = expect::management_digest(
+            claim.expect.management,
+            &self.tenant.management,
+            verified.management.as_ref(),
+        )
+        .map_err(|e| match e {
+            ManagementError::Mismatch(m) => mismatch(&m, fields),
+            ManagementError::NoEvent => {
+                fields.insert("check".into(), json!("management-event"));
+                refusal("attestation-rejected:management-event", e.to_string())
+            }
+        })?;
+        let pcr23 = tvp_abi::measure::expected_pcr23_managed(
+            &self.tenant.firmware,
+            req.config_page,
+            &management,
+        )
+        .map_err(|e| refusal("config-page", e.to_string()))?;
+        fields.insert("expected_pcr23".into(), json!(hex::encode(pcr23)));
+        let attested = attest::check_pcrs(
+            &verified,
             &Expectation {
-                nonce: &nonce,
                 pcr23,
                 tunnel_measurement: measurement,
             },
         )
-        .map_err(|r| {
-            fields.insert("check".into(), json!(r.check));
-            refusal(format!("attestation-rejected:{}", r.check), r.reason)
-        })?;
+        .map_err(|r| rejected(r, fields))?;
         fields.insert("host_id".into(), json!(attested.host_id));
         fields.insert("quoted_pcr16".into(), json!(hex::encode(attested.pcr16)));
         fields.insert("quoted_pcr23".into(), json!(hex::encode(attested.pcr23)));
         if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
             fields.insert("workload_digest".into(), json!(hex::encode(d)));
         }
+        *sent = true;
         write_frame(tls, MsgType::Workload, &self.tenant.workload)
             .map_err(|e| broken("tls-failed", e))?;
         let status = read_frame(tls, MsgType::Status).map_err(|e| broken("no-status", e))?;
@@ -273,10 +340,14 @@ impl BootServer {
         Ok(())
     }
 
-    /// The configuration page the firmware says it booted with must be this
-    /// reservation's and this tenant's; returns the PCR 23 it implies (with the
-    /// tenant's management binding as the sixth event).
-    fn check_config_page(&self, req: &BootRequest<'_>) -> Result<[u8; 32], Refusal> {
+    /// The configuration page the firmware says it booted with must decode and be
+    /// this reservation's (U, I) and this tenant's (CA, server name). What the
+    /// reservation expects of its other fields is checked by [`expect::check_page`];
+    /// PCR 23, computed from this page, binds it to the quote.
+    fn check_config_page<'p>(
+        &self,
+        req: &BootRequest<'p>,
+    ) -> Result<tvp_abi::config::Config<'p>, Refusal> {
         let bad = |why: &str| refusal("config-page", why.to_string());
         let page = tvp_abi::config::decode(req.config_page)
             .map_err(|e| refusal("config-page", e.to_string()))?;
@@ -289,12 +360,7 @@ impl BootServer {
         if page.server_name != self.tenant.server_name {
             return Err(bad("the page names another boot server"));
         }
-        tvp_abi::measure::expected_pcr23_managed(
-            &self.tenant.firmware,
-            req.config_page,
-            &self.tenant.management_digest,
-        )
-        .map_err(|e| refusal("config-page", e.to_string()))
+        Ok(page)
     }
 }
 
