@@ -203,17 +203,12 @@ fn an_observer_may_read_but_a_state_change_is_refused_naming_the_manager_role() 
 }
 
 #[test]
-fn idle_connections_from_unprivileged_uids_do_not_delay_a_manager() {
+fn idle_connections_from_a_uid_without_a_role_do_not_delay_a_manager() {
     require!("swtpm", "curl", "setpriv");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     open_dirs(&tpm, &dir);
-    let observer = OBSERVER.to_string();
-    let t = Tvpd::start(
-        &tpm,
-        &dir,
-        &["--socket-mode", "0666", "--observer-users", &observer],
-    );
+    let t = Tvpd::start(&tpm, &dir, &["--socket-mode", "0666"]);
     let base = manager_request_time(&t);
     // 200 idle connections from a uid without a role: refused at accept (403) and
     // closed at once, without taking a slot.
@@ -224,18 +219,6 @@ fn idle_connections_from_unprivileged_uids_do_not_delay_a_manager() {
         stranger.opened
     );
     assert!(took < Duration::from_secs(5), "manager delayed {took:?}");
-    // 200 idle connections from an observer: it gets max_connections_per_uid (8),
-    // the others are answered 503 and closed; managers keep their reserved slots.
-    let observers = IdleConnections::open(OBSERVER, &t.socket, 200);
-    let took = manager_request_time(&t);
-    println!(
-        "manager request with {} more idle connections of an observer: {took:?}",
-        observers.opened
-    );
-    assert!(took < Duration::from_secs(5), "manager delayed {took:?}");
-    let (code, body) = request_as(OBSERVER, &t.socket, "GET", "/v1/host", None);
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("max_connections_per_uid"), "{body}");
     // A refused caller is answered at once, with the reason.
     let (code, body) = request_as(STRANGER, &t.socket, "GET", "/v1/host", None);
     assert_eq!(code, 403, "{body}");
@@ -243,8 +226,40 @@ fn idle_connections_from_unprivileged_uids_do_not_delay_a_manager() {
         body.contains("uid 4343") && body.contains("observer_users"),
         "{body}"
     );
-    drop(observers);
     drop(stranger);
+}
+
+#[test]
+fn idle_connections_from_an_observer_do_not_delay_a_manager() {
+    require!("swtpm", "curl", "setpriv");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    open_dirs(&tpm, &dir);
+    let observer = OBSERVER.to_string();
+    let t = Tvpd::start(
+        &tpm,
+        &dir,
+        &["--socket-mode", "0666", "--observer-users", &observer],
+    );
+    // 200 idle connections from an observer: it gets max_connections_per_uid (8),
+    // the others are answered 503 and closed; managers keep their reserved slots.
+    let observers = IdleConnections::open(OBSERVER, &t.socket, 200);
+    let took = manager_request_time(&t);
+    println!(
+        "manager request with {} idle connections of an observer: {took:?}",
+        observers.opened
+    );
+    assert!(took < Duration::from_secs(5), "manager delayed {took:?}");
+    let (code, body) = request_as(OBSERVER, &t.socket, "GET", "/v1/host", None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("max_connections_per_uid"), "{body}");
+    drop(observers);
+    // Its slots are free again once it closes them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while request_as(OBSERVER, &t.socket, "GET", "/v1/host", None).0 != 200 {
+        assert!(Instant::now() < deadline, "observer slots not released");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The `denied-requests` records after `from` and the refusals they count.
@@ -312,17 +327,9 @@ fn kms_socket_outside_its_directory_is_refused_and_never_connected() {
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     let images = tpm.scratch("images");
-    let kms_dir = tpm.scratch("kms");
-    let t = Tvpd::start(
-        &tpm,
-        &dir,
-        &[
-            "--image-dir",
-            images.to_str().unwrap(),
-            "--kms-socket-dir",
-            kms_dir.to_str().unwrap(),
-        ],
-    );
+    // kms_socket_dir: the harness's default, the test's scratch root (tpm.dir()).
+    let kms_dir = tpm.dir().to_path_buf();
+    let t = Tvpd::start(&tpm, &dir, &["--image-dir", images.to_str().unwrap()]);
     // An encrypted image, so that tvpd would ask the key-management service.
     let run = |args: &[&str]| {
         let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
@@ -340,10 +347,12 @@ fn kms_socket_outside_its_directory_is_refused_and_never_connected() {
         &p("kms.pub"),
     ]);
     // Some other service's socket on the host, outside kms_socket_dir.
-    let outside = tpm.scratch("elsewhere").join("service.sock");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().join("service.sock");
     let listener = UnixListener::bind(&outside).unwrap();
     listener.set_nonblocking(true).unwrap();
-    let escape = format!("{}/../elsewhere/service.sock", kms_dir.display());
+    let up = elsewhere.path().file_name().unwrap().to_str().unwrap();
+    let escape = format!("{}/../{up}/service.sock", kms_dir.display());
     for (path, why) in [
         (outside.to_str().unwrap(), "outside kms_socket_dir"),
         ("service.sock", "not an absolute path"),
@@ -429,7 +438,7 @@ fn group_membership_is_resolved_at_start_and_refreshed_on_sighup() {
     let t = Tvpd::start(
         &tpm,
         &dir,
-        &["--socket-mode", "0666", "--observer-groups", &group.0],
+        &["--socket-mode", "0666", "--allowed-groups", &group.0],
     );
     let nobody = 65534;
     assert_eq!(
