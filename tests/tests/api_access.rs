@@ -241,7 +241,7 @@ fn idle_connections_from_an_observer_do_not_delay_a_manager() {
         &dir,
         &["--socket-mode", "0666", "--observer-users", &observer],
     );
-    // 200 idle connections from an observer: it gets max_connections_per_uid (8),
+    // 200 idle connections from an observer: it gets max_connections_per_uid (16),
     // the others are answered 503 and closed; managers keep their reserved slots.
     let observers = IdleConnections::open(OBSERVER, &t.socket, 200);
     let took = manager_request_time(&t);

@@ -127,7 +127,7 @@ config_keys! {
     /// The only directory whose Unix sockets tvpd connects to as a tenant's key-management service (kms_socket of POST /v1/vms and POST /v1/images/verify).
     kms_socket_dir: PathBuf = PathBuf::from("/run/tvp/kms"), flag PathBuf [value_name = "DIR"];
     /// Most API connections one uid may hold at once; further ones are answered 503 and closed.
-    max_connections_per_uid: usize = 8, flag usize [value_name = "N"];
+    max_connections_per_uid: usize = 16, flag usize [value_name = "N"];
     /// Of max_connections, how many only managers may take: observers never fill them.
     manager_reserved_connections: usize = 16, flag usize [value_name = "N"];
     /// How often refused requests, counted per caller uid and reason, are written to the audit log as one record, in milliseconds (also before the next allowed request's record).

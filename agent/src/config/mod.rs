@@ -360,7 +360,7 @@ mod tests {
             r#""vmm_binary":null,"firmware":"/usr/local/lib/tvp/firmware.elf","#,
             r#""tap_prefix":"tvp","vm_bridge":null,"image_dir":"/var/lib/tvp/images","#,
             r#""vmm_user":null,"observer_users":[],"observer_groups":[],"#,
-            r#""kms_socket_dir":"/run/tvp/kms","max_connections_per_uid":8,"#,
+            r#""kms_socket_dir":"/run/tvp/kms","max_connections_per_uid":16,"#,
             r#""manager_reserved_connections":16,"denial_flush_interval_ms":5000}"#
         );
         let got = Config::default().canonical_json();
