@@ -80,7 +80,14 @@ impl Tvpd {
             None => Command::new(crate::bin("tvpd")),
         };
         let nv_index = audit_nv_index(&self.state_dir);
-        let defaults: [(&str, &std::ffi::OsStr); 7] = [
+        // The test's scratch root: tenants' KMS sockets live beside tvpd's directory.
+        let kms_dir = self
+            .socket
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        let defaults: [(&str, &std::ffi::OsStr); 8] = [
+            ("--kms-socket-dir", kms_dir.as_os_str()),
             ("--config", "/dev/null".as_ref()),
             ("--tap-prefix", self.tap_prefix.as_ref()),
             ("--tcti", self.tcti.as_ref()),

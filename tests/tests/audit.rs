@@ -36,15 +36,24 @@ fn open_dirs(tpm: &Swtpm, dir: &Path) {
 }
 
 #[test]
-fn every_request_is_audited_including_refusals_before_and_after_unless_read_only() {
+fn every_request_is_audited_refusals_in_aggregate_read_only_once_others_before_and_after() {
     require!("swtpm", "curl", "setpriv");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     open_dirs(&tpm, &dir);
+    // No periodic flush during the test: refusals are written before the next
+    // allowed request's record.
     let t = Tvpd::start(
         &tpm,
         &dir,
-        &["--socket-mode", "0666", "--allowed-users", "65534"],
+        &[
+            "--socket-mode",
+            "0666",
+            "--allowed-users",
+            "65534",
+            "--denial-flush-interval-ms",
+            "600000",
+        ],
     );
     assert_eq!(t.api("GET", "/v1/host", None).status, 200);
     assert_eq!(t.api("GET", "/v1/no-such-path", None).status, 404);
@@ -52,58 +61,65 @@ fn every_request_is_audited_including_refusals_before_and_after_unless_read_only
     assert_eq!(t.api("POST", "/v1/host/quote", Some("{nonce")).status, 400);
     assert_eq!(t.api("GET", "/v1/vms/vm-1/audit", None).status, 404);
     // An allowed non-root caller may not read the whole trail; a caller who is not
-    // allowed at all is refused before parsing. Both are audited with their uid.
+    // allowed at all is refused at accept. Both are counted with their uid.
     let (code, _) = tvp_tests::curl_as(65534, &t.socket, "http://tvp/v1/audit");
     assert_eq!(code, 403);
     let (code, _) = tvp_tests::curl_as(4343, &t.socket, "http://tvp/v1/host");
     assert_eq!(code, 403);
 
     let recs = t.audit_records();
-    // (op, uid, decision, status, read-only) of each request, in order. Read-only
-    // requests are recorded once, after they ran (decision and result in one record);
-    // the others, and every request refused before it could be parsed, before and
-    // after.
-    let expected = [
-        ("get-host", 0, "allow", 200, true),
-        ("http:GET /v1/no-such-path", 0, "deny", 404, false),
-        ("http:DELETE /v1/host", 0, "deny", 405, false),
-        ("http:POST /v1/host/quote", 0, "deny", 400, false),
-        ("get-vm-audit", 0, "allow", 404, true),
-        ("get-audit", 65534, "deny", 403, true),
-        ("http:GET /v1/host", 4343, "deny", 403, false),
-    ];
-    // The GET /v1/audit that read them is recorded after its reply.
-    assert_eq!(recs.len(), 11, "{recs:#?}");
-    let mut at = 0;
-    for (op, uid, decision, status, read_only) in expected {
-        let group: Vec<&Value> = recs[at..at + if read_only { 1 } else { 2 }]
-            .iter()
-            .collect();
-        at += group.len();
-        for x in &group {
-            assert_eq!(x["op"], op, "{x}");
-            assert_eq!(x["uid"], uid, "{x}");
-            assert_eq!(x["decision"], decision, "{x}");
-            assert!(x["pid"].as_i64().unwrap_or(0) > 0, "{x}");
-        }
-        let r = group[group.len() - 1];
+    // Read-only requests are recorded once, after they ran (decision and result in
+    // one record, `request` 0); refused requests are counted and written as one
+    // `denied-requests` record before the next allowed request's record (here: the
+    // GET /v1/vms/vm-1/audit, then the GET /v1/audit that read these records, which
+    // is itself recorded after its reply).
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    let ops: Vec<&str> = recs.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        [
+            "get-host",
+            "denied-requests",
+            "get-vm-audit",
+            "denied-requests"
+        ]
+    );
+    for r in [&recs[0], &recs[2]] {
+        assert_eq!(
+            (r["uid"].as_u64(), r["decision"].as_str()),
+            (Some(0), Some("allow")),
+            "{r}"
+        );
         assert_eq!(r["stage"], "result", "{r}");
-        assert_eq!(r["status"], status, "{r}");
-        if read_only {
-            assert_eq!(r["request"], 0, "a lone result names no decision: {r}");
-        } else {
-            let d = group[0];
-            assert_eq!(d["stage"], "decision");
-            assert_eq!(d["status"], Value::Null);
-            assert_eq!(r["request"], d["seq"], "result names its decision");
-        }
-        if op == "get-vm-audit" {
-            assert_eq!(r["vm"], "vm-1");
-        }
-        if op == "get-audit" {
-            assert!(r["reason"].as_str().unwrap().contains("root only"), "{r}");
-        }
+        assert_eq!(r["request"], 0, "a lone result names no decision: {r}");
+        assert!(r["pid"].as_i64().unwrap_or(0) > 0, "{r}");
     }
+    assert_eq!(recs[2]["vm"], "vm-1");
+    assert_eq!(recs[2]["status"], 404);
+    for r in [&recs[1], &recs[3]] {
+        assert_eq!(r["decision"], "deny", "{r}");
+        assert_eq!(r["request"], 0, "{r}");
+    }
+    let first = recs[1]["reason"].as_str().unwrap();
+    assert!(first.starts_with("3 requests refused"), "{first}");
+    for part in [
+        "uid 0 x1 404 not_found on http:GET /v1/no-such-path",
+        "uid 0 x1 405 method_not_allowed on http:DELETE /v1/host",
+        "uid 0 x1 400 invalid_json on http:POST /v1/host/quote",
+    ] {
+        assert!(first.contains(part), "{part}: {first}");
+    }
+    let second = recs[3]["reason"].as_str().unwrap();
+    assert!(second.starts_with("2 requests refused"), "{second}");
+    assert!(
+        second.contains("uid 65534 x1 403 forbidden on http:GET /v1/audit"),
+        "{second}"
+    );
+    assert!(second.contains("root only"), "{second}");
+    assert!(
+        second.contains("uid 4343 x1 403 forbidden on connect"),
+        "{second}"
+    );
 
     // The log file verifies against a fresh AK certification of the NV anchor.
     let n = nonce_hex(16);

@@ -3,7 +3,8 @@
 //!
 //! 1. **describe** the request (operation, VM, parameter digest: [`RequestInfo`]);
 //! 2. **decide** ([`super::access::decide`]; a request refused while it was received
-//!    or parsed is a denial);
+//!    or parsed, or for its role, is a denial counted in [`super::denials`] and
+//!    written in aggregate; it stops here);
 //! 3. [`admit`]: persist the *decision* record — if that fails the request does not
 //!    run and the caller gets 503 `audit_unavailable` (fail closed);
 //! 4. **execute** only if allowed ([`Admission::permit`]);
@@ -22,6 +23,7 @@ use tvp_audit::record::Decision;
 use tvp_audit::Digest32;
 
 use super::access;
+use super::denials::Denials;
 use super::error::ApiError;
 use super::handlers::{execute, AppState, Reply};
 use super::peer::Caller;
@@ -61,9 +63,12 @@ pub fn request_digest(method: &str, path: &str, body: &[u8]) -> Digest32 {
 
 /// Describe, decide, record and (if allowed) execute one request; returns the
 /// operation name (for the request log) with the reply. `path` carries the query;
-/// `token` is the `X-Tvp-Authorization` header.
+/// `token` is the `X-Tvp-Authorization` header. A request refused while it was
+/// received (`received` is `Err`) is only counted in `denials` ([`super::denials`]);
+/// before any other request is recorded, the counts so far are written.
 pub async fn run(
     state: &AppState,
+    denials: &Denials,
     caller: Caller,
     method: &str,
     path: &str,
@@ -74,15 +79,18 @@ pub async fn run(
     let (req, body) = match received {
         Ok(r) => r,
         Err(refusal) => {
-            let admission = admit(audit, refused(caller, method, path), Err(refusal)).await?;
-            let result = admission
-                .permit()
-                .and_then(|()| Err(ApiError::internal("a refused request reached execution")));
-            return conclude(audit, admission, result)
-                .await
-                .map(|r| ("refused", r));
+            // Counted, written in aggregate (no fsync or NV write of its own).
+            denials.count(caller.uid, &refused_op(method, path), &refusal);
+            return Err(refusal);
         }
     };
+    // Refusals counted so far go into the trail before this request's records.
+    if let Err(e) = denials.flush(audit).await {
+        ::log::error!(error = e.to_string(); "aggregated denial record not persisted: request refused");
+        return Err(ApiError::audit_unavailable(format!(
+            "the request was not executed: the audit record of earlier refused requests could not be persisted ({e})"
+        )));
+    }
     let name = req.name();
     let info = describe(caller, method, path, &req, &body);
     let decision = access::decide(audit, &caller, &req, token);
@@ -94,17 +102,11 @@ pub async fn run(
     conclude(audit, admission, result).await.map(|r| (name, r))
 }
 
-/// The description of a request refused before it could be parsed: operation
-/// `http:METHOD /path`, no VM, digest of method and path.
-fn refused(caller: Caller, method: &str, path: &str) -> RequestInfo {
+/// The operation name of a request refused while it was received: `http:METHOD
+/// /path` (without the query).
+fn refused_op(method: &str, path: &str) -> String {
     let bare = path.split('?').next().unwrap_or(path);
-    RequestInfo {
-        caller,
-        op: format!("http:{method} {bare}"),
-        vm: None,
-        params_digest: request_digest(method, path, b""),
-        read_only: false,
-    }
+    format!("http:{method} {bare}")
 }
 
 /// The description of a parsed request: a restricted operation is named by its

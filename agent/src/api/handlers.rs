@@ -119,6 +119,12 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),
         ApiRequest::VerifyImage { image, kms_socket } => {
+            crate::vm::spec::check_kms_socket(
+                "kms_socket",
+                &kms_socket,
+                state.vms.kms_socket_dir(),
+            )
+            .map_err(ApiError::invalid_argument)?;
             let image = crate::vm::image::resolve(state.vms.image_dir(), &image.to_string_lossy())
                 .map_err(crate::vm::VmError::from)?;
             let releaser = crate::image_release::Releaser {

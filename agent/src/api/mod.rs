@@ -9,6 +9,7 @@
 //! runs requests, only if allowed.
 
 pub mod access;
+pub mod denials;
 pub mod error;
 pub mod gate;
 pub mod handlers;
@@ -16,6 +17,7 @@ pub mod peer;
 pub mod query;
 pub mod request;
 pub mod server;
+pub mod slots;
 pub mod types;
 
 pub use error::ApiError;

@@ -1,4 +1,5 @@
-//! Serving the API on a Unix socket: caller identity, limits, timeouts, shutdown.
+//! Serving the API on a Unix socket: caller identity and role at accept, connection
+//! slots, limits, timeouts, aggregated refusals, shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,10 +18,12 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::denials::Denials;
 use super::error::ApiError;
 use super::gate::{self, Received};
 use super::handlers::AppState;
-use super::peer::{AccessPolicy, Caller};
+use super::peer::{Caller, Role, SharedPolicy};
+use super::slots::{SlotLimits, Slots};
 use super::{access, request};
 
 /// Limits applied to every connection.
@@ -30,29 +33,47 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest body.
     pub max_body: usize,
-    /// Most concurrent connections.
-    pub max_connections: usize,
+    /// Connection slots: in all, per uid, reserved for managers.
+    pub slots: SlotLimits,
+    /// How often refused requests are written to the audit trail (in aggregate).
+    pub denial_flush_interval: Duration,
 }
+
+/// Largest request head (request line and headers), as documented in `docs/api.md`.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// How long tvpd keeps reading (and discarding) from a connection it refused at
+/// accept, so that the client can finish sending and read the answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// Most refused connections lingering at once; beyond, they are closed at once.
+const MAX_LINGERING: usize = 256;
 
 /// How long in-flight requests may take to finish after shutdown is requested.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Accept and serve connections until `shutdown` resolves.
+/// Accept and serve connections until `shutdown` resolves. Each connection's caller
+/// is identified (SO_PEERCRED) and given its role as it is accepted: a caller without
+/// a role, or without a free slot ([`Slots`]), is answered (403 or 503) and closed
+/// at once, without a slot and without reading a request. Refusals are audited in
+/// aggregate ([`Denials`]), flushed every `denial_flush_interval` and at the end.
 pub async fn serve(
     listener: UnixListener,
     state: Arc<AppState>,
-    policy: Arc<AccessPolicy>,
+    policy: Arc<SharedPolicy>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let sem = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Slots::new(limits.slots);
+    let denials = Arc::new(Denials::new());
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     let mut tasks = JoinSet::new();
+    let flusher = tokio::spawn(flush_denials(
+        state.clone(),
+        denials.clone(),
+        limits.denial_flush_interval,
+    ));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             a = listener.accept() => a,
@@ -67,36 +88,113 @@ pub async fn serve(
                 continue;
             }
         };
-        let (state, policy) = (state.clone(), policy.clone());
+        let caller = match stream.peer_cred() {
+            Ok(c) => Caller {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
+            Err(e) => {
+                warn!(error = e.to_string(); "cannot identify API caller (SO_PEERCRED); closing");
+                continue;
+            }
+        };
+        let admitted = access::check_caller(&policy.current(), &caller)
+            .and_then(|role| slots.take(caller.uid, role).map(|slot| (role, slot)));
+        let (role, slot) = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                log_refusal("connect", "", &caller, &e);
+                denials.count(caller.uid, "connect", &e);
+                refuse_at_accept(stream, &e, &lingering);
+                continue;
+            }
+        };
+        let (state, denials) = (state.clone(), denials.clone());
         tasks.spawn(async move {
-            serve_connection(stream, state, policy, limits).await;
-            drop(permit);
+            serve_connection(stream, state, denials, caller, role, limits).await;
+            drop(slot);
         });
     }
     info!(in_flight = tasks.len(); "API shutting down");
     let _ = tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    flusher.abort();
+    if let Err(e) = denials.flush(&state.audit).await {
+        warn!(error = e.to_string(), refused = denials.pending(); "refused requests not recorded at shutdown");
+    }
+}
+
+/// Write the denial counts every `every` (when there are any).
+async fn flush_denials(state: Arc<AppState>, denials: Arc<Denials>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = denials.flush(&state.audit).await {
+            warn!(error = e.to_string(), refused = denials.pending(); "refused requests not recorded yet; retrying");
+        }
+    }
+}
+
+/// Answer a connection refused at accept with `e` and close it; the client gets
+/// [`REFUSAL_LINGER`] to finish sending (what it sends is discarded), if fewer than
+/// [`MAX_LINGERING`] refused connections linger already.
+fn refuse_at_accept(stream: UnixStream, e: &ApiError, lingering: &Arc<Semaphore>) {
+    let body = serde_json::to_vec(&e.body()).unwrap_or_default();
+    let reason = hyper::StatusCode::from_u16(e.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Refused");
+    let mut answer = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        e.status,
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    // A fresh socket's send buffer holds this; if not, the client gets nothing.
+    let _ = stream.try_write(&answer);
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        drop(permit);
+    });
+}
+
+fn log_refusal(method: &str, path: &str, caller: &Caller, e: &ApiError) {
+    let pid = caller.pid.unwrap_or(-1);
+    log::log!(refusal_level(e), method = method, path = path, status = e.status, code = e.code, uid = caller.uid, gid = caller.gid, pid = pid, reason = e.message.as_str(); "request refused");
+}
+
+fn refusal_level(e: &ApiError) -> log::Level {
+    if e.status == 403 || e.status >= 500 {
+        log::Level::Warn
+    } else {
+        log::Level::Info
+    }
 }
 
 async fn serve_connection(
     stream: UnixStream,
     state: Arc<AppState>,
-    policy: Arc<AccessPolicy>,
+    denials: Arc<Denials>,
+    caller: Caller,
+    role: Role,
     limits: Limits,
 ) {
-    let caller = match stream.peer_cred() {
-        Ok(c) => Caller {
-            uid: c.uid(),
-            gid: c.gid(),
-            pid: c.pid(),
-        },
-        Err(e) => {
-            warn!(error = e.to_string(); "cannot identify API caller (SO_PEERCRED); closing");
-            return;
-        }
-    };
     let svc = service_fn(move |req| {
-        let (state, policy) = (state.clone(), policy.clone());
-        async move { Ok::<_, Infallible>(handle(req, caller, state, &policy, limits).await) }
+        let (state, denials) = (state.clone(), denials.clone());
+        async move { Ok::<_, Infallible>(handle(req, caller, role, state, denials, limits).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -104,7 +202,7 @@ async fn serve_connection(
         // A client may shut down its write side and wait for the answer; its request
         // still runs (and is audited) to the end.
         .half_close(true)
-        .max_buf_size(64 * 1024)
+        .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), svc);
     if let Err(e) = conn.await {
         log::debug!(error = e.to_string(), uid = caller.uid; "API connection ended with an error");
@@ -114,8 +212,9 @@ async fn serve_connection(
 async fn handle(
     req: Request<Incoming>,
     caller: Caller,
+    role: Role,
     state: Arc<AppState>,
-    policy: &AccessPolicy,
+    denials: Arc<Denials>,
     limits: Limits,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
@@ -131,13 +230,22 @@ async fn handle(
         .get("x-tvp-authorization")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    // Every request, even one refused before parsing, is audited by the gate.
-    let received = receive(req, caller, policy, limits).await;
+    // Every request goes to the gate: a refusal is counted, the others recorded.
+    let received = receive(req, caller, role, state.platform_pcr, limits).await;
     // Audit, decide, execute in a task of its own: a client that goes away cannot
     // cancel it between its decision and result records.
     let m = method.clone();
     let gated = tokio::spawn(async move {
-        gate::run(&state, caller, &m, &full_path, received, token.as_deref()).await
+        gate::run(
+            &state,
+            &denials,
+            caller,
+            &m,
+            &full_path,
+            received,
+            token.as_deref(),
+        )
+        .await
     })
     .await;
     let result = gated.unwrap_or_else(|e| {
@@ -153,27 +261,34 @@ async fn handle(
             json_response(reply.status, reply.body, None)
         }
         Err(e) => {
-            let level = if e.status == 403 || e.status >= 500 {
-                log::Level::Warn
-            } else {
-                log::Level::Info
-            };
-            log::log!(level, method = method.as_str(), path = path.as_str(), status = e.status, code = e.code, uid = caller.uid, gid = caller.gid, pid = pid, reason = e.message.as_str(); "request refused");
+            log_refusal(&method, &path, &caller, &e);
             let body = serde_json::to_vec(&e.body()).unwrap_or_default();
             json_response(e.status, body, e.allow)
         }
     }
 }
 
-/// Receive and parse one request (no execution: that is [`gate::run`]). A caller
-/// who may not use the API is refused before anything else.
+/// Receive and parse one request (no execution: that is [`gate::run`]) of a caller
+/// in `role`: a head over [`MAX_HEAD`] is refused before the body is read, a request
+/// the role does not cover once parsed.
 async fn receive(
     req: Request<Incoming>,
     caller: Caller,
-    policy: &AccessPolicy,
+    role: Role,
+    platform_pcr: u32,
     limits: Limits,
 ) -> Received {
-    access::check_caller(policy, &caller)?;
+    let head = head_len(&req);
+    if head > MAX_HEAD {
+        return Err(ApiError {
+            status: 431,
+            code: "head_too_large",
+            message: format!(
+                "the request line and headers are {head} bytes; at most {MAX_HEAD} are accepted"
+            ),
+            allow: None,
+        });
+    }
     if let Some(ct) = req.headers().get(hyper::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("?");
         if !ct.starts_with("application/json") {
@@ -215,7 +330,19 @@ async fn receive(
         Ok(Ok(c)) => c.to_bytes(),
     };
     let parsed = request::parse(&method, &path, &bytes)?;
+    access::check_role(role, &caller, &parsed, platform_pcr)?;
     Ok((parsed, bytes))
+}
+
+/// The size of a request's head as sent: request line and header lines.
+fn head_len<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+        + 2
 }
 
 fn json_response(status: u16, body: Vec<u8>, allow: Option<&'static str>) -> Response<Full<Bytes>> {

@@ -100,7 +100,7 @@ config_keys! {
     request_timeout_ms: u64 = 10_000, flag u64 [value_name = "MS"];
     /// Largest request body accepted, in bytes.
     max_body_bytes: usize = 1 << 20, flag usize [value_name = "BYTES"];
-    /// Most API connections served at once; further ones wait.
+    /// Most API connections served at once; a caller beyond it (or beyond its share) is answered 503 and closed.
     max_connections: usize = 64, flag usize [value_name = "N"];
     /// Log level: error, warn, info, debug or trace.
     log_level: String = "info".into(), flag String [value_name = "LEVEL"];
@@ -120,4 +120,16 @@ config_keys! {
     image_dir: PathBuf = PathBuf::from("/var/lib/tvp/images"), flag PathBuf [value_name = "DIR"];
     /// User each tvp-vmm drops to once its devices and files are open: a user name (its primary group) or UID:GID; unset = the VMMs keep running as root (warned).
     vmm_user: Option<String> = None, flag String [value_name = "USER"];
+    /// Users (names or uids, comma-separated) with the read-only observer role: host information, VM list and views, quotes of the platform PCR. allowed_users/allowed_groups (and root) are managers.
+    observer_users: Vec<String> = Vec::new(), flag Vec<String> [value_name = "USERS", value_delimiter = ','];
+    /// Groups (names or gids, comma-separated) whose members have the observer role; memberships are resolved at start and on SIGHUP.
+    observer_groups: Vec<String> = Vec::new(), flag Vec<String> [value_name = "GROUPS", value_delimiter = ','];
+    /// The only directory whose Unix sockets tvpd connects to as a tenant's key-management service (kms_socket of POST /v1/vms and POST /v1/images/verify).
+    kms_socket_dir: PathBuf = PathBuf::from("/run/tvp/kms"), flag PathBuf [value_name = "DIR"];
+    /// Most API connections one uid may hold at once; further ones are answered 503 and closed.
+    max_connections_per_uid: usize = 16, flag usize [value_name = "N"];
+    /// Of max_connections, how many only managers may take: observers never fill them.
+    manager_reserved_connections: usize = 16, flag usize [value_name = "N"];
+    /// How often refused requests, counted per caller uid and reason, are written to the audit log as one record, in milliseconds (also before the next allowed request's record).
+    denial_flush_interval_ms: u64 = 5000, flag u64 [value_name = "MS"];
 }

@@ -188,6 +188,17 @@ impl Config {
         Ok(Some(ids))
     }
 
+    /// The user and group names of each API role (`allowed_*`: managers,
+    /// `observer_*`: observers).
+    pub fn role_names(&self) -> crate::api::peer::RoleNames {
+        crate::api::peer::RoleNames {
+            manager_users: self.allowed_users.clone(),
+            manager_groups: self.allowed_groups.clone(),
+            observer_users: self.observer_users.clone(),
+            observer_groups: self.observer_groups.clone(),
+        }
+    }
+
     /// The socket mode as permission bits.
     pub fn socket_mode_bits(&self) -> Result<u32, ConfigError> {
         u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
@@ -269,6 +280,35 @@ impl Config {
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1".into());
         }
+        if self.max_connections_per_uid == 0 {
+            return bad("max_connections_per_uid", "must be at least 1".into());
+        }
+        if self.manager_reserved_connections >= self.max_connections {
+            return bad(
+                "manager_reserved_connections",
+                format!(
+                    "{} leaves no connection for observers: keep it below max_connections ({})",
+                    self.manager_reserved_connections, self.max_connections
+                ),
+            );
+        }
+        if self.denial_flush_interval_ms == 0 {
+            return bad("denial_flush_interval_ms", "must be greater than 0".into());
+        }
+        if !self.kms_socket_dir.is_absolute()
+            || self
+                .kms_socket_dir
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return bad(
+                "kms_socket_dir",
+                format!(
+                    "'{}' must be an absolute path without '..'",
+                    self.kms_socket_dir.display()
+                ),
+            );
+        }
         if self.tcti.trim().is_empty() {
             return bad("tcti", "must not be empty".into());
         }
@@ -319,7 +359,9 @@ mod tests {
             r#""log_level":"info","log_format":"text","kvm_scan_interval_ms":5000,"#,
             r#""vmm_binary":null,"firmware":"/usr/local/lib/tvp/firmware.elf","#,
             r#""tap_prefix":"tvp","vm_bridge":null,"image_dir":"/var/lib/tvp/images","#,
-            r#""vmm_user":null}"#
+            r#""vmm_user":null,"observer_users":[],"observer_groups":[],"#,
+            r#""kms_socket_dir":"/run/tvp/kms","max_connections_per_uid":16,"#,
+            r#""manager_reserved_connections":16,"denial_flush_interval_ms":5000}"#
         );
         let got = Config::default().canonical_json();
         assert_eq!(String::from_utf8(got).unwrap(), expected);

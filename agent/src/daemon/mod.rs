@@ -49,8 +49,8 @@ fn run_mode(args: &Args) -> Result<(), StartError> {
         return Ok(());
     }
     crate::logging::init(&cfg.log_level, &cfg.log_format);
-    let policy = AccessPolicy::resolve(&cfg.allowed_users, &cfg.allowed_groups)
-        .map_err(StartError::AccessPolicy)?;
+    let policy =
+        AccessPolicy::resolve_roles(&cfg.role_names()).map_err(StartError::AccessPolicy)?;
     if args.check_config {
         println!("configuration OK");
         return Ok(());

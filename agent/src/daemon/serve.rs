@@ -1,5 +1,5 @@
-//! Serving the API: the async runtime, the unmanaged-VM scan, systemd readiness, and
-//! the signals that stop tvpd.
+//! Serving the API: the async runtime, the unmanaged-VM scan, systemd readiness, the
+//! signals that stop tvpd, and SIGHUP, which refreshes the API roles' memberships.
 
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -10,8 +10,9 @@ use log::{info, warn};
 
 use super::StartError;
 use crate::api::handlers::AppState;
-use crate::api::peer::AccessPolicy;
+use crate::api::peer::{AccessPolicy, SharedPolicy};
 use crate::api::server::Limits;
+use crate::api::slots::SlotLimits;
 use crate::config::Config;
 use crate::unmanaged_vms::{self, Census};
 
@@ -26,8 +27,14 @@ pub(super) fn serve(
     let limits = Limits {
         request_timeout: Duration::from_millis(cfg.request_timeout_ms),
         max_body: cfg.max_body_bytes,
-        max_connections: cfg.max_connections,
+        slots: SlotLimits {
+            total: cfg.max_connections,
+            per_uid: cfg.max_connections_per_uid,
+            reserved_for_managers: cfg.manager_reserved_connections,
+        },
+        denial_flush_interval: Duration::from_millis(cfg.denial_flush_interval_ms),
     };
+    let policy = Arc::new(SharedPolicy::with(cfg.role_names(), policy));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,6 +49,7 @@ pub(super) fn serve(
                 scan_interval,
             ));
         }
+        tokio::spawn(refresh_roles_on_sighup(policy.clone()));
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
         crate::api::server::serve(listener, state, policy, limits, shutdown_signal()).await;
@@ -81,6 +89,26 @@ async fn scan_for_unmanaged_vms(
                 vms.out_of_context(&change.appeared, &change.vanished)
             })
             .await;
+        }
+    }
+}
+
+/// On SIGHUP, resolve the roles' users, groups and group memberships again (they
+/// are not looked up per request); on error the roles in force stay.
+async fn refresh_roles_on_sighup(policy: Arc<SharedPolicy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!(
+            "cannot install the SIGHUP handler; role memberships are refreshed only by a restart"
+        );
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match policy.replace() {
+            Ok(()) => info!(signal = "SIGHUP"; "API roles and group memberships resolved again"),
+            Err(e) => {
+                warn!(signal = "SIGHUP", error = e.as_str(); "API roles not refreshed; the previous ones stay in force")
+            }
         }
     }
 }

@@ -192,6 +192,7 @@ fn manager_config(cfg: &Config) -> Result<ManagerConfig, StartError> {
         bridge: cfg.vm_bridge.clone(),
         vmm_ids: cfg.vmm_ids()?,
         image_dir: cfg.image_dir.clone(),
+        kms_socket_dir: cfg.kms_socket_dir.clone(),
     })
 }
 

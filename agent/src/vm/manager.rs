@@ -65,6 +65,8 @@ pub struct ManagerConfig {
     pub vmm_ids: Option<(u32, u32)>,
     /// Directory VM images are opened in.
     pub image_dir: PathBuf,
+    /// The only directory whose sockets are used as a key-management service.
+    pub kms_socket_dir: PathBuf,
 }
 
 /// Errors of VM operations, mapped to API statuses.
@@ -146,5 +148,10 @@ impl Manager {
     /// The directory VM images are opened in.
     pub fn image_dir(&self) -> &std::path::Path {
         &self.cfg.image_dir
+    }
+
+    /// The only directory whose sockets are used as a key-management service.
+    pub fn kms_socket_dir(&self) -> &std::path::Path {
+        &self.cfg.kms_socket_dir
     }
 }

@@ -100,7 +100,55 @@ pub fn pem_certificate_der(pem: &str) -> Option<Vec<u8>> {
     (der.first() == Some(&0x30)).then_some(der)
 }
 
+/// A key-management service socket must be an absolute path without `..` inside
+/// `kms_socket_dir` (compared as written: tvpd connects to exactly this path), so a
+/// caller cannot make tvpd connect to any other socket on the host. `field` names the
+/// request field in the error.
+pub fn check_kms_socket(
+    field: &str,
+    path: &std::path::Path,
+    kms_socket_dir: &std::path::Path,
+) -> Result<(), String> {
+    use std::path::Component;
+    if !path.is_absolute() {
+        return Err(bad(
+            field,
+            format!("'{}' is not an absolute path", path.display()),
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(bad(
+            field,
+            format!("'{}' must not contain '..' or '.'", path.display()),
+        ));
+    }
+    if !path.starts_with(kms_socket_dir) || path == kms_socket_dir {
+        return Err(bad(
+            field,
+            format!(
+                "'{}' is outside kms_socket_dir {} (tvpd connects to key-management services only there)",
+                path.display(),
+                kms_socket_dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CreateVmRequest {
+    /// `image.kms_socket`, if given, against `kms_socket_dir` ([`check_kms_socket`]).
+    pub fn check_kms_socket(&self, kms_socket_dir: &std::path::Path) -> Result<(), String> {
+        match self.image.as_ref().and_then(|i| i.kms_socket.as_deref()) {
+            Some(k) => {
+                check_kms_socket("image.kms_socket", std::path::Path::new(k), kms_socket_dir)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Check every field.
     pub fn validate(self) -> Result<ValidSpec, String> {
         super::id::VmId::parse(&self.id).map_err(|e| bad("id", e))?;
@@ -244,6 +292,28 @@ impl ValidSpec {
             image,
         };
         c.encode().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod kms_tests {
+    use super::check_kms_socket;
+    use std::path::Path;
+
+    #[test]
+    fn kms_socket_stays_in_its_directory() {
+        let dir = Path::new("/run/tvp/kms");
+        assert!(check_kms_socket("k", Path::new("/run/tvp/kms/t1.sock"), dir).is_ok());
+        for bad in [
+            "kms.sock",
+            "/run/tvp/kms/../../x.sock",
+            "/tmp/kms.sock",
+            "/run/tvp/kms",
+            "/run/tvp/kmsx/a",
+        ] {
+            let e = check_kms_socket("k", Path::new(bad), dir).unwrap_err();
+            assert!(e.starts_with("k: "), "{bad}: {e}");
+        }
     }
 }
 

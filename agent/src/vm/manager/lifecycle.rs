@@ -38,6 +38,8 @@ impl Manager {
     /// reserved while the VMM starts, so a concurrent create of the same id is
     /// refused rather than racing for its TAP device.
     pub fn create(self: &Arc<Self>, req: CreateVmRequest) -> Result<VmView, VmError> {
+        req.check_kms_socket(self.kms_socket_dir())
+            .map_err(VmError::Invalid)?;
         let spec = req.validate().map_err(VmError::Invalid)?;
         let id = spec.request.id.clone();
         self.check_platform()?;
