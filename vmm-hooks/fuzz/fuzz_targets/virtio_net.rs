@@ -4,7 +4,8 @@
 //! `GuestRam` layout: boot region, read-only configuration page, RAM above), and frames
 //! arriving from the TAP side. Invariants beyond no panic, checked after every device
 //! access:
-//! - the configuration page (read-only for the guest) is never written;
+//! - the configuration page (read-only for the guest) and the boot region (the
+//!   identity page tables the firmware's stub returns to) are never written;
 //! - every byte the device changed lies in a used ring of a queue the guest set up or
 //!   in a buffer the guest offered as device-writable (a `WRITE` descriptor, also in
 //!   an indirect table): the device writes nowhere else in guest memory;
@@ -15,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tvp_abi::layout::{CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
+use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
+use tvp_vmm::dma::DmaPolicy;
 use tvp_vmm::memory::GuestRam;
 use tvp_vmm::tap::FrameBackend;
 use tvp_vmm::virtio_net::{VirtioNet, FRAME_MAX};
@@ -229,6 +231,10 @@ impl Harness {
                 "device wrote the read-only configuration page at {gpa:#x}"
             );
             assert!(
+                gpa >= BOOT_REGION_SIZE as u64,
+                "device wrote the boot region at {gpa:#x}"
+            );
+            assert!(
                 ok.iter().any(|(s, e)| (*s..*e).contains(&gpa)),
                 "device wrote {gpa:#x}, neither a used ring nor a device-writable buffer"
             );
@@ -269,7 +275,13 @@ fuzz_target!(|ops: Vec<Op>| {
     let ram = GuestRam::new(MEM).unwrap();
     ram.place(CONFIG_PAGE_GPA, &[CONFIG_FILL; 4096]).unwrap();
     let wire = Arc::new(Mutex::new(Wire::default()));
-    let dev = VirtioNet::new(Box::new(Backend(wire.clone())), [2, 0, 0, 0, 0, 1]).unwrap();
+    let dev = VirtioNet::new(
+        Box::new(Backend(wire.clone())),
+        [2, 0, 0, 0, 0, 1],
+        [10, 0, 0, 2],
+        DmaPolicy::new(MEM),
+    )
+    .unwrap();
     let mut h = Harness {
         ram,
         dev,
