@@ -396,13 +396,15 @@ impl VirtioNet {
             },
             reg::INTERRUPT_ACK => self.interrupt_status &= !v,
             reg::STATUS => {
+                // DEVICE_NEEDS_RESET is the device's: only a reset clears it.
+                let failed = self.status & STATUS_NEEDS_RESET;
                 if v == 0 {
                     self.reset();
                 } else if v & STATUS_FEATURES_OK != 0 && self.driver_features & !FEATURES != 0 {
                     // Features we did not offer: refuse FEATURES_OK.
-                    self.status = v & !STATUS_FEATURES_OK;
+                    self.status = (v & !STATUS_FEATURES_OK) | failed;
                 } else {
-                    self.status = v;
+                    self.status = v | failed;
                 }
             }
             _ => self.note(format!("write to register {off:#x} ignored")),
@@ -777,6 +779,11 @@ mod hostile {
         assert!(page.iter().all(|b| *b == 0));
         assert!(wire.lock().unwrap().sent.is_empty());
         assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        // Writing DRIVER_OK again does not clear the failure; only a reset does.
+        go(&mem, &mut dev);
+        assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
+        assert_eq!(dev.status, 0);
     }
 
     #[test]
