@@ -420,7 +420,7 @@ impl VirtioNet {
     /// Sends every frame the guest queued on the transmit queue (at most one queue's
     /// worth per notify).
     fn process_tx(&mut self, mem: &GuestMemoryMmap) {
-        if !self.live() || !self.queue_usable(TX_QUEUE) {
+        if !self.live() || !self.queues[TX_QUEUE].ready() || !self.queue_usable(TX_QUEUE) {
             return;
         }
         let mut frame = Vec::with_capacity(NET_HDR_LEN + FRAME_MAX);
@@ -445,19 +445,20 @@ impl VirtioNet {
                     break;
                 }
             }
-            if ok && frame.len() > NET_HDR_LEN && !self.filter.allow(&frame[NET_HDR_LEN..]) {
-                // Counted and logged by the filter.
-            } else if ok && frame.len() > NET_HDR_LEN {
-                match self.tap.send(&frame[NET_HDR_LEN..]) {
+            match frame.get(NET_HDR_LEN..).filter(|f| ok && !f.is_empty()) {
+                None => {
+                    self.stats.dropped += 1;
+                    self.note(format!("malformed transmit chain {head} dropped"));
+                }
+                // A refused frame is counted and logged by the filter.
+                Some(f) if !self.filter.allow(f) => {}
+                Some(f) => match self.tap.send(f) {
                     Ok(()) => self.stats.tx_frames += 1,
                     Err(e) => {
                         self.stats.dropped += 1;
                         self.note(format!("TAP {} send failed: {e}", self.tap.name()));
                     }
-                }
-            } else {
-                self.stats.dropped += 1;
-                self.note(format!("malformed transmit chain {head} dropped"));
+                },
             }
             if self.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
                 self.broken("transmit used ring not writable".to_string());
@@ -784,6 +785,15 @@ mod hostile {
         assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
         dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
         assert_eq!(dev.status, 0);
+    }
+
+    #[test]
+    fn notifying_a_queue_that_was_never_enabled_does_nothing() {
+        let (mem, mut dev, wire) = setup();
+        go(&mem, &mut dev);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(dev.status & STATUS_NEEDS_RESET, 0);
+        assert!(wire.lock().unwrap().sent.is_empty());
     }
 
     #[test]
