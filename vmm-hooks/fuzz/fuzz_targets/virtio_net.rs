@@ -243,7 +243,14 @@ impl Harness {
 
     fn write(&mut self, off: u64, v: u32) {
         let q = self.sel as usize;
-        if let Some(s) = self.queues.get_mut(q) {
+        // The device refuses size and address writes to a live queue: the shadow
+        // keeps what the device uses.
+        let mut ready = [0u8; 4];
+        if matches!(off, 0x038 | 0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4) {
+            self.access(0x044, &mut ready, true);
+        }
+        let live = u32::from_le_bytes(ready) == 1;
+        if let Some(s) = self.queues.get_mut(q).filter(|_| !live) {
             match off {
                 0x038 => s.size = u64::from(v),
                 0x080 => s.desc = (s.desc & !0xffff_ffff) | u64::from(v),
@@ -341,7 +348,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 next,
             } => {
                 let q = h.queues[usize::from(*queue)];
-                let at = q.desc + 16 * u64::from(*index);
+                let at = q.desc.wrapping_add(16 * u64::from(*index));
                 let mut d = [0u8; 16];
                 d[..8].copy_from_slice(&u64::from(addr % (MEM as u32 + 0x2000)).to_le_bytes());
                 d[8..12].copy_from_slice(&u32::from(*len).to_le_bytes());
