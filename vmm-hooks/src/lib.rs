@@ -6,7 +6,8 @@
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
-//! [`tap`]), [`mailbox`], [`channel`],
+//! [`tap`], [`dma`]: what it may write, [`netfilter`]: what it may send), [`mailbox`],
+//! [`channel`],
 //! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
 //! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
 //! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF) and `lockdown` (prctl,
@@ -19,6 +20,7 @@
 
 pub mod channel;
 pub mod devices;
+pub mod dma;
 pub mod error;
 pub mod image;
 pub mod loader;
@@ -26,6 +28,7 @@ pub mod lockdown;
 pub mod mailbox;
 pub mod measure;
 pub mod memory;
+pub mod netfilter;
 pub mod shutdown;
 pub mod tap;
 pub mod vcpu;

@@ -54,6 +54,7 @@ pub struct Mailbox {
     sequence: u32,
     next_request_id: u64,
     quotes: u32,
+    handed_over: bool,
     block: Box<[u8; REQUEST_MAX]>,
     host_timeout: Duration,
 }
@@ -90,6 +91,7 @@ impl Mailbox {
             sequence: 0,
             next_request_id: 1,
             quotes: 0,
+            handed_over: false,
             block: Box::new([0u8; REQUEST_MAX]),
             host_timeout,
         }
@@ -98,6 +100,12 @@ impl Mailbox {
     /// Current state.
     pub fn state(&self) -> MailboxState {
         self.state
+    }
+
+    /// Whether tvpd acknowledged the firmware's handover to the workload (a boot
+    /// failure also closes the mailbox, but is no handover).
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     /// Handles one doorbell: copy the request once, process it, write the response.
@@ -201,6 +209,7 @@ impl Mailbox {
                 );
                 if answer == HostAnswer::Ack {
                     self.state = MailboxState::Closed;
+                    self.handed_over = true;
                 }
                 Self::ack_response(cmd, answer)
             }

@@ -168,7 +168,15 @@ pub fn run(vcpu: &mut VcpuFd, ctx: &mut VcpuContext) -> VcpuEnd {
                 IoAction::PowerOff => return VcpuEnd::PoweredOff,
                 IoAction::Reset => return VcpuEnd::Reset,
                 IoAction::Milestone(code) => milestone(ctx, code),
-                IoAction::Doorbell => ctx.mailbox.ring(&ctx.mem, &mut ctx.host),
+                IoAction::Doorbell => {
+                    let before = ctx.mailbox.handed_over();
+                    ctx.mailbox.ring(&ctx.mem, &mut ctx.host);
+                    if !before && ctx.mailbox.handed_over() {
+                        if let Some(net) = ctx.net.as_mut() {
+                            net.handed_over();
+                        }
+                    }
+                }
             },
             VcpuExit::IoIn(port, data) => ctx.devices.io_in(port, data),
             VcpuExit::MmioWrite(addr, data) if VirtioNet::contains(addr) && ctx.net.is_some() => {

@@ -7,13 +7,22 @@
 //! Guest input is hostile: the queues are handled by rust-vmm's `virtio-queue`
 //! (ring addresses validated against guest memory before a queue goes live, descriptor
 //! chains bounded by the queue size so loops end), every frame is bounded
-//! ([`FRAME_MAX`]), each pass handles at most one queue's worth of chains, buffers may
-//! not overlap the read-only configuration page, and every failure drops the frame or
-//! marks the device broken (`DEVICE_NEEDS_RESET`) instead of ending the VMM.
+//! ([`FRAME_MAX`]), each pass handles at most one queue's worth of chains, and every
+//! failure drops the frame or marks the device broken (`DEVICE_NEEDS_RESET`) instead of
+//! ending the VMM.
+//!
+//! The device writes only device-writable guest RAM ([`crate::dma`]): a queue whose
+//! descriptor table, available or used ring touches the boot region, the configuration
+//! page, the mailbox or (before the handover) the firmware image is refused and the
+//! device marks itself failed; ring addresses and sizes cannot change while a queue is
+//! live; a receive buffer there is dropped, never written. Transmitted frames pass the
+//! source filter ([`crate::netfilter`]) or are dropped.
 
+use crate::dma::{DmaPolicy, DmaRefusal};
+use crate::netfilter::{DropCounts, TxFilter};
 use crate::tap::FrameBackend;
-use tvp_abi::layout::{CONFIG_PAGE_GPA, VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
-use tvp_abi::PAGE_SIZE;
+use std::ops::Range;
+use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -78,6 +87,11 @@ pub struct NetStats {
     pub rx_frames: u64,
     /// Frames or chains dropped (malformed, too large, no buffer, I/O error).
     pub dropped: u64,
+    /// Transmitted frames the source filter dropped, per reason.
+    pub filtered: DropCounts,
+    /// Rings and receive buffers refused because they pointed at memory the device
+    /// must not write.
+    pub dma_refused: u64,
 }
 
 /// The virtio-net device and its virtio-mmio registers.
@@ -96,6 +110,8 @@ pub struct VirtioNet {
     rx_buf: Vec<u8>,
     stats: NetStats,
     logged: u32,
+    dma: DmaPolicy,
+    filter: TxFilter,
 }
 
 fn new_queue() -> Option<Queue> {
@@ -103,9 +119,14 @@ fn new_queue() -> Option<Queue> {
 }
 
 impl VirtioNet {
-    /// A device with `mac`, backed by `tap`; `None` only if the queue size constant is
-    /// invalid (a bug).
-    pub fn new(tap: Box<dyn FrameBackend>, mac: [u8; 6]) -> Option<Self> {
+    /// A device with `mac` for a VM whose address is `vip`, backed by `tap`, writing
+    /// only what `dma` allows; `None` only if the queue size constant is invalid (a bug).
+    pub fn new(
+        tap: Box<dyn FrameBackend>,
+        mac: [u8; 6],
+        vip: [u8; 4],
+        dma: DmaPolicy,
+    ) -> Option<Self> {
         Some(VirtioNet {
             tap,
             mac,
@@ -120,7 +141,22 @@ impl VirtioNet {
             rx_buf: vec![0; FRAME_MAX],
             stats: NetStats::default(),
             logged: 0,
+            dma,
+            filter: TxFilter::new(mac, vip),
         })
+    }
+
+    /// Protects the measured firmware image from device writes until the handover.
+    pub fn protect_firmware(&mut self, image: Range<u64>) {
+        self.dma.protect_firmware(image);
+    }
+
+    /// The firmware handed over to the workload (the mailbox said so): the firmware
+    /// image is the workload's memory now, and the transmit filter's workload rules
+    /// apply.
+    pub fn handed_over(&mut self) {
+        self.dma.release_firmware();
+        self.filter.handed_over();
     }
 
     /// Whether `addr` is one of this device's registers.
@@ -130,7 +166,55 @@ impl VirtioNet {
 
     /// The counters.
     pub fn stats(&self) -> NetStats {
-        self.stats
+        NetStats {
+            filtered: self.filter.counts(),
+            ..self.stats
+        }
+    }
+
+    /// Logs the counters (at the end of the VM).
+    pub fn log_totals(&self) {
+        let st = self.stats();
+        let f = st.filtered;
+        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused; "virtio-net totals");
+    }
+
+    /// A ring or buffer at `[gpa, gpa + len)` was refused: counted, logged (within
+    /// the log budget).
+    fn dma_refused(&mut self, what: &str, gpa: u64, len: u64, why: DmaRefusal) {
+        self.stats.dma_refused += 1;
+        if self.logged < LOG_LIMIT {
+            self.logged += 1;
+            log::warn!(what = what, gpa = format!("{gpa:#x}"), bytes = len, reason = why.name(); "virtio-net: refused to write guest memory: {why}");
+        }
+    }
+
+    /// Checks a ready queue's three rings against the device-writable memory.
+    fn rings_refusal(&self, q: &Queue) -> Option<(&'static str, u64, u64, DmaRefusal)> {
+        let n = u64::from(q.size());
+        [
+            ("descriptor-table", q.desc_table(), 16 * n),
+            ("available-ring", q.avail_ring(), 6 + 2 * n),
+            ("used-ring", q.used_ring(), 6 + 8 * n),
+        ]
+        .into_iter()
+        .find_map(|(what, gpa, len)| self.dma.check(gpa, len).err().map(|e| (what, gpa, len, e)))
+    }
+
+    /// Whether queue `i` may be used now; a queue whose rings became off-limits is
+    /// refused and the device marked failed.
+    fn queue_usable(&mut self, i: usize) -> bool {
+        let Some(q) = self.queues.get(i) else {
+            return false;
+        };
+        match self.rings_refusal(q) {
+            None => true,
+            Some((what, gpa, len, why)) => {
+                self.dma_refused(what, gpa, len, why);
+                self.broken(format!("queue {i} {what} refused: {why}"));
+                false
+            }
+        }
     }
 
     fn note(&mut self, what: String) {
@@ -231,6 +315,22 @@ impl VirtioNet {
                 _ => {}
             },
             reg::QUEUE_SEL => self.queue_sel = v,
+            reg::QUEUE_NUM
+            | reg::QUEUE_DESC_LOW
+            | reg::QUEUE_DESC_HIGH
+            | reg::QUEUE_DRIVER_LOW
+            | reg::QUEUE_DRIVER_HIGH
+            | reg::QUEUE_DEVICE_LOW
+            | reg::QUEUE_DEVICE_HIGH
+                if self.selected().is_some_and(|q| q.ready()) =>
+            {
+                // The rings were checked when the queue went live: moving them now
+                // (onto the configuration page, say) is refused.
+                let q = self.queue_sel;
+                self.broken(format!(
+                    "queue {q} is live: write of {v:#x} to register {off:#x} (ring size or address) refused"
+                ));
+            }
             reg::QUEUE_NUM => {
                 if let Some(q) = self.selected() {
                     // try_set_size rejects 0 (drivers write it when tearing a queue
@@ -259,16 +359,21 @@ impl VirtioNet {
                 }
             }
             reg::QUEUE_READY => {
+                let sel = self.queue_sel as usize;
                 let ok = match self.selected() {
                     Some(q) if v == 1 => {
-                        // is_valid checks a ready queue's sizes and ring addresses; the
-                        // used ring, which the device writes, must also stay off the
-                        // read-only configuration page.
+                        // is_valid checks a ready queue's sizes and ring addresses
+                        // against guest memory; then every ring must lie in memory
+                        // the device may write.
                         q.set_ready(true);
-                        let used_len = 6 + 8 * u32::from(q.size()) + 2;
-                        let valid =
-                            q.is_valid(mem) && !overlaps_config_page(q.used_ring(), used_len);
+                        let valid = q.is_valid(mem);
                         q.set_ready(valid);
+                        if valid && !self.queue_usable(sel) {
+                            if let Some(q) = self.selected() {
+                                q.set_ready(false);
+                            }
+                            return;
+                        }
                         valid
                     }
                     Some(q) => {
@@ -291,13 +396,15 @@ impl VirtioNet {
             },
             reg::INTERRUPT_ACK => self.interrupt_status &= !v,
             reg::STATUS => {
+                // DEVICE_NEEDS_RESET is the device's: only a reset clears it.
+                let failed = self.status & STATUS_NEEDS_RESET;
                 if v == 0 {
                     self.reset();
                 } else if v & STATUS_FEATURES_OK != 0 && self.driver_features & !FEATURES != 0 {
                     // Features we did not offer: refuse FEATURES_OK.
-                    self.status = v & !STATUS_FEATURES_OK;
+                    self.status = (v & !STATUS_FEATURES_OK) | failed;
                 } else {
-                    self.status = v;
+                    self.status = v | failed;
                 }
             }
             _ => self.note(format!("write to register {off:#x} ignored")),
@@ -313,7 +420,7 @@ impl VirtioNet {
     /// Sends every frame the guest queued on the transmit queue (at most one queue's
     /// worth per notify).
     fn process_tx(&mut self, mem: &GuestMemoryMmap) {
-        if !self.live() {
+        if !self.live() || !self.queues[TX_QUEUE].ready() || !self.queue_usable(TX_QUEUE) {
             return;
         }
         let mut frame = Vec::with_capacity(NET_HDR_LEN + FRAME_MAX);
@@ -338,17 +445,20 @@ impl VirtioNet {
                     break;
                 }
             }
-            if ok && frame.len() > NET_HDR_LEN {
-                match self.tap.send(&frame[NET_HDR_LEN..]) {
+            match frame.get(NET_HDR_LEN..).filter(|f| ok && !f.is_empty()) {
+                None => {
+                    self.stats.dropped += 1;
+                    self.note(format!("malformed transmit chain {head} dropped"));
+                }
+                // A refused frame is counted and logged by the filter.
+                Some(f) if !self.filter.allow(f) => {}
+                Some(f) => match self.tap.send(f) {
                     Ok(()) => self.stats.tx_frames += 1,
                     Err(e) => {
                         self.stats.dropped += 1;
                         self.note(format!("TAP {} send failed: {e}", self.tap.name()));
                     }
-                }
-            } else {
-                self.stats.dropped += 1;
-                self.note(format!("malformed transmit chain {head} dropped"));
+                },
             }
             if self.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
                 self.broken("transmit used ring not writable".to_string());
@@ -360,7 +470,7 @@ impl VirtioNet {
 
     /// Moves frames waiting on the TAP device into the guest's receive buffers.
     fn pump_rx(&mut self, mem: &GuestMemoryMmap) {
-        if !self.live() || !self.queues[RX_QUEUE].ready() {
+        if !self.live() || !self.queues[RX_QUEUE].ready() || !self.queue_usable(RX_QUEUE) {
             return;
         }
         for _ in 0..QUEUE_SIZE_MAX {
@@ -389,7 +499,13 @@ impl VirtioNet {
                 if written == total {
                     break;
                 }
-                if !desc.is_write_only() || overlaps_config_page(desc.addr().0, desc.len()) {
+                if !desc.is_write_only() {
+                    written = 0;
+                    break;
+                }
+                let (gpa, len) = (desc.addr().0, u64::from(desc.len()));
+                if let Err(why) = self.dma.check(gpa, len) {
+                    self.dma_refused("receive-buffer", gpa, len, why);
                     written = 0;
                     break;
                 }
@@ -447,32 +563,14 @@ fn split(low: bool, v: u32) -> (Option<u32>, Option<u32>) {
     }
 }
 
-/// Whether `[addr, addr + len)` touches the read-only configuration page (the VMM's
-/// mapping of it is writable, the guest's is not: the device must not write it).
-fn overlaps_config_page(addr: u64, len: u32) -> bool {
-    let end = addr.saturating_add(u64::from(len));
-    addr < CONFIG_PAGE_GPA + PAGE_SIZE as u64 && end > CONFIG_PAGE_GPA
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_page_overlap() {
-        assert!(overlaps_config_page(CONFIG_PAGE_GPA - 1, 2));
-        assert!(overlaps_config_page(CONFIG_PAGE_GPA + 4095, 1));
-        assert!(!overlaps_config_page(CONFIG_PAGE_GPA + 4096, 100));
-        assert!(!overlaps_config_page(CONFIG_PAGE_GPA - 10, 10));
-    }
-}
-
 /// Hostile-guest tests: the device driven through its registers with crafted rings.
 #[cfg(test)]
 mod hostile {
     use super::*;
     use std::io;
     use std::sync::{Arc, Mutex};
+    use tvp_abi::layout::{CONFIG_PAGE_GPA, MAILBOX_GPA};
+    use tvp_abi::PAGE_SIZE;
 
     /// Frames sent, and frames to deliver.
     #[derive(Default)]
@@ -503,6 +601,7 @@ mod hostile {
     }
 
     const BASE: u64 = VIRTIO_NET_MMIO_GPA;
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const DESC: u64 = 0x40000;
     const AVAIL: u64 = 0x41000;
     const USED: u64 = 0x42000;
@@ -510,8 +609,13 @@ mod hostile {
     fn setup() -> (GuestMemoryMmap, VirtioNet, Arc<Mutex<Wire>>) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let wire = Arc::new(Mutex::new(Wire::default()));
-        let mut dev =
-            VirtioNet::new(Box::new(MemBackend(wire.clone())), [2, 0, 0, 0, 0, 1]).unwrap();
+        let mut dev = VirtioNet::new(
+            Box::new(MemBackend(wire.clone())),
+            MAC,
+            [10, 0, 0, 2],
+            DmaPolicy::new(1 << 20),
+        )
+        .unwrap();
         let w =
             |d: &mut VirtioNet, off: u64, v: u32| d.mmio_write(&mem, BASE + off, &v.to_le_bytes());
         w(&mut dev, reg::DRIVER_FEATURES_SEL, 1);
@@ -646,9 +750,124 @@ mod hostile {
         let mut r = [0u8; 4];
         dev.mmio_read(&mem, BASE + reg::QUEUE_READY, &mut r);
         assert_eq!(u32::from_le_bytes(r), 0);
-        // Ending just below the page is fine.
-        assert!(!overlaps_config_page(CONFIG_PAGE_GPA - 40, 40));
-        assert!(enable(&mem, &mut dev, 1, DESC + 0x4000));
+        assert_eq!(dev.stats().dma_refused, 1);
+        assert_ne!(
+            dev.status & STATUS_NEEDS_RESET,
+            0,
+            "the device marks itself failed"
+        );
+    }
+
+    /// A guest enabled a queue with good rings, then moved its used ring onto the
+    /// configuration page while the queue was live (virtio-queue accepts address writes
+    /// on a ready queue): the move is refused and the page never written.
+    #[test]
+    fn moving_a_live_used_ring_onto_the_configuration_page_is_refused() {
+        let (mem, mut dev, wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        let cfg = CONFIG_PAGE_GPA as u32;
+        dev.mmio_write(&mem, BASE + reg::QUEUE_DEVICE_LOW, &cfg.to_le_bytes());
+        desc(&mem, t, 0, 0x50000, 100, 0, 0);
+        mem.write_slice(&legit_frame(), GuestAddress(0x50000 + NET_HDR_LEN as u64))
+            .unwrap();
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        let mut page = [0u8; PAGE_SIZE];
+        mem.read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
+            .unwrap();
+        assert!(page.iter().all(|b| *b == 0));
+        assert!(wire.lock().unwrap().sent.is_empty());
+        assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        // Writing DRIVER_OK again does not clear the failure; only a reset does.
+        go(&mem, &mut dev);
+        assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
+        assert_eq!(dev.status, 0);
+    }
+
+    #[test]
+    fn notifying_a_queue_that_was_never_enabled_does_nothing() {
+        let (mem, mut dev, wire) = setup();
+        go(&mem, &mut dev);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(dev.status & STATUS_NEEDS_RESET, 0);
+        assert!(wire.lock().unwrap().sent.is_empty());
+    }
+
+    #[test]
+    fn rings_on_platform_pages_are_not_enabled() {
+        let (mem, mut dev, _wire) = setup();
+        // A descriptor table on the mailbox, on the boot region's page tables.
+        assert!(!enable(&mem, &mut dev, 1, MAILBOX_GPA));
+        assert!(!enable(&mem, &mut dev, 1, 0x9000));
+        assert_eq!(dev.stats().dma_refused, 2);
+    }
+
+    /// Before the handover, a receive buffer on the firmware image (its stub and page
+    /// tables) is dropped; after it, that memory is the workload's.
+    #[test]
+    fn receive_buffer_on_the_firmware_image_is_refused_until_handover() {
+        let (mem, mut dev, wire) = setup();
+        dev.protect_firmware(0x60000..0x70000);
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        let mut got = [0u8; 72];
+        mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
+        assert!(got.iter().all(|b| *b == 0));
+        assert_eq!(dev.stats().dma_refused, 1);
+        dev.handed_over();
+        mem.write_obj(0u16, GuestAddress(AVAIL + 6)).unwrap();
+        mem.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
+        assert_eq!(got[12], 0xab);
+        assert_eq!(dev.stats().rx_frames, 1);
+    }
+
+    fn legit_frame() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&[8, 6, 0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&MAC);
+        f.extend_from_slice(&[10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
+        f
+    }
+
+    #[test]
+    fn spoofed_frames_are_not_sent_and_are_counted() {
+        let (mem, mut dev, wire) = setup();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        let mut spoof_mac = legit_frame();
+        spoof_mac[11] = 9;
+        let mut spoof_ip = legit_frame();
+        spoof_ip[31] = 1; // ARP sender 10.0.0.1: the gateway
+        let frames = [spoof_mac, spoof_ip, legit_frame()];
+        let avail = AVAIL + 0x4000;
+        for (i, f) in frames.iter().enumerate() {
+            let at = 0x50000 + 0x1000 * i as u64;
+            mem.write_slice(f, GuestAddress(at + NET_HDR_LEN as u64))
+                .unwrap();
+            desc(&mem, t, i as u64, at, (NET_HDR_LEN + f.len()) as u32, 0, 0);
+            mem.write_obj(i as u16, GuestAddress(avail + 4 + 2 * i as u64))
+                .unwrap();
+        }
+        mem.write_obj(3u16, GuestAddress(avail + 2)).unwrap();
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(used_idx(&mem, 1), 3);
+        assert_eq!(wire.lock().unwrap().sent, vec![legit_frame()]);
+        let st = dev.stats();
+        assert_eq!((st.filtered.source_mac, st.filtered.source_ip), (1, 1));
+        assert_eq!(st.tx_frames, 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::channel::{self, ChannelHost, ChannelTx, StartDecision};
 use crate::devices::{ConsoleLog, Devices};
+use crate::dma::DmaPolicy;
 use crate::error::VmmError;
 use crate::loader;
 use crate::lockdown;
@@ -252,10 +253,15 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     }
     let mem_size = cfg.mem_size();
     // The NIC's TAP device is opened now: after the lockdown nothing can be opened.
-    let net = match &opts.tap {
+    let mut net = match &opts.tap {
         Some(name) => Some(
-            VirtioNet::new(Box::new(Tap::open(name)?), cfg.mac)
-                .ok_or_else(|| VmmError::Tap(format!("{name}: cannot create the queues")))?,
+            VirtioNet::new(
+                Box::new(Tap::open(name)?),
+                cfg.mac,
+                cfg.vip,
+                DmaPolicy::new(mem_size),
+            )
+            .ok_or_else(|| VmmError::Tap(format!("{name}: cannot create the queues")))?,
         ),
         None => None,
     };
@@ -274,8 +280,14 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
-    let (log, entry_state, firmware_end) =
+    let (log, entry_state, firmware_image) =
         place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+    let firmware_end = firmware_image.end;
+    // From its measurement to the handover, the device never writes the firmware image
+    // (its ring-0 stub and page tables included).
+    if let Some(n) = net.as_mut() {
+        n.protect_firmware(firmware_image);
+    }
     // The workload image: decrypted straight into guest memory, or the VM ends here,
     // before its first instruction, with the reason sent to tvpd.
     match (cfg.image, opts.image) {
@@ -369,8 +381,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
                 VcpuEnd::Stopped
             };
             if let Some(net) = &ctx.net {
-                let st = net.stats();
-                log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped; "virtio-net totals");
+                net.log_totals();
             }
             let _ = done_tx.send(end);
             drop(ctx);
@@ -431,7 +442,7 @@ fn place_and_measure(
     firmware: Vec<u8>,
     config_page: &[u8],
     mem_size: u64,
-) -> Result<(MeasurementLog, EntryState, u64), VmmError> {
+) -> Result<(MeasurementLog, EntryState, std::ops::Range<u64>), VmmError> {
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
     let loaded = loader::load_elf(ram.mem(), &firmware, mem_size)?;
@@ -486,7 +497,7 @@ fn place_and_measure(
             "measurement self-check failed: placed bytes differ from tvp_abi's layout".into(),
         ));
     }
-    Ok((log, entry_state, loaded.end))
+    Ok((log, entry_state, loaded.start..loaded.end))
 }
 
 /// Waits for tvpd's Start (no vCPU exists before it); Abort, stop, signal or channel

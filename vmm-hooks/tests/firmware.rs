@@ -162,62 +162,6 @@ fn handover_through_the_stub_runs_the_workload_at_cpl0() {
     assert!(boot_failures(&run).is_empty());
 }
 
-/// A network namespace with a TAP device `tap0` (10.0.0.1/24) created for one test and
-/// deleted (with the TAP device) when dropped. Nothing outside it is touched.
-struct NetNs {
-    name: String,
-}
-
-impl NetNs {
-    /// Creates the namespace; panics if that fails (the test states
-    /// `require!(Need::Netns)` first, so it can).
-    fn create(tag: &str) -> NetNs {
-        let name = format!("tvpfw-{tag}-{}", std::process::id());
-        let ns = NetNs { name };
-        ns.ip(&["netns", "add", &ns.name]);
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-        ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "tap0"]);
-        ns.exec(&["ip", "link", "set", "tap0", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let st = Command::new("ip").args(args).status().expect("iproute2");
-        assert!(st.success(), "ip {args:?}");
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.name];
-        all.extend_from_slice(args);
-        self.ip(&all);
-    }
-
-    /// Binds a TCP listener inside the namespace (from a thread that joins it).
-    fn listen(&self, addr: &str) -> std::net::TcpListener {
-        let path = format!("/var/run/netns/{}", self.name);
-        let addr = addr.to_string();
-        std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let f = std::fs::File::open(&path).unwrap();
-            // SAFETY (test code): setns on this short-lived thread only; the fd is a
-            // network namespace file.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-            std::net::TcpListener::bind(&addr).unwrap()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
 /// The tenant side of one network boot: PKI, reservations, the boot server inside the
 /// namespace (in a thread), and the configuration page trusting the tenant CA.
 struct Tenant {

@@ -4,7 +4,8 @@
 //! `GuestRam` layout: boot region, read-only configuration page, RAM above), and frames
 //! arriving from the TAP side. Invariants beyond no panic, checked after every device
 //! access:
-//! - the configuration page (read-only for the guest) is never written;
+//! - the configuration page (read-only for the guest) and the boot region (the
+//!   identity page tables the firmware's stub returns to) are never written;
 //! - every byte the device changed lies in a used ring of a queue the guest set up or
 //!   in a buffer the guest offered as device-writable (a `WRITE` descriptor, also in
 //!   an indirect table): the device writes nowhere else in guest memory;
@@ -15,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tvp_abi::layout::{CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
+use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
+use tvp_vmm::dma::DmaPolicy;
 use tvp_vmm::memory::GuestRam;
 use tvp_vmm::tap::FrameBackend;
 use tvp_vmm::virtio_net::{VirtioNet, FRAME_MAX};
@@ -229,6 +231,10 @@ impl Harness {
                 "device wrote the read-only configuration page at {gpa:#x}"
             );
             assert!(
+                gpa >= BOOT_REGION_SIZE as u64,
+                "device wrote the boot region at {gpa:#x}"
+            );
+            assert!(
                 ok.iter().any(|(s, e)| (*s..*e).contains(&gpa)),
                 "device wrote {gpa:#x}, neither a used ring nor a device-writable buffer"
             );
@@ -237,7 +243,14 @@ impl Harness {
 
     fn write(&mut self, off: u64, v: u32) {
         let q = self.sel as usize;
-        if let Some(s) = self.queues.get_mut(q) {
+        // The device refuses size and address writes to a live queue: the shadow
+        // keeps what the device uses.
+        let mut ready = [0u8; 4];
+        if matches!(off, 0x038 | 0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4) {
+            self.access(0x044, &mut ready, true);
+        }
+        let live = u32::from_le_bytes(ready) == 1;
+        if let Some(s) = self.queues.get_mut(q).filter(|_| !live) {
             match off {
                 0x038 => s.size = u64::from(v),
                 0x080 => s.desc = (s.desc & !0xffff_ffff) | u64::from(v),
@@ -269,7 +282,13 @@ fuzz_target!(|ops: Vec<Op>| {
     let ram = GuestRam::new(MEM).unwrap();
     ram.place(CONFIG_PAGE_GPA, &[CONFIG_FILL; 4096]).unwrap();
     let wire = Arc::new(Mutex::new(Wire::default()));
-    let dev = VirtioNet::new(Box::new(Backend(wire.clone())), [2, 0, 0, 0, 0, 1]).unwrap();
+    let dev = VirtioNet::new(
+        Box::new(Backend(wire.clone())),
+        [2, 0, 0, 0, 0, 1],
+        [10, 0, 0, 2],
+        DmaPolicy::new(MEM),
+    )
+    .unwrap();
     let mut h = Harness {
         ram,
         dev,
@@ -329,7 +348,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 next,
             } => {
                 let q = h.queues[usize::from(*queue)];
-                let at = q.desc + 16 * u64::from(*index);
+                let at = q.desc.wrapping_add(16 * u64::from(*index));
                 let mut d = [0u8; 16];
                 d[..8].copy_from_slice(&u64::from(addr % (MEM as u32 + 0x2000)).to_le_bytes());
                 d[8..12].copy_from_slice(&u32::from(*len).to_le_bytes());

@@ -465,3 +465,175 @@ fn peer(
     }
     let _ = out.send(None);
 }
+
+/// A network namespace with a TAP device `tap0` (10.0.0.1/24) created for one test and
+/// deleted (with the TAP device) when dropped. Nothing outside it is touched.
+pub struct NetNs {
+    /// The namespace's name (for `ip netns exec` and [`VmRun::in_netns`]).
+    pub name: String,
+}
+
+impl NetNs {
+    /// Creates the namespace; panics if that fails (the test states
+    /// `require!(Need::Netns)` first, so it can).
+    pub fn create(tag: &str) -> NetNs {
+        let name = format!("tvpfw-{tag}-{}", std::process::id());
+        let ns = NetNs { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
+        ns.exec(&["ip", "addr", "add", "10.0.0.1/24", "dev", "tap0"]);
+        ns.exec(&["ip", "link", "set", "tap0", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip").args(args).status().expect("iproute2");
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    /// Runs `args` inside the namespace.
+    pub fn exec(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+
+    /// Runs `f` on a thread that joined the namespace; returns its result.
+    pub fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            join_netns(&path);
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Binds a TCP listener inside the namespace (from a thread that joins it).
+    pub fn listen(&self, addr: &str) -> std::net::TcpListener {
+        let addr = addr.to_string();
+        self.inside(move || std::net::TcpListener::bind(&addr).unwrap())
+    }
+
+    /// Starts capturing, on the host side of `tap0`, every frame the VM transmits (a
+    /// raw packet socket bound to `tap0`); with `inject`, also sends that frame into
+    /// `tap0` (towards the VM) every 20 ms. Returns once the socket is bound.
+    pub fn tap_side(&self, inject: Option<Vec<u8>>) -> TapSide {
+        let path = format!("/var/run/netns/{}", self.name);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            join_netns(&path);
+            capture(&stop2, inject.as_deref(), ready_tx)
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("packet socket on tap0");
+        TapSide { stop, handle }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn join_netns(path: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY (test code): setns on this short-lived thread only; the fd is a network
+    // namespace file.
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+}
+
+/// The capture started by [`NetNs::tap_side`].
+pub struct TapSide {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl TapSide {
+    /// Stops after a last 200 ms; the frames the VM transmitted, in order.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().unwrap()
+    }
+}
+
+/// The packet-socket loop of [`NetNs::tap_side`] (on a thread inside the namespace).
+fn capture(
+    stop: &std::sync::atomic::AtomicBool,
+    inject: Option<&[u8]>,
+    ready: mpsc::Sender<()>,
+) -> Vec<Vec<u8>> {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY (test code): plain socket calls on a descriptor owned by this function,
+    // with correctly sized, initialised arguments; the descriptor is closed at the end.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto));
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let ifindex = libc::if_nametoindex(c"tap0".as_ptr());
+        assert!(ifindex > 0, "tap0 not found");
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, &sll as *const _ as *const libc::sockaddr, len),
+            0
+        );
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let _ = ready.send(());
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(f) = inject {
+                libc::send(fd, f.as_ptr() as *const libc::c_void, f.len(), 0);
+            }
+            let deadline = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < deadline {
+                let mut from: libc::sockaddr_ll = std::mem::zeroed();
+                let mut flen = len;
+                let n = libc::recvfrom(
+                    fd,
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                    &mut from as *mut _ as *mut libc::sockaddr,
+                    &mut flen,
+                );
+                if n < 0 {
+                    break;
+                }
+                // Frames the VM wrote into the TAP arrive as received on tap0; what
+                // the host sends (our injections) is PACKET_OUTGOING.
+                if from.sll_pkttype != libc::PACKET_OUTGOING {
+                    frames.push(buf[..n as usize].to_vec());
+                }
+            }
+        }
+        libc::close(fd);
+        frames
+    }
+}
