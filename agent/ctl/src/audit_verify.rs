@@ -344,3 +344,84 @@ fn verify_log(
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(file: &Path) -> VerifyArgs<'_> {
+        VerifyArgs {
+            file,
+            anchor: None,
+            ak: None,
+            inventory: None,
+            host: None,
+            nonce: None,
+            policy: None,
+            management_key: None,
+            checkpoint: None,
+            save_checkpoint: None,
+            allow_stale: false,
+            trust_embedded_ak: false,
+            json: false,
+        }
+    }
+
+    fn reason(r: Result<impl std::fmt::Debug, Fail>) -> &'static str {
+        match r {
+            Err(Fail::Refused(reason, _)) => reason,
+            Err(Fail::Exit(c)) => panic!("exit {c}"),
+            Ok(v) => panic!("accepted: {v:?}"),
+        }
+    }
+
+    #[test]
+    fn nonce_and_ak_are_required_unless_relaxed_loudly() {
+        let f = Path::new("unused");
+        let mut w = Vec::new();
+        assert_eq!(reason(fresh_nonce(&args(f), &mut w)), "no-fresh-nonce");
+        assert_eq!(reason(pinned_ak(&args(f), &mut w)), "ak-not-pinned");
+        assert!(w.is_empty());
+        let mut a = args(f);
+        a.allow_stale = true;
+        a.trust_embedded_ak = true;
+        assert!(matches!(fresh_nonce(&a, &mut w), Ok(None)));
+        assert!(matches!(pinned_ak(&a, &mut w), Ok(None)));
+        assert!(w[0].starts_with("--allow-stale") && w[1].starts_with("--trust-embedded-ak"));
+        a.nonce = Some("0a0b");
+        assert!(matches!(fresh_nonce(&a, &mut w), Ok(Some(n)) if n == [10, 11]));
+    }
+
+    #[test]
+    fn the_ak_comes_from_the_inventory_host() {
+        let dir = std::env::temp_dir().join(format!("tvpctl-inv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let inv = dir.join("inventory.json");
+        let host = |id: &str, ak: &str| serde_json::json!({"host_id": id, "ak_public_pem": ak, "platform_pcrs": {}});
+        std::fs::write(
+            &inv,
+            serde_json::json!({"hosts": [host("h1", "AK1")]}).to_string(),
+        )
+        .unwrap();
+        let f = Path::new("unused");
+        let mut w = Vec::new();
+        let mut a = args(f);
+        a.inventory = Some(&inv);
+        assert_eq!(pinned_ak(&a, &mut w).ok().flatten().as_deref(), Some("AK1"));
+        std::fs::write(
+            &inv,
+            serde_json::json!({"hosts": [host("h1", "AK1"), host("h2", "AK2")]}).to_string(),
+        )
+        .unwrap();
+        // Several hosts: which one must be said.
+        assert!(matches!(
+            pinned_ak(&a, &mut w),
+            Err(Fail::Exit(exit::USAGE))
+        ));
+        a.host = Some("h2");
+        assert_eq!(pinned_ak(&a, &mut w).ok().flatten().as_deref(), Some("AK2"));
+        a.host = Some("h3");
+        assert_eq!(reason(pinned_ak(&a, &mut w)), "ak-not-pinned");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
