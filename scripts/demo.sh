@@ -208,11 +208,19 @@ TOKEN=$("$BIN/tvpctl" authorize --key "$W/tenant.key" --vm demo-vm --op delete)
 "$BIN/tvpctl" vm delete demo-vm --token "$TOKEN" >/dev/null || die "the tenant's authorized delete failed"
 ok "deleted with the tenant's signed authorization"
 
-say "15. tenant: the VM's audit extract, anchored in the TPM (AK-certified NV counter), verifies"
+say "15. tenant: the VM's audit extract, from its creation, anchored in the TPM (AK-certified NV index), verifies"
+# The bound form: the tenant's fresh nonce, the AK pinned from its inventory, its
+# management key (the VM was created with it); where it ended is kept as a checkpoint
+# that the next extract must continue from (docs/audit.md §4).
 NONCE=$(openssl rand -hex 16)
 "$BIN/tvpctl" audit extract --vm demo-vm --nonce "$NONCE" -o "$W/extract.json"
-"$BIN/tvpctl" audit verify "$W/extract.json" --ak "$W/ak.pem" --nonce "$NONCE" --policy "$W/policy.json" 2>&1 \
+"$BIN/tvpctl" audit verify "$W/extract.json" --ak "$W/ak.pem" --nonce "$NONCE" --policy "$W/policy.json" \
+    --management-key "$W/tenant.pem" --save-checkpoint "$W/demo-vm.checkpoint" 2>&1 \
     | sed 's/^/    /' >&2 || die "the audit extract did not verify"
+if "$BIN/tvpctl" audit verify "$W/extract.json" --ak "$W/ak.pem" --policy "$W/policy.json" >"$W/stale.out" 2>&1; then
+    die "an extract was accepted without the tenant's fresh nonce"
+fi
+ok "without the fresh nonce it is refused: $(head -n1 "$W/stale.out")"
 python3 - "$W/extract.json" <<'PY' || die "the extract does not show the refused and the authorized delete"
 import json, sys
 x = json.load(open(sys.argv[1]))

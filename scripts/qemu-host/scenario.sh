@@ -96,7 +96,7 @@ check measured-vm-pcr23-as-computed test -n "$want" -a "$want" = "$got"
 grep -q "quote for the lease holder" /tmp/tvpd.log
 check measured-vm-quoted-through-tpmrm0 test $? -eq 0
 # The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
-check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --nonce $NONCE"
+check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --ak /tmp/ak.pem --nonce $NONCE"
 # tpm2-tools through the kernel resource manager while tvpd holds its own connection.
 check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:15,16,23
 tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'

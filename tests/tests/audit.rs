@@ -154,6 +154,8 @@ fn every_request_is_audited_refusals_in_aggregate_read_only_once_others_before_a
         log.to_str().unwrap(),
         "--anchor",
         anchor.to_str().unwrap(),
+        "--ak",
+        ak.to_str().unwrap(),
         "--nonce",
         "00",
     ]);
@@ -178,6 +180,7 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     for _ in 0..10 {
         t.api("GET", "/v1/host", None);
     }
+    let ak = ak_pem(&t, &dir);
     let n = nonce_hex(8);
     let anchor = dir.join("anchor.json");
     let (rc, _, err) = t.tvpctl(&[
@@ -224,6 +227,10 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
             f.to_str().unwrap(),
             "--anchor",
             anchor.to_str().unwrap(),
+            "--ak",
+            ak.to_str().unwrap(),
+            "--nonce",
+            &n,
         ]);
         assert_eq!(rc, 1, "{name}: {out}{err}");
         assert!(out.contains(needle), "{name}: {out}");
@@ -600,7 +607,8 @@ fn vm_request(audit: &Audit, vm: &str, op: &str) {
     let r = rt.block_on(async {
         let admission = gate::admit(audit, info, Ok("test".into())).await?;
         let result = admission.permit().map(|()| Reply {
-            status: 200,
+            // A creation is answered 201, as the API does.
+            status: if op == "create-vm" { 201 } else { 200 },
             body: b"{}".to_vec(),
         });
         gate::conclude(audit, admission, result).await
@@ -628,7 +636,9 @@ fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() 
             },
         );
     }
+    // The VM's creation (always in its extract in full: the verification starts there).
     for (vm, op) in [
+        ("vm-a", "create-vm"),
         ("vm-a", "pause"),
         ("vm-b", "pause"),
         ("vm-a", "get-vm"),
@@ -670,15 +680,15 @@ fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() 
     };
     let (rc, out, err) = verify(&xfile);
     assert_eq!(rc, 0, "{out}{err}");
-    assert!(out.contains("4 records of this VM"), "{out}");
+    assert!(out.contains("6 records of this VM"), "{out}");
     assert!(out.contains("TPM-certified anchor"), "{out}");
 
-    // The host hides vm-a's resume (decision record, seq 7) as someone else's record.
+    // The host hides vm-a's resume (decision record, seq 9) as someone else's record.
     let mut v: Value = serde_json::to_value(&x).unwrap();
-    let rec = v["entries"][6]["record"].clone();
+    let rec = v["entries"][8]["record"].clone();
     assert_eq!(rec["op"], "resume");
     let full: tvp_audit::AuditRecord = serde_json::from_value(rec).unwrap();
-    v["entries"][6] = serde_json::json!({"skipped": {
+    v["entries"][8] = serde_json::json!({"skipped": {
         "seq": full.seq, "prev": full.prev,
         "vm_digest": hex::encode(tvp_audit::record::vm_digest(Some("vm-a"))),
         "op": full.op, "body_digest": hex::encode(full.body_digest().unwrap()),
@@ -688,13 +698,13 @@ fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() 
     let (rc, out, _) = verify(&bad);
     assert_eq!(rc, 1);
     assert!(
-        out.contains("record seq 7 (resume) concerns this VM"),
+        out.contains("record seq 9 (resume) concerns this VM"),
         "{out}"
     );
 
     // Dropping the last entries (truncation) fails against the certified anchor.
     let mut v: Value = serde_json::to_value(&x).unwrap();
-    v["entries"].as_array_mut().unwrap().truncate(6);
+    v["entries"].as_array_mut().unwrap().truncate(8);
     let cut = dir.join("truncated.json");
     std::fs::write(&cut, serde_json::to_vec(&v).unwrap()).unwrap();
     let (rc, out, _) = verify(&cut);

@@ -339,10 +339,32 @@ fn every_attack_on_a_running_vm_is_refused_audited_and_leaves_it_running() {
     let r = t.delete_vm("vm-a", &tenant);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(t.api("GET", "/v1/vms/vm-a", None).status, 404);
-    // The whole trail still verifies against the TPM anchor.
+    // The whole trail still verifies against the TPM anchor (fresh nonce, pinned AK).
     let log = dir.join("state/audit.log");
-    let (rc, out, err) = t.tvpctl(&["audit", "verify", log.to_str().unwrap()]);
+    let nonce = tvp_tests::nonce_hex(16);
+    let anchor = dir.join("anchor.json");
+    let (rc, _, err) = t.tvpctl(&[
+        "audit",
+        "anchor",
+        "--nonce",
+        &nonce,
+        "-o",
+        anchor.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, err) = t.tvpctl(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--anchor",
+        anchor.to_str().unwrap(),
+        "--ak",
+        ak.to_str().unwrap(),
+        "--nonce",
+        &nonce,
+    ]);
     assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("match the TPM-certified anchor"), "{out}");
     t.stop();
 }
 
@@ -513,12 +535,17 @@ fn a_full_disk_makes_restricted_operations_fail_closed_with_nothing_lost() {
         anchor.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{err}");
+    let ak = dir.join("ak.pem");
+    let host = t.api_json("GET", "/v1/host", None);
+    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
     let (rc, out, err) = t.tvpctl(&[
         "audit",
         "verify",
         log.to_str().unwrap(),
         "--anchor",
         anchor.to_str().unwrap(),
+        "--ak",
+        ak.to_str().unwrap(),
         "--nonce",
         &nonce,
     ]);

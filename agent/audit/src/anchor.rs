@@ -116,6 +116,20 @@ pub enum AnchorError {
     ValueMismatch,
 }
 
+impl AnchorError {
+    /// A short, stable name of the failed check (tvpctl's `--json` `reason`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AnchorError::Malformed(_) => "certification-malformed",
+            AnchorError::BadSignature => "bad-signature",
+            AnchorError::NotNvCertify => "not-nv-certify",
+            AnchorError::WrongNonce => "wrong-nonce",
+            AnchorError::WrongIndex { .. } => "wrong-index",
+            AnchorError::ValueMismatch => "value-mismatch",
+        }
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -193,8 +207,11 @@ fn verify_signature(ak_pem: &str, attest: &[u8], sig: &[u8]) -> Result<(), Ancho
 
 impl AnchorCertification {
     /// Check the certification with the AK `ak_pem` (pass the inventory's AK; `None`
-    /// trusts the key carried in the certification) and, if given, the verifier's
-    /// `nonce`. Returns the certified anchor value.
+    /// trusts the key carried in the certification, which whoever made the file chose)
+    /// and, if given, the verifier's `nonce` (`None` accepts any, so an old
+    /// certification could be replayed). A tenant's verifier passes both
+    /// (`tvpctl audit verify` refuses otherwise unless told explicitly). Returns the
+    /// certified anchor value.
     pub fn verify(
         &self,
         ak_pem: Option<&str>,

@@ -5,11 +5,13 @@
 //! log and names the first bad record, [`extract`] is a tenant's filtered view with
 //! what proves inclusion, order and completeness, [`anchor`] is the TPM NV anchor
 //! (fold and NV_Certify parsing), [`params`] digests an operation's parameters,
-//! [`token`] is the tenant-signed authorization and [`policy`] the tenant policy.
+//! [`token`] is the tenant-signed authorization and [`policy`] the tenant policy;
+//! [`checkpoint`] is where a tenant's last extract verification ended.
 //! The formats are specified in `docs/audit.md`.
 
 pub mod anchor;
 pub mod chain;
+pub mod checkpoint;
 pub mod encode;
 pub mod extract;
 pub mod params;

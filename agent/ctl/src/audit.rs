@@ -1,23 +1,21 @@
 //! tvpctl's audit and authorization commands: `authorize` (the tenant signs a token),
 //! `audit show | anchor | extract` (read from tvpd), `audit verify` (check a whole log
-//! or a tenant's extract, optionally against an AK-certified anchor; names the first
-//! bad record).
+//! or a tenant's extract; [`super::audit_verify`]).
 
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde::Deserialize;
 use tvp_audit::anchor::AnchorCertification;
-use tvp_audit::chain;
+use tvp_audit::checkpoint::Checkpoint;
 use tvp_audit::extract::Extract;
 use tvp_audit::params;
-use tvp_audit::policy::TenantPolicy;
 use tvp_audit::record::AuditRecord;
 use tvp_audit::token::TenantSigner;
 
 use super::host::read_text;
 use super::host::{call, write_out};
-use super::{exit, Cli};
+use super::{audit_verify, exit, Cli};
 
 /// `tvpctl audit ...`.
 #[derive(Debug, Subcommand)]
@@ -45,10 +43,13 @@ pub enum AuditCommand {
         /// The VM.
         #[arg(long)]
         vm: String,
-        /// First sequence number.
-        #[arg(long, default_value_t = 1)]
+        /// First sequence number (default: the VM's creation).
+        #[arg(long, default_value_t = 1, conflicts_with = "checkpoint")]
         since: u64,
-        /// Fresh nonce (hex): include an AK-certified anchor.
+        /// Continue where this checkpoint (`audit verify --save-checkpoint`) ended.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Fresh nonce (hex): include an AK-certified anchor (needed to verify).
         #[arg(long)]
         nonce: Option<String>,
         /// Write to FILE instead of stdout.
@@ -56,7 +57,9 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// Verify a log file (JSON lines, e.g. the state directory's audit.log) or a
-    /// tenant's extract (JSON); exit 1 naming the first bad record.
+    /// tenant's extract (JSON). An extract verifies only from the VM's creation or
+    /// from your --checkpoint, against an anchor certified for your fresh --nonce and
+    /// signed by the pinned AK (--ak or --inventory). Exit 1 naming the reason.
     Verify {
         /// The log or extract.
         file: PathBuf,
@@ -64,16 +67,40 @@ pub enum AuditCommand {
         /// carries is used if this is absent.
         #[arg(long, value_name = "FILE")]
         anchor: Option<PathBuf>,
-        /// The AK public key (PEM) from your host inventory; without it the key in
-        /// the certification is trusted (and a warning printed).
+        /// The host's AK public key (PEM) from your inventory.
         #[arg(long, value_name = "PEM")]
         ak: Option<PathBuf>,
-        /// The nonce you asked the certification for (hex).
+        /// Take the host's AK from this inventory file (`tvpctl inventory`).
+        #[arg(long, value_name = "FILE", conflicts_with = "ak")]
+        inventory: Option<PathBuf>,
+        /// Which inventory host served the file (needed if it lists several).
+        #[arg(long, value_name = "ID", requires = "inventory")]
+        host: Option<String>,
+        /// The fresh nonce you asked the certification for (hex).
         #[arg(long)]
         nonce: Option<String>,
         /// Tenant policy (JSON), required for extracts: which operations must appear.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        /// Your management public key (PEM): check the VM was created with it and
+        /// the policy (its creation event names their digest).
+        #[arg(long, value_name = "PEM")]
+        management_key: Option<PathBuf>,
+        /// Continue from this checkpoint of an earlier verification instead of the
+        /// VM's creation.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// After a successful verification, write where it ended (for the next one).
+        #[arg(long, value_name = "FILE")]
+        save_checkpoint: Option<PathBuf>,
+        /// DANGEROUS: accept a certification without your fresh nonce (an old one
+        /// could be replayed and later records cut off).
+        #[arg(long)]
+        allow_stale: bool,
+        /// DANGEROUS: trust the AK inside the file instead of a pinned one (whoever
+        /// made the file could have signed it with their own key).
+        #[arg(long, conflicts_with_all = ["ak", "inventory"])]
+        trust_embedded_ak: bool,
     },
 }
 
@@ -135,29 +162,41 @@ pub fn run(cli: &Cli, cmd: &AuditCommand) -> i32 {
         AuditCommand::Extract {
             vm,
             since,
+            checkpoint,
             nonce,
             output,
-        } => {
-            let mut path = format!("/v1/vms/{vm}/audit?since={since}");
-            if let Some(n) = nonce {
-                path.push_str(&format!("&nonce={n}"));
-            }
-            call::<Extract>(cli, "GET", &path, None)
-                .and_then(|(_, raw)| write_out(output.as_deref(), &raw))
-        }
+        } => extract(cli, vm, *since, checkpoint.as_deref(), nonce.as_deref())
+            .and_then(|raw| write_out(output.as_deref(), &raw)),
         AuditCommand::Verify {
             file,
             anchor,
             ak,
+            inventory,
+            host,
             nonce,
             policy,
-        } => verify(
-            file,
-            anchor.as_deref(),
-            ak.as_deref(),
-            nonce.as_deref(),
-            policy.as_deref(),
-        ),
+            management_key,
+            checkpoint,
+            save_checkpoint,
+            allow_stale,
+            trust_embedded_ak,
+        } => {
+            return audit_verify::run(&audit_verify::VerifyArgs {
+                file,
+                anchor: anchor.as_deref(),
+                ak: ak.as_deref(),
+                inventory: inventory.as_deref(),
+                host: host.as_deref(),
+                nonce: nonce.as_deref(),
+                policy: policy.as_deref(),
+                management_key: management_key.as_deref(),
+                checkpoint: checkpoint.as_deref(),
+                save_checkpoint: save_checkpoint.as_deref(),
+                allow_stale: *allow_stale,
+                trust_embedded_ak: *trust_embedded_ak,
+                json: cli.json,
+            })
+        }
     };
     r.err().unwrap_or(exit::OK)
 }
@@ -188,97 +227,35 @@ fn show(cli: &Cli, since: u64) -> Result<(), i32> {
     Ok(())
 }
 
-fn failed(msg: impl std::fmt::Display) -> i32 {
-    println!("FAILED: {msg}");
-    exit::VERIFY_FAILED
-}
-
-fn verify(
-    file: &Path,
-    anchor: Option<&Path>,
-    ak: Option<&Path>,
+/// `audit extract`: from `since`, or where the checkpoint ended.
+fn extract(
+    cli: &Cli,
+    vm: &str,
+    since: u64,
+    checkpoint: Option<&Path>,
     nonce: Option<&str>,
-    policy: Option<&Path>,
-) -> Result<(), i32> {
-    let text = read_text(file)?;
-    let ak_pem = ak.map(read_text).transpose()?;
-    let nonce = nonce
-        .map(|n| {
-            hex::decode(n).map_err(|e| {
-                eprintln!("tvpctl: --nonce: not hex ({e})");
-                exit::USAGE
-            })
-        })
-        .transpose()?;
-    let cert: Option<AnchorCertification> = anchor
-        .map(|p| {
-            serde_json::from_str(&read_text(p)?).map_err(|e| {
-                eprintln!("tvpctl: {}: not an anchor certification: {e}", p.display());
+) -> Result<Vec<u8>, i32> {
+    let since = match checkpoint {
+        Some(p) => {
+            let cp = Checkpoint::from_json(&read_text(p)?).map_err(|e| {
+                eprintln!("tvpctl: {}: {e}", p.display());
                 exit::IO
-            })
-        })
-        .transpose()?;
-    let check_cert = |c: &AnchorCertification| -> Result<(tvp_audit::Digest32, u64), i32> {
-        if ak_pem.is_none() {
-            eprintln!("warning: the AK in the certification is trusted as is; pass --ak from your host inventory");
-        }
-        let v = c
-            .verify(ak_pem.as_deref(), nonce.as_deref())
-            .map_err(failed)?;
-        Ok((v, c.records))
-    };
-    // An extract is one JSON object with "entries"; a log is JSON lines.
-    if let Ok(x) = serde_json::from_str::<Extract>(&text) {
-        let Some(pp) = policy else {
-            eprintln!("tvpctl: verifying an extract needs the tenant policy (--policy FILE): it says which records must appear");
-            return Err(exit::USAGE);
-        };
-        let pol = TenantPolicy::from_json(read_text(pp)?.as_bytes()).map_err(|e| {
-            eprintln!("tvpctl: {}: {e}", pp.display());
-            exit::IO
-        })?;
-        let certified = match cert.as_ref().or(x.anchor.as_ref()) {
-            Some(c) => Some(check_cert(c)?),
-            None => None,
-        };
-        let s = x.verify(&|op| pol.reports(op), certified).map_err(failed)?;
-        println!(
-            "OK: extract of VM {} covers seq {}..{} ({} records of this VM){}",
-            x.vm,
-            x.since,
-            x.since + s.covered.saturating_sub(1),
-            s.records.len(),
-            if certified.is_some() {
-                ", matches the TPM-certified anchor"
-            } else {
-                "; no anchor given: truncation is not detectable"
+            })?;
+            if cp.vm != vm {
+                eprintln!(
+                    "tvpctl: {} is a checkpoint of VM {}, not {vm}",
+                    p.display(),
+                    cp.vm
+                );
+                return Err(exit::USAGE);
             }
-        );
-        return Ok(());
+            cp.seq.saturating_add(1)
+        }
+        None => since,
+    };
+    let mut path = format!("/v1/vms/{vm}/audit?since={since}");
+    if let Some(n) = nonce {
+        path.push_str(&format!("&nonce={n}"));
     }
-    let records = chain::parse_log(&text).map_err(failed)?;
-    let certified = cert.as_ref().map(check_cert).transpose()?;
-    // The log may have grown since the certification: check the certified prefix.
-    let summary = match certified {
-        Some((value, n)) => {
-            if (n as usize) > records.len() {
-                return Err(failed(format!(
-                    "the TPM anchor covers {n} records but the log has only {}: records were removed from the end",
-                    records.len()
-                )));
-            }
-            chain::verify_chain(&records[..n as usize], Some(&value)).map_err(failed)?;
-            chain::verify_chain(&records, None).map_err(failed)?
-        }
-        None => chain::verify_chain(&records, None).map_err(failed)?,
-    };
-    println!(
-        "OK: {} records, chain intact{}",
-        summary.records,
-        match certified {
-            Some((_, n)) => format!(", records 1..{n} match the TPM-certified anchor"),
-            None => "; no anchor given: truncation is not detectable".into(),
-        }
-    );
-    Ok(())
+    call::<Extract>(cli, "GET", &path, None).map(|(_, raw)| raw)
 }

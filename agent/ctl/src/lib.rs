@@ -2,6 +2,7 @@
 //! interoperability.
 
 pub mod audit;
+pub mod audit_verify;
 pub mod client;
 pub mod expected;
 pub mod host;
@@ -43,7 +44,9 @@ pub mod exit {
 ///   tvpctl inventory --expect platform.json --merge inventory.json -o inventory.json
 ///   tvpctl authorize --key tenant.pem --vm vm1 --op pause --param reason=x
 ///   tvpctl audit anchor --nonce <hex> -o anchor.json
-///   tvpctl audit verify /var/lib/tvp/audit.log --anchor anchor.json --ak ak.pem
+///   tvpctl audit verify /var/lib/tvp/audit.log --anchor anchor.json --ak ak.pem --nonce <hex>
+///   tvpctl audit extract --vm vm1 --nonce <hex> -o x.json
+///   tvpctl audit verify x.json --policy policy.json --ak ak.pem --nonce <hex> --save-checkpoint vm1.cp
 ///
 /// Exit codes: 0 success; 1 verification failed; 2 bad usage; 3 tvpd refused the
 /// request; 4 tvpd unreachable; 5 local file error.

@@ -92,8 +92,12 @@ impl Audit {
     }
 
     /// A tenant's extract of `vm` from `since` (never before the current VM with this
-    /// id was created), certified if `nonce` is given. [`ViewError::UnknownVm`] if the VM has
-    /// no tenant binding, live or retired (recently deleted).
+    /// id was created; a `since` beyond the end gives an empty extract at the end of
+    /// the log, which verifies only against a checkpoint there), certified if `nonce`
+    /// is given. The VM's `create-vm` records are always in full: a tenant verifies
+    /// from them or from its checkpoint (`docs/audit.md` §4).
+    /// [`ViewError::UnknownVm`] if the VM has no tenant binding, live or retired
+    /// (recently deleted).
     pub async fn extract(
         &self,
         vm: &str,
@@ -124,7 +128,7 @@ fn incarnation_start(records: &[AuditRecord], vm: &str) -> u64 {
         .rev()
         .find(|r| {
             r.vm.as_deref() == Some(vm)
-                && r.op == "create-vm"
+                && r.op == extract::CREATE_OP
                 && r.stage == Stage::Result
                 && r.status == Some(201)
         })

@@ -13,6 +13,8 @@ use rsa::RsaPrivateKey;
 use sha2::Sha256;
 use tvp_audit::anchor::{self, AnchorCertification};
 use tvp_audit::chain::verify_chain;
+use tvp_audit::checkpoint::Checkpoint;
+use tvp_audit::extract::CREATE_OP;
 use tvp_audit::record::{AuditRecord, Decision, RecordDraft, Stage, GENESIS};
 use tvp_audit::token::TenantSigner;
 use tvp_audit::{Digest32, TenantPolicy};
@@ -33,7 +35,7 @@ fn draft(op: &str, vm: Option<&str>, stage: Stage, request: u64) -> RecordDraft 
         stage,
         decision: Decision::Allow,
         reason: "tenant authorization counter 5".into(),
-        status: (stage == Stage::Result).then_some(200),
+        status: (stage == Stage::Result).then_some(if op == CREATE_OP { 201 } else { 200 }),
         result: (stage == Stage::Result).then(|| "ok".to_string()),
         state_before: (stage == Stage::Event).then(|| "running".to_string()),
         state_after: (stage == Stage::Event).then(|| "paused".to_string()),
@@ -46,8 +48,8 @@ pub fn log() -> &'static Vec<AuditRecord> {
     static L: OnceLock<Vec<AuditRecord>> = OnceLock::new();
     L.get_or_init(|| {
         let spec: [(&str, Option<&str>, Stage, u64); 9] = [
-            ("create", Some("a"), Stage::Decision, 0),
-            ("create", Some("a"), Stage::Result, 1),
+            (CREATE_OP, Some("a"), Stage::Decision, 0),
+            (CREATE_OP, Some("a"), Stage::Result, 1),
             ("pause", Some("b"), Stage::Decision, 0),
             ("pause", Some("a"), Stage::Decision, 0),
             ("pause", Some("a"), Stage::Event, 0),
@@ -79,12 +81,25 @@ pub fn log_anchor() -> Digest32 {
     verify_chain(log(), None).unwrap().anchor
 }
 
+/// A tenant's checkpoint of VM `a` after seed record `seq` (VM `a` is created at 1).
+pub fn checkpoint(seq: usize) -> Checkpoint {
+    let l = &log()[..seq];
+    let anchor = verify_chain(l, None).unwrap().anchor;
+    Checkpoint::new(
+        "a",
+        1,
+        seq as u64,
+        &l[seq - 1].hash_bytes().unwrap(),
+        &anchor,
+    )
+}
+
 /// The tenant policy of the seeds: everything but `get` is reported.
 pub fn policy() -> &'static TenantPolicy {
     static P: OnceLock<TenantPolicy> = OnceLock::new();
     P.get_or_init(|| {
         TenantPolicy::from_json(
-            br#"{"v":1,"allowed_operations":["pause","resume"],"reported_operations":["create","pause","quote","resume","r\u00e9sum\u00e9"],"management_key_lease_secs":1000,"on_tampering":"alert"}"#,
+            br#"{"v":1,"allowed_operations":["pause","resume"],"reported_operations":["pause","quote","resume","r\u00e9sum\u00e9"],"management_key_lease_secs":1000,"on_tampering":"alert"}"#,
         )
         .unwrap()
     })
@@ -188,9 +203,7 @@ mod seeds {
         let reported = |op: &str| policy().reports(op);
         for (vm, since) in [("a", 1), ("b", 1), ("a", 4)] {
             let mut x = extract::build(log(), vm, since, &reported);
-            if since == 1 {
-                x.anchor = Some(certification());
-            }
+            x.anchor = Some(certification());
             let text = serde_json::to_string_pretty(&x).unwrap();
             put(
                 "audit_extract",
@@ -219,8 +232,18 @@ mod seeds {
             log_anchor()
         );
         let reported = |op: &str| policy().reports(op);
+        let certified = (log_anchor(), log().len() as u64);
         let x = extract::build(log(), "a", 1, &reported);
-        x.verify(&reported, Some((log_anchor(), log().len() as u64)))
-            .unwrap();
+        let creation = extract::Start::Creation { management: None };
+        let s = x.verify(&reported, creation, certified).unwrap();
+        // The seed extract from seq 4 continues from the checkpoint after seq 3.
+        assert_eq!(s.checkpoint.created, 1);
+        let y = extract::build(log(), "a", 4, &reported);
+        y.verify(
+            &reported,
+            extract::Start::Checkpoint(&checkpoint(3)),
+            certified,
+        )
+        .unwrap();
     }
 }

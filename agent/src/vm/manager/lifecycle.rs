@@ -90,7 +90,10 @@ impl Manager {
             arm_phase_deadline(generation, limit, events);
         }
         info!(vm = id.as_str(), pid = launched.child.id(); "measured VM created");
-        self.record_change(&id, "none", "queued", "created");
+        // The creation event names the management binding (key and policy digest,
+        // as in PCR 23): a tenant's extract verification checks it (docs/audit.md §4).
+        let created = format!("created; management {}", spec.management.digest);
+        self.record_change(&id, "none", "queued", &created);
         self.supervise_launched(&id, launched, spec.deadline, tx, rx)?;
         self.get(&id)
     }
