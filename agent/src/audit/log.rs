@@ -374,7 +374,7 @@ impl AuditLog {
                     recs.last().map(|r| r.seq).unwrap_or(0)
                 );
                 log.write_records(&recs)?;
-                ::log::warn!(seq = seqs.as_str(); "audit log: completed the anchoring interrupted by a crash (records the anchor holds, from the write-ahead marker)");
+                ::log::warn!(seq = seqs.as_str(); "audit log: completed the anchoring interrupted by a crash: records the anchor holds but the log did not (a crash between extend and log write, or removed from the log) written back from the write-ahead marker");
             }
         }
         if let Some(Err(why)) = &marker {
