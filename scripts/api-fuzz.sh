@@ -37,4 +37,6 @@ args=(--config-file "$TVP_ROOT/tests/api-fuzz/schemathesis.toml" --no-color
     --checks all --max-examples "$examples" --workers 1)
 [ -n "$seed" ] && args+=(--seed "$seed")
 say "schemathesis: docs/openapi.yaml against $sock, $examples examples per operation and phase"
-"$TVP_SCHEMATHESIS" "${args[@]}"
+# (from the private temp dir: schemathesis keeps a cache in .schemathesis/ of its
+# working directory)
+(cd "$work" && "$TVP_SCHEMATHESIS" "${args[@]}")

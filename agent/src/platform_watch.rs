@@ -17,7 +17,7 @@ use log::{error, warn};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::{Deserialize, Serialize};
 
-use crate::platform::hash_file;
+use crate::platform::{hash_file, ABSENT};
 
 /// A file whose content must not change while tvpd runs.
 #[derive(Debug, Clone)]
@@ -68,7 +68,8 @@ impl PlatformState {
     /// Returns the change when it is new.
     pub fn check(&mut self, w: &Watched, now: &str) -> Option<PlatformChange> {
         let current = hash_file(&w.path).ok();
-        if current == Some(w.measured) {
+        // A file measured as absent is unchanged while it stays absent.
+        if current.unwrap_or(ABSENT) == w.measured {
             return None;
         }
         let current_hex = current.map(hex::encode);
@@ -120,7 +121,16 @@ pub fn spawn(
         } else {
             dir
         };
-        let wd = inotify.add_watch(dir, mask).map_err(std::io::Error::from)?;
+        let wd = match inotify.add_watch(dir, mask) {
+            Ok(wd) => wd,
+            // A file measured as absent whose directory does not exist either: nothing
+            // to watch; it is measured again at the next start.
+            Err(nix::errno::Errno::ENOENT) if w.measured == ABSENT => {
+                warn!(file = w.path.display().to_string(); "platform file and its directory are absent: not watched (a file created there is seen at the next start)");
+                continue;
+            }
+            Err(e) => return Err(std::io::Error::from(e)),
+        };
         by_dir.entry(wd).or_default().push((name.to_os_string(), w));
     }
     std::thread::Builder::new()
@@ -178,5 +188,16 @@ mod tests {
         assert!(s.check(&w, "t2").is_none(), "already recorded");
         assert_eq!(s.changes()[0].current, None);
         assert_eq!(s.changes()[0].detected_at, "t1");
+
+        // Measured as absent: unchanged while absent, changed once it appears.
+        let g = dir.path().join("vmm");
+        let absent = Watched {
+            path: g.clone(),
+            measured: ABSENT,
+        };
+        assert!(s.check(&absent, "t3").is_none());
+        std::fs::write(&g, b"appeared").unwrap();
+        assert!(s.check(&absent, "t4").is_some());
+        assert!(s.changed(&g));
     }
 }

@@ -28,6 +28,8 @@ pub struct Tvpd {
     pub tap_prefix: String,
     /// Network namespace tvpd (and so its VMs and TAPs) runs in, if not the test's own.
     netns: Option<String>,
+    /// Environment variables set for the next starts ([`Tvpd::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// A TAP prefix unique to the test directory (the same for every tvpd run on it, so the
@@ -66,6 +68,7 @@ impl Tvpd {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tap_prefix: tap_prefix_for(dir),
             netns: netns.map(str::to_string),
+            env: Vec::new(),
         }
     }
 
@@ -102,10 +105,63 @@ impl Tvpd {
             }
         }
         c.args(&self.extra);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
+    /// Set (or with `None` remove) an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.into(), v.into()));
+        }
+    }
+
+    /// Start again (after a stop or crash) and say whether tvpd refused to start:
+    /// `Some(exit code)` if it exited before serving, `None` if it serves.
+    pub fn try_start_again(&mut self) -> Option<i32> {
+        assert!(self.child.is_none(), "tvpd still running");
+        self.spawn_child();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status.code().unwrap_or(-1));
+                }
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "tvpd neither served nor exited within 60 s; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Wait up to `within` for tvpd to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_ready();
+    }
+
+    fn spawn_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,7 +174,6 @@ impl Tvpd {
             .spawn()
             .expect("spawn tvpd");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {

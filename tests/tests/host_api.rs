@@ -137,8 +137,8 @@ fn restart_keeps_the_ak_and_continues_the_event_log() {
     let log1 = t.api_json("GET", "/v1/host/event-log", None);
     assert_eq!(
         log1.as_array().unwrap().len(),
-        3,
-        "start marker, tvpd, config"
+        5,
+        "start marker, tvpd, config, tvp-vmm, firmware"
     );
     assert_eq!(t.stop(), Some(0), "SIGTERM must exit 0");
     assert!(!t.socket.exists(), "socket removed on shutdown");
@@ -150,7 +150,7 @@ fn restart_keeps_the_ak_and_continues_the_event_log() {
     let recs = log2.as_array().unwrap();
     assert_eq!(
         recs.len(),
-        6,
+        10,
         "second start appends to the same boot cycle's log"
     );
     for (i, r) in recs.iter().enumerate() {
@@ -181,7 +181,7 @@ fn crash_and_restart_recovers_with_a_replaying_log() {
         Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[15]}}", nonce_hex(8))),
     );
     let recs = ev["event_log"].as_array().unwrap();
-    assert_eq!(recs.len(), 6);
+    assert_eq!(recs.len(), 10);
     assert_eq!(ev["pcrs"]["sha256"]["15"], replay(recs));
     // A second tvpd on the same socket must refuse to steal it.
     let (code, _, _) = Tvpd::run_once(

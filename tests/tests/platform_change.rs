@@ -102,7 +102,8 @@ fn modified_or_replaced_platform_files_are_detected_and_restart_remeasures() {
         last_fw["digests"][0]["digest"],
         sha256_hex(b"firmware v2 (tampered)")
     );
-    assert_eq!(recs.len(), 10, "two starts of five measurements each");
+    // Marker, tvpd, config, tvp-vmm and firmware (always), then the two listed files.
+    assert_eq!(recs.len(), 14, "two starts of seven measurements each");
 }
 
 /// A VM managed by the shared tenant, with this test's platform-change setting.

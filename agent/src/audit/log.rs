@@ -1,16 +1,26 @@
 //! The audit log file (`audit.log` in the state directory, JSON lines) and its TPM
 //! anchor.
 //!
-//! Append = seal the record onto the chain, write its line with `O_APPEND`, `fsync`,
-//! then extend the record hash into the NV anchor. A failed write is cut back to the
-//! last good length, so the file never keeps half a record; a record whose extend
-//! failed stays *pending* and is extended before the next append (which fails, and so
-//! refuses its request, if that is still impossible). At start the whole log is
-//! verified and must fold to the NV value; a tail of at most [`MAX_UNANCHORED`]
-//! records written but not extended before a crash is extended then.
+//! Append = seal the record onto the chain, reserve its space in the log, write it to
+//! the write-ahead marker ([`wal`], fsync), extend its hash into the NV anchor, then
+//! write its line to the log with `O_APPEND` and fsync. The log therefore never holds
+//! a record the anchor does not. A failed log write is cut back to the last good
+//! length, so the file never keeps half a record; a record whose extend failed or
+//! whose log write failed stays *pending* in the marker, and before the next append
+//! the anchor is read to decide: a record the anchor holds is written to the log, one
+//! it does not hold is dropped.
+//!
+//! At start the whole log is verified and must fold to the NV value. The only other
+//! accepted state is a crash between an extend and its log write: the anchor then
+//! holds the log followed by records of the marker, and those (exactly those) are
+//! written to the log. Anything else (a record in the log the anchor does not hold, a
+//! rewritten record, a removed one) refuses the start, naming the first bad record.
+
+mod wal;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use tvp_audit::chain::{self, ChainError};
@@ -20,12 +30,18 @@ use tvp_audit::{anchor, Digest32};
 use crate::tpm::nv::NvAnchor;
 use crate::tpm::service::TpmClient;
 use crate::tpm::TpmError;
+use wal::{Wal, WalFile};
 
 /// File name in the state directory.
 pub const FILE_NAME: &str = "audit.log";
-/// Most records that may be in the log but not in the anchor after a crash (one
-/// record is written ahead of its extend; a second may follow before tvpd notices).
-pub const MAX_UNANCHORED: usize = 2;
+/// File name of the write-ahead marker in the state directory.
+pub const WAL_FILE_NAME: &str = wal::FILE_NAME;
+/// Test-only fault hook: `after-wal@SEQ` or `after-extend@SEQ` makes tvpd exit with
+/// [`FAULT_EXIT`] right after that step of appending record SEQ, to reproduce a crash
+/// there exactly (docs/audit.md, "Anchor and start-up").
+pub const FAULT_ENV: &str = "TVP_FAULT_AUDIT_CRASH";
+/// Exit code of the fault hook.
+pub const FAULT_EXIT: i32 = 86;
 
 /// Why the audit log cannot be opened or appended to.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +63,15 @@ pub enum AuditError {
         source: ChainError,
     },
     /// The log and the TPM anchor disagree.
-    #[error("audit log {path} ({records} records) does not match the TPM anchor at NV index {index:#010x}: the log was truncated or rewritten, or the TPM was cleared; tvpd will not serve until an operator investigates (docs/audit.md, 'Anchor mismatch')")]
+    #[error("audit log {path} ({records} records) does not match the TPM anchor at NV index {index:#010x}: record seq {seq} {why}; tvpd will not serve until an operator investigates (docs/audit.md, 'Anchor mismatch')")]
     AnchorMismatch {
         path: PathBuf,
         records: u64,
         index: u32,
+        /// The first record that is not as anchored (or the first missing one).
+        seq: u64,
+        /// What is wrong with it.
+        why: String,
     },
     /// The file changed behind tvpd's back while it was running.
     #[error("audit log {path} was modified by someone other than tvpd ({detail}); tvpd refuses every request until an operator investigates (docs/audit.md, 'Tampering at run time')")]
@@ -59,6 +79,13 @@ pub enum AuditError {
     /// The TPM refused or is gone.
     #[error("audit anchor: {0}")]
     Tpm(#[from] TpmError),
+}
+
+/// A step of an append at which the fault hook can stop tvpd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultPoint {
+    AfterWal,
+    AfterExtend,
 }
 
 /// The open audit log.
@@ -74,26 +101,212 @@ pub struct AuditLog {
     needs_cut: bool,
     records: Vec<AuditRecord>,
     head: Digest32,
-    /// Hashes written but not yet extended into the anchor, oldest first.
-    pending: Vec<Digest32>,
+    /// What the anchor holds when it holds exactly the log.
+    anchor: Digest32,
+    /// The write-ahead marker.
+    wal: WalFile,
+    /// Records in the marker whose extend or log write did not complete: the anchor
+    /// decides before the next append whether they are written or dropped.
+    pending: Option<Wal>,
     tpm: TpmClient,
     index: u32,
+    fault: Option<(FaultPoint, u64)>,
+}
+
+/// What the start found beyond the verified log.
+#[derive(Debug, PartialEq, Eq)]
+enum Reconciled {
+    /// The anchor holds exactly the log. `dropped`: records of the marker that were
+    /// never extended (a crash before the extend), by seq and op.
+    InSync { dropped: Vec<(u64, String)> },
+    /// The anchor holds the log followed by these records of the marker (a crash
+    /// between the extend and the log write): they are written to the log.
+    Complete(Vec<AuditRecord>),
+}
+
+/// Whether `nv` holds exactly `records` records folding to `folded`.
+fn nv_holds(nv: NvAnchor, records: usize, folded: &Digest32) -> bool {
+    match nv {
+        NvAnchor::Unwritten => records == 0,
+        NvAnchor::Value(v) => records > 0 && v == *folded,
+    }
+}
+
+/// How many of the marker's records the anchor holds after the log (`None`: neither
+/// the log alone nor the log and a prefix of the marker). The marker must continue
+/// the log exactly (next seq, chained from the head, every hash right).
+fn extended_prefix(
+    records: usize,
+    head: &Digest32,
+    folded: &Digest32,
+    wal: &Wal,
+    nv: NvAnchor,
+) -> Option<usize> {
+    if nv_holds(nv, records, folded) {
+        return Some(0);
+    }
+    let next = records as u64 + 1;
+    if wal.first_seq != next || wal.prev != *head {
+        return None;
+    }
+    chain::verify_from(&wal.records, next, *head, *folded, None).ok()?;
+    let mut acc = *folded;
+    for (j, r) in wal.records.iter().enumerate() {
+        acc = anchor::extend(&acc, &r.hash_bytes()?);
+        if nv == NvAnchor::Value(acc) {
+            return Some(j + 1);
+        }
+    }
+    None
+}
+
+/// Reconcile a verified log (`records`, `head`, `folded`) with the anchor `nv` and the
+/// marker found at start. `Err((seq, why))` names the first bad record.
+fn reconcile(
+    records: &[AuditRecord],
+    head: &Digest32,
+    folded: &Digest32,
+    nv: NvAnchor,
+    marker: Option<&Result<Wal, String>>,
+) -> Result<Reconciled, (u64, String)> {
+    let n = records.len();
+    let wal = marker.and_then(|m| m.as_ref().ok());
+    let next = n as u64 + 1;
+    if let Some(w) = wal.filter(|w| w.first_seq == next) {
+        return match extended_prefix(n, head, folded, w, nv) {
+            Some(j) => {
+                let dropped = w.records[j..]
+                    .iter()
+                    .map(|r| (r.seq, r.op.clone()))
+                    .collect();
+                if j == 0 {
+                    Ok(Reconciled::InSync { dropped })
+                } else {
+                    Ok(Reconciled::Complete(w.records[..j].to_vec()))
+                }
+            }
+            None => Err(diagnose(records, nv, wal)),
+        };
+    }
+    if nv_holds(nv, n, folded) {
+        return Ok(Reconciled::InSync { dropped: vec![] });
+    }
+    Err(diagnose(records, nv, wal))
+}
+
+/// The first record that is not as anchored, and why.
+fn diagnose(records: &[AuditRecord], nv: NvAnchor, wal: Option<&Wal>) -> (u64, String) {
+    let n = records.len();
+    let NvAnchor::Value(v) = nv else {
+        return (
+            1,
+            "is in the log but the anchor was never extended (the NV index is new: the TPM was cleared, the index undefined, or the log comes from elsewhere)".into(),
+        );
+    };
+    // A prefix the anchor holds: what follows was never anchored.
+    let mut acc = anchor::EMPTY;
+    for (i, r) in records.iter().enumerate() {
+        acc = anchor::extend(&acc, &r.hash_bytes().unwrap_or(GENESIS));
+        if acc == v && i + 1 < n {
+            return (
+                i as u64 + 2,
+                "is in the log but not in the anchor: it was added while tvpd was not running (tvpd writes a record to the log only after anchoring it)".into(),
+            );
+        }
+    }
+    // The marker keeps the last record(s) tvpd anchored: a hint at which one differs.
+    if let Some(w) = wal {
+        if w.first_seq == n as u64 + 1 {
+            return (
+                w.first_seq,
+                format!("(in the write-ahead marker {}) is not the record the anchor holds after the log, and the log alone does not fold to it either: the marker or the log was rewritten", wal::FILE_NAME),
+            );
+        }
+        for r in &w.records {
+            match records.get((r.seq as usize).wrapping_sub(1)) {
+                Some(l) if l != r => {
+                    return (
+                        r.seq,
+                        format!(
+                            "was rewritten: its hash is {}, the record tvpd anchored as seq {} has hash {}",
+                            l.hash, r.seq, r.hash
+                        ),
+                    )
+                }
+                None if r.seq > n as u64 => {
+                    return (
+                        n as u64 + 1,
+                        format!("is missing: the log ends at seq {n} but tvpd anchored records up to seq {}; records were removed from the end", w.last_seq()),
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+    (
+        n as u64,
+        format!("or an earlier one was rewritten or removed: the log's {n} records do not fold to the anchor"),
+    )
+}
+
+/// If the log ends in a partial line that begins a record line of the marker (a
+/// crash in the middle of its write), the length of the log without it.
+fn torn_write_of_marker(text: &str, marker: Option<&Result<Wal, String>>) -> Option<usize> {
+    if text.is_empty() || text.ends_with('\n') {
+        return None;
+    }
+    let whole = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let partial = &text[whole..];
+    let wal = marker?.as_ref().ok()?;
+    wal.records
+        .iter()
+        .any(|r| r.to_line().starts_with(partial))
+        .then_some(whole)
+}
+
+/// The fault hook's setting, from [`FAULT_ENV`].
+fn fault_from_env() -> Option<(FaultPoint, u64)> {
+    let v = std::env::var(FAULT_ENV).ok()?;
+    let (point, seq) = v.split_once('@')?;
+    let point = match point {
+        "after-wal" => FaultPoint::AfterWal,
+        "after-extend" => FaultPoint::AfterExtend,
+        _ => return None,
+    };
+    let seq = seq.parse().ok()?;
+    ::log::warn!(hook = v.as_str(); "audit fault hook set: tvpd will exit in the middle of an append (tests only)");
+    Some((point, seq))
 }
 
 impl AuditLog {
     /// Open (or create) the log in `state_dir`, verify it and reconcile it with the
-    /// anchor at NV `index`.
+    /// anchor at NV `index` and the write-ahead marker.
     pub fn open(state_dir: &Path, tpm: TpmClient, index: u32) -> Result<Self, AuditError> {
         let path = state_dir.join(FILE_NAME);
         let io = |source| AuditError::Io {
             path: path.clone(),
             source,
         };
-        let text = match std::fs::read_to_string(&path) {
+        let mut text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io(e)),
         };
+        let (wal, marker) = WalFile::open(state_dir).map_err(|source| AuditError::Io {
+            path: state_dir.join(wal::FILE_NAME),
+            source,
+        })?;
+        if let Some(whole) = torn_write_of_marker(&text, marker.as_ref()) {
+            // A crash during the log write of a record the marker holds: cut it off;
+            // the reconciliation below writes it again if the anchor holds it.
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(whole as u64).and_then(|_| f.sync_data()))
+                .map_err(io)?;
+            ::log::warn!(bytes = text.len() - whole; "audit log: cut a partial line of a record written ahead (crash during its write)");
+            text.truncate(whole);
+        }
         let chain_err = |source| AuditError::Chain {
             path: path.clone(),
             source,
@@ -101,15 +314,20 @@ impl AuditLog {
         let records = chain::parse_log(&text).map_err(chain_err)?;
         let summary = chain::verify_chain(&records, None).map_err(chain_err)?;
         let nv = tpm.call(move |t| t.nv_anchor_open(index))?;
-        let unanchored = unanchored_tail(&records, nv).ok_or(AuditError::AnchorMismatch {
+        let reconciled = reconcile(
+            &records,
+            &summary.head,
+            &summary.anchor,
+            nv,
+            marker.as_ref(),
+        )
+        .map_err(|(seq, why)| AuditError::AnchorMismatch {
             path: path.clone(),
             records: summary.records,
             index,
+            seq,
+            why,
         })?;
-        let pending: Vec<Digest32> = records[records.len() - unanchored..]
-            .iter()
-            .filter_map(|r| r.hash_bytes())
-            .collect();
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -135,41 +353,129 @@ impl AuditLog {
             last_line,
             needs_cut: false,
             head: summary.head,
+            anchor: summary.anchor,
             records,
-            pending,
+            wal,
+            pending: None,
             tpm,
             index,
+            fault: fault_from_env(),
         };
-        if !log.pending.is_empty() {
-            ::log::warn!(records = log.pending.len(); "audit log: extending records written before a crash into the TPM anchor");
-            log.flush_pending_blocking()?;
+        match reconciled {
+            Reconciled::InSync { dropped } => {
+                for (seq, op) in dropped {
+                    ::log::warn!(seq = seq, op = op.as_str(); "audit log: a record written ahead was never anchored (crash before its extend): dropped; its request was not answered");
+                }
+            }
+            Reconciled::Complete(recs) => {
+                let seqs = format!(
+                    "{}..={}",
+                    recs.first().map(|r| r.seq).unwrap_or(0),
+                    recs.last().map(|r| r.seq).unwrap_or(0)
+                );
+                log.write_records(&recs)?;
+                ::log::warn!(seq = seqs.as_str(); "audit log: completed the anchoring interrupted by a crash: records the anchor holds but the log did not (a crash between extend and log write, or removed from the log) written back from the write-ahead marker");
+            }
+        }
+        if let Some(Err(why)) = &marker {
+            ::log::debug!(why = why.as_str(); "audit write-ahead marker not whole (torn before its extend): ignored");
         }
         ::log::info!(records = log.records.len(), nv_index = format!("{index:#010x}"); "audit log verified against its TPM anchor");
         Ok(log)
     }
 
-    fn flush_pending_blocking(&mut self) -> Result<(), AuditError> {
-        while let Some(h) = self.pending.first().copied() {
-            let index = self.index;
-            self.tpm.call(move |t| t.nv_anchor_extend(index, &h))?;
-            self.pending.remove(0);
+    fn io_err(&self, source: std::io::Error) -> AuditError {
+        AuditError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Write anchored records to the log and fsync; on failure the file is cut back
+    /// to the last whole record and nothing is taken as written.
+    fn write_records(&mut self, recs: &[AuditRecord]) -> Result<(), AuditError> {
+        let mut bytes = Vec::new();
+        for r in recs {
+            bytes.extend_from_slice(r.to_line().as_bytes());
+            bytes.push(b'\n');
+        }
+        if let Err(source) = self
+            .file
+            .write_all(&bytes)
+            .and_then(|_| self.file.sync_data())
+        {
+            // Cut a partial line; if that fails too, retry before the next append.
+            self.needs_cut = self
+                .file
+                .set_len(self.good_len)
+                .and_then(|_| self.file.sync_data())
+                .is_err();
+            return Err(self.io_err(source));
+        }
+        self.good_len += bytes.len() as u64;
+        for r in recs {
+            let h = r.hash_bytes().unwrap_or(GENESIS);
+            self.head = h;
+            self.anchor = anchor::extend(&self.anchor, &h);
+            self.last_line = (r.to_line() + "\n").into_bytes();
+            self.records.push(r.clone());
         }
         Ok(())
     }
 
-    async fn flush_pending(&mut self) -> Result<(), AuditError> {
-        while let Some(h) = self.pending.first().copied() {
-            let index = self.index;
-            self.tpm
-                .call_async(move |t| t.nv_anchor_extend(index, &h))
-                .await?;
-            self.pending.remove(0);
-        }
+    /// Settle a marker left by a failed append: the anchor says which of its records
+    /// it holds; those are written to the log, the others dropped.
+    async fn settle_pending(&mut self) -> Result<(), AuditError> {
+        let Some(w) = self.pending.clone() else {
+            return Ok(());
+        };
+        let index = self.index;
+        let nv = self
+            .tpm
+            .call_async(move |t| t.nv_anchor_read(index))
+            .await?;
+        let Some(j) = extended_prefix(self.records.len(), &self.head, &self.anchor, &w, nv) else {
+            return Err(AuditError::Tampered {
+                path: self.path.clone(),
+                detail: format!(
+                    "the TPM anchor holds neither the log nor the log followed by record seq {} written ahead",
+                    w.first_seq
+                ),
+            });
+        };
+        self.write_records(&w.records[..j])?;
+        self.pending = None;
         Ok(())
     }
 
-    /// Append a record: persist (fsync), then anchor. Returns the sealed record. On
-    /// error nothing is kept in the file that is not a whole record.
+    /// Stop here if the fault hook says so (tests only).
+    fn fault(&self, at: FaultPoint, seq: u64) {
+        if self.fault == Some((at, seq)) {
+            ::log::error!(seq = seq, at = format!("{at:?}"); "audit fault hook: exiting in the middle of an append");
+            std::process::exit(FAULT_EXIT);
+        }
+    }
+
+    /// Reserve `len` bytes after the log's end, so that the write after the extend
+    /// does not fail for want of space (best effort: not every file system can).
+    fn reserve(&self, len: usize) -> Result<(), AuditError> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let len = i64::try_from(len).unwrap_or(i64::MAX);
+        let at = i64::try_from(self.good_len).unwrap_or(i64::MAX);
+        match fallocate(
+            self.file.as_raw_fd(),
+            FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            at,
+            len,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(self.io_err(std::io::Error::from(e))),
+        }
+    }
+
+    /// Append a record: reserve, write ahead (fsync), anchor, write to the log
+    /// (fsync). Returns the sealed record. On error nothing is kept in the log that
+    /// is not a whole, anchored record.
     pub async fn append(&mut self, draft: RecordDraft) -> Result<AuditRecord, AuditError> {
         if self.needs_cut {
             self.file
@@ -182,34 +488,25 @@ impl AuditLog {
             self.needs_cut = false;
         }
         self.check_file()?;
-        self.flush_pending().await?;
+        self.settle_pending().await?;
         let seq = self.records.len() as u64 + 1;
         let rec = AuditRecord::seal(draft, seq, &self.head);
-        let mut line = rec.to_line();
-        line.push('\n');
-        if let Err(source) = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-        {
-            // Cut a partial line; if that fails too, retry before the next append.
-            self.needs_cut = self
-                .file
-                .set_len(self.good_len)
-                .and_then(|_| self.file.sync_data())
-                .is_err();
-            return Err(AuditError::Io {
-                path: self.path.clone(),
-                source,
-            });
-        }
-        self.good_len += line.len() as u64;
-        self.last_line = line.into_bytes();
+        self.reserve(rec.to_line().len() + 1)?;
+        let w = Wal::new(self.head, vec![rec.clone()]);
+        self.wal.write(&w).map_err(|source| AuditError::Io {
+            path: self.wal.path().to_path_buf(),
+            source,
+        })?;
+        self.fault(FaultPoint::AfterWal, seq);
+        self.pending = Some(w);
         let h = rec.hash_bytes().unwrap_or(GENESIS);
-        self.head = h;
-        self.records.push(rec.clone());
-        self.pending.push(h);
-        self.flush_pending().await?;
+        let index = self.index;
+        self.tpm
+            .call_async(move |t| t.nv_anchor_extend(index, &h))
+            .await?;
+        self.fault(FaultPoint::AfterExtend, seq);
+        self.write_records(std::slice::from_ref(&rec))?;
+        self.pending = None;
         Ok(rec)
     }
 
@@ -257,9 +554,9 @@ impl AuditLog {
         self.head
     }
 
-    /// Whether every record is in the anchor.
+    /// Whether the anchor holds exactly the log (no append left pending).
     pub fn anchored(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_none()
     }
 
     /// The NV index.
@@ -273,70 +570,151 @@ impl AuditLog {
     }
 }
 
-/// How many trailing records are not yet in the anchor `nv` (0 = in sync), or `None`
-/// if no prefix of at least `len - MAX_UNANCHORED` records folds to it.
-fn unanchored_tail(records: &[AuditRecord], nv: NvAnchor) -> Option<usize> {
-    let hashes: Vec<Digest32> = records.iter().filter_map(|r| r.hash_bytes()).collect();
-    let mut prefix = Vec::with_capacity(hashes.len() + 1);
-    let mut acc = anchor::EMPTY;
-    prefix.push(None);
-    for h in &hashes {
-        acc = anchor::extend(&acc, h);
-        prefix.push(Some(acc));
-    }
-    let want = match nv {
-        NvAnchor::Unwritten => None,
-        NvAnchor::Value(v) => Some(v),
-    };
-    (0..=MAX_UNANCHORED.min(hashes.len())).find(|&k| prefix[hashes.len() - k] == want)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tvp_audit::record::{Decision, Stage};
 
-    fn log(n: u64) -> Vec<AuditRecord> {
+    fn draft(op: &str, time_ms: u64) -> RecordDraft {
+        RecordDraft {
+            time_ms,
+            uid: 0,
+            pid: None,
+            vm: None,
+            op: op.into(),
+            params_digest: [0; 32],
+            stage: Stage::Decision,
+            decision: Decision::Allow,
+            reason: String::new(),
+            status: None,
+            result: None,
+            state_before: None,
+            state_after: None,
+            request: 0,
+        }
+    }
+
+    pub(super) fn log(n: u64) -> Vec<AuditRecord> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|s| {
-                let r = AuditRecord::seal(
-                    RecordDraft {
-                        time_ms: s,
-                        uid: 0,
-                        pid: None,
-                        vm: None,
-                        op: "x".into(),
-                        params_digest: [0; 32],
-                        stage: Stage::Decision,
-                        decision: Decision::Allow,
-                        reason: String::new(),
-                        status: None,
-                        result: None,
-                        state_before: None,
-                        state_after: None,
-                        request: 0,
-                    },
-                    s,
-                    &prev,
-                );
+                let r = AuditRecord::seal(draft("x", s), s, &prev);
                 prev = r.hash_bytes().unwrap_or_default();
                 r
             })
             .collect()
     }
 
+    fn anchor_of(l: &[AuditRecord]) -> NvAnchor {
+        if l.is_empty() {
+            return NvAnchor::Unwritten;
+        }
+        NvAnchor::Value(chain::verify_chain(l, None).unwrap().anchor)
+    }
+
+    /// Reconcile the first `n` records of `l` with `nv` and `marker`.
+    fn rec(
+        l: &[AuditRecord],
+        n: usize,
+        nv: NvAnchor,
+        marker: Option<Wal>,
+    ) -> Result<Reconciled, (u64, String)> {
+        let s = chain::verify_chain(&l[..n], None).unwrap();
+        reconcile(&l[..n], &s.head, &s.anchor, nv, marker.map(Ok).as_ref())
+    }
+
+    fn marker(l: &[AuditRecord], from: usize, to: usize) -> Wal {
+        let prev = if from == 0 {
+            GENESIS
+        } else {
+            l[from - 1].hash_bytes().unwrap()
+        };
+        Wal::new(prev, l[from..to].to_vec())
+    }
+
     #[test]
-    fn reconciliation_accepts_only_a_short_unanchored_tail() {
+    fn only_the_records_the_anchor_holds_from_the_marker_are_completed() {
         let l = log(5);
-        let at = |n: usize| NvAnchor::Value(chain::verify_chain(&l[..n], None).unwrap().anchor);
-        assert_eq!(unanchored_tail(&l, at(5)), Some(0));
-        assert_eq!(unanchored_tail(&l, at(4)), Some(1));
-        assert_eq!(unanchored_tail(&l, at(3)), Some(2));
-        assert_eq!(unanchored_tail(&l, at(2)), None);
-        assert_eq!(unanchored_tail(&l[..3], at(5)), None, "truncated log");
-        assert_eq!(unanchored_tail(&[], NvAnchor::Unwritten), Some(0));
-        assert_eq!(unanchored_tail(&l[..1], NvAnchor::Unwritten), Some(1));
-        assert_eq!(unanchored_tail(&[], at(1)), None, "log deleted");
+        // In sync, with the marker of the last append (stale) or none.
+        let in_sync = Ok(Reconciled::InSync { dropped: vec![] });
+        assert_eq!(rec(&l, 5, anchor_of(&l), Some(marker(&l, 4, 5))), in_sync);
+        assert_eq!(rec(&l, 5, anchor_of(&l), None), in_sync);
+        assert_eq!(rec(&l, 0, NvAnchor::Unwritten, None), in_sync);
+        // Crash after the marker, before the extend: dropped.
+        assert_eq!(
+            rec(&l, 4, anchor_of(&l[..4]), Some(marker(&l, 4, 5))),
+            Ok(Reconciled::InSync {
+                dropped: vec![(5, "x".into())]
+            })
+        );
+        // Crash after the extend, before the log write: completed.
+        assert_eq!(
+            rec(&l, 4, anchor_of(&l), Some(marker(&l, 4, 5))),
+            Ok(Reconciled::Complete(l[4..].to_vec()))
+        );
+        assert_eq!(
+            rec(&l, 0, anchor_of(&l[..1]), Some(marker(&l, 0, 1))),
+            Ok(Reconciled::Complete(l[..1].to_vec()))
+        );
+        // A group of which the first two were extended.
+        assert_eq!(
+            rec(&l, 2, anchor_of(&l[..4]), Some(marker(&l, 2, 5))),
+            Ok(Reconciled::Complete(l[2..4].to_vec()))
+        );
+    }
+
+    #[test]
+    fn only_a_partial_line_of_a_marker_record_is_cut() {
+        let l = log(3);
+        let mut text: String = l[..2].iter().map(|r| r.to_line() + "\n").collect();
+        let whole = text.len();
+        let m = Ok(marker(&l, 2, 3));
+        assert_eq!(
+            torn_write_of_marker(&text, Some(&m)),
+            None,
+            "no partial line"
+        );
+        text.push_str(&l[2].to_line()[..40]);
+        assert_eq!(torn_write_of_marker(&text, Some(&m)), Some(whole));
+        assert_eq!(torn_write_of_marker(&text, None), None);
+        text.push('X');
+        assert_eq!(
+            torn_write_of_marker(&text, Some(&m)),
+            None,
+            "not the marker's"
+        );
+    }
+
+    #[test]
+    fn anything_else_names_the_first_bad_record() {
+        let l = log(5);
+        // One or two records added while tvpd was stopped (the marker is stale).
+        let (seq, why) = rec(&l, 5, anchor_of(&l[..4]), Some(marker(&l, 3, 4))).unwrap_err();
+        assert_eq!(seq, 5);
+        assert!(why.contains("not in the anchor"), "{why}");
+        assert_eq!(rec(&l, 5, anchor_of(&l[..3]), None).unwrap_err().0, 4);
+        // ... also with a forged marker for it: the anchor does not hold it.
+        assert_eq!(
+            rec(&l, 4, anchor_of(&l[..3]), Some(marker(&l, 3, 5)))
+                .unwrap_err()
+                .0,
+            4
+        );
+        // The last record rewritten (chain recomputed): named through the marker.
+        let mut r = l.clone();
+        r[4] = AuditRecord::seal(draft("forged", 5), 5, &l[3].hash_bytes().unwrap());
+        let (seq, why) = rec(&r, 5, anchor_of(&l), Some(marker(&l, 4, 5))).unwrap_err();
+        assert_eq!(seq, 5);
+        assert!(why.contains("rewritten"), "{why}");
+        // A pending record rewritten in the marker: not what the anchor holds.
+        let (seq, why) = rec(&r, 4, anchor_of(&l), Some(marker(&r, 4, 5))).unwrap_err();
+        assert_eq!(seq, 5);
+        assert!(why.contains("write-ahead marker"), "{why}");
+        // Removed from the end; the log deleted; the index new.
+        let (seq, why) = rec(&l, 3, anchor_of(&l), Some(marker(&l, 4, 5))).unwrap_err();
+        assert_eq!(seq, 4);
+        assert!(why.contains("removed"), "{why}");
+        assert!(rec(&l, 0, anchor_of(&l[..1]), None).is_err());
+        assert_eq!(rec(&l, 2, NvAnchor::Unwritten, None).unwrap_err().0, 1);
     }
 }

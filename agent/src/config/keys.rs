@@ -94,7 +94,7 @@ config_keys! {
     allowed_users: Vec<String> = Vec::new(), flag Vec<String> [value_name = "USERS", value_delimiter = ','];
     /// Groups (names or gids, comma-separated) whose members may call the API.
     allowed_groups: Vec<String> = Vec::new(), flag Vec<String> [value_name = "GROUPS", value_delimiter = ','];
-    /// Further platform files measured at start besides tvpd itself (comma-separated paths: tvp-vmm, firmware).
+    /// Further platform files measured and watched at start, after tvpd, tvp-vmm and the firmware (which are always measured); comma-separated paths.
     platform_artefacts: Vec<PathBuf> = Vec::new(), flag Vec<PathBuf> [value_name = "PATHS", value_delimiter = ','];
     /// Time a client has to send a whole request, in milliseconds.
     request_timeout_ms: u64 = 10_000, flag u64 [value_name = "MS"];

@@ -158,6 +158,17 @@ mod tests {
             detail: "x".into(),
         });
         assert_eq!(tampered.exit_code(), 65);
+        let unanchored = StartError::Audit(AuditError::AnchorMismatch {
+            path: "/a".into(),
+            records: 3,
+            index: 0x0150_0000,
+            seq: 3,
+            why: "is in the log but not in the anchor".into(),
+        });
+        assert_eq!(unanchored.exit_code(), 65);
+        assert!(unanchored
+            .to_string()
+            .contains("record seq 3 is in the log"));
         let io_audit = StartError::Audit(AuditError::Io {
             path: "/a".into(),
             source: io(),

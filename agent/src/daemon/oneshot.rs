@@ -8,9 +8,12 @@ use crate::platform;
 /// measurements are listed on stderr, the expected-values file goes to stdout.
 pub(super) fn print_expected_pcrs(cfg: &Config) -> Result<(), StartError> {
     let exe = std::env::current_exe().map_err(StartError::OwnBinary)?;
-    let measurements =
-        platform::platform_measurements(&exe, &cfg.canonical_json(), &cfg.platform_artefacts)
-            .map_err(StartError::MeasurePlatform)?;
+    let measurements = platform::platform_measurements(
+        &exe,
+        &cfg.canonical_json(),
+        &super::start::platform_files(cfg),
+    )
+    .map_err(StartError::MeasurePlatform)?;
     let mut pcr = [0u8; 32];
     for m in &measurements {
         eprintln!("{}  {:?}  {}", hex::encode(m.digest), m.kind, m.description);

@@ -118,9 +118,24 @@ fn reset_leased_pcrs(tpm: &TpmClient) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Measure tvpd, the configuration and the platform artefacts into the platform PCR
-/// (files hashed first, then logged and extended). Returns what must not change while
-/// tvpd runs: the measured files and the configuration file.
+/// The VMM binary tvpd will exec: `vmm_binary`, or `tvp-vmm` next to tvpd. The one
+/// resolution both the launcher and the platform measurement use.
+fn vmm_binary(cfg: &Config) -> std::path::PathBuf {
+    cfg.vmm_binary
+        .clone()
+        .unwrap_or_else(crate::vm::manager::default_vmm_binary)
+}
+
+/// The platform files measured after the configuration: the VMM tvpd will exec and
+/// the firmware it will load (always), then the other `platform_artefacts`.
+pub(super) fn platform_files(cfg: &Config) -> Vec<platform::PlatformFile> {
+    platform::platform_files(&vmm_binary(cfg), &cfg.firmware, &cfg.platform_artefacts)
+}
+
+/// Measure tvpd, the configuration, tvp-vmm, the firmware and the other platform
+/// artefacts into the platform PCR (files hashed first, then logged and extended).
+/// Returns what must not change while tvpd runs: the measured files and the
+/// configuration file.
 fn measure_platform(
     cfg: &Config,
     config_path: Option<&Path>,
@@ -129,21 +144,15 @@ fn measure_platform(
 ) -> Result<Vec<Watched>, StartError> {
     let exe = std::env::current_exe().map_err(StartError::OwnBinary)?;
     let measurements =
-        platform::platform_measurements(&exe, &cfg.canonical_json(), &cfg.platform_artefacts)
+        platform::platform_measurements(&exe, &cfg.canonical_json(), &platform_files(cfg))
             .map_err(StartError::MeasurePlatform)?;
-    // The measurements are: start marker, tvpd, configuration, then each artefact.
-    let mut watched: Vec<Watched> = std::iter::once(exe)
-        .chain(cfg.platform_artefacts.iter().cloned())
-        .zip(
-            measurements
-                .iter()
-                .skip(1)
-                .take(1)
-                .chain(measurements.iter().skip(3)),
-        )
-        .map(|(path, m)| Watched {
-            path,
-            measured: m.digest,
+    let mut watched: Vec<Watched> = measurements
+        .iter()
+        .filter_map(|m| {
+            m.file.clone().map(|path| Watched {
+                path,
+                measured: m.digest,
+            })
         })
         .collect();
     // Only a regular file (not e.g. /dev/null, whose directory is all device noise).
@@ -181,10 +190,7 @@ fn open_audit(cfg: &Config, tpm: &TpmClient) -> Result<Arc<Audit>, StartError> {
 /// The VM manager's part of the configuration.
 fn manager_config(cfg: &Config) -> Result<ManagerConfig, StartError> {
     Ok(ManagerConfig {
-        vmm_binary: cfg
-            .vmm_binary
-            .clone()
-            .unwrap_or_else(crate::vm::manager::default_vmm_binary),
+        vmm_binary: vmm_binary(cfg),
         firmware: cfg.firmware.clone(),
         vms_dir: cfg.state_dir.join("vms"),
         platform_pcr: cfg.platform_pcr,
