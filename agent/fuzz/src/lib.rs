@@ -154,7 +154,7 @@ fn bodiless(method: &str, path: &str) -> Vec<u8> {
 /// Seeds of `api_request`: one valid request of every route (as `tvpctl` and curl
 /// send them), and a few refusals.
 pub fn api_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let create = r#"{"id":"vm-1","vip":"10.0.0.2/24","gateway":"10.0.0.1","mac":"02:00:00:00:00:01","auth_code":"secret","boot_server":"10.0.0.1:7000","boot_server_name":"boot.example","tenant_ca_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n","vcpus":1,"memory_mib":64}"#;
+    let create = r#"{"id":"vm-1","vip":"10.0.0.2/24","gateway":"10.0.0.1","mac":"02:00:00:00:00:01","auth_code":"secret","boot_server":"10.0.0.1:7000","boot_server_name":"boot.example","tenant_ca_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n","vcpus":1,"memory_mib":64,"management_public_key":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n","policy":{"v":1}}"#;
     vec![
         ("get-host", bodiless("GET", "/v1/host")),
         ("list-vms", bodiless("GET", "/v1/vms")),
