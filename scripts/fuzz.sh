@@ -4,13 +4,17 @@
 # (libFuzzer's final cov/ft) and findings. Exits non-zero if any target crashed, so a
 # regression in a parser fails the run that introduced it.
 #
-# Usage: scripts/fuzz.sh [SECONDS | --replay] [TARGET...]
+# Usage: scripts/fuzz.sh [SECONDS | --replay | --ci BUDGET] [TARGET...]
 #   TARGET names limit the run (e.g. `scripts/fuzz.sh 60 evidence_mutate virtio_net`).
 #   --replay builds every target and runs it once over its seed corpus (the
 #   regression-* inputs of earlier findings included) and nothing more: deterministic,
 #   so the test suite (scripts/test.sh) uses it to catch a parser regression or a fuzz
 #   target that no longer builds, without a random new finding failing an unrelated
 #   change. Exploration (SECONDS) is for people and for runs before a release.
+#   --ci BUDGET is a short exploring run for CI (docs/fuzzing.md "CI"): BUDGET seconds
+#   of fuzzing in all, split evenly over the targets (at least 1 s each), after the
+#   seeds of each are replayed. A finding fails the run and prints the crashing input
+#   as base64 with the command that adds it as a regression-* seed.
 #
 # Seeds come from the repository (each fuzz folder's corpus/TARGET, read only); what the
 # fuzzer adds goes to target/fuzz-corpus/TARGET (kept between runs, so longer runs build
@@ -21,15 +25,26 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+usage="usage: $0 [SECONDS | --replay | --ci BUDGET] [TARGET...]"
 secs=${1:-20}
 replay=0
+ci=0
+budget=0
 if [ "$secs" = --replay ]; then replay=1; secs=0; fi
-[[ $secs =~ ^[0-9]+$ ]] || die "usage: $0 [SECONDS | --replay] [TARGET...]"
+if [ "$secs" = --ci ]; then
+    ci=1
+    budget=${2:-}
+    [[ $budget =~ ^[0-9]+$ ]] || die "$usage"
+    secs=0
+    shift
+fi
+[[ $secs =~ ^[0-9]+$ ]] || die "$usage"
 shift || true
 only=("$@")
 
 # Fuzz folders, each its own cargo project (excluded from the root workspace).
 FUZZ_DIRS=(
+    agent/fuzz
     agent/verifier/fuzz
     agent/image/fuzz
     agent/audit/fuzz
@@ -63,6 +78,19 @@ wanted() {
     for t in "${only[@]}"; do [ "$t" = "$1" ] && return 0; done
     return 1
 }
+
+if ((ci)); then
+    # The budget is split over the targets that will run.
+    count=0
+    for dir in "${FUZZ_DIRS[@]}"; do
+        while read -r t; do wanted "$t" && count=$((count + 1)); done \
+            < <(cd "$TVP_ROOT/$dir" && cargo +nightly fuzz list)
+    done
+    ((count > 0)) || die "no fuzz target matched ${only[*]}"
+    secs=$((budget / count))
+    ((secs > 0)) || secs=1
+    say "CI exploration: $count targets, ${secs}s each (budget ${budget}s)"
+fi
 
 rows=()
 failed=0
@@ -113,6 +141,12 @@ for dir in "${FUZZ_DIRS[@]}"; do
             result="FINDING ${found:-exit $rc} (see $log)"
             fail "$t: $result"
             grep -E "panicked at|ERROR: libFuzzer" -A2 "$log" | head -6 >&2 || true
+            if ((ci)) && [ -n "$found" ] && [ -f "$artifacts/$found" ]; then
+                # The runner's files are gone after CI: print the input itself.
+                printf 'add it as a seed: base64 -d > %s/corpus/%s/regression-NAME <<EOF\n' "$dir" "$t" >&2
+                base64 "$artifacts/$found" >&2
+                printf 'EOF\n' >&2
+            fi
         fi
         total_execs=$((total_execs + ${execs:-0}))
         rows+=("$(printf '%-18s %12s %9s %7s %7s %6s  %s' "$t" "${execs:-?}" \
@@ -128,7 +162,9 @@ if ((failed)); then
     fail "fuzzing found problems: inputs in $work/fuzz-artifacts"
     exit 1
 fi
-if ((replay)); then
+if ((ci)); then
+    ok "no findings (${#rows[@]} targets, ${secs}s each after their seeds)"
+elif ((replay)); then
     ok "no findings (${#rows[@]} targets, every seed replayed)"
 else
     ok "no findings (${#rows[@]} targets, ${secs}s each)"

@@ -75,13 +75,16 @@ pub fn validate_elf(elf: &[u8], mem_size: u64) -> Result<Loaded, VmmError> {
             u64_at(ph, 32),
             u64_at(ph, 40),
         );
-        if memsz == 0 {
-            continue;
-        }
+        // Before the empty-segment skip: linux-loader copies every segment with file
+        // bytes, whatever its memory size, so a segment of memory size 0 with file
+        // bytes would be written unchecked (found by the `elf_load` fuzz target).
         if filesz > memsz {
             return Err(bad(format!(
                 "segment at {paddr:#x}: file size exceeds memory size"
             )));
+        }
+        if memsz == 0 {
+            continue;
         }
         if off.checked_add(filesz).is_none_or(|e| e > elf.len() as u64) {
             return Err(bad(format!(
@@ -167,5 +170,31 @@ mod tests {
         let mut b = elf(BASE, BASE, 120, 16, 16);
         b[56..58].copy_from_slice(&2u16.to_le_bytes()); // phdr table outside the file
         reject(b);
+    }
+
+    /// Fuzz finding (`elf_load`, regression-zero-memsz-segment-writes-anywhere): a
+    /// second PT_LOAD with file bytes but memory size 0 was skipped by the checks and
+    /// then copied by linux-loader to its address, here the configuration page.
+    #[test]
+    fn a_segment_of_memory_size_zero_cannot_write_past_the_checks() {
+        use tvp_abi::layout::CONFIG_PAGE_GPA;
+        use vm_memory::Bytes;
+        let mut b = elf(BASE, BASE, 176, 16, 16);
+        b.resize(176, 0);
+        b.extend_from_slice(&[0xee; 16]);
+        b[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let p = 64 + PHDR_SIZE;
+        b[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        b[p + 8..p + 16].copy_from_slice(&176u64.to_le_bytes());
+        b[p + 24..p + 32].copy_from_slice(&CONFIG_PAGE_GPA.to_le_bytes());
+        b[p + 32..p + 40].copy_from_slice(&16u64.to_le_bytes()); // filesz 16, memsz 0
+        let ram = crate::memory::GuestRam::new(MEM).unwrap();
+        let e = load_elf(ram.mem(), &b, MEM).unwrap_err().to_string();
+        assert!(e.contains("file size exceeds memory size"), "{e}");
+        let mut page = [0u8; 16];
+        ram.mem()
+            .read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
+            .unwrap();
+        assert_eq!(page, [0u8; 16], "the configuration page was written");
     }
 }

@@ -3,9 +3,7 @@
 use crate::net::Net;
 use crate::tls::{Tls, TlsError};
 use alloc::vec::Vec;
-use tvp_boot_protocol::{
-    frame_header, parse_frame_header, MsgType, ProtocolError, FRAME_HEADER_LEN,
-};
+use tvp_boot_protocol::{frame_at, frame_header, MsgType, ProtocolError, FRAME_HEADER_LEN};
 
 /// Why a frame could not be exchanged.
 #[derive(Debug)]
@@ -42,14 +40,10 @@ impl FrameReader {
     /// The next frame (type and payload), bounded by its type's limit.
     pub fn next(&mut self, tls: &mut Tls, net: &mut Net) -> Result<(MsgType, Vec<u8>), FrameError> {
         loop {
-            if let Some(h) = self.buf.first_chunk::<FRAME_HEADER_LEN>() {
-                let h = parse_frame_header(h).map_err(FrameError::Protocol)?;
-                let end = FRAME_HEADER_LEN + h.len;
-                if self.buf.len() >= end {
-                    let payload = self.buf[FRAME_HEADER_LEN..end].to_vec();
-                    self.buf.drain(..end);
-                    return Ok((h.msg, payload));
-                }
+            if let Some((msg, payload)) = frame_at(&self.buf).map_err(FrameError::Protocol)? {
+                let p = self.buf[payload.clone()].to_vec();
+                self.buf.drain(..payload.end);
+                return Ok((msg, p));
             }
             let more = tls.recv(net)?;
             self.buf.extend_from_slice(&more);

@@ -149,6 +149,20 @@ pub fn parse_frame_header(h: &[u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, Pro
     Ok(FrameHeader { msg, len })
 }
 
+/// The first frame of `buf`, the bytes received so far on a stream (what the
+/// firmware's frame reader buffers): `Ok(None)` while it is incomplete; its type and
+/// payload range in `buf` once complete (the frame ends at the range's end). A bad
+/// header is refused as soon as its [`FRAME_HEADER_LEN`] bytes are in, before any of
+/// the payload is awaited, so a reader never buffers towards a length it would refuse.
+pub fn frame_at(buf: &[u8]) -> Result<Option<(MsgType, core::ops::Range<usize>)>, ProtocolError> {
+    let Some(h) = buf.first_chunk::<FRAME_HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let h = parse_frame_header(h)?;
+    let end = FRAME_HEADER_LEN + h.len;
+    Ok((buf.len() >= end).then_some((h.msg, FRAME_HEADER_LEN..end)))
+}
+
 /// The boot request: `version u16 | u_len u8 | U | I [4] | fw_len u8 | firmware version
 /// (UTF-8) | configuration page [4096]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +298,26 @@ mod tests {
         zero[2] = 0;
         assert_eq!(BootRequest::parse(&zero[..n]), Err(ProtocolError::BadField));
         assert!(n <= max_payload(MsgType::BootRequest));
+    }
+
+    #[test]
+    fn frame_at_waits_for_whole_frames_and_refuses_bad_headers_first() {
+        let mut s = std::vec::Vec::new();
+        s.extend_from_slice(&frame_header(MsgType::Status, 4).unwrap());
+        s.extend_from_slice(&[0, 0, 0, 0, 9]);
+        assert_eq!(frame_at(&s[..4]), Ok(None));
+        assert_eq!(frame_at(&s[..8]), Ok(None));
+        assert_eq!(frame_at(&s[..9]), Ok(Some((MsgType::Status, 5..9))));
+        assert_eq!(frame_at(&s), Ok(Some((MsgType::Status, 5..9))));
+        // An oversize workload: refused from the header, no payload awaited.
+        assert_eq!(
+            frame_at(&[4, 0xff, 0xff, 0xff, 0xff]),
+            Err(ProtocolError::TooLong)
+        );
+        assert_eq!(
+            frame_at(&[9, 0, 0, 0, 0]),
+            Err(ProtocolError::UnknownType(9))
+        );
     }
 
     #[test]
