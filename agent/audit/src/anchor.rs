@@ -190,7 +190,9 @@ pub fn parse_nv_attest(attest: &[u8]) -> Result<NvCertifyInfo, AnchorError> {
 }
 
 fn verify_signature(ak_pem: &str, attest: &[u8], sig: &[u8]) -> Result<(), AnchorError> {
-    let key = rsa::RsaPublicKey::from_public_key_pem(ak_pem)
+    // Surrounding whitespace is not part of the key (a PEM cut out of JSON with sed
+    // ends in a blank line, which the strict PEM parser would refuse).
+    let key = rsa::RsaPublicKey::from_public_key_pem(&format!("{}\n", ak_pem.trim()))
         .map_err(|e| AnchorError::Malformed(format!("AK public key: {e}")))?;
     // TPMT_SIGNATURE: sigAlg (RSASSA 0x0014), hash (SHA-256 0x000B), TPM2B signature.
     let mut r = Reader(sig);
