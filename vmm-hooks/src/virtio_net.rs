@@ -659,6 +659,15 @@ mod hostile {
         mem.read_obj(GuestAddress(USED + q * 0x4000 + 2)).unwrap()
     }
 
+    /// A 60-byte frame arrives from the wire; reading the interrupt status lets the
+    /// device deliver it. Returns that status.
+    fn receive_frame(mem: &GuestMemoryMmap, dev: &mut VirtioNet, wire: &Arc<Mutex<Wire>>) -> u32 {
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        u32::from_le_bytes(r)
+    }
+
     fn go(mem: &GuestMemoryMmap, dev: &mut VirtioNet) {
         dev.mmio_write(
             mem,
@@ -704,9 +713,7 @@ mod hostile {
         go(&mem, &mut dev);
         desc(&mem, DESC, 0, CONFIG_PAGE_GPA, 2048, WRITE, 0);
         offer(&mem, 0);
-        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
-        let mut r = [0u8; 4];
-        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        receive_frame(&mem, &mut dev, &wire);
         let mut page = [0u8; PAGE_SIZE];
         mem.read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
             .unwrap();
@@ -723,10 +730,8 @@ mod hostile {
         go(&mem, &mut dev);
         desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
         offer(&mem, 0);
-        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
-        let mut r = [0u8; 4];
-        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
-        assert_eq!(u32::from_le_bytes(r), INT_USED_BUFFER);
+        let status = receive_frame(&mem, &mut dev, &wire);
+        assert_eq!(status, INT_USED_BUFFER);
         let mut got = [0u8; 72];
         mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
         assert_eq!(got[10], 1);
@@ -815,9 +820,7 @@ mod hostile {
         go(&mem, &mut dev);
         desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
         offer(&mem, 0);
-        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
-        let mut r = [0u8; 4];
-        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        receive_frame(&mem, &mut dev, &wire);
         let mut got = [0u8; 72];
         mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
         assert!(got.iter().all(|b| *b == 0));
@@ -825,8 +828,7 @@ mod hostile {
         dev.handed_over();
         mem.write_obj(0u16, GuestAddress(AVAIL + 6)).unwrap();
         mem.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
-        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
-        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        receive_frame(&mem, &mut dev, &wire);
         mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
         assert_eq!(got[12], 0xab);
         assert_eq!(dev.stats().rx_frames, 1);
