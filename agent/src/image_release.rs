@@ -125,7 +125,7 @@ impl Releaser {
         let req = Request::Release {
             nonce: nonce_hex,
             host_id: self.tpm.identity().host_id.clone(),
-            key_use: key_use.clone(),
+            key_use: Box::new(key_use.clone()),
             evidence: serde_json::to_value(&evidence).map_err(|e| ReleaseError::Service {
                 socket: kms.display().to_string(),
                 reason: e.to_string(),

@@ -124,6 +124,10 @@ fn bound(nonce: &str, key_use: &Value) -> String {
     hex::encode(tvp_verifier::verify::bound::bound_qualifying_data(&n, &d))
 }
 
+/// Two minimal DER certificates (SEQUENCE { INTEGER n }) for configuration pages.
+const TENANT_CA: [u8; 5] = [0x30, 3, 2, 1, 1];
+const ATTACKER_CA: [u8; 5] = [0x30, 3, 2, 1, 2];
+
 /// The key use of a VM booting firmware with SHA-256 `fw` from a page naming `ca` (DER)
 /// and loading no image, managed by the shared tenant.
 fn vm_use(ca: &[u8], fw: [u8; 32]) -> Value {
@@ -244,20 +248,17 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     // The quote commits to one VM, the request describes another (its tenant CA, or
     // its firmware, swapped): refused before any policy is looked at.
     let fw = [0x11; 32];
-    let quoted_for = vm_use(b"tenant CA", fw);
+    let quoted_for = vm_use(&TENANT_CA, fw);
     for other in [
-        vm_use(b"attacker CA", fw),
-        vm_use(b"tenant CA", [0x22; 32]),
+        vm_use(&ATTACKER_CA, fw),
+        vm_use(&TENANT_CA, [0x22; 32]),
         v.clone(),
     ] {
         let n = kms.nonce();
         let (ev_vm, bk_vm) = host_material(&t, &bound(&n, &quoted_for), &n);
         let r = kms.call(&release(&n, &host_id, &other, &ev_vm, &bk_vm, &header));
         refused(&r, "vm-binding");
-        assert!(
-            r["reason"].as_str().unwrap().contains("another VM"),
-            "{r}"
-        );
+        assert!(r["reason"].as_str().unwrap().contains("another VM"), "{r}");
     }
     // Bound correctly, but the described VM's page does not load this image.
     let n = kms.nonce();
@@ -273,7 +274,10 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     let (ev_b, bk_b) = host_material(&t, &n, &n);
     let r = kms.call(&release(&n, &host_id, &bad, &ev_b, &bk_b, &header));
     refused(&r, "vm-description");
-    assert!(r["reason"].as_str().unwrap().contains("firmware_sha256"), "{r}");
+    assert!(
+        r["reason"].as_str().unwrap().contains("firmware_sha256"),
+        "{r}"
+    );
     // Binding key certified for another nonce.
     let n = kms.nonce();
     let (ev_fresh, bk_stale) = host_material(&t, &bound(&n, &v), &nonce_hex(32));
@@ -677,9 +681,11 @@ fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
     std::fs::write(p("ca.pem"), tenant_ca).unwrap();
     std::fs::write(p("mgmt.pem"), Tenant::shared().key_pem()).unwrap();
     std::fs::write(p("policy.json"), Tenant::shared().policy.to_string()).unwrap();
-    let inspect: Value =
-        serde_json::from_str(&run("tvpctl", &["--json", "image", "inspect", &p("img.enc")]))
-            .unwrap();
+    let inspect: Value = serde_json::from_str(&run(
+        "tvpctl",
+        &["--json", "image", "inspect", &p("img.enc")],
+    ))
+    .unwrap();
     let policy_for = |firmware: &str| {
         format!(
             "[[image]]\nimage_digest = \"{}\"\ntenant_ca_sha256 = [\"{}\"]\nmanagement_keys = [\"{}\"]\npolicy_digests = [\"{}\"]\nfirmware_sha256 = [\"{firmware}\"]\n",
@@ -706,7 +712,10 @@ fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
     let console = |id: &str| dir.join(format!("state/vms/{id}/console.log"));
 
     // The attacks: the tenant's image and service, another VM.
-    let attacker = Tenant::new(&["pause", "resume", "power-off", "reboot", "delete"], "alert");
+    let attacker = Tenant::new(
+        &["pause", "resume", "power-off", "reboot", "delete"],
+        "alert",
+    );
     let attacker_ca = "-----BEGIN CERTIFICATE-----\nMAMCAQI=\n-----END CERTIFICATE-----\n";
     let kms_other_fw = Kms::start_with_policy(
         &tenant,
@@ -731,11 +740,7 @@ fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
             spec("pol", &kms.socket).policy_with(json!({"on_tampering": "alert"})),
             "vm-policy:policy",
         ),
-        (
-            "fw",
-            spec("fw", &kms_other_fw.socket),
-            "vm-policy:firmware",
-        ),
+        ("fw", spec("fw", &kms_other_fw.socket), "vm-policy:firmware"),
     ] {
         let r = t.create_vm(&s);
         let text = String::from_utf8_lossy(&r.body).to_string();
@@ -754,7 +759,10 @@ fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
     let v = wait_vm(&t, "ok", ended, TO_END);
     assert_eq!(v["reason"], "powered-off", "{v}");
     let out = std::fs::read_to_string(console("ok")).unwrap_or_default();
-    assert!(out.contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"), "{out}");
+    assert!(
+        out.contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"),
+        "{out}"
+    );
     let page = dir.join("state/vms/ok/config.page");
     assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
     let hits = grep_dir(&dir, marker);

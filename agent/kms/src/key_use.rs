@@ -43,7 +43,7 @@ pub enum KeyUse {
 #[derive(Debug, Clone)]
 pub enum ParsedUse {
     /// For one VM.
-    Vm(VmDescription),
+    Vm(Box<VmDescription>),
     /// For verification inside tvpd.
     Verify,
 }
@@ -129,19 +129,21 @@ impl KeyUse {
             .and_then(|b| b.try_into().ok())
             .ok_or("firmware_sha256: not 32 bytes of hex")?;
         if key.len() > MAX_KEY_PEM {
-            return Err(format!("management_public_key: more than {MAX_KEY_PEM} bytes"));
+            return Err(format!(
+                "management_public_key: more than {MAX_KEY_PEM} bytes"
+            ));
         }
-        let management_key = TenantKey::from_pem(key)
-            .map_err(|e| format!("management_public_key: {e}"))?;
+        let management_key =
+            TenantKey::from_pem(key).map_err(|e| format!("management_public_key: {e}"))?;
         let policy: TenantPolicy =
             serde_json::from_value(policy.clone()).map_err(|e| format!("policy: {e}"))?;
         policy.validate().map_err(|e| format!("policy: {e}"))?;
-        Ok(ParsedUse::Vm(VmDescription {
+        Ok(ParsedUse::Vm(Box::new(VmDescription {
             page,
             firmware_sha256,
             management_key,
             policy,
-        }))
+        })))
     }
 }
 
@@ -170,6 +172,10 @@ mod tests {
     use super::*;
 
     const KEY: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
+
+    /// Two minimal DER certificates (SEQUENCE { INTEGER n }): the page checks only DER.
+    const CA1: [u8; 5] = [0x30, 3, 2, 1, 1];
+    const CA2: [u8; 5] = [0x30, 3, 2, 1, 2];
 
     fn page(ca: &[u8]) -> [u8; 4096] {
         config::Config {
@@ -202,15 +208,15 @@ mod tests {
     #[test]
     fn the_digest_changes_with_every_part_and_survives_the_wire() {
         let p = policy();
-        let base = KeyUse::vm(&page(b"ca"), [1; 32], KEY, &p).unwrap();
+        let base = KeyUse::vm(&page(&CA1), [1; 32], KEY, &p).unwrap();
         let wire: KeyUse = serde_json::from_str(&serde_json::to_string(&base).unwrap()).unwrap();
         let d = base.parse().unwrap().digest();
         assert_eq!(wire.parse().unwrap().digest(), d);
-        let other_ca = KeyUse::vm(&page(b"cb"), [1; 32], KEY, &p).unwrap();
-        let other_fw = KeyUse::vm(&page(b"ca"), [2; 32], KEY, &p).unwrap();
+        let other_ca = KeyUse::vm(&page(&CA2), [1; 32], KEY, &p).unwrap();
+        let other_fw = KeyUse::vm(&page(&CA1), [2; 32], KEY, &p).unwrap();
         let mut p2 = p.clone();
         p2.allowed_operations.clear();
-        let other_policy = KeyUse::vm(&page(b"ca"), [1; 32], KEY, &p2).unwrap();
+        let other_policy = KeyUse::vm(&page(&CA1), [1; 32], KEY, &p2).unwrap();
         for u in [other_ca, other_fw, other_policy, KeyUse::Verify] {
             assert_ne!(u.parse().unwrap().digest(), d);
         }
@@ -221,11 +227,51 @@ mod tests {
     fn malformed_descriptions_name_the_field() {
         let p = serde_json::to_value(policy()).unwrap();
         let cases = [
-            (KeyUse::Vm { config_page: "!".into(), firmware_sha256: "00".repeat(32), management_public_key: KEY.into(), policy: p.clone() }, "config_page"),
-            (KeyUse::Vm { config_page: base64::engine::general_purpose::STANDARD.encode([0u8; 4096]), firmware_sha256: "00".repeat(32), management_public_key: KEY.into(), policy: p.clone() }, "config_page"),
-            (KeyUse::Vm { config_page: base64::engine::general_purpose::STANDARD.encode(page(b"ca")), firmware_sha256: "00".into(), management_public_key: KEY.into(), policy: p.clone() }, "firmware_sha256"),
-            (KeyUse::Vm { config_page: base64::engine::general_purpose::STANDARD.encode(page(b"ca")), firmware_sha256: "00".repeat(32), management_public_key: "x".into(), policy: p.clone() }, "management_public_key"),
-            (KeyUse::Vm { config_page: base64::engine::general_purpose::STANDARD.encode(page(b"ca")), firmware_sha256: "00".repeat(32), management_public_key: KEY.into(), policy: serde_json::json!({"v": 1}) }, "policy"),
+            (
+                KeyUse::Vm {
+                    config_page: "!".into(),
+                    firmware_sha256: "00".repeat(32),
+                    management_public_key: KEY.into(),
+                    policy: p.clone(),
+                },
+                "config_page",
+            ),
+            (
+                KeyUse::Vm {
+                    config_page: base64::engine::general_purpose::STANDARD.encode([0u8; 4096]),
+                    firmware_sha256: "00".repeat(32),
+                    management_public_key: KEY.into(),
+                    policy: p.clone(),
+                },
+                "config_page",
+            ),
+            (
+                KeyUse::Vm {
+                    config_page: base64::engine::general_purpose::STANDARD.encode(page(&CA1)),
+                    firmware_sha256: "00".into(),
+                    management_public_key: KEY.into(),
+                    policy: p.clone(),
+                },
+                "firmware_sha256",
+            ),
+            (
+                KeyUse::Vm {
+                    config_page: base64::engine::general_purpose::STANDARD.encode(page(&CA1)),
+                    firmware_sha256: "00".repeat(32),
+                    management_public_key: "x".into(),
+                    policy: p.clone(),
+                },
+                "management_public_key",
+            ),
+            (
+                KeyUse::Vm {
+                    config_page: base64::engine::general_purpose::STANDARD.encode(page(&CA1)),
+                    firmware_sha256: "00".repeat(32),
+                    management_public_key: KEY.into(),
+                    policy: serde_json::json!({"v": 1}),
+                },
+                "policy",
+            ),
         ];
         for (u, field) in cases {
             let e = u.parse().unwrap_err();

@@ -19,7 +19,7 @@ pub mod release;
 pub mod release_policy;
 
 pub use inventory::{HostEntry, Inventory};
-pub use protocol::{Request, Response};
 pub use key_use::{KeyUse, ParsedUse};
+pub use protocol::{Request, Response};
 pub use release::{Kms, Refusal};
 pub use release_policy::ReleasePolicy;

@@ -156,7 +156,12 @@ fn main() {
     let key = std::fs::read_to_string(key)
         .map_err(|e| e.to_string())
         .and_then(|s| rsa::RsaPrivateKey::from_pkcs8_pem(&s).map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| fail(format!("{}: {e}", a.key.as_deref().unwrap_or(Path::new("-")).display())));
+        .unwrap_or_else(|e| {
+            fail(format!(
+                "{}: {e}",
+                a.key.as_deref().unwrap_or(Path::new("-")).display()
+            ))
+        });
     let inv: Inventory = std::fs::read(inventory)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -166,8 +171,8 @@ fn main() {
         .and_then(|t| ReleasePolicy::from_toml(&t))
         .unwrap_or_else(|e| fail(format!("{}: {e}", release_policy.display())));
     let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)
-        .unwrap_or_else(|e| fail(format!("{}: {e}", socket.display())));
+    let listener =
+        UnixListener::bind(socket).unwrap_or_else(|e| fail(format!("{}: {e}", socket.display())));
     let kms = Arc::new(Kms::new(key, inv, policy));
     log(serde_json::json!({"event": "serving", "socket": socket.display().to_string()}));
     for stream in listener.incoming().flatten() {

@@ -22,7 +22,7 @@ pub enum Request {
         host_id: String,
         /// What the key will be used for: the VM that receives it (or verification
         /// inside tvpd). The evidence's quote commits to it (`vm-binding`).
-        key_use: KeyUse,
+        key_use: Box<KeyUse>,
         /// Evidence over the platform PCRs whose quote's qualifying data is
         /// `SHA-256(nonce || key_use digest)` (docs/evidence.md, docs/kms.md). Carried as
         /// raw JSON and parsed as [`tvp_verifier::Evidence`] by the service, because

@@ -170,12 +170,11 @@ impl Kms {
                     .collect(),
             )]),
         };
-        let key_use = key_use
-            .parse()
-            .map_err(|e| refuse("vm-description", e))?;
+        let key_use = key_use.parse().map_err(|e| refuse("vm-description", e))?;
         // The quote commits to the nonce AND to the VM that will receive the key.
         let use_digest = key_use.digest();
-        let mut opts = VerifyOptions::bound(&nonce, &use_digest, ak.clone()).with_expected(expected);
+        let mut opts =
+            VerifyOptions::bound(&nonce, &use_digest, ak.clone()).with_expected(expected);
         if let Some(ek) = &host.ek_name {
             let ek = hex::decode(ek).map_err(|e| refuse("inventory", format!("ek_name: {e}")))?;
             opts = opts

@@ -49,7 +49,9 @@ impl Allowed {
         list.iter()
             .map(|s| {
                 tvp_audit::digest_from_hex(s).ok_or_else(|| {
-                    format!("{field}: '{s}' is not a SHA-256 (64 lowercase hex digits) or \"{ANY}\"")
+                    format!(
+                        "{field}: '{s}' is not a SHA-256 (64 lowercase hex digits) or \"{ANY}\""
+                    )
                 })
             })
             .collect::<Result<_, _>>()
@@ -121,11 +123,17 @@ impl ReleasePolicy {
                 None
             } else {
                 Some(tvp_audit::digest_from_hex(&e.image_digest).ok_or_else(|| {
-                    format!("{}: not a SHA-256 (64 lowercase hex digits) or \"{ANY}\"", at("image_digest"))
+                    format!(
+                        "{}: not a SHA-256 (64 lowercase hex digits) or \"{ANY}\"",
+                        at("image_digest")
+                    )
                 })?)
             };
             if rules.iter().any(|r| r.image_digest == image_digest) {
-                return Err(format!("{}: a second entry for the same image", at("image_digest")));
+                return Err(format!(
+                    "{}: a second entry for the same image",
+                    at("image_digest")
+                ));
             }
             rules.push(ImageRule {
                 image_digest,
@@ -177,11 +185,15 @@ impl ReleasePolicy {
         if !rule.tenant_ca.allows(&ca) {
             return Err(refuse(
                 "tenant-ca",
-                format!("the VM's tenant CA certificate (SHA-256 {}) is not allowed for this image", hex::encode(ca)),
+                format!(
+                    "the VM's tenant CA certificate (SHA-256 {}) is not allowed for this image",
+                    hex::encode(ca)
+                ),
             ));
         }
         let key = vm.management_key.key_id();
-        let key_ok = tvp_audit::digest_from_hex(&key).is_some_and(|k| rule.management_keys.allows(&k));
+        let key_ok =
+            tvp_audit::digest_from_hex(&key).is_some_and(|k| rule.management_keys.allows(&k));
         if !key_ok {
             return Err(refuse(
                 "management-key",
@@ -192,13 +204,19 @@ impl ReleasePolicy {
         if !rule.policies.allows(&pd) {
             return Err(refuse(
                 "policy",
-                format!("the VM's management policy (digest {}) is not allowed for this image", hex::encode(pd)),
+                format!(
+                    "the VM's management policy (digest {}) is not allowed for this image",
+                    hex::encode(pd)
+                ),
             ));
         }
         if !rule.firmware.allows(&vm.firmware_sha256) {
             return Err(refuse(
                 "firmware",
-                format!("the VM's firmware (SHA-256 {}) is not allowed for this image", hex::encode(vm.firmware_sha256)),
+                format!(
+                    "the VM's firmware (SHA-256 {}) is not allowed for this image",
+                    hex::encode(vm.firmware_sha256)
+                ),
             ));
         }
         Ok(())
@@ -218,12 +236,17 @@ mod tests {
         };
         assert!(ReleasePolicy::from_toml(&entry("[\"any\"]")).is_ok());
         let e = ReleasePolicy::from_toml(&entry("[]")).unwrap_err();
-        assert!(e.contains("tenant_ca_sha256") && e.contains("allows nothing"), "{e}");
+        assert!(
+            e.contains("tenant_ca_sha256") && e.contains("allows nothing"),
+            "{e}"
+        );
         let e = ReleasePolicy::from_toml(&entry("[\"ABCD\"]")).unwrap_err();
         assert!(e.contains("not a SHA-256"), "{e}");
-        let e = ReleasePolicy::from_toml(&entry(&format!("[\"any\", \"{}\"]", "a".repeat(64)))).unwrap_err();
+        let e = ReleasePolicy::from_toml(&entry(&format!("[\"any\", \"{}\"]", "a".repeat(64))))
+            .unwrap_err();
         assert!(e.contains("only entry"), "{e}");
-        let e = ReleasePolicy::from_toml(&format!("{}{}", entry("[\"any\"]"), entry("[\"any\"]"))).unwrap_err();
+        let e = ReleasePolicy::from_toml(&format!("{}{}", entry("[\"any\"]"), entry("[\"any\"]")))
+            .unwrap_err();
         assert!(e.contains("second entry"), "{e}");
         let e = ReleasePolicy::from_toml("[[image]]\nimage_digest = \"any\"\n").unwrap_err();
         assert!(e.contains("missing field"), "{e}");
@@ -243,6 +266,9 @@ mod tests {
         assert_eq!(e.check, "vm-policy:verify");
         assert!(p.check(&[0xab; 32], &ParsedUse::Verify).is_ok());
         let none = ReleasePolicy::default();
-        assert_eq!(none.check(&[1; 32], &ParsedUse::Verify).unwrap_err().check, "vm-policy:image");
+        assert_eq!(
+            none.check(&[1; 32], &ParsedUse::Verify).unwrap_err().check,
+            "vm-policy:image"
+        );
     }
 }

@@ -381,7 +381,7 @@ mod tests {
             entropy_seed: [0; 32],
             auth_code: auth,
             server_name: "boot",
-            ca_cert_der: b"ca",
+            ca_cert_der: &[0x30, 3, 2, 1, 1],
             image: None,
         }
         .encode()
@@ -406,12 +406,8 @@ mod tests {
     #[test]
     fn only_the_vm_the_key_was_released_for_passes() {
         let key = TenantSigner::generate_ed25519().public().to_pem();
-        let m = ManagementView::from_request(
-            &key,
-            &crate::vm::management::tests::policy_json(),
-            1,
-        )
-        .expect("binding");
+        let m = ManagementView::from_request(&key, &crate::vm::management::tests::policy_json(), 1)
+            .expect("binding");
         let bound = tvp_kms::KeyUse::vm(&page(b"U"), [9; 32], &key, &m.policy)
             .and_then(|u| u.parse())
             .expect("use")

@@ -162,7 +162,10 @@ impl Manager {
     /// binding.
     fn key_use(&self, spec: &ValidSpec, page: &[u8]) -> Result<KeyUse, VmError> {
         let firmware = std::fs::read(&self.cfg.firmware).map_err(|e| {
-            VmError::Spawn(format!("cannot read firmware {}: {e}", self.cfg.firmware.display()))
+            VmError::Spawn(format!(
+                "cannot read firmware {}: {e}",
+                self.cfg.firmware.display()
+            ))
         })?;
         KeyUse::vm(
             page,

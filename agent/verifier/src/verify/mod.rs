@@ -51,7 +51,10 @@ impl VerifyOptions {
     /// Options for a quote bound to `digest` besides `nonce`: its qualifying data
     /// must be [`bound::bound_qualifying_data`]`(nonce, digest)`.
     pub fn bound(nonce: &[u8], digest: &[u8; 32], trusted_ak: AkKey) -> Self {
-        Self::new(bound::bound_qualifying_data(nonce, digest).to_vec(), trusted_ak)
+        Self::new(
+            bound::bound_qualifying_data(nonce, digest).to_vec(),
+            trusted_ak,
+        )
     }
 
     /// Also require these PCR values.
