@@ -3,6 +3,7 @@
 
 mod ak;
 pub mod binding;
+pub mod bound;
 mod error;
 mod pcrs;
 
@@ -45,6 +46,15 @@ impl VerifyOptions {
             ak_parent_qualified_name: None,
             expected: None,
         }
+    }
+
+    /// Options for a quote bound to `digest` besides `nonce`: its qualifying data
+    /// must be [`bound::bound_qualifying_data`]`(nonce, digest)`.
+    pub fn bound(nonce: &[u8], digest: &[u8; 32], trusted_ak: AkKey) -> Self {
+        Self::new(
+            bound::bound_qualifying_data(nonce, digest).to_vec(),
+            trusted_ak,
+        )
     }
 
     /// Also require these PCR values.
