@@ -31,6 +31,9 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 4;
     /// A local file could not be read or written, or is malformed.
     pub const IO: i32 = 5;
+    /// `audit verify`: the extract verifies, but the trail states that events of the
+    /// VM were lost (gaps; the message names them).
+    pub const GAPS: i32 = 6;
 }
 
 /// tvpctl: talk to tvpd, verify evidence, export quotes for tpm2-tools.
