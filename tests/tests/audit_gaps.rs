@@ -31,11 +31,14 @@ use tvp_tests::guests::build_guest;
 use tvp_tests::tmpfs::{fill, SmallTmpfs};
 use tvp_tests::vm::eventually;
 use tvp_tests::{nonce_hex, require, Need, Swtpm, Tenant, Tvpd, VmSpec};
+use tvp_tests::{state_is, wait_vm};
 
 /// The VM whose state change happens while the disk is full.
 const VM: &str = "vm-g";
 /// Another tenant's VM on the same host.
 const OTHER: &str = "vm-o";
+/// The VM's attestation deadline: long enough to fill the disk before it passes.
+const DEADLINE: u64 = 25;
 
 fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).unwrap().lines().count()
@@ -120,8 +123,8 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
     let dir = tpm.scratch("a");
     let fs = SmallTmpfs::mount(&tpm.scratch("small"), "4m");
     let state = fs.path().join("state");
-    // A guest that halts for good: it never attests, so its deadline ends it.
-    let fw = build_guest("halt", &tpm.scratch("guest"));
+    // A guest that spins: it never attests, so its deadline ends it.
+    let fw = build_guest("spin", &tpm.scratch("guest"));
     let mut t = Tvpd::start(
         &tpm,
         &dir,
@@ -138,16 +141,23 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
     let host = t.api_json("GET", "/v1/host", None);
     let ak = dir.join("ak.pem");
     std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
-    let other = Tenant::new(&["pause"], "alert");
-    let r = t.create_vm(&VmSpec::measured(OTHER).no_gateway().managed_by(&other));
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let tenant = Tenant::new(&["pause", "resume"], "alert");
     let r = t.create_vm(
         &VmSpec::measured(VM)
             .no_gateway()
-            .mac("02:00:00:00:00:02")
-            .deadline_secs(20)
+            .deadline_secs(DEADLINE)
             .managed_by(&tenant),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // It holds the PCR lease until its deadline; the other VM waits in the queue.
+    wait_vm(&t, VM, state_is("attesting"), Duration::from_secs(20));
+    let other = Tenant::new(&["delete"], "alert");
+    let r = t.create_vm(
+        &VmSpec::measured(OTHER)
+            .no_gateway()
+            .mac("02:00:00:00:00:02")
+            .deadline_secs(DEADLINE + 30)
+            .managed_by(&other),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let mine = TenantFiles::write(&dir, VM, &tenant);
@@ -173,16 +183,31 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
         .iter()
         .filter(|r| r["op"] == "denied-requests")
         .collect();
-    assert_eq!(denied.len(), 2, "one for the VM, one for the host: {denied:?}");
-    let for_vm = denied.iter().find(|r| r["vm"] == VM).expect("the VM's record");
+    assert_eq!(
+        denied.len(),
+        2,
+        "one for the VM, one for the host: {denied:?}"
+    );
+    let for_vm = denied
+        .iter()
+        .find(|r| r["vm"] == VM)
+        .expect("the VM's record");
     let reason = for_vm["reason"].as_str().unwrap();
     assert!(reason.starts_with("3 requests refused"), "{reason}");
-    assert!(reason.contains("400 invalid_json on http:POST /v1/vms/vm-g/operations"), "{reason}");
+    assert!(
+        reason.contains("400 invalid_json on http:POST /v1/vms/vm-g/operations"),
+        "{reason}"
+    );
     assert!(reason.contains("404"), "{reason}");
     let for_host = denied.iter().find(|r| r["vm"].is_null()).unwrap();
     assert!(for_host["reason"].as_str().unwrap().contains("no-such-vm"));
     assert!(!for_host["reason"].as_str().unwrap().contains(VM));
 
+    let v = t.vm(VM);
+    assert_eq!(
+        v["state"], "attesting",
+        "the VM ended before the disk was full (raise DEADLINE if its deadline passed): {v}"
+    );
     // A local user fills the file system; the log's last page may still take a few
     // records, so requests run until the first is refused.
     let filler = fs.path().join("filler");
@@ -212,7 +237,11 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
     assert!(String::from_utf8_lossy(&r.body).contains(VM));
     let r = t.api("GET", &format!("/v1/vms/{VM}/audit"), None);
     assert_eq!((r.status, code(&r.body).as_str()), (503, "audit_pending"));
-    assert_eq!(lines(&log), before, "nothing written while the disk is full");
+    assert_eq!(
+        lines(&log),
+        before,
+        "nothing written while the disk is full"
+    );
 
     // Space returns: tvpd writes the kept event by itself (no request needed).
     std::fs::remove_file(&filler).unwrap();
@@ -222,16 +251,29 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
         }),
         "the kept event was not written when space returned"
     );
-    let text = std::fs::read_to_string(&log).unwrap();
-    let first_new: Value = serde_json::from_str(text.lines().nth(before).unwrap()).unwrap();
-    assert_eq!(first_new["op"], "vm-state-change", "{first_new}");
-    assert_eq!(first_new["vm"], VM);
-    assert!(
-        first_new["state_after"].as_str().unwrap().starts_with("failed"),
-        "{first_new}"
-    );
-    let changed_at = first_new["seq"].as_u64().unwrap();
     assert_eq!(t.api("GET", "/v1/host", None).status, 200);
+    // The kept events come first, in order, before any later record.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let new: Vec<Value> = text
+        .lines()
+        .skip(before)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kept: Vec<&Value> = new.iter().take_while(|r| r["stage"] == "event").collect();
+    let failed = kept
+        .iter()
+        .find(|r| r["vm"] == VM && r["op"] == "vm-state-change")
+        .unwrap_or_else(|| {
+            panic!("the VM's state change is not among the first new records: {new:?}")
+        });
+    assert!(
+        failed["state_after"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed"),
+        "{failed}"
+    );
+    let changed_at = failed["seq"].as_u64().unwrap();
 
     // The tenant's extract shows the state change and verifies.
     let (x, nonce) = extract(&t, &dir, VM);
@@ -271,7 +313,10 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
     let (rc, out, _) = verify(&hidden, &mine, &ak, &nonce);
     assert_eq!(rc, 1, "{out}");
     assert!(out.contains("FAILED (withheld)"), "{out}");
-    assert!(out.contains(&format!("record seq {denied_seq} (denied-requests)")), "{out}");
+    assert!(
+        out.contains(&format!("record seq {denied_seq} (denied-requests)")),
+        "{out}"
+    );
 
     // The other tenant sees the VM's refusals and state change only as heads: the
     // hashed id, never the id, the callers or the paths; its extract verifies.
@@ -290,7 +335,11 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
             _ => None,
         })
         .expect("the VM's refusals as a head");
-    assert_eq!((head.op.as_str(), head.vm_digest.as_str()), ("denied-requests", hashed.as_str()));
+    assert_eq!(
+        (head.op.as_str(), head.vm_digest.as_str()),
+        ("denied-requests", hashed.as_str())
+    );
+    assert_eq!(t.delete_vm(OTHER, &other).status, 200);
     t.stop();
     drop(fs);
 }
@@ -402,8 +451,16 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
         (l.records().len(), l.records().last().cloned().unwrap())
     };
     assert_eq!(records, kept_from + MAX_PENDING_EVENTS + 1);
-    assert_eq!((last.op.as_str(), last.vm.as_deref()), (EVENTS_LOST_OP, Some(VM)));
-    assert!(last.reason.starts_with(&format!("{extra} event(s) of this VM")), "{}", last.reason);
+    assert_eq!(
+        (last.op.as_str(), last.vm.as_deref()),
+        (EVENTS_LOST_OP, Some(VM))
+    );
+    assert!(
+        last.reason
+            .starts_with(&format!("{extra} event(s) of this VM")),
+        "{}",
+        last.reason
+    );
 
     // The tenant's extract shows the loss, and the verifier reports it: not "OK".
     let nonce = [7u8; 16];
@@ -437,7 +494,10 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
     assert!(out.starts_with("GAPS (events-lost): "), "{out}");
     assert!(!out.contains("OK:"), "{out}");
     assert!(
-        out.contains(&format!("record seq {}: {extra} event(s) of this VM", last.seq)),
+        out.contains(&format!(
+            "record seq {}: {extra} event(s) of this VM",
+            last.seq
+        )),
         "{out}"
     );
     let (rc, out, _) = tvp_tests::tvpctl(
@@ -457,13 +517,17 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
     );
     assert_eq!(rc, 6);
     let j: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((j["ok"].clone(), j["reason"].clone()), (Value::Bool(false), Value::from("events-lost")));
+    assert_eq!(
+        (j["ok"].clone(), j["reason"].clone()),
+        (Value::Bool(false), Value::from("events-lost"))
+    );
     assert_eq!(j["gaps"].as_array().unwrap().len(), 1);
 
     // The chain is sound: from the saved checkpoint, what follows verifies "OK".
     vm_request(&audit, VM, "pause").expect("management resumes");
     let n2 = [8u8; 16];
-    let y = block(audit.extract(VM, last.seq + 1, Some(n2.to_vec()))).unwrap_or_else(|_| panic!("extract"));
+    let y = block(audit.extract(VM, last.seq + 1, Some(n2.to_vec())))
+        .unwrap_or_else(|_| panic!("extract"));
     let yf = dir.join("y.json");
     std::fs::write(&yf, serde_json::to_vec(&y).unwrap()).unwrap();
     let (rc, out, err) = verify(&yf, &n2, &["--checkpoint", cp.to_str().unwrap()]);

@@ -764,7 +764,8 @@ mod tests {
             body_digest: hex::encode(r.body_digest().unwrap()),
         });
         assert_eq!(
-            w.verify(&nothing, FROM_CREATION, certified(&l)).unwrap_err(),
+            w.verify(&nothing, FROM_CREATION, certified(&l))
+                .unwrap_err(),
             ExtractError::Withheld {
                 seq: 9,
                 op: EVENTS_LOST_OP.into()
@@ -772,7 +773,9 @@ mod tests {
         );
         // Without any loss: no gap.
         let y = build(&l[..8], "a", 1, &reported);
-        let t = y.verify(&reported, FROM_CREATION, certified(&l[..8])).unwrap();
+        let t = y
+            .verify(&reported, FROM_CREATION, certified(&l[..8]))
+            .unwrap();
         assert!(t.gaps.is_empty());
     }
 }

@@ -186,11 +186,8 @@ impl Denials {
     /// and the error says why.
     pub async fn flush(&self, audit: &Audit) -> Result<(), AuditError> {
         let taken = std::mem::take(&mut *crate::lock(&self.pending));
-        let mut sets: Vec<(Option<String>, KindSet)> = taken
-            .vms
-            .into_iter()
-            .map(|(vm, k)| (Some(vm), k))
-            .collect();
+        let mut sets: Vec<(Option<String>, KindSet)> =
+            taken.vms.into_iter().map(|(vm, k)| (Some(vm), k)).collect();
         sets.push((None, taken.host));
         let mut sets = sets.into_iter();
         while let Some((vm, set)) = sets.next() {

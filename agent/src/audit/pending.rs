@@ -78,8 +78,8 @@ impl PendingEvents {
 
     /// Events kept plus events lost and not yet stated in the trail.
     pub fn len(&self) -> usize {
-        let lost: u64 = self.lost.values().map(|l| l.count).sum::<u64>()
-            + self.lost_unattributed.count;
+        let lost: u64 =
+            self.lost.values().map(|l| l.count).sum::<u64>() + self.lost_unattributed.count;
         self.queue.len() + usize::try_from(lost).unwrap_or(usize::MAX)
     }
 
@@ -103,11 +103,7 @@ impl PendingEvents {
 
     /// Whether `vm` has waiting events.
     pub fn has(&self, vm: &str) -> bool {
-        self.lost.contains_key(vm)
-            || self
-                .queue
-                .iter()
-                .any(|k| k.draft.vm.as_deref() == Some(vm))
+        self.lost.contains_key(vm) || self.queue.iter().any(|k| k.draft.vm.as_deref() == Some(vm))
     }
 
     /// Keep an event whose append failed (`sealed`: see [`Kept`]); past the bound, or
@@ -119,8 +115,8 @@ impl PendingEvents {
             return;
         }
         let vm = draft.vm.clone().unwrap_or_default();
-        let counted_alone = self.lost.contains_key(&vm)
-            || (self.lost.len() < MAX_LOST_VMS && !vm.is_empty());
+        let counted_alone =
+            self.lost.contains_key(&vm) || (self.lost.len() < MAX_LOST_VMS && !vm.is_empty());
         let lost = if counted_alone {
             self.lost.entry(vm.clone()).or_default()
         } else {
@@ -274,7 +270,11 @@ mod tests {
         let d = lost_draft(Some("b"), &p.lost["b"]);
         assert_eq!(d.op, EVENTS_LOST_OP);
         assert_eq!(d.vm.as_deref(), Some("b"));
-        assert!(d.reason.starts_with("2 event(s) of this VM"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("2 event(s) of this VM"),
+            "{}",
+            d.reason
+        );
         assert!(d.reason.contains("vm-state-change x2"), "{}", d.reason);
     }
 }
