@@ -52,7 +52,8 @@ pub mod exit {
 ///   tvpctl audit verify x.json --policy policy.json --ak ak.pem --nonce <hex> --save-checkpoint vm1.cp
 ///
 /// Exit codes: 0 success; 1 verification failed; 2 bad usage; 3 tvpd refused the
-/// request; 4 tvpd unreachable; 5 local file error.
+/// request; 4 tvpd unreachable; 5 local file error; 6 an audit trail verifies but
+/// states lost events (gaps).
 #[derive(Debug, Parser)]
 #[command(name = "tvpctl", version, verbatim_doc_comment)]
 pub struct Cli {
