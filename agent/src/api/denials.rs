@@ -30,8 +30,8 @@ use crate::audit::{Audit, AuditError, RequestRecord};
 /// The operation of the aggregated records.
 pub const DENIED_OP: &str = "denied-requests";
 /// Most distinct (uid, reason) kinds kept between two flushes (per VM, and for the
-/// host); further kinds are
-/// only counted in total, so a caller varying paths cannot grow tvpd's memory.
+/// host); further kinds are only counted in total, so a caller varying paths cannot
+/// grow tvpd's memory.
 pub const MAX_KINDS: usize = 32;
 /// Longest operation text kept for a kind (paths are the caller's choice).
 const MAX_OP: usize = 80;
