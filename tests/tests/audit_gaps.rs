@@ -21,7 +21,7 @@ use tvp_agent::api::handlers::Reply;
 use tvp_agent::api::peer::Caller;
 use tvp_agent::audit::counters::CounterStore;
 use tvp_agent::audit::pending::MAX_PENDING_EVENTS;
-use tvp_agent::audit::{Audit, AuditLog, TenantBinding};
+use tvp_agent::audit::{Audit, AuditLog, HostEvent, TenantBinding};
 use tvp_audit::extract::{Extract, ExtractEntry, SkippedRecord, EVENTS_LOST_OP};
 use tvp_audit::params::{self, Params};
 use tvp_audit::policy::{Remediation, TenantPolicy};
@@ -432,9 +432,18 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
         panic!("the VM's management ran past an unwritten event");
     };
     assert_eq!((e.status, e.code), (503, "audit_pending"));
+    // A host event is kept the same way, behind it.
+    assert!(audit
+        .host_event_blocking(
+            VM,
+            HostEvent::PlatformRevocation,
+            "running",
+            "platform file changed"
+        )
+        .is_err());
     // More events than the bound: the excess is counted as lost.
     let extra = 5u64;
-    for j in 1..(MAX_PENDING_EVENTS as u64 + extra) {
+    for j in 2..(MAX_PENDING_EVENTS as u64 + extra) {
         assert!(audit
             .vm_event_blocking(VM, "running", "running", &format!("event {}", i + j))
             .is_err());
@@ -451,6 +460,13 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
         (l.records().len(), l.records().last().cloned().unwrap())
     };
     assert_eq!(records, kept_from + MAX_PENDING_EVENTS + 1);
+    {
+        let l = audit.log().try_lock().unwrap();
+        let kept = &l.records()[kept_from..];
+        assert_eq!(kept[0].reason, format!("event {i}"));
+        assert_eq!(kept[1].op, "platform-revocation");
+        assert_eq!(kept[2].reason, format!("event {}", i + 2));
+    }
     assert_eq!(
         (last.op.as_str(), last.vm.as_deref()),
         (EVENTS_LOST_OP, Some(VM))
