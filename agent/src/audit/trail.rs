@@ -26,12 +26,13 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Wrap an opened log and counter store.
-    pub fn new(log: AuditLog, counters: CounterStore) -> Self {
+    /// Wrap an opened log and counter store, for the host whose AK name (TPM name
+    /// bytes) is `host`: tokens must name it.
+    pub fn new(log: AuditLog, counters: CounterStore, host: Vec<u8>) -> Self {
         Audit {
             log: tokio::sync::Mutex::new(log),
             bindings: TenantBindings::new(),
-            authorizer: Authorizer::new(counters),
+            authorizer: Authorizer::new(counters, host),
             tamper: TamperResponse::new(),
         }
     }
@@ -66,6 +67,18 @@ impl Audit {
     /// binding is retired (see [`TenantBindings::retire`]).
     pub fn unregister_vm(&self, vm: &str) {
         self.bindings.retire(vm);
+    }
+
+    /// A new boot of `vm` runs the configuration page with SHA-256 `incarnation`:
+    /// from now on tokens must name it.
+    pub fn set_incarnation(&self, vm: &str, incarnation: tvp_audit::Digest32) {
+        self.bindings.set_incarnation(vm, incarnation);
+    }
+
+    /// Hand `vm`'s management to `key` with a lease from `since` (an authorized
+    /// `rotate-key` or `renew-key-lease`); `false` if the VM has no live binding.
+    pub fn set_key(&self, vm: &str, key: tvp_audit::TenantKey, since: u64) -> bool {
+        self.bindings.set_key(vm, key, since)
     }
 
     /// A registered (live) VM's binding: operations are authorized against it.

@@ -43,7 +43,16 @@ impl Manager {
             // Its key and policy stay in force: tenants read their extracts, and
             // forgetting the VM still needs their authorization.
             match vm.management.as_ref().map(|m| m.binding()) {
-                Some(Ok(b)) => self.audit.register_vm(&id, b),
+                Some(Ok(mut b)) => {
+                    // Its last boot's page, which the tenant attested.
+                    b.incarnation = std::fs::read(self.cfg.vms_dir.join(&id).join("config.page"))
+                        .ok()
+                        .map(|p| {
+                            use sha2::Digest as _;
+                            sha2::Sha256::digest(p).into()
+                        });
+                    self.audit.register_vm(&id, b)
+                }
                 Some(Err(e)) => {
                     warn!(vm = id.as_str(), error = e.as_str(); "the VM record's management binding is invalid: its restricted operations stay refused")
                 }
