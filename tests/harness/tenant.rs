@@ -33,10 +33,10 @@ pub fn remember_vm(key_pem: &str, vm: &str, state_dir: &Path, ak_name: Vec<u8>) 
     let Ok(key) = TenantKey::from_pem(key_pem) else {
         return;
     };
-    hosts()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert((key.key_id(), vm.to_string()), (state_dir.to_path_buf(), ak_name));
+    hosts().lock().unwrap_or_else(|e| e.into_inner()).insert(
+        (key.key_id(), vm.to_string()),
+        (state_dir.to_path_buf(), ak_name),
+    );
 }
 
 /// SHA-256 of the configuration page VM `vm` runs now on the tvpd with `state_dir`

@@ -310,9 +310,7 @@ impl Tvpd {
         let r = self.api("POST", "/v1/vms", Some(spec));
         if r.status == 201 {
             let v: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
-            if let (Some(key), Some(id)) =
-                (v["management_public_key"].as_str(), v["id"].as_str())
-            {
+            if let (Some(key), Some(id)) = (v["management_public_key"].as_str(), v["id"].as_str()) {
                 crate::tenant::remember_vm(key, id, &self.state_dir, self.ak_name());
             }
         }

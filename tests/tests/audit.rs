@@ -424,13 +424,21 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         ),
         (
             "wrong key",
-            Some(other.authorize("pause", &target("vm-a"), &pd, 10, exp).encode()),
+            Some(
+                other
+                    .authorize("pause", &target("vm-a"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "wrong_key",
         ),
         (
             "other VM's token",
-            Some(tenant.authorize("pause", &target("vm-b"), &pd, 10, exp).encode()),
+            Some(
+                tenant
+                    .authorize("pause", &target("vm-b"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "other_vm",
         ),
@@ -452,7 +460,11 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         ),
         (
             "operation not in policy",
-            Some(tenant.authorize("delete", &target("vm-a"), &pd, 10, exp).encode()),
+            Some(
+                tenant
+                    .authorize("delete", &target("vm-a"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "not_allowed_by_policy",
         ),

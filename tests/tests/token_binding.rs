@@ -23,11 +23,26 @@ use tvpctl::client::HttpReply;
 /// How long a VM may take to reach a state.
 const TO_STATE: Duration = Duration::from_secs(60);
 
-fn workload(tpm: &Swtpm) -> String {
-    build_guest("workload", &tpm.scratch("guest"))
+/// A test guest's firmware: `workload` attests and runs; `spin` never attests, so its
+/// VM stays `attesting` and holds the PCR lease (PCR 23 is its).
+fn guest(tpm: &Swtpm, name: &str) -> String {
+    build_guest(name, &tpm.scratch("guest"))
         .to_str()
         .unwrap()
         .to_string()
+}
+
+/// Creates VM `id` with the `spin` guest managed by `tenant` and waits until it holds
+/// the lease (`attesting`), with deadlines far beyond the test.
+fn create_attesting(t: &Tvpd, id: &str, tenant: &Tenant) -> Value {
+    let spec = VmSpec::measured(id)
+        .no_gateway()
+        .managed_by(tenant)
+        .deadline_secs(900)
+        .phase_deadline_secs("tunnel", 900);
+    let r = t.create_vm(&spec);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    wait_vm(t, id, state_is("attesting"), TO_STATE)
 }
 
 /// Creates VM `id` managed by `tenant` (with `policy` fields added) and waits until it
@@ -44,7 +59,12 @@ fn create_running(t: &Tvpd, id: &str, tenant: &Tenant, policy: Value) -> Value {
 
 fn operation(t: &Tvpd, id: &str, op: &str, params: Value, token: &str) -> HttpReply {
     let body = json!({"op": op, "params": params}).to_string();
-    t.api_token("POST", &format!("/v1/vms/{id}/operations"), Some(&body), token)
+    t.api_token(
+        "POST",
+        &format!("/v1/vms/{id}/operations"),
+        Some(&body),
+        token,
+    )
 }
 
 fn code(r: &HttpReply) -> String {
@@ -110,7 +130,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     let tpm_a = Swtpm::blank();
     let tpm_b = Swtpm::blank();
     let dir = tpm_a.scratch("tenant");
-    let fw = workload(&tpm_a);
+    let fw = guest(&tpm_a, "spin");
     let a = Tvpd::start(&tpm_a, &tpm_a.scratch("a"), &["--firmware", &fw]);
     let b = Tvpd::start(&tpm_b, &tpm_b.scratch("b"), &["--firmware", &fw]);
     let tenant = Tenant::new(&["pause", "resume", "delete"], "alert");
@@ -121,9 +141,9 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     assert_ne!(a.ak_name(), b.ak_name(), "two TPMs, two AKs");
 
     // The same VM id, key and policy on both hosts.
-    let v = create_running(&a, "vm-1", &tenant, json!({}));
+    let v = create_attesting(&a, "vm-1", &tenant);
     let pid_a = v["pid"].as_u64().unwrap();
-    let v_b = create_running(&b, "vm-1", &tenant, json!({}));
+    let v_b = create_attesting(&b, "vm-1", &tenant);
 
     // The tenant attests vm-1 on host A: the evidence verifies against A's pinned AK.
     let nonce = tvp_tests::nonce_hex(16);
@@ -195,7 +215,12 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     // Attack 1: host A's token replayed on host B, whose vm-1 has the same id, key
     // and policy and has never seen this counter.
     let r = operation(&b, "vm-1", "pause", json!({}), &pause);
-    assert_eq!((r.status, code(&r).as_str()), (403, "host_mismatch"), "{}", text(&r));
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "host_mismatch"),
+        "{}",
+        text(&r)
+    );
     assert_eq!(b.vm("vm-1")["paused"], false);
     assert_eq!(b.vm("vm-1")["pid"], v_b["pid"]);
     // ... and tvpctl will not bind host A's evidence to host B.
@@ -219,15 +244,20 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     // decoy under the same id with the same key and policy. The tenant's token for
     // the VM it attested is refused for the decoy.
     let delete = |tvpd: &Tvpd| {
-        let token =
-            tenant.token_for(&tvpd.target("vm-1"), "delete", &[], tenant.next_counter(), now() + 60);
+        let token = tenant.token_for(
+            &tvpd.target("vm-1"),
+            "delete",
+            &[],
+            tenant.next_counter(),
+            now() + 60,
+        );
         let r = tvpd.api_token("DELETE", "/v1/vms/vm-1", None, &token);
         assert_eq!(r.status, 200, "{}", text(&r));
     };
     delete(&a);
     wait_vm(&a, "vm-1", state_is("destroyed"), TO_STATE);
     delete(&a);
-    let decoy = create_running(&a, "vm-1", &tenant, json!({}));
+    let decoy = create_attesting(&a, "vm-1", &tenant);
     assert_ne!(decoy["pid"].as_u64(), Some(pid_a));
     let attested = bound("pause");
     let r = operation(&a, "vm-1", "pause", json!({}), &attested);
@@ -245,10 +275,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
         .find(|r| r["vm"] == "vm-1" && r["op"] == "pause" && r["stage"] == "decision")
         .unwrap();
     assert_eq!(d["decision"], "deny", "{d}");
-    assert!(
-        d["reason"].as_str().unwrap().contains("incarnation"),
-        "{d}"
-    );
+    assert!(d["reason"].as_str().unwrap().contains("incarnation"), "{d}");
 
     // Attack 3: a format 1 token (bound to the VM id only) is refused as such.
     let pd = tvp_audit::params::digest(&Default::default());
@@ -264,7 +291,8 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     let v1 = v1.as_object_mut().unwrap();
     v1.remove("host");
     v1.remove("incarnation");
-    let v1 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Value::from(v1.clone()).to_string());
+    let v1 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Value::from(v1.clone()).to_string());
     let r = operation(&a, "vm-1", "pause", json!({}), &v1);
     assert_eq!(
         (r.status, code(&r).as_str()),
@@ -275,7 +303,13 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
 
     // The decoy's own incarnation, as the harness reads it, passes: what was refused
     // was the binding, not the key.
-    let own = tenant.token_for(&a.target("vm-1"), "pause", &[], tenant.next_counter(), now() + 60);
+    let own = tenant.token_for(
+        &a.target("vm-1"),
+        "pause",
+        &[],
+        tenant.next_counter(),
+        now() + 60,
+    );
     let r = operation(&a, "vm-1", "pause", json!({}), &own);
     assert_eq!(r.status, 200, "{}", text(&r));
 }
@@ -284,7 +318,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
 fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
     require!("swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
-    let fw = workload(&tpm);
+    let fw = guest(&tpm, "workload");
     let t = Tvpd::start(&tpm, &tpm.scratch("a"), &["--firmware", &fw]);
     let old = Tenant::new(&["pause", "resume"], "alert");
     // A lease of 12 s for the management key, tokens valid at most 60 s ahead.
@@ -295,6 +329,10 @@ fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
         json!({"management_key_lease_secs": 12, "max_token_lifetime_secs": 60}),
     );
     let since = v["management"]["key_since"].as_u64().unwrap();
+    // Tokens valid 30 s: within the policy's cap.
+    let tok = |signer: &Tenant, op: &str, params: &[(&str, &str)]| {
+        signer.token_with("vm-k", op, params, old.next_counter(), now() + 30)
+    };
     let sleep_until = |at: u64| {
         let n = now();
         if at > n {
@@ -319,20 +357,26 @@ fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
 
     // Lease renewal signed by the current key, before the lease ends (at +12 s).
     sleep_until(since + 6);
-    assert!(now() < since + 12, "the VM took too long to start for this test");
+    assert!(
+        now() < since + 12,
+        "the VM took too long to start for this test"
+    );
     let r = operation(
         &t,
         "vm-k",
         "renew-key-lease",
         json!({}),
-        &old.token("vm-k", "renew-key-lease", &[]),
+        &tok(&old, "renew-key-lease", &[]),
     );
     assert_eq!(r.status, 200, "{}", text(&r));
     let m = &t.vm("vm-k")["management"];
-    assert!(m["current"]["key_since"].as_u64().unwrap() >= since + 6, "{m}");
+    assert!(
+        m["current"]["key_since"].as_u64().unwrap() >= since + 6,
+        "{m}"
+    );
     // Past the first lease's end, within the renewed one: the key still manages.
     sleep_until(since + 14);
-    let r = operation(&t, "vm-k", "resume", json!({}), &old.token("vm-k", "resume", &[]));
+    let r = operation(&t, "vm-k", "resume", json!({}), &tok(&old, "resume", &[]));
     assert_eq!(r.status, 200, "{}", text(&r));
 
     // Rotation to a new key, signed by the current one; the parameter carries the new
@@ -344,12 +388,16 @@ fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
         "vm-k",
         "rotate-key",
         json!({"public_key": new_key}),
-        &old.token("vm-k", "rotate-key", &[("public_key", new_key.as_str())]),
+        &tok(&old, "rotate-key", &[("public_key", new_key.as_str())]),
     );
     assert_eq!(r.status, 200, "{}", text(&r));
     let m = &t.vm("vm-k")["management"];
     assert_eq!(m["current"]["key_id"], new.signer.public().key_id(), "{m}");
-    assert_eq!(m["key_id"], old.signer.public().key_id(), "the measured key stays");
+    assert_eq!(
+        m["key_id"],
+        old.signer.public().key_id(),
+        "the measured key stays"
+    );
     let recs = t.audit_records();
     assert!(
         recs.iter().any(|r| r["vm"] == "vm-k"
@@ -365,7 +413,12 @@ fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
     let target = old.target("vm-k");
     let stale = old.token_for(&target, "pause", &[], old.next_counter() + 1000, now() + 30);
     let r = operation(&t, "vm-k", "pause", json!({}), &stale);
-    assert_eq!((r.status, code(&r).as_str()), (403, "wrong_key"), "{}", text(&r));
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "wrong_key"),
+        "{}",
+        text(&r)
+    );
     let fresh = new.token_for(&target, "pause", &[], old.next_counter() + 2000, now() + 30);
     let r = operation(&t, "vm-k", "pause", json!({}), &fresh);
     assert_eq!(r.status, 200, "{}", text(&r));
@@ -379,7 +432,12 @@ fn expiry_beyond_the_policy_cap_is_refused_and_keys_rotate_and_renew() {
         json!({"public_key": "AAAA"}),
         &fresh,
     );
-    assert_eq!((r.status, code(&r).as_str()), (400, "invalid_argument"), "{}", text(&r));
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (400, "invalid_argument"),
+        "{}",
+        text(&r)
+    );
 }
 
 #[test]
@@ -387,7 +445,7 @@ fn counter_file_rolled_back_while_tvpd_is_stopped_is_detected_and_replays_stay_r
     require!("swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
-    let fw = workload(&tpm);
+    let fw = guest(&tpm, "workload");
     let mut t = Tvpd::start(&tpm, &dir, &["--firmware", &fw]);
     let tenant = Tenant::new(&["pause", "resume", "delete"], "alert");
     create_running(&t, "vm-c", &tenant, json!({}));

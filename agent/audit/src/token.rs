@@ -436,7 +436,10 @@ impl AuthToken {
     fn host_bytes(&self) -> Option<Vec<u8>> {
         let ok = !self.host.is_empty()
             && self.host.len() <= 2 * MAX_HOST_NAME
-            && self.host.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            && self
+                .host
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         ok.then(|| hex::decode(&self.host).ok()).flatten()
     }
 
@@ -658,7 +661,8 @@ mod tests {
                 Err(AuthzError::BadSignature)
             );
             // Signed by another key, claiming the VM's key id.
-            let mut other = ed().authorize("pause", &tgt("vm-a"), &pd("reason=maintenance"), 5, 500);
+            let mut other =
+                ed().authorize("pause", &tgt("vm-a"), &pd("reason=maintenance"), 5, 500);
             assert!(matches!(
                 check(&other, &key, "pause", None, 200),
                 Err(AuthzError::WrongKey { .. })

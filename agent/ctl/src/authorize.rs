@@ -159,7 +159,9 @@ pub fn run(a: &AuthorizeArgs<'_>) -> i32 {
             let key = TenantKey::from_pem(&read_text(k)?)
                 .map_err(|e| io(format!("{}: {e}", k.display())))?;
             if p.insert("public_key".into(), key.spki_base64()).is_some() {
-                return Err(usage("give the new key as --new-key or --param public_key=..., not both".into()));
+                return Err(usage(
+                    "give the new key as --new-key or --param public_key=..., not both".into(),
+                ));
             }
         }
         let host = host_name(a.host)?;

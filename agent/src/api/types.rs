@@ -214,9 +214,7 @@ impl VmOperationRequest {
 
 /// The new key of a `rotate-key` operation: its `public_key` parameter, the DER
 /// SubjectPublicKeyInfo of an Ed25519 or P-256 key in standard base64.
-pub fn rotation_key(
-    params: &tvp_audit::params::Params,
-) -> Result<tvp_audit::TenantKey, String> {
+pub fn rotation_key(params: &tvp_audit::params::Params) -> Result<tvp_audit::TenantKey, String> {
     let b64 = params
         .get("public_key")
         .ok_or("params.public_key: required for rotate-key")?;

@@ -49,7 +49,10 @@ impl Authorized {
     /// The decision record's reason: `authorized by tenant key <key id> with counter
     /// <n>`. The counter is read back at start ([`accepted_counter`]).
     pub fn reason(&self) -> String {
-        format!("authorized by tenant key {}{COUNTER_MARK}{}", self.key_id, self.counter)
+        format!(
+            "authorized by tenant key {}{COUNTER_MARK}{}",
+            self.key_id, self.counter
+        )
     }
 }
 

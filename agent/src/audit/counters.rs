@@ -180,10 +180,25 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = CounterStore::load(d.path()).unwrap();
         let trail = [
-            decision(1, "a", Decision::Allow, "authorized by tenant key k with counter 5"),
-            decision(2, "a", Decision::Allow, "authorized by tenant key k with counter 9"),
+            decision(
+                1,
+                "a",
+                Decision::Allow,
+                "authorized by tenant key k with counter 5",
+            ),
+            decision(
+                2,
+                "a",
+                Decision::Allow,
+                "authorized by tenant key k with counter 9",
+            ),
             decision(3, "a", Decision::Deny, "authorized? no with counter 50"),
-            decision(4, "b", Decision::Allow, "authorized by tenant key k with counter 2"),
+            decision(
+                4,
+                "b",
+                Decision::Allow,
+                "authorized by tenant key k with counter 2",
+            ),
         ];
         s.accept("a", 9).unwrap();
         s.accept("b", 3).unwrap();
