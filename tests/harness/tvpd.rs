@@ -24,6 +24,9 @@ pub struct Tvpd {
     pub log_path: PathBuf,
     tcti: String,
     extra: Vec<String>,
+    /// The path the audit NV index is derived from (`dir/state`, also when the test
+    /// gives its own `--state-dir`).
+    nv_index_of: PathBuf,
     /// This tvpd's TAP prefix: unique, so parallel tests never touch each other's TAPs.
     pub tap_prefix: String,
     /// Network namespace tvpd (and so its VMs and TAPs) runs in, if not the test's own.
@@ -59,10 +62,16 @@ impl Tvpd {
 
     /// Not started yet: the test's own files under `dir`.
     fn new(tpm: &Swtpm, dir: &Path, extra: &[&str], netns: Option<&str>) -> Tvpd {
+        // The test's own --state-dir, if it gives one.
+        let state_dir = extra
+            .windows(2)
+            .find(|w| w[0] == "--state-dir")
+            .map_or_else(|| dir.join("state"), |w| PathBuf::from(w[1]));
         Tvpd {
             child: None,
             socket: dir.join("tvpd.sock"),
-            state_dir: dir.join("state"),
+            state_dir,
+            nv_index_of: dir.join("state"),
             log_path: dir.join("tvpd.log"),
             tcti: tpm.tcti(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -82,7 +91,7 @@ impl Tvpd {
             }
             None => Command::new(crate::bin("tvpd")),
         };
-        let nv_index = audit_nv_index(&self.state_dir);
+        let nv_index = audit_nv_index(&self.nv_index_of);
         // The test's scratch root: tenants' KMS sockets live beside tvpd's directory.
         let kms_dir = self
             .socket
