@@ -115,7 +115,11 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         ApiRequest::ListVms => ok(&state.vms.list()),
         ApiRequest::GetVm { id } => ok(&state.vms.get(id.as_str())?),
         ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
-        ApiRequest::VmOperation { id, op, params } if op == crate::vm::Op::RotateKey => {
+        ApiRequest::VmOperation {
+            id,
+            op: crate::vm::Op::RotateKey,
+            params,
+        } => {
             let key = super::types::rotation_key(&params).map_err(ApiError::invalid_argument)?;
             let vms = state.vms.clone();
             let view =
