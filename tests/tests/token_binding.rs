@@ -488,3 +488,70 @@ fn counter_file_rolled_back_while_tvpd_is_stopped_is_detected_and_replays_stay_r
     let r = t.api_token("DELETE", "/v1/vms/vm-c", None, &delete);
     assert_eq!(r.status, 200, "{}", text(&r));
 }
+
+#[test]
+fn vm_record_rolled_back_or_edited_against_its_key_rotation_is_detected_at_start() {
+    require!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let fw = guest(&tpm, "workload");
+    let mut t = Tvpd::start(&tpm, &dir, &["--firmware", &fw]);
+    let old = Tenant::new(&["pause", "resume", "delete"], "alert");
+    create_running(&t, "vm-r", &old, json!({}));
+    let record = t.state_dir.join("vms/vm-r/record.json");
+    let before = std::fs::read(&record).unwrap();
+    let target = old.target("vm-r");
+    let new = Tenant::new(&["pause", "resume", "delete"], "alert");
+    let new_key = new.signer.public().spki_base64();
+    let rotate = old.token_for(
+        &target,
+        "rotate-key",
+        &[("public_key", new_key.as_str())],
+        10,
+        now() + 60,
+    );
+    let r = operation(
+        &t,
+        "vm-r",
+        "rotate-key",
+        json!({"public_key": new_key}),
+        &rotate,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    t.stop();
+    let newest = std::fs::read(&record).unwrap();
+
+    // Root puts the record from before the rotation back: the old key would manage
+    // the VM again. tvpd refuses to start, naming the VM and the trail's record.
+    std::fs::write(&record, &before).unwrap();
+    assert_eq!(t.try_start_again(), Some(65), "log:\n{}", t.log());
+    let log = t.log();
+    assert!(
+        log.contains("VM 'vm-r': its record names the key it was created with")
+            && log.contains("rolled back or edited"),
+        "{log}"
+    );
+    // Root writes its own key in as the key in force: refused the same way.
+    let root = TenantSigner::generate_ed25519().public();
+    let mut edited: Value = serde_json::from_slice(&newest).unwrap();
+    edited["management"]["current"]["public_key_pem"] = json!(root.to_pem());
+    edited["management"]["current"]["key_id"] = json!(root.key_id());
+    std::fs::write(&record, edited.to_string()).unwrap();
+    assert_eq!(t.try_start_again(), Some(65), "log:\n{}", t.log());
+
+    // The newest record back: tvpd starts; the rotated-away key is refused, the new
+    // key forgets the (ended) VM.
+    std::fs::write(&record, &newest).unwrap();
+    assert_eq!(t.try_start_again(), None, "log:\n{}", t.log());
+    let stale = old.token_for(&target, "delete", &[], 11, now() + 60);
+    let r = t.api_token("DELETE", "/v1/vms/vm-r", None, &stale);
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (403, "wrong_key"),
+        "{}",
+        text(&r)
+    );
+    let delete = new.token_for(&target, "delete", &[], 12, now() + 60);
+    let r = t.api_token("DELETE", "/v1/vms/vm-r", None, &delete);
+    assert_eq!(r.status, 200, "{}", text(&r));
+}

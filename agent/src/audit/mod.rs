@@ -6,7 +6,7 @@
 //! - [`records`]: what a request's records and tvpd's own event records say;
 //! - [`bindings`]: each VM's tenant key and policy (live and recently deleted);
 //! - [`authorize`]: the tenant token check, with [`counters`] persisting the per-VM
-//!   authorization counters;
+//!   authorization counters and [`key_history`] the key changes the trail records;
 //! - [`remediation`]: what happens when tampering is detected;
 //! - [`view`]: the admin view, the certified anchor and tenants' extracts;
 //! - [`trail`]: [`Audit`], which ties them together for tvpd.
@@ -16,6 +16,7 @@
 pub mod authorize;
 pub mod bindings;
 pub mod counters;
+pub mod key_history;
 pub mod log;
 pub mod records;
 pub mod remediation;

@@ -81,6 +81,15 @@ impl Audit {
         self.bindings.set_key(vm, key, since)
     }
 
+    /// Check a VM record's key in force (key id and lease start; `None` = the key it
+    /// was created with) against the last key change the trail records for `vm`
+    /// ([`super::key_history::check_record`]). Blocking: for tvpd's start, before the
+    /// API serves.
+    pub fn check_recorded_key(&self, vm: &str, current: Option<(&str, u64)>) -> Result<(), String> {
+        let log = super::block_on(self.log.lock());
+        super::key_history::check_record(log.records(), vm, current)
+    }
+
     /// A registered (live) VM's binding: operations are authorized against it.
     pub fn tenant(&self, vm: &str) -> Option<TenantBinding> {
         self.bindings.live(vm)

@@ -53,7 +53,7 @@ pub(super) fn start_and_serve(
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
     }
     watch_platform(watched, &platform_state, &vms)?;
-    let orphaned = vms.recover();
+    let orphaned = vms.recover().map_err(StartError::VmRecord)?;
     if orphaned > 0 {
         warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");
     }

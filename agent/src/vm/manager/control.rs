@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use super::supervise::Event;
 use super::{Manager, VmError};
+use crate::audit::key_history::{renewal_reason, rotation_reason};
 use crate::audit::Remediator;
 use crate::lock;
 use crate::vm::boot::{BootError, Step};
@@ -345,15 +346,11 @@ impl Manager {
             let current = m.binding().map_err(VmError::State)?.key;
             let (key, what) = match new {
                 Some(k) => {
-                    let what = format!(
-                        "management key rotated from {} to {}",
-                        current.key_id(),
-                        k.key_id()
-                    );
+                    let what = rotation_reason(&current.key_id(), &k.key_id(), now);
                     (k, what)
                 }
                 None => {
-                    let what = format!("management key {} lease renewed", current.key_id());
+                    let what = renewal_reason(&current.key_id(), now);
                     (current, what)
                 }
             };
@@ -365,7 +362,7 @@ impl Manager {
             m.set_current(&key, now);
             let state = vm.boot.label().to_string();
             self.persist(&reg, id);
-            (format!("{what}; lease from {now}"), state)
+            (what, state)
         };
         self.record_change(id, &state, &state, &what);
         self.get(id)

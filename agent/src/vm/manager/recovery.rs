@@ -14,11 +14,19 @@ use crate::vm::{process, store, tap};
 impl Manager {
     /// Load the records of an earlier tvpd (PCRs 16 and 23 are already reset) and end
     /// the VMs that were live then; TAP devices under our prefix that no VM has are
-    /// deleted too. Returns the number of VMs marked failed.
-    pub fn recover(&self) -> usize {
+    /// deleted too. Returns the number of VMs marked failed. Refused (nothing done)
+    /// if a record's management key in force disagrees with the key changes the audit
+    /// trail records for the VM: the record was rolled back or edited.
+    pub fn recover(&self) -> Result<usize, String> {
         let (records, bad) = store::load_all(&self.cfg.vms_dir);
         for (path, why) in bad {
             warn!(path = path.display().to_string(), error = why.as_str(); "ignoring an unreadable VM record");
+        }
+        for rec in &records {
+            if let Some(m) = &rec.view.management {
+                let current = m.current.as_ref().map(|c| (c.key_id.as_str(), c.key_since));
+                self.audit.check_recorded_key(&rec.view.id, current)?;
+            }
         }
         let mut marked = Vec::new();
         let mut reg = lock(&self.registry);
@@ -73,6 +81,6 @@ impl Manager {
                 }
             }
         }
-        marked.len()
+        Ok(marked.len())
     }
 }
