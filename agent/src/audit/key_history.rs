@@ -53,9 +53,12 @@ pub fn last_change(records: &[AuditRecord], vm: &str) -> Option<KeyChange> {
         .iter()
         .filter(|r| r.stage == Stage::Event && r.vm.as_deref() == Some(vm))
     {
-        if r.reason.starts_with(CREATED) {
+        if r.reason.starts_with(CREATED) && r.state_before.as_deref() == Some("none") {
             last = None;
-        } else if let Some((key_id, since)) = parse(&r.reason) {
+        } else if let Some((key_id, since)) =
+            // A key change leaves the VM's state as it was.
+            parse(&r.reason).filter(|_| r.state_before == r.state_after)
+        {
             last = Some(KeyChange {
                 key_id,
                 since,
@@ -103,6 +106,7 @@ mod tests {
     use tvp_audit::record::Decision;
 
     fn event(seq: u64, vm: &str, reason: &str) -> AuditRecord {
+        let before = reason.starts_with(CREATED).then(|| "none".to_string());
         AuditRecord {
             v: 1,
             seq,
@@ -117,8 +121,8 @@ mod tests {
             reason: reason.into(),
             status: None,
             result: None,
-            state_before: None,
-            state_after: None,
+            state_before: before.clone(),
+            state_after: before.map(|_| "queued".to_string()),
             request: 0,
             prev: String::new(),
             hash: String::new(),
