@@ -468,6 +468,54 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
             p.clone(),
             "not_allowed_by_policy",
         ),
+        (
+            "another host's token",
+            Some(
+                tenant
+                    .authorize(
+                        "pause",
+                        &tvp_audit::token::Target {
+                            host: b"\x00\x0banother-host".to_vec(),
+                            ..target("vm-a")
+                        },
+                        &pd,
+                        10,
+                        exp,
+                    )
+                    .encode(),
+            ),
+            p.clone(),
+            "host_mismatch",
+        ),
+        (
+            "another incarnation's token",
+            Some(
+                tenant
+                    .authorize(
+                        "pause",
+                        &tvp_audit::token::Target {
+                            incarnation: [0x24; 32],
+                            ..target("vm-a")
+                        },
+                        &pd,
+                        10,
+                        exp,
+                    )
+                    .encode(),
+            ),
+            p.clone(),
+            "incarnation_mismatch",
+        ),
+        (
+            "expiry beyond the default cap",
+            Some(
+                tenant
+                    .authorize("pause", &target("vm-a"), &pd, 10, now() + 7200)
+                    .encode(),
+            ),
+            p.clone(),
+            "lifetime_exceeds_policy",
+        ),
     ];
     for (name, token, params, code) in &attacks {
         let op = if *code == "not_allowed_by_policy" {
