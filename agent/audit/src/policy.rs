@@ -207,8 +207,13 @@ impl TenantPolicy {
             .str(self.on_tampering.as_str())
             .opt_u64(self.key_lease_secs)
             .u8(u8::from(self.allow_plaintext_images))
-            .opt_str(self.on_platform_change.map(Remediation::as_str))
-            .opt_u64(self.max_token_lifetime_secs);
+            .opt_str(self.on_platform_change.map(Remediation::as_str));
+        // Only when set, as `1 || u64`: a policy without it keeps the digest it had
+        // before the field existed (boot servers and expected PCR 23 values stay
+        // valid), and the encoding stays unambiguous (it ends the digested bytes).
+        if let Some(l) = self.max_token_lifetime_secs {
+            e.u8(1).u64(l);
+        }
     }
 
     /// The longest a token may stay valid from now (seconds).
