@@ -61,7 +61,8 @@ fn parse_handle(s: &str) -> Result<u32, String> {
 ///
 /// Exit codes: 0 stopped on request; 2 bad command line; 78 bad configuration;
 /// 69 TPM unavailable or provisioning failed; 73 cannot create the socket or state;
-/// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor.
+/// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor,
+/// or the authorization counters or a VM record's key were rolled back against it.
 #[derive(Debug, Parser)]
 #[command(name = "tvpd", version, verbatim_doc_comment)]
 pub struct Args {

@@ -41,6 +41,13 @@ pub(super) struct Launched {
 }
 
 impl Launched {
+    /// The VM's incarnation for this boot: SHA-256 of its configuration page, the
+    /// `config-page` event of PCR 23 that tenants attest and bind tokens to.
+    pub(super) fn incarnation(&self) -> tvp_audit::Digest32 {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&self.page).into()
+    }
+
     /// A new boot run for this VMM (create and reboot start one the same way), with
     /// the supervisor's event channel.
     pub(super) fn new_run(&self, deadline: Duration) -> (Run, Sender<Event>, Receiver<Event>) {

@@ -56,7 +56,7 @@ impl Manager {
             lock(&self.registry).reserved.remove(&id);
             e
         };
-        let binding = spec
+        let mut binding = spec
             .management
             .binding()
             .map_err(VmError::Invalid)
@@ -71,6 +71,8 @@ impl Manager {
                 return Err(unreserve(e));
             }
         };
+        // Tokens are bound to this boot's configuration page (its incarnation).
+        binding.incarnation = Some(launched.incarnation());
         let (run, tx, rx) = launched.new_run(spec.deadline);
         let vm = Vm::created(&spec, tap_name, run);
         let phase_deadline = vm.phase_deadline();

@@ -14,11 +14,19 @@ use crate::vm::{process, store, tap};
 impl Manager {
     /// Load the records of an earlier tvpd (PCRs 16 and 23 are already reset) and end
     /// the VMs that were live then; TAP devices under our prefix that no VM has are
-    /// deleted too. Returns the number of VMs marked failed.
-    pub fn recover(&self) -> usize {
+    /// deleted too. Returns the number of VMs marked failed. Refused (nothing done)
+    /// if a record's management key in force disagrees with the key changes the audit
+    /// trail records for the VM: the record was rolled back or edited.
+    pub fn recover(&self) -> Result<usize, String> {
         let (records, bad) = store::load_all(&self.cfg.vms_dir);
         for (path, why) in bad {
             warn!(path = path.display().to_string(), error = why.as_str(); "ignoring an unreadable VM record");
+        }
+        for rec in &records {
+            if let Some(m) = &rec.view.management {
+                let current = m.current.as_ref().map(|c| (c.key_id.as_str(), c.key_since));
+                self.audit.check_recorded_key(&rec.view.id, current)?;
+            }
         }
         let mut marked = Vec::new();
         let mut reg = lock(&self.registry);
@@ -43,7 +51,16 @@ impl Manager {
             // Its key and policy stay in force: tenants read their extracts, and
             // forgetting the VM still needs their authorization.
             match vm.management.as_ref().map(|m| m.binding()) {
-                Some(Ok(b)) => self.audit.register_vm(&id, b),
+                Some(Ok(mut b)) => {
+                    // Its last boot's page, which the tenant attested.
+                    b.incarnation = std::fs::read(self.cfg.vms_dir.join(&id).join("config.page"))
+                        .ok()
+                        .map(|p| {
+                            use sha2::Digest as _;
+                            sha2::Sha256::digest(p).into()
+                        });
+                    self.audit.register_vm(&id, b)
+                }
                 Some(Err(e)) => {
                     warn!(vm = id.as_str(), error = e.as_str(); "the VM record's management binding is invalid: its restricted operations stay refused")
                 }
@@ -64,6 +81,6 @@ impl Manager {
                 }
             }
         }
-        marked.len()
+        Ok(marked.len())
     }
 }
