@@ -15,7 +15,7 @@ use crate::vm::management::ManagementView;
 use crate::vm::phase::PhaseView;
 use crate::vm::spec::ValidSpec;
 use crate::vm::state::{MeasurementView, VmState, VmView};
-use crate::vm::store::VmRecord;
+use crate::vm::store::{Adoption, VmRecord};
 
 /// Most VMM measurements kept per boot.
 const MAX_MEASUREMENTS: usize = 16;
@@ -30,6 +30,8 @@ pub(super) struct Vmm {
     pub events: Sender<Event>,
     /// Its configuration page (for the expected PCR 23).
     pub page: Vec<u8>,
+    /// How a restarted tvpd re-adopts it (persisted in the record).
+    pub adoption: Option<Adoption>,
 }
 
 /// What one measured boot has; a reboot replaces it whole.
@@ -50,13 +52,20 @@ pub(super) struct Run {
 
 impl Run {
     /// A boot whose VMM (`pid`, `page`) was just started, supervised through `events`.
-    pub fn launched(pid: u32, page: Vec<u8>, events: Sender<Event>, deadline: Duration) -> Run {
+    pub fn launched(
+        pid: u32,
+        page: Vec<u8>,
+        events: Sender<Event>,
+        deadline: Duration,
+        adoption: Option<Adoption>,
+    ) -> Run {
         Run {
             vmm: Some(Vmm {
                 pid,
                 start_time: crate::vm::process::start_time(pid),
                 events,
                 page,
+                adoption,
             }),
             deadline: crate::logging::rfc3339(std::time::SystemTime::now() + deadline),
             measurements: Vec::new(),
@@ -171,6 +180,36 @@ impl Vm {
             revocations: v.revocations,
             run: Run {
                 vmm: None,
+                deadline: v.deadline,
+                measurements: v.measurements,
+                digests: Vec::new(),
+                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                handover_digest: v
+                    .handover_digest
+                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+            },
+        }
+    }
+
+    /// A running VM as an earlier tvpd recorded it, whose VMM (`vmm`) this tvpd has
+    /// re-adopted: it runs on, on its TAP device, with its history and boot log. Its
+    /// spec is not recorded, so it cannot be rebooted (create it again instead).
+    pub fn adopted(v: VmView, vmm: Vmm) -> Vm {
+        Vm {
+            boot: Boot::Live {
+                stage: crate::vm::boot::Stage::Running,
+                paused: false,
+            },
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            history: v.history,
+            phases: v.phases,
+            tap: v.tap,
+            management: v.management,
+            spec: None,
+            revocations: v.revocations,
+            run: Run {
+                vmm: Some(vmm),
                 deadline: v.deadline,
                 measurements: v.measurements,
                 digests: Vec::new(),
@@ -316,6 +355,7 @@ impl Vm {
         VmRecord {
             view: self.view(id, lease_position),
             vmm_start_time: self.run.vmm.as_ref().and_then(|v| v.start_time),
+            adoption: self.run.vmm.as_ref().and_then(|v| v.adoption.clone()),
         }
     }
 }
