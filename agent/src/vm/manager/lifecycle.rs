@@ -154,14 +154,19 @@ impl Manager {
                 && !vm.boot.paused()
                 && vm.run.vmm.as_ref().is_some_and(|v| v.adoption.is_some())
         };
-        let left: Vec<&String> = reg
+        let left: Vec<String> = reg
             .vms
             .iter()
             .filter(|(_, vm)| kept(vm))
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect();
         if !left.is_empty() {
             info!(vms = left.len(); "keep_vms_on_stop: running VMs left to the next tvpd");
+        }
+        for id in &left {
+            // Their supervisors end (and with them the manager, so tvpd can exit); the
+            // VMMs see their channels close when tvpd exits and wait for adoption.
+            Self::tell(&reg, id, Event::Leave);
         }
         let live: Vec<String> = reg
             .vms

@@ -54,6 +54,9 @@ pub(super) enum Event {
     Reboot(Sender<Result<VmView, VmError>>),
     /// [`END_GRACE`] has passed since the VM ended: kill its VMM if it still runs.
     EndGrace,
+    /// tvpd stops and leaves this running VM to the next tvpd (`keep_vms_on_stop`):
+    /// stop supervising without touching the VMM, its TAP device or its record.
+    Leave,
 }
 
 /// What the supervisor does after an event.
@@ -241,6 +244,10 @@ impl Manager {
                 }
             }
             Event::EndGrace => return self.end_grace(id, child),
+            Event::Leave => {
+                info!(vm = id, pid = child.id(); "left running to the next tvpd");
+                return Flow::HandedOff;
+            }
             Event::LeaseGranted => {
                 if self.advance(id, Step::LeaseGranted).is_ok() {
                     self.measure_if_ready(id, w);
