@@ -356,6 +356,28 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_seeds_are_whole_sessions_of_every_message() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/channel_frames");
+        let host = std::fs::read(format!("{dir}/host-session")).unwrap();
+        let mut r = &host[1..];
+        let mut kinds = Vec::new();
+        while !r.is_empty() {
+            let m: HostMessage = read_frame(&mut r).unwrap();
+            kinds.push(serde_json::to_value(&m).unwrap()["type"].clone());
+        }
+        for k in ["adoption-secret", "running", "adopt", "stop", "start"] {
+            assert!(kinds.iter().any(|v| v == k), "{k} missing in {kinds:?}");
+        }
+        let vmm = std::fs::read(format!("{dir}/vmm-session")).unwrap();
+        let mut r = &vmm[1..];
+        let mut last = None;
+        while !r.is_empty() {
+            last = Some(read_frame::<_, VmmMessage>(&mut r).unwrap());
+        }
+        assert!(matches!(last, Some(VmmMessage::Adopted { .. })), "{last:?}");
+    }
+
+    #[test]
     fn rejects_oversized_and_unknown() {
         let mut b = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes().to_vec();
         b.extend_from_slice(b"{}");
