@@ -75,6 +75,27 @@ fn vmm_log(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join(format!("state/vms/{id}/vmm.log"))).unwrap_or_default()
 }
 
+/// A restricted operation `op` on VM `id` with the shared tenant's token.
+fn operation(t: &Tvpd, id: &str, op: &str) -> tvpctl::client::HttpReply {
+    let token = Tenant::shared().token(id, op, &[]);
+    let body = serde_json::json!({"op": op, "params": {}}).to_string();
+    t.api_token(
+        "POST",
+        &format!("/v1/vms/{id}/operations"),
+        Some(&body),
+        &token,
+    )
+}
+
+/// The process state letter of `pid` (`T`: stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit(')')
+        .next()
+        .and_then(|s| s.trim_start().chars().next())
+        .unwrap_or('?')
+}
+
 /// The tenant's extract of VM `id` as JSON text.
 fn extract_text(t: &Tvpd, id: &str) -> String {
     t.api_json("GET", &format!("/v1/vms/{id}/audit"), None)
@@ -150,6 +171,32 @@ fn a_running_vm_survives_kill_9_of_tvpd_and_an_impostor_cannot_adopt_it() {
             .all(|u| u["pid"] != u64::from(pid)),
         "{unmanaged}"
     );
+
+    // Paused by its tenant, it survives a second crash paused: continued only for the
+    // handshake, stopped again, still `paused`.
+    let r = operation(&t, "run-1", "pause");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    t.crash();
+    t.start_again();
+    let v = t.vm("run-1");
+    assert_eq!(v["state"], "running", "{v}\n{}", t.log());
+    assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(pid)), "{v}");
+    assert!(
+        eventually(Duration::from_secs(5), Duration::from_millis(50), || {
+            proc_state(pid) == 'T'
+        }),
+        "the paused VM's VMM runs"
+    );
+    assert_eq!(
+        extract_text(&t, "run-1").matches("vm-adopted").count(),
+        2,
+        "{}",
+        extract_text(&t, "run-1")
+    );
+    let r = operation(&t, "run-1", "resume");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_ne!(proc_state(pid), 'T');
 
     // DELETE stops it (with the tenant's token); its process and TAP are gone.
     let r = t.delete_vm("run-1", Tenant::shared());

@@ -143,7 +143,7 @@ impl Manager {
 
     /// Stop every live VM (SIGTERM of tvpd): each is destroyed with reason
     /// `tvpd-stopped`, its lease released and its TAP deleted; waits up to `wait`.
-    /// With `keep_vms_on_stop`, running VMs (handed over, unpaused, adoptable) are left
+    /// With `keep_vms_on_stop`, running VMs (handed over, adoptable; paused ones too) are left
     /// to the next tvpd, which re-adopts them; the others are stopped.
     pub fn shutdown(&self, wait: Duration) {
         let mut reg = lock(&self.registry);
@@ -151,7 +151,6 @@ impl Manager {
         let keep = self.cfg.keep_vms_on_stop;
         let kept = |vm: &super::record::Vm| {
             keep && vm.boot.state() == crate::vm::state::VmState::Running
-                && !vm.boot.paused()
                 && vm.run.vmm.as_ref().is_some_and(|v| v.adoption.is_some())
         };
         let left: Vec<String> = reg

@@ -192,13 +192,14 @@ impl Vm {
     }
 
     /// A running VM as an earlier tvpd recorded it, whose VMM (`vmm`) this tvpd has
-    /// re-adopted: it runs on, on its TAP device, with its history and boot log. Its
+    /// re-adopted: it runs on (paused if it was), on its TAP device, with its history
+    /// and boot log. Its
     /// spec is not recorded, so it cannot be rebooted (create it again instead).
     pub fn adopted(v: VmView, vmm: Vmm) -> Vm {
         Vm {
             boot: Boot::Live {
                 stage: crate::vm::boot::Stage::Running,
-                paused: false,
+                paused: v.paused,
             },
             created_at: v.created_at,
             updated_at: v.updated_at,

@@ -49,9 +49,14 @@ pub enum AdoptError {
     /// The record has no VMM pid or start time.
     #[error("the record names no VMM process")]
     NoProcess,
-    /// The VM is paused (its VMM is stopped and cannot answer).
-    #[error("the VM is paused: its stopped VMM cannot answer the adoption")]
-    Paused,
+    /// A paused VM's VMM could not be continued for the handshake or stopped again.
+    #[error("cannot {what} the paused VM's VMM: {source}")]
+    Pause {
+        /// `continue` or `stop`.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The process is not the VM's VMM any more.
     #[error(transparent)]
     Process(#[from] AdoptProcessError),
@@ -179,13 +184,21 @@ impl Manager {
         let id = rec.view.id.as_str();
         let adoption = rec.adoption.as_ref().ok_or(AdoptError::NoAdoption)?;
         let secret = adoption.secret().ok_or(AdoptError::NoAdoption)?;
-        if rec.view.paused {
-            return Err(AdoptError::Paused);
-        }
         let (Some(pid), Some(started)) = (rec.view.pid, rec.vmm_start_time) else {
             return Err(AdoptError::NoProcess);
         };
-        let process = AdoptedProcess::open(pid, started, id)?;
+        let mut process = VmmProcess::Adopted(AdoptedProcess::open(pid, started, id)?);
+        // A paused (SIGSTOPped) VMM cannot notice its closed channel nor answer: it is
+        // continued for the handshake and stopped again right after.
+        let paused = rec.view.paused;
+        if paused {
+            process
+                .signal(nix::sys::signal::Signal::SIGCONT)
+                .map_err(|source| AdoptError::Pause {
+                    what: "continue",
+                    source,
+                })?;
+        }
         let mut s =
             UnixStream::connect(&adoption.socket).map_err(|source| AdoptError::Connect {
                 path: adoption.socket.display().to_string(),
@@ -213,6 +226,14 @@ impl Manager {
             .and_then(|()| s.set_write_timeout(None))
             .map_err(|e| hs(e.to_string()))?;
         s.flush().map_err(|e| hs(e.to_string()))?;
+        if paused {
+            process
+                .signal(nix::sys::signal::Signal::SIGSTOP)
+                .map_err(|source| AdoptError::Pause {
+                    what: "stop",
+                    source,
+                })?;
+        }
         let page = std::fs::read(self.cfg.vms_dir.join(id).join("config.page")).unwrap_or_default();
         let (events, rx) = mpsc::channel();
         let vmm = Vmm {
@@ -222,6 +243,6 @@ impl Manager {
             page,
             adoption: Some(adoption.clone()),
         };
-        Ok((vmm, s, VmmProcess::Adopted(process), rx))
+        Ok((vmm, s, process, rx))
     }
 }
