@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tvp_tests::guests::build_guest;
 use tvp_tests::vm::eventually;
-use tvp_tests::{require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
+use tvp_tests::{nonce_hex, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
 /// How long a VM may take to attest and hand over.
@@ -96,6 +96,48 @@ fn proc_state(pid: u32) -> char {
         .unwrap_or('?')
 }
 
+/// `tvpctl audit extract` of VM `id` and the tenant's offline `tvpctl audit verify`
+/// of it in the bound form; (exit code, stdout, stderr) of the verify.
+fn verify_extract(t: &Tvpd, dir: &Path, id: &str) -> (i32, String, String) {
+    let host = t.api_json("GET", "/v1/host", None);
+    let ak = dir.join("ak.pem");
+    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
+    let tenant = Tenant::shared();
+    let policy = dir.join("policy.json");
+    std::fs::write(&policy, tenant.policy.to_string()).unwrap();
+    let key = dir.join("tenant.pub.pem");
+    std::fs::write(&key, tenant.key_pem()).unwrap();
+    let nonce = nonce_hex(16);
+    let x = dir.join(format!("{id}.extract.json"));
+    let (rc, out, err) = t.tvpctl(&[
+        "audit",
+        "extract",
+        "--vm",
+        id,
+        "--nonce",
+        &nonce,
+        "-o",
+        x.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{out}{err}");
+    tvp_tests::tvpctl(
+        None,
+        &[
+            "audit",
+            "verify",
+            x.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ak",
+            ak.to_str().unwrap(),
+            "--nonce",
+            &nonce,
+            "--management-key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
 /// The tenant's extract of VM `id` as JSON text.
 fn extract_text(t: &Tvpd, id: &str) -> String {
     t.api_json("GET", &format!("/v1/vms/{id}/audit"), None)
@@ -161,6 +203,11 @@ fn a_running_vm_survives_kill_9_of_tvpd_and_an_impostor_cannot_adopt_it() {
         "{}",
         extract_text(&t, "run-1")
     );
+    // The tenant's extract with the adoption verifies end to end (pinned AK, fresh
+    // nonce, the tenant's key and policy).
+    let (rc, out, err) = verify_extract(&t, &dir, "run-1");
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("matches the TPM-certified anchor"), "{out}");
     // The adopted VMM is not reported as unmanaged.
     let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
     assert!(

@@ -143,8 +143,8 @@ impl Manager {
 
     /// Stop every live VM (SIGTERM of tvpd): each is destroyed with reason
     /// `tvpd-stopped`, its lease released and its TAP deleted; waits up to `wait`.
-    /// With `keep_vms_on_stop`, running VMs (handed over, adoptable; paused ones too) are left
-    /// to the next tvpd, which re-adopts them; the others are stopped.
+    /// With `keep_vms_on_stop`, running VMs (handed over, adoptable; paused ones too)
+    /// are left to the next tvpd, which re-adopts them; the others are stopped.
     pub fn shutdown(&self, wait: Duration) {
         let mut reg = lock(&self.registry);
         reg.shutting_down = true;
