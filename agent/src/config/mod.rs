@@ -312,6 +312,12 @@ impl Config {
         if self.tcti.trim().is_empty() {
             return bad("tcti", "must not be empty".into());
         }
+        if self.keep_vms_on_stop && self.vmm_adoption_grace_secs == 0 {
+            return bad(
+                "keep_vms_on_stop",
+                "running VMs left to the next tvpd stop at once with vmm_adoption_grace_secs = 0: set a grace (default 120) or keep_vms_on_stop = false".into(),
+            );
+        }
         Ok(())
     }
 
@@ -436,5 +442,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("socket_mode"));
+        let cfg = Config {
+            keep_vms_on_stop: true,
+            vmm_adoption_grace_secs: 0,
+            ..Config::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("keep_vms_on_stop"));
     }
 }
