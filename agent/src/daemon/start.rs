@@ -53,9 +53,12 @@ pub(super) fn start_and_serve(
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
     }
     watch_platform(watched, &platform_state, &vms)?;
-    let orphaned = vms.recover().map_err(StartError::VmRecord)?;
-    if orphaned > 0 {
-        warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");
+    let recovered = vms.recover().map_err(StartError::VmRecord)?;
+    if recovered.failed > 0 {
+        warn!(vms = recovered.failed; "VMs of an earlier tvpd were live and could not be adopted: marked failed (tvpd-restarted)");
+    }
+    if recovered.adopted > 0 {
+        info!(vms = recovered.adopted; "running VMs of an earlier tvpd re-adopted");
     }
     let state = Arc::new(AppState {
         tpm,
@@ -203,6 +206,8 @@ fn manager_config(cfg: &Config) -> Result<ManagerConfig, StartError> {
         vmm_ids: cfg.vmm_ids()?,
         image_dir: cfg.image_dir.clone(),
         kms_socket_dir: cfg.kms_socket_dir.clone(),
+        adoption_grace: std::time::Duration::from_secs(cfg.vmm_adoption_grace_secs),
+        keep_vms_on_stop: cfg.keep_vms_on_stop,
     })
 }
 
