@@ -505,7 +505,8 @@ impl AuditLog {
     }
 
     /// The `mid-log` fault hook: write (and sync) the group's lines up to record SEQ
-    /// only, then exit (tests only).
+    /// only — cutting SEQ's line in half if it ends the group, so the write is always
+    /// partial — then exit (tests only).
     fn fault_mid_log(&mut self, recs: &[AuditRecord]) {
         let Some((FaultPoint::MidLog, seq)) = self.fault else {
             return;
@@ -513,10 +514,17 @@ impl AuditLog {
         let Some(k) = recs.iter().position(|r| r.seq == seq) else {
             return;
         };
-        let bytes: String = recs[..=k].iter().map(|r| r.to_line() + "\n").collect();
+        let mut bytes: Vec<u8> = recs[..=k]
+            .iter()
+            .flat_map(|r| (r.to_line() + "\n").into_bytes())
+            .collect();
+        if k + 1 == recs.len() {
+            let half = recs[k].to_line().len() / 2;
+            bytes.truncate(bytes.len() - half);
+        }
         let _ = self
             .file
-            .write_all(bytes.as_bytes())
+            .write_all(&bytes)
             .and_then(|_| self.file.sync_data());
         self.fault(FaultPoint::MidLog, seq, seq);
     }
