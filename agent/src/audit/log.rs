@@ -578,7 +578,7 @@ impl AuditLog {
     /// anchor once with the last one's hash, write them to the log (one write, one
     /// fsync). Returns the sealed records. On error nothing is kept in the log that
     /// is not a whole, anchored group; the group may still be *pending*
-    /// ([`AuditLog::pending_records`]) and then be written or dropped as a whole by
+    /// ([`AuditLog::pending_record`]) and then be written or dropped as a whole by
     /// the next [`AuditLog::settle`]. Fails closed for every record of the group.
     pub async fn append_group(
         &mut self,
@@ -675,15 +675,6 @@ impl AuditLog {
     pub fn pending_record(&self) -> Option<(u64, String)> {
         let w = self.pending.as_ref()?;
         w.records.first().map(|r| (r.seq, r.hash.clone()))
-    }
-
-    /// The records (seq and hash) of the group written ahead by a failed append, in
-    /// order; empty if none is pending.
-    pub fn pending_records(&self) -> Vec<(u64, String)> {
-        self.pending
-            .iter()
-            .flat_map(|w| w.records.iter().map(|r| (r.seq, r.hash.clone())))
-            .collect()
     }
 
     /// Whether record `seq` of the log is the record with hash `hash`.

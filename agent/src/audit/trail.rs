@@ -110,13 +110,13 @@ impl Audit {
     /// and anchored. tvpd's own paths use the typed `record_*`/`*_event_blocking`
     /// methods; this is public for the benchmark.
     pub async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
-        self.submit(draft, false).await
+        self.submit(draft).await
     }
 
     /// Queue `draft` and wait for its group: lead one if it is still queued when the
     /// log's lock is ours, else take the answer an earlier leader left.
-    async fn submit(&self, draft: RecordDraft, event: bool) -> Result<u64, AuditError> {
-        let mut answer = self.queue.push(draft, event);
+    async fn submit(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        let mut answer = self.queue.push(draft);
         loop {
             let mut log = self.log.lock().await;
             if let Some(r) = Self::answered(&mut answer) {
@@ -151,28 +151,17 @@ impl Audit {
     }
 
     /// Append `group` as one commit group after the events still waiting (the
-    /// caller holds the log's lock) and answer every member. On failure events of
-    /// the group are kept, in order (with their sealed record if the group is pending
-    /// in the write-ahead marker), and every member gets the error. Returns the
-    /// detail of tampering it detected, for the caller to respond after unlocking.
+    /// caller holds the log's lock) and answer every member; on failure every member
+    /// gets the error (fail closed). Returns the detail of tampering it detected, for
+    /// the caller to respond after unlocking.
     async fn commit(&self, log: &mut AuditLog, mut group: Vec<Waiting>) -> Option<String> {
         if group.is_empty() {
             return None;
         }
         let drafts: Vec<RecordDraft> = group.iter().map(|w| w.draft.clone()).collect();
         let r = match self.flush_events(log).await {
-            Ok(_) => {
-                let before = log.pending_records();
-                match log.append_group(drafts).await {
-                    Ok(recs) => Ok(recs),
-                    Err(e) => {
-                        let after = log.pending_records();
-                        let sealed = if after != before { after } else { vec![] };
-                        Err((e, sealed))
-                    }
-                }
-            }
-            Err(e) => Err((e, vec![])),
+            Ok(_) => log.append_group(drafts).await,
+            Err(e) => Err(e),
         };
         match r {
             Ok(recs) => {
@@ -181,15 +170,8 @@ impl Audit {
                 }
                 None
             }
-            Err((e, sealed)) => {
+            Err(e) => {
                 let tampering = e.tampering().map(str::to_string);
-                let mut events = crate::lock(&self.events);
-                for (i, w) in group.iter().enumerate() {
-                    if w.event {
-                        events.push(w.draft.clone(), sealed.get(i).cloned());
-                    }
-                }
-                drop(events);
                 if group.len() == 1 {
                     if let Some(w) = group.pop() {
                         let _ = w.answer.send(Err(e));
@@ -307,10 +289,33 @@ impl Audit {
         super::block_on(self.append_event(event_draft(vm, op, before, after, reason)))
     }
 
-    /// Append an event after those still waiting, in a commit group like any
-    /// record; if it cannot be written it is kept, in order, and the error says why
-    /// (the event is not lost: it is written before any later record).
+    /// Append an event after those still waiting; if it cannot be written it is
+    /// kept, in order, and the error says why (the event is not lost: it is written
+    /// before any later record). Events do not join commit groups: an API task
+    /// leading a group can be cancelled (its connection dropped), and an event must
+    /// never be left without knowing whether it was written; they are rare.
     async fn append_event(&self, draft: RecordDraft) -> Result<u64, AuditError> {
-        self.submit(draft, true).await
+        let mut log = self.log.lock().await;
+        let r = match self.flush_events(&mut log).await {
+            Ok(_) => {
+                let before = log.pending_record();
+                match log.append(draft.clone()).await {
+                    Ok(rec) => Ok(rec.seq),
+                    Err(e) => {
+                        let after = log.pending_record();
+                        let sealed = after.filter(|a| Some(a) != before.as_ref());
+                        crate::lock(&self.events).push(draft, sealed);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                crate::lock(&self.events).push(draft, None);
+                Err(e)
+            }
+        };
+        drop(log);
+        self.after_append(&r);
+        r
     }
 }
