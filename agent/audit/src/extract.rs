@@ -2,8 +2,9 @@
 //! with every other record of the covered range reduced to its *head* (seq, prev,
 //! SHA-256 of its VM id, operation) and the digest of its body. From that a verifier
 //! recomputes every record hash, so it checks
-//! - **inclusion and order**: each record links to its predecessor, and the fold of
-//!   all hashes equals the TPM-certified anchor;
+//! - **inclusion and order**: each record links to its predecessor, and the anchor
+//!   fold of the hashes ([`anchor::step`]: one extend per commit group) equals the
+//!   TPM-certified anchor, ending with a record the anchor was extended with;
 //! - **completeness**: no skipped record concerns this VM with a reported operation
 //!   (its head shows VM digest and operation), so nothing was withheld.
 //!
