@@ -53,3 +53,48 @@ impl Queue {
         q.drain(..n).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvp_audit::record::{Decision, Stage};
+
+    fn draft(i: u64) -> RecordDraft {
+        RecordDraft {
+            time_ms: i,
+            uid: 0,
+            pid: None,
+            vm: None,
+            op: "x".into(),
+            params_digest: [0; 32],
+            stage: Stage::Result,
+            decision: Decision::Allow,
+            reason: String::new(),
+            status: None,
+            result: None,
+            state_before: None,
+            state_after: None,
+            request: 0,
+        }
+    }
+
+    #[test]
+    fn groups_are_taken_in_arrival_order_and_bounded() {
+        let q = Queue::default();
+        let _rx: Vec<_> = (0..MAX_GROUP as u64 + 3)
+            .map(|i| q.push(draft(i)))
+            .collect();
+        let first = q.take();
+        assert_eq!(first.len(), MAX_GROUP);
+        assert!(first
+            .iter()
+            .enumerate()
+            .all(|(i, w)| w.draft.time_ms == i as u64));
+        let rest = q.take();
+        assert_eq!(
+            rest.iter().map(|w| w.draft.time_ms).collect::<Vec<_>>(),
+            vec![64, 65, 66]
+        );
+        assert!(q.take().is_empty());
+    }
+}
