@@ -9,8 +9,8 @@
 #  - the real network boot: TLS handshake on both ends, boot-server session, API create
 #    -> workload done by boot phase, lease hold, 10 queued network boots (tvp-bench-netboot);
 #  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image);
-#  - audit append (fsync + TPM NV anchor) vs a plain write+fsync loop
-#    (scripts/bench-audit.sh).
+#  - audit append (fsync + TPM NV anchor, group commit) by 1 and 16 concurrent
+#    writers vs a plain write+fsync loop (scripts/bench-audit.sh).
 # Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -33,5 +33,5 @@ say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5
-say "audit append: AuditLog (write+fsync+NV_Extend) vs a plain write+fsync loop"
+say "audit append: Audit (write+fsync+NV_Extend, group commit), 1 and 16 writers, vs a plain write+fsync loop"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-audit-bench "${AUDIT_RECORDS:-200}"

@@ -311,15 +311,15 @@ fn an_old_certification_replayed_is_refused() {
 fn fold(x: &Extract) -> [u8; 32] {
     let mut acc = tvp_audit::digest_from_hex(&x.start_anchor).unwrap();
     for e in &x.entries {
-        let h = match e {
-            ExtractEntry::Record(r) => r.hash_bytes().unwrap(),
+        let (h, grouped) = match e {
+            ExtractEntry::Record(r) => (r.hash_bytes().unwrap(), r.grouped),
             ExtractEntry::Skipped(k) => {
                 let d = |s: &str| tvp_audit::digest_from_hex(s).unwrap();
                 let head = record::head_digest(k.seq, &d(&k.prev), &d(&k.vm_digest), &k.op);
-                record::record_hash(&head, &d(&k.body_digest))
+                (record::record_hash(&head, &d(&k.body_digest)), k.grouped)
             }
         };
-        acc = anchor::extend(&acc, &h);
+        acc = anchor::step(&acc, &h, grouped);
     }
     acc
 }

@@ -304,6 +304,7 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
                     vm_digest: hex::encode(record::vm_digest(Some(VM))),
                     op: r.op.clone(),
                     body_digest: hex::encode(r.body_digest().unwrap()),
+                    grouped: r.grouped,
                 });
             }
         }

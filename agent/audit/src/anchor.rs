@@ -1,8 +1,11 @@
 //! The TPM anchor of the audit chain: an NV index of type `TPM_NT_EXTEND` that `tvpd`
-//! extends with every record's hash, `value' = SHA-256(value || record_hash)` (what
-//! TPM2_NV_Extend computes for a SHA-256 index), starting from 32 zero bytes; and the
-//! TPM2_NV_Certify by the host's attestation key (AK) that lets anyone check the
-//! value against the log.
+//! extends once per commit group with the hash of the group's last record,
+//! `value' = SHA-256(value || record_hash)` (what TPM2_NV_Extend computes for a
+//! SHA-256 index), starting from 32 zero bytes; and the TPM2_NV_Certify by the host's
+//! attestation key (AK) that lets anyone check the value against the log. The other
+//! records of a group carry `grouped: true` and are covered through the chain (the
+//! last record's hash covers every record before it): [`step`] is the rule every
+//! verifier folds with. A log written before group commit has one group per record.
 
 use base64::Engine;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -43,7 +46,17 @@ pub fn extend(anchor: &Digest32, record_hash: &Digest32) -> Digest32 {
     h.finalize().into()
 }
 
-/// The anchor after `hashes`, from `start`.
+/// One record's step of the anchor: a record marked `grouped` (not the last of its
+/// commit group) leaves it unchanged, any other is extended into it.
+pub fn step(anchor: &Digest32, record_hash: &Digest32, grouped: bool) -> Digest32 {
+    if grouped {
+        *anchor
+    } else {
+        extend(anchor, record_hash)
+    }
+}
+
+/// The anchor after `hashes` (each extended, no grouping), from `start`.
 pub fn fold<'a>(start: Digest32, hashes: impl IntoIterator<Item = &'a Digest32>) -> Digest32 {
     hashes.into_iter().fold(start, |a, h| extend(&a, h))
 }

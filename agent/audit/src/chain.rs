@@ -90,10 +90,12 @@ pub fn verify_from(
             });
         }
         prev = h;
-        acc = anchor::extend(&acc, &h);
+        acc = anchor::step(&acc, &h, r.grouped);
     }
     if let Some(want) = expected_anchor {
-        if *want != acc {
+        // The last record must be one the anchor was extended with: a trailing
+        // `grouped` record is not covered by the anchor (its group was cut short).
+        if *want != acc || records.last().is_some_and(|r| r.grouped) {
             return Err(ChainError::AnchorMismatch {
                 records: records.len() as u64,
             });
@@ -115,11 +117,11 @@ pub fn verify_chain(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::tests::draft;
 
-    fn log(n: u64) -> Vec<AuditRecord> {
+    pub(crate) fn log(n: u64) -> Vec<AuditRecord> {
         let mut prev = GENESIS;
         (1..=n)
             .map(|s| {
@@ -128,6 +130,50 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    /// `l` with the commit groups ending at `ends` (1-based seqs): every other
+    /// record `grouped`; and the NV value the TPM holds: one extend per group end.
+    pub(crate) fn grouped(mut l: Vec<AuditRecord>, ends: &[u64]) -> (Vec<AuditRecord>, Digest32) {
+        let mut nv = anchor::EMPTY;
+        for r in l.iter_mut() {
+            r.grouped = !ends.contains(&r.seq);
+            if !r.grouped {
+                nv = anchor::extend(&nv, &r.hash_bytes().unwrap());
+            }
+        }
+        (l, nv)
+    }
+
+    #[test]
+    fn a_grouped_log_verifies_against_one_extend_per_group_and_its_tail_must_be_anchored() {
+        let (l, nv) = grouped(log(6), &[3, 4, 6]);
+        assert_eq!(verify_chain(&l, Some(&nv)).unwrap().anchor, nv);
+        // The marks survive the log's text.
+        let text: String = l.iter().map(|r| r.to_line() + "\n").collect();
+        assert_eq!(parse_log(&text).unwrap(), l);
+        // A mark flipped (either way) no longer matches the anchor.
+        for i in [0, 2] {
+            let mut m = l.clone();
+            m[i].grouped = !m[i].grouped;
+            assert_eq!(
+                verify_chain(&m, Some(&nv)),
+                Err(ChainError::AnchorMismatch { records: 6 })
+            );
+        }
+        // A record appended behind the anchor's back, marked as part of a group:
+        // the fold is unchanged, but a log must end with an anchored record.
+        let mut forged = l.clone();
+        let mut x = AuditRecord::seal(draft("forged", None), 7, &l[5].hash_bytes().unwrap());
+        x.grouped = true;
+        forged.push(x);
+        assert_eq!(verify_chain(&forged, None).unwrap().anchor, nv);
+        assert_eq!(
+            verify_chain(&forged, Some(&nv)),
+            Err(ChainError::AnchorMismatch { records: 7 })
+        );
+        // Records cut from the end of the last group: the anchor is not reached.
+        assert!(verify_chain(&l[..5], Some(&nv)).is_err());
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! with every other record of the covered range reduced to its *head* (seq, prev,
 //! SHA-256 of its VM id, operation) and the digest of its body. From that a verifier
 //! recomputes every record hash, so it checks
-//! - **inclusion and order**: each record links to its predecessor, and the fold of
-//!   all hashes equals the TPM-certified anchor;
+//! - **inclusion and order**: each record links to its predecessor, and the anchor
+//!   fold of the hashes ([`anchor::step`]: one extend per commit group) equals the
+//!   TPM-certified anchor, ending with a record the anchor was extended with;
 //! - **completeness**: no skipped record concerns this VM with a reported operation
 //!   (its head shows VM digest and operation), so nothing was withheld.
 //!
@@ -55,6 +56,14 @@ pub struct SkippedRecord {
     pub op: String,
     /// SHA-256 of the record's body encoding (hex).
     pub body_digest: String,
+    /// The record's `grouped` mark ([`AuditRecord::grouped`]): the anchor was not
+    /// extended with its hash but with its commit group's last one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grouped: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One position of the covered range.
@@ -180,8 +189,9 @@ pub fn build(
         .last()
         .and_then(|r| r.hash_bytes())
         .unwrap_or(record::GENESIS);
-    let hashes: Vec<Digest32> = before.iter().filter_map(|r| r.hash_bytes()).collect();
-    let start_anchor = anchor::fold(anchor::EMPTY, &hashes);
+    let start_anchor = before.iter().fold(anchor::EMPTY, |a, r| {
+        anchor::step(&a, &r.hash_bytes().unwrap_or_default(), r.grouped)
+    });
     let entries = records
         .iter()
         .skip(skip)
@@ -195,6 +205,7 @@ pub fn build(
                     vm_digest: hex::encode(record::vm_digest(r.vm.as_deref())),
                     op: r.op.clone(),
                     body_digest: hex::encode(r.body_digest().unwrap_or_default()),
+                    grouped: r.grouped,
                 })
             }
         })
@@ -366,8 +377,9 @@ impl Extract {
         let mut creation = Creation::default();
         let mut gaps = Vec::new();
         let mut expected = self.since.max(1);
+        let mut last_grouped = false;
         for e in &self.entries {
-            let (seq, eprev, hash) = match e {
+            let (seq, eprev, hash, grouped) = match e {
                 ExtractEntry::Record(r) => {
                     if r.v != record::RECORD_VERSION {
                         return Err(ExtractError::Malformed {
@@ -396,7 +408,7 @@ impl Extract {
                         });
                     }
                     out.push(r.clone());
-                    (r.seq, r.prev_bytes(), h)
+                    (r.seq, r.prev_bytes(), h, r.grouped)
                 }
                 ExtractEntry::Skipped(s) => {
                     let p = hexd(&s.prev, s.seq, "prev")?;
@@ -415,19 +427,22 @@ impl Extract {
                         });
                     }
                     let head = record::head_digest(s.seq, &p, &vmd, &s.op);
-                    (s.seq, Some(p), record::record_hash(&head, &body))
+                    (s.seq, Some(p), record::record_hash(&head, &body), s.grouped)
                 }
             };
             if seq != expected || eprev != Some(prev) {
                 return Err(ExtractError::Broken { seq, expected });
             }
             prev = hash;
-            acc = anchor::extend(&acc, &hash);
+            acc = anchor::step(&acc, &hash, grouped);
+            last_grouped = grouped;
             expected += 1;
         }
         let ends = expected - 1;
         let (value, records) = certified;
-        if value != acc || records != ends {
+        // The extract must end with a record the anchor was extended with: a trailing
+        // `grouped` one would not be covered by it.
+        if value != acc || records != ends || last_grouped {
             return Err(ExtractError::AnchorMismatch {
                 certified: records,
                 ends,
@@ -493,6 +508,53 @@ mod tests {
 
     fn certified(l: &[AuditRecord]) -> (Digest32, u64) {
         (verify_chain(l, None).unwrap().anchor, l.len() as u64)
+    }
+
+    #[test]
+    fn a_grouped_log_verifies_from_creation_checkpoints_and_mid_group_starts() {
+        // Groups 1..=3, 4..=6, 7..=8: the TPM holds one extend per group.
+        let (l, nv8) = crate::chain::tests::grouped(log(), &[3, 6, 8]);
+        let (_, nv6) = crate::chain::tests::grouped(log()[..6].to_vec(), &[3, 6]);
+        let first = build(&l[..6], "a", 1, &reported);
+        let s = first.verify(&reported, FROM_CREATION, (nv6, 6)).unwrap();
+        assert_eq!(s.anchor, nv6);
+        let next = build(&l, "a", 7, &reported);
+        assert_eq!(next.start_anchor, hex::encode(nv6));
+        assert!(matches!(&next.entries[0], ExtractEntry::Record(r) if r.grouped));
+        let t = next
+            .verify(&reported, Start::Checkpoint(&s.checkpoint), (nv8, 8))
+            .unwrap();
+        assert_eq!(t.checkpoint.anchor, hex::encode(nv8));
+        // An extract starting inside a group starts from the anchor before the group.
+        let (_, nv3) = crate::chain::tests::grouped(log()[..3].to_vec(), &[3]);
+        assert_eq!(build(&l, "a", 5, &reported).start_anchor, hex::encode(nv3));
+        // The whole log from creation; then a skipped record's mark flipped: the
+        // anchor no longer matches.
+        let whole = build(&l, "a", 1, &reported);
+        whole.verify(&reported, FROM_CREATION, (nv8, 8)).unwrap();
+        let mut flipped = whole.clone();
+        match &mut flipped.entries[3] {
+            ExtractEntry::Skipped(k) if k.grouped => k.grouped = false,
+            e => panic!("seq 4 should be skipped and grouped: {e:?}"),
+        }
+        assert!(matches!(
+            flipped.verify(&reported, FROM_CREATION, (nv8, 8)),
+            Err(ExtractError::AnchorMismatch { .. })
+        ));
+        // The host adds a record marked as grouped behind the anchor (it does not
+        // change the fold) and claims the certification covers it: refused.
+        let mut forged = l[..6].to_vec();
+        let mut x = AuditRecord::seal(draft("pause", Some("b")), 7, &l[5].hash_bytes().unwrap());
+        x.grouped = true;
+        forged.push(x);
+        let f = build(&forged, "a", 7, &reported);
+        assert_eq!(
+            f.verify(&reported, Start::Checkpoint(&s.checkpoint), (nv6, 7)),
+            Err(ExtractError::AnchorMismatch {
+                certified: 7,
+                ends: 7
+            })
+        );
     }
 
     #[test]
@@ -648,6 +710,7 @@ mod tests {
                 vm_digest: hex::encode(record::vm_digest(Some(vm))),
                 op: r.op.clone(),
                 body_digest: hex::encode(r.body_digest().unwrap()),
+                grouped: r.grouped,
             })
         };
         x.entries[4] = hide("a");
@@ -762,6 +825,7 @@ mod tests {
             vm_digest: hex::encode(record::vm_digest(Some("a"))),
             op: r.op.clone(),
             body_digest: hex::encode(r.body_digest().unwrap()),
+            grouped: r.grouped,
         });
         assert_eq!(
             w.verify(&nothing, FROM_CREATION, certified(&l))

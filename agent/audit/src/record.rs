@@ -114,6 +114,18 @@ pub struct AuditRecord {
     pub prev: String,
     /// Hash (hex) of this record.
     pub hash: String,
+    /// Set on every record of a commit group but the last: the TPM anchor was not
+    /// extended with this record's hash but once for the whole group, with the hash of
+    /// its last record, which chains over this one (docs/audit.md, "Group commit").
+    /// Absent (false) on records the anchor was extended with, and on every record of
+    /// logs written before group commit. Not covered by the hash: a wrong value only
+    /// makes the anchor check fail ([`crate::anchor::step`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grouped: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a caller fills in; [`AuditRecord::seal`] adds `seq`, `prev` and `hash`.
@@ -209,6 +221,7 @@ impl AuditRecord {
             },
             prev: hex::encode(prev),
             hash: String::new(),
+            grouped: false,
         };
         r.hash = hex::encode(r.compute_hash().unwrap_or_default());
         r

@@ -109,7 +109,7 @@ impl ApiError {
     /// The 503 for a record that could not be persisted because of `e`:
     /// `audit_pending` when earlier events wait, else `audit_unavailable`.
     pub fn audit_failed(e: &crate::audit::AuditError, message: impl Into<String>) -> Self {
-        match e {
+        match e.root() {
             crate::audit::AuditError::EventsPending { .. } => Self::audit_pending(message),
             _ => Self::audit_unavailable(message),
         }

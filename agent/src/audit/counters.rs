@@ -172,6 +172,7 @@ mod tests {
             request: seq,
             prev: String::new(),
             hash: String::new(),
+            grouped: false,
         }
     }
 

@@ -126,6 +126,7 @@ mod tests {
             request: 0,
             prev: String::new(),
             hash: String::new(),
+            grouped: false,
         }
     }
 

@@ -1,14 +1,16 @@
 //! The audit log file (`audit.log` in the state directory, JSON lines) and its TPM
 //! anchor.
 //!
-//! Append = seal the record onto the chain, reserve its space in the log, write it to
-//! the write-ahead marker ([`wal`], fsync), extend its hash into the NV anchor, then
-//! write its line to the log with `O_APPEND` and fsync. The log therefore never holds
-//! a record the anchor does not. A failed log write is cut back to the last good
-//! length, so the file never keeps half a record; a record whose extend failed or
-//! whose log write failed stays *pending* in the marker, and before the next append
-//! the anchor is read to decide: a record the anchor holds is written to the log, one
-//! it does not hold is dropped.
+//! Append = seal a *group* of records (one or more, [`AuditLog::append_group`]) onto
+//! the chain, every one but the last marked `grouped`, reserve their space in the log,
+//! write them to the write-ahead marker ([`wal`], one fsync), extend the hash of the
+//! group's last record into the NV anchor (one `NV_Extend`: that hash chains over the
+//! whole group), then write their lines to the log with `O_APPEND` (one write, one
+//! fsync). The log therefore never holds a record the anchor does not. A failed log
+//! write is cut back to the last good length, so the file never keeps part of a group;
+//! a group whose extend failed or whose log write failed stays *pending* in the
+//! marker, and before the next append the anchor is read to decide: a group the
+//! anchor holds is written to the log, one it does not hold is dropped.
 //!
 //! At start the whole log is verified and must fold to the NV value. The only other
 //! accepted state is a crash between an extend and its log write: the anchor then
@@ -37,8 +39,9 @@ pub const FILE_NAME: &str = "audit.log";
 /// File name of the write-ahead marker in the state directory.
 pub const WAL_FILE_NAME: &str = wal::FILE_NAME;
 /// Test-only fault hook: `after-wal@SEQ` or `after-extend@SEQ` makes tvpd exit with
-/// [`FAULT_EXIT`] right after that step of appending record SEQ, to reproduce a crash
-/// there exactly (docs/audit.md, "Anchor and start-up").
+/// [`FAULT_EXIT`] right after that step of appending the group holding record SEQ;
+/// `mid-log@SEQ` after writing (and syncing) the group's log lines only up to record
+/// SEQ — to reproduce a crash there exactly (docs/audit.md, "Anchor and start-up").
 pub const FAULT_ENV: &str = "TVP_FAULT_AUDIT_CRASH";
 /// Exit code of the fault hook.
 pub const FAULT_EXIT: i32 = 86;
@@ -79,6 +82,10 @@ pub enum AuditError {
     /// The TPM refused or is gone.
     #[error("audit anchor: {0}")]
     Tpm(#[from] TpmError),
+    /// The commit group this record was appended with failed: the same error for
+    /// every record of the group (`super::group`).
+    #[error("{0}")]
+    Group(std::sync::Arc<AuditError>),
     /// Events tvpd observed earlier could not be written yet and must come before
     /// any later record (`super::pending`).
     #[error("{waiting} could not be written to the audit trail yet and must be written first ({source}); the VMs' management and every other request wait until they are (docs/audit.md, 'Events kept when the log cannot be written')")]
@@ -97,7 +104,16 @@ impl AuditError {
         match self {
             AuditError::Tampered { detail, .. } => Some(detail),
             AuditError::EventsPending { source, .. } => source.tampering(),
+            AuditError::Group(e) => e.tampering(),
             _ => None,
+        }
+    }
+
+    /// The error itself, seen through a failed commit group's shared error.
+    pub fn root(&self) -> &AuditError {
+        match self {
+            AuditError::Group(e) => e.root(),
+            e => e,
         }
     }
 }
@@ -107,6 +123,7 @@ impl AuditError {
 enum FaultPoint {
     AfterWal,
     AfterExtend,
+    MidLog,
 }
 
 /// The open audit log.
@@ -173,8 +190,8 @@ fn extended_prefix(
     chain::verify_from(&wal.records, next, *head, *folded, None).ok()?;
     let mut acc = *folded;
     for (j, r) in wal.records.iter().enumerate() {
-        acc = anchor::extend(&acc, &r.hash_bytes()?);
-        if nv == NvAnchor::Value(acc) {
+        acc = anchor::step(&acc, &r.hash_bytes()?, r.grouped);
+        if !r.grouped && nv == NvAnchor::Value(acc) {
             return Some(j + 1);
         }
     }
@@ -227,8 +244,8 @@ fn diagnose(records: &[AuditRecord], nv: NvAnchor, wal: Option<&Wal>) -> (u64, S
     // A prefix the anchor holds: what follows was never anchored.
     let mut acc = anchor::EMPTY;
     for (i, r) in records.iter().enumerate() {
-        acc = anchor::extend(&acc, &r.hash_bytes().unwrap_or(GENESIS));
-        if acc == v && i + 1 < n {
+        acc = anchor::step(&acc, &r.hash_bytes().unwrap_or(GENESIS), r.grouped);
+        if !r.grouped && acc == v && i + 1 < n {
             return (
                 i as u64 + 2,
                 "is in the log but not in the anchor: it was added while tvpd was not running (tvpd writes a record to the log only after anchoring it)".into(),
@@ -270,19 +287,25 @@ fn diagnose(records: &[AuditRecord], nv: NvAnchor, wal: Option<&Wal>) -> (u64, S
     )
 }
 
-/// If the log ends in a partial line that begins a record line of the marker (a
-/// crash in the middle of its write), the length of the log without it.
+/// If the log ends in part of the marker's group — some of its lines, possibly the
+/// last one cut short (a crash in the middle of the group's log write) — the length
+/// of the log without that part. A log ending in the *whole* group (the last append
+/// completed) is left alone.
 fn torn_write_of_marker(text: &str, marker: Option<&Result<Wal, String>>) -> Option<usize> {
-    if text.is_empty() || text.ends_with('\n') {
-        return None;
-    }
-    let whole = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let partial = &text[whole..];
     let wal = marker?.as_ref().ok()?;
-    wal.records
-        .iter()
-        .any(|r| r.to_line().starts_with(partial))
-        .then_some(whole)
+    let group: String = wal.records.iter().map(|r| r.to_line() + "\n").collect();
+    // Where each of the last lines begins (a partial last line too), latest first.
+    let mut starts = vec![];
+    let mut end = text.len();
+    while end > 0 && starts.len() <= wal.records.len() {
+        let start = text[..end - 1].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        starts.push(start);
+        end = start;
+    }
+    starts.into_iter().find(|&p| {
+        let tail = &text[p..];
+        !tail.is_empty() && tail.len() < group.len() && group.starts_with(tail)
+    })
 }
 
 /// The fault hook's setting, from [`FAULT_ENV`].
@@ -292,6 +315,7 @@ fn fault_from_env() -> Option<(FaultPoint, u64)> {
     let point = match point {
         "after-wal" => FaultPoint::AfterWal,
         "after-extend" => FaultPoint::AfterExtend,
+        "mid-log" => FaultPoint::MidLog,
         _ => return None,
     };
     let seq = seq.parse().ok()?;
@@ -325,7 +349,7 @@ impl AuditLog {
                 .open(&path)
                 .and_then(|f| f.set_len(whole as u64).and_then(|_| f.sync_data()))
                 .map_err(io)?;
-            ::log::warn!(bytes = text.len() - whole; "audit log: cut a partial line of a record written ahead (crash during its write)");
+            ::log::warn!(bytes = text.len() - whole; "audit log: cut the part of a group written ahead that its log write left (crash during the write)");
             text.truncate(whole);
         }
         let chain_err = |source| AuditError::Chain {
@@ -437,7 +461,7 @@ impl AuditLog {
         for r in recs {
             let h = r.hash_bytes().unwrap_or(GENESIS);
             self.head = h;
-            self.anchor = anchor::extend(&self.anchor, &h);
+            self.anchor = anchor::step(&self.anchor, &h, r.grouped);
             self.last_line = (r.to_line() + "\n").into_bytes();
             self.records.push(r.clone());
         }
@@ -469,12 +493,40 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Stop here if the fault hook says so (tests only).
-    fn fault(&self, at: FaultPoint, seq: u64) {
-        if self.fault == Some((at, seq)) {
-            ::log::error!(seq = seq, at = format!("{at:?}"); "audit fault hook: exiting in the middle of an append");
-            std::process::exit(FAULT_EXIT);
+    /// Stop here if the fault hook says so for a record of the group `first..=last`
+    /// (tests only).
+    fn fault(&self, at: FaultPoint, first: u64, last: u64) {
+        if let Some((point, seq)) = self.fault {
+            if point == at && (first..=last).contains(&seq) {
+                ::log::error!(seq = seq, at = format!("{at:?}"); "audit fault hook: exiting in the middle of an append");
+                std::process::exit(FAULT_EXIT);
+            }
         }
+    }
+
+    /// The `mid-log` fault hook: write (and sync) the group's lines up to record SEQ
+    /// only — cutting SEQ's line in half if it ends the group, so the write is always
+    /// partial — then exit (tests only).
+    fn fault_mid_log(&mut self, recs: &[AuditRecord]) {
+        let Some((FaultPoint::MidLog, seq)) = self.fault else {
+            return;
+        };
+        let Some(k) = recs.iter().position(|r| r.seq == seq) else {
+            return;
+        };
+        let mut bytes: Vec<u8> = recs[..=k]
+            .iter()
+            .flat_map(|r| (r.to_line() + "\n").into_bytes())
+            .collect();
+        if k + 1 == recs.len() {
+            let half = recs[k].to_line().len() / 2;
+            bytes.truncate(bytes.len() - half);
+        }
+        let _ = self
+            .file
+            .write_all(&bytes)
+            .and_then(|_| self.file.sync_data());
+        self.fault(FaultPoint::MidLog, seq, seq);
     }
 
     /// Reserve `len` bytes after the log's end, so that the write after the extend
@@ -514,32 +566,58 @@ impl AuditLog {
         self.settle_pending().await
     }
 
-    /// Append a record: reserve, write ahead (fsync), anchor, write to the log
-    /// (fsync). Returns the sealed record. On error nothing is kept in the log that
-    /// is not a whole, anchored record; the record may still be *pending*
-    /// ([`AuditLog::pending_record`]) and then be written or dropped by the next
-    /// [`AuditLog::settle`].
+    /// Append one record: a group of one ([`AuditLog::append_group`]).
     pub async fn append(&mut self, draft: RecordDraft) -> Result<AuditRecord, AuditError> {
+        let mut recs = self.append_group(vec![draft]).await?;
+        recs.pop()
+            .ok_or_else(|| self.io_err(std::io::Error::other("an append of one record wrote none")))
+    }
+
+    /// Append a commit group of records, in order: seal them (every one but the last
+    /// `grouped`), reserve their space, write them ahead (one fsync), extend the
+    /// anchor once with the last one's hash, write them to the log (one write, one
+    /// fsync). Returns the sealed records. On error nothing is kept in the log that
+    /// is not a whole, anchored group; the group may still be *pending*
+    /// ([`AuditLog::pending_record`]) and then be written or dropped as a whole by
+    /// the next [`AuditLog::settle`]. Fails closed for every record of the group.
+    pub async fn append_group(
+        &mut self,
+        drafts: Vec<RecordDraft>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
         self.settle().await?;
-        let seq = self.records.len() as u64 + 1;
-        let rec = AuditRecord::seal(draft, seq, &self.head);
-        self.reserve(rec.to_line().len() + 1)?;
-        let w = Wal::new(self.head, vec![rec.clone()]);
+        if drafts.is_empty() {
+            return Ok(vec![]);
+        }
+        let first = self.records.len() as u64 + 1;
+        let n = drafts.len();
+        let mut prev = self.head;
+        let mut recs = Vec::with_capacity(n);
+        for (i, d) in drafts.into_iter().enumerate() {
+            let mut r = AuditRecord::seal(d, first + i as u64, &prev);
+            r.grouped = i + 1 < n;
+            prev = r.hash_bytes().unwrap_or(GENESIS);
+            recs.push(r);
+        }
+        let last = first + n as u64 - 1;
+        self.reserve(recs.iter().map(|r| r.to_line().len() + 1).sum())?;
+        let w = Wal::new(self.head, recs.clone());
         self.wal.write(&w).map_err(|source| AuditError::Io {
             path: self.wal.path().to_path_buf(),
             source,
         })?;
-        self.fault(FaultPoint::AfterWal, seq);
+        self.fault(FaultPoint::AfterWal, first, last);
         self.pending = Some(w);
-        let h = rec.hash_bytes().unwrap_or(GENESIS);
+        // The last record's hash chains over the whole group: one extend anchors it.
+        let h = prev;
         let index = self.index;
         self.tpm
             .call_async(move |t| t.nv_anchor_extend(index, &h))
             .await?;
-        self.fault(FaultPoint::AfterExtend, seq);
-        self.write_records(std::slice::from_ref(&rec))?;
+        self.fault(FaultPoint::AfterExtend, first, last);
+        self.fault_mid_log(&recs);
+        self.write_records(&recs)?;
         self.pending = None;
-        Ok(rec)
+        Ok(recs)
     }
 
     /// Check that the file still ends with what tvpd wrote last: its length and its
@@ -591,8 +669,9 @@ impl AuditLog {
         self.pending.is_none()
     }
 
-    /// The record written ahead by a failed append whose fate the anchor decides at
-    /// the next [`AuditLog::settle`]: its seq and hash.
+    /// The record written ahead by a failed append of one record whose fate the
+    /// anchor decides at the next [`AuditLog::settle`]: its seq and hash (the first
+    /// of a pending group).
     pub fn pending_record(&self) -> Option<(u64, String)> {
         let w = self.pending.as_ref()?;
         w.records.first().map(|r| (r.seq, r.hash.clone()))
@@ -731,6 +810,63 @@ mod tests {
             None,
             "not the marker's"
         );
+    }
+
+    /// `log(5)` with records 3..=5 one commit group.
+    fn grouped_log() -> Vec<AuditRecord> {
+        let mut l = log(5);
+        l[2].grouped = true;
+        l[3].grouped = true;
+        l
+    }
+
+    #[test]
+    fn a_group_is_completed_or_dropped_as_a_whole() {
+        let l = grouped_log();
+        let before = anchor_of(&l[..2]);
+        // Crash after the marker, before the group's one extend: all dropped.
+        assert_eq!(
+            rec(&l, 2, before, Some(marker(&l, 2, 5))),
+            Ok(Reconciled::InSync {
+                dropped: vec![(3, "x".into()), (4, "x".into()), (5, "x".into())]
+            })
+        );
+        // After it: the whole group is written.
+        assert_eq!(
+            rec(&l, 2, anchor_of(&l), Some(marker(&l, 2, 5))),
+            Ok(Reconciled::Complete(l[2..].to_vec()))
+        );
+        // An anchor extended with a record inside the group (not what tvpd does):
+        // neither state, refused.
+        let NvAnchor::Value(b) = before else {
+            panic!("written")
+        };
+        let inside = NvAnchor::Value(anchor::extend(&b, &l[2].hash_bytes().unwrap()));
+        assert!(rec(&l, 2, inside, Some(marker(&l, 2, 5))).is_err());
+    }
+
+    #[test]
+    fn a_group_partly_written_to_the_log_is_cut_back_whole() {
+        let l = grouped_log();
+        let m = Ok(marker(&l, 2, 5));
+        let line = |i: usize| l[i].to_line() + "\n";
+        let base: String = (0..2).map(line).collect();
+        for part in [
+            line(2),
+            line(2) + &line(3),
+            line(2) + &line(3)[..30],
+            line(2)[..10].to_string(),
+        ] {
+            assert_eq!(
+                torn_write_of_marker(&(base.clone() + &part), Some(&m)),
+                Some(base.len()),
+                "{part}"
+            );
+        }
+        // The whole group in the log: the last append completed, nothing cut.
+        let all: String = (0..5).map(line).collect();
+        assert_eq!(torn_write_of_marker(&all, Some(&m)), None);
+        assert_eq!(torn_write_of_marker(&base, Some(&m)), None);
     }
 
     #[test]

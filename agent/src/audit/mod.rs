@@ -3,6 +3,8 @@
 //!
 //! - [`log`]: the append-only, fsynced, hash-chained log whose chain head is anchored
 //!   in a TPM NV extend index (appends fail closed);
+//! - [`group`]: group commit of concurrent appends (one fsync and one TPM extend for
+//!   records that arrive together);
 //! - [`records`]: what a request's records and tvpd's own event records say;
 //! - [`pending`]: events that could not be written yet, kept and written first;
 //! - [`bindings`]: each VM's tenant key and policy (live and recently deleted);
@@ -17,6 +19,7 @@
 pub mod authorize;
 pub mod bindings;
 pub mod counters;
+pub mod group;
 pub mod key_history;
 pub mod log;
 pub mod pending;

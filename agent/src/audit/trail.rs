@@ -15,6 +15,7 @@ use tvp_audit::record::RecordDraft;
 use super::authorize::{AuthorizeError, Authorized, Authorizer};
 use super::bindings::{TenantBinding, TenantBindings};
 use super::counters::CounterStore;
+use super::group::{Queue, Waiting};
 use super::log::{AuditError, AuditLog};
 use super::pending::{self, PendingEvents};
 use super::records::{event_draft, HostEvent, RequestRecord};
@@ -28,6 +29,8 @@ pub struct Audit {
     tamper: TamperResponse,
     /// Events not written yet; changed only while `log` is locked.
     events: Mutex<PendingEvents>,
+    /// Appends waiting for their commit group (`super::group`).
+    queue: Queue,
 }
 
 impl Audit {
@@ -40,6 +43,7 @@ impl Audit {
             authorizer: Authorizer::new(counters, host),
             tamper: TamperResponse::new(),
             events: Mutex::new(PendingEvents::new()),
+            queue: Queue::default(),
         }
     }
 
@@ -122,17 +126,87 @@ impl Audit {
             .authorize(&self.bindings, vm, op, params, token, now)
     }
 
-    /// Append a record, after any events still waiting; detected tampering triggers
-    /// the tenants' remediation. Returns the record's sequence number.
-    async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
-        let mut log = self.log.lock().await;
-        let r = match self.flush_events(&mut log).await {
-            Ok(_) => log.append(draft).await.map(|r| r.seq),
+    /// Append a record, after any events still waiting, in the commit group of the
+    /// appends that arrive with it (`super::group`); detected tampering triggers the
+    /// tenants' remediation. Returns the record's sequence number once it is durable
+    /// and anchored. tvpd's own paths use the typed `record_*`/`*_event_blocking`
+    /// methods; this is public for the benchmark.
+    pub async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        self.submit(draft).await
+    }
+
+    /// Queue `draft` and wait for its group: lead one if it is still queued when the
+    /// log's lock is ours, else take the answer an earlier leader left.
+    async fn submit(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        let mut answer = self.queue.push(draft);
+        loop {
+            let mut log = self.log.lock().await;
+            if let Some(r) = Self::answered(&mut answer) {
+                return r;
+            }
+            let group = self.queue.take();
+            let tampering = self.commit(&mut log, group).await;
+            drop(log);
+            // After the lock is released: remediation may record VM events.
+            if let Some(detail) = tampering {
+                self.on_tampering(&detail);
+            }
+            if let Some(r) = Self::answered(&mut answer) {
+                return r;
+            }
+        }
+    }
+
+    /// The answer to an append, if its group was committed.
+    fn answered(
+        rx: &mut tokio::sync::oneshot::Receiver<Result<u64, AuditError>>,
+    ) -> Option<Result<u64, AuditError>> {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match rx.try_recv() {
+            Ok(r) => Some(r),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Closed) => Some(Err(AuditError::Io {
+                path: super::log::FILE_NAME.into(),
+                source: std::io::Error::other("the audit commit group was abandoned"),
+            })),
+        }
+    }
+
+    /// Append `group` as one commit group after the events still waiting (the
+    /// caller holds the log's lock) and answer every member; on failure every member
+    /// gets the error (fail closed). Returns the detail of tampering it detected, for
+    /// the caller to respond after unlocking.
+    async fn commit(&self, log: &mut AuditLog, mut group: Vec<Waiting>) -> Option<String> {
+        if group.is_empty() {
+            return None;
+        }
+        let drafts: Vec<RecordDraft> = group.iter().map(|w| w.draft.clone()).collect();
+        let r = match self.flush_events(log).await {
+            Ok(_) => log.append_group(drafts).await,
             Err(e) => Err(e),
         };
-        drop(log);
-        self.after_append(&r);
-        r
+        match r {
+            Ok(recs) => {
+                for (w, rec) in group.into_iter().zip(recs) {
+                    let _ = w.answer.send(Ok(rec.seq));
+                }
+                None
+            }
+            Err(e) => {
+                let tampering = e.tampering().map(str::to_string);
+                if group.len() == 1 {
+                    if let Some(w) = group.pop() {
+                        let _ = w.answer.send(Err(e));
+                    }
+                    return tampering;
+                }
+                let shared = Arc::new(e);
+                for w in group {
+                    let _ = w.answer.send(Err(AuditError::Group(shared.clone())));
+                }
+                tampering
+            }
+        }
     }
 
     fn after_append<T>(&self, r: &Result<T, AuditError>) {
@@ -239,7 +313,9 @@ impl Audit {
 
     /// Append an event after those still waiting; if it cannot be written it is
     /// kept, in order, and the error says why (the event is not lost: it is written
-    /// before any later record).
+    /// before any later record). Events do not join commit groups: an API task
+    /// leading a group can be cancelled (its connection dropped), and an event must
+    /// never be left without knowing whether it was written; they are rare.
     async fn append_event(&self, draft: RecordDraft) -> Result<u64, AuditError> {
         let mut log = self.log.lock().await;
         let r = match self.flush_events(&mut log).await {

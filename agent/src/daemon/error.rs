@@ -121,7 +121,9 @@ impl StartError {
             | E::HostLog(_)
             | E::Socket { .. }
             | E::Serve(_)
-            | E::Audit(AuditError::Io { .. } | AuditError::EventsPending { .. }) => exit::CANTCREAT,
+            | E::Audit(
+                AuditError::Io { .. } | AuditError::EventsPending { .. } | AuditError::Group(_),
+            ) => exit::CANTCREAT,
             E::Tpm { .. }
             | E::ReadPcrs(_)
             | E::ResetLeasedPcrs(_)

@@ -7,8 +7,9 @@
 //!
 //! Format (docs/audit.md, "Anchor and start-up"): one JSON header line
 //! `{"tvp_audit_wal":1,"first_seq":N,"prev":"<hex>","records":K}` followed by K
-//! record lines exactly as they go into the log (seq N.., chained from `prev`). K is 1
-//! today; a group commit writes one marker for its whole group.
+//! record lines exactly as they go into the log (seq N.., chained from `prev`): one
+//! commit group, whose records but the last are marked `grouped`; the anchor is
+//! extended once for it, with its last record's hash.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
