@@ -16,6 +16,7 @@ pub use error::{Check, UnknownCheck, VerifyError};
 pub use pcrs::{pcr_composite_digest, Sha256Pcrs};
 
 use crate::evidence::{Evidence, ExpectedPcrs, EVIDENCE_VERSION};
+use crate::ima::{RuntimeIntegrity, RuntimeIntegrityReport, IMA_PCR};
 use crate::replay::{replay_sha256, ReplayedPcrs};
 use crate::tpm::alg::RH_ENDORSEMENT;
 use crate::tpm::public::{ATTR_DECRYPT, ATTR_FIXED_TPM, ATTR_RESTRICTED, ATTR_SIGN};
@@ -34,6 +35,9 @@ pub struct VerifyOptions {
     pub ak_parent_qualified_name: Option<Vec<u8>>,
     /// Expected PCR values; each listed PCR must be quoted and equal.
     pub expected: Option<ExpectedPcrs>,
+    /// The host's runtime integrity requirement (the inventory's `runtime_integrity`):
+    /// [`RuntimeIntegrity::None`] checks nothing and says so in the result.
+    pub runtime_integrity: RuntimeIntegrity,
 }
 
 impl VerifyOptions {
@@ -44,7 +48,14 @@ impl VerifyOptions {
             trusted_ak,
             ak_parent_qualified_name: None,
             expected: None,
+            runtime_integrity: RuntimeIntegrity::None,
         }
+    }
+
+    /// Judge the host's IMA list by `policy` (the inventory's `runtime_integrity`).
+    pub fn with_runtime_integrity(mut self, policy: RuntimeIntegrity) -> Self {
+        self.runtime_integrity = policy;
+        self
     }
 
     /// Also require these PCR values.
@@ -83,6 +94,8 @@ pub struct VerifiedEvidence {
     pub ak_name: Vec<u8>,
     /// The quote's qualifiedSigner (the AK's qualified name).
     pub ak_qualified_name: Vec<u8>,
+    /// Whether the host's runtime integrity was checked, and what it showed.
+    pub runtime_integrity: RuntimeIntegrityReport,
 }
 
 /// Parse and verify evidence JSON; malformed JSON fails the `format` check.
@@ -154,6 +167,14 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
         pcrs::check_expected(expected, &reported)?;
     }
 
+    // ima
+    let runtime_integrity = crate::ima::allowlist::check(
+        &opts.runtime_integrity,
+        ev.ima_log.as_deref(),
+        reported.get(&IMA_PCR),
+    )
+    .map_err(VerifyError::Ima)?;
+
     Ok(VerifiedEvidence {
         host_id: ev.host_id.clone(),
         nonce: ev.nonce.clone(),
@@ -164,6 +185,7 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
         replayed,
         ak_name,
         ak_qualified_name: attest.qualified_signer,
+        runtime_integrity,
     })
 }
 
