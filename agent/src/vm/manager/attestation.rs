@@ -266,22 +266,33 @@ impl Manager {
                 }
             }
         };
-        let pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
+        let mut pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
+        // The host's runtime integrity: PCR 10 and the IMA list read after the quote.
+        let ima = crate::host_ima::present();
+        if ima {
+            pcrs.push(crate::host_ima::IMA_PCR);
+        }
         let log = self.host_log.clone();
         let platform = self.cfg.platform_pcr;
         let n = nonce.clone();
-        let (quote, mut records) = self
+        let (quote, mut records, ima_log) = self
             .tpm
             .call(move |t| {
                 let q = t.quote(&n, &pcrs)?;
-                Ok((q, lock(&log).records_for(&[platform])))
+                let ima_log = if ima {
+                    crate::host_ima::list_for_evidence()
+                } else {
+                    None
+                };
+                Ok((q, lock(&log).records_for(&[platform]), ima_log))
             })
             .map_err(|e| Refused::new(refusal::TPM_FAILED, format!("TPM: {e}")))?;
         records.extend(lease_log);
         for (i, r) in records.iter_mut().enumerate() {
             r.recnum = i as u64;
         }
-        let ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        let mut ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        ev.ima_log = ima_log;
         let evidence = serde_json::to_vec(&ev)
             .map_err(|e| Refused::new(refusal::TPM_FAILED, e.to_string()))?;
         info!(vm = id, bytes = evidence.len(); "quote for the lease holder");
