@@ -134,6 +134,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_say_runtime_integrity_none_or_carry_the_allowlist() {
+        // Written explicitly, so an operator sees that nothing is checked.
+        let text = serde_json::to_string(&e("a", "1")).unwrap();
+        assert!(text.contains(r#""runtime_integrity":"none""#), "{text}");
+        // An inventory from before the field reads as "none".
+        let old: HostEntry =
+            serde_json::from_str(r#"{"host_id": "a", "ak_public_pem": "1", "platform_pcrs": {}}"#)
+                .unwrap();
+        assert_eq!(old.runtime_integrity, RuntimeIntegrity::None);
+        // An allowlist file: read, checked, carried.
+        let p = std::env::temp_dir().join(format!("tvpctl-allowlist-{}.json", std::process::id()));
+        let d = "ab".repeat(32);
+        std::fs::write(
+            &p,
+            format!(r#"{{"entries": [{{"digest": "sha256:{d}", "path": "/bin/x"}}]}}"#),
+        )
+        .unwrap();
+        let a = read_allowlist(&p).unwrap();
+        assert_eq!(a.entries[0].digest, format!("sha256:{d}"));
+        std::fs::write(&p, r#"{"entries": [{"digest": "ab"}]}"#).unwrap();
+        assert_eq!(read_allowlist(&p).err(), Some(exit::IO));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
     fn an_expected_file_without_sha256_pcrs_is_refused() {
         let h: HostInfo = serde_json::from_value(serde_json::json!({
             "host_id": "a", "ek_public_pem": "", "ek_certificate_pem": null,
