@@ -49,8 +49,13 @@ NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 check quote-through-tpmrm0 tvpctl quote --nonce "$NONCE" --pcrs 10,15,16,23 -o /tmp/evidence.json
 check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem \
     --ima-allowlist /opt/tvp/ima-allowlist.json
-tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem --ima-allowlist /opt/tvp/ima-allowlist.json 2>&1 |
-    grep -E 'runtime|FAILED' | sed 's/^/  /'
+# With PCRs 0-9 quoted too, the list's boot_aggregate is checked against them (the
+# mailbox's evidence on an IMA host always has them).
+tvpctl quote --nonce "$NONCE" --pcrs 0,1,2,3,4,5,6,7,8,9,10,15 -o /tmp/evidence-boot.json
+tvpctl verify /tmp/evidence-boot.json --nonce "$NONCE" --ak /tmp/ak.pem --ima-allowlist /opt/tvp/ima-allowlist.json \
+    >/tmp/verify-boot.out 2>&1
+grep -E 'runtime|FAILED' /tmp/verify-boot.out | sed 's/^/  /'
+check ima-boot-aggregate-is-pcrs-0-9 grep -q 'boot_aggregate = the quoted PCRs 0-9' /tmp/verify-boot.out
 # (tpm2_checkquote runs at the end: tpm2-tools are not in this host's IMA allowlist.)
 # The tenant: this host in its inventory (with the IMA allowlist made when the image
 # was built), its management key and policy, a reservation; its boot server runs in
@@ -100,7 +105,7 @@ check handover-digest-is-the-delivered-workload sh -c "test -n '$digest' && tvpc
 check measured-vm-attested-and-handed-over test "$state" = destroyed
 # The boot server replayed this host's IMA list against the quoted PCR 10 and found
 # every measurement in the inventory's allowlist.
-check ima-clean-host-attests sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server.jsonl | grep -q '\"runtime_integrity\":\"ima\"'"
+check ima-clean-host-attests sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server.jsonl | grep '\"runtime_integrity\":\"ima\"' | grep -q 'boot_aggregate = the quoted PCRs 0-9'"
 tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page \
     --management-key /tmp/tenant.pem --policy /tmp/policy.json 2>/dev/null >/tmp/vm-exp.json
 want=$(grep -o '[0-9a-f]\{64\}' /tmp/vm-exp.json)

@@ -250,7 +250,8 @@ impl Manager {
     }
 
     /// Evidence for the lease holder's firmware: a quote over the platform PCR, 16
-    /// and 23 with `nonce`, with the platform's records and this lease's. Once the
+    /// and 23 (and 0-10 with the IMA list on a host with IMA) with `nonce`, with the
+    /// platform's records and this lease's. Once the
     /// tunnel is measured, delivering it starts the workload's delivery.
     pub(super) fn quote(&self, id: &str, nonce: Vec<u8>) -> Result<Vec<u8>, Refused> {
         self.require_lease(id, "quote")?;
@@ -267,10 +268,12 @@ impl Manager {
             }
         };
         let mut pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
-        // The host's runtime integrity: PCR 10 and the IMA list read after the quote.
+        // The host's runtime integrity: PCR 10 and the IMA list read after the quote,
+        // and PCRs 0-9, whose digest the list's boot_aggregate must be (a verifier
+        // pinning them pins the kernel that keeps the list).
         let ima = crate::host_ima::present();
         if ima {
-            pcrs.push(crate::host_ima::IMA_PCR);
+            pcrs.extend(0..=crate::host_ima::IMA_PCR);
         }
         let log = self.host_log.clone();
         let platform = self.cfg.platform_pcr;

@@ -12,12 +12,13 @@
 //! allowed binary elsewhere is the same program, and IMA records the path the file was
 //! opened by, which symlinks and mount points change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::list::ImaEntry;
-use super::{parse_binary, replay_to_quote, ImaError};
+use super::{parse_binary, replay_to_quote, ImaError, IMA_PCR};
 
 /// Most entries an allowlist may have.
 pub const MAX_ALLOWLIST: usize = 100_000;
@@ -93,6 +94,9 @@ pub enum RuntimeIntegrityReport {
         measured: usize,
         /// Measurements the list had beyond the quote (made after it; not judged).
         after_quote: usize,
+        /// PCRs 0–9 were quoted and the list's boot_aggregate is their digest (so a
+        /// verifier pinning PCRs 0–9 pins the kernel that keeps the list).
+        boot_aggregate_checked: bool,
     },
 }
 
@@ -109,8 +113,9 @@ impl RuntimeIntegrityReport {
     pub fn summary(&self) -> String {
         match self {
             RuntimeIntegrityReport::NotChecked => "NOT CHECKED: no IMA allowlist for this host (inventory runtime_integrity \"none\"); what else ran on the host is unknown".into(),
-            RuntimeIntegrityReport::Ima { measured, after_quote } => format!(
-                "IMA: {measured} measurements replay to the quoted PCR 10, all in the allowlist ({after_quote} made after the quote, not judged)"
+            RuntimeIntegrityReport::Ima { measured, after_quote, boot_aggregate_checked } => format!(
+                "IMA: {measured} measurements replay to the quoted PCR 10, all in the allowlist ({after_quote} made after the quote, not judged); boot_aggregate {}",
+                if *boot_aggregate_checked { "= the quoted PCRs 0-9" } else { "not compared (PCRs 0-9 not quoted)" }
             ),
         }
     }
@@ -146,25 +151,54 @@ pub fn check_entries(
     Ok(())
 }
 
+/// The kernel's SHA-256 `boot_aggregate`: SHA-256 of the SHA-256 bank's PCRs 0–9
+/// concatenated, if all ten are in `pcrs`.
+pub fn boot_aggregate(pcrs: &BTreeMap<u32, [u8; 32]>) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    for i in 0..IMA_PCR {
+        h.update(pcrs.get(&i)?);
+    }
+    Some(h.finalize().into())
+}
+
 /// The whole `ima` check: under [`RuntimeIntegrity::Ima`], the binary list `list`
-/// must be present, PCR 10 quoted (`pcr10`), the list must replay to it and every
-/// covered measurement must be allowed.
+/// must be present, PCR 10 quoted (in `pcrs`, the quoted SHA-256 values), the list
+/// must replay to it starting with the kernel's `boot_aggregate` (which must equal
+/// the digest of the quoted PCRs 0–9 when all of them are quoted), and every covered
+/// measurement must be allowed.
 pub fn check(
     policy: &RuntimeIntegrity,
     list: Option<&[u8]>,
-    pcr10: Option<&[u8; 32]>,
+    pcrs: &BTreeMap<u32, [u8; 32]>,
 ) -> Result<RuntimeIntegrityReport, ImaError> {
     let RuntimeIntegrity::Ima(allowlist) = policy else {
         return Ok(RuntimeIntegrityReport::NotChecked);
     };
     let allowed = allowlist.digests().map_err(ImaError::BadAllowlist)?;
     let list = list.ok_or(ImaError::NoList)?;
-    let pcr10 = pcr10.ok_or(ImaError::PcrNotQuoted)?;
+    let pcr10 = pcrs.get(&IMA_PCR).ok_or(ImaError::PcrNotQuoted)?;
     let entries = parse_binary(list)?;
     let covered = replay_to_quote(&entries, pcr10)?;
+    // A kernel with IMA extends boot_aggregate first, at init: a PCR 10 without it was
+    // not extended by such a kernel.
+    let first = entries
+        .first()
+        .filter(|e| covered > 0 && e.path == "boot_aggregate")
+        .ok_or(ImaError::NoBootAggregate)?;
+    let boot_aggregate_checked = match boot_aggregate(pcrs) {
+        Some(want) if first.digest_alg != "sha256" || first.digest != want => {
+            return Err(ImaError::BootAggregate {
+                listed: first.digest_string(),
+                computed: format!("sha256:{}", hex::encode(want)),
+            })
+        }
+        Some(_) => true,
+        None => false,
+    };
     check_entries(&entries, covered, &allowed)?;
     Ok(RuntimeIntegrityReport::Ima {
         measured: covered,
         after_quote: entries.len() - covered,
+        boot_aggregate_checked,
     })
 }

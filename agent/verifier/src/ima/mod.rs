@@ -37,6 +37,17 @@ pub enum ImaError {
     /// The caller's allowlist is unusable.
     #[error("bad-allowlist: {0}")]
     BadAllowlist(String),
+    /// The covered list does not start with the kernel's boot_aggregate.
+    #[error("no-boot-aggregate: the measurements the quote covers do not start with the kernel's boot_aggregate, so PCR 10 was not extended by a kernel with IMA")]
+    NoBootAggregate,
+    /// The list's boot_aggregate is not the digest of the quoted PCRs 0–9.
+    #[error("boot-aggregate: the list's boot_aggregate {listed} is not {computed}, the digest of the quoted PCRs 0-9")]
+    BootAggregate {
+        /// `alg:hex` in the list.
+        listed: String,
+        /// `sha256:hex` of the quoted PCRs 0–9.
+        computed: String,
+    },
     /// The list does not parse.
     #[error("malformed: {0}")]
     Parse(#[from] ImaParseError),
@@ -67,7 +78,8 @@ pub enum ImaError {
 
 impl ImaError {
     /// The stable kind, the first word of the message: `no-list`, `pcr10-not-quoted`,
-    /// `bad-allowlist`, `malformed`, `replay`, `not-allowed`, `violation`.
+    /// `bad-allowlist`, `malformed`, `replay`, `no-boot-aggregate`, `boot-aggregate`,
+    /// `not-allowed`, `violation`.
     pub fn kind(&self) -> &'static str {
         match self {
             ImaError::NoList => "no-list",
@@ -75,6 +87,8 @@ impl ImaError {
             ImaError::BadAllowlist(_) => "bad-allowlist",
             ImaError::Parse(_) => "malformed",
             ImaError::Replay(_) => "replay",
+            ImaError::NoBootAggregate => "no-boot-aggregate",
+            ImaError::BootAggregate { .. } => "boot-aggregate",
             ImaError::NotAllowed { .. } => "not-allowed",
             ImaError::Violation { .. } => "violation",
         }

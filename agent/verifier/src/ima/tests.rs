@@ -1,5 +1,7 @@
 //! The IMA list parsers, the PCR 10 replay rule and the allowlist check.
 
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use super::list::{encode_binary, ima_ng_entry, ima_ng_template_data};
@@ -24,6 +26,11 @@ fn replayed(entries: &[ImaEntry]) -> [u8; 32] {
     entries
         .iter()
         .fold([0; 32], |p, e| extend_sha256(&p, &e.extended_sha256()))
+}
+
+/// Quoted PCRs: only PCR 10.
+fn q(pcr10: [u8; 32]) -> BTreeMap<u32, [u8; 32]> {
+    BTreeMap::from([(IMA_PCR, pcr10)])
 }
 
 fn ascii(entries: &[ImaEntry]) -> String {
@@ -175,14 +182,15 @@ fn a_file_outside_the_allowlist_is_named() {
     // The clean part of the list (before tpm2 ran) passes.
     let clean = replayed(&list[..3]);
     assert_eq!(
-        allowlist::check(&policy, Some(&bin), Some(&clean)),
+        allowlist::check(&policy, Some(&bin), &q(clean)),
         Ok(RuntimeIntegrityReport::Ima {
             measured: 3,
-            after_quote: 1
+            after_quote: 1,
+            boot_aggregate_checked: false
         })
     );
     // Once the quote covers tpm2, the check names it.
-    let e = allowlist::check(&policy, Some(&bin), Some(&replayed(&list))).unwrap_err();
+    let e = allowlist::check(&policy, Some(&bin), &q(replayed(&list))).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
@@ -194,12 +202,12 @@ fn a_file_outside_the_allowlist_is_named() {
     let mut late = list[..2].to_vec();
     late.push(ima_ng_entry("sha256", &d(0xa0), "boot_aggregate"));
     let e =
-        allowlist::check(&policy, Some(&encode_binary(&late)), Some(&replayed(&late))).unwrap_err();
+        allowlist::check(&policy, Some(&encode_binary(&late)), &q(replayed(&late))).unwrap_err();
     assert!(matches!(e, ImaError::NotAllowed { index: 2, .. }), "{e}");
     // A violation the quote covers is refused whatever its digest.
     let mut v = list[..2].to_vec();
     v[1].violation = true;
-    let e = allowlist::check(&policy, Some(&encode_binary(&v)), Some(&replayed(&v))).unwrap_err();
+    let e = allowlist::check(&policy, Some(&encode_binary(&v)), &q(replayed(&v))).unwrap_err();
     assert!(matches!(e, ImaError::Violation { index: 1, .. }), "{e}");
 }
 
@@ -210,19 +218,19 @@ fn ima_required_needs_the_list_and_pcr10_and_none_checks_nothing() {
     let pcr = replayed(&list);
     let policy = allow(&[]);
     assert_eq!(
-        allowlist::check(&policy, None, Some(&pcr)),
+        allowlist::check(&policy, None, &q(pcr)),
         Err(ImaError::NoList)
     );
     assert_eq!(
-        allowlist::check(&policy, Some(&bin), None),
+        allowlist::check(&policy, Some(&bin), &BTreeMap::new()),
         Err(ImaError::PcrNotQuoted)
     );
     assert!(matches!(
-        allowlist::check(&policy, Some(&bin), Some(&[9; 32])),
+        allowlist::check(&policy, Some(&bin), &q([9; 32])),
         Err(ImaError::Replay(_))
     ));
     assert!(matches!(
-        allowlist::check(&policy, Some(b"\x0a"), Some(&pcr)),
+        allowlist::check(&policy, Some(b"\x0a"), &q(pcr)),
         Err(ImaError::Parse(_))
     ));
     let bad = RuntimeIntegrity::Ima(Allowlist {
@@ -232,11 +240,11 @@ fn ima_required_needs_the_list_and_pcr10_and_none_checks_nothing() {
         }],
     });
     assert!(matches!(
-        allowlist::check(&bad, Some(&bin), Some(&pcr)),
+        allowlist::check(&bad, Some(&bin), &q(pcr)),
         Err(ImaError::BadAllowlist(_))
     ));
     // "none": nothing is checked, whatever the evidence holds, and the report says so.
-    let r = allowlist::check(&RuntimeIntegrity::None, Some(b"garbage"), None).unwrap();
+    let r = allowlist::check(&RuntimeIntegrity::None, Some(b"garbage"), &BTreeMap::new()).unwrap();
     assert_eq!(r, RuntimeIntegrityReport::NotChecked);
     assert_eq!(r.name(), "not-checked");
     assert!(r.summary().starts_with("NOT CHECKED"));
@@ -266,4 +274,44 @@ fn the_inventory_form_is_none_or_an_ima_allowlist() {
         serde_json::from_str::<RuntimeIntegrity>(r#"{"ima": {"entries": [], "extra": 1}}"#)
             .is_err()
     );
+}
+
+#[test]
+fn the_list_starts_with_boot_aggregate_the_digest_of_pcrs_0_to_9() {
+    let policy = allow(&[("/bin/busybox", 1), ("/usr/local/bin/tvpd", 2)]);
+    // PCRs 0-9 as quoted; boot_aggregate = SHA-256 of their concatenation.
+    let mut pcrs: BTreeMap<u32, [u8; 32]> = (0..10).map(|i| (i, [i as u8 + 1; 32])).collect();
+    let mut cat = Vec::new();
+    for v in pcrs.values() {
+        cat.extend_from_slice(v);
+    }
+    let aggregate: [u8; 32] = Sha256::digest(&cat).into();
+    assert_eq!(allowlist::boot_aggregate(&pcrs), Some(aggregate));
+    let mut list = host_list();
+    list[0] = ima_ng_entry("sha256", &aggregate, "boot_aggregate");
+    let list = &list[..3];
+    pcrs.insert(IMA_PCR, replayed(list));
+    let r = allowlist::check(&policy, Some(&encode_binary(list)), &pcrs).unwrap();
+    assert_eq!(
+        r,
+        RuntimeIntegrityReport::Ima {
+            measured: 3,
+            after_quote: 0,
+            boot_aggregate_checked: true
+        }
+    );
+    assert!(r.summary().contains("boot_aggregate = the quoted PCRs 0-9"));
+    // Another boot chain (PCR 4, the kernel, differs): the listed aggregate is not theirs.
+    let mut other = pcrs.clone();
+    other.insert(4, [0xee; 32]);
+    let e = allowlist::check(&policy, Some(&encode_binary(list)), &other).unwrap_err();
+    assert_eq!(e.kind(), "boot-aggregate", "{e}");
+    // PCR 10 extended by someone other than an IMA kernel: no boot_aggregate first.
+    let forged = &host_list()[1..3];
+    let e =
+        allowlist::check(&policy, Some(&encode_binary(forged)), &q(replayed(forged))).unwrap_err();
+    assert_eq!(e, ImaError::NoBootAggregate);
+    // A zero PCR 10 covers nothing: no boot_aggregate either, whatever list comes along.
+    let e = allowlist::check(&policy, Some(&encode_binary(list)), &q([0; 32])).unwrap_err();
+    assert_eq!(e, ImaError::NoBootAggregate);
 }

@@ -16,7 +16,7 @@ pub use error::{Check, UnknownCheck, VerifyError};
 pub use pcrs::{pcr_composite_digest, Sha256Pcrs};
 
 use crate::evidence::{Evidence, ExpectedPcrs, EVIDENCE_VERSION};
-use crate::ima::{RuntimeIntegrity, RuntimeIntegrityReport, IMA_PCR};
+use crate::ima::{RuntimeIntegrity, RuntimeIntegrityReport};
 use crate::replay::{replay_sha256, ReplayedPcrs};
 use crate::tpm::alg::RH_ENDORSEMENT;
 use crate::tpm::public::{ATTR_DECRYPT, ATTR_FIXED_TPM, ATTR_RESTRICTED, ATTR_SIGN};
@@ -168,12 +168,9 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
     }
 
     // ima
-    let runtime_integrity = crate::ima::allowlist::check(
-        &opts.runtime_integrity,
-        ev.ima_log.as_deref(),
-        reported.get(&IMA_PCR),
-    )
-    .map_err(VerifyError::Ima)?;
+    let runtime_integrity =
+        crate::ima::allowlist::check(&opts.runtime_integrity, ev.ima_log.as_deref(), &reported)
+            .map_err(VerifyError::Ima)?;
 
     Ok(VerifiedEvidence {
         host_id: ev.host_id.clone(),

@@ -578,7 +578,8 @@ fn the_ima_list_is_judged_by_the_allowlist_the_caller_gives() {
         with(&f, allow(&[1, 2])).unwrap().runtime_integrity,
         RuntimeIntegrityReport::Ima {
             measured: 3,
-            after_quote: 0
+            after_quote: 0,
+            boot_aggregate_checked: false
         }
     );
     let e = fails(with(&f, allow(&[1])), Check::Ima);
