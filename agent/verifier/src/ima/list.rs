@@ -47,9 +47,14 @@ pub struct ImaEntry {
 }
 
 impl ImaEntry {
-    /// The file digest as `alg:hex`, the allowlist's form.
+    /// The file digest as `alg:hex`, the allowlist's form (both lowercase, as
+    /// [`crate::ima::Allowlist::digests`] normalizes).
     pub fn digest_string(&self) -> String {
-        format!("{}:{}", self.digest_alg, hex::encode(&self.digest))
+        format!(
+            "{}:{}",
+            self.digest_alg.to_ascii_lowercase(),
+            hex::encode(&self.digest)
+        )
     }
 
     /// The value extended into PCR 10's SHA-256 bank.

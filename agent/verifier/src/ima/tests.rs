@@ -265,6 +265,11 @@ fn the_inventory_form_is_none_or_an_ima_allowlist() {
         a.digests().unwrap().into_iter().collect::<Vec<_>>(),
         ["sha256:ab"]
     );
+    // An entry's algorithm name is compared in the same case (found by fuzzing).
+    let mut upper = ima_ng_entry("SHA256", &[0xab], "/bin/x");
+    assert_eq!(upper.digest_string(), "sha256:ab");
+    upper.digest_alg = "sBa256".into();
+    assert_eq!(upper.digest_string(), "sba256:ab");
     assert_eq!(
         serde_json::to_string(&RuntimeIntegrity::None).unwrap(),
         r#""none""#
