@@ -91,9 +91,10 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Verify evidence offline: AK, signature, nonce, PCR digest, event-log replay and
-    /// (with --expect) expected values. Exit 0 only if every check passes; otherwise
-    /// exit 1 naming the failed check.
+    /// Verify evidence offline: AK, signature, nonce, PCR digest, event-log replay,
+    /// (with --expect) expected values and (with --ima-allowlist) the host's IMA list.
+    /// Exit 0 only if every check passes; otherwise exit 1 naming the failed check.
+    /// Always says whether the host's runtime integrity was checked.
     Verify {
         /// Evidence JSON (from `tvpctl quote` or a boot server).
         evidence: PathBuf,
