@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, checks formatting and lints, builds,
-# replays every fuzz target's seed corpus, and runs every test (unit tests and
-# end-to-end tests against real swtpm instances).
+# replays every fuzz target's seed corpus and fuzzes each briefly, and runs every test
+# (unit tests and end-to-end tests against real swtpm instances).
 # Prints how many tests were skipped for a missing environment, and why; with CI set or
 # TVP_REQUIRE_ALL=1 such a test fails instead.
 # Usage: scripts/test.sh [extra cargo test args]
@@ -20,12 +20,16 @@ say "firmware: cargo fmt --check, clippy (its own workspace)"
 (cd pxe-firmware/firmware && cargo fmt -- --check \
     && cargo clippy --release --locked --quiet --target x86_64-unknown-linux-gnu \
         --target-dir "$TVP_ROOT/target/firmware/clippy" -- -D warnings)
+say "fuzz folders: cargo fmt --check, clippy (their own workspaces)"
+scripts/fuzz.sh --lint
 say "build"
 cargo build --workspace --bins --quiet
-# Every fuzz target builds and replays its seed corpus, the inputs of earlier findings
-# included (deterministic; exploration is `scripts/fuzz.sh SECONDS`, docs/fuzzing.md).
-say "fuzz targets: build, replay every seed"
-scripts/fuzz.sh --replay
+# Every fuzz target builds, replays its seed corpus (the inputs of earlier findings
+# included) and then explores for a few seconds from its seeds with a fixed seed
+# (TVP_FUZZ_CI_BUDGET seconds in all, default 160: about 7 s for each of 23 targets).
+# A finding fails the suite and prints its reproducer (docs/fuzzing.md, "CI").
+say "fuzz targets: build, replay every seed, explore ${TVP_FUZZ_CI_BUDGET:-160} s in all"
+scripts/fuzz.sh --ci "${TVP_FUZZ_CI_BUDGET:-160}"
 # schemathesis (pinned, into a venv under target/) for tests/tests/api_schema.rs, which
 # fuzzes the API through tvpd's socket from docs/openapi.yaml.
 ensure_schemathesis

@@ -1,7 +1,8 @@
 //! Obtaining an encrypted image's key for this host (docs/kms.md): ask the tenant's
 //! key-management service for a nonce, answer it with a quote over the platform PCR
-//! and the AK's certification of the binding key, and let the TPM unwrap the released
-//! key. The key exists only in this process's memory, is wiped on drop, and is never
+//! whose qualifying data is `SHA-256(nonce || digest of the key's use)` — the VM that
+//! will receive it, or verification in this process — and the AK's certification of
+//! the binding key, and let the TPM unwrap the released key. The key exists only in this process's memory, is wiped on drop, and is never
 //! logged; plaintext is never written anywhere.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +15,8 @@ use base64::Engine;
 use tvp_image::stream::read_header;
 use tvp_image::{decrypt, ImageHeader, ImageKey};
 use tvp_kms::protocol::{Request, Response};
+use tvp_kms::KeyUse;
+use tvp_verifier::verify::bound::bound_qualifying_data;
 
 use crate::host_log::HostEventLog;
 use crate::tpm::binding::BindingKey;
@@ -71,9 +74,23 @@ pub struct Releaser {
 }
 
 impl Releaser {
-    /// Obtain the key of the image whose header is `header_bytes` from the service.
-    pub fn obtain_key(&self, kms: &Path, header_bytes: &[u8]) -> Result<ImageKey, ReleaseError> {
+    /// Obtain the key of the image whose header is `header_bytes` from the service, for
+    /// `key_use`. Returns the key and the digest of `key_use` the quote committed to:
+    /// the caller must use the key for exactly that (a VM whose measurement matches).
+    pub fn obtain_key(
+        &self,
+        kms: &Path,
+        header_bytes: &[u8],
+        key_use: &KeyUse,
+    ) -> Result<(ImageKey, [u8; 32]), ReleaseError> {
         let b64 = base64::engine::general_purpose::STANDARD;
+        let use_digest = key_use
+            .parse()
+            .map_err(|e| ReleaseError::Image {
+                path: "-".into(),
+                reason: format!("cannot describe the key's use: {e}"),
+            })?
+            .digest();
         let nonce_hex = match exchange(kms, &Request::Nonce)? {
             Response::Nonce { nonce } => nonce,
             other => {
@@ -96,16 +113,19 @@ impl Releaser {
             self.binding_key.clone(),
         );
         let n = nonce.clone();
+        let qualifying = bound_qualifying_data(&nonce, &use_digest).to_vec();
+        let q_data = qualifying.clone();
         let (quote, records, cert) = self.tpm.call(move |t| {
-            let q = t.quote(&n, &[pcr])?;
+            let q = t.quote(&q_data, &[pcr])?;
             let records = crate::lock(&log).records_for(&[pcr]);
             let cert = t.certify_binding_key(&key, &n)?;
             Ok((q, records, cert))
         })?;
-        let evidence = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        let evidence = crate::evidence::build(self.tpm.identity(), &qualifying, quote, records);
         let req = Request::Release {
             nonce: nonce_hex,
             host_id: self.tpm.identity().host_id.clone(),
+            key_use: Box::new(key_use.clone()),
             evidence: serde_json::to_value(&evidence).map_err(|e| ReleaseError::Service {
                 socket: kms.display().to_string(),
                 reason: e.to_string(),
@@ -134,10 +154,11 @@ impl Releaser {
         };
         let key = self.binding_key.clone();
         let raw = self.tpm.call(move |t| t.binding_unwrap(&key, &wrapped))?;
-        ImageKey::from_bytes(&raw).map_err(|e| ReleaseError::Image {
+        let key = ImageKey::from_bytes(&raw).map_err(|e| ReleaseError::Image {
             path: "-".into(),
             reason: e.to_string(),
-        })
+        })?;
+        Ok((key, use_digest))
     }
 
     /// Obtain the key for the encrypted image at `path` and authenticate every chunk
@@ -149,7 +170,8 @@ impl Releaser {
         };
         let mut f = std::fs::File::open(path).map_err(|e| img_err(e.to_string()))?;
         let header = read_header(&mut f).map_err(|e| img_err(e.to_string()))?;
-        let key = self.obtain_key(kms, &header.encode())?;
+        // The key is released for verification only: it stays in this process.
+        let (key, _) = self.obtain_key(kms, &header.encode(), &KeyUse::Verify)?;
         let mut r = std::io::BufReader::new(f);
         decrypt(&mut r, &header, &key, |_| Ok(())).map_err(|e| img_err(e.to_string()))?;
         Ok(header)

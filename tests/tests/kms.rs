@@ -1,6 +1,6 @@
 //! Key release: the reference key-management service releases an image key only to a
-//! host whose evidence and binding key check out, and refuses each attack with the
-//! check that failed.
+//! host whose evidence and binding key check out, for a VM its release policy allows
+//! and the host's quote commits to, and refuses each attack with the check that failed.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -17,16 +17,34 @@ struct Kms {
     socket: PathBuf,
 }
 
+/// A release policy that lets every VM (and verification) have every image's key:
+/// the tests about the host's evidence, not about the VM.
+const RELEASE_TO_ANY: &str = "[[image]]\nimage_digest = \"any\"\ntenant_ca_sha256 = [\"any\"]\nmanagement_keys = [\"any\"]\npolicy_digests = [\"any\"]\nfirmware_sha256 = [\"any\"]\nallow_verify = true\n";
+
 impl Kms {
     fn start(dir: &Path, key: &Path, inventory: &Value, name: &str) -> Kms {
+        Kms::start_with_policy(dir, key, inventory, RELEASE_TO_ANY, name)
+    }
+
+    fn start_with_policy(
+        dir: &Path,
+        key: &Path,
+        inventory: &Value,
+        release_policy: &str,
+        name: &str,
+    ) -> Kms {
         let inv = dir.join(format!("{name}.json"));
         std::fs::write(&inv, inventory.to_string()).unwrap();
+        let policy = dir.join(format!("{name}.toml"));
+        std::fs::write(&policy, release_policy).unwrap();
         let socket = dir.join(format!("{name}.sock"));
         let child = Command::new(bin("tvp-kms"))
             .arg("--key")
             .arg(key)
             .arg("--inventory")
             .arg(&inv)
+            .arg("--release-policy")
+            .arg(&policy)
             .arg("--socket")
             .arg(&socket)
             .stderr(Stdio::null())
@@ -79,10 +97,63 @@ fn host_material(t: &Tvpd, quote_nonce: &str, certify_nonce: &str) -> (Value, Va
     (ev, bk)
 }
 
-fn release(nonce: &str, host_id: &str, ev: &Value, bk: &Value, header: &str) -> Value {
-    json!({"op": "release", "nonce": nonce, "host_id": host_id, "evidence": ev,
-        "binding_public": bk["public"], "binding_certify_attest": bk["certify_attest"],
+fn release(
+    nonce: &str,
+    host_id: &str,
+    key_use: &Value,
+    ev: &Value,
+    bk: &Value,
+    header: &str,
+) -> Value {
+    json!({"op": "release", "nonce": nonce, "host_id": host_id, "key_use": key_use,
+        "evidence": ev, "binding_public": bk["public"],
+        "binding_certify_attest": bk["certify_attest"],
         "binding_certify_signature": bk["certify_signature"], "image_header": header})
+}
+
+/// The key use of `POST /v1/images/verify`: no VM.
+fn verify_use() -> Value {
+    json!({"purpose": "verify"})
+}
+
+/// The qualifying data a host quotes with to commit to `key_use` for `nonce`, hex.
+fn bound(nonce: &str, key_use: &Value) -> String {
+    let u: tvp_kms::KeyUse = serde_json::from_value(key_use.clone()).unwrap();
+    let d = u.parse().unwrap().digest();
+    let n = hex::decode(nonce).unwrap();
+    hex::encode(tvp_verifier::verify::bound::bound_qualifying_data(&n, &d))
+}
+
+/// Two minimal DER certificates (SEQUENCE { INTEGER n }) for configuration pages.
+const TENANT_CA: [u8; 5] = [0x30, 3, 2, 1, 1];
+const ATTACKER_CA: [u8; 5] = [0x30, 3, 2, 1, 2];
+
+/// The key use of a VM booting firmware with SHA-256 `fw` from a page naming `ca` (DER)
+/// and loading no image, managed by the shared tenant.
+fn vm_use(ca: &[u8], fw: [u8; 32]) -> Value {
+    let page = tvp_abi::config::Config {
+        vip: [10, 0, 0, 2],
+        prefix_len: 24,
+        gateway: [10, 0, 0, 1],
+        mac: [2, 0, 0, 0, 0, 1],
+        boot_server_ip: [10, 0, 0, 1],
+        boot_server_port: 8443,
+        vcpus: 1,
+        mem_size_mib: 64,
+        time_unix_secs: 1,
+        entropy_seed: [7; 32],
+        auth_code: b"U-vm",
+        server_name: "boot.tenant.example",
+        ca_cert_der: ca,
+        image: None,
+    }
+    .encode()
+    .unwrap();
+    let policy = serde_json::from_value(Tenant::shared().policy.clone()).unwrap();
+    serde_json::to_value(
+        tvp_kms::KeyUse::vm(&page, fw, &Tenant::shared().key_pem(), &policy).unwrap(),
+    )
+    .unwrap()
 }
 
 fn refused(r: &Value, check: &str) {
@@ -135,10 +206,11 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     let other_header = b64.encode(&std::fs::read(dir.join("img.other")).unwrap()[..1024]);
     let kms = Kms::start(&dir, &dir.join("kms.key"), &inventory, "inv");
 
-    // Happy path.
+    // Happy path (verification: the key stays in tvpd).
+    let v = verify_use();
     let n = kms.nonce();
-    let (ev, bk) = host_material(&t, &n, &n);
-    let r = kms.call(&release(&n, &host_id, &ev, &bk, &header));
+    let (ev, bk) = host_material(&t, &bound(&n, &v), &n);
+    let r = kms.call(&release(&n, &host_id, &v, &ev, &bk, &header));
     assert_eq!(r["result"], "released", "{r}");
     assert_eq!(
         b64.decode(r["wrapped_key"].as_str().unwrap())
@@ -149,37 +221,77 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
 
     // Replayed nonce.
     refused(
-        &kms.call(&release(&n, &host_id, &ev, &bk, &header)),
+        &kms.call(&release(&n, &host_id, &v, &ev, &bk, &header)),
         "nonce",
     );
     // A nonce the service never issued.
     let forged = nonce_hex(32);
-    let (ev2, bk2) = host_material(&t, &forged, &forged);
+    let (ev2, bk2) = host_material(&t, &bound(&forged, &v), &forged);
     refused(
-        &kms.call(&release(&forged, &host_id, &ev2, &bk2, &header)),
+        &kms.call(&release(&forged, &host_id, &v, &ev2, &bk2, &header)),
         "nonce",
     );
-    // Evidence with a stale nonce.
+    // Evidence with a stale nonce: its quote commits to something else.
     let n = kms.nonce();
-    let (ev_stale, bk_fresh) = host_material(&t, &nonce_hex(32), &n);
+    let (ev_stale, bk_fresh) = host_material(&t, &bound(&nonce_hex(32), &v), &n);
     refused(
-        &kms.call(&release(&n, &host_id, &ev_stale, &bk_fresh, &header)),
-        "evidence:nonce",
+        &kms.call(&release(&n, &host_id, &v, &ev_stale, &bk_fresh, &header)),
+        "vm-binding",
+    );
+    // A quote over the bare nonce commits to no VM.
+    let n = kms.nonce();
+    let (ev_bare, bk_bare) = host_material(&t, &n, &n);
+    refused(
+        &kms.call(&release(&n, &host_id, &v, &ev_bare, &bk_bare, &header)),
+        "vm-binding",
+    );
+    // The quote commits to one VM, the request describes another (its tenant CA, or
+    // its firmware, swapped): refused before any policy is looked at.
+    let fw = [0x11; 32];
+    let quoted_for = vm_use(&TENANT_CA, fw);
+    for other in [
+        vm_use(&ATTACKER_CA, fw),
+        vm_use(&TENANT_CA, [0x22; 32]),
+        v.clone(),
+    ] {
+        let n = kms.nonce();
+        let (ev_vm, bk_vm) = host_material(&t, &bound(&n, &quoted_for), &n);
+        let r = kms.call(&release(&n, &host_id, &other, &ev_vm, &bk_vm, &header));
+        refused(&r, "vm-binding");
+        assert!(r["reason"].as_str().unwrap().contains("another VM"), "{r}");
+    }
+    // Bound correctly, but the described VM's page does not load this image.
+    let n = kms.nonce();
+    let (ev_vm, bk_vm) = host_material(&t, &bound(&n, &quoted_for), &n);
+    refused(
+        &kms.call(&release(&n, &host_id, &quoted_for, &ev_vm, &bk_vm, &header)),
+        "vm-description",
+    );
+    // A malformed description names its field.
+    let n = kms.nonce();
+    let mut bad = quoted_for.clone();
+    bad["firmware_sha256"] = json!("zz");
+    let (ev_b, bk_b) = host_material(&t, &n, &n);
+    let r = kms.call(&release(&n, &host_id, &bad, &ev_b, &bk_b, &header));
+    refused(&r, "vm-description");
+    assert!(
+        r["reason"].as_str().unwrap().contains("firmware_sha256"),
+        "{r}"
     );
     // Binding key certified for another nonce.
     let n = kms.nonce();
-    let (ev_fresh, bk_stale) = host_material(&t, &n, &nonce_hex(32));
+    let (ev_fresh, bk_stale) = host_material(&t, &bound(&n, &v), &nonce_hex(32));
     refused(
-        &kms.call(&release(&n, &host_id, &ev_fresh, &bk_stale, &header)),
+        &kms.call(&release(&n, &host_id, &v, &ev_fresh, &bk_stale, &header)),
         "binding-key",
     );
     // Binding key certified by another host's AK.
     let other = Swtpm::blank();
     let t2 = Tvpd::start(&other, &other.scratch("b"), &[]);
     let n = kms.nonce();
-    let (ev_ok, _) = host_material(&t, &n, &n);
+    let (ev_ok, _) = host_material(&t, &bound(&n, &v), &n);
     let (_, bk_other) = host_material(&t2, &nonce_hex(8), &n);
-    let r = kms.call(&release(&n, &host_id, &ev_ok, &bk_other, &header));
+    let r = kms.call(&release(&n, &host_id, &v, &ev_ok, &bk_other, &header));
     refused(&r, "binding-key");
     assert!(
         r["reason"]
@@ -190,20 +302,20 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     );
     // A host not in the inventory.
     let n = kms.nonce();
-    let (ev3, bk3) = host_material(&t2, &n, &n);
+    let (ev3, bk3) = host_material(&t2, &bound(&n, &v), &n);
     let other_id = t2.api_json("GET", "/v1/host", None)["host_id"]
         .as_str()
         .unwrap()
         .to_string();
     refused(
-        &kms.call(&release(&n, &other_id, &ev3, &bk3, &header)),
+        &kms.call(&release(&n, &other_id, &v, &ev3, &bk3, &header)),
         "inventory",
     );
     // An image wrapped to another key-management key.
     let n = kms.nonce();
-    let (ev4, bk4) = host_material(&t, &n, &n);
+    let (ev4, bk4) = host_material(&t, &bound(&n, &v), &n);
     refused(
-        &kms.call(&release(&n, &host_id, &ev4, &bk4, &other_header)),
+        &kms.call(&release(&n, &host_id, &v, &ev4, &bk4, &other_header)),
         "image",
     );
     // The inventory expects another platform: evidence refused before the key is touched.
@@ -211,10 +323,19 @@ fn image_key_released_only_to_an_attested_unchanged_host() {
     inv2["hosts"][0]["platform_pcrs"]["15"] = json!("ab".repeat(32));
     let kms2 = Kms::start(&dir, &dir.join("kms.key"), &inv2, "inv2");
     let n = kms2.nonce();
-    let (ev5, bk5) = host_material(&t, &n, &n);
+    let (ev5, bk5) = host_material(&t, &bound(&n, &v), &n);
     refused(
-        &kms2.call(&release(&n, &host_id, &ev5, &bk5, &header)),
+        &kms2.call(&release(&n, &host_id, &v, &ev5, &bk5, &header)),
         "evidence:expected-pcrs",
+    );
+    // A release policy without allow_verify does not release for verification.
+    let strict = RELEASE_TO_ANY.replace("allow_verify = true", "allow_verify = false");
+    let kms3 = Kms::start_with_policy(&dir, &dir.join("kms.key"), &inventory, &strict, "inv3");
+    let n = kms3.nonce();
+    let (ev6, bk6) = host_material(&t, &bound(&n, &v), &n);
+    refused(
+        &kms3.call(&release(&n, &host_id, &v, &ev6, &bk6, &header)),
+        "vm-policy:verify",
     );
     // Malformed requests get a refusal, not a crash.
     let mut s = UnixStream::connect(&kms.socket).unwrap();
@@ -507,4 +628,143 @@ fn an_encrypted_image_is_decrypted_into_the_vm_and_every_refusal_stops_it_before
     let hits = grep_dir(&dir, marker);
     assert!(hits.is_empty(), "plaintext found in {hits:?}");
     assert!(!t.log().contains("TVP-SECRET"), "plaintext in the log");
+}
+
+/// Issue #15, attack 1: an allowed API caller creates a VM with the tenant's encrypted
+/// image and key-management socket but its own tenant CA (hence boot server), its own
+/// management key, or a weaker management policy; or the host runs a firmware the
+/// tenant did not allow. Each create fails naming the release policy's check, before
+/// any VMM starts, so no plaintext reaches a VM; the tenant's own VM still boots with
+/// the decrypted image.
+#[test]
+fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
+    require!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let fw = tvp_tests::guests::build_guest("image", &tpm.scratch("guest"));
+    let flags = [
+        "--image-dir",
+        tenant.to_str().unwrap(),
+        "--firmware",
+        fw.to_str().unwrap(),
+    ];
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &flags);
+    let run = |cmd: &str, args: &[&str]| {
+        let o = Command::new(bin(cmd)).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run("tvpctl", &["image", "keygen", &p("kms")]);
+    let head = b"HELLO-FROM-THE-ENCRYPTED-IMAGE!!";
+    let marker = b"TVP-SECRET-PLAINTEXT-MARKER ";
+    let mut plain = head.to_vec();
+    plain.extend(marker.iter().copied().cycle().take(100_000));
+    let plain_path = tpm.scratch("plain").join("img");
+    std::fs::write(&plain_path, &plain).unwrap();
+    run(
+        "tvpctl",
+        &[
+            "image",
+            "encrypt",
+            plain_path.to_str().unwrap(),
+            &p("img.enc"),
+            "--kms-pub",
+            &p("kms.pub"),
+        ],
+    );
+
+    // The tenant's release policy, from its own CA, management key and policy, and
+    // the firmware it trusts (digests printed by tvp-kms itself).
+    let tenant_ca = tvp_tests::vm::DUMMY_CA_PEM;
+    std::fs::write(p("ca.pem"), tenant_ca).unwrap();
+    std::fs::write(p("mgmt.pem"), Tenant::shared().key_pem()).unwrap();
+    std::fs::write(p("policy.json"), Tenant::shared().policy.to_string()).unwrap();
+    let inspect: Value = serde_json::from_str(&run(
+        "tvpctl",
+        &["--json", "image", "inspect", &p("img.enc")],
+    ))
+    .unwrap();
+    let policy_for = |firmware: &str| {
+        format!(
+            "[[image]]\nimage_digest = \"{}\"\ntenant_ca_sha256 = [\"{}\"]\nmanagement_keys = [\"{}\"]\npolicy_digests = [\"{}\"]\nfirmware_sha256 = [\"{firmware}\"]\n",
+            inspect["image_digest"].as_str().unwrap(),
+            run("tvp-kms", &["--ca-digest", &p("ca.pem")]),
+            run("tvp-kms", &["--key-id", &p("mgmt.pem")]),
+            run("tvp-kms", &["--policy-digest", &p("policy.json")]),
+        )
+    };
+    let fw_digest = hex::encode(tvp_abi::measure::sha256(&std::fs::read(&fw).unwrap()));
+    let kms = Kms::start_with_policy(
+        &tenant,
+        &tenant.join("kms.key"),
+        &inventory,
+        &policy_for(&fw_digest),
+        "tenant",
+    );
+    let spec = |id: &str, socket: &Path| {
+        VmSpec::measured(id)
+            .memory_mib(64)
+            .deadline_secs(60)
+            .image("img.enc", socket)
+    };
+    let console = |id: &str| dir.join(format!("state/vms/{id}/console.log"));
+
+    // The attacks: the tenant's image and service, another VM.
+    let attacker = Tenant::new(
+        &["pause", "resume", "power-off", "reboot", "delete"],
+        "alert",
+    );
+    let attacker_ca = "-----BEGIN CERTIFICATE-----\nMAMCAQI=\n-----END CERTIFICATE-----\n";
+    let kms_other_fw = Kms::start_with_policy(
+        &tenant,
+        &tenant.join("kms.key"),
+        &inventory,
+        &policy_for(&"00".repeat(32)),
+        "other-fw",
+    );
+    for (id, s, check) in [
+        (
+            "ca",
+            spec("ca", &kms.socket).tenant_ca_pem(attacker_ca),
+            "vm-policy:tenant-ca",
+        ),
+        (
+            "key",
+            spec("key", &kms.socket).managed_by(&attacker),
+            "vm-policy:management-key",
+        ),
+        (
+            "pol",
+            spec("pol", &kms.socket).policy_with(json!({"on_tampering": "alert"})),
+            "vm-policy:policy",
+        ),
+        ("fw", spec("fw", &kms_other_fw.socket), "vm-policy:firmware"),
+    ] {
+        let r = t.create_vm(&s);
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        assert_eq!(r.status, 422, "{id}: {text}");
+        assert!(
+            text.contains("release_refused") && text.contains(check),
+            "{id}: expected {check} in {text}"
+        );
+        assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);
+        assert!(!console(id).exists(), "{id}: a VMM ran");
+    }
+
+    // The tenant's own VM gets the key and runs the decrypted image.
+    let r = t.create_vm(&spec("ok", &kms.socket));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "ok", ended, TO_END);
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    let out = std::fs::read_to_string(console("ok")).unwrap_or_default();
+    assert!(
+        out.contains("IMG:HELLO-FROM-THE-ENCRYPTED-IMAGE!!"),
+        "{out}"
+    );
+    let page = dir.join("state/vms/ok/config.page");
+    assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
+    let hits = grep_dir(&dir, marker);
+    assert!(hits.is_empty(), "plaintext found in {hits:?}");
 }

@@ -25,6 +25,22 @@ pub const CREATE_OP: &str = "create-vm";
 /// The operation of a VM state change event (the first, `none` → ..., is its creation).
 pub const STATE_CHANGE_OP: &str = "vm-state-change";
 
+/// The operation of the record tvpd writes when events of a VM were lost (the audit
+/// log could not be written and its queue of waiting events was full): always shown
+/// in full in that VM's extract, and reported by the verifier as a gap. One with no
+/// VM (lost events of VMs tvpd could not count one by one) is a gap for every VM.
+pub const EVENTS_LOST_OP: &str = "audit-events-lost";
+
+/// An explicit gap in a verified extract: events of the VM that are not in the trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The record that states the loss.
+    pub seq: u64,
+    /// What it says (for a host-level record, which the extract shows only as a head,
+    /// a fixed text).
+    pub reason: String,
+}
+
 /// A record of someone else (or an unreported operation), reduced to its head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,13 +237,16 @@ pub struct ExtractSummary {
     pub anchor: Digest32,
     /// Where this verification ended: the start of the next one.
     pub checkpoint: Checkpoint,
+    /// Events of this VM that were lost (the trail says so explicitly): the chain
+    /// verifies, but the VM's history has these holes.
+    pub gaps: Vec<Gap>,
 }
 
 /// Whether a record of the extract's VM with operation `op` is shown in full: what
 /// the policy `reported`, and always the VM's creation, where a verification from
-/// the start begins.
+/// the start begins, and the statement of lost events.
 pub fn shown(op: &str, reported: &dyn Fn(&str) -> bool) -> bool {
-    op == CREATE_OP || reported(op)
+    op == CREATE_OP || op == EVENTS_LOST_OP || reported(op)
 }
 
 /// Check the start of `x` against `start`; returns the seq of the VM's creation.
@@ -345,6 +364,7 @@ impl Extract {
         let own = record::vm_digest(Some(&self.vm));
         let mut out = Vec::new();
         let mut creation = Creation::default();
+        let mut gaps = Vec::new();
         let mut expected = self.since.max(1);
         for e in &self.entries {
             let (seq, eprev, hash) = match e {
@@ -369,6 +389,12 @@ impl Extract {
                         return Err(ExtractError::Edited { seq: r.seq });
                     }
                     creation.see(r, created)?;
+                    if r.op == EVENTS_LOST_OP {
+                        gaps.push(Gap {
+                            seq: r.seq,
+                            reason: r.reason.clone(),
+                        });
+                    }
                     out.push(r.clone());
                     (r.seq, r.prev_bytes(), h)
                 }
@@ -380,6 +406,12 @@ impl Extract {
                         return Err(ExtractError::Withheld {
                             seq: s.seq,
                             op: s.op.clone(),
+                        });
+                    }
+                    if s.op == EVENTS_LOST_OP && vmd == record::vm_digest(None) {
+                        gaps.push(Gap {
+                            seq: s.seq,
+                            reason: "events of VMs the host could not count one by one were lost; this VM's may be among them".into(),
                         });
                     }
                     let head = record::head_digest(s.seq, &p, &vmd, &s.op);
@@ -407,6 +439,7 @@ impl Extract {
             covered: self.entries.len() as u64,
             anchor: acc,
             checkpoint: Checkpoint::new(&self.vm, created, ends, &prev, &acc),
+            gaps,
         })
     }
 }
@@ -696,5 +729,53 @@ mod tests {
                 ends: 6
             }
         );
+    }
+
+    #[test]
+    fn lost_events_are_always_shown_and_reported_as_gaps() {
+        let mut l = log();
+        let mut prev = l.last().unwrap().hash_bytes().unwrap();
+        for vm in [Some("a"), Some("b"), None] {
+            let mut d = draft(EVENTS_LOST_OP, vm);
+            d.stage = Stage::Event;
+            d.reason = format!("3 event(s) of {vm:?} were lost");
+            let r = AuditRecord::seal(d, l.len() as u64 + 1, &prev);
+            prev = r.hash_bytes().unwrap();
+            l.push(r);
+        }
+        // Even a policy that reports nothing shows the loss in full.
+        let nothing = |_: &str| false;
+        let x = build(&l, "a", 1, &nothing);
+        let s = x.verify(&nothing, FROM_CREATION, certified(&l)).unwrap();
+        let seqs: Vec<u64> = s.gaps.iter().map(|g| g.seq).collect();
+        // a's own record (9) and the host-level one (11); b's (10) is not a's gap.
+        assert_eq!(seqs, vec![9, 11]);
+        assert!(s.gaps[0].reason.contains("were lost"));
+        // Withholding a's statement of loss is named.
+        let mut w = x.clone();
+        let ExtractEntry::Record(r) = w.entries[8].clone() else {
+            panic!("seq 9 in full")
+        };
+        w.entries[8] = ExtractEntry::Skipped(SkippedRecord {
+            seq: r.seq,
+            prev: r.prev.clone(),
+            vm_digest: hex::encode(record::vm_digest(Some("a"))),
+            op: r.op.clone(),
+            body_digest: hex::encode(r.body_digest().unwrap()),
+        });
+        assert_eq!(
+            w.verify(&nothing, FROM_CREATION, certified(&l))
+                .unwrap_err(),
+            ExtractError::Withheld {
+                seq: 9,
+                op: EVENTS_LOST_OP.into()
+            }
+        );
+        // Without any loss: no gap.
+        let y = build(&l[..8], "a", 1, &reported);
+        let t = y
+            .verify(&reported, FROM_CREATION, certified(&l[..8]))
+            .unwrap();
+        assert!(t.gaps.is_empty());
     }
 }

@@ -59,7 +59,8 @@ pub enum AuditCommand {
     /// Verify a log file (JSON lines, e.g. the state directory's audit.log) or a
     /// tenant's extract (JSON). An extract verifies only from the VM's creation or
     /// from your --checkpoint, against an anchor certified for your fresh --nonce and
-    /// signed by the pinned AK (--ak or --inventory). Exit 1 naming the reason.
+    /// signed by the pinned AK (--ak or --inventory). Exit 1 naming the reason;
+    /// exit 6 (GAPS) when it verifies but the trail states lost events of the VM.
     Verify {
         /// The log or extract.
         file: PathBuf,

@@ -3,7 +3,9 @@
 //! AK-certified anchor made for the tenant's fresh nonce and checked with a pinned AK
 //! (`--ak` or the inventory); `--allow-stale` and `--trust-embedded-ak` relax the
 //! last two, loudly, and are never the default. A refusal names its reason (exit 1;
-//! with `--json`: `{"ok": false, "reason", "message"}`).
+//! with `--json`: `{"ok": false, "reason", "message"}`). An extract whose trail
+//! states lost events of the VM verifies as a chain but is never "OK": the gaps are
+//! named (exit 6, reason `events-lost`).
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,8 @@ fn refused(reason: &'static str, msg: impl std::fmt::Display) -> Fail {
 struct Verified {
     text: String,
     json: serde_json::Value,
+    /// Lost events the trail states (`record seq S: reason`): not "OK".
+    gaps: Vec<String>,
 }
 
 /// Run `tvpctl audit verify`; returns the exit code.
@@ -82,6 +86,26 @@ pub fn run(a: &VerifyArgs<'_>) -> i32 {
         eprintln!("WARNING: {w}");
     }
     match r {
+        Ok(v) if !v.gaps.is_empty() => {
+            if a.json {
+                let mut j = v.json;
+                j["ok"] = false.into();
+                j["reason"] = "events-lost".into();
+                j["chain_verified"] = true.into();
+                j["gaps"] = v.gaps.clone().into();
+                j["warnings"] = warnings.into();
+                println!("{j:#}");
+            } else {
+                println!(
+                    "GAPS (events-lost): {}; but the trail states that events were lost, so the history has holes:",
+                    v.text
+                );
+                for g in &v.gaps {
+                    println!("  {g}");
+                }
+            }
+            exit::GAPS
+        }
         Ok(v) => {
             if a.json {
                 let mut j = v.json;
@@ -270,6 +294,11 @@ fn verify_extract(
             "binding_checked": management.is_some(),
             "checkpoint": s.checkpoint,
         }),
+        gaps: s
+            .gaps
+            .iter()
+            .map(|g| format!("record seq {}: {}", g.seq, g.reason))
+            .collect(),
     })
 }
 
@@ -342,6 +371,18 @@ fn verify_log(
             "kind": "log", "records": summary.records,
             "anchored": certified.map(|(_, n)| n),
         }),
+        gaps: records
+            .iter()
+            .filter(|r| r.op == tvp_audit::extract::EVENTS_LOST_OP)
+            .map(|r| {
+                format!(
+                    "record seq {} (VM {}): {}",
+                    r.seq,
+                    r.vm.as_deref().unwrap_or("-"),
+                    r.reason
+                )
+            })
+            .collect(),
     })
 }
 

@@ -31,6 +31,9 @@ pub mod exit {
     pub const UNREACHABLE: i32 = 4;
     /// A local file could not be read or written, or is malformed.
     pub const IO: i32 = 5;
+    /// `audit verify`: the extract verifies, but the trail states that events of the
+    /// VM were lost (gaps; the message names them).
+    pub const GAPS: i32 = 6;
 }
 
 /// tvpctl: talk to tvpd, verify evidence, export quotes for tpm2-tools.
@@ -49,7 +52,8 @@ pub mod exit {
 ///   tvpctl audit verify x.json --policy policy.json --ak ak.pem --nonce <hex> --save-checkpoint vm1.cp
 ///
 /// Exit codes: 0 success; 1 verification failed; 2 bad usage; 3 tvpd refused the
-/// request; 4 tvpd unreachable; 5 local file error.
+/// request; 4 tvpd unreachable; 5 local file error; 6 an audit trail verifies but
+/// states lost events (gaps).
 #[derive(Debug, Parser)]
 #[command(name = "tvpctl", version, verbatim_doc_comment)]
 pub struct Cli {

@@ -7,12 +7,19 @@
 //! the same nonce, is TPM-resident and usable only under PolicyPCR over exactly the
 //! expected platform values. Then the image key is unwrapped here and re-wrapped to
 //! the binding key, so only that TPM, on that unchanged platform, can unwrap it.
+//! (4) The quote also commits to the VM that will receive the key (its configuration
+//! page, firmware and management binding: [`key_use`]), and that VM satisfies the
+//! image's [`release_policy`] (tenant CA, management key and policy, firmware).
 //! Every decision is logged with its reason.
 
 pub mod inventory;
+pub mod key_use;
 pub mod protocol;
 pub mod release;
+pub mod release_policy;
 
 pub use inventory::{HostEntry, Inventory};
+pub use key_use::{KeyUse, ParsedUse};
 pub use protocol::{Request, Response};
 pub use release::{Kms, Refusal};
+pub use release_policy::ReleasePolicy;

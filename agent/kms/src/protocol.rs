@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::key_use::KeyUse;
+
 /// Largest request line accepted.
 pub const MAX_REQUEST: usize = 256 * 1024;
 
@@ -18,7 +20,11 @@ pub enum Request {
         nonce: String,
         /// The host's id.
         host_id: String,
-        /// Evidence over the platform PCRs with `nonce` (docs/evidence.md). Carried as
+        /// What the key will be used for: the VM that receives it (or verification
+        /// inside tvpd). The evidence's quote commits to it (`vm-binding`).
+        key_use: Box<KeyUse>,
+        /// Evidence over the platform PCRs whose quote's qualifying data is
+        /// `SHA-256(nonce || key_use digest)` (docs/evidence.md, docs/kms.md). Carried as
         /// raw JSON and parsed as [`tvp_verifier::Evidence`] by the service, because
         /// serde's internally tagged enums cannot parse its integer-keyed maps.
         evidence: serde_json::Value,

@@ -11,10 +11,12 @@ use tvp_image::header::FIXED_LEN;
 use tvp_image::stream::read_header;
 use tvp_image::ImageKey;
 use tvp_verifier::verify::binding::{pcr_policy_digest, verify_binding_key};
-use tvp_verifier::{verify, AkKey, ExpectedPcrs, HexDigest, VerifyOptions};
+use tvp_verifier::{verify, AkKey, Check, ExpectedPcrs, HexDigest, VerifyOptions};
 
 use crate::inventory::Inventory;
+use crate::key_use::{KeyUse, ParsedUse};
 use crate::protocol::{Request, Response};
+use crate::release_policy::ReleasePolicy;
 
 /// How long an issued nonce stays valid.
 pub const NONCE_LIFETIME: Duration = Duration::from_secs(120);
@@ -25,7 +27,8 @@ pub const MAX_NONCES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{check}: {reason}")]
 pub struct Refusal {
-    /// `nonce`, `inventory`, `evidence:<check>`, `binding-key`, `image`.
+    /// `nonce`, `inventory`, `vm-description`, `vm-binding`, `evidence:<check>`,
+    /// `binding-key`, `image`, `vm-policy:<check>`.
     pub check: String,
     /// Why.
     pub reason: String,
@@ -43,17 +46,19 @@ pub struct Kms {
     key: RsaPrivateKey,
     key_id: [u8; 32],
     inventory: Inventory,
+    policy: ReleasePolicy,
     nonces: Mutex<HashMap<Vec<u8>, Instant>>,
 }
 
 impl Kms {
-    /// A service with this private key and inventory.
-    pub fn new(key: RsaPrivateKey, inventory: Inventory) -> Self {
+    /// A service with this private key, inventory and release policy.
+    pub fn new(key: RsaPrivateKey, inventory: Inventory, policy: ReleasePolicy) -> Self {
         let key_id = tvp_image::key::key_id(&key.to_public_key());
         Kms {
             key,
             key_id,
             inventory,
+            policy,
             nonces: Mutex::new(HashMap::new()),
         }
     }
@@ -67,6 +72,7 @@ impl Kms {
             Request::Release {
                 nonce,
                 host_id,
+                key_use,
                 evidence,
                 binding_public,
                 binding_certify_attest,
@@ -75,6 +81,7 @@ impl Kms {
             } => match self.release(
                 &nonce,
                 &host_id,
+                &key_use,
                 &evidence,
                 [
                     &binding_public,
@@ -125,6 +132,7 @@ impl Kms {
         &self,
         nonce_hex: &str,
         host_id: &str,
+        key_use: &KeyUse,
         evidence: &serde_json::Value,
         binding: [&str; 3],
         image_header: &str,
@@ -162,7 +170,11 @@ impl Kms {
                     .collect(),
             )]),
         };
-        let mut opts = VerifyOptions::new(nonce.clone(), ak.clone()).with_expected(expected);
+        let key_use = key_use.parse().map_err(|e| refuse("vm-description", e))?;
+        // The quote commits to the nonce AND to the VM that will receive the key.
+        let use_digest = key_use.digest();
+        let mut opts =
+            VerifyOptions::bound(&nonce, &use_digest, ak.clone()).with_expected(expected);
         if let Some(ek) = &host.ek_name {
             let ek = hex::decode(ek).map_err(|e| refuse("inventory", format!("ek_name: {e}")))?;
             opts = opts
@@ -171,8 +183,16 @@ impl Kms {
         }
         let evidence: tvp_verifier::Evidence = serde_json::from_value(evidence.clone())
             .map_err(|e| refuse("evidence:format", format!("evidence JSON: {e}")))?;
-        verify(&evidence, &opts)
-            .map_err(|e| refuse(format!("evidence:{}", e.check().name()), e.to_string()))?;
+        verify(&evidence, &opts).map_err(|e| match e.check() {
+            Check::Nonce => refuse(
+                "vm-binding",
+                format!(
+                    "the quote's qualifying data is not SHA-256(nonce || {}), the digest of the described key use: it was made for another nonce or another VM ({e})",
+                    hex::encode(use_digest)
+                ),
+            ),
+            c => refuse(format!("evidence:{}", c.name()), e.to_string()),
+        })?;
         let dec = |what: &str, s: &str| {
             b64.decode(s)
                 .map_err(|e| refuse("binding-key", format!("{what}: not base64: {e}")))
@@ -200,6 +220,18 @@ impl Kms {
                 "the image key is wrapped to another key-management key",
             ));
         }
+        if let ParsedUse::Vm(vm) = &key_use {
+            match vm.image() {
+                Some(i) if i.digest == header.image_digest && i.len == header.plaintext_len => {}
+                _ => {
+                    return Err(refuse(
+                        "vm-description",
+                        "the VM's configuration page does not load this image (its image descriptor differs from the header's digest and length)",
+                    ))
+                }
+            }
+        }
+        self.policy.check(&header.image_digest, &key_use)?;
         let image_key = ImageKey::unwrap(&header.wrapped_key, &self.key)
             .map_err(|e| refuse("image", e.to_string()))?;
         image_key

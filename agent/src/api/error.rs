@@ -100,6 +100,21 @@ impl ApiError {
         Self::new(503, "audit_unavailable", message)
     }
 
+    /// 503 `audit_pending`: events observed earlier (VM state changes, host events)
+    /// are not in the audit trail yet; nothing runs until they are.
+    pub fn audit_pending(message: impl Into<String>) -> Self {
+        Self::new(503, "audit_pending", message)
+    }
+
+    /// The 503 for a record that could not be persisted because of `e`:
+    /// `audit_pending` when earlier events wait, else `audit_unavailable`.
+    pub fn audit_failed(e: &crate::audit::AuditError, message: impl Into<String>) -> Self {
+        match e {
+            crate::audit::AuditError::EventsPending { .. } => Self::audit_pending(message),
+            _ => Self::audit_unavailable(message),
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
@@ -182,6 +197,7 @@ impl From<crate::audit::ViewError> for ApiError {
         match e {
             V::UnknownVm(vm) => ApiError::not_found_vm(&vm),
             V::NotAnchored | V::AnchorUnwritten => ApiError::audit_unavailable(e.to_string()),
+            V::EventsPending(_) => ApiError::audit_pending(e.to_string()),
             V::Tpm(t) => t.into(),
         }
     }

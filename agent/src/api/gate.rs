@@ -79,15 +79,18 @@ pub async fn run(
     let (req, body) = match received {
         Ok(r) => r,
         Err(refusal) => {
-            // Counted, written in aggregate (no fsync or NV write of its own).
-            denials.count(caller.uid, &refused_op(method, path), &refusal);
+            // Counted, written in aggregate (no fsync or NV write of its own), for
+            // the VM the path names if it is one of this host's.
+            let vm =
+                super::denials::vm_of_path(path).filter(|v| audit.extract_binding(v).is_some());
+            denials.count_for(vm, caller.uid, &refused_op(method, path), &refusal);
             return Err(refusal);
         }
     };
     // Refusals counted so far go into the trail before this request's records.
     if let Err(e) = denials.flush(audit).await {
         ::log::error!(error = e.to_string(); "aggregated denial record not persisted: request refused");
-        return Err(ApiError::audit_unavailable(format!(
+        return Err(ApiError::audit_failed(&e, format!(
             "the request was not executed: the audit record of earlier refused requests could not be persisted ({e})"
         )));
     }
@@ -186,9 +189,10 @@ pub async fn admit(
             Ok(s) => s,
             Err(e) => {
                 ::log::error!(op = record.op.as_str(), uid = record.uid, error = e.to_string(); "audit decision record not persisted: request refused");
-                return Err(ApiError::audit_unavailable(format!(
+                let why = format!(
                     "the request was not executed: its audit record could not be persisted ({e})"
-                )));
+                );
+                return Err(ApiError::audit_failed(&e, why));
             }
         }
     };
@@ -223,12 +227,13 @@ pub async fn conclude(
     let op = record.op.as_str();
     if read_only {
         ::log::error!(op = op, status = status, error = e.to_string(); "audit record of a read-only request not persisted: reply withheld");
-        return Err(ApiError::audit_unavailable(format!(
-            "the reply is withheld: its audit record could not be persisted ({e})"
-        )));
+        return Err(ApiError::audit_failed(
+            &e,
+            format!("the reply is withheld: its audit record could not be persisted ({e})"),
+        ));
     }
     ::log::error!(op = op, seq = seq, status = status, error = e.to_string(); "audit result record not persisted");
-    Err(ApiError::audit_unavailable(format!(
+    Err(ApiError::audit_failed(&e, format!(
         "the request was executed (status {status}, decision record seq {seq}) but its result record could not be persisted ({e}); further requests are refused until the audit log is writable"
     )))
 }

@@ -79,6 +79,27 @@ pub enum AuditError {
     /// The TPM refused or is gone.
     #[error("audit anchor: {0}")]
     Tpm(#[from] TpmError),
+    /// Events tvpd observed earlier could not be written yet and must come before
+    /// any later record (`super::pending`).
+    #[error("{waiting} could not be written to the audit trail yet and must be written first ({source}); the VMs' management and every other request wait until they are (docs/audit.md, 'Events kept when the log cannot be written')")]
+    EventsPending {
+        /// How many events of which VMs.
+        waiting: String,
+        /// Why the oldest could not be written.
+        #[source]
+        source: Box<AuditError>,
+    },
+}
+
+impl AuditError {
+    /// The detail of detected tampering, also when it stopped pending events.
+    pub fn tampering(&self) -> Option<&str> {
+        match self {
+            AuditError::Tampered { detail, .. } => Some(detail),
+            AuditError::EventsPending { source, .. } => source.tampering(),
+            _ => None,
+        }
+    }
 }
 
 /// A step of an append at which the fault hook can stop tvpd.
@@ -473,10 +494,12 @@ impl AuditLog {
         }
     }
 
-    /// Append a record: reserve, write ahead (fsync), anchor, write to the log
-    /// (fsync). Returns the sealed record. On error nothing is kept in the log that
-    /// is not a whole, anchored record.
-    pub async fn append(&mut self, draft: RecordDraft) -> Result<AuditRecord, AuditError> {
+    /// Bring the log up to date before anything is decided about it: cut back a
+    /// failed write, check the file is still as tvpd left it, and settle a record
+    /// left pending by a failed append (written if the anchor holds it, else
+    /// dropped). [`AuditLog::append`] does this first; the pending-event queue
+    /// ([`super::pending`]) calls it to learn whether a sealed event was kept.
+    pub async fn settle(&mut self) -> Result<(), AuditError> {
         if self.needs_cut {
             self.file
                 .set_len(self.good_len)
@@ -488,7 +511,16 @@ impl AuditLog {
             self.needs_cut = false;
         }
         self.check_file()?;
-        self.settle_pending().await?;
+        self.settle_pending().await
+    }
+
+    /// Append a record: reserve, write ahead (fsync), anchor, write to the log
+    /// (fsync). Returns the sealed record. On error nothing is kept in the log that
+    /// is not a whole, anchored record; the record may still be *pending*
+    /// ([`AuditLog::pending_record`]) and then be written or dropped by the next
+    /// [`AuditLog::settle`].
+    pub async fn append(&mut self, draft: RecordDraft) -> Result<AuditRecord, AuditError> {
+        self.settle().await?;
         let seq = self.records.len() as u64 + 1;
         let rec = AuditRecord::seal(draft, seq, &self.head);
         self.reserve(rec.to_line().len() + 1)?;
@@ -557,6 +589,22 @@ impl AuditLog {
     /// Whether the anchor holds exactly the log (no append left pending).
     pub fn anchored(&self) -> bool {
         self.pending.is_none()
+    }
+
+    /// The record written ahead by a failed append whose fate the anchor decides at
+    /// the next [`AuditLog::settle`]: its seq and hash.
+    pub fn pending_record(&self) -> Option<(u64, String)> {
+        let w = self.pending.as_ref()?;
+        w.records.first().map(|r| (r.seq, r.hash.clone()))
+    }
+
+    /// Whether record `seq` of the log is the record with hash `hash`.
+    pub fn holds(&self, seq: u64, hash: &str) -> bool {
+        seq >= 1
+            && self
+                .records
+                .get((seq - 1) as usize)
+                .is_some_and(|r| r.hash == hash)
     }
 
     /// The NV index.

@@ -4,6 +4,7 @@
 //! - [`log`]: the append-only, fsynced, hash-chained log whose chain head is anchored
 //!   in a TPM NV extend index (appends fail closed);
 //! - [`records`]: what a request's records and tvpd's own event records say;
+//! - [`pending`]: events that could not be written yet, kept and written first;
 //! - [`bindings`]: each VM's tenant key and policy (live and recently deleted);
 //! - [`authorize`]: the tenant token check, with [`counters`] persisting the per-VM
 //!   authorization counters;
@@ -17,6 +18,7 @@ pub mod authorize;
 pub mod bindings;
 pub mod counters;
 pub mod log;
+pub mod pending;
 pub mod records;
 pub mod remediation;
 pub mod trail;

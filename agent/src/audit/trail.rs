@@ -3,9 +3,11 @@
 //! ([`super::bindings`]), the authorization check ([`super::authorize`]) and the
 //! tamper response ([`super::remediation`]) together; each job lives in its module.
 //! Appends fail closed: an error means the record is not in the trail, and the
-//! caller must not act as if it were.
+//! caller must not act as if it were. Events tvpd observed (VM state changes, host
+//! events) are the exception: they have happened, so one that cannot be written is
+//! kept ([`super::pending`]) and written before any later record.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tvp_audit::params::Params;
 use tvp_audit::record::RecordDraft;
@@ -14,6 +16,7 @@ use super::authorize::{AuthorizeError, Authorized, Authorizer};
 use super::bindings::{TenantBinding, TenantBindings};
 use super::counters::CounterStore;
 use super::log::{AuditError, AuditLog};
+use super::pending::{self, PendingEvents};
 use super::records::{event_draft, HostEvent, RequestRecord};
 use super::remediation::{RemediationOutcome, Remediator, TamperResponse};
 
@@ -23,6 +26,8 @@ pub struct Audit {
     bindings: TenantBindings,
     authorizer: Authorizer,
     tamper: TamperResponse,
+    /// Events not written yet; changed only while `log` is locked.
+    events: Mutex<PendingEvents>,
 }
 
 impl Audit {
@@ -33,6 +38,7 @@ impl Audit {
             bindings: TenantBindings::new(),
             authorizer: Authorizer::new(counters),
             tamper: TamperResponse::new(),
+            events: Mutex::new(PendingEvents::new()),
         }
     }
 
@@ -94,16 +100,62 @@ impl Audit {
             .authorize(&self.bindings, vm, op, params, token, now)
     }
 
-    /// Append a record; detected tampering triggers the tenants' remediation.
-    /// Returns the record's sequence number.
+    /// Append a record, after any events still waiting; detected tampering triggers
+    /// the tenants' remediation. Returns the record's sequence number.
     async fn append(&self, draft: RecordDraft) -> Result<u64, AuditError> {
         let mut log = self.log.lock().await;
-        let r = log.append(draft).await.map(|r| r.seq);
+        let r = match self.flush_events(&mut log).await {
+            Ok(_) => log.append(draft).await.map(|r| r.seq),
+            Err(e) => Err(e),
+        };
         drop(log);
-        if let Err(AuditError::Tampered { detail, .. }) = &r {
+        self.after_append(&r);
+        r
+    }
+
+    fn after_append<T>(&self, r: &Result<T, AuditError>) {
+        if let Some(detail) = r.as_ref().err().and_then(AuditError::tampering) {
             self.on_tampering(detail);
         }
+    }
+
+    /// Write the events still waiting (in order, then the counts of lost ones) to
+    /// `log`, whose lock the caller holds. [`AuditError::EventsPending`] if they
+    /// cannot be written yet: nothing may be appended after them.
+    pub(super) async fn flush_events(&self, log: &mut AuditLog) -> Result<u64, AuditError> {
+        if crate::lock(&self.events).is_empty() {
+            return Ok(0);
+        }
+        match pending::flush(&self.events, log).await {
+            Ok(n) => {
+                ::log::warn!(records = n; "audit events kept while the log could not be written are now in the trail");
+                Ok(n)
+            }
+            Err(e) => Err(AuditError::EventsPending {
+                waiting: crate::lock(&self.events).describe(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Try to write the events still waiting (tvpd's timer; every append tries it
+    /// first too). Returns how many records were written.
+    pub async fn flush_pending_events(&self) -> Result<u64, AuditError> {
+        let mut log = self.log.lock().await;
+        let r = self.flush_events(&mut log).await;
+        drop(log);
+        self.after_append(&r);
         r
+    }
+
+    /// How many events wait to be written (kept, and lost ones not yet stated).
+    pub fn pending_events(&self) -> usize {
+        crate::lock(&self.events).len()
+    }
+
+    /// Whether events of `vm` wait to be written: its management waits for them.
+    pub fn events_pending_for(&self, vm: &str) -> bool {
+        crate::lock(&self.events).has(vm)
     }
 
     /// Record a request's decision (stage `decision`), before it runs.
@@ -127,7 +179,8 @@ impl Audit {
     /// Record a VM state change (stage `event`: `state_before` → `state_after`, and
     /// why), attributed to tvpd itself (its uid and pid). Blocks the calling thread
     /// until the record is persisted; for the VM supervisors, never for async tasks.
-    /// An error is for logging: the change has happened already.
+    /// An error is for logging: the change has happened already, and the record is
+    /// kept and written before any later one ([`super::pending`]).
     pub fn vm_event_blocking(
         &self,
         vm: &str,
@@ -159,6 +212,34 @@ impl Audit {
         after: &str,
         reason: &str,
     ) -> Result<u64, AuditError> {
-        super::block_on(self.append(event_draft(vm, op, before, after, reason)))
+        super::block_on(self.append_event(event_draft(vm, op, before, after, reason)))
+    }
+
+    /// Append an event after those still waiting; if it cannot be written it is
+    /// kept, in order, and the error says why (the event is not lost: it is written
+    /// before any later record).
+    async fn append_event(&self, draft: RecordDraft) -> Result<u64, AuditError> {
+        let mut log = self.log.lock().await;
+        let r = match self.flush_events(&mut log).await {
+            Ok(_) => {
+                let before = log.pending_record();
+                match log.append(draft.clone()).await {
+                    Ok(rec) => Ok(rec.seq),
+                    Err(e) => {
+                        let after = log.pending_record();
+                        let sealed = after.filter(|a| Some(a) != before.as_ref());
+                        crate::lock(&self.events).push(draft, sealed);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                crate::lock(&self.events).push(draft, None);
+                Err(e)
+            }
+        };
+        drop(log);
+        self.after_append(&r);
+        r
     }
 }

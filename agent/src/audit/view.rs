@@ -26,6 +26,9 @@ pub enum ViewError {
     /// The certification failed in the TPM.
     #[error(transparent)]
     Tpm(#[from] TpmError),
+    /// Events observed earlier cannot be written yet; a view now would leave them out.
+    #[error(transparent)]
+    EventsPending(super::log::AuditError),
 }
 
 /// `GET /v1/audit?since=SEQ`.
@@ -57,7 +60,10 @@ impl Audit {
     /// Certify the anchor with the AK for `nonce`, consistent with the log (the log
     /// is locked throughout, so no record slips in between).
     pub async fn certify(&self, nonce: Vec<u8>) -> Result<AnchorCertification, ViewError> {
-        let log = self.log().lock().await;
+        let mut log = self.log().lock().await;
+        self.flush_events(&mut log)
+            .await
+            .map_err(ViewError::EventsPending)?;
         self.certify_locked(&log, nonce).await
     }
 
@@ -95,7 +101,9 @@ impl Audit {
     /// id was created; a `since` beyond the end gives an empty extract at the end of
     /// the log, which verifies only against a checkpoint there), certified if `nonce`
     /// is given. The VM's `create-vm` records are always in full: a tenant verifies
-    /// from them or from its checkpoint (`docs/audit.md` §4).
+    /// from them or from its checkpoint (`docs/audit.md` §4); so are the records
+    /// stating lost events (`audit-events-lost`). Events still waiting are written
+    /// first ([`ViewError::EventsPending`] if they cannot be).
     /// [`ViewError::UnknownVm`] if the VM has no tenant binding, live or retired
     /// (recently deleted).
     pub async fn extract(
@@ -107,7 +115,11 @@ impl Audit {
         let binding = self
             .extract_binding(vm)
             .ok_or_else(|| ViewError::UnknownVm(vm.to_string()))?;
-        let log = self.log().lock().await;
+        let mut log = self.log().lock().await;
+        // Events still waiting belong before anything this extract could certify.
+        self.flush_events(&mut log)
+            .await
+            .map_err(ViewError::EventsPending)?;
         let reported = |op: &str| binding.policy.reports(op);
         let since = since.max(incarnation_start(log.records(), vm));
         let mut x = extract::build(log.records(), vm, since, &reported);

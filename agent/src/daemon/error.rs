@@ -117,7 +117,7 @@ impl StartError {
             | E::HostLog(_)
             | E::Socket { .. }
             | E::Serve(_)
-            | E::Audit(AuditError::Io { .. }) => exit::CANTCREAT,
+            | E::Audit(AuditError::Io { .. } | AuditError::EventsPending { .. }) => exit::CANTCREAT,
             E::Tpm { .. }
             | E::ReadPcrs(_)
             | E::ResetLeasedPcrs(_)

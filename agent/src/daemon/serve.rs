@@ -40,6 +40,8 @@ pub(super) fn serve(
         .build()
         .map_err(StartError::Runtime)?;
     let socket = cfg.socket.clone();
+    let audit = state.audit.clone();
+    let last_try = audit.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         if !scan_interval.is_zero() {
@@ -50,12 +52,20 @@ pub(super) fn serve(
             ));
         }
         tokio::spawn(refresh_roles_on_sighup(policy.clone()));
+        tokio::spawn(write_pending_audit_events(state.audit.clone()));
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
         crate::api::server::serve(listener, state, policy, limits, shutdown_signal()).await;
+        if last_try.pending_events() > 0 {
+            let _ = last_try.flush_pending_events().await;
+        }
         Ok::<(), std::io::Error>(())
     });
     let _ = std::fs::remove_file(&cfg.socket);
+    let waiting = audit.pending_events();
+    if waiting > 0 {
+        log::error!(events = waiting; "tvpd stops with audit events that could not be written (the audit log is not writable): they are lost; the VMs' tenants see no record of them");
+    }
     result.map_err(StartError::Serve)
 }
 
@@ -89,6 +99,26 @@ async fn scan_for_unmanaged_vms(
                 vms.out_of_context(&change.appeared, &change.vanished)
             })
             .await;
+        }
+    }
+}
+
+/// How often events that could not be written to the audit trail are tried again
+/// (every append tries them first too).
+const PENDING_EVENTS_RETRY: Duration = Duration::from_secs(1);
+
+/// Write the audit events kept while the log could not be written as soon as it
+/// can be again, so the VMs' management resumes without waiting for a request.
+async fn write_pending_audit_events(audit: Arc<crate::audit::Audit>) {
+    let mut tick = tokio::time::interval(PENDING_EVENTS_RETRY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if audit.pending_events() == 0 {
+            continue;
+        }
+        if let Err(e) = audit.flush_pending_events().await {
+            log::debug!(error = e.to_string(); "audit events still waiting for the log");
         }
     }
 }

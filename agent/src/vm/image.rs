@@ -1,6 +1,9 @@
 //! A measured VM's workload image (`image` of the create request): resolved inside
 //! `image_dir`, and, when encrypted (`TVPENC01`), its key released to this host by the
-//! tenant's key-management service through the TPM (`image_release.rs`). What the
+//! tenant's key-management service through the TPM (`image_release.rs`) for exactly
+//! the VM that loads it: [`prepare`] reads the header (enough for the descriptor), the
+//! caller writes the configuration page, and [`PreparedImage::obtain_key`] asks for
+//! the key with that page, firmware and management binding (docs/kms.md). What the
 //! VMM gets: the open image file, the key (through a pipe, never on disk), and the
 //! image descriptor for the configuration page (address, plaintext length and digest),
 //! which measures the image into PCR 23. The VMM decrypts while loading and refuses to
@@ -16,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tvp_abi::config::ImageRef;
 use tvp_image::stream::read_header;
 use tvp_image::ImageKey;
+use tvp_kms::KeyUse;
 
 use crate::image_release::{ReleaseError, Releaser};
 
@@ -48,10 +52,33 @@ pub enum ImageError {
 pub struct PreparedImage {
     /// The image file, at offset 0.
     pub file: File,
-    /// The image key of an encrypted image (wiped on drop); `None` for plaintext.
+    /// The image key of an encrypted image (wiped on drop) once obtained; `None` for
+    /// plaintext and before [`PreparedImage::obtain_key`].
     pub key: Option<ImageKey>,
+    /// An encrypted image's key-management service and header, until its key is
+    /// obtained.
+    pub sealed: Option<(PathBuf, Vec<u8>)>,
     /// The descriptor for the configuration page.
     pub image_ref: ImageRef,
+}
+
+impl PreparedImage {
+    /// For an encrypted image: obtain its key from the tenant's service for the VM
+    /// `key_use` describes (the one whose page carries this image's descriptor).
+    /// Returns the digest the release's quote committed to, which that VM's
+    /// measurement must match; `None` for a plaintext image.
+    pub fn obtain_key(
+        &mut self,
+        releaser: &Releaser,
+        key_use: &KeyUse,
+    ) -> Result<Option<[u8; 32]>, ImageError> {
+        let Some((kms, header)) = self.sealed.take() else {
+            return Ok(None);
+        };
+        let (key, bound) = releaser.obtain_key(&kms, &header, key_use)?;
+        self.key = Some(key);
+        Ok(Some(bound))
+    }
 }
 
 /// Resolve `path` inside `image_dir`: relative paths are taken from it, and the
@@ -83,14 +110,14 @@ pub fn resolve(image_dir: &Path, path: &str) -> Result<PathBuf, ImageError> {
     Ok(full)
 }
 
-/// Open, classify and (if encrypted) obtain the key of the image for a VM of
-/// `mem_size` bytes. Plaintext images need `allow_plaintext`.
+/// Open and classify the image for a VM of `mem_size` bytes and compute its
+/// descriptor (an encrypted image's from its header; its key is obtained later, for the
+/// finished page). Plaintext images need `allow_plaintext`.
 pub fn prepare(
     spec: &ImageSpec,
     image_dir: &Path,
     mem_size: u64,
     allow_plaintext: bool,
-    releaser: &Releaser,
 ) -> Result<PreparedImage, ImageError> {
     let path = resolve(image_dir, &spec.path)?;
     let rejected = |reason: String| ImageError::Rejected {
@@ -102,15 +129,18 @@ pub fn prepare(
     let n = file.read(&mut magic).map_err(|e| rejected(e.to_string()))?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| rejected(e.to_string()))?;
-    let (key, len, digest) = if n == 8 && &magic == tvp_image::header::MAGIC {
+    let (sealed, len, digest) = if n == 8 && &magic == tvp_image::header::MAGIC {
         let header = read_header(&mut file).map_err(|e| rejected(e.to_string()))?;
         let kms = spec.kms_socket.as_deref().ok_or_else(|| {
             rejected("encrypted image: kms_socket (the key-management service) is required".into())
         })?;
-        let key = releaser.obtain_key(Path::new(kms), &header.encode())?;
         file.seek(SeekFrom::Start(0))
             .map_err(|e| rejected(e.to_string()))?;
-        (Some(key), header.plaintext_len, header.image_digest)
+        (
+            Some((PathBuf::from(kms), header.encode())),
+            header.plaintext_len,
+            header.image_digest,
+        )
     } else {
         if !allow_plaintext {
             return Err(rejected(
@@ -131,7 +161,8 @@ pub fn prepare(
     })?;
     Ok(PreparedImage {
         file,
-        key,
+        key: None,
+        sealed,
         image_ref,
     })
 }

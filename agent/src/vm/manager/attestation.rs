@@ -59,6 +59,38 @@ fn record(pcr: u32, digest: [u8; 32], kind: EventKind, description: String) -> C
     CelRecord::tvp(0, pcr, digest, kind, description)
 }
 
+/// A VM whose image key was released for `bound` (`tvp_kms::ParsedUse::digest` of
+/// its page, firmware digest and management binding) must be measured as exactly that
+/// VM: the VMM's firmware event, the page and the management binding give the same
+/// digest, or the firmware never starts (docs/kms.md, "VM binding").
+fn check_bound(
+    bound: [u8; 32],
+    page: &[u8],
+    views: &[MeasurementView],
+    digests: &[[u8; 32]],
+    management: Option<&ManagementView>,
+) -> Result<(), String> {
+    let firmware_event = tvp_abi::measure::EventType::FirmwareImage.name();
+    let firmware = views
+        .iter()
+        .zip(digests)
+        .find(|(v, _)| v.event_type == firmware_event)
+        .map(|(_, d)| *d)
+        .ok_or("vm-binding: the VMM reported no firmware measurement")?;
+    let m = management.ok_or("vm-binding: the VM has no management binding")?;
+    let measured = tvp_kms::KeyUse::vm(page, firmware, &m.public_key_pem, &m.policy)
+        .and_then(|u| u.parse())
+        .map_err(|e| format!("vm-binding: {e}"))?
+        .digest();
+    if measured != bound {
+        return Err(format!(
+            "vm-binding: the measured VM (firmware {}) is not the one its image key was released for",
+            hex::encode(firmware)
+        ));
+    }
+    Ok(())
+}
+
 impl Manager {
     /// `Ok` if VM `id` holds the lease; else the refusal (logged).
     pub(super) fn require_lease(&self, id: &str, what: &str) -> Result<(), Refused> {
@@ -96,18 +128,22 @@ impl Manager {
     /// the VMM's replay and the value computed from the firmware file and the page;
     /// then the management event.
     fn measure(&self, id: &str) -> Result<Measured, String> {
-        let (digests, reported, page, views, management) = {
+        let (digests, reported, page, views, management, bound) = {
             let reg = lock(&self.registry);
             let vm = reg.vms.get(id).ok_or("VM vanished")?;
-            let page = vm.run.vmm.as_ref().ok_or("VMM gone")?.page.clone();
+            let vmm = vm.run.vmm.as_ref().ok_or("VMM gone")?;
             (
                 vm.run.digests.clone(),
                 vm.boot.reported_pcr23(),
-                page,
+                vmm.page.clone(),
                 vm.run.measurements.clone(),
                 vm.management.clone(),
+                vmm.bound,
             )
         };
+        if let Some(bound) = bound {
+            check_bound(bound, &page, &views, &digests, management.as_ref())?;
+        }
         let firmware = std::fs::read(&self.cfg.firmware)
             .map_err(|e| format!("cannot read firmware {}: {e}", self.cfg.firmware.display()))?;
         let expected = tvp_abi::measure::expected_pcr23(&firmware, &page)
@@ -337,5 +373,72 @@ impl Manager {
         if let Some(next) = reg.lease.release(id) {
             Self::tell(&reg, &next, super::supervise::Event::LeaseGranted);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvp_audit::token::TenantSigner;
+
+    fn page(auth: &[u8]) -> [u8; 4096] {
+        tvp_abi::config::Config {
+            vip: [10, 0, 0, 2],
+            prefix_len: 24,
+            gateway: [0; 4],
+            mac: [2, 0, 0, 0, 0, 1],
+            boot_server_ip: [10, 0, 0, 1],
+            boot_server_port: 8443,
+            vcpus: 1,
+            mem_size_mib: 64,
+            time_unix_secs: 1,
+            entropy_seed: [0; 32],
+            auth_code: auth,
+            server_name: "boot",
+            ca_cert_der: &[0x30, 3, 2, 1, 1],
+            image: None,
+        }
+        .encode()
+        .expect("page")
+    }
+
+    fn events(firmware: [u8; 32]) -> (Vec<MeasurementView>, Vec<[u8; 32]>) {
+        let names = ["scheme", "firmware-image", "config-page"];
+        let views = names
+            .iter()
+            .map(|n| MeasurementView {
+                event_type: n.to_string(),
+                digest: String::new(),
+                description: String::new(),
+            })
+            .collect();
+        (views, vec![[0; 32], firmware, [1; 32]])
+    }
+
+    /// The key was released for one VM; a VM measured with another firmware, page or
+    /// management binding does not get to run its firmware.
+    #[test]
+    fn only_the_vm_the_key_was_released_for_passes() {
+        let key = TenantSigner::generate_ed25519().public().to_pem();
+        let m = ManagementView::from_request(&key, &crate::vm::management::tests::policy_json(), 1)
+            .expect("binding");
+        let bound = tvp_kms::KeyUse::vm(&page(b"U"), [9; 32], &key, &m.policy)
+            .and_then(|u| u.parse())
+            .expect("use")
+            .digest();
+        let (views, digests) = events([9; 32]);
+        assert!(check_bound(bound, &page(b"U"), &views, &digests, Some(&m)).is_ok());
+        let (v2, d2) = events([8; 32]);
+        let e = check_bound(bound, &page(b"U"), &v2, &d2, Some(&m)).unwrap_err();
+        assert!(e.starts_with("vm-binding:"), "{e}");
+        assert!(check_bound(bound, &page(b"V"), &views, &digests, Some(&m)).is_err());
+        let other = ManagementView::from_request(
+            &TenantSigner::generate_ed25519().public().to_pem(),
+            &crate::vm::management::tests::policy_json(),
+            1,
+        )
+        .expect("binding");
+        assert!(check_bound(bound, &page(b"U"), &views, &digests, Some(&other)).is_err());
+        assert!(check_bound(bound, &page(b"U"), &views, &digests, None).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! Starting a VM's `tvp-vmm`: the workload image prepared (its key released through
-//! the TPM), a fresh configuration page written, and the process spawned with exactly
+//! Starting a VM's `tvp-vmm`: the workload image prepared, a fresh configuration page
+//! built, the image key released through the TPM for exactly that page, firmware and
+//! management binding (docs/kms.md), the page written, and the process spawned with exactly
 //! the descriptors it needs (the channel as 3, the image as 4, the key pipe as 5) and
 //! none of tvpd's. Also stopping it again.
 
@@ -12,6 +13,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
+use tvp_kms::KeyUse;
 
 use super::record::Run;
 use super::supervise::Event;
@@ -34,6 +36,8 @@ pub(super) struct Launched {
     pub channel: UnixStream,
     /// The configuration page it was given.
     pub page: Vec<u8>,
+    /// The key-use digest its image key was released for (`None`: no key).
+    pub bound: Option<[u8; 32]>,
 }
 
 impl Launched {
@@ -41,7 +45,13 @@ impl Launched {
     /// the supervisor's event channel.
     pub(super) fn new_run(&self, deadline: Duration) -> (Run, Sender<Event>, Receiver<Event>) {
         let (tx, rx) = mpsc::channel();
-        let run = Run::launched(self.child.id(), self.page.clone(), tx.clone(), deadline);
+        let run = Run::launched(
+            self.child.id(),
+            self.page.clone(),
+            self.bound,
+            tx.clone(),
+            deadline,
+        );
         (run, tx, rx)
     }
 }
@@ -62,19 +72,25 @@ impl Manager {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let image = match &spec.request.image {
+        let mut image = match &spec.request.image {
             Some(i) => Some(image::prepare(
                 i,
                 &self.cfg.image_dir,
                 u64::from(spec.request.memory_mib) << 20,
                 spec.allows_plaintext_images(),
-                &self.releaser,
             )?),
             None => None,
         };
         let page = spec
             .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
             .map_err(VmError::Invalid)?;
+        // The key is released for exactly this VM: this page, this firmware, this
+        // management binding; measure_boot requires the VM to be that one.
+        let mut bound = None;
+        if let Some(img) = image.as_mut().filter(|i| i.sealed.is_some()) {
+            let key_use = self.key_use(spec, &page)?;
+            bound = img.obtain_key(&self.releaser, &key_use)?;
+        }
         let dir = self.cfg.vms_dir.join(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
@@ -137,7 +153,27 @@ impl Manager {
             child,
             channel: ours,
             page: page.to_vec(),
+            bound,
         })
+    }
+
+    /// What a key released for this VM is used for: its page, the firmware file's
+    /// digest (as read now; the VMM's measurement must match it) and its management
+    /// binding.
+    fn key_use(&self, spec: &ValidSpec, page: &[u8]) -> Result<KeyUse, VmError> {
+        let firmware = std::fs::read(&self.cfg.firmware).map_err(|e| {
+            VmError::Spawn(format!(
+                "cannot read firmware {}: {e}",
+                self.cfg.firmware.display()
+            ))
+        })?;
+        KeyUse::vm(
+            page,
+            tvp_abi::measure::sha256(&firmware),
+            &spec.management.public_key_pem,
+            &spec.management.policy,
+        )
+        .map_err(VmError::Invalid)
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) struct Vmm {
     pub events: Sender<Event>,
     /// Its configuration page (for the expected PCR 23).
     pub page: Vec<u8>,
+    /// The key-use digest (`tvp_kms::ParsedUse::digest`) its image key was released
+    /// for; the measured VM must be exactly that one.
+    pub bound: Option<[u8; 32]>,
 }
 
 /// What one measured boot has; a reboot replaces it whole.
@@ -49,14 +52,22 @@ pub(super) struct Run {
 }
 
 impl Run {
-    /// A boot whose VMM (`pid`, `page`) was just started, supervised through `events`.
-    pub fn launched(pid: u32, page: Vec<u8>, events: Sender<Event>, deadline: Duration) -> Run {
+    /// A boot whose VMM (`pid`, `page`, image key released for `bound`) was just
+    /// started, supervised through `events`.
+    pub fn launched(
+        pid: u32,
+        page: Vec<u8>,
+        bound: Option<[u8; 32]>,
+        events: Sender<Event>,
+        deadline: Duration,
+    ) -> Run {
         Run {
             vmm: Some(Vmm {
                 pid,
                 start_time: crate::vm::process::start_time(pid),
                 events,
                 page,
+                bound,
             }),
             deadline: crate::logging::rfc3339(std::time::SystemTime::now() + deadline),
             measurements: Vec::new(),

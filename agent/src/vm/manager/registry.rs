@@ -153,10 +153,11 @@ impl Manager {
     }
 
     /// Append a VM state change to the audit trail; a failure is logged (the change
-    /// has happened; the next request will find the trail unavailable and fail).
+    /// has happened; its record is kept and written before any later record, and
+    /// until then every request is refused).
     pub(super) fn record_change(&self, id: &str, before: &str, after: &str, reason: &str) {
         if let Err(e) = self.audit.vm_event_blocking(id, before, after, reason) {
-            log::error!(vm = id, from = before, to = after, error = e.to_string(); "VM state change not recorded in the audit trail");
+            log::error!(vm = id, from = before, to = after, error = e.to_string(); "VM state change not written to the audit trail yet: kept, and written before any later record");
         }
     }
 

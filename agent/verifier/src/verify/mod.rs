@@ -3,6 +3,7 @@
 
 mod ak;
 pub mod binding;
+pub mod bound;
 mod error;
 mod pcrs;
 
@@ -56,6 +57,15 @@ impl VerifyOptions {
     pub fn with_runtime_integrity(mut self, policy: RuntimeIntegrity) -> Self {
         self.runtime_integrity = policy;
         self
+    }
+
+    /// Options for a quote bound to `digest` besides `nonce`: its qualifying data
+    /// must be [`bound::bound_qualifying_data`]`(nonce, digest)`.
+    pub fn bound(nonce: &[u8], digest: &[u8; 32], trusted_ak: AkKey) -> Self {
+        Self::new(
+            bound::bound_qualifying_data(nonce, digest).to_vec(),
+            trusted_ak,
+        )
     }
 
     /// Also require these PCR values.

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(l.boot_params, start);
     assert!(l.cmdline >= l.boot_params + 4096);
     assert!(
-        l.cmdline + b.cmdline.len() as u64 + 1 <= l.kernel,
+        l.cmdline + (b.cmdline.len() as u64) < l.kernel,
         "command line meets the kernel"
     );
     assert!(l.kernel % align == 0 && align >= 4096);

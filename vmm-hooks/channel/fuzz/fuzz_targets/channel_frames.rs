@@ -20,7 +20,7 @@ fn drain<M: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(mut stre
         let mut buf = Vec::new();
         write_frame(&mut buf, &m).unwrap();
         let n = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-        assert!(n >= 1 && n <= MAX_FRAME_LEN && buf.len() == 4 + n);
+        assert!((1..=MAX_FRAME_LEN).contains(&n) && buf.len() == 4 + n);
         let again: M = read_frame(&mut buf.as_slice()).unwrap();
         assert_eq!(again, m, "message does not survive re-framing");
     }
