@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
     for e in &entries {
         let mut h = Sha256::new();
         h.update(pcr);
-        h.update(if e.violation { [0xff; 32] } else { e.template_sha256 });
+        h.update(if e.violation {
+            [0xff; 32]
+        } else {
+            e.template_sha256
+        });
         pcr = h.finalize().into();
         values.push(pcr);
     }
