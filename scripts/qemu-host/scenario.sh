@@ -113,6 +113,9 @@ got=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/
 check measured-vm-pcr23-as-computed test -n "$want" -a "$want" = "$got"
 grep -q "quote for the lease holder" /tmp/tvpd.log
 check measured-vm-quoted-through-tpmrm0 test $? -eq 0
+# The evidence's size with the IMA list and PCRs 0-10 (the mailbox carries 61408 bytes).
+grep "quote for the lease holder" /tmp/tvpd.log | grep -o 'bytes[=:" ]*[0-9]*' | head -1 | sed 's/^/  mailbox evidence /'
+sed -n 's/.*"runtime_integrity_detail":"\([^"]*\)".*/  boot-server| runtime: \1/p' /tmp/boot-server.jsonl
 # The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
 check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --ak /tmp/ak.pem --nonce $NONCE"
 # A real Linux kernel (this host's own, signed by the tenant) network-booted by the
