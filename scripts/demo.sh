@@ -204,9 +204,15 @@ ok "lease released: PCRs 16 and 23 are zero again"
 say "14. the cloud's administrator cannot delete the VM without the tenant's authorization"
 if "$BIN/tvpctl" vm delete demo-vm 2>"$W/denied.err"; then die "delete without a token was accepted"; fi
 ok "refused: $(head -n1 "$W/denied.err")"
-TOKEN=$("$BIN/tvpctl" authorize --key "$W/tenant.key" --vm demo-vm --op delete)
+# The bound form: the token names this host (the AK name the tenant pinned with the
+# host's identity in step 2) and the VM incarnation its boot server attested (SHA-256
+# of the configuration page, in the boot server's report), so it is void on any other
+# host and for any other VM under this id (docs/audit.md §5.2).
+INCARNATION=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "delivered" in l][0]["incarnation"])' "$W/boot-server.jsonl")
+TOKEN=$("$BIN/tvpctl" authorize --key "$W/tenant.key" --host "$W/host.json" --incarnation "$INCARNATION" \
+    --vm demo-vm --op delete)
 "$BIN/tvpctl" vm delete demo-vm --token "$TOKEN" >/dev/null || die "the tenant's authorized delete failed"
-ok "deleted with the tenant's signed authorization"
+ok "deleted with the tenant's signed authorization, bound to this host and the attested incarnation ${INCARNATION:0:16}..."
 
 say "15. tenant: the VM's audit extract, from its creation, anchored in the TPM (AK-certified NV index), verifies"
 # The bound form: the tenant's fresh nonce, the AK pinned from its inventory, its

@@ -146,7 +146,10 @@ grep -E "workload|handing over|Linux version|BOOT FAILED" $LCON | head -5 | sed 
 sed -n 's/.*"event":"\([a-z]*\)".*"handshake_millis":\([0-9]*\).*"millis":\([0-9]*\).*/  boot-server| \1: handshake \2 ms, session (incl. the kernel'"'"'s transfer) \3 ms/p' /tmp/boot-server-linux.jsonl
 tvpctl --json vm show linux-vm | grep -E '"phase"|"started_at"' | tr -d ' ,"' | awk 'ORS=NR%2?" ":"\n"' | sed 's/^/  phase /'
 check linux-kernel-booted-by-the-firmware grep -q "Linux version" $LCON
-TOKEN=$(tvpctl authorize --key /tmp/tenant.key --vm linux-vm --op delete)
+# Bound to this host's AK name and the incarnation the boot server attested.
+INCARNATION=$(sed -n 's/.*"incarnation":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server-linux.jsonl | head -n1)
+TOKEN=$(tvpctl authorize --key /tmp/tenant.key --host /tmp/host.json --incarnation "$INCARNATION" \
+    --vm linux-vm --op delete)
 tvpctl vm delete linux-vm --token "$TOKEN" >/dev/null
 
 # Host root forges attestation through the TPM directly (issue 15, attack 3): PCR 16 is

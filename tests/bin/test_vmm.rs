@@ -80,9 +80,13 @@ impl Vmm {
         let _ = write_frame(&mut self.s, &m);
     }
 
-    /// tvpd's next message (logged), or `None` once the channel is closed.
+    /// tvpd's next message (logged), or `None` once the channel is closed. The
+    /// adoption secret every VMM gets first is not an answer: skipped, not logged.
     fn recv(&mut self) -> Option<HostMessage> {
-        let m: HostMessage = read_frame(&mut self.s).ok()?;
+        let mut m: HostMessage = read_frame(&mut self.s).ok()?;
+        while matches!(m, HostMessage::AdoptionSecret { .. }) {
+            m = read_frame(&mut self.s).ok()?;
+        }
         writeln!(self.log, "{}", serde_json::to_string(&m).unwrap()).unwrap();
         Some(m)
     }

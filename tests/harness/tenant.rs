@@ -1,12 +1,53 @@
 //! A tenant for tests: a management key pair, a policy, and tokens signed with it
 //! (what `tvpctl authorize` does), plus the VM spec fields that carry them.
+//!
+//! Tokens are bound to a host and a VM incarnation ([`Target`]). A VM created through
+//! [`crate::Tvpd::create_vm`] is remembered with its tvpd ([`remember_vm`]), and
+//! [`Tenant::token`] binds to that tvpd's AK name and the configuration page the VM
+//! runs now, read from tvpd's state directory: a shortcut for tests that are not about
+//! the binding. A real tenant takes both from its inventory and the VM's evidence
+//! (`tvpctl authorize --host --evidence`), as `tests/tests/token_binding.rs` does.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{json, Value};
+use sha2::Digest as _;
 use tvp_audit::params::{self, Params};
-use tvp_audit::token::TenantSigner;
+use tvp_audit::token::{Target, TenantKey, TenantSigner};
+
+/// Where each VM created by the harness lives: (management key id, VM id) → (its
+/// tvpd's state directory, that tvpd's AK name).
+type Hosts = HashMap<(String, String), (PathBuf, Vec<u8>)>;
+
+fn hosts() -> &'static Mutex<Hosts> {
+    static H: OnceLock<Mutex<Hosts>> = OnceLock::new();
+    H.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Remember that VM `vm`, managed by the key `key_pem`, was created on the tvpd with
+/// state directory `state_dir` and AK name `ak_name` (the latest creation wins).
+pub fn remember_vm(key_pem: &str, vm: &str, state_dir: &Path, ak_name: Vec<u8>) {
+    let Ok(key) = TenantKey::from_pem(key_pem) else {
+        return;
+    };
+    hosts().lock().unwrap_or_else(|e| e.into_inner()).insert(
+        (key.key_id(), vm.to_string()),
+        (state_dir.to_path_buf(), ak_name),
+    );
+}
+
+/// SHA-256 of the configuration page VM `vm` runs now on the tvpd with `state_dir`
+/// (zeros once the VM is forgotten and its page removed).
+pub fn incarnation(state_dir: &Path, vm: &str) -> [u8; 32] {
+    let path = state_dir.join("vms").join(vm).join("config.page");
+    match std::fs::read(&path) {
+        Ok(page) => sha2::Sha256::digest(page).into(),
+        Err(_) => [0; 32],
+    }
+}
 
 /// A tenant's management key and policy.
 pub struct Tenant {
@@ -84,10 +125,49 @@ impl Tenant {
         self.token_with(vm, op, params, self.next_counter(), now() + 300)
     }
 
+    /// Where `vm` runs now: the host and incarnation of the VM the harness created
+    /// with this tenant's key (see the module documentation). For a VM id never
+    /// created so, the host of another of the tenant's VMs and a page of zeros.
+    pub fn target(&self, vm: &str) -> Target {
+        let key = (self.signer.public().key_id(), vm.to_string());
+        let hosts = hosts().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((state_dir, host)) = hosts.get(&key) {
+            return Target {
+                host: host.clone(),
+                vm: vm.to_string(),
+                incarnation: incarnation(state_dir, vm),
+            };
+        }
+        // Not created by this tenant: the host of one of its VMs, if any (so a token
+        // for a VM id it does not manage is refused for the VM id, not the host).
+        let host = hosts
+            .iter()
+            .find(|((k, _), _)| *k == key.0)
+            .map(|(_, (_, h))| h.clone())
+            .unwrap_or_else(|| vec![0; 34]);
+        Target {
+            host,
+            vm: vm.to_string(),
+            incarnation: [0; 32],
+        }
+    }
+
     /// A token with an explicit counter and expiry.
     pub fn token_with(
         &self,
         vm: &str,
+        op: &str,
+        params: &[(&str, &str)],
+        counter: u64,
+        expires: u64,
+    ) -> String {
+        self.token_for(&self.target(vm), op, params, counter, expires)
+    }
+
+    /// A token for an explicit host and incarnation.
+    pub fn token_for(
+        &self,
+        target: &Target,
         op: &str,
         params: &[(&str, &str)],
         counter: u64,
@@ -98,7 +178,7 @@ impl Tenant {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         self.signer
-            .authorize(op, vm, &params::digest(&p), counter, expires)
+            .authorize(op, target, &params::digest(&p), counter, expires)
             .encode()
     }
 }

@@ -24,6 +24,9 @@ pub struct Tvpd {
     pub log_path: PathBuf,
     tcti: String,
     extra: Vec<String>,
+    /// The path the audit NV index is derived from (`dir/state`, also when the test
+    /// gives its own `--state-dir`).
+    nv_index_of: PathBuf,
     /// This tvpd's TAP prefix: unique, so parallel tests never touch each other's TAPs.
     pub tap_prefix: String,
     /// Network namespace tvpd (and so its VMs and TAPs) runs in, if not the test's own.
@@ -59,10 +62,16 @@ impl Tvpd {
 
     /// Not started yet: the test's own files under `dir`.
     fn new(tpm: &Swtpm, dir: &Path, extra: &[&str], netns: Option<&str>) -> Tvpd {
+        // The test's own --state-dir, if it gives one.
+        let state_dir = extra
+            .windows(2)
+            .find(|w| w[0] == "--state-dir")
+            .map_or_else(|| dir.join("state"), |w| PathBuf::from(w[1]));
         Tvpd {
             child: None,
             socket: dir.join("tvpd.sock"),
-            state_dir: dir.join("state"),
+            state_dir,
+            nv_index_of: dir.join("state"),
             log_path: dir.join("tvpd.log"),
             tcti: tpm.tcti(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -82,7 +91,7 @@ impl Tvpd {
             }
             None => Command::new(crate::bin("tvpd")),
         };
-        let nv_index = audit_nv_index(&self.state_dir);
+        let nv_index = audit_nv_index(&self.nv_index_of);
         // The test's scratch root: tenants' KMS sockets live beside tvpd's directory.
         let kms_dir = self
             .socket
@@ -301,7 +310,36 @@ impl Tvpd {
 
     /// `POST /v1/vms` with `spec` (the test asserts the status it expects).
     pub fn create_vm(&self, spec: &VmSpec) -> HttpReply {
-        self.api("POST", "/v1/vms", Some(&spec.to_json()))
+        self.create_vm_json(&spec.to_json())
+    }
+
+    /// `POST /v1/vms` with a spec as JSON text. A created VM is remembered for its
+    /// tenant's tokens ([`crate::tenant::remember_vm`]).
+    pub fn create_vm_json(&self, spec: &str) -> HttpReply {
+        let r = self.api("POST", "/v1/vms", Some(spec));
+        if r.status == 201 {
+            let v: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+            if let (Some(key), Some(id)) = (v["management_public_key"].as_str(), v["id"].as_str()) {
+                crate::tenant::remember_vm(key, id, &self.state_dir, self.ak_name());
+            }
+        }
+        r
+    }
+
+    /// VM `vm` on this tvpd as a token names it: this host's AK name and the
+    /// incarnation (configuration page digest) the VM runs now.
+    pub fn target(&self, vm: &str) -> tvp_audit::token::Target {
+        tvp_audit::token::Target {
+            host: self.ak_name(),
+            vm: vm.to_string(),
+            incarnation: crate::tenant::incarnation(&self.state_dir, vm),
+        }
+    }
+
+    /// This host's AK name (`ak_name` of `GET /v1/host`): what tokens are bound to.
+    pub fn ak_name(&self) -> Vec<u8> {
+        let h = self.api_json("GET", "/v1/host", None);
+        hex::decode(h["ak_name"].as_str().unwrap_or_default()).expect("ak_name is hex")
     }
 
     /// `DELETE /v1/vms/<id>` with a fresh delete token signed by `tenant` (the test

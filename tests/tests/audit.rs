@@ -311,6 +311,7 @@ fn policy() -> TenantPolicy {
         allowed_operations: vec!["pause".into(), "resume".into()],
         reported_operations: vec!["*".into()],
         management_key_lease_secs: None,
+        max_token_lifetime_secs: None,
         key_lease_secs: None,
         allow_plaintext_images: false,
         on_platform_change: None,
@@ -318,11 +319,25 @@ fn policy() -> TenantPolicy {
     }
 }
 
+/// The host AK name tokens are bound to in these in-process tests.
+const HOST: &[u8] = b"\x00\x0bthis-host-ak-name";
+/// The incarnation (configuration page digest) of the VMs registered here.
+const PAGE: [u8; 32] = [0x23; 32];
+
+/// `vm` on this host in its current incarnation.
+fn target(vm: &str) -> tvp_audit::token::Target {
+    tvp_audit::token::Target {
+        host: HOST.to_vec(),
+        vm: vm.into(),
+        incarnation: PAGE,
+    }
+}
+
 fn open_audit(tpm: &Swtpm, state: &Path) -> (TpmService, Audit) {
     let svc = tpm.service();
     let log = AuditLog::open(state, svc.client(), NV_INDEX).expect("audit log");
     let counters = CounterStore::load(state).expect("counters");
-    (svc, Audit::new(log, counters))
+    (svc, Audit::new(log, counters, HOST.to_vec()))
 }
 
 fn now() -> u64 {
@@ -387,12 +402,13 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
             key: tenant.public(),
             policy: policy(),
             key_since: now(),
+            incarnation: Some(PAGE),
         },
     );
     let p = params::parse_kv(&["reason=maintenance".into()]).unwrap();
     let pd = params::digest(&p);
     let exp = now() + 300;
-    let good = tenant.authorize("pause", "vm-a", &pd, 10, exp);
+    let good = tenant.authorize("pause", &target("vm-a"), &pd, 10, exp);
 
     let mut forged = good.clone();
     forged.counter = 11;
@@ -408,13 +424,21 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         ),
         (
             "wrong key",
-            Some(other.authorize("pause", "vm-a", &pd, 10, exp).encode()),
+            Some(
+                other
+                    .authorize("pause", &target("vm-a"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "wrong_key",
         ),
         (
             "other VM's token",
-            Some(tenant.authorize("pause", "vm-b", &pd, 10, exp).encode()),
+            Some(
+                tenant
+                    .authorize("pause", &target("vm-b"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "other_vm",
         ),
@@ -428,7 +452,7 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
             "expired",
             Some(
                 tenant
-                    .authorize("pause", "vm-a", &pd, 10, now() - 1)
+                    .authorize("pause", &target("vm-a"), &pd, 10, now() - 1)
                     .encode(),
             ),
             p.clone(),
@@ -436,9 +460,61 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         ),
         (
             "operation not in policy",
-            Some(tenant.authorize("delete", "vm-a", &pd, 10, exp).encode()),
+            Some(
+                tenant
+                    .authorize("delete", &target("vm-a"), &pd, 10, exp)
+                    .encode(),
+            ),
             p.clone(),
             "not_allowed_by_policy",
+        ),
+        (
+            "another host's token",
+            Some(
+                tenant
+                    .authorize(
+                        "pause",
+                        &tvp_audit::token::Target {
+                            host: b"\x00\x0banother-host".to_vec(),
+                            ..target("vm-a")
+                        },
+                        &pd,
+                        10,
+                        exp,
+                    )
+                    .encode(),
+            ),
+            p.clone(),
+            "host_mismatch",
+        ),
+        (
+            "another incarnation's token",
+            Some(
+                tenant
+                    .authorize(
+                        "pause",
+                        &tvp_audit::token::Target {
+                            incarnation: [0x24; 32],
+                            ..target("vm-a")
+                        },
+                        &pd,
+                        10,
+                        exp,
+                    )
+                    .encode(),
+            ),
+            p.clone(),
+            "incarnation_mismatch",
+        ),
+        (
+            "expiry beyond the default cap",
+            Some(
+                tenant
+                    .authorize("pause", &target("vm-a"), &pd, 10, now() + 7200)
+                    .encode(),
+            ),
+            p.clone(),
+            "lifetime_exceeds_policy",
         ),
     ];
     for (name, token, params, code) in &attacks {
@@ -494,6 +570,7 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
             key: tenant.public(),
             policy: policy(),
             key_since: now(),
+            incarnation: Some(PAGE),
         },
     );
     match audit.authorize("vm-a", "pause", &p, Some(&good.encode())) {
@@ -503,7 +580,7 @@ fn token_attacks_are_refused_with_their_reason_audited_and_never_run() {
         })) => {}
         other => panic!("replay after restart: {other:?}"),
     }
-    let next = tenant.authorize("pause", "vm-a", &pd, 11, exp);
+    let next = tenant.authorize("pause", &target("vm-a"), &pd, 11, exp);
     audit
         .authorize("vm-a", "pause", &p, Some(&next.encode()))
         .expect("higher counter");
@@ -574,6 +651,7 @@ fn tampering_powers_off_vms_whose_policy_says_so_and_alerts_for_the_others() {
                 key: key.clone(),
                 policy: p,
                 key_since: now(),
+                incarnation: Some(PAGE),
             },
         );
     }
@@ -639,6 +717,7 @@ fn tenant_extract_with_tpm_certified_anchor_verifies_and_withholding_is_named() 
                 key: key.clone(),
                 policy: pol.clone(),
                 key_since: now(),
+                incarnation: Some(PAGE),
             },
         );
     }

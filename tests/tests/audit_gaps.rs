@@ -354,6 +354,7 @@ fn policy() -> TenantPolicy {
         allow_plaintext_images: false,
         on_platform_change: None,
         on_tampering: Remediation::Alert,
+        max_token_lifetime_secs: None,
     }
 }
 
@@ -397,7 +398,11 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
     std::fs::create_dir_all(&state).unwrap();
     let svc = tpm.service();
     let log = AuditLog::open(&state, svc.client(), 0x0150_0000).expect("audit log");
-    let audit = Audit::new(log, CounterStore::load(&state).expect("counters"));
+    let audit = Audit::new(
+        log,
+        CounterStore::load(&state).expect("counters"),
+        b"host-ak-name".to_vec(),
+    );
     let pol = policy();
     let key = TenantSigner::generate_ed25519().public();
     let now = std::time::SystemTime::now()
@@ -410,6 +415,7 @@ fn events_past_the_bound_are_stated_as_lost_and_the_verifier_reports_the_gap() {
             key: key.clone(),
             policy: pol.clone(),
             key_since: now,
+            incarnation: None,
         },
     );
     vm_request(&audit, VM, "create-vm").expect("create");

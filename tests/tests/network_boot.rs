@@ -53,6 +53,12 @@ fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its
     assert_eq!(o.vm["handover_digest"], rep["workload_digest"], "{}", o.vm);
     // Every state on the way, the workload's boot between evidence and handover.
     assert_eq!(states(&o.vm), FULL_BOOT, "{}", o.vm);
+    // The incarnation the tenant's tokens bind to: the digest of the page it attested.
+    assert_eq!(
+        rep["incarnation"],
+        hex::encode(tvp_tests::tenant::incarnation(&h.t.state_dir, "nb-1")),
+        "{rep}"
+    );
     eprintln!(
         "network boot: VM create -> workload done {:.2} s; TLS handshake (server side) {} ms; \
          boot server session {} ms",

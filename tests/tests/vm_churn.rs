@@ -56,7 +56,7 @@ fn listed(t: &Tvpd, id: &str) -> bool {
 fn worker(t: &Tvpd, id: &str, pids: &Mutex<BTreeSet<u64>>) {
     let tenant = Tenant::new(&["delete"], "alert");
     for round in 0..ROUNDS {
-        let r = t.api("POST", "/v1/vms", Some(&spec(id, &tenant)));
+        let r = t.create_vm_json(&spec(id, &tenant));
         no_5xx(&r, "create");
         assert_eq!(r.status, 201, "round {round}: create {id}: {}", text(&r));
         if let Some(p) = body(&r)["pid"].as_u64() {

@@ -420,6 +420,10 @@ fn allowed_power_off_reboot_and_delete_really_happen_and_are_audited() {
             "vm-r",
             "--op",
             "power-off",
+            "--host",
+            &hex::encode(t.ak_name()),
+            "--incarnation",
+            &hex::encode(tenant.target("vm-r").incarnation),
         ],
     );
     assert_eq!(rc, 0, "{err}");

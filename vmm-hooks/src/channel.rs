@@ -1,7 +1,10 @@
 //! The VMM's end of the private channel to tvpd: connecting (inherited socketpair fd or
 //! a socket path), a locked writer shared by the threads, and a reader thread that
-//! routes tvpd's messages (start decision, mailbox answers, stop).
+//! routes tvpd's messages (start decision, mailbox answers, stop). Once tvpd said the
+//! VM runs, a closed channel is replaced by a restarted tvpd's connection on the
+//! adoption socket ([`crate::adopt`]) if one proves itself within the grace.
 
+use crate::adopt::AdoptionPort;
 use crate::mailbox::{HostAnswer, HostPort};
 use crate::shutdown::{Shutdown, StopCause};
 use std::os::fd::{FromRawFd, RawFd};
@@ -23,10 +26,13 @@ pub enum StartDecision {
     Abort(String),
 }
 
+/// The current channel socket: replaced when a restarted tvpd adopts the VMM.
+type Current = Arc<Mutex<Arc<UnixStream>>>;
+
 /// The sending side, shared by the main and vCPU threads. `None` in standalone mode.
 #[derive(Clone)]
 pub struct ChannelTx {
-    stream: Option<Arc<Mutex<UnixStream>>>,
+    stream: Option<Current>,
 }
 
 impl ChannelTx {
@@ -38,10 +44,10 @@ impl ChannelTx {
                 Ok(())
             }
             Some(s) => {
-                let mut guard = s.lock().map_err(|_| {
+                let guard = s.lock().map_err(|_| {
                     ChannelError::Io(std::io::Error::other("channel writer lock poisoned"))
                 })?;
-                write_frame(&mut *guard, msg)
+                write_frame(&mut &**guard, msg)
             }
         }
     }
@@ -103,10 +109,12 @@ pub fn from_path(path: &Path) -> Result<UnixStream, VmmError> {
 }
 
 /// Starts the reader thread on `stream` (or nothing, in standalone mode, where Start is
-/// immediate and mailbox requests go unanswered).
+/// immediate and mailbox requests go unanswered). With `adoption`, a running VM
+/// outlives its channel for the adoption grace.
 pub fn open(
     stream: Option<UnixStream>,
     shutdown: Arc<Shutdown>,
+    adoption: Option<AdoptionPort>,
 ) -> Result<(ChannelTx, ChannelRx), VmmError> {
     let (start_tx, start_rx) = mpsc::channel();
     let (reply_tx, reply_rx) = mpsc::channel();
@@ -120,16 +128,23 @@ pub fn open(
             },
         ));
     };
-    let reader = stream
-        .try_clone()
-        .map_err(|e| VmmError::ChannelSetup(format!("cannot clone channel socket: {e}")))?;
+    let current: Current = Arc::new(Mutex::new(Arc::new(stream)));
+    let reader = Reader {
+        current: current.clone(),
+        start: start_tx,
+        replies: reply_tx,
+        shutdown,
+        adoption,
+        secret: None,
+        running: false,
+    };
     std::thread::Builder::new()
         .name("channel-rx".into())
-        .spawn(move || reader_loop(reader, start_tx, reply_tx, shutdown))
+        .spawn(move || reader.run())
         .map_err(|e| VmmError::Process(format!("cannot spawn channel reader: {e}")))?;
     Ok((
         ChannelTx {
-            stream: Some(Arc::new(Mutex::new(stream))),
+            stream: Some(current),
         },
         ChannelRx {
             start: start_rx,
@@ -138,38 +153,97 @@ pub fn open(
     ))
 }
 
-fn reader_loop(
-    mut s: UnixStream,
+/// The reader thread's state: where tvpd's messages go, and what adoption needs.
+struct Reader {
+    current: Current,
     start: Sender<StartDecision>,
     replies: Sender<HostMessage>,
     shutdown: Arc<Shutdown>,
-) {
-    loop {
-        match read_frame::<_, HostMessage>(&mut s) {
-            Ok(HostMessage::Start) => {
-                let _ = start.send(StartDecision::Start);
-            }
-            Ok(HostMessage::Abort { reason }) => {
-                let _ = start.send(StartDecision::Abort(reason));
-            }
-            Ok(HostMessage::Stop) => {
-                log::info!("tvpd asked to stop the VM");
-                shutdown.request(StopCause::Host);
-            }
-            Ok(m) => {
-                let _ = replies.send(m);
-            }
-            Err(e) => {
-                match e {
-                    ChannelError::Closed => {
-                        log::info!("tvpd closed the channel")
-                    }
-                    e => log::error!(error = e.to_string(); "channel broken"),
-                }
-                shutdown.request(StopCause::ChannelClosed);
+    adoption: Option<AdoptionPort>,
+    /// The adoption secret tvpd gave (the first one; later ones are ignored).
+    secret: Option<[u8; 32]>,
+    /// tvpd said the VM runs: a closed channel waits for adoption.
+    running: bool,
+}
+
+impl Reader {
+    fn run(mut self) {
+        let mut s = match self.current.lock() {
+            Ok(g) => g.clone(),
+            Err(_) => {
+                self.shutdown.request(StopCause::ChannelClosed);
                 return;
             }
+        };
+        loop {
+            match read_frame::<_, HostMessage>(&mut &*s) {
+                Ok(m) => self.route(m),
+                Err(e) => {
+                    match e {
+                        ChannelError::Closed => {
+                            log::info!("tvpd closed the channel")
+                        }
+                        e => log::error!(error = e.to_string(); "channel broken"),
+                    }
+                    match self.adopted() {
+                        Some(new) => s = new,
+                        None => {
+                            self.shutdown.request(StopCause::ChannelClosed);
+                            return;
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    fn route(&mut self, m: HostMessage) {
+        match m {
+            HostMessage::Start => {
+                let _ = self.start.send(StartDecision::Start);
+            }
+            HostMessage::Abort { reason } => {
+                let _ = self.start.send(StartDecision::Abort(reason));
+            }
+            HostMessage::Stop => {
+                log::info!("tvpd asked to stop the VM");
+                self.shutdown.request(StopCause::Host);
+            }
+            HostMessage::AdoptionSecret { secret } => {
+                if self.secret.is_none() {
+                    self.secret = Some(secret);
+                } else {
+                    log::warn!("a second adoption secret ignored");
+                }
+            }
+            HostMessage::Running => {
+                if !self.running {
+                    log::info!(adoptable = self.adoption.is_some() && self.secret.is_some(); "tvpd reports the VM running");
+                }
+                self.running = true;
+            }
+            HostMessage::Adopt { .. } => {
+                log::warn!("'adopt' on the channel ignored (it belongs on the adoption socket)");
+            }
+            m => {
+                let _ = self.replies.send(m);
+            }
+        }
+    }
+
+    /// The channel closed: if the VM runs and can be adopted, wait for a restarted
+    /// tvpd and make its connection the channel.
+    fn adopted(&self) -> Option<Arc<UnixStream>> {
+        if !self.running {
+            return None;
+        }
+        let (port, secret) = (self.adoption.as_ref()?, self.secret.as_ref()?);
+        let new = Arc::new(port.wait(secret, &self.shutdown)?);
+        match self.current.lock() {
+            Ok(mut g) => *g = new.clone(),
+            Err(_) => return None,
+        }
+        Some(new)
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
 //! [`tap`], [`dma`]: what it may write, [`netfilter`]: what it may send), [`mailbox`],
-//! [`channel`],
+//! [`channel`] (with [`adopt`]: surviving a tvpd restart),
 //! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
 //! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
 //! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF) and `lockdown` (prctl,
@@ -18,6 +18,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod adopt;
 pub mod channel;
 pub mod devices;
 pub mod dma;

@@ -116,6 +116,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_set_robust_list,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // The adoption socket (bound before the lockdown): a restarted tvpd is accepted.
+    libc::SYS_accept4,
 ];
 
 fn build_filter() -> Result<BpfProgram, VmmError> {
@@ -136,6 +138,28 @@ fn build_filter() -> Result<BpfProgram, VmmError> {
     // fcntl(fd, F_GETFD) only: Rust's std checks a descriptor with it when dropping one
     // (debug builds); it reads a flag and changes nothing.
     rules.insert(libc::SYS_fcntl, vec![ioctl_rule(libc::F_GETFD as u64)?]);
+    // setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO) only: the adoption handshake's read
+    // timeout, so a silent connection cannot hold the wait.
+    let rcvtimeo = || -> Result<SeccompRule, VmmError> {
+        SeccompRule::new(vec![
+            SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::SOL_SOCKET as u64,
+            )
+            .map_err(err)?,
+            SeccompCondition::new(
+                2,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::SO_RCVTIMEO as u64,
+            )
+            .map_err(err)?,
+        ])
+        .map_err(err)
+    };
+    rules.insert(libc::SYS_setsockopt, vec![rcvtimeo()?]);
     // openat is "allowed" by this filter and refused with EPERM by the second one
     // (`deny_open_filter`): glibc's malloc probes /proc/sys/vm/overcommit_memory when it
     // shrinks a thread's heap and copes with the refusal.

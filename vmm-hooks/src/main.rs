@@ -80,6 +80,19 @@ enum Cmd {
         /// of reading the key, or the VM fails.
         #[arg(long, value_name = "MS", default_value_t = 30_000)]
         image_key_lease_ms: u64,
+        /// Unix socket to listen on (mode 0600) for a restarted tvpd once the running
+        /// VM's channel closed; it must present the adoption secret tvpd sent over the
+        /// channel. Without it a closed channel stops the VM.
+        #[arg(long, value_name = "PATH", conflicts_with = "standalone")]
+        adopt_socket: Option<PathBuf>,
+        /// How long a running VM waits for adoption before it stops, in seconds.
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 120,
+            requires = "adopt_socket"
+        )]
+        adopt_grace_secs: u64,
     },
     /// Print the PCR 23 events and value for a firmware file and configuration page.
     ExpectedPcr23 {
@@ -180,6 +193,8 @@ fn main() -> ExitCode {
             image_fd,
             image_key_fd,
             image_key_lease_ms,
+            adopt_socket,
+            adopt_grace_secs,
         } => {
             let channel = match (channel_fd, channel_path, standalone) {
                 (Some(fd), None, false) => ChannelSpec::Fd(fd),
@@ -209,6 +224,7 @@ fn main() -> ExitCode {
                     key_fd: image_key_fd,
                     key_lease: Duration::from_millis(image_key_lease_ms),
                 }),
+                adoption: adopt_socket.map(|p| (p, Duration::from_secs(adopt_grace_secs))),
             });
             ExitCode::from(code as u8)
         }

@@ -1,6 +1,7 @@
 //! One VM's life: build and measure it, report the measurements, wait for tvpd's Start,
 //! run the vCPU, and end it cleanly (stop, scrub memory, report, exit code).
 
+use crate::adopt::AdoptionPort;
 use crate::channel::{self, ChannelHost, ChannelTx, StartDecision};
 use crate::devices::{ConsoleLog, Devices};
 use crate::dma::DmaPolicy;
@@ -97,6 +98,9 @@ pub struct RunOptions {
     pub fault_forbidden_syscall: bool,
     /// The workload image tvpd passed, if any.
     pub image: Option<crate::image::ImageInput>,
+    /// The adoption socket to bind and how long to wait on it for a restarted tvpd
+    /// once the running VM's channel closed; `None`: a closed channel stops the VM.
+    pub adoption: Option<(PathBuf, Duration)>,
 }
 
 extern "C" fn on_stop_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -235,7 +239,12 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         ChannelSpec::Path(p) => Some(channel::from_path(p)?),
         ChannelSpec::Standalone => None,
     };
-    let (tx, rx) = channel::open(stream, shutdown.clone())?;
+    // Bound now: after the privilege drop and the lockdown nothing can be bound.
+    let adoption = match (&opts.adoption, &stream) {
+        (Some((path, grace)), Some(_)) => Some(AdoptionPort::bind(path, *grace, &opts.vm_id)?),
+        _ => None,
+    };
+    let (tx, rx) = channel::open(stream, shutdown.clone(), adoption)?;
     tx.send(&VmmMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         vm_id: opts.vm_id.clone(),

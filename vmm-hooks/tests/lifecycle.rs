@@ -67,6 +67,53 @@ fn losing_the_channel_to_tvpd_ends_the_vm() {
 }
 
 #[test]
+fn with_an_adoption_socket_a_channel_lost_before_running_still_ends_the_vm_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("spin", dir.path());
+    let cfg = write_config(dir.path(), b"U-close");
+    let sock = dir.path().join("adopt.sock");
+    let run = VmRun::new(dir.path(), &fw, &cfg)
+        .mode(PeerMode::CloseAfterFirstMilestone)
+        .args(&[
+            "--adopt-socket",
+            sock.to_str().unwrap(),
+            "--adopt-grace-secs",
+            "60",
+        ])
+        .run();
+    assert_eq!(run.exit_code, Some(exit_code::CHANNEL_CLOSED));
+    assert!(run.secs < 30.0, "it waited for adoption: {} s", run.secs);
+    assert!(!run.stderr.contains("waiting for a restarted tvpd"));
+}
+
+#[test]
+fn a_running_vm_waits_for_adoption_through_its_grace_then_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("spin", dir.path());
+    let cfg = write_config(dir.path(), b"U-close");
+    let sock = dir.path().join("adopt.sock");
+    let run = VmRun::new(dir.path(), &fw, &cfg)
+        .mode(PeerMode::RunningThenClose)
+        .args(&[
+            "--adopt-socket",
+            sock.to_str().unwrap(),
+            "--adopt-grace-secs",
+            "2",
+        ])
+        .run();
+    assert_eq!(run.exit_code, Some(exit_code::CHANNEL_CLOSED));
+    assert!(run.secs >= 2.0, "it did not wait: {} s", run.secs);
+    assert!(
+        run.stderr.contains("waiting for a restarted tvpd"),
+        "{}",
+        run.stderr
+    );
+    assert!(run
+        .stderr
+        .contains("no tvpd adopted the VM within the grace"));
+}
+
+#[test]
 fn firmware_overlapping_the_platform_area_is_rejected_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let fw = build_guest_at("happy", dir.path(), tvp_abi::layout::CONFIG_PAGE_GPA);

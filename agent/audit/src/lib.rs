@@ -5,7 +5,8 @@
 //! log and names the first bad record, [`extract`] is a tenant's filtered view with
 //! what proves inclusion, order and completeness, [`anchor`] is the TPM NV anchor
 //! (fold and NV_Certify parsing), [`params`] digests an operation's parameters,
-//! [`token`] is the tenant-signed authorization and [`policy`] the tenant policy;
+//! [`token`] is the tenant-signed authorization, [`keys`] the tenant's keys and
+//! [`policy`] the tenant policy;
 //! [`checkpoint`] is where a tenant's last extract verification ended.
 //! The formats are specified in `docs/audit.md`.
 
@@ -14,6 +15,7 @@ pub mod chain;
 pub mod checkpoint;
 pub mod encode;
 pub mod extract;
+pub mod keys;
 pub mod params;
 pub mod policy;
 pub mod record;

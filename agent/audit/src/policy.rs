@@ -5,6 +5,7 @@
 //!   "allowed_operations": ["pause", "resume", "power-off"],
 //!   "reported_operations": ["*"],
 //!   "management_key_lease_secs": 86400,
+//!   "max_token_lifetime_secs": 3600,
 //!   "key_lease_secs": 30,
 //!   "allow_plaintext_images": false,
 //!   "on_platform_change": "alert",
@@ -42,6 +43,25 @@ pub const RESTRICTED_OPERATIONS: &[&str] = &[
     "delete",
 ];
 
+/// Operations on the management key itself, which only its holder can authorize and
+/// which every policy permits (they are not listed in `allowed_operations`):
+/// `rotate-key` (parameter `public_key`: the new key's DER SubjectPublicKeyInfo,
+/// standard base64) hands management to a new key, and `renew-key-lease` starts the
+/// current key's `management_key_lease_secs` anew. Both must be signed by the current
+/// key while its lease runs.
+pub const KEY_OPERATIONS: &[&str] = &["rotate-key", "renew-key-lease"];
+
+/// Whether `op` is one of [`KEY_OPERATIONS`].
+pub fn is_key_operation(op: &str) -> bool {
+    KEY_OPERATIONS.contains(&op)
+}
+
+/// How far ahead a token's expiry may lie when the policy does not say
+/// (`max_token_lifetime_secs`): one hour.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 3600;
+/// The largest `max_token_lifetime_secs` a policy may set: 30 days.
+pub const MAX_TOKEN_LIFETIME_LIMIT: u64 = 30 * 86_400;
+
 /// What tvpd does to the VM when it detects that the audit trail was tampered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,6 +86,11 @@ pub struct TenantPolicy {
     /// = for the VM's life.
     #[serde(default)]
     pub management_key_lease_secs: Option<u64>,
+    /// How far ahead of now a token's `expires` may lie, in seconds (1 to 30 days;
+    /// `None` = [`DEFAULT_MAX_TOKEN_LIFETIME`]). A token that would stay valid longer
+    /// is refused, so a token that leaks cannot be used for long.
+    #[serde(default)]
+    pub max_token_lifetime_secs: Option<u64>,
     /// Seconds a workload image's key may stay in the VMM before the image is loaded
     /// (1..=3600; `None` = tvpd's default, 30).
     #[serde(default)]
@@ -96,6 +121,9 @@ pub enum PolicyError {
     /// A zero lease.
     #[error("management_key_lease_secs must be at least 1 (omit it for no lease limit), key_lease_secs 1 to 3600")]
     ZeroLease,
+    /// `max_token_lifetime_secs` out of range.
+    #[error("max_token_lifetime_secs must be 1 to {MAX_TOKEN_LIFETIME_LIMIT} (30 days); omit it for the default of {DEFAULT_MAX_TOKEN_LIFETIME}")]
+    TokenLifetime,
     /// Too many or too long entries.
     #[error("tenant policy: {0}")]
     TooLarge(String),
@@ -139,6 +167,12 @@ impl TenantPolicy {
         {
             return Err(PolicyError::ZeroLease);
         }
+        if self
+            .max_token_lifetime_secs
+            .is_some_and(|l| !(1..=MAX_TOKEN_LIFETIME_LIMIT).contains(&l))
+        {
+            return Err(PolicyError::TokenLifetime);
+        }
         if self.allowed_operations.len() > RESTRICTED_OPERATIONS.len() {
             return Err(PolicyError::TooLarge(format!(
                 "allowed_operations has {} entries; list each restricted operation at most once",
@@ -174,6 +208,18 @@ impl TenantPolicy {
             .opt_u64(self.key_lease_secs)
             .u8(u8::from(self.allow_plaintext_images))
             .opt_str(self.on_platform_change.map(Remediation::as_str));
+        // Only when set, as `1 || u64`: a policy without it keeps the digest it had
+        // before the field existed (boot servers and expected PCR 23 values stay
+        // valid), and the encoding stays unambiguous (it ends the digested bytes).
+        if let Some(l) = self.max_token_lifetime_secs {
+            e.u8(1).u64(l);
+        }
+    }
+
+    /// The longest a token may stay valid from now (seconds).
+    pub fn max_token_lifetime(&self) -> u64 {
+        self.max_token_lifetime_secs
+            .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME)
     }
 
     /// Whether the tenant may authorize `op`.
@@ -251,6 +297,7 @@ mod tests {
             allowed_operations: vec!["pause".into()],
             reported_operations: vec!["*".into()],
             management_key_lease_secs: None,
+            max_token_lifetime_secs: None,
             key_lease_secs: None,
             allow_plaintext_images: false,
             on_platform_change: None,
@@ -273,6 +320,10 @@ mod tests {
             },
             TenantPolicy {
                 key_lease_secs: Some(1),
+                ..p.clone()
+            },
+            TenantPolicy {
+                max_token_lifetime_secs: Some(60),
                 ..p.clone()
             },
             TenantPolicy {

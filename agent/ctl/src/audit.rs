@@ -1,6 +1,6 @@
-//! tvpctl's audit and authorization commands: `authorize` (the tenant signs a token),
-//! `audit show | anchor | extract` (read from tvpd), `audit verify` (check a whole log
-//! or a tenant's extract; [`super::audit_verify`]).
+//! tvpctl's audit commands: `audit show | anchor | extract` (read from tvpd), `audit
+//! verify` (check a whole log or a tenant's extract; [`super::audit_verify`]). The
+//! tenant's `authorize` is [`super::authorize`].
 
 use std::path::{Path, PathBuf};
 
@@ -9,9 +9,7 @@ use serde::Deserialize;
 use tvp_audit::anchor::AnchorCertification;
 use tvp_audit::checkpoint::Checkpoint;
 use tvp_audit::extract::Extract;
-use tvp_audit::params;
 use tvp_audit::record::AuditRecord;
-use tvp_audit::token::TenantSigner;
 
 use super::host::read_text;
 use super::host::{call, write_out};
@@ -103,45 +101,6 @@ pub enum AuditCommand {
         #[arg(long, conflicts_with_all = ["ak", "inventory"])]
         trust_embedded_ak: bool,
     },
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `tvpctl authorize`: sign a token and print its text form.
-pub fn authorize(
-    key: &Path,
-    vm: &str,
-    op: &str,
-    param: &[String],
-    counter: Option<u64>,
-    expires: u64,
-    json: bool,
-) -> i32 {
-    let run = || -> Result<(), i32> {
-        let signer = TenantSigner::from_pkcs8_pem(&read_text(key)?).map_err(|e| {
-            eprintln!("tvpctl: {}: {e}", key.display());
-            exit::IO
-        })?;
-        let p = params::parse_kv(param).map_err(|e| {
-            eprintln!("tvpctl: {e}");
-            exit::USAGE
-        })?;
-        // Default counter: milliseconds since the epoch, increasing for one signer.
-        let counter = counter.unwrap_or_else(|| now_secs().saturating_mul(1000));
-        let t = signer.authorize(op, vm, &params::digest(&p), counter, now_secs() + expires);
-        if json {
-            println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
-        } else {
-            println!("{}", t.encode());
-        }
-        Ok(())
-    };
-    run().err().unwrap_or(exit::OK)
 }
 
 #[derive(Deserialize)]

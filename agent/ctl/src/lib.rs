@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod audit_verify;
+pub mod authorize;
 pub mod client;
 pub mod expected;
 pub mod host;
@@ -45,7 +46,7 @@ pub mod exit {
 ///   tvpctl export-tpm2 evidence.json out/ && tpm2_checkquote ...
 ///   tvpd --print-expected-pcrs > platform.json
 ///   tvpctl inventory --expect platform.json --merge inventory.json -o inventory.json
-///   tvpctl authorize --key tenant.pem --vm vm1 --op pause --param reason=x
+///   tvpctl authorize --key tenant.pem --host host1.json --evidence vm1-evidence.json --vm vm1 --op pause
 ///   tvpctl audit anchor --nonce <hex> -o anchor.json
 ///   tvpctl audit verify /var/lib/tvp/audit.log --anchor anchor.json --ak ak.pem --nonce <hex>
 ///   tvpctl audit extract --vm vm1 --nonce <hex> -o x.json
@@ -144,7 +145,15 @@ pub enum Command {
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// Sign a management authorization with the tenant's key (PKCS#8 PEM, Ed25519 or
-    /// P-256) and print the token for the X-Tvp-Authorization header.
+    /// P-256) and print the token for the X-Tvp-Authorization header. The token is
+    /// valid only on the host you name and for the boot of the VM whose evidence you
+    /// give (its configuration page digest): verify that evidence with `tvpctl verify`
+    /// first. A reboot makes a new incarnation: attest again and sign for it.
+    ///
+    /// Key operations: `--op rotate-key --new-key NEW.pub.pem` hands management to a
+    /// new key (signed by the current one); `--op renew-key-lease` restarts the
+    /// current key's lease. Both only while the current key's lease runs.
+    #[command(verbatim_doc_comment)]
     Authorize {
         /// The tenant's management private key.
         #[arg(long, value_name = "KEY")]
@@ -152,7 +161,7 @@ pub enum Command {
         /// The VM id.
         #[arg(long)]
         vm: String,
-        /// The operation (pause, resume, power-off, ...).
+        /// The operation (pause, resume, power-off, ..., rotate-key, renew-key-lease).
         #[arg(long)]
         op: String,
         /// An operation parameter, key=value (repeatable).
@@ -161,9 +170,25 @@ pub enum Command {
         /// Per-VM counter, greater than any used before [default: now in ms].
         #[arg(long)]
         counter: Option<u64>,
-        /// Validity from now, in seconds.
+        /// Validity from now, in seconds (at most the policy's max_token_lifetime_secs,
+        /// 3600 unless it says otherwise).
         #[arg(long, default_value_t = 300)]
         expires: u64,
+        /// The host the VM runs on: its AK name (hex), or the `tvpctl host --json`
+        /// document you pinned for it (its "ak_name").
+        #[arg(long, value_name = "AK-NAME|FILE")]
+        host: String,
+        /// The VM's evidence (its attestation): the token is bound to the
+        /// configuration page digest of its PCR 23 `config-page` event.
+        #[arg(long, value_name = "FILE", conflicts_with = "incarnation")]
+        evidence: Option<PathBuf>,
+        /// The VM's incarnation directly: SHA-256 (hex) of its configuration page.
+        #[arg(long, value_name = "HEX")]
+        incarnation: Option<String>,
+        /// rotate-key: the new management public key (PEM); becomes the operation's
+        /// `public_key` parameter (printed on stderr to pass with the operation).
+        #[arg(long, value_name = "PEM")]
+        new_key: Option<PathBuf>,
     },
     /// This host's inventory entry (host id, AK, EK name, expected platform PCRs,
     /// runtime integrity) for the tenants' boot servers and key services: prints an
@@ -270,7 +295,23 @@ pub fn run(cli: Cli) -> i32 {
             param,
             counter,
             expires,
-        } => audit::authorize(key, vm, op, param, *counter, *expires, cli.json),
+            host,
+            evidence,
+            incarnation,
+            new_key,
+        } => authorize::run(&authorize::AuthorizeArgs {
+            key,
+            vm,
+            op,
+            param,
+            counter: *counter,
+            expires: *expires,
+            host,
+            evidence: evidence.as_deref(),
+            incarnation: incarnation.as_deref(),
+            new_key: new_key.as_ref(),
+            json: cli.json,
+        }),
         Command::Audit(cmd) => audit::run(&cli, cmd),
         Command::Inventory {
             expect,

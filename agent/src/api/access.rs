@@ -91,10 +91,7 @@ pub fn decide(
 ) -> Result<String, ApiError> {
     if let Some((vm, op, params)) = req.restricted() {
         let a = audit.authorize(vm, op, &params, token)?;
-        return Ok(format!(
-            "authorized by tenant key {} with counter {}",
-            a.key_id, a.counter
-        ));
+        return Ok(a.reason());
     }
     Ok("allowed: unrestricted operation by an allowed caller".to_string())
 }

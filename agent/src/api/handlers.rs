@@ -115,6 +115,19 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         ApiRequest::ListVms => ok(&state.vms.list()),
         ApiRequest::GetVm { id } => ok(&state.vms.get(id.as_str())?),
         ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
+        ApiRequest::VmOperation {
+            id,
+            op: crate::vm::Op::RotateKey,
+            params,
+        } => {
+            let key = super::types::rotation_key(&params).map_err(ApiError::invalid_argument)?;
+            let vms = state.vms.clone();
+            let view =
+                tokio::task::spawn_blocking(move || vms.set_management_key(id.as_str(), Some(key)))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("rotate-key task: {e}")))??;
+            ok(&view)
+        }
         ApiRequest::VmOperation { id, op, .. } => vm_operation(state, id, op).await,
         ApiRequest::GetHost => ok(&host_info(state)),
         ApiRequest::GetUnmanagedVms => ok(&lock(&state.unmanaged).current()),

@@ -172,9 +172,10 @@ impl VmOperationRequest {
             Some(op) => op,
             None => {
                 return Err(format!(
-                    "op: '{}' is not a VM operation; one of {}",
+                    "op: '{}' is not a VM operation; one of {}, {}",
                     self.op.chars().take(64).collect::<String>(),
-                    tvp_audit::policy::RESTRICTED_OPERATIONS.join(", ")
+                    tvp_audit::policy::RESTRICTED_OPERATIONS.join(", "),
+                    tvp_audit::policy::KEY_OPERATIONS.join(", ")
                 ))
             }
         };
@@ -204,8 +205,20 @@ impl VmOperationRequest {
         if let Some(missing) = want.iter().find(|k| !self.params.contains_key(**k)) {
             return Err(format!("params.{missing}: required for {}", op.name()));
         }
+        if op == Op::RotateKey {
+            rotation_key(&self.params)?;
+        }
         Ok((op, self.params))
     }
+}
+
+/// The new key of a `rotate-key` operation: its `public_key` parameter, the DER
+/// SubjectPublicKeyInfo of an Ed25519 or P-256 key in standard base64.
+pub fn rotation_key(params: &tvp_audit::params::Params) -> Result<tvp_audit::TenantKey, String> {
+    let b64 = params
+        .get("public_key")
+        .ok_or("params.public_key: required for rotate-key")?;
+    tvp_audit::TenantKey::from_spki_base64(b64).map_err(|e| format!("params.public_key: {e}"))
 }
 
 /// Body of `POST /v1/audit/anchor`.

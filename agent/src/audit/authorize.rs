@@ -1,7 +1,10 @@
 //! The tenant authorization check for restricted operations: a signed token against
-//! the VM's binding (key, policy, lease), the operation, the parameter digest, expiry
-//! and the VM's counter, which is persisted before the check succeeds so that a token
-//! cannot be replayed, not even across a restart.
+//! this host (its AK name), the VM's binding (key, policy, lease, incarnation), the
+//! operation, the parameter digest, expiry (capped by the policy) and the VM's
+//! counter, which is persisted before the check succeeds so that a token cannot be
+//! replayed, not even across a restart. The decision record states the accepted
+//! counter ([`Authorized::reason`]); at start the counters are checked against those
+//! records of the TPM-anchored audit trail ([`super::counters::CounterStore::check_against`]).
 
 use std::sync::Mutex;
 
@@ -39,17 +42,45 @@ pub enum AuthorizeError {
     Counter(#[from] CounterError),
 }
 
+/// The words of a decision record's reason before the accepted counter.
+pub const COUNTER_MARK: &str = " with counter ";
+
+impl Authorized {
+    /// The decision record's reason: `authorized by tenant key <key id> with counter
+    /// <n>`. The counter is read back at start ([`accepted_counter`]).
+    pub fn reason(&self) -> String {
+        format!(
+            "authorized by tenant key {}{COUNTER_MARK}{}",
+            self.key_id, self.counter
+        )
+    }
+}
+
+/// The counter an allowed decision record's reason states (see
+/// [`Authorized::reason`]), if it is one.
+pub fn accepted_counter(reason: &str) -> Option<u64> {
+    if !reason.starts_with("authorized") {
+        return None;
+    }
+    let (_, n) = reason.rsplit_once(COUNTER_MARK)?;
+    n.parse().ok()
+}
+
 /// Checks tokens and keeps the per-VM counters.
 #[derive(Debug)]
 pub struct Authorizer {
     counters: Mutex<CounterStore>,
+    /// This host's AK name (TPM name bytes): tokens must name it.
+    host: Vec<u8>,
 }
 
 impl Authorizer {
-    /// Check tokens against `counters` (loaded from the state directory).
-    pub fn new(counters: CounterStore) -> Self {
+    /// Check tokens against `counters` (loaded from the state directory) for the host
+    /// whose AK name is `host`.
+    pub fn new(counters: CounterStore, host: Vec<u8>) -> Self {
         Authorizer {
             counters: Mutex::new(counters),
+            host,
         }
     }
 
@@ -77,18 +108,40 @@ impl Authorizer {
             key: &binding.key,
             policy: &binding.policy,
             key_since: binding.key_since,
+            host: &self.host,
             vm,
+            incarnation: binding.incarnation,
             op,
             params_digest: tvp_audit::params::digest(params),
             last_counter: counters.last(vm),
             now,
         })?;
         counters.accept(vm, t.counter)?;
+        drop(counters);
         Ok(Authorized {
             vm: vm.to_string(),
             op: op.to_string(),
             counter: t.counter,
             key_id: t.key_id,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_carries_the_counter() {
+        let a = Authorized {
+            vm: "v".into(),
+            op: "pause".into(),
+            counter: 42,
+            key_id: "ab".into(),
+        };
+        assert_eq!(accepted_counter(&a.reason()), Some(42));
+        assert_eq!(accepted_counter("authorized with counter 7"), Some(7));
+        assert_eq!(accepted_counter("denied: ... with counter 7"), None);
+        assert_eq!(accepted_counter("authorized by x"), None);
     }
 }

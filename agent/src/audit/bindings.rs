@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use tvp_audit::policy::{Remediation, TenantPolicy};
 use tvp_audit::token::TenantKey;
+use tvp_audit::Digest32;
 
 use crate::lock;
 
@@ -17,8 +18,12 @@ pub struct TenantBinding {
     pub key: TenantKey,
     /// The tenant's policy.
     pub policy: TenantPolicy,
-    /// When the key was registered (Unix seconds), the start of its lease.
+    /// When the key was registered or last rotated or renewed (Unix seconds), the
+    /// start of its lease.
     pub key_since: u64,
+    /// The VM's incarnation: SHA-256 of the configuration page its current boot runs
+    /// (what tokens are bound to; `None` while unknown, when no token passes).
+    pub incarnation: Option<Digest32>,
 }
 
 /// How many deleted VMs' bindings are kept for their tenants' extracts.
@@ -56,6 +61,28 @@ impl TenantBindings {
                 retired.pop_front();
             }
             retired.push_back((vm.to_string(), b));
+        }
+    }
+
+    /// A new boot of `vm` runs the configuration page with digest `incarnation`:
+    /// tokens for any earlier one stop passing.
+    pub fn set_incarnation(&self, vm: &str, incarnation: Digest32) {
+        if let Some(b) = lock(&self.live).get_mut(vm) {
+            b.incarnation = Some(incarnation);
+        }
+    }
+
+    /// The tenant's key of live VM `vm` is now `key`, its lease starting at `since`
+    /// (a rotation, or a renewal with the same key). `false` if `vm` has no live
+    /// binding.
+    pub fn set_key(&self, vm: &str, key: TenantKey, since: u64) -> bool {
+        match lock(&self.live).get_mut(vm) {
+            Some(b) => {
+                b.key = key;
+                b.key_since = since;
+                true
+            }
+            None => false,
         }
     }
 

@@ -7,7 +7,7 @@
 //! - [`pending`]: events that could not be written yet, kept and written first;
 //! - [`bindings`]: each VM's tenant key and policy (live and recently deleted);
 //! - [`authorize`]: the tenant token check, with [`counters`] persisting the per-VM
-//!   authorization counters;
+//!   authorization counters and [`key_history`] the key changes the trail records;
 //! - [`remediation`]: what happens when tampering is detected;
 //! - [`view`]: the admin view, the certified anchor and tenants' extracts;
 //! - [`trail`]: [`Audit`], which ties them together for tvpd.
@@ -17,6 +17,7 @@
 pub mod authorize;
 pub mod bindings;
 pub mod counters;
+pub mod key_history;
 pub mod log;
 pub mod pending;
 pub mod records;

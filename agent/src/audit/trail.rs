@@ -31,12 +31,13 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// Wrap an opened log and counter store.
-    pub fn new(log: AuditLog, counters: CounterStore) -> Self {
+    /// Wrap an opened log and counter store, for the host whose AK name (TPM name
+    /// bytes) is `host`: tokens must name it.
+    pub fn new(log: AuditLog, counters: CounterStore, host: Vec<u8>) -> Self {
         Audit {
             log: tokio::sync::Mutex::new(log),
             bindings: TenantBindings::new(),
-            authorizer: Authorizer::new(counters),
+            authorizer: Authorizer::new(counters, host),
             tamper: TamperResponse::new(),
             events: Mutex::new(PendingEvents::new()),
         }
@@ -72,6 +73,27 @@ impl Audit {
     /// binding is retired (see [`TenantBindings::retire`]).
     pub fn unregister_vm(&self, vm: &str) {
         self.bindings.retire(vm);
+    }
+
+    /// A new boot of `vm` runs the configuration page with SHA-256 `incarnation`:
+    /// from now on tokens must name it.
+    pub fn set_incarnation(&self, vm: &str, incarnation: tvp_audit::Digest32) {
+        self.bindings.set_incarnation(vm, incarnation);
+    }
+
+    /// Hand `vm`'s management to `key` with a lease from `since` (an authorized
+    /// `rotate-key` or `renew-key-lease`); `false` if the VM has no live binding.
+    pub fn set_key(&self, vm: &str, key: tvp_audit::TenantKey, since: u64) -> bool {
+        self.bindings.set_key(vm, key, since)
+    }
+
+    /// Check a VM record's key in force (key id and lease start; `None` = the key it
+    /// was created with) against the last key change the trail records for `vm`
+    /// ([`super::key_history::check_record`]). Blocking: for tvpd's start, before the
+    /// API serves.
+    pub fn check_recorded_key(&self, vm: &str, current: Option<(&str, u64)>) -> Result<(), String> {
+        let log = super::block_on(self.log.lock());
+        super::key_history::check_record(log.records(), vm, current)
     }
 
     /// A registered (live) VM's binding: operations are authorized against it.

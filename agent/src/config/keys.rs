@@ -132,4 +132,8 @@ config_keys! {
     manager_reserved_connections: usize = 16, flag usize [value_name = "N"];
     /// How often refused requests, counted per caller uid and reason, are written to the audit log as one record, in milliseconds (also before the next allowed request's record).
     denial_flush_interval_ms: u64 = 5000, flag u64 [value_name = "MS"];
+    /// On a graceful stop (SIGTERM), leave running VMs (handed over, no PCR lease) to the next tvpd instead of stopping them, for upgrades; VMs still booting are stopped. Needs KillMode=process in the systemd unit (docs/vm-lifecycle.md).
+    keep_vms_on_stop: bool = false, flag bool [value_name = "BOOL", action = clap::ArgAction::Set];
+    /// How long a running VM's tvp-vmm waits for a restarted tvpd to re-adopt it once its channel closed, in seconds; past it the VMM stops the VM. 0 = never wait.
+    vmm_adoption_grace_secs: u64 = 120, flag u64 [value_name = "SECS"];
 }

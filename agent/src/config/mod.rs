@@ -61,7 +61,8 @@ fn parse_handle(s: &str) -> Result<u32, String> {
 ///
 /// Exit codes: 0 stopped on request; 2 bad command line; 78 bad configuration;
 /// 69 TPM unavailable or provisioning failed; 73 cannot create the socket or state;
-/// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor.
+/// 70 internal error; 65 the audit log does not verify or does not match its TPM anchor,
+/// or the authorization counters or a VM record's key were rolled back against it.
 #[derive(Debug, Parser)]
 #[command(name = "tvpd", version, verbatim_doc_comment)]
 pub struct Args {
@@ -312,6 +313,12 @@ impl Config {
         if self.tcti.trim().is_empty() {
             return bad("tcti", "must not be empty".into());
         }
+        if self.keep_vms_on_stop && self.vmm_adoption_grace_secs == 0 {
+            return bad(
+                "keep_vms_on_stop",
+                "running VMs left to the next tvpd stop at once with vmm_adoption_grace_secs = 0: set a grace (default 120) or keep_vms_on_stop = false".into(),
+            );
+        }
         Ok(())
     }
 
@@ -361,7 +368,8 @@ mod tests {
             r#""tap_prefix":"tvp","vm_bridge":null,"image_dir":"/var/lib/tvp/images","#,
             r#""vmm_user":null,"observer_users":[],"observer_groups":[],"#,
             r#""kms_socket_dir":"/run/tvp/kms","max_connections_per_uid":16,"#,
-            r#""manager_reserved_connections":16,"denial_flush_interval_ms":5000}"#
+            r#""manager_reserved_connections":16,"denial_flush_interval_ms":5000,"#,
+            r#""keep_vms_on_stop":false,"vmm_adoption_grace_secs":120}"#
         );
         let got = Config::default().canonical_json();
         assert_eq!(String::from_utf8(got).unwrap(), expected);
@@ -435,5 +443,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("socket_mode"));
+        let cfg = Config {
+            keep_vms_on_stop: true,
+            vmm_adoption_grace_secs: 0,
+            ..Config::default()
+        };
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("keep_vms_on_stop"));
     }
 }

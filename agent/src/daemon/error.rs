@@ -82,6 +82,10 @@ pub enum StartError {
     /// The authorization counters cannot be loaded.
     #[error(transparent)]
     Counters(#[from] CounterError),
+    /// A VM record disagrees with the TPM-anchored audit trail (its management key
+    /// was rolled back or edited while tvpd was stopped).
+    #[error("{0}")]
+    VmRecord(String),
     /// The API socket cannot be created, bound or configured.
     #[error("{what} {}: {source}", socket.display())]
     Socket {
@@ -129,7 +133,8 @@ impl StartError {
                 | AuditError::AnchorMismatch { .. }
                 | AuditError::Tampered { .. },
             )
-            | E::Counters(_) => exit::DATAERR,
+            | E::Counters(_)
+            | E::VmRecord(_) => exit::DATAERR,
             E::OwnBinary(_) | E::PlatformWatch(_) | E::Runtime(_) => exit::SOFTWARE,
         }
     }

@@ -53,9 +53,12 @@ pub(super) fn start_and_serve(
         warn!("vmm_user is not set: every tvp-vmm keeps running as root after its lockdown; set a dedicated user (docs/host-hardening.md)");
     }
     watch_platform(watched, &platform_state, &vms)?;
-    let orphaned = vms.recover();
-    if orphaned > 0 {
-        warn!(vms = orphaned; "VMs of an earlier tvpd were live: marked failed (tvpd-restarted)");
+    let recovered = vms.recover().map_err(StartError::VmRecord)?;
+    if recovered.failed > 0 {
+        warn!(vms = recovered.failed; "VMs of an earlier tvpd were live and could not be adopted: marked failed (tvpd-restarted)");
+    }
+    if recovered.adopted > 0 {
+        info!(vms = recovered.adopted; "running VMs of an earlier tvpd re-adopted");
     }
     let state = Arc::new(AppState {
         tpm,
@@ -180,11 +183,15 @@ fn create_binding_key(tpm: &TpmClient, pcr: u32) -> Result<BindingKey, StartErro
 }
 
 /// Open and verify the audit log against its TPM anchor, and load the authorization
-/// counters; tvpd refuses to serve if either is not trustworthy.
+/// counters and check them against the log's decision records (a counter file rolled
+/// back while tvpd was stopped is refused); tvpd refuses to serve if either is not
+/// trustworthy. Tokens must name this host's AK.
 fn open_audit(cfg: &Config, tpm: &TpmClient) -> Result<Arc<Audit>, StartError> {
     let log = AuditLog::open(&cfg.state_dir, tpm.clone(), cfg.audit_nv_index)?;
     let counters = CounterStore::load(&cfg.state_dir)?;
-    Ok(Arc::new(Audit::new(log, counters)))
+    counters.check_against(log.records())?;
+    let host = tpm.identity().ak_name.clone();
+    Ok(Arc::new(Audit::new(log, counters, host)))
 }
 
 /// The VM manager's part of the configuration.
@@ -199,6 +206,8 @@ fn manager_config(cfg: &Config) -> Result<ManagerConfig, StartError> {
         vmm_ids: cfg.vmm_ids()?,
         image_dir: cfg.image_dir.clone(),
         kms_socket_dir: cfg.kms_socket_dir.clone(),
+        adoption_grace: std::time::Duration::from_secs(cfg.vmm_adoption_grace_secs),
+        keep_vms_on_stop: cfg.keep_vms_on_stop,
     })
 }
 

@@ -26,6 +26,23 @@ pub struct ManagementView {
     pub key_since: u64,
     /// `tvp_audit::policy::management_digest`, hex: the sixth PCR 23 event.
     pub digest: String,
+    /// The key that manages the VM now, if the tenant rotated the key or renewed its
+    /// lease since creation (`rotate-key`, `renew-key-lease`); the measured key and
+    /// digest above stay as they were measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<CurrentKey>,
+}
+
+/// The management key in force after a rotation or renewal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentKey {
+    /// PEM SubjectPublicKeyInfo.
+    pub public_key_pem: String,
+    /// SHA-256 of its DER SubjectPublicKeyInfo, hex.
+    pub key_id: String,
+    /// When it took over or its lease was renewed (Unix seconds): its lease start.
+    pub key_since: u64,
 }
 
 impl ManagementView {
@@ -53,6 +70,7 @@ impl ManagementView {
             digest: hex::encode(management_digest(&key, &policy)),
             policy,
             key_since: now_unix,
+            current: None,
         })
     }
 
@@ -69,11 +87,32 @@ impl ManagementView {
         if hex::encode(management_digest(&key, &self.policy)) != self.digest {
             return Err("the recorded management digest does not match key and policy".into());
         }
+        let (key, key_since) = match &self.current {
+            None => (key, self.key_since),
+            Some(c) => {
+                let k = TenantKey::from_pem(&c.public_key_pem).map_err(|e| e.to_string())?;
+                if k.key_id() != c.key_id {
+                    return Err("the recorded current management key does not match its id".into());
+                }
+                (k, c.key_since)
+            }
+        };
         Ok(TenantBinding {
             key,
             policy: self.policy.clone(),
-            key_since: self.key_since,
+            key_since,
+            incarnation: None,
         })
+    }
+
+    /// Hand management to `key` (a rotation, or the same key for a lease renewal)
+    /// with its lease starting at `since`; the measured key and digest stay.
+    pub fn set_current(&mut self, key: &TenantKey, since: u64) {
+        self.current = Some(CurrentKey {
+            public_key_pem: key.to_pem(),
+            key_id: key.key_id(),
+            key_since: since,
+        });
     }
 }
 
@@ -102,6 +141,12 @@ pub(crate) mod tests {
             "reported_operations": [], "on_tampering": "alert"});
         let e = ManagementView::from_request(&key, &bad, 5).unwrap_err();
         assert!(e.starts_with("policy:") && e.contains("memory-dump"), "{e}");
+        let next = TenantSigner::generate_ed25519().public();
+        let mut rotated = m.clone();
+        rotated.set_current(&next, 9);
+        let b = rotated.binding().unwrap();
+        assert_eq!((b.key.key_id(), b.key_since), (next.key_id(), 9));
+        assert_eq!(rotated.digest, m.digest, "the measured binding stays");
         let mut forged = m.clone();
         forged.policy.allowed_operations.push("migrate".into());
         assert!(

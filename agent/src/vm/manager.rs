@@ -40,6 +40,8 @@ pub use launch::default_vmm_binary;
 
 /// Reason of VMs found live by a restarted tvpd.
 pub const RESTARTED: &str = "tvpd-restarted";
+/// Reason recorded when a restarted tvpd re-adopted a running VM's VMM.
+pub const ADOPTED: &str = "vm-adopted";
 /// Reason of VMs stopped because tvpd stops.
 pub const STOPPED: &str = "tvpd-stopped";
 /// Reason of VMs whose VMM made a syscall outside its seccomp allowlist.
@@ -67,6 +69,12 @@ pub struct ManagerConfig {
     pub image_dir: PathBuf,
     /// The only directory whose sockets are used as a key-management service.
     pub kms_socket_dir: PathBuf,
+    /// How long a running VM's VMM waits for a restarted tvpd to adopt it once its
+    /// channel closed, before it stops the VM.
+    pub adoption_grace: std::time::Duration,
+    /// A graceful stop (SIGTERM) leaves running VMs to a restarted tvpd instead of
+    /// stopping them (upgrades).
+    pub keep_vms_on_stop: bool,
 }
 
 /// Errors of VM operations, mapped to API statuses.

@@ -1,7 +1,8 @@
 //! The VMs' records on disk: `<vms_dir>/<id>/record.json`, rewritten atomically (write
 //! to a temporary file, fsync, rename) at every state change, so that a tvpd killed at
 //! any point finds on restart which VMs were live, their VMM processes and their TAP
-//! devices (see `Manager::recover`).
+//! devices (see `Manager::recover`). A record can hold a VM's adoption secret: it is
+//! written with mode 0600 in tvpd's private state directory.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,44 @@ pub struct VmRecord {
     /// Start time (clock ticks since boot) of the VMM process `view.pid`, which
     /// identifies it even if the pid is reused.
     pub vmm_start_time: Option<u64>,
+    /// How a restarted tvpd re-adopts the VMM while the VM runs (absent in records of
+    /// an older tvpd and for VMs without an adoption socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<Adoption>,
+}
+
+/// What a restarted tvpd needs to re-adopt a running VM's VMM: where it listens once
+/// its channel closed, and the secret it was given over that channel at spawn.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The VMM's adoption socket (in the VM's directory under the state directory).
+    pub socket: PathBuf,
+    /// The 32-byte adoption secret, hex.
+    secret: String,
+}
+
+impl Adoption {
+    /// An adoption socket and its secret.
+    pub fn new(socket: PathBuf, secret: [u8; 32]) -> Self {
+        Adoption {
+            socket,
+            secret: hex::encode(secret),
+        }
+    }
+
+    /// The secret (`None` if the record holds something else).
+    pub fn secret(&self) -> Option<[u8; 32]> {
+        hex::decode(&self.secret).ok()?.try_into().ok()
+    }
+}
+
+impl std::fmt::Debug for Adoption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adoption")
+            .field("socket", &self.socket)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Write `rec` as `<vms_dir>/<id>/record.json`, atomically.
@@ -32,7 +71,17 @@ pub fn save(vms_dir: &Path, rec: &VmRecord) -> std::io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
+    // A file left by an earlier version may have other bits: the secret is not theirs.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(RECORD_FILE))
@@ -107,6 +156,7 @@ mod tests {
                 revocations: Vec::new(),
             },
             vmm_start_time: Some(7),
+            adoption: Some(Adoption::new(PathBuf::from("/s/adopt.sock"), [3; 32])),
         }
     }
 
@@ -122,6 +172,15 @@ mod tests {
         std::fs::write(d.path().join("d").join(RECORD_FILE), moved).unwrap();
         let (ok, bad) = load_all(d.path());
         assert_eq!(ok, vec![rec("a"), rec("b")]);
+        assert_eq!(ok[0].adoption.as_ref().unwrap().secret(), Some([3; 32]));
+        // The record holds the adoption secret: only tvpd (root) reads it.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.path().join("a").join(RECORD_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{:?}", ok[0]).contains(&hex::encode([3u8; 32])));
         assert_eq!(bad.len(), 2, "{bad:?}");
         remove(d.path(), "a").unwrap();
         remove(d.path(), "a").unwrap();

@@ -328,6 +328,12 @@ impl BootServer {
         fields.insert("host_id".into(), json!(attested.host_id));
         fields.insert("quoted_pcr16".into(), json!(hex::encode(attested.pcr16)));
         fields.insert("quoted_pcr23".into(), json!(hex::encode(attested.pcr23)));
+        // The VM's incarnation: what the tenant's management tokens are bound to
+        // (`tvpctl authorize --incarnation`, docs/audit.md §5.2).
+        fields.insert(
+            "incarnation".into(),
+            json!(hex::encode(tvp_abi::measure::sha256(req.config_page))),
+        );
         if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
             fields.insert("workload_digest".into(), json!(hex::encode(d)));
         }

@@ -128,6 +128,16 @@ pub enum VmmMessage {
         /// Details (e.g. suberror and RIP of a KVM internal error).
         detail: String,
     },
+    /// Answer on the adoption socket to a correct [`HostMessage::Adopt`]: this VMM
+    /// (still running its VM) takes the new tvpd's connection as its channel.
+    Adopted {
+        /// [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// The VM id given on the command line.
+        vm_id: String,
+        /// The VMM's process id.
+        pid: u32,
+    },
 }
 
 /// Why a VM ended.
@@ -191,6 +201,36 @@ pub enum HostMessage {
     },
     /// Stop the VM now.
     Stop,
+    /// Sent once, right after the spawn: the per-VM adoption secret. Only a tvpd that
+    /// presents it on the adoption socket ([`HostMessage::Adopt`]) becomes this VMM's
+    /// channel after the original one closed. Never on a command line or in the
+    /// environment.
+    AdoptionSecret {
+        /// 32 random bytes.
+        #[serde(with = "hex32")]
+        secret: [u8; 32],
+    },
+    /// The VM runs (its boot was handed over and tvpd holds no PCR lease for it): from
+    /// now on a closed channel makes the VMM wait for adoption instead of stopping.
+    Running,
+    /// First (and only accepted) message of a new tvpd on the adoption socket;
+    /// answered with [`VmmMessage::Adopted`] if `secret` is right, else the connection
+    /// is closed unanswered.
+    Adopt {
+        /// The secret of [`HostMessage::AdoptionSecret`].
+        #[serde(with = "hex32")]
+        secret: [u8; 32],
+    },
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn secrets_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+    }
+    // Keeps the comparison from being short-circuited into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 /// Writes one frame.
@@ -288,6 +328,53 @@ mod tests {
             read_frame::<_, HostMessage>(&mut r),
             Err(ChannelError::Closed)
         ));
+    }
+
+    #[test]
+    fn adoption_messages_roundtrip_and_secrets_compare() {
+        let mut buf = Vec::new();
+        let h = HostMessage::Adopt { secret: [7; 32] };
+        write_frame(&mut buf, &h).unwrap();
+        let a = VmmMessage::Adopted {
+            protocol_version: PROTOCOL_VERSION,
+            vm_id: "vm-1".into(),
+            pid: 9,
+        };
+        write_frame(&mut buf, &a).unwrap();
+        write_frame(&mut buf, &HostMessage::Running).unwrap();
+        let mut r = buf.as_slice();
+        assert_eq!(read_frame::<_, HostMessage>(&mut r).unwrap(), h);
+        assert_eq!(read_frame::<_, VmmMessage>(&mut r).unwrap(), a);
+        assert_eq!(
+            read_frame::<_, HostMessage>(&mut r).unwrap(),
+            HostMessage::Running
+        );
+        assert!(secrets_equal(&[1; 32], &[1; 32]));
+        let mut b = [1; 32];
+        b[31] = 0;
+        assert!(!secrets_equal(&[1; 32], &b));
+    }
+
+    #[test]
+    fn fuzz_seeds_are_whole_sessions_of_every_message() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/channel_frames");
+        let host = std::fs::read(format!("{dir}/host-session")).unwrap();
+        let mut r = &host[1..];
+        let mut kinds = Vec::new();
+        while !r.is_empty() {
+            let m: HostMessage = read_frame(&mut r).unwrap();
+            kinds.push(serde_json::to_value(&m).unwrap()["type"].clone());
+        }
+        for k in ["adoption-secret", "running", "adopt", "stop", "start"] {
+            assert!(kinds.iter().any(|v| v == k), "{k} missing in {kinds:?}");
+        }
+        let vmm = std::fs::read(format!("{dir}/vmm-session")).unwrap();
+        let mut r = &vmm[1..];
+        let mut last = None;
+        while !r.is_empty() {
+            last = Some(read_frame::<_, VmmMessage>(&mut r).unwrap());
+        }
+        assert!(matches!(last, Some(VmmMessage::Adopted { .. })), "{last:?}");
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub enum PeerMode {
     StopAfterFirstMilestone,
     /// Start, then close the channel once milestone 0 arrives.
     CloseAfterFirstMilestone,
+    /// Give an adoption secret, start, say `running` once milestone 0 arrives, then
+    /// close the channel (as a tvpd that dies while the VM runs).
+    RunningThenClose,
     /// Start; answer quotes with evidence of this many bytes.
     BigEvidence(usize),
     /// Start; never answer mailbox requests.
@@ -408,6 +411,9 @@ fn peer(
     out: mpsc::Sender<Option<VmmMessage>>,
 ) {
     let mut hook = Some(on_first_milestone);
+    if matches!(mode, PeerMode::RunningThenClose) {
+        let _ = write_frame(&mut s, &HostMessage::AdoptionSecret { secret: [7; 32] });
+    }
     while let Ok(m) = read_frame::<_, VmmMessage>(&mut s) {
         let _ = out.send(Some(m.clone()));
         let reply = match (&mode, &m) {
@@ -422,6 +428,10 @@ fn peer(
                 match mode {
                     PeerMode::StopAfterFirstMilestone => Some(HostMessage::Stop),
                     PeerMode::CloseAfterFirstMilestone => break,
+                    PeerMode::RunningThenClose => {
+                        let _ = write_frame(&mut s, &HostMessage::Running);
+                        break;
+                    }
                     _ => None,
                 }
             }

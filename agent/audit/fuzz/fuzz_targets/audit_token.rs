@@ -16,7 +16,7 @@ use libfuzzer_sys::fuzz_target;
 use tvp_audit::policy::management_digest;
 use tvp_audit::token::{Expectation, TenantKey};
 use tvp_audit::{AuthToken, TenantPolicy};
-use tvp_audit_fuzz::{params_digest, policy, signers};
+use tvp_audit_fuzz::{params_digest, policy, signers, target, SEED_EXPIRES};
 
 /// Each key and the signed bytes of the one token it signed.
 fn keys() -> &'static Vec<(TenantKey, Vec<u8>)> {
@@ -25,7 +25,7 @@ fn keys() -> &'static Vec<(TenantKey, Vec<u8>)> {
         signers()
             .iter()
             .map(|s| {
-                let t = s.authorize("pause", "a", &params_digest(), 5, 2_000_000_000);
+                let t = s.authorize("pause", &target(), &params_digest(), 5, SEED_EXPIRES);
                 (s.public(), t.signed_bytes().unwrap())
             })
             .collect()
@@ -50,12 +50,15 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(AuthToken::decode(&t.encode()).unwrap(), t);
     let params = tvp_audit::digest_from_hex(&t.params_digest).unwrap_or_default();
+    let bound = target();
     for (key, signed) in keys() {
         let x = Expectation {
             key,
             policy: policy(),
             key_since: 100,
+            host: &bound.host,
             vm: &t.vm,
+            incarnation: Some(bound.incarnation),
             op: &t.op,
             params_digest: params,
             last_counter: None,

@@ -175,6 +175,20 @@ pub fn signers() -> [TenantSigner; 2] {
     ]
 }
 
+/// The host and VM incarnation the seed tokens are bound to.
+pub fn target() -> tvp_audit::token::Target {
+    let mut host = vec![0x00, 0x0b];
+    host.extend_from_slice(&[0x33; 32]);
+    tvp_audit::token::Target {
+        host,
+        vm: "a".into(),
+        incarnation: [0x23; 32],
+    }
+}
+
+/// When the seed tokens expire (Unix seconds; the fuzz target checks them at 1000).
+pub const SEED_EXPIRES: u64 = 2000;
+
 /// The parameters digest the seed tokens sign.
 pub fn params_digest() -> Digest32 {
     let p = tvp_audit::params::parse_kv(&["reason=maintenance".to_string()]).unwrap();
@@ -214,7 +228,7 @@ mod seeds {
         let cert = serde_json::to_string_pretty(&certification()).unwrap();
         put("audit_anchor", "certification.json", cert.as_bytes());
         for (i, s) in signers().iter().enumerate() {
-            let t = s.authorize("pause", "a", &params_digest(), 5, 2_000_000_000);
+            let t = s.authorize("pause", &target(), &params_digest(), 5, SEED_EXPIRES);
             put("audit_token", &format!("token-{i}"), t.encode().as_bytes());
         }
         put(

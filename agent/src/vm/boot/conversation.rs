@@ -42,6 +42,9 @@ pub enum Violation {
     /// A `hello` after the first.
     #[error("a second hello")]
     SecondHello,
+    /// `adopted` outside the adoption handshake (which tvpd reads itself).
+    #[error("'adopted' outside the adoption handshake")]
+    AdoptedOutsideHandshake,
     /// A measurement after `measurements-done`.
     #[error("a measurement after measurements-done")]
     MeasurementAfterDone,
@@ -98,10 +101,21 @@ pub fn kind(msg: &VmmMessage) -> &'static str {
         VmmMessage::Handover { .. } => "handover",
         VmmMessage::BootFailed { .. } => "boot-failed",
         VmmMessage::Exited { .. } => "exited",
+        VmmMessage::Adopted { .. } => "adopted",
     }
 }
 
 impl Conversation {
+    /// The conversation of a VMM adopted after a tvpd restart: its hello and its
+    /// measurements were said to the earlier tvpd (the VM runs, handed over).
+    pub fn adopted() -> Conversation {
+        Conversation {
+            hello: true,
+            measured: true,
+            ended: None,
+        }
+    }
+
     /// The end this VMM reported, if it did.
     pub fn reported_end(&self) -> Option<Reported> {
         self.ended
@@ -144,6 +158,7 @@ impl Conversation {
         }
         match msg {
             VmmMessage::Hello { .. } => Err(Violation::SecondHello),
+            VmmMessage::Adopted { .. } => Err(Violation::AdoptedOutsideHandshake),
             VmmMessage::Measurement { .. } if self.measured => Err(Violation::MeasurementAfterDone),
             VmmMessage::MeasurementsDone { .. } if self.measured => {
                 Err(Violation::SecondMeasurementsDone)

@@ -281,4 +281,41 @@ mod conversation {
             "'quote-request' after the VMM reported 'exited'"
         );
     }
+
+    #[test]
+    fn an_adopted_vmm_continues_after_its_hello_and_cannot_say_adopted_again() {
+        let running = Boot::Live {
+            stage: Stage::Running,
+            paused: false,
+        };
+        let mut c = Conversation::adopted();
+        // Its hello and measurements went to the earlier tvpd: a new one is refused.
+        assert_eq!(
+            c.vet(&hello(), &running, false),
+            Err(Violation::SecondHello)
+        );
+        assert_eq!(
+            c.vet(&done(), &running, false),
+            Err(Violation::SecondMeasurementsDone)
+        );
+        let adopted = VmmMessage::Adopted {
+            protocol_version: 1,
+            vm_id: "vm".into(),
+            pid: 1,
+        };
+        assert_eq!(
+            c.vet(&adopted, &running, false),
+            Err(Violation::AdoptedOutsideHandshake)
+        );
+        assert_eq!(kind(&adopted), "adopted");
+        // No lease: no PCR step either.
+        assert_eq!(
+            c.vet(&quote(), &running, false),
+            Err(Violation::NotLeaseHolder {
+                kind: "quote-request"
+            })
+        );
+        assert_eq!(c.vet(&exited(), &running, false), Ok(()));
+        assert_eq!(c.reported_end(), Some(Reported::Exited));
+    }
 }

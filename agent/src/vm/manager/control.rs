@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use super::supervise::Event;
 use super::{Manager, VmError};
+use crate::audit::key_history::{renewal_reason, rotation_reason};
 use crate::audit::Remediator;
 use crate::lock;
 use crate::vm::boot::{BootError, Step};
@@ -59,11 +60,16 @@ pub enum Op {
     ConsoleAttach,
     /// `DELETE /v1/vms/{id}`: destroy a live VM, forget an ended one.
     Delete,
+    /// Hand management to a new tenant key (parameter `public_key`), signed by the
+    /// current one ([`Manager::set_management_key`]).
+    RotateKey,
+    /// Start the current key's lease anew, signed by it.
+    RenewKeyLease,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 16] = [
         Op::PowerOff,
         Op::Reboot,
         Op::Pause,
@@ -78,6 +84,8 @@ impl Op {
         Op::ResizeMemory,
         Op::ConsoleAttach,
         Op::Delete,
+        Op::RotateKey,
+        Op::RenewKeyLease,
     ];
 
     /// The name tokens and policies use.
@@ -97,6 +105,8 @@ impl Op {
             Op::ResizeMemory => "resize-memory",
             Op::ConsoleAttach => "console-attach",
             Op::Delete => "delete",
+            Op::RotateKey => "rotate-key",
+            Op::RenewKeyLease => "renew-key-lease",
         }
     }
 
@@ -111,12 +121,17 @@ impl Op {
         match self {
             Op::SnapshotCreate | Op::SnapshotRevert | Op::SnapshotDelete => &["name"],
             Op::Migrate => &["destination"],
+            Op::RotateKey => &["public_key"],
             Op::DeviceAdd | Op::DeviceRemove => &["device"],
             Op::ResizeVcpus => &["vcpus"],
             Op::ResizeMemory => &["memory_mib"],
-            Op::PowerOff | Op::Reboot | Op::Pause | Op::Resume | Op::ConsoleAttach | Op::Delete => {
-                &[]
-            }
+            Op::PowerOff
+            | Op::Reboot
+            | Op::Pause
+            | Op::Resume
+            | Op::ConsoleAttach
+            | Op::Delete
+            | Op::RenewKeyLease => &[],
         }
     }
 }
@@ -162,6 +177,10 @@ impl Manager {
             Op::PowerOff => self.power_off(id, "powered-off"),
             Op::Reboot => self.reboot(id),
             Op::Delete => self.destroy(id, "deleted".into()),
+            Op::RenewKeyLease => self.set_management_key(id, None),
+            Op::RotateKey => Err(VmError::Invalid(
+                "rotate-key needs its public_key parameter (Manager::set_management_key)".into(),
+            )),
             Op::SnapshotCreate
             | Op::SnapshotRevert
             | Op::SnapshotDelete
@@ -280,6 +299,7 @@ impl Manager {
             }
         };
         let launched = self.launch(id, &spec, &tap)?;
+        let incarnation = launched.incarnation();
         let (run, tx, rx) = launched.new_run(spec.deadline);
         if let Err(e) = self.change(id, "reboot", |vm| vm.reboot(run)) {
             // Its channel closed, the new VMM exits; stop_child makes sure.
@@ -288,12 +308,63 @@ impl Manager {
             super::launch::stop_child(&mut child);
             return Err(VmError::State(format!("VM '{id}': {e}")));
         }
+        // A new incarnation: tokens for the previous boot no longer pass.
+        self.audit.set_incarnation(id, incarnation);
         // At the end of the lease queue, like a new VM.
         if lock(&self.registry).lease.request(id) {
             let _ = tx.send(Event::LeaseGranted);
         }
         log::info!(vm = id, pid = launched.child.id(); "VM rebooted: new measured boot queued");
         self.supervise_launched(id, launched, spec.deadline, tx, rx)?;
+        self.get(id)
+    }
+}
+
+impl Manager {
+    /// An authorized `rotate-key` (`Some(new key)`) or `renew-key-lease` (`None`: the
+    /// current key again): from now on tokens must be signed by that key, whose lease
+    /// (`management_key_lease_secs`) starts now. Persisted with the VM's record and
+    /// recorded as a VM event; the measured binding (PCR 23) is unchanged.
+    pub fn set_management_key(
+        &self,
+        id: &str,
+        new: Option<tvp_audit::TenantKey>,
+    ) -> Result<VmView, VmError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let (what, state) = {
+            let mut reg = lock(&self.registry);
+            let vm = reg
+                .vms
+                .get_mut(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            let m = vm.management.as_mut().ok_or_else(|| {
+                VmError::State(format!("VM '{id}' has no management binding to change"))
+            })?;
+            let current = m.binding().map_err(VmError::State)?.key;
+            let (key, what) = match new {
+                Some(k) => {
+                    let what = rotation_reason(&current.key_id(), &k.key_id(), now);
+                    (k, what)
+                }
+                None => {
+                    let what = renewal_reason(&current.key_id(), now);
+                    (current, what)
+                }
+            };
+            if !self.audit.set_key(id, key.clone(), now) {
+                return Err(VmError::State(format!(
+                    "VM '{id}' has no live management binding"
+                )));
+            }
+            m.set_current(&key, now);
+            let state = vm.boot.label().to_string();
+            self.persist(&reg, id);
+            (what, state)
+        };
+        self.record_change(id, &state, &state, &what);
         self.get(id)
     }
 }
@@ -320,7 +391,9 @@ mod tests {
     #[test]
     fn operations_are_exactly_the_restricted_ones() {
         let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
-        assert_eq!(names, tvp_audit::policy::RESTRICTED_OPERATIONS);
+        let mut want = tvp_audit::policy::RESTRICTED_OPERATIONS.to_vec();
+        want.extend_from_slice(tvp_audit::policy::KEY_OPERATIONS);
+        assert_eq!(names, want);
         for o in Op::ALL {
             assert_eq!(Op::from_name(o.name()), Some(o));
         }

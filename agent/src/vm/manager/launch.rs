@@ -2,24 +2,29 @@
 //! built, the image key released through the TPM for exactly that page, firmware and
 //! management binding (docs/kms.md), the page written, and the process spawned with exactly
 //! the descriptors it needs (the channel as 3, the image as 4, the key pipe as 5) and
-//! none of tvpd's. Also stopping it again.
+//! none of tvpd's. Also stopping it again. Each VMM gets an adoption socket path and,
+//! as the first message on its channel, a fresh adoption secret: with both, a restarted
+//! tvpd re-adopts it while its VM runs (`recovery`).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tvp_kms::KeyUse;
+use tvp_vmm_channel::{write_frame, HostMessage};
 
 use super::record::Run;
 use super::supervise::Event;
 use super::{Manager, VmError};
 use crate::vm::image;
+use crate::vm::process::VmmProcess;
 use crate::vm::spec::ValidSpec;
+use crate::vm::store::Adoption;
 
 /// The channel descriptor number in the child.
 const CHILD_CHANNEL_FD: i32 = 3;
@@ -27,20 +32,33 @@ const CHILD_CHANNEL_FD: i32 = 3;
 const CHILD_IMAGE_FD: i32 = 4;
 /// The image key pipe's descriptor number in the child.
 const CHILD_IMAGE_KEY_FD: i32 = 5;
+/// File name of a VMM's adoption socket in its VM's directory.
+pub(super) const ADOPT_SOCKET: &str = "adopt.sock";
+/// Longest path a Unix socket address holds (`sun_path` less its NUL).
+const SUN_PATH_MAX: usize = 107;
 
 /// A started `tvp-vmm`: the process, tvpd's end of its channel, its configuration page.
 pub(super) struct Launched {
     /// The process.
-    pub child: Child,
+    pub child: VmmProcess,
     /// tvpd's end of the channel.
     pub channel: UnixStream,
     /// The configuration page it was given.
     pub page: Vec<u8>,
     /// The key-use digest its image key was released for (`None`: no key).
     pub bound: Option<[u8; 32]>,
+    /// Its adoption socket and secret (`None` if the socket path is too long).
+    pub adoption: Option<Adoption>,
 }
 
 impl Launched {
+    /// The VM's incarnation for this boot: SHA-256 of its configuration page, the
+    /// `config-page` event of PCR 23 that tenants attest and bind tokens to.
+    pub(super) fn incarnation(&self) -> tvp_audit::Digest32 {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&self.page).into()
+    }
+
     /// A new boot run for this VMM (create and reboot start one the same way), with
     /// the supervisor's event channel.
     pub(super) fn new_run(&self, deadline: Duration) -> (Run, Sender<Event>, Receiver<Event>) {
@@ -51,6 +69,7 @@ impl Launched {
             self.bound,
             tx.clone(),
             deadline,
+            self.adoption.clone(),
         );
         (run, tx, rx)
     }
@@ -100,6 +119,7 @@ impl Manager {
         let (ours, theirs) = UnixStream::pair().map_err(|e| VmError::Spawn(e.to_string()))?;
         let vmm_log = std::fs::File::create(dir.join("vmm.log"))
             .map_err(|e| VmError::Spawn(e.to_string()))?;
+        let adoption = self.adoption_for(id, &dir);
         let mut cmd = Command::new(&self.cfg.vmm_binary);
         cmd.args(["run", "--vm-id", id, "--firmware"])
             .arg(&self.cfg.firmware)
@@ -115,6 +135,14 @@ impl Manager {
                     .flat_map(|(u, g)| ["--run-as".to_string(), format!("{u}:{g}")]),
             )
             .args(["--channel-fd", &CHILD_CHANNEL_FD.to_string()])
+            .args(adoption.iter().flat_map(|a| {
+                [
+                    "--adopt-socket".into(),
+                    a.socket.clone().into_os_string(),
+                    "--adopt-grace-secs".into(),
+                    self.cfg.adoption_grace.as_secs().to_string().into(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vmm_log);
@@ -149,11 +177,20 @@ impl Manager {
         drop(theirs);
         drop(key_pipe);
         drop(image);
+        let mut channel = ours;
+        if let Some(secret) = adoption.as_ref().and_then(Adoption::secret) {
+            // The first message: a few dozen bytes, which the socket buffer takes
+            // without blocking. A VMM that never reads it is simply not adoptable.
+            if let Err(e) = write_frame(&mut channel, &HostMessage::AdoptionSecret { secret }) {
+                log::warn!(vm = id, error = e.to_string(); "cannot give the VMM its adoption secret: it will not survive a tvpd restart");
+            }
+        }
         Ok(Launched {
-            child,
-            channel: ours,
+            child: VmmProcess::Child(child),
+            channel,
             page: page.to_vec(),
             bound,
+            adoption,
         })
     }
 
@@ -174,6 +211,26 @@ impl Manager {
             &spec.management.policy,
         )
         .map_err(VmError::Invalid)
+    }
+
+    /// A fresh adoption secret and the socket path in the VM's directory `dir` (any
+    /// stale socket there removed); `None` if the path does not fit a socket address.
+    fn adoption_for(&self, id: &str, dir: &Path) -> Option<Adoption> {
+        let socket = dir.join(ADOPT_SOCKET);
+        if socket.as_os_str().len() > SUN_PATH_MAX {
+            log::warn!(vm = id, path = socket.display().to_string(); "the adoption socket path is longer than a Unix socket address: this VM will not survive a tvpd restart (choose a shorter state_dir)");
+            return None;
+        }
+        match std::fs::remove_file(&socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                log::warn!(vm = id, error = e.to_string(); "cannot remove a stale adoption socket");
+                return None;
+            }
+            _ => {}
+        }
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Some(Adoption::new(socket, secret))
     }
 }
 
@@ -218,22 +275,20 @@ fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
 
 /// Wait up to 3 s for the VMM to exit by itself, then kill it. A paused (SIGSTOPped)
 /// VMM is continued first, so it can read its stop message and scrub guest memory.
-pub(super) fn stop_child(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGCONT,
-        );
+pub(super) fn stop_child(child: &mut VmmProcess) {
+    if child.try_wait().is_some() {
+        return;
     }
+    let _ = child.signal(nix::sys::signal::Signal::SIGCONT);
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
+        if child.try_wait().is_some() {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
-    let _ = child.wait();
+    child.wait(Duration::from_secs(2));
 }
 
 /// "exit code N" or "killed by signal N".

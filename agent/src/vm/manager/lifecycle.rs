@@ -56,7 +56,7 @@ impl Manager {
             lock(&self.registry).reserved.remove(&id);
             e
         };
-        let binding = spec
+        let mut binding = spec
             .management
             .binding()
             .map_err(VmError::Invalid)
@@ -71,6 +71,8 @@ impl Manager {
                 return Err(unreserve(e));
             }
         };
+        // Tokens are bound to this boot's configuration page (its incarnation).
+        binding.incarnation = Some(launched.incarnation());
         let (run, tx, rx) = launched.new_run(spec.deadline);
         let vm = Vm::created(&spec, tap_name, run);
         let phase_deadline = vm.phase_deadline();
@@ -143,13 +145,34 @@ impl Manager {
 
     /// Stop every live VM (SIGTERM of tvpd): each is destroyed with reason
     /// `tvpd-stopped`, its lease released and its TAP deleted; waits up to `wait`.
+    /// With `keep_vms_on_stop`, running VMs (handed over, adoptable; paused ones too)
+    /// are left to the next tvpd, which re-adopts them; the others are stopped.
     pub fn shutdown(&self, wait: Duration) {
         let mut reg = lock(&self.registry);
         reg.shutting_down = true;
+        let keep = self.cfg.keep_vms_on_stop;
+        let kept = |vm: &super::record::Vm| {
+            keep && vm.boot.state() == crate::vm::state::VmState::Running
+                && vm.run.vmm.as_ref().is_some_and(|v| v.adoption.is_some())
+        };
+        let left: Vec<String> = reg
+            .vms
+            .iter()
+            .filter(|(_, vm)| kept(vm))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !left.is_empty() {
+            info!(vms = left.len(); "keep_vms_on_stop: running VMs left to the next tvpd");
+        }
+        for id in &left {
+            // Their supervisors end (and with them the manager, so tvpd can exit); the
+            // VMMs see their channels close when tvpd exits and wait for adoption.
+            Self::tell(&reg, id, Event::Leave);
+        }
         let live: Vec<String> = reg
             .vms
             .iter()
-            .filter(|(_, vm)| vm.boot.is_live() || vm.run.vmm.is_some())
+            .filter(|(_, vm)| (vm.boot.is_live() || vm.run.vmm.is_some()) && !kept(vm))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &live {

@@ -6,7 +6,6 @@
 //! `failed` with reason `vmm-protocol-violation: ...` (its audited state change).
 
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 
 use log::{info, warn};
 use tvp_vmm_channel::{ExitReason, HostMessage, VmmMessage};
@@ -16,6 +15,7 @@ use super::supervise::Flow;
 use super::Manager;
 use crate::lock;
 use crate::vm::boot::{kind, Ending, Step, Violation};
+use crate::vm::process::VmmProcess;
 use crate::vm::state::VmState;
 
 /// Reason prefix of VMs ended because their VMM broke the channel protocol.
@@ -92,6 +92,9 @@ impl Manager {
                 self.answer(id, w, request_id, answer);
                 if handed_over {
                     self.end_lease(id);
+                    // From now on the VMM waits for a restarted tvpd instead of
+                    // stopping when its channel closes (docs/vm-lifecycle.md).
+                    self.send(id, w, &HostMessage::Running);
                 }
             }
             VmmMessage::BootFailed { request_id, reason } => {
@@ -114,6 +117,8 @@ impl Manager {
                 }
                 self.end_lease(id);
             }
+            // Refused by the vetting (`Violation::AdoptedOutsideHandshake`).
+            VmmMessage::Adopted { .. } => {}
         }
     }
 
@@ -127,7 +132,7 @@ impl Manager {
         msg: &VmmMessage,
         v: &Violation,
         w: &mut UnixStream,
-        child: &mut Child,
+        child: &mut VmmProcess,
     ) -> Flow {
         let what = kind(msg);
         let reason = v.to_string();

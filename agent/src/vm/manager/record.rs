@@ -15,7 +15,7 @@ use crate::vm::management::ManagementView;
 use crate::vm::phase::PhaseView;
 use crate::vm::spec::ValidSpec;
 use crate::vm::state::{MeasurementView, VmState, VmView};
-use crate::vm::store::VmRecord;
+use crate::vm::store::{Adoption, VmRecord};
 
 /// Most VMM measurements kept per boot.
 const MAX_MEASUREMENTS: usize = 16;
@@ -33,6 +33,8 @@ pub(super) struct Vmm {
     /// The key-use digest (`tvp_kms::ParsedUse::digest`) its image key was released
     /// for; the measured VM must be exactly that one.
     pub bound: Option<[u8; 32]>,
+    /// How a restarted tvpd re-adopts it (persisted in the record).
+    pub adoption: Option<Adoption>,
 }
 
 /// What one measured boot has; a reboot replaces it whole.
@@ -53,13 +55,15 @@ pub(super) struct Run {
 
 impl Run {
     /// A boot whose VMM (`pid`, `page`, image key released for `bound`) was just
-    /// started, supervised through `events`.
+    /// started, supervised through `events`; `adoption` is how a restarted tvpd
+    /// re-adopts it.
     pub fn launched(
         pid: u32,
         page: Vec<u8>,
         bound: Option<[u8; 32]>,
         events: Sender<Event>,
         deadline: Duration,
+        adoption: Option<Adoption>,
     ) -> Run {
         Run {
             vmm: Some(Vmm {
@@ -68,6 +72,7 @@ impl Run {
                 events,
                 page,
                 bound,
+                adoption,
             }),
             deadline: crate::logging::rfc3339(std::time::SystemTime::now() + deadline),
             measurements: Vec::new(),
@@ -182,6 +187,37 @@ impl Vm {
             revocations: v.revocations,
             run: Run {
                 vmm: None,
+                deadline: v.deadline,
+                measurements: v.measurements,
+                digests: Vec::new(),
+                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                handover_digest: v
+                    .handover_digest
+                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+            },
+        }
+    }
+
+    /// A running VM as an earlier tvpd recorded it, whose VMM (`vmm`) this tvpd has
+    /// re-adopted: it runs on (paused if it was), on its TAP device, with its history
+    /// and boot log. Its
+    /// spec is not recorded, so it cannot be rebooted (create it again instead).
+    pub fn adopted(v: VmView, vmm: Vmm) -> Vm {
+        Vm {
+            boot: Boot::Live {
+                stage: crate::vm::boot::Stage::Running,
+                paused: v.paused,
+            },
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            history: v.history,
+            phases: v.phases,
+            tap: v.tap,
+            management: v.management,
+            spec: None,
+            revocations: v.revocations,
+            run: Run {
+                vmm: Some(vmm),
                 deadline: v.deadline,
                 measurements: v.measurements,
                 digests: Vec::new(),
@@ -327,6 +363,7 @@ impl Vm {
         VmRecord {
             view: self.view(id, lease_position),
             vmm_start_time: self.run.vmm.as_ref().and_then(|v| v.start_time),
+            adoption: self.run.vmm.as_ref().and_then(|v| v.adoption.clone()),
         }
     }
 }

@@ -10,7 +10,6 @@
 
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Child;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use super::{Manager, VmError, SECCOMP_KILLED};
 use crate::lock;
 use crate::vm::boot::{Conversation, Ending, Step};
 use crate::vm::phase::Phase;
+use crate::vm::process::VmmProcess;
 use crate::vm::state::{VmState, VmView};
 use crate::vm::tap;
 
@@ -54,6 +54,9 @@ pub(super) enum Event {
     Reboot(Sender<Result<VmView, VmError>>),
     /// [`END_GRACE`] has passed since the VM ended: kill its VMM if it still runs.
     EndGrace,
+    /// tvpd stops and leaves this running VM to the next tvpd (`keep_vms_on_stop`):
+    /// stop supervising without touching the VMM, its TAP device or its record.
+    Leave,
 }
 
 /// What the supervisor does after an event.
@@ -80,27 +83,48 @@ impl Manager {
         tx: Sender<Event>,
         rx: Receiver<Event>,
     ) -> Result<(), VmError> {
-        let reader = match launched.channel.try_clone() {
+        let dtx = tx.clone();
+        self.supervise_vmm(
+            id,
+            launched.channel,
+            launched.child,
+            Conversation::default(),
+            tx,
+            rx,
+        )?;
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline);
+            let _ = dtx.send(Event::Deadline);
+        });
+        Ok(())
+    }
+
+    /// Start the channel reader and the supervisor of VMM `child` on `channel`, whose
+    /// messages so far are `said` (a new conversation, or an adopted VMM's).
+    pub(super) fn supervise_vmm(
+        self: &Arc<Self>,
+        id: &str,
+        channel: UnixStream,
+        mut child: VmmProcess,
+        said: Conversation,
+        tx: Sender<Event>,
+        rx: Receiver<Event>,
+    ) -> Result<(), VmError> {
+        let reader = match channel.try_clone() {
             Ok(r) => r,
             Err(e) => {
                 // Without a supervisor nothing would ever stop or reap it.
                 let reason = format!("cannot supervise the VM: {e}");
                 warn!(vm = id, reason = reason.as_str(); "VM abandoned");
-                let mut child = launched.child;
                 self.end(id, Ending::Failed, reason);
                 self.reap(id, &mut child);
                 return Err(VmError::Spawn(e.to_string()));
             }
         };
-        let rtx = tx.clone();
-        std::thread::spawn(move || read_loop(reader, rtx));
-        std::thread::spawn(move || {
-            std::thread::sleep(deadline);
-            let _ = tx.send(Event::Deadline);
-        });
+        std::thread::spawn(move || read_loop(reader, tx));
         let me = self.clone();
         let sid = id.to_string();
-        std::thread::spawn(move || me.supervise(&sid, rx, launched.channel, launched.child));
+        std::thread::spawn(move || me.supervise(&sid, rx, channel, child, said));
         Ok(())
     }
 
@@ -109,9 +133,9 @@ impl Manager {
         id: &str,
         rx: Receiver<Event>,
         mut w: UnixStream,
-        mut child: Child,
+        mut child: VmmProcess,
+        mut said: Conversation,
     ) {
-        let mut said = Conversation::default();
         let mut grace_armed = false;
         for ev in rx {
             match self.handle(id, ev, &mut w, &mut child, &mut said) {
@@ -150,8 +174,8 @@ impl Manager {
 
     /// The grace after the VM's end has passed: reap a VMM that exited (its channel
     /// may be held open by someone else), kill one that still runs.
-    fn end_grace(&self, id: &str, child: &mut Child) -> Flow {
-        if let Ok(Some(_)) = child.try_wait() {
+    fn end_grace(&self, id: &str, child: &mut VmmProcess) -> Flow {
+        if child.try_wait().is_some() {
             return Flow::Reap;
         }
         warn!(vm = id, pid = child.id(), grace_secs = END_GRACE.as_secs(); "the VMM still runs after its VM ended: killing it");
@@ -160,7 +184,7 @@ impl Manager {
 
     /// SIGKILL VM `id`'s VMM now (it is hostile or overstayed): reap it, or abandon it
     /// to the unmanaged-VM scan if it does not go.
-    pub(super) fn kill_vmm(&self, id: &str, child: &mut Child) -> Flow {
+    pub(super) fn kill_vmm(&self, id: &str, child: &mut VmmProcess) -> Flow {
         if crate::vm::process::kill_child(child, KILL_WAIT) {
             info!(vm = id, pid = child.id(); "VMM killed");
             return Flow::Reap;
@@ -171,7 +195,7 @@ impl Manager {
 
     /// The VMM is gone (or about to be): delete the TAP device, clear the pid, and
     /// wake whoever waits for the reap.
-    fn reap(&self, id: &str, child: &mut Child) {
+    fn reap(&self, id: &str, child: &mut VmmProcess) {
         stop_child(child);
         self.release(id);
     }
@@ -202,7 +226,7 @@ impl Manager {
         id: &str,
         ev: Event,
         w: &mut UnixStream,
-        child: &mut Child,
+        child: &mut VmmProcess,
         said: &mut Conversation,
     ) -> Flow {
         match ev {
@@ -220,6 +244,10 @@ impl Manager {
                 }
             }
             Event::EndGrace => return self.end_grace(id, child),
+            Event::Leave => {
+                info!(vm = id, pid = child.id(); "left running to the next tvpd");
+                return Flow::HandedOff;
+            }
             Event::LeaseGranted => {
                 if self.advance(id, Step::LeaseGranted).is_ok() {
                     self.measure_if_ready(id, w);
@@ -247,6 +275,18 @@ impl Manager {
                     let _ = reply.send(Err(ended));
                     return Flow::Continue;
                 }
+                if lock(&self.registry)
+                    .vms
+                    .get(id)
+                    .is_some_and(|vm| vm.spec.is_none())
+                {
+                    // An adopted VM: its spec is not in its record. It runs on.
+                    let refused = VmError::State(format!(
+                        "VM '{id}' was re-adopted after a tvpd restart and its spec is not kept: it cannot be rebooted; create it again instead"
+                    ));
+                    let _ = reply.send(Err(refused));
+                    return Flow::Continue;
+                }
                 // This boot ends here; a new supervisor takes over the new one.
                 self.send(id, w, &HostMessage::Stop);
                 self.end_lease(id);
@@ -264,7 +304,7 @@ impl Manager {
             }
             Event::ChannelClosed(why) => {
                 stop_child(child);
-                let status = child.try_wait().ok().flatten();
+                let status = child.try_wait().flatten();
                 let how = status
                     .map(describe_exit)
                     .unwrap_or_else(|| "not reaped".into());
@@ -290,7 +330,7 @@ impl Manager {
         &self,
         id: &str,
         w: &mut UnixStream,
-        child: &mut Child,
+        child: &mut VmmProcess,
         how: Ending,
         reason: String,
     ) {

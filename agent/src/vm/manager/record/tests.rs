@@ -20,7 +20,14 @@ fn vm() -> (Vm, mpsc::Receiver<Event>) {
     .unwrap();
     let spec = req.validate().unwrap();
     let (tx, rx) = mpsc::channel();
-    let run = Run::launched(std::process::id(), vec![0; 4096], None, tx, spec.deadline);
+    let run = Run::launched(
+        std::process::id(),
+        vec![0; 4096],
+        None,
+        tx,
+        spec.deadline,
+        None,
+    );
     (Vm::created(&spec, "tap0".into(), run), rx)
 }
 
