@@ -57,4 +57,26 @@ if [ -e /sys/kernel/security/lockdown ]; then
 else
     printf '%-32s %-14s %s\n' lockdown unavailable "this kernel has no lockdown LSM"
 fi
+# IMA (docs/host-hardening.md#runtime-integrity-ima): tvp's policy measures every
+# executable, executable mapping and module into PCR 10; tenants judge the list against
+# the host's allowlist. The policy can be written once per boot (CONFIG_IMA_WRITE_POLICY
+# off); --apply also installs it as /etc/ima/ima-policy, which systemd loads at boot.
+POLICY=$(dirname "$0")/qemu-host/ima-policy
+IMA=/sys/kernel/security/ima
+if [ ! -d $IMA ]; then
+    printf '%-32s %-14s %s\n' ima unavailable "no IMA in this kernel (or securityfs not mounted): inventory this host with runtime_integrity \"none\""
+elif grep -q ' /usr/local/bin/tvpd$' $IMA/ascii_runtime_measurements 2>/dev/null; then
+    printf '%-32s %-14s %s\n' ima ok "IMA measures executables ($(cat $IMA/runtime_measurements_count) measurements)"
+elif [ $APPLY = 1 ] && [ -r "$POLICY" ]; then
+    install -D -m 0644 "$POLICY" /etc/ima/ima-policy
+    if (while read -r rule; do echo "$rule"; done <"$POLICY") >$IMA/policy 2>/dev/null; then
+        printf '%-32s %-14s %s\n' ima "set" "IMA policy loaded (irreversible until reboot) and installed as /etc/ima/ima-policy"
+    else
+        printf '%-32s %-14s %s\n' ima "FAILED" "the kernel refused the IMA policy (already written this boot?); /etc/ima/ima-policy installed for the next"
+        state=1
+    fi
+else
+    printf '%-32s %-14s %s\n' ima "not set" "IMA does not measure tvpd; load $POLICY (boot with ima_hash=sha256 ima_template=ima-ng)"
+    state=2
+fi
 exit $state

@@ -96,7 +96,9 @@ for b in tvpd tvpctl tvp-vmm tvp-boot-server; do copy_bin "$REL/$b" "/usr/local/
 copy_bin "$(command -v ip)" /usr/bin/ip
 copy_bin /usr/bin/tpm2
 copy_bin /usr/bin/openssl
-for t in tpm2_pcrread tpm2_checkquote tpm2_getcap tpm2_nvread tpm2_makecredential; do ln -sf tpm2 "$ROOT/usr/bin/$t"; done
+# tpm2-tools: the scenario's independent checks, and the forging attempt its IMA check
+# must catch (tpm2_pcrreset); /usr/bin/tpm2 is left out of the host's IMA allowlist.
+for t in tpm2_pcrread tpm2_checkquote tpm2_getcap tpm2_nvread tpm2_makecredential tpm2_pcrreset; do ln -sf tpm2 "$ROOT/usr/bin/$t"; done
 copy_bin /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
 for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arch/x86/kvm/kvm-amd.ko drivers/net/tun.ko \
     net/llc/llc.ko net/802/stp.ko net/bridge/bridge.ko drivers/net/veth.ko; do
@@ -117,10 +119,16 @@ ELF=$(scripts/build-test-workload.sh "$W/wl")
     --cmdline "earlyprintk=serial,ttyS0,115200 console=ttyS0 panic=-1" \
     --key "$ROOT/opt/tvp/tenant/workload.key" --cert "$ROOT/opt/tvp/tenant/workload.pem" \
     --out "$ROOT/opt/tvp/tenant/linux.signed" >/dev/null
+# The host's IMA policy (docs/host-hardening.md): every executable, library mapping
+# and kernel module, loaded by /init before anything else runs, modules included.
+install -D -m 0644 scripts/qemu-host/ima-policy "$ROOT/etc/ima/ima-policy"
 cat >"$ROOT/init" <<INIT
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/local/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mount -t securityfs securityfs /sys/kernel/security
+# One open of the policy file (it is committed on close, once), one write per rule.
+while read -r rule; do echo "\$rule"; done </etc/ima/ima-policy >/sys/kernel/security/ima/policy || echo "TVP-IMA loading the IMA policy failed"
 mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
 for m in irqbypass ccp kvm kvm-amd tun llc stp bridge veth; do insmod /lib/modules/\$m.ko || echo "insmod \$m failed"; done
 if [ "$SHELL_MODE" = 1 ]; then exec sh; fi
@@ -129,6 +137,16 @@ echo TVP-SCENARIO-END
 sync; poweroff -f
 INIT
 chmod 0755 "$ROOT/init"
+# The host's IMA allowlist, made at image-build time: the digest of every file in the
+# image that may run (executables, shared libraries, kernel modules), except
+# tpm2-tools, which a VM host has no business running (docs/threat-model.md).
+say "IMA allowlist"
+(cd "$ROOT" && find . -type f \( -perm -u+x -o -name '*.so*' -o -name '*.ko' \) ! -path ./usr/bin/tpm2 | sort |
+    while read -r f; do printf '%s %s\n' "$(sha256sum "$f" | cut -d' ' -f1)" "${f#.}"; done |
+    awk 'BEGIN { printf "{\"entries\": [" } { printf "%s\n  {\"digest\": \"sha256:%s\", \"path\": \"%s\"}", (NR > 1 ? "," : ""), $1, $2 }
+         END { print "\n]}" }') >"$W/ima-allowlist.json"
+install -m 0644 "$W/ima-allowlist.json" "$ROOT/opt/tvp/ima-allowlist.json"
+ok "$(grep -c '"digest"' "$W/ima-allowlist.json") files allowed; /usr/bin/tpm2 is not"
 (cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1 >"$W/initrd.gz")
 ok "initramfs $(du -h "$W/initrd.gz" | cut -f1)"
 
@@ -144,7 +162,7 @@ for _ in $(seq 100); do [ -S "$W/tpm/ctrl.sock" ] && break; sleep 0.05; done
 say "booting the QEMU host (TCG, SVM exposed; serial console below)"
 started=$(date +%s.%N)
 QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand -m 1024 -smp 1 -nographic -no-reboot
-    -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1"
+    -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1 ima_hash=sha256 ima_template=ima-ng lockdown=integrity"
     -chardev "socket,id=chrtpm,path=$W/tpm/ctrl.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
     -device tpm-crb,tpmdev=tpm0)
 if ((SHELL_MODE)); then "${QEMU[@]}"; exit 0; fi

@@ -7,7 +7,7 @@ use tvp_verifier::{CelRecord, Evidence, HexDigest, QuoteBlobs, EVIDENCE_VERSION}
 use crate::tpm::{HostIdentity, QuoteResult};
 
 /// Build evidence from a quote, the host identity and the event-log records of the
-/// quoted PCRs.
+/// quoted PCRs. The IMA list, if any, is the caller's to add ([`crate::host_ima`]).
 pub fn build(
     identity: &HostIdentity,
     nonce: &[u8],
@@ -31,5 +31,6 @@ pub fn build(
         ak_public_pem: identity.ak_public_pem.clone(),
         ak_public: identity.ak_public_tpm2b.clone(),
         event_log,
+        ima_log: None,
     }
 }

@@ -12,7 +12,7 @@
 //!   measured file changes afterwards.
 //! - [`api`]: the Unix-socket HTTP API (typed requests, one dispatcher, the peer
 //!   caller access policy); [`evidence`] assembles quotes into the documented
-//!   evidence format.
+//!   evidence format, with the kernel's IMA list ([`host_ima`]) where the host has one.
 //! - [`audit`]: the tamper-evident audit log anchored in a TPM NV index, and the
 //!   authorization counters.
 //! - [`vm`]: measured VMs: specs, one `tvp-vmm` per VM, the PCR lease, lifecycle,
@@ -25,6 +25,7 @@ pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod evidence;
+pub mod host_ima;
 pub mod host_log;
 pub mod image_release;
 pub mod logging;

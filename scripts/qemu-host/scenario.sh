@@ -32,6 +32,13 @@ i=0; while [ $i -lt 300 ] && ! tvpctl host >/dev/null 2>&1; do sleep 0.1; i=$((i
 check tvpd-provisioned-through-tpmrm0 tvpctl host
 grep -E 'TPM ready|measured' /tmp/tvpd.log | sed 's/^/  /'
 
+# The host's runtime integrity: /init loaded the IMA policy (measure every executable,
+# executable mapping and module) before anything else ran; PCR 10 holds the list.
+IMA=/sys/kernel/security/ima
+echo "  kernel lockdown: $(cat /sys/kernel/security/lockdown 2>/dev/null || echo unavailable)"
+echo "  IMA: $(cat $IMA/runtime_measurements_count 2>/dev/null) measurements, list $(wc -c <$IMA/binary_runtime_measurements 2>/dev/null) bytes; allowlist $(grep -c '"digest"' /opt/tvp/ima-allowlist.json) files"
+check ima-measures-the-host sh -c "grep -q ' /usr/local/bin/tvpd\$' $IMA/ascii_runtime_measurements && grep -q 'kvm.ko\$' $IMA/ascii_runtime_measurements"
+
 tvpctl --json host >/tmp/host.json
 # EK certificate from NV, chained to swtpm's local CA (the "manufacturer").
 sed -n 's/.*"ek_certificate_pem": "\(.*\)",$/\1/p' /tmp/host.json | sed 's/\\n/\n/g' >/tmp/ek-cert.pem
@@ -39,14 +46,22 @@ check ek-certificate-chains-to-manufacturer-ca openssl verify -CAfile /ca/swtpm-
 sed -n 's/.*"ak_public_pem": "\(.*\)",$/\1/p' /tmp/host.json | sed 's/\\n/\n/g' >/tmp/ak.pem
 
 NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-check quote-through-tpmrm0 tvpctl quote --nonce "$NONCE" --pcrs 15,16,23 -o /tmp/evidence.json
-check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem
-mkdir -p /tmp/tpm2
-tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
-check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
-# The tenant: this host in its inventory, its management key and policy, a reservation;
-# its boot server runs in the tenant namespace.
-check inventory-entry tvpctl inventory --expect /tmp/platform.json -o /tmp/inventory.json
+check quote-through-tpmrm0 tvpctl quote --nonce "$NONCE" --pcrs 10,15,16,23 -o /tmp/evidence.json
+check quote-verified-by-tvpctl tvpctl verify /tmp/evidence.json --nonce "$NONCE" --ak /tmp/ak.pem \
+    --ima-allowlist /opt/tvp/ima-allowlist.json
+# With PCRs 0-9 quoted too, the list's boot_aggregate is checked against them (the
+# mailbox's evidence on an IMA host always has them).
+tvpctl quote --nonce "$NONCE" --pcrs 0,1,2,3,4,5,6,7,8,9,10,15 -o /tmp/evidence-boot.json
+tvpctl verify /tmp/evidence-boot.json --nonce "$NONCE" --ak /tmp/ak.pem --ima-allowlist /opt/tvp/ima-allowlist.json \
+    >/tmp/verify-boot.out 2>&1
+grep -E 'runtime|FAILED' /tmp/verify-boot.out | sed 's/^/  /'
+check ima-boot-aggregate-is-pcrs-0-9 grep -q 'boot_aggregate = the quoted PCRs 0-9' /tmp/verify-boot.out
+# (tpm2_checkquote runs at the end: tpm2-tools are not in this host's IMA allowlist.)
+# The tenant: this host in its inventory (with the IMA allowlist made when the image
+# was built), its management key and policy, a reservation; its boot server runs in
+# the tenant namespace.
+check inventory-entry tvpctl inventory --expect /tmp/platform.json --ima-allowlist /opt/tvp/ima-allowlist.json \
+    -o /tmp/inventory.json
 openssl genpkey -algorithm ed25519 -out /tmp/tenant.key 2>/dev/null
 openssl pkey -in /tmp/tenant.key -pubout -out /tmp/tenant.pem
 POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
@@ -88,6 +103,9 @@ check workload-ran-after-handover grep -q "tvp-workload: hello from the tenant w
 digest=$(sed -n 's/.*"workload_digest":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server.jsonl)
 check handover-digest-is-the-delivered-workload sh -c "test -n '$digest' && tvpctl --json vm show qemu-vm | grep -q '\"handover_digest\": \"$digest\"'"
 check measured-vm-attested-and-handed-over test "$state" = destroyed
+# The boot server replayed this host's IMA list against the quoted PCR 10 and found
+# every measurement in the inventory's allowlist.
+check ima-clean-host-attests sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server.jsonl | grep '\"runtime_integrity\":\"ima\"' | grep -q 'boot_aggregate = the quoted PCRs 0-9'"
 tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page \
     --management-key /tmp/tenant.pem --policy /tmp/policy.json 2>/dev/null >/tmp/vm-exp.json
 want=$(grep -o '[0-9a-f]\{64\}' /tmp/vm-exp.json)
@@ -95,13 +113,11 @@ got=$(tvpctl --json vm show qemu-vm | sed -n 's/.*"pcr23": "\([0-9a-f]*\)".*/\1/
 check measured-vm-pcr23-as-computed test -n "$want" -a "$want" = "$got"
 grep -q "quote for the lease holder" /tmp/tvpd.log
 check measured-vm-quoted-through-tpmrm0 test $? -eq 0
+# The evidence's size with the IMA list and PCRs 0-10 (the mailbox carries 61408 bytes).
+grep "quote for the lease holder" /tmp/tvpd.log | grep -o 'bytes[=:" ]*[0-9]*' | head -1 | sed 's/^/  mailbox evidence /'
+sed -n 's/.*"runtime_integrity_detail":"\([^"]*\)".*/  boot-server| runtime: \1/p' /tmp/boot-server.jsonl
 # The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
 check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --ak /tmp/ak.pem --nonce $NONCE"
-# tpm2-tools through the kernel resource manager while tvpd holds its own connection.
-check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:15,16,23
-tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'
-Z=0x0000000000000000000000000000000000000000000000000000000000000000
-check pcr-16-and-23-zero sh -c "tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | grep -c ': $Z' | grep -qx 2"
 # A real Linux kernel (this host's own, signed by the tenant) network-booted by the
 # firmware with the 64-bit boot protocol: its banner on the VM's console.
 echo "10.0.0.2 U-linux memory=160 vcpus=1 image=none management=tenant" >/tmp/reservations-linux
@@ -135,5 +151,42 @@ INCARNATION=$(sed -n 's/.*"incarnation":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server
 TOKEN=$(tvpctl authorize --key /tmp/tenant.key --host /tmp/host.json --incarnation "$INCARNATION" \
     --vm linux-vm --op delete)
 tvpctl vm delete linux-vm --token "$TOKEN" >/dev/null
+
+# Host root forges attestation through the TPM directly (issue 15, attack 3): PCR 16 is
+# resettable at locality 0 and the AK has no authorization, so root could reset and
+# extend PCRs 16/23 and quote for a boot server of its own choosing. The first step is
+# enough to be seen: tpm2-tools run, IMA measures /usr/bin/tpm2 into PCR 10, and the
+# next VM's attestation is refused by the tenant's boot server, naming that entry.
+tpm2_pcrreset -T device:/dev/tpmrm0 16 && echo "  root ran tpm2_pcrreset 16"
+grep ' /usr/bin/tpm2$' $IMA/ascii_runtime_measurements | sed 's/^/  IMA| /'
+echo "10.0.0.2 U-rogue memory=64 vcpus=1 image=none management=tenant" >/tmp/reservations-rogue
+$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
+    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-rogue \
+    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/hello.signed \
+    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
+    >/tmp/boot-server-rogue.jsonl 2>&1 &
+i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-rogue.jsonl; do sleep 0.1; i=$((i+1)); done
+sed 's/"qemu-vm"/"after-rogue-vm"/; s/"U-qemu"/"U-rogue"/' /tmp/vm.json >/tmp/rogue-vm.json
+tvpctl vm create /tmp/rogue-vm.json >/dev/null
+i=0
+while [ $i -lt 3000 ]; do
+    state=$(tvpctl --json vm show after-rogue-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
+    case $state in destroyed|failed) break ;; esac
+    sleep 0.1; i=$((i+1))
+done
+grep -v listening /tmp/boot-server-rogue.jsonl | sed 's/^/  boot-server| /'
+check ima-rogue-tpm-use-refused sh -c "grep -q '\"reason\":\"attestation-rejected:ima:not-allowed\"' /tmp/boot-server-rogue.jsonl &&
+    grep -q 'ima:not-allowed /usr/bin/tpm2 sha256:' /tmp/boot-server-rogue.jsonl && ! grep -q '\"event\":\"delivered\"' /tmp/boot-server-rogue.jsonl"
+
+# tpm2-tools' independent checks, now that their use has been shown to be caught:
+# tpm2_checkquote on the first quote, and PCR reads through the kernel resource
+# manager while tvpd holds its own connection.
+mkdir -p /tmp/tpm2
+tvpctl export-tpm2 /tmp/evidence.json /tmp/tpm2 --nonce "$NONCE" --ak /tmp/ak.pem >/tmp/checkquote.cmd
+check quote-verified-by-tpm2_checkquote sh /tmp/checkquote.cmd
+check tpm2_pcrread-concurrently-with-tvpd tpm2_pcrread -T device:/dev/tpmrm0 sha256:10,15,16,23
+tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | sed 's/^/  /'
+Z=0x0000000000000000000000000000000000000000000000000000000000000000
+check pcr-16-and-23-zero sh -c "tpm2_pcrread -T device:/dev/tpmrm0 sha256:16,23 | grep -c ': $Z' | grep -qx 2"
 kill $BS 2>/dev/null; kill $TVPD; wait $TVPD; rc=$?
 check tvpd-clean-exit test "$rc" -eq 0

@@ -227,3 +227,62 @@ fn expected_platform_pcr_from_tvpd_print_expected_pcrs_matches_a_fresh_tpm() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// A host without IMA (swtpm, no kernel measurement list here): a quote over PCR 10
+/// carries no IMA list; `tvpctl verify` says runtime integrity was not checked (text
+/// and JSON) rather than passing it silently, and given the host's IMA allowlist it
+/// refuses the evidence at check `ima` (`no-list`).
+#[test]
+fn runtime_integrity_is_reported_not_checked_and_an_allowlist_refuses_a_host_without_ima() {
+    require!("swtpm", "openssl");
+    let tpm = Swtpm::blank();
+    let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    let dir = tpm.scratch("ima");
+    let h = t.api_json("GET", "/v1/host", None);
+    let ak = dir.join("ak.pem");
+    std::fs::write(&ak, h["ak_public_pem"].as_str().unwrap()).unwrap();
+    let nonce = nonce_hex(16);
+    let ev = dir.join("evidence.json");
+    let ev_s = ev.to_str().unwrap();
+    let (code, _, err) = t.tvpctl(&["quote", "--nonce", &nonce, "--pcrs", "10,15", "-o", ev_s]);
+    assert_eq!(code, 0, "{err}");
+    let evidence: Value = serde_json::from_slice(&std::fs::read(&ev).unwrap()).unwrap();
+    assert!(evidence["pcrs"]["sha256"]["10"].is_string(), "{evidence}");
+    assert!(evidence.get("ima_log").is_none(), "no IMA on this host");
+
+    let ak_s = ak.to_str().unwrap();
+    let base = ["verify", ev_s, "--nonce", &nonce, "--ak", ak_s];
+    let (code, out, err) = t.tvpctl(&base);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("runtime:      NOT CHECKED"), "{out}");
+    let mut json = vec!["--json"];
+    json.extend_from_slice(&base);
+    let (code, out, err) = t.tvpctl(&json);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["runtime_integrity"], "not-checked", "{v}");
+    assert!(v["ima_measurements"].is_null(), "{v}");
+
+    let allow = dir.join("allowlist.json");
+    std::fs::write(
+        &allow,
+        format!(
+            r#"{{"entries": [{{"digest": "sha256:{}", "path": "/usr/local/bin/tvpd"}}]}}"#,
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    json.extend_from_slice(&["--ima-allowlist", allow.to_str().unwrap()]);
+    let (code, out, err) = t.tvpctl(&json);
+    assert_eq!(code, 1, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["check"], "ima", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().starts_with("ima: no-list"),
+        "{v}"
+    );
+    assert!(
+        err.contains("verification FAILED at check ima: no-list"),
+        "{err}"
+    );
+}

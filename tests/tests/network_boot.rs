@@ -31,6 +31,12 @@ fn measured_vm_network_boots_a_signed_workload_after_the_boot_server_attests_its
     );
     let rep = &o.report;
     assert_eq!(rep["event"], "delivered", "{rep}");
+    // No IMA on this host, none asked by the inventory: the report says so.
+    assert_eq!(rep["runtime_integrity"], "not-checked", "{rep}");
+    assert!(rep["runtime_integrity_detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("NOT CHECKED"));
     // The workload ran after the handover.
     assert!(o.workload_ran(), "{}", o.console);
     // Both ends computed the same exporter value, and the quoted PCR 16 is its extend.
@@ -191,11 +197,18 @@ fn boot_server_rejects_evidence_for_another_firmware_platform_or_ak_and_sends_no
     ak["hosts"][0]["ak_public_pem"] = json!(std::fs::read_to_string(&key).unwrap());
     let ak_inv = dir.path().join("inventory-ak.json");
     std::fs::write(&ak_inv, ak.to_string()).unwrap();
+    // The inventory requires this host's runtime integrity (an IMA allowlist), but the
+    // host has no IMA: its evidence has no list, and that is refused, not passed.
+    let mut ima = inv.clone();
+    ima["hosts"][0]["runtime_integrity"] = json!({"ima": {"entries": [{"digest": format!("sha256:{}", "ab".repeat(32)), "path": "/usr/local/bin/tvpd"}]}});
+    let ima_inv = dir.path().join("inventory-ima.json");
+    std::fs::write(&ima_inv, ima.to_string()).unwrap();
 
     for (i, (inventory, firmware, check)) in [
         (&h.inventory, &other_fw, "pcr23"),
         (&platform_inv, &h.firmware, "evidence:expected-pcrs"),
         (&ak_inv, &h.firmware, "evidence:ak-mismatch"),
+        (&ima_inv, &h.firmware, "ima:no-list"),
     ]
     .into_iter()
     .enumerate()

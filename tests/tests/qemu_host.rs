@@ -54,6 +54,12 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",
         "tvpd-clean-exit",
+        // Issue 15, attack 3: the host's IMA list in the evidence, judged by the
+        // tenant's boot server against the inventory's allowlist.
+        "ima-measures-the-host",
+        "ima-boot-aggregate-is-pcrs-0-9",
+        "ima-clean-host-attests",
+        "ima-rogue-tpm-use-refused",
     ] {
         assert!(
             err.contains(&format!("TVP-CHECK {check} PASS")),

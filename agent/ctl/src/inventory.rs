@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use tvp_kms::inventory::{HostEntry, Inventory};
-use tvp_verifier::ExpectedPcrs;
+use tvp_verifier::{Allowlist, ExpectedPcrs, RuntimeIntegrity};
 
 use super::host::{call, read_text, write_out};
 use super::{exit, Cli};
@@ -19,9 +19,11 @@ pub struct Inputs<'a> {
     pub merge: Option<&'a Path>,
     /// Write here instead of stdout.
     pub output: Option<&'a Path>,
+    /// The host's IMA allowlist; without it the entry says runtime integrity `none`.
+    pub ima_allowlist: Option<&'a Path>,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, i32> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, i32> {
     serde_json::from_str(&read_text(p)?).map_err(|e| {
         eprintln!("tvpctl: {} is not {what}: {e}", p.display());
         exit::IO
@@ -29,7 +31,11 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, 
 }
 
 /// The entry of the host behind `cli.socket`, expecting the SHA-256 PCRs of `expected`.
-fn entry(h: HostInfo, expected: &ExpectedPcrs) -> Result<HostEntry, i32> {
+fn entry(
+    h: HostInfo,
+    expected: &ExpectedPcrs,
+    runtime_integrity: RuntimeIntegrity,
+) -> Result<HostEntry, i32> {
     let Some(bank) = expected.pcrs.get("sha256").filter(|b| !b.is_empty()) else {
         eprintln!(
             "tvpctl: the expected-values file has no sha256 PCRs (use tvpd --print-expected-pcrs)"
@@ -41,7 +47,18 @@ fn entry(h: HostInfo, expected: &ExpectedPcrs) -> Result<HostEntry, i32> {
         ak_public_pem: h.ak_public_pem,
         ek_name: Some(h.ek_name),
         platform_pcrs: bank.iter().map(|(i, d)| (*i, hex::encode(&d.0))).collect(),
+        runtime_integrity,
     })
+}
+
+/// An allowlist file, refused unless every digest is `alg:hex`.
+pub(crate) fn read_allowlist(p: &Path) -> Result<Allowlist, i32> {
+    let a: Allowlist = read_json(p, "an IMA allowlist")?;
+    if let Err(why) = a.digests() {
+        eprintln!("tvpctl: {}: {why}", p.display());
+        return Err(exit::IO);
+    }
+    Ok(a)
 }
 
 /// Add `e` to `inv`, replacing an entry with the same host id; returns whether it replaced one.
@@ -62,8 +79,12 @@ fn upsert(inv: &mut Inventory, e: HostEntry) -> bool {
 pub fn run(cli: &Cli, a: &Inputs<'_>) -> i32 {
     let r = (|| {
         let expected: ExpectedPcrs = read_json(a.expect, "an expected-values file")?;
+        let runtime_integrity = match a.ima_allowlist {
+            Some(p) => RuntimeIntegrity::Ima(read_allowlist(p)?),
+            None => RuntimeIntegrity::None,
+        };
         let (h, _): (HostInfo, _) = call(cli, "GET", "/v1/host", None)?;
-        let e = entry(h, &expected)?;
+        let e = entry(h, &expected, runtime_integrity)?;
         let id = e.host_id.clone();
         let mut inv: Inventory = match a.merge {
             Some(p) if p.exists() => read_json(p, "an inventory file")?,
@@ -98,6 +119,7 @@ mod tests {
             ak_public_pem: ak.into(),
             ek_name: None,
             platform_pcrs: Default::default(),
+            runtime_integrity: RuntimeIntegrity::None,
         }
     }
 
@@ -112,6 +134,31 @@ mod tests {
     }
 
     #[test]
+    fn entries_say_runtime_integrity_none_or_carry_the_allowlist() {
+        // Written explicitly, so an operator sees that nothing is checked.
+        let text = serde_json::to_string(&e("a", "1")).unwrap();
+        assert!(text.contains(r#""runtime_integrity":"none""#), "{text}");
+        // An inventory from before the field reads as "none".
+        let old: HostEntry =
+            serde_json::from_str(r#"{"host_id": "a", "ak_public_pem": "1", "platform_pcrs": {}}"#)
+                .unwrap();
+        assert_eq!(old.runtime_integrity, RuntimeIntegrity::None);
+        // An allowlist file: read, checked, carried.
+        let p = std::env::temp_dir().join(format!("tvpctl-allowlist-{}.json", std::process::id()));
+        let d = "ab".repeat(32);
+        std::fs::write(
+            &p,
+            format!(r#"{{"entries": [{{"digest": "sha256:{d}", "path": "/bin/x"}}]}}"#),
+        )
+        .unwrap();
+        let a = read_allowlist(&p).unwrap();
+        assert_eq!(a.entries[0].digest, format!("sha256:{d}"));
+        std::fs::write(&p, r#"{"entries": [{"digest": "ab"}]}"#).unwrap();
+        assert_eq!(read_allowlist(&p).err(), Some(exit::IO));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
     fn an_expected_file_without_sha256_pcrs_is_refused() {
         let h: HostInfo = serde_json::from_value(serde_json::json!({
             "host_id": "a", "ek_public_pem": "", "ek_certificate_pem": null,
@@ -120,6 +167,9 @@ mod tests {
             "platform_changes": [], "version": "0"
         }))
         .unwrap();
-        assert_eq!(entry(h, &ExpectedPcrs::default()).err(), Some(exit::IO));
+        assert_eq!(
+            entry(h, &ExpectedPcrs::default(), RuntimeIntegrity::None).err(),
+            Some(exit::IO)
+        );
     }
 }

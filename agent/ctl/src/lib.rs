@@ -96,9 +96,10 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Verify evidence offline: AK, signature, nonce, PCR digest, event-log replay and
-    /// (with --expect) expected values. Exit 0 only if every check passes; otherwise
-    /// exit 1 naming the failed check.
+    /// Verify evidence offline: AK, signature, nonce, PCR digest, event-log replay,
+    /// (with --expect) expected values and (with --ima-allowlist) the host's IMA list.
+    /// Exit 0 only if every check passes; otherwise exit 1 naming the failed check.
+    /// Always says whether the host's runtime integrity was checked.
     Verify {
         /// Evidence JSON (from `tvpctl quote` or a boot server).
         evidence: PathBuf,
@@ -114,6 +115,12 @@ pub enum Command {
         /// The host's EK name (hex, from the inventory): require the AK to sit under that EK.
         #[arg(long, value_name = "HEX")]
         ek_name: Option<String>,
+        /// The host's IMA allowlist ({"entries":[{"digest":"sha256:<hex>","path":...}]}):
+        /// the evidence must carry the host's IMA list, it must replay to the quoted
+        /// PCR 10 and every measurement must be allowed. Without it, runtime integrity
+        /// is reported as not checked.
+        #[arg(long, value_name = "ALLOWLIST.json")]
+        ima_allowlist: Option<PathBuf>,
     },
     /// Write the evidence as the files tpm2-tools' `tpm2_checkquote` reads (quote.msg,
     /// quote.sig, quote.pcrs, ak.pem) and print the command that checks them.
@@ -183,9 +190,9 @@ pub enum Command {
         #[arg(long, value_name = "PEM")]
         new_key: Option<PathBuf>,
     },
-    /// This host's inventory entry (host id, AK, EK name, expected platform PCRs) for
-    /// the tenants' boot servers and key services: prints an inventory file, or adds
-    /// the entry to one (replacing this host's previous entry).
+    /// This host's inventory entry (host id, AK, EK name, expected platform PCRs,
+    /// runtime integrity) for the tenants' boot servers and key services: prints an
+    /// inventory file, or adds the entry to one (replacing this host's previous entry).
     Inventory {
         /// The expected platform PCRs: `tvpd --print-expected-pcrs` output.
         #[arg(long, value_name = "FILE")]
@@ -196,6 +203,12 @@ pub enum Command {
         /// Write to FILE instead of stdout (may be the --merge file).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// The host's IMA allowlist ({"entries":[{"digest":"sha256:<hex>","path":...}]},
+        /// e.g. made at image-build time): the entry gets "runtime_integrity":
+        /// {"ima": ...}. Without it the entry says "runtime_integrity": "none" and
+        /// verifiers report runtime integrity as not checked (docs/host-hardening.md).
+        #[arg(long, value_name = "ALLOWLIST.json")]
+        ima_allowlist: Option<PathBuf>,
     },
     /// The audit trail: show, certify its TPM anchor, verify a log or an extract.
     #[command(subcommand)]
@@ -242,12 +255,14 @@ pub fn run(cli: Cli) -> i32 {
             ak,
             expect,
             ek_name,
+            ima_allowlist,
         } => verify::run_verify(&verify::VerifyArgs {
             evidence,
             nonce,
             ak,
             expect: expect.as_deref(),
             ek_name: ek_name.as_deref(),
+            ima_allowlist: ima_allowlist.as_deref(),
             json: cli.json,
         }),
         Command::ExportTpm2 {
@@ -302,12 +317,14 @@ pub fn run(cli: Cli) -> i32 {
             expect,
             merge,
             output,
+            ima_allowlist,
         } => inventory::run(
             &cli,
             &inventory::Inputs {
                 expect,
                 merge: merge.as_deref(),
                 output: output.as_deref(),
+                ima_allowlist: ima_allowlist.as_deref(),
             },
         ),
     }

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use tvp_verifier::tpm2_tools::export_for_checkquote;
-use tvp_verifier::{AkKey, Evidence, ExpectedPcrs, VerifyError, VerifyOptions};
+use tvp_verifier::{
+    AkKey, Evidence, ExpectedPcrs, RuntimeIntegrity, RuntimeIntegrityReport, VerifyError,
+    VerifyOptions,
+};
 
 use super::exit;
 use super::host::read_text;
@@ -28,6 +31,8 @@ pub struct VerifyArgs<'a> {
     pub expect: Option<&'a Path>,
     /// The EK's TPM name, hex, from the inventory: binds the quote to that EK.
     pub ek_name: Option<&'a str>,
+    /// The host's IMA allowlist: judge its runtime integrity.
+    pub ima_allowlist: Option<&'a Path>,
     /// JSON output.
     pub json: bool,
 }
@@ -59,6 +64,11 @@ pub fn run_verify(a: &VerifyArgs) -> i32 {
                 exit::USAGE
             })?;
         }
+        if let Some(p) = a.ima_allowlist {
+            opts = opts.with_runtime_integrity(RuntimeIntegrity::Ima(
+                super::inventory::read_allowlist(p)?,
+            ));
+        }
         Ok(tvp_verifier::verify_json(&ev_text, &opts))
     })();
     let outcome = match result {
@@ -76,8 +86,13 @@ pub fn run_verify(a: &VerifyArgs) -> i32 {
                 println!(
                     "{:#}",
                     serde_json::json!({"ok": true, "host_id": v.host_id, "ak_name": hex::encode(&v.ak_name),
-                        "reset_count": v.reset_count, "pcrs": {"sha256": pcrs},
-                        "replayed_pcrs": v.replayed.keys().collect::<Vec<_>>()})
+                    "reset_count": v.reset_count, "pcrs": {"sha256": pcrs},
+                    "replayed_pcrs": v.replayed.keys().collect::<Vec<_>>(),
+                    "runtime_integrity": v.runtime_integrity.name(),
+                    "ima_measurements": match v.runtime_integrity {
+                        RuntimeIntegrityReport::Ima { measured, .. } => Some(measured),
+                        RuntimeIntegrityReport::NotChecked => None,
+                    }})
                 );
             } else {
                 println!("evidence verified: every check passed");
@@ -98,6 +113,7 @@ pub fn run_verify(a: &VerifyArgs) -> i32 {
                 if a.ek_name.is_some() {
                     println!("  signer:       AK under the given EK");
                 }
+                println!("  runtime:      {}", v.runtime_integrity.summary());
             }
             exit::OK
         }

@@ -1,9 +1,10 @@
 //! The tenant's view of the provider's hosts: which AKs belong to inventoried hosts and
-//! what their platform PCRs must hold.
+//! what their platform PCRs and runtime integrity (IMA allowlist) must hold.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use tvp_verifier::RuntimeIntegrity;
 
 /// One inventoried host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -18,6 +19,11 @@ pub struct HostEntry {
     pub ek_name: Option<String>,
     /// Expected SHA-256 values of the platform PCRs, hex, by index.
     pub platform_pcrs: BTreeMap<u32, String>,
+    /// What the host's runtime integrity must show: `"none"` (no IMA on the host; the
+    /// verifier says it was not checked) or `{"ima": {"entries": [...]}}`, the
+    /// allowlist every measurement of the host's IMA list must be in. Absent = `"none"`.
+    #[serde(default)]
+    pub runtime_integrity: RuntimeIntegrity,
 }
 
 /// The inventory file: `{"hosts": [ ... ]}`.

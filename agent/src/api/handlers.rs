@@ -183,21 +183,21 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
             let pcrs = pcrs.unwrap_or_else(|| vec![state.platform_pcr]);
             let log = state.host_log.clone();
             let n = nonce.clone();
-            let (quote, records) = state
+            // PCR 10 asked for on a host with IMA: the list, read after the quote.
+            let ima = pcrs.contains(&crate::host_ima::IMA_PCR) && crate::host_ima::present();
+            let (quote, records, ima_log) = state
                 .tpm
                 .call_async(move |t| {
                     let q = t.quote(&n, &pcrs)?;
+                    let ima_log = ima.then(crate::host_ima::list_for_evidence).flatten();
                     let quoted: Vec<u32> = q.pcrs.keys().copied().collect();
                     let records = lock(&log).records_for(&quoted);
-                    Ok((q, records))
+                    Ok((q, records, ima_log))
                 })
                 .await?;
-            ok(&evidence::build(
-                state.tpm.identity(),
-                &nonce,
-                quote,
-                records,
-            ))
+            let mut ev = evidence::build(state.tpm.identity(), &nonce, quote, records);
+            ev.ima_log = ima_log;
+            ok(&ev)
         }
         ApiRequest::ActivateCredential {
             credential_blob,

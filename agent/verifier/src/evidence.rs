@@ -6,7 +6,8 @@
 //!   "quote": { "attest": "<base64 TPMS_ATTEST>", "signature": "<base64 TPMT_SIGNATURE>" },
 //!   "pcrs": { "sha256": { "15": "<hex>", "16": "<hex>", "23": "<hex>" } },
 //!   "ak_public_pem": "-----BEGIN PUBLIC KEY-----...", "ak_public": "<base64 TPM2B_PUBLIC>",
-//!   "event_log": [ <CEL-JSON records> ] }
+//!   "event_log": [ <CEL-JSON records> ],
+//!   "ima_log": "<base64 binary_runtime_measurements>" }   // optional
 //! ```
 
 use std::collections::BTreeMap;
@@ -78,6 +79,16 @@ pub struct Evidence {
     pub ak_public: Vec<u8>,
     /// The host event log (CEL-JSON records) covering the quoted PCRs.
     pub event_log: EventLog,
+    /// The host kernel's IMA measurement list (`binary_runtime_measurements`), base64,
+    /// read after the quote; present when the host has IMA and PCR 10 is quoted.
+    /// Replayed against PCR 10 and judged by the `ima` check ([`crate::ima`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::hexbytes::ser_opt_b64",
+        deserialize_with = "crate::hexbytes::de_opt_b64"
+    )]
+    pub ima_log: Option<Vec<u8>>,
 }
 
 /// Expected PCR values (`tvpctl verify --expect FILE`): `{"pcrs": {"sha256": {"15": "<hex>"}}}`.

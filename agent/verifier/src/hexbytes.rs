@@ -27,6 +27,19 @@ pub fn de_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
 }
 
+/// Serialize optional bytes as standard base64 (use with `skip_serializing_if = "Option::is_none"`).
+pub fn ser_opt_b64<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => ser_b64(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Deserialize present optional bytes from standard base64 (use with `default`).
+pub fn de_opt_b64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    de_b64(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize)]

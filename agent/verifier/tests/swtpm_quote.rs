@@ -287,6 +287,7 @@ fn quote_round_trip(key_alg: &str, scheme: &str) {
         ak_public_pem: ak_pem.clone(),
         ak_public: read(&tpm.path("ak.pub")),
         event_log: log,
+        ima_log: None,
     };
 
     let ek = Public::parse_tpm2b(&read(&tpm.path("ek.pub"))).unwrap();

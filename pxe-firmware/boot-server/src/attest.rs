@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use tvp_kms::inventory::Inventory;
-use tvp_verifier::{AkKey, Evidence, ExpectedPcrs, HexDigest, VerifyOptions};
+use tvp_verifier::{
+    AkKey, Evidence, ExpectedPcrs, HexDigest, RuntimeIntegrityReport, VerifyError, VerifyOptions,
+};
 
 /// PCR holding the VM's firmware and configuration.
 pub const PCR_VM: u32 = 23;
@@ -16,7 +18,8 @@ pub const PCR_TUNNEL: u32 = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{check}: {reason}")]
 pub struct Rejection {
-    /// The check's name: `inventory`, `evidence:<verifier check>`, `pcr23`, `pcr16`.
+    /// The check's name: `inventory`, `evidence:<verifier check>`, `ima:<kind>` (the
+    /// host's runtime integrity, e.g. `ima:not-allowed`), `pcr23`, `pcr16`.
     pub check: String,
     /// Human-readable detail.
     pub reason: String,
@@ -74,6 +77,9 @@ pub struct Verified {
     pub pcrs: BTreeMap<u32, [u8; 32]>,
     /// The management event, if the log has PCR 23 records.
     pub management: Option<ManagementEvent>,
+    /// Whether the host's runtime integrity (IMA) was checked: by the inventory entry's
+    /// `runtime_integrity`.
+    pub runtime_integrity: RuntimeIntegrityReport,
 }
 
 /// What the accepted evidence showed.
@@ -88,7 +94,10 @@ pub struct Attested {
 }
 
 /// Verifies `evidence_json` for this session's `nonce`: an inventoried host's AK,
-/// the inventory's platform PCRs, an event log that replays to the quoted PCRs.
+/// the inventory's platform PCRs, an event log that replays to the quoted PCRs, and,
+/// where the inventory has an IMA allowlist for the host, its IMA list (replayed to
+/// PCR 10, every measurement allowed; a refusal names the entry: `ima:not-allowed
+/// <path> <digest>`).
 pub fn verify(
     inventory: &Inventory,
     evidence_json: &str,
@@ -118,7 +127,9 @@ pub fn verify(
     let expected = ExpectedPcrs {
         pcrs: BTreeMap::from([("sha256".to_string(), bank)]),
     };
-    let mut opts = VerifyOptions::new(nonce.to_vec(), ak).with_expected(expected);
+    let mut opts = VerifyOptions::new(nonce.to_vec(), ak)
+        .with_expected(expected)
+        .with_runtime_integrity(host.runtime_integrity.clone());
     if let Some(ek) = &host.ek_name {
         let ek = hex::decode(ek).map_err(|e| reject("inventory", format!("ek_name: {e}")))?;
         opts = opts
@@ -127,8 +138,10 @@ pub fn verify(
     }
     let evidence: Evidence = serde_json::from_str(evidence_json)
         .map_err(|e| reject("evidence:format", format!("evidence JSON: {e}")))?;
-    let verified = tvp_verifier::verify(&evidence, &opts)
-        .map_err(|e| reject(format!("evidence:{}", e.check().name()), e.to_string()))?;
+    let verified = tvp_verifier::verify(&evidence, &opts).map_err(|e| match e {
+        VerifyError::Ima(i) => reject(format!("ima:{}", i.kind()), format!("ima:{i}")),
+        e => reject(format!("evidence:{}", e.check().name()), e.to_string()),
+    })?;
     let management = evidence
         .event_log
         .iter()
@@ -144,6 +157,7 @@ pub fn verify(
         host_id: host_id.to_string(),
         pcrs: verified.pcrs,
         management,
+        runtime_integrity: verified.runtime_integrity,
     })
 }
 
@@ -234,6 +248,7 @@ mod tests {
             host_id: "h".into(),
             pcrs: BTreeMap::from([(PCR_VM, [1; 32]), (PCR_TUNNEL, expected_pcr16(&m))]),
             management: None,
+            runtime_integrity: RuntimeIntegrityReport::NotChecked,
         };
         let exp = |pcr23, tunnel_measurement| Expectation {
             pcr23,

@@ -289,6 +289,15 @@ impl BootServer {
         };
         let verified = attest::verify(&self.tenant.inventory, evidence, &nonce)
             .map_err(|r| rejected(r, fields))?;
+        // Never silent: the report says whether the host's runtime integrity was checked.
+        fields.insert(
+            "runtime_integrity".into(),
+            json!(verified.runtime_integrity.name()),
+        );
+        fields.insert(
+            "runtime_integrity_detail".into(),
+            json!(verified.runtime_integrity.summary()),
+        );
         let management = expect::management_digest(
             claim.expect.management,
             &self.tenant.management,

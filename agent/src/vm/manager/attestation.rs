@@ -286,7 +286,8 @@ impl Manager {
     }
 
     /// Evidence for the lease holder's firmware: a quote over the platform PCR, 16
-    /// and 23 with `nonce`, with the platform's records and this lease's. Once the
+    /// and 23 (and 0-10 with the IMA list on a host with IMA) with `nonce`, with the
+    /// platform's records and this lease's. Once the
     /// tunnel is measured, delivering it starts the workload's delivery.
     pub(super) fn quote(&self, id: &str, nonce: Vec<u8>) -> Result<Vec<u8>, Refused> {
         self.require_lease(id, "quote")?;
@@ -302,22 +303,35 @@ impl Manager {
                 }
             }
         };
-        let pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
+        let mut pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
+        // The host's runtime integrity: PCR 10 and the IMA list read after the quote,
+        // and PCRs 0-9, whose digest the list's boot_aggregate must be (a verifier
+        // pinning them pins the kernel that keeps the list).
+        let ima = crate::host_ima::present();
+        if ima {
+            pcrs.extend(0..=crate::host_ima::IMA_PCR);
+        }
         let log = self.host_log.clone();
         let platform = self.cfg.platform_pcr;
         let n = nonce.clone();
-        let (quote, mut records) = self
+        let (quote, mut records, ima_log) = self
             .tpm
             .call(move |t| {
                 let q = t.quote(&n, &pcrs)?;
-                Ok((q, lock(&log).records_for(&[platform])))
+                let ima_log = if ima {
+                    crate::host_ima::list_for_evidence()
+                } else {
+                    None
+                };
+                Ok((q, lock(&log).records_for(&[platform]), ima_log))
             })
             .map_err(|e| Refused::new(refusal::TPM_FAILED, format!("TPM: {e}")))?;
         records.extend(lease_log);
         for (i, r) in records.iter_mut().enumerate() {
             r.recnum = i as u64;
         }
-        let ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        let mut ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
+        ev.ima_log = ima_log;
         let evidence = serde_json::to_vec(&ev)
             .map_err(|e| Refused::new(refusal::TPM_FAILED, e.to_string()))?;
         info!(vm = id, bytes = evidence.len(); "quote for the lease holder");

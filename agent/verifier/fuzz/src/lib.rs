@@ -146,6 +146,7 @@ pub fn base() -> &'static Base {
                 EventKind::PlatformArtefact,
                 "/usr/bin/tvpd",
             )],
+            ima_log: None,
         };
         let opts = VerifyOptions::new(evidence.nonce.clone(), trusted)
             .with_ek_name(&hex::decode(EK_NAME).unwrap())
@@ -293,6 +294,7 @@ pub fn p256_base() -> &'static Base {
             ak_public_pem: pem.clone(),
             ak_public: tpm2b_public(&tpmt),
             event_log: log,
+            ima_log: None,
         };
         let opts = VerifyOptions::new(nonce, AkKey::from_pem(&pem).unwrap())
             .with_ek_name(&ek_name)

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::ima::ImaError;
 use crate::replay::ReplayError;
 
 /// One verification check. Its kebab-case [`Check::name`] is stable: it prefixes error
@@ -29,11 +30,14 @@ pub enum Check {
     EventLog,
     /// A quoted PCR differs from the caller's expected value.
     ExpectedPcrs,
+    /// The host's IMA list is missing, does not replay to PCR 10, or shows a file
+    /// outside the inventory's allowlist.
+    Ima,
 }
 
 impl Check {
     /// Every check, in the order [`crate::verify::verify`] runs them.
-    pub const ALL: [Check; 9] = [
+    pub const ALL: [Check; 10] = [
         Check::Version,
         Check::Format,
         Check::AkMismatch,
@@ -43,6 +47,7 @@ impl Check {
         Check::PcrDigest,
         Check::EventLog,
         Check::ExpectedPcrs,
+        Check::Ima,
     ];
 
     /// The stable kebab-case name.
@@ -57,6 +62,7 @@ impl Check {
             Check::PcrDigest => "pcr-digest",
             Check::EventLog => "event-log",
             Check::ExpectedPcrs => "expected-pcrs",
+            Check::Ima => "ima",
         }
     }
 }
@@ -151,6 +157,9 @@ pub enum VerifyError {
         /// Hex value quoted.
         actual: String,
     },
+    /// [`Check::Ima`].
+    #[error("ima: {0}")]
+    Ima(ImaError),
 }
 
 impl VerifyError {
@@ -170,6 +179,7 @@ impl VerifyError {
             VerifyError::ExpectedPcrMissing { .. } | VerifyError::ExpectedPcrMismatch { .. } => {
                 Check::ExpectedPcrs
             }
+            VerifyError::Ima(_) => Check::Ima,
         }
     }
 }

@@ -17,6 +17,7 @@ pub use error::{Check, UnknownCheck, VerifyError};
 pub use pcrs::{pcr_composite_digest, Sha256Pcrs};
 
 use crate::evidence::{Evidence, ExpectedPcrs, EVIDENCE_VERSION};
+use crate::ima::{RuntimeIntegrity, RuntimeIntegrityReport};
 use crate::replay::{replay_sha256, ReplayedPcrs};
 use crate::tpm::alg::RH_ENDORSEMENT;
 use crate::tpm::public::{ATTR_DECRYPT, ATTR_FIXED_TPM, ATTR_RESTRICTED, ATTR_SIGN};
@@ -35,6 +36,9 @@ pub struct VerifyOptions {
     pub ak_parent_qualified_name: Option<Vec<u8>>,
     /// Expected PCR values; each listed PCR must be quoted and equal.
     pub expected: Option<ExpectedPcrs>,
+    /// The host's runtime integrity requirement (the inventory's `runtime_integrity`):
+    /// [`RuntimeIntegrity::None`] checks nothing and says so in the result.
+    pub runtime_integrity: RuntimeIntegrity,
 }
 
 impl VerifyOptions {
@@ -45,7 +49,14 @@ impl VerifyOptions {
             trusted_ak,
             ak_parent_qualified_name: None,
             expected: None,
+            runtime_integrity: RuntimeIntegrity::None,
         }
+    }
+
+    /// Judge the host's IMA list by `policy` (the inventory's `runtime_integrity`).
+    pub fn with_runtime_integrity(mut self, policy: RuntimeIntegrity) -> Self {
+        self.runtime_integrity = policy;
+        self
     }
 
     /// Options for a quote bound to `digest` besides `nonce`: its qualifying data
@@ -93,6 +104,8 @@ pub struct VerifiedEvidence {
     pub ak_name: Vec<u8>,
     /// The quote's qualifiedSigner (the AK's qualified name).
     pub ak_qualified_name: Vec<u8>,
+    /// Whether the host's runtime integrity was checked, and what it showed.
+    pub runtime_integrity: RuntimeIntegrityReport,
 }
 
 /// Parse and verify evidence JSON; malformed JSON fails the `format` check.
@@ -164,6 +177,11 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
         pcrs::check_expected(expected, &reported)?;
     }
 
+    // ima
+    let runtime_integrity =
+        crate::ima::allowlist::check(&opts.runtime_integrity, ev.ima_log.as_deref(), &reported)
+            .map_err(VerifyError::Ima)?;
+
     Ok(VerifiedEvidence {
         host_id: ev.host_id.clone(),
         nonce: ev.nonce.clone(),
@@ -174,6 +192,7 @@ pub fn verify(ev: &Evidence, opts: &VerifyOptions) -> Result<VerifiedEvidence, V
         replayed,
         ak_name,
         ak_qualified_name: attest.qualified_signer,
+        runtime_integrity,
     })
 }
 

@@ -209,6 +209,7 @@ impl Fake {
             ak_public_pem: ak.pem(),
             ak_public: tpm2b_public(&tpmt),
             event_log: log,
+            ima_log: None,
         };
         let mut f = Fake { ak, attest, ev };
         f.resign();
@@ -219,6 +220,28 @@ impl Fake {
     fn resign(&mut self) {
         self.ev.quote.attest = self.attest.marshal();
         self.ev.quote.signature = self.ak.sign(&self.ev.quote.attest);
+    }
+
+    /// Quote `pcr` with `value` too (as a TPM would: selection, digest, signature).
+    fn quote_pcr(&mut self, pcr: u32, value: [u8; 32]) {
+        let mut pcrs: BTreeMap<u32, [u8; 32]> = self.ev.pcrs["sha256"]
+            .iter()
+            .map(|(k, v)| (*k, v.0.clone().try_into().unwrap()))
+            .collect();
+        pcrs.insert(pcr, value);
+        self.attest.quote = QuoteInfo {
+            selections: vec![PcrSelection::new(
+                ALG_SHA256,
+                &pcrs.keys().copied().collect(),
+            )],
+            pcr_digest: pcr_composite_digest(&pcrs).to_vec(),
+        };
+        let bank: PcrBank = pcrs
+            .iter()
+            .map(|(k, v)| (*k, HexDigest(v.to_vec())))
+            .collect();
+        self.ev.pcrs = [("sha256".to_string(), bank)].into_iter().collect();
+        self.resign();
     }
 
     fn opts(&self) -> VerifyOptions {
@@ -505,6 +528,7 @@ fn real_swtpm_evidence_verifies() {
         ak_public_pem: rsa_pub.to_public_key_pem(LineEnding::LF).unwrap(),
         ak_public,
         event_log: vec![],
+        ima_log: None,
     };
     let opts = VerifyOptions::new(ev.nonce.clone(), trusted)
         .with_ek_name(&hex::decode(fx::EK_NAME).unwrap())
@@ -513,4 +537,76 @@ fn real_swtpm_evidence_verifies() {
     assert_eq!(hex::encode(&v.ak_name), fx::AK_NAME);
     assert_eq!(hex::encode(&v.ak_qualified_name), fx::AK_QUALIFIED_NAME);
     assert_eq!(v.reset_count, 1);
+}
+
+/// The host's IMA list rides in the evidence; it is replayed against the quoted PCR 10
+/// and judged by the allowlist when the caller (the inventory) asks, and the result
+/// says when it was not.
+#[test]
+fn the_ima_list_is_judged_by_the_allowlist_the_caller_gives() {
+    use crate::ima::list::{encode_binary, ima_ng_entry};
+    use crate::ima::{AllowEntry, Allowlist, RuntimeIntegrity, RuntimeIntegrityReport};
+    let entries = vec![
+        ima_ng_entry("sha256", &[0xa0; 32], "boot_aggregate"),
+        ima_ng_entry("sha256", &[1; 32], "/usr/local/bin/tvpd"),
+        ima_ng_entry("sha256", &[2; 32], "/usr/bin/tpm2"),
+    ];
+    let pcr10 = entries
+        .iter()
+        .fold([0; 32], |p, e| extend_sha256(&p, &e.extended_sha256()));
+    let mut f = rsa();
+    f.quote_pcr(10, pcr10);
+    f.ev.ima_log = Some(encode_binary(&entries));
+    let allow = |bytes: &[u8]| {
+        RuntimeIntegrity::Ima(Allowlist {
+            entries: bytes
+                .iter()
+                .map(|b| AllowEntry {
+                    digest: format!("sha256:{}", hex::encode([*b; 32])),
+                    path: String::new(),
+                })
+                .collect(),
+        })
+    };
+    let with = |f: &Fake, p: RuntimeIntegrity| verify(&f.ev, &f.opts().with_runtime_integrity(p));
+    // No allowlist: verified, and the result says runtime integrity was not checked.
+    assert_eq!(
+        f.verify().unwrap().runtime_integrity,
+        RuntimeIntegrityReport::NotChecked
+    );
+    assert_eq!(
+        with(&f, allow(&[1, 2])).unwrap().runtime_integrity,
+        RuntimeIntegrityReport::Ima {
+            measured: 3,
+            after_quote: 0,
+            boot_aggregate_checked: false
+        }
+    );
+    let e = fails(with(&f, allow(&[1])), Check::Ima);
+    assert!(
+        e.to_string().starts_with(&format!(
+            "ima: not-allowed /usr/bin/tpm2 sha256:{}",
+            "02".repeat(32)
+        )),
+        "{e}"
+    );
+    // A list that does not replay to the quoted PCR 10 (tpm2's entry cut out).
+    let mut cut = entries.clone();
+    cut.remove(2);
+    f.ev.ima_log = Some(encode_binary(&cut));
+    let e = fails(with(&f, allow(&[1, 2])), Check::Ima);
+    assert!(e.to_string().starts_with("ima: replay: "), "{e}");
+    // No list, or PCR 10 not quoted, while the inventory requires IMA.
+    f.ev.ima_log = None;
+    let e = fails(with(&f, allow(&[1, 2])), Check::Ima);
+    assert!(e.to_string().starts_with("ima: no-list"), "{e}");
+    let mut g = rsa();
+    g.ev.ima_log = Some(encode_binary(&entries));
+    let e = fails(with(&g, allow(&[1, 2])), Check::Ima);
+    assert!(e.to_string().starts_with("ima: pcr10-not-quoted"), "{e}");
+    // The field round-trips through JSON as base64 and is left out when absent.
+    let json = serde_json::to_string(&g.ev).unwrap();
+    assert!(json.contains("\"ima_log\":\""));
+    assert_eq!(serde_json::from_str::<Evidence>(&json).unwrap(), g.ev);
+    assert!(!serde_json::to_string(&f.ev).unwrap().contains("ima_log"));
 }
