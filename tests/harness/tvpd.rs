@@ -367,6 +367,20 @@ impl Tvpd {
         crate::tvpctl(Some(&self.socket), args)
     }
 
+    /// Asserts that `pid` is not in `GET /v1/host/unmanaged-vms`: tvpd counts the VMM
+    /// as its own (or it is gone), not as a stranger's process on the host.
+    pub fn assert_not_unmanaged(&self, pid: u64) {
+        let unmanaged = self.api_json("GET", "/v1/host/unmanaged-vms", None);
+        assert!(
+            unmanaged
+                .as_array()
+                .expect("unmanaged-vms is an array")
+                .iter()
+                .all(|u| u["pid"].as_u64() != Some(pid)),
+            "{unmanaged}"
+        );
+    }
+
     /// Writes this host's AK public key (PEM, from `GET /v1/host`) to `dir/ak.pem`, the
     /// key a tenant pins to verify quotes and audit anchors; returns its path.
     pub fn write_ak_pem(&self, dir: &Path) -> PathBuf {

@@ -125,15 +125,7 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     let pid = t.api_json("GET", "/v1/vms/holder", None)["pid"]
         .as_u64()
         .unwrap();
-    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
-    assert!(
-        unmanaged
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["pid"] != pid),
-        "{unmanaged}"
-    );
+    t.assert_not_unmanaged(pid);
     // PCR 23 holds the VM's measurement; tvpd dies mid-lease.
     let ev = t.api_json(
         "POST",

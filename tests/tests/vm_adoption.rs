@@ -175,15 +175,7 @@ fn a_running_vm_survives_kill_9_of_tvpd_and_an_impostor_cannot_adopt_it() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("matches the TPM-certified anchor"), "{out}");
     // The adopted VMM is not reported as unmanaged.
-    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
-    assert!(
-        unmanaged
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["pid"] != u64::from(pid)),
-        "{unmanaged}"
-    );
+    t.assert_not_unmanaged(u64::from(pid));
 
     // Paused by its tenant, it survives a second crash paused: continued only for the
     // handshake, stopped again, still `paused`.
