@@ -11,6 +11,7 @@
 pub mod guests;
 pub mod netboot;
 pub mod phases;
+pub mod procfs;
 pub mod swtpm;
 pub mod tenant;
 pub mod tmpfs;

@@ -366,6 +366,49 @@ impl Tvpd {
     pub fn tvpctl(&self, args: &[&str]) -> (i32, String, String) {
         crate::tvpctl(Some(&self.socket), args)
     }
+
+    /// Asserts that `pid` is not in `GET /v1/host/unmanaged-vms`: tvpd counts the VMM
+    /// as its own (or it is gone), not as a stranger's process on the host.
+    pub fn assert_not_unmanaged(&self, pid: u64) {
+        let unmanaged = self.api_json("GET", "/v1/host/unmanaged-vms", None);
+        assert!(
+            unmanaged
+                .as_array()
+                .expect("unmanaged-vms is an array")
+                .iter()
+                .all(|u| u["pid"].as_u64() != Some(pid)),
+            "{unmanaged}"
+        );
+    }
+
+    /// Writes this host's AK public key (PEM, from `GET /v1/host`) to `dir/ak.pem`, the
+    /// key a tenant pins to verify quotes and audit anchors; returns its path.
+    pub fn write_ak_pem(&self, dir: &Path) -> PathBuf {
+        let host = self.api_json("GET", "/v1/host", None);
+        let pem = host["ak_public_pem"]
+            .as_str()
+            .expect("GET /v1/host has ak_public_pem");
+        let path = dir.join("ak.pem");
+        std::fs::write(&path, pem).expect("write ak.pem");
+        path
+    }
+
+    /// `tvpctl audit verify LOG --anchor ANCHOR --ak AK --nonce NONCE`: the tenant-side
+    /// check of an audit log against an AK-certified anchor (`tvpctl audit anchor`)
+    /// for `nonce`; returns (exit code, stdout, stderr).
+    pub fn verify_audit_log(
+        &self,
+        log: &Path,
+        anchor: &Path,
+        ak: &Path,
+        nonce: &str,
+    ) -> (i32, String, String) {
+        let path = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
+        let (log, anchor, ak) = (path(log), path(anchor), path(ak));
+        self.tvpctl(&[
+            "audit", "verify", &log, "--anchor", &anchor, "--ak", &ak, "--nonce", nonce,
+        ])
+    }
 }
 
 impl Drop for Tvpd {

@@ -60,16 +60,6 @@ fn schemathesis_finds_tvpd_and_docs_openapi_in_agreement_and_tvpd_survives() {
     let anchor_s = anchor.to_str().expect("path");
     let (rc, _, err) = t.tvpctl(&["audit", "anchor", "--nonce", &n, "-o", anchor_s]);
     assert_eq!(rc, 0, "{err}");
-    let (rc, out, err) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().expect("path"),
-        "--anchor",
-        anchor_s,
-        "--ak",
-        ak.to_str().expect("path"),
-        "--nonce",
-        &n,
-    ]);
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &n);
     assert_eq!(rc, 0, "audit log after the run:\n{out}{err}");
 }

@@ -2,7 +2,7 @@
 //! tvpd, real tvpctl (docs/audit.md).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,13 +21,6 @@ use tvp_tests::tmpfs::{fill, SmallTmpfs};
 use tvp_tests::{nonce_hex, require, Need, Swtpm, Tvpd};
 
 const NV_INDEX: u32 = 0x0150_0000;
-
-fn ak_pem(t: &Tvpd, dir: &Path) -> PathBuf {
-    let h = t.api_json("GET", "/v1/host", None);
-    let p = dir.join("ak.pem");
-    std::fs::write(&p, h["ak_public_pem"].as_str().unwrap()).unwrap();
-    p
-}
 
 fn open_dirs(tpm: &Swtpm, dir: &Path) {
     for d in [tpm.dir(), dir] {
@@ -132,33 +125,13 @@ fn every_request_is_audited_refusals_in_aggregate_read_only_once_others_before_a
             .collect::<Vec<_>>(),
     );
     assert_eq!(rc, 0, "{err}");
-    let ak = ak_pem(&t, &dir);
+    let ak = t.write_ak_pem(&dir);
     let log = t.state_dir.join("audit.log");
-    let (rc, out, err) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--anchor",
-        anchor.to_str().unwrap(),
-        "--ak",
-        ak.to_str().unwrap(),
-        "--nonce",
-        &n,
-    ]);
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &n);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("match the TPM-certified anchor"), "{out}");
     // A certification for another nonce is a replay.
-    let (rc, out, _) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--anchor",
-        anchor.to_str().unwrap(),
-        "--ak",
-        ak.to_str().unwrap(),
-        "--nonce",
-        "00",
-    ]);
+    let (rc, out, _) = t.verify_audit_log(&log, &anchor, &ak, "00");
     assert_eq!(rc, 1);
     assert!(out.contains("another nonce"), "{out}");
 }
@@ -180,7 +153,7 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     for _ in 0..10 {
         t.api("GET", "/v1/host", None);
     }
-    let ak = ak_pem(&t, &dir);
+    let ak = t.write_ak_pem(&dir);
     let n = nonce_hex(8);
     let anchor = dir.join("anchor.json");
     let (rc, _, err) = t.tvpctl(&[

@@ -75,21 +75,9 @@ fn verified_against_the_anchor(t: &Tvpd, dir: &Path) {
         anchor.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{err}");
-    let ak = dir.join("ak.pem");
-    let h = t.api_json("GET", "/v1/host", None);
-    std::fs::write(&ak, h["ak_public_pem"].as_str().unwrap()).unwrap();
+    let ak = t.write_ak_pem(dir);
     let log = t.state_dir.join("audit.log");
-    let (rc, out, err) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--anchor",
-        anchor.to_str().unwrap(),
-        "--ak",
-        ak.to_str().unwrap(),
-        "--nonce",
-        &n,
-    ]);
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &n);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("match the TPM-certified anchor"), "{out}");
 }

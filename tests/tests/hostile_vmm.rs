@@ -205,15 +205,7 @@ fn a_vmm_that_reports_boot_failed_and_keeps_running_is_killed_after_the_grace() 
         .is_null()));
     t.assert_leased_pcrs_free();
     // Nothing of it is left for the unmanaged-VM scan either.
-    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
-    assert!(
-        unmanaged
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["pid"].as_u64() != Some(pid)),
-        "{unmanaged}"
-    );
+    t.assert_not_unmanaged(pid);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tvp_tests::guests::build_guest;
 use tvp_tests::phases::{entered, phase_names, states, FULL_BOOT};
+use tvp_tests::procfs::{net_device_exists, vmm_alive};
 use tvp_tests::vm::{expected_pcr23, poll};
 use tvp_tests::{ended, nonce_hex, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
 
@@ -124,15 +125,7 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     let pid = t.api_json("GET", "/v1/vms/holder", None)["pid"]
         .as_u64()
         .unwrap();
-    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
-    assert!(
-        unmanaged
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["pid"] != pid),
-        "{unmanaged}"
-    );
+    t.assert_not_unmanaged(pid);
     // PCR 23 holds the VM's measurement; tvpd dies mid-lease.
     let ev = t.api_json(
         "POST",
@@ -164,7 +157,7 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     t.assert_leased_pcrs_free();
     assert!(t.log().contains("PCRs 16 and 23 reset"));
     // Recovery: no orphaned VMM, no orphaned TAP device, the state says what happened.
-    assert!(!vmm_alive(pid as u32, "holder"), "orphaned tvp-vmm {pid}");
+    assert!(!vmm_alive(pid, "holder"), "orphaned tvp-vmm {pid}");
     assert!(!net_device_exists(&tap), "orphaned TAP {tap}");
     if made {
         assert!(!net_device_exists(&stray), "stray TAP {stray} not deleted");
@@ -178,21 +171,6 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
     assert_eq!(t.api("GET", "/v1/vms/holder", None).status, 404);
     assert_eq!(t.create_vm(&spec("holder", 60)).status, 201);
     wait_vm(&t, "holder", state_is("attesting"), TO_ATTESTING);
-}
-
-fn net_device_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
-}
-
-/// Whether `pid` is still a tvp-vmm for VM `id`.
-fn vmm_alive(pid: u32, id: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.windows(2)
-                .any(|w| w[0] == b"--vm-id" && w[1] == id.as_bytes())
-        })
-        .unwrap_or(false)
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tvp_tests::guests::build_guest;
+use tvp_tests::procfs::{net_device_exists, proc_state, vmm_alive};
 use tvp_tests::vm::eventually;
 use tvp_tests::{nonce_hex, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
@@ -46,30 +47,6 @@ fn running_vm(t: &Tvpd, id: &str) -> (u32, String) {
     (pid, tap)
 }
 
-/// Whether `pid` is still a tvp-vmm for VM `id` (not a zombie).
-fn vmm_alive(pid: u32, id: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    if stat.is_empty()
-        || stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'))
-    {
-        return false;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.windows(2)
-                .any(|w| w[0] == b"--vm-id" && w[1] == id.as_bytes())
-        })
-        .unwrap_or(false)
-}
-
-fn net_device_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
 /// The VMM's own log (its stderr).
 fn vmm_log(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join(format!("state/vms/{id}/vmm.log"))).unwrap_or_default()
@@ -87,21 +64,10 @@ fn operation(t: &Tvpd, id: &str, op: &str) -> tvpctl::client::HttpReply {
     )
 }
 
-/// The process state letter of `pid` (`T`: stopped).
-fn proc_state(pid: u32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')')
-        .next()
-        .and_then(|s| s.trim_start().chars().next())
-        .unwrap_or('?')
-}
-
 /// `tvpctl audit extract` of VM `id` and the tenant's offline `tvpctl audit verify`
 /// of it in the bound form; (exit code, stdout, stderr) of the verify.
 fn verify_extract(t: &Tvpd, dir: &Path, id: &str) -> (i32, String, String) {
-    let host = t.api_json("GET", "/v1/host", None);
-    let ak = dir.join("ak.pem");
-    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
+    let ak = t.write_ak_pem(dir);
     let tenant = Tenant::shared();
     let policy = dir.join("policy.json");
     std::fs::write(&policy, tenant.policy.to_string()).unwrap();
@@ -209,15 +175,7 @@ fn a_running_vm_survives_kill_9_of_tvpd_and_an_impostor_cannot_adopt_it() {
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("matches the TPM-certified anchor"), "{out}");
     // The adopted VMM is not reported as unmanaged.
-    let unmanaged = t.api_json("GET", "/v1/host/unmanaged-vms", None);
-    assert!(
-        unmanaged
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|u| u["pid"] != u64::from(pid)),
-        "{unmanaged}"
-    );
+    t.assert_not_unmanaged(u64::from(pid));
 
     // Paused by its tenant, it survives a second crash paused: continued only for the
     // handshake, stopped again, still `paused`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tvp_audit::AuthToken;
 use tvp_tests::guests::build_guest;
+use tvp_tests::procfs::proc_state;
 use tvp_tests::tenant::now;
 use tvp_tests::tmpfs::{fill, SmallTmpfs};
 use tvp_tests::vm::eventually;
@@ -25,16 +26,6 @@ fn create_running(t: &Tvpd, id: &str, tenant: &Tenant) -> Value {
     let r = t.create_vm(&spec);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     wait_vm(t, id, state_is("running"), TO_STATE)
-}
-
-/// The process state letter of the VM's tvp-vmm (`T` = stopped).
-fn proc_state(pid: u64) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit(')')
-        .next()
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|s| s.chars().next())
-        .unwrap_or('?')
 }
 
 /// The VM is running, not paused, with the same VMM, which is not stopped.
@@ -282,9 +273,7 @@ fn every_attack_on_a_running_vm_is_refused_audited_and_leaves_it_running() {
     assert_eq!(rc, 0, "{err}");
     let pol = dir.join("policy.json");
     std::fs::write(&pol, tenant.policy.to_string()).unwrap();
-    let ak = dir.join("ak.pem");
-    let host = t.api_json("GET", "/v1/host", None);
-    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
+    let ak = t.write_ak_pem(&dir);
     let (rc, out, err) = tvp_tests::tvpctl(
         None,
         &[
@@ -352,17 +341,7 @@ fn every_attack_on_a_running_vm_is_refused_audited_and_leaves_it_running() {
         anchor.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{err}");
-    let (rc, out, err) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--anchor",
-        anchor.to_str().unwrap(),
-        "--ak",
-        ak.to_str().unwrap(),
-        "--nonce",
-        &nonce,
-    ]);
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &nonce);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("match the TPM-certified anchor"), "{out}");
     t.stop();
@@ -539,20 +518,8 @@ fn a_full_disk_makes_restricted_operations_fail_closed_with_nothing_lost() {
         anchor.to_str().unwrap(),
     ]);
     assert_eq!(rc, 0, "{err}");
-    let ak = dir.join("ak.pem");
-    let host = t.api_json("GET", "/v1/host", None);
-    std::fs::write(&ak, host["ak_public_pem"].as_str().unwrap()).unwrap();
-    let (rc, out, err) = t.tvpctl(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--anchor",
-        anchor.to_str().unwrap(),
-        "--ak",
-        ak.to_str().unwrap(),
-        "--nonce",
-        &nonce,
-    ]);
+    let ak = t.write_ak_pem(&dir);
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &nonce);
     assert_eq!(rc, 0, "{out}{err}");
     let mut t = t;
     t.stop();
