@@ -858,4 +858,48 @@ fn a_host_without_the_ima_list_its_inventory_requires_gets_no_image_key() {
             && logged.contains("runtime integrity was not checked"),
         "{logged}"
     );
+
+    // `tvpctl inventory --ima-allowlist FILE --pin-boot-pcrs` records this host's PCRs
+    // 0-9 (from a quote checked against its AK) in the IMA entry, which the service
+    // (like every verifier) then holds the host to.
+    let expect = tenant.join("expected.json");
+    std::fs::write(
+        &expect,
+        json!({"pcrs": {"sha256": inventory["hosts"][0]["platform_pcrs"]}}).to_string(),
+    )
+    .unwrap();
+    let allow = tenant.join("allow.json");
+    std::fs::write(
+        &allow,
+        ima["hosts"][0]["runtime_integrity"]["ima"].to_string(),
+    )
+    .unwrap();
+    let (e, a) = (expect.to_str().unwrap(), allow.to_str().unwrap());
+    let (code, out, err) = t.tvpctl(&[
+        "inventory",
+        "--expect",
+        e,
+        "--ima-allowlist",
+        a,
+        "--pin-boot-pcrs",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pinned: Value = serde_json::from_str(&out).unwrap();
+    let boot = &pinned["hosts"][0]["runtime_integrity"]["ima"]["boot_pcrs"];
+    let now = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!(
+            r#"{{"nonce":"{}","pcrs":[0,1,2,3,4,5,6,7,8,9]}}"#,
+            "11".repeat(16)
+        )),
+    );
+    for i in 0..10 {
+        let k = i.to_string();
+        assert_eq!(boot[&k], now["pcrs"]["sha256"][&k], "PCR {i}: {pinned}");
+    }
+    assert!(boot["10"].is_null(), "{pinned}");
+    // Without an allowlist there is no IMA entry to pin them in: a usage error.
+    let (code, _, err) = t.tvpctl(&["inventory", "--expect", e, "--pin-boot-pcrs"]);
+    assert_eq!(code, 2, "{err}");
 }
