@@ -115,13 +115,27 @@ impl Releaser {
         let n = nonce.clone();
         let qualifying = bound_qualifying_data(&nonce, &use_digest).to_vec();
         let q_data = qualifying.clone();
-        let (quote, records, cert) = self.tpm.call(move |t| {
-            let q = t.quote(&q_data, &[pcr])?;
+        // The host's runtime integrity, as in the mailbox quote: PCR 10 with the IMA list
+        // read right after the quote, and PCRs 0-9 whose digest its boot_aggregate is.
+        // A service whose inventory requires IMA refuses a release without them.
+        let ima = crate::host_ima::present();
+        let mut pcrs = vec![pcr];
+        if ima {
+            pcrs.extend(0..=crate::host_ima::IMA_PCR);
+        }
+        let (quote, records, cert, ima_log) = self.tpm.call(move |t| {
+            let q = t.quote(&q_data, &pcrs)?;
+            let ima_log = if ima {
+                crate::host_ima::list_for_evidence()
+            } else {
+                None
+            };
             let records = crate::lock(&log).records_for(&[pcr]);
             let cert = t.certify_binding_key(&key, &n)?;
-            Ok((q, records, cert))
+            Ok((q, records, cert, ima_log))
         })?;
-        let evidence = crate::evidence::build(self.tpm.identity(), &qualifying, quote, records);
+        let mut evidence = crate::evidence::build(self.tpm.identity(), &qualifying, quote, records);
+        evidence.ima_log = ima_log;
         let req = Request::Release {
             nonce: nonce_hex,
             host_id: self.tpm.identity().host_id.clone(),

@@ -60,8 +60,11 @@ check ima-boot-aggregate-is-pcrs-0-9 grep -q 'boot_aggregate = the quoted PCRs 0
 # The tenant: this host in its inventory (with the IMA allowlist made when the image
 # was built), its management key and policy, a reservation; its boot server runs in
 # the tenant namespace.
+# --pin-boot-pcrs: the entry pins this boot's PCRs 0-9 (the chain that measured the
+# kernel keeping the IMA list), so a kernel without IMA could not fake PCR 10.
 check inventory-entry tvpctl inventory --expect /tmp/platform.json --ima-allowlist /opt/tvp/ima-allowlist.json \
-    -o /tmp/inventory.json
+    --pin-boot-pcrs -o /tmp/inventory.json
+check ima-boot-pcrs-pinned grep -q '"boot_pcrs"' /tmp/inventory.json
 openssl genpkey -algorithm ed25519 -out /tmp/tenant.key 2>/dev/null
 openssl pkey -in /tmp/tenant.key -pubout -out /tmp/tenant.pem
 POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
@@ -105,7 +108,7 @@ check handover-digest-is-the-delivered-workload sh -c "test -n '$digest' && tvpc
 check measured-vm-attested-and-handed-over test "$state" = destroyed
 # The boot server replayed this host's IMA list against the quoted PCR 10 and found
 # every measurement in the inventory's allowlist.
-check ima-clean-host-attests sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server.jsonl | grep '\"runtime_integrity\":\"ima\"' | grep -q 'boot_aggregate = the quoted PCRs 0-9'"
+check ima-clean-host-attests sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server.jsonl | grep '\"runtime_integrity\":\"ima\"' | grep 'boot_aggregate = the quoted PCRs 0-9' | grep -q '10 of PCRs 0-9 pinned and equal'"
 tvpctl expected-pcrs --firmware /opt/tvp/firmware.elf --config-page /var/lib/tvp/vms/qemu-vm/config.page \
     --management-key /tmp/tenant.pem --policy /tmp/policy.json 2>/dev/null >/tmp/vm-exp.json
 want=$(grep -o '[0-9a-f]\{64\}' /tmp/vm-exp.json)

@@ -33,6 +33,25 @@ impl Kms {
         release_policy: &str,
         name: &str,
     ) -> Kms {
+        Kms::start_with_stderr(dir, key, inventory, release_policy, name, Stdio::null())
+    }
+
+    /// A service whose decision log (stderr) goes to `<name>.log` in `dir`.
+    fn start_logged(dir: &Path, key: &Path, inventory: &Value, name: &str) -> (Kms, PathBuf) {
+        let log = dir.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let kms = Kms::start_with_stderr(dir, key, inventory, RELEASE_TO_ANY, name, f.into());
+        (kms, log)
+    }
+
+    fn start_with_stderr(
+        dir: &Path,
+        key: &Path,
+        inventory: &Value,
+        release_policy: &str,
+        name: &str,
+        stderr: Stdio,
+    ) -> Kms {
         let inv = dir.join(format!("{name}.json"));
         std::fs::write(&inv, inventory.to_string()).unwrap();
         let policy = dir.join(format!("{name}.toml"));
@@ -47,7 +66,8 @@ impl Kms {
             .arg(&policy)
             .arg("--socket")
             .arg(&socket)
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         assert!(
@@ -767,4 +787,119 @@ fn an_image_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
     assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
     let hits = grep_dir(&dir, marker);
     assert!(hits.is_empty(), "plaintext found in {hits:?}");
+}
+
+/// Issue #15: the key service judges the host's runtime integrity as the boot server
+/// does. An inventory that requires IMA refuses this IMA-less host (`ima:no-list`), so a
+/// host whose root could reset PCRs unseen gets no image key; with `"none"` the key is
+/// released and the service logs that runtime integrity was not checked.
+#[test]
+fn a_host_without_the_ima_list_its_inventory_requires_gets_no_image_key() {
+    require!("swtpm");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let tenant = tpm.scratch("tenant");
+    let (t, inventory) = tvpd_and_inventory(&tpm, &dir, &["--image-dir", tenant.to_str().unwrap()]);
+    assert!(
+        !Path::new("/sys/kernel/security/ima/binary_runtime_measurements").exists(),
+        "this test needs a host kernel without IMA (the swtpm host)"
+    );
+    let run = |args: &[&str]| {
+        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    std::fs::write(p("img"), vec![0x5au8; 10_000]).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        &p("img"),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+    ]);
+    let body = |sock: &Path| {
+        format!(
+            "{{\"image\":\"{}\",\"kms_socket\":\"{}\"}}",
+            p("img.enc"),
+            sock.display()
+        )
+    };
+
+    // The inventory requires IMA (an allowlist, here allowing tvpd itself): refused.
+    let mut ima = inventory.clone();
+    ima["hosts"][0]["runtime_integrity"] = json!({"ima": {"entries": [
+        {"digest": format!("sha256:{}", "ab".repeat(32)), "path": "/usr/local/bin/tvpd"}]}});
+    let kms_ima = Kms::start(&tenant, &tenant.join("kms.key"), &ima, "ima");
+    let r = t.api("POST", "/v1/images/verify", Some(&body(&kms_ima.socket)));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{text}");
+    assert!(
+        text.contains("release_refused") && text.contains("at check ima:no-list"),
+        "{text}"
+    );
+    assert!(text.contains("no IMA measurement list"), "{text}");
+
+    // "none": released, and the service's log says runtime integrity was not checked.
+    let mut none = inventory.clone();
+    none["hosts"][0]["runtime_integrity"] = json!("none");
+    let (kms_none, log) = Kms::start_logged(&tenant, &tenant.join("kms.key"), &none, "none");
+    let r = t.api("POST", "/v1/images/verify", Some(&body(&kms_none.socket)));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 200, "{text}");
+    let r: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(r["key_released"], true, "{r}");
+    assert_eq!(r["image_verified"], true, "{r}");
+    drop(kms_none);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("\"runtime_integrity\":\"not-checked\"")
+            && logged.contains("runtime integrity was not checked"),
+        "{logged}"
+    );
+
+    // `tvpctl inventory --ima-allowlist FILE --pin-boot-pcrs` records this host's PCRs
+    // 0-9 (from a quote checked against its AK) in the IMA entry, which the service
+    // (like every verifier) then holds the host to.
+    let expect = tenant.join("expected.json");
+    std::fs::write(
+        &expect,
+        json!({"pcrs": {"sha256": inventory["hosts"][0]["platform_pcrs"]}}).to_string(),
+    )
+    .unwrap();
+    let allow = tenant.join("allow.json");
+    std::fs::write(
+        &allow,
+        ima["hosts"][0]["runtime_integrity"]["ima"].to_string(),
+    )
+    .unwrap();
+    let (e, a) = (expect.to_str().unwrap(), allow.to_str().unwrap());
+    let (code, out, err) = t.tvpctl(&[
+        "inventory",
+        "--expect",
+        e,
+        "--ima-allowlist",
+        a,
+        "--pin-boot-pcrs",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let pinned: Value = serde_json::from_str(&out).unwrap();
+    let boot = &pinned["hosts"][0]["runtime_integrity"]["ima"]["boot_pcrs"];
+    let now = t.api_json(
+        "POST",
+        "/v1/host/quote",
+        Some(&format!(
+            r#"{{"nonce":"{}","pcrs":[0,1,2,3,4,5,6,7,8,9]}}"#,
+            "11".repeat(16)
+        )),
+    );
+    for i in 0..10 {
+        let k = i.to_string();
+        assert_eq!(boot[&k], now["pcrs"]["sha256"][&k], "PCR {i}: {pinned}");
+    }
+    assert!(boot["10"].is_null(), "{pinned}");
+    // Without an allowlist there is no IMA entry to pin them in: a usage error.
+    let (code, _, err) = t.tvpctl(&["inventory", "--expect", e, "--pin-boot-pcrs"]);
+    assert_eq!(code, 2, "{err}");
 }

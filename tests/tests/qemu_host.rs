@@ -58,6 +58,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         // tenant's boot server against the inventory's allowlist.
         "ima-measures-the-host",
         "ima-boot-aggregate-is-pcrs-0-9",
+        "ima-boot-pcrs-pinned",
         "ima-clean-host-attests",
         "ima-rogue-tpm-use-refused",
     ] {

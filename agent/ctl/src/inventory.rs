@@ -2,14 +2,16 @@
 //! (`{"hosts": [...]}`, the format `tvp-kms` and `tvp-boot-server` read), from tvpd's
 //! TPM identity and the expected platform PCRs (`tvpd --print-expected-pcrs`).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use tvp_kms::inventory::{HostEntry, Inventory};
-use tvp_verifier::{Allowlist, ExpectedPcrs, RuntimeIntegrity};
+use tvp_verifier::ima::IMA_PCR;
+use tvp_verifier::{AkKey, Allowlist, ExpectedPcrs, RuntimeIntegrity, VerifyOptions};
 
 use super::host::{call, read_text, write_out};
 use super::{exit, Cli};
-use tvp_agent::api::types::HostInfo;
+use tvp_agent::api::types::{HostInfo, QuoteRequest};
 
 /// What `tvpctl inventory` needs.
 pub struct Inputs<'a> {
@@ -21,6 +23,39 @@ pub struct Inputs<'a> {
     pub output: Option<&'a Path>,
     /// The host's IMA allowlist; without it the entry says runtime integrity `none`.
     pub ima_allowlist: Option<&'a Path>,
+    /// Pin the host's current PCRs 0–9 in the IMA entry (`boot_pcrs`), read from a
+    /// quote tvpd makes now and checked against its AK.
+    pub pin_boot_pcrs: bool,
+}
+
+/// This host's current SHA-256 PCRs 0–9, hex: from a fresh quote over them that must
+/// verify under the host's own AK (the values a verifier will later compare).
+fn current_boot_pcrs(cli: &Cli, h: &HostInfo) -> Result<BTreeMap<u32, String>, i32> {
+    let mut nonce = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+    let req = QuoteRequest {
+        nonce: hex::encode(nonce),
+        pcrs: Some((0..IMA_PCR).collect()),
+    };
+    let body = serde_json::to_vec(&req).map_err(|_| exit::USAGE)?;
+    let (ev, _): (tvp_verifier::Evidence, _) = call(cli, "POST", "/v1/host/quote", Some(body))?;
+    let ak = AkKey::from_pem(&h.ak_public_pem).map_err(|e| {
+        eprintln!("tvpctl: the host's AK: {e}");
+        exit::VERIFY_FAILED
+    })?;
+    let v = tvp_verifier::verify(&ev, &VerifyOptions::new(nonce.to_vec(), ak)).map_err(|e| {
+        eprintln!("tvpctl: the quote over PCRs 0-9 does not verify: {e}");
+        exit::VERIFY_FAILED
+    })?;
+    (0..IMA_PCR)
+        .map(|i| match v.pcrs.get(&i) {
+            Some(d) => Ok((i, hex::encode(d))),
+            None => {
+                eprintln!("tvpctl: the quote does not cover PCR {i}");
+                Err(exit::VERIFY_FAILED)
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> Result<T, i32> {
@@ -79,11 +114,21 @@ fn upsert(inv: &mut Inventory, e: HostEntry) -> bool {
 pub fn run(cli: &Cli, a: &Inputs<'_>) -> i32 {
     let r = (|| {
         let expected: ExpectedPcrs = read_json(a.expect, "an expected-values file")?;
+        let (h, _): (HostInfo, _) = call(cli, "GET", "/v1/host", None)?;
         let runtime_integrity = match a.ima_allowlist {
-            Some(p) => RuntimeIntegrity::Ima(read_allowlist(p)?),
+            Some(p) => {
+                let mut allowlist = read_allowlist(p)?;
+                if a.pin_boot_pcrs {
+                    allowlist.boot_pcrs = current_boot_pcrs(cli, &h)?;
+                }
+                RuntimeIntegrity::Ima(allowlist)
+            }
+            None if a.pin_boot_pcrs => {
+                eprintln!("tvpctl: --pin-boot-pcrs pins PCRs 0-9 in the IMA entry: give --ima-allowlist too");
+                return Err(exit::USAGE);
+            }
             None => RuntimeIntegrity::None,
         };
-        let (h, _): (HostInfo, _) = call(cli, "GET", "/v1/host", None)?;
         let e = entry(h, &expected, runtime_integrity)?;
         let id = e.host_id.clone();
         let mut inv: Inventory = match a.merge {

@@ -209,6 +209,13 @@ pub enum Command {
         /// verifiers report runtime integrity as not checked (docs/host-hardening.md).
         #[arg(long, value_name = "ALLOWLIST.json")]
         ima_allowlist: Option<PathBuf>,
+        /// With --ima-allowlist: pin this host's current PCRs 0-9 (firmware, boot loader,
+        /// kernel) in the IMA entry ("boot_pcrs"), read from a quote tvpd makes now and
+        /// checked against its AK. Verifiers then refuse a host booted into another
+        /// kernel (one without IMA could fake PCR 10), naming the PCR. Run it on the
+        /// host as built, before it serves tenants; re-run after a kernel update.
+        #[arg(long, requires = "ima_allowlist")]
+        pin_boot_pcrs: bool,
     },
     /// The audit trail: show, certify its TPM anchor, verify a log or an extract.
     #[command(subcommand)]
@@ -318,6 +325,7 @@ pub fn run(cli: Cli) -> i32 {
             merge,
             output,
             ima_allowlist,
+            pin_boot_pcrs,
         } => inventory::run(
             &cli,
             &inventory::Inputs {
@@ -325,6 +333,7 @@ pub fn run(cli: Cli) -> i32 {
                 merge: merge.as_deref(),
                 output: output.as_deref(),
                 ima_allowlist: ima_allowlist.as_deref(),
+                pin_boot_pcrs: *pin_boot_pcrs,
             },
         ),
     }

@@ -11,6 +11,7 @@ use clap::Parser;
 use rsa::pkcs8::DecodePrivateKey;
 use tvp_kms::protocol::MAX_REQUEST;
 use tvp_kms::{Inventory, Kms, ReleasePolicy, Request, Response};
+use tvp_verifier::RuntimeIntegrityReport;
 
 /// tvp-kms: the tenant's reference key-management service. Releases an image key only
 /// to a VM its release policy allows (tenant CA, management key and policy, firmware),
@@ -107,14 +108,21 @@ fn serve(kms: &Kms, stream: UnixStream) {
                     Request::Nonce => "nonce".to_string(),
                     Request::Release { host_id, .. } => format!("release to {host_id}"),
                 };
-                let resp = kms.handle(req);
+                let (resp, runtime) = kms.handle_reporting(req);
                 match &resp {
                     Response::Refused { check, reason } => log(
                         serde_json::json!({"op": op, "decision": "refused", "check": check, "reason": reason}),
                     ),
-                    Response::Released { .. } => {
-                        log(serde_json::json!({"op": op, "decision": "released"}))
-                    }
+                    Response::Released { .. } => match runtime {
+                        Some(RuntimeIntegrityReport::NotChecked) | None => log(serde_json::json!({
+                            "op": op, "decision": "released", "runtime_integrity": "not-checked",
+                            "warning": "runtime integrity was not checked: the host's inventory entry says \"runtime_integrity\": \"none\", so what else ran on the host is unknown"
+                        })),
+                        Some(r) => log(serde_json::json!({
+                            "op": op, "decision": "released", "runtime_integrity": r.name(),
+                            "detail": r.summary()
+                        })),
+                    },
                     Response::Nonce { .. } => {}
                 }
                 resp

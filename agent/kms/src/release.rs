@@ -11,7 +11,10 @@ use tvp_image::header::FIXED_LEN;
 use tvp_image::stream::read_header;
 use tvp_image::ImageKey;
 use tvp_verifier::verify::binding::{pcr_policy_digest, verify_binding_key};
-use tvp_verifier::{verify, AkKey, Check, ExpectedPcrs, HexDigest, VerifyOptions};
+use tvp_verifier::verify::VerifyError;
+use tvp_verifier::{
+    verify, AkKey, Check, ExpectedPcrs, HexDigest, RuntimeIntegrityReport, VerifyOptions,
+};
 
 use crate::inventory::Inventory;
 use crate::key_use::{KeyUse, ParsedUse};
@@ -28,6 +31,7 @@ pub const MAX_NONCES: usize = 4096;
 #[error("{check}: {reason}")]
 pub struct Refusal {
     /// `nonce`, `inventory`, `vm-description`, `vm-binding`, `evidence:<check>`,
+    /// `ima:<kind>` (the host's runtime integrity, [`tvp_verifier::ima::ImaError::kind`]),
     /// `binding-key`, `image`, `vm-policy:<check>`.
     pub check: String,
     /// Why.
@@ -65,10 +69,20 @@ impl Kms {
 
     /// Answer one request.
     pub fn handle(&self, req: Request) -> Response {
+        self.handle_reporting(req).0
+    }
+
+    /// Answer one request; for a release, also what it established about the host's
+    /// runtime integrity (for the decision log: `"not-checked"` must be visible to
+    /// the tenant's operator, though the wire answer does not carry it).
+    pub fn handle_reporting(&self, req: Request) -> (Response, Option<RuntimeIntegrityReport>) {
         match req {
-            Request::Nonce => Response::Nonce {
-                nonce: hex::encode(self.issue_nonce()),
-            },
+            Request::Nonce => (
+                Response::Nonce {
+                    nonce: hex::encode(self.issue_nonce()),
+                },
+                None,
+            ),
             Request::Release {
                 nonce,
                 host_id,
@@ -90,13 +104,19 @@ impl Kms {
                 ],
                 &image_header,
             ) {
-                Ok(w) => Response::Released {
-                    wrapped_key: base64::engine::general_purpose::STANDARD.encode(w),
-                },
-                Err(r) => Response::Refused {
-                    check: r.check,
-                    reason: r.reason,
-                },
+                Ok((w, ri)) => (
+                    Response::Released {
+                        wrapped_key: base64::engine::general_purpose::STANDARD.encode(w),
+                    },
+                    Some(ri),
+                ),
+                Err(r) => (
+                    Response::Refused {
+                        check: r.check,
+                        reason: r.reason,
+                    },
+                    None,
+                ),
             },
         }
     }
@@ -136,7 +156,7 @@ impl Kms {
         evidence: &serde_json::Value,
         binding: [&str; 3],
         image_header: &str,
-    ) -> Result<Vec<u8>, Refusal> {
+    ) -> Result<(Vec<u8>, RuntimeIntegrityReport), Refusal> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let nonce = hex::decode(nonce_hex).map_err(|e| refuse("nonce", format!("not hex: {e}")))?;
         self.take_nonce(&nonce)?;
@@ -181,17 +201,24 @@ impl Kms {
                 .with_ek_name(&ek)
                 .ok_or_else(|| refuse("inventory", "ek_name has an unsupported algorithm"))?;
         }
+        // What ran on the host: its IMA list against the inventory's allowlist (and pinned
+        // PCRs 0-9), exactly as the boot server and `tvpctl verify` judge it.
+        opts = opts.with_runtime_integrity(host.runtime_integrity.clone());
         let evidence: tvp_verifier::Evidence = serde_json::from_value(evidence.clone())
             .map_err(|e| refuse("evidence:format", format!("evidence JSON: {e}")))?;
-        verify(&evidence, &opts).map_err(|e| match e.check() {
-            Check::Nonce => refuse(
+        let verified = verify(&evidence, &opts).map_err(|e| match (&e, e.check()) {
+            (VerifyError::Ima(ima), _) => refuse(
+                format!("ima:{}", ima.kind()),
+                format!("host {host_id}'s runtime integrity: {ima}"),
+            ),
+            (_, Check::Nonce) => refuse(
                 "vm-binding",
                 format!(
                     "the quote's qualifying data is not SHA-256(nonce || {}), the digest of the described key use: it was made for another nonce or another VM ({e})",
                     hex::encode(use_digest)
                 ),
             ),
-            c => refuse(format!("evidence:{}", c.name()), e.to_string()),
+            (_, c) => refuse(format!("evidence:{}", c.name()), e.to_string()),
         })?;
         let dec = |what: &str, s: &str| {
             b64.decode(s)
@@ -234,8 +261,9 @@ impl Kms {
         self.policy.check(&header.image_digest, &key_use)?;
         let image_key = ImageKey::unwrap(&header.wrapped_key, &self.key)
             .map_err(|e| refuse("image", e.to_string()))?;
-        image_key
+        let wrapped = image_key
             .wrap(&host_key)
-            .map_err(|e| refuse("binding-key", e.to_string()))
+            .map_err(|e| refuse("binding-key", e.to_string()))?;
+        Ok((wrapped, verified.runtime_integrity))
     }
 }

@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
                 path: String::new(),
             })
             .collect(),
+        boot_pcrs: Default::default(),
     });
     let quoted = BTreeMap::from([(IMA_PCR, pcr)]);
     match allowlist::check(&policy, Some(data), &quoted) {

@@ -4,8 +4,14 @@
 //! ```json
 //! "runtime_integrity": "none"
 //! "runtime_integrity": { "ima": { "entries": [
-//!     { "digest": "sha256:<hex>", "path": "/usr/local/bin/tvpd" }, ... ] } }
+//!     { "digest": "sha256:<hex>", "path": "/usr/local/bin/tvpd" }, ... ],
+//!     "boot_pcrs": { "0": "<hex>", ..., "9": "<hex>" } } }
 //! ```
+//!
+//! `boot_pcrs` (optional) pins the SHA-256 values of PCRs 0–9: the firmware, boot
+//! loader and kernel whose digest the list's `boot_aggregate` is. Without it the
+//! boot_aggregate rule only proves the list is consistent with *some* PCRs 0–9; a host
+//! booted into a kernel without IMA could extend PCR 10 itself to match a forged list.
 //!
 //! An entry allows a file **content** (its digest); the path is what the allowlist's
 //! author saw and is shown in reports. Matching is by digest alone: a copy of an
@@ -40,6 +46,11 @@ pub struct AllowEntry {
 pub struct Allowlist {
     /// Allowed contents.
     pub entries: Vec<AllowEntry>,
+    /// Expected SHA-256 values of PCRs 0–9, hex, by index (optional): pins the boot
+    /// chain that measured the kernel keeping the list. Every pinned PCR must be quoted
+    /// and equal; absent = not pinned (the report says so).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub boot_pcrs: BTreeMap<u32, String>,
 }
 
 impl Allowlist {
@@ -65,6 +76,26 @@ impl Allowlist {
                     alg.to_ascii_lowercase(),
                     hex::encode(bytes)
                 ))
+            })
+            .collect()
+    }
+
+    /// The pinned PCRs 0–9 decoded, or why they are unusable (an index over 9, a value
+    /// that is not 32 bytes of hex).
+    pub fn boot_pcr_values(&self) -> Result<BTreeMap<u32, [u8; 32]>, String> {
+        self.boot_pcrs
+            .iter()
+            .map(|(i, v)| {
+                if *i >= IMA_PCR {
+                    return Err(format!(
+                        "boot_pcrs names PCR {i}; only PCRs 0-9 (the boot_aggregate's) can be pinned there"
+                    ));
+                }
+                let d: [u8; 32] = hex::decode(v)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("boot_pcrs PCR {i} is not 32 bytes of hex"))?;
+                Ok((*i, d))
             })
             .collect()
     }
@@ -97,6 +128,8 @@ pub enum RuntimeIntegrityReport {
         /// PCRs 0–9 were quoted and the list's boot_aggregate is their digest (so a
         /// verifier pinning PCRs 0–9 pins the kernel that keeps the list).
         boot_aggregate_checked: bool,
+        /// How many of PCRs 0–9 the inventory pinned (`boot_pcrs`) and the quote matched.
+        boot_pcrs_pinned: usize,
     },
 }
 
@@ -113,9 +146,10 @@ impl RuntimeIntegrityReport {
     pub fn summary(&self) -> String {
         match self {
             RuntimeIntegrityReport::NotChecked => "NOT CHECKED: no IMA allowlist for this host (inventory runtime_integrity \"none\"); what else ran on the host is unknown".into(),
-            RuntimeIntegrityReport::Ima { measured, after_quote, boot_aggregate_checked } => format!(
-                "IMA: {measured} measurements replay to the quoted PCR 10, all in the allowlist ({after_quote} made after the quote, not judged); boot_aggregate {}",
-                if *boot_aggregate_checked { "= the quoted PCRs 0-9" } else { "not compared (PCRs 0-9 not quoted)" }
+            RuntimeIntegrityReport::Ima { measured, after_quote, boot_aggregate_checked, boot_pcrs_pinned } => format!(
+                "IMA: {measured} measurements replay to the quoted PCR 10, all in the allowlist ({after_quote} made after the quote, not judged); boot_aggregate {}; {}",
+                if *boot_aggregate_checked { "= the quoted PCRs 0-9" } else { "not compared (PCRs 0-9 not quoted)" },
+                if *boot_pcrs_pinned == 0 { "PCRs 0-9 not pinned by the inventory (boot_pcrs)".to_string() } else { format!("{boot_pcrs_pinned} of PCRs 0-9 pinned and equal") }
             ),
         }
     }
@@ -175,6 +209,9 @@ pub fn check(
         return Ok(RuntimeIntegrityReport::NotChecked);
     };
     let allowed = allowlist.digests().map_err(ImaError::BadAllowlist)?;
+    let pinned = allowlist
+        .boot_pcr_values()
+        .map_err(ImaError::BadAllowlist)?;
     let list = list.ok_or(ImaError::NoList)?;
     let pcr10 = pcrs.get(&IMA_PCR).ok_or(ImaError::PcrNotQuoted)?;
     let entries = parse_binary(list)?;
@@ -195,10 +232,26 @@ pub fn check(
         Some(_) => true,
         None => false,
     };
+    // The boot chain: a pinned PCR must be quoted and equal, so a kernel without IMA
+    // (other PCRs 0-9) cannot pass off a PCR 10 it extended itself.
+    for (i, want) in &pinned {
+        match pcrs.get(i) {
+            None => return Err(ImaError::BootPcrNotQuoted { pcr: *i }),
+            Some(got) if got != want => {
+                return Err(ImaError::BootPcr {
+                    pcr: *i,
+                    expected: hex::encode(want),
+                    quoted: hex::encode(got),
+                })
+            }
+            Some(_) => {}
+        }
+    }
     check_entries(&entries, covered, &allowed)?;
     Ok(RuntimeIntegrityReport::Ima {
         measured: covered,
         after_quote: entries.len() - covered,
         boot_aggregate_checked,
+        boot_pcrs_pinned: pinned.len(),
     })
 }

@@ -48,6 +48,22 @@ pub enum ImaError {
         /// `sha256:hex` of the quoted PCRs 0–9.
         computed: String,
     },
+    /// The inventory pins a PCR 0–9 the quote does not cover.
+    #[error("boot-pcr-not-quoted: the inventory pins PCR {pcr} (boot_pcrs) but the quote does not cover it")]
+    BootPcrNotQuoted {
+        /// The PCR.
+        pcr: u32,
+    },
+    /// A quoted PCR 0–9 differs from the value the inventory pins.
+    #[error("boot-pcr: PCR {pcr} is {quoted}, not {expected} as the inventory pins it (boot_pcrs): the host booted other firmware, boot loader or kernel than the one whose IMA the inventory trusts")]
+    BootPcr {
+        /// The PCR.
+        pcr: u32,
+        /// The pinned value, hex.
+        expected: String,
+        /// The quoted value, hex.
+        quoted: String,
+    },
     /// The list does not parse.
     #[error("malformed: {0}")]
     Parse(#[from] ImaParseError),
@@ -79,7 +95,7 @@ pub enum ImaError {
 impl ImaError {
     /// The stable kind, the first word of the message: `no-list`, `pcr10-not-quoted`,
     /// `bad-allowlist`, `malformed`, `replay`, `no-boot-aggregate`, `boot-aggregate`,
-    /// `not-allowed`, `violation`.
+    /// `boot-pcr-not-quoted`, `boot-pcr`, `not-allowed`, `violation`.
     pub fn kind(&self) -> &'static str {
         match self {
             ImaError::NoList => "no-list",
@@ -89,6 +105,8 @@ impl ImaError {
             ImaError::Replay(_) => "replay",
             ImaError::NoBootAggregate => "no-boot-aggregate",
             ImaError::BootAggregate { .. } => "boot-aggregate",
+            ImaError::BootPcrNotQuoted { .. } => "boot-pcr-not-quoted",
+            ImaError::BootPcr { .. } => "boot-pcr",
             ImaError::NotAllowed { .. } => "not-allowed",
             ImaError::Violation { .. } => "violation",
         }

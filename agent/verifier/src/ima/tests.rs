@@ -62,6 +62,7 @@ fn allow(paths_digests: &[(&str, u8)]) -> RuntimeIntegrity {
                 path: p.to_string(),
             })
             .collect(),
+        boot_pcrs: Default::default(),
     })
 }
 
@@ -186,7 +187,8 @@ fn a_file_outside_the_allowlist_is_named() {
         Ok(RuntimeIntegrityReport::Ima {
             measured: 3,
             after_quote: 1,
-            boot_aggregate_checked: false
+            boot_aggregate_checked: false,
+            boot_pcrs_pinned: 0
         })
     );
     // Once the quote covers tpm2, the check names it.
@@ -238,6 +240,7 @@ fn ima_required_needs_the_list_and_pcr10_and_none_checks_nothing() {
             digest: "sha256".into(),
             path: String::new(),
         }],
+        boot_pcrs: Default::default(),
     });
     assert!(matches!(
         allowlist::check(&bad, Some(&bin), &q(pcr)),
@@ -302,7 +305,8 @@ fn the_list_starts_with_boot_aggregate_the_digest_of_pcrs_0_to_9() {
         RuntimeIntegrityReport::Ima {
             measured: 3,
             after_quote: 0,
-            boot_aggregate_checked: true
+            boot_aggregate_checked: true,
+            boot_pcrs_pinned: 0
         }
     );
     assert!(r.summary().contains("boot_aggregate = the quoted PCRs 0-9"));
@@ -319,4 +323,93 @@ fn the_list_starts_with_boot_aggregate_the_digest_of_pcrs_0_to_9() {
     // A zero PCR 10 covers nothing: no boot_aggregate either, whatever list comes along.
     let e = allowlist::check(&policy, Some(&encode_binary(list)), &q([0; 32])).unwrap_err();
     assert_eq!(e, ImaError::NoBootAggregate);
+}
+
+#[test]
+fn pinned_boot_pcrs_refuse_another_boot_chain_naming_the_pcr() {
+    // A genuine IMA kernel's list over PCRs 0-9 as quoted.
+    let pcrs09: BTreeMap<u32, [u8; 32]> = (0..10).map(|i| (i, [i as u8 + 1; 32])).collect();
+    let aggregate = allowlist::boot_aggregate(&pcrs09).unwrap();
+    let mut list = host_list();
+    list[0] = ima_ng_entry("sha256", &aggregate, "boot_aggregate");
+    let list = &list[..3];
+    let mut pcrs = pcrs09.clone();
+    pcrs.insert(IMA_PCR, replayed(list));
+    let bin = encode_binary(list);
+    let pinned = |values: &BTreeMap<u32, [u8; 32]>| {
+        let RuntimeIntegrity::Ima(mut a) =
+            allow(&[("/bin/busybox", 1), ("/usr/local/bin/tvpd", 2)])
+        else {
+            unreachable!()
+        };
+        a.boot_pcrs = values.iter().map(|(i, v)| (*i, hex::encode(v))).collect();
+        RuntimeIntegrity::Ima(a)
+    };
+    // Pinned to exactly this boot chain: passes, and the report counts the pins.
+    let r = allowlist::check(&pinned(&pcrs09), Some(&bin), &pcrs).unwrap();
+    assert_eq!(
+        r,
+        RuntimeIntegrityReport::Ima {
+            measured: 3,
+            after_quote: 0,
+            boot_aggregate_checked: true,
+            boot_pcrs_pinned: 10
+        }
+    );
+    assert!(
+        r.summary().contains("10 of PCRs 0-9 pinned"),
+        "{}",
+        r.summary()
+    );
+    // The attack: a kernel without IMA (other PCR 4) extends PCR 10 itself to match a
+    // forged list whose boot_aggregate is the digest of its own PCRs 0-9. The
+    // boot_aggregate rule holds; the pin does not, and names the PCR.
+    let mut evil09 = pcrs09.clone();
+    evil09.insert(4, [0xee; 32]);
+    let mut forged = host_list();
+    forged[0] = ima_ng_entry(
+        "sha256",
+        &allowlist::boot_aggregate(&evil09).unwrap(),
+        "boot_aggregate",
+    );
+    let forged = &forged[..3];
+    let mut evil = evil09.clone();
+    evil.insert(IMA_PCR, replayed(forged));
+    let fbin = encode_binary(forged);
+    let unpinned = allow(&[("/bin/busybox", 1), ("/usr/local/bin/tvpd", 2)]);
+    assert!(allowlist::check(&unpinned, Some(&fbin), &evil).is_ok());
+    let e = allowlist::check(&pinned(&pcrs09), Some(&fbin), &evil).unwrap_err();
+    assert_eq!(e.kind(), "boot-pcr", "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "boot-pcr: PCR 4 is {}, not {}",
+            hex::encode([0xee; 32]),
+            hex::encode([5u8; 32])
+        )),
+        "{e}"
+    );
+    // A pinned PCR the quote does not cover is refused, not skipped.
+    let mut only10 = pcrs.clone();
+    only10.retain(|i, _| *i == IMA_PCR);
+    let e = allowlist::check(&pinned(&pcrs09), Some(&bin), &only10).unwrap_err();
+    assert_eq!(e, ImaError::BootPcrNotQuoted { pcr: 0 });
+    // Pins outside 0-9 or not 32 bytes of hex make the inventory entry unusable.
+    for bad in [r#"{"10": "00"}"#, r#"{"3": "abcd"}"#] {
+        let RuntimeIntegrity::Ima(mut a) = unpinned.clone() else {
+            unreachable!()
+        };
+        a.boot_pcrs = serde_json::from_str(bad).unwrap();
+        let e = allowlist::check(&RuntimeIntegrity::Ima(a), Some(&bin), &pcrs).unwrap_err();
+        assert_eq!(e.kind(), "bad-allowlist", "{bad}: {e}");
+    }
+    // The inventory form: "boot_pcrs" is optional and round-trips.
+    let json = serde_json::to_string(&pinned(&pcrs09)).unwrap();
+    assert!(json.contains(r#""boot_pcrs":{"0":""#), "{json}");
+    assert_eq!(
+        serde_json::from_str::<RuntimeIntegrity>(&json).unwrap(),
+        pinned(&pcrs09)
+    );
+    assert!(!serde_json::to_string(&unpinned)
+        .unwrap()
+        .contains("boot_pcrs"));
 }

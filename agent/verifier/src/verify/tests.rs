@@ -566,6 +566,7 @@ fn the_ima_list_is_judged_by_the_allowlist_the_caller_gives() {
                     path: String::new(),
                 })
                 .collect(),
+            boot_pcrs: Default::default(),
         })
     };
     let with = |f: &Fake, p: RuntimeIntegrity| verify(&f.ev, &f.opts().with_runtime_integrity(p));
@@ -579,7 +580,8 @@ fn the_ima_list_is_judged_by_the_allowlist_the_caller_gives() {
         RuntimeIntegrityReport::Ima {
             measured: 3,
             after_quote: 0,
-            boot_aggregate_checked: false
+            boot_aggregate_checked: false,
+            boot_pcrs_pinned: 0
         }
     );
     let e = fails(with(&f, allow(&[1])), Check::Ima);
