@@ -15,6 +15,7 @@ pub mod pcr;
 pub mod provision;
 pub mod quote;
 pub mod service;
+mod session;
 
 use std::str::FromStr;
 
