@@ -3,8 +3,6 @@
 //! encryption, so neither the recovered secret nor the unwrapped key crosses the bus in
 //! the clear; quotes from concurrent clients each carry their own nonce.
 
-use std::process::Command;
-
 use tvp_agent::tpm::{ProvisionConfig, Tpm};
 use tvp_tests::{require, Swtpm};
 
@@ -98,28 +96,15 @@ fn activate_credential_runs_in_a_session_salted_to_the_ek() {
     require!("swtpm", "tpm2_makecredential");
     let swtpm = Swtpm::blank_logged();
     let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
-    let dir = swtpm.scratch("cred");
     let id = tpm.identity().clone();
-    std::fs::write(dir.join("ek.pem"), &id.ek_public_pem).unwrap();
     let secret: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    std::fs::write(dir.join("secret.bin"), &secret).unwrap();
-    let o = Command::new("tpm2_makecredential")
-        .args(["-T", "none", "-G", "rsa", "-u"])
-        .arg(dir.join("ek.pem"))
-        .arg("-s")
-        .arg(dir.join("secret.bin"))
-        .args(["-n", &hex::encode(&id.ak_name), "-o"])
-        .arg(dir.join("cred.out"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // tpm2_makecredential's file: magic, version, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET.
-    let f = std::fs::read(dir.join("cred.out")).unwrap();
-    let n1 = u16::from_be_bytes([f[8], f[9]]) as usize;
-    let blob = &f[10..10 + n1];
-    let n2 = u16::from_be_bytes([f[10 + n1], f[11 + n1]]) as usize;
-    let enc = &f[12 + n1..12 + n1 + n2];
-    let got = tpm.activate_credential(blob, enc).expect("activate");
+    let (blob, enc) = tvp_tests::make_credential(
+        &swtpm.scratch("cred"),
+        &id.ek_public_pem,
+        &hex::encode(&id.ak_name),
+        &secret,
+    );
+    let got = tpm.activate_credential(&blob, &enc).expect("activate");
     assert_eq!(got, secret);
     drop(tpm);
     let bus = swtpm.bus();
