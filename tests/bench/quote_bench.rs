@@ -189,7 +189,7 @@ fn secret_commands(swtpm: &Swtpm, k: usize) -> Vec<(String, Vec<Duration>)> {
                 })
             })
             .collect();
-        rows.push(("Quote + PCR read (password session)".to_string(), q));
+        rows.push(("Quote (password session, PCRs unchanged)".to_string(), q));
         let key = tpm.create_binding_key(&[15]).expect("binding key");
         let pem = tvp_agent::tpm::keys::public_to_pem(&key.public).expect("pem");
         let public = rsa::RsaPublicKey::from_public_key_pem(&pem).expect("public key");
