@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): print figures and ratios against a peer measured in the same run.
 #  - quote latency and quotes/second through tvpd's socket API vs `tpm2_quote`
-#    (tpm2-tools), same swtpm, same run;
+#    (tpm2-tools), same swtpm, same run, 1 and 16 clients (CONCURRENCY); the
+#    secret-carrying TPM commands and the cost of their salted sessions;
 #  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
 #    (scripts/bench-vmm.sh);
 #  - measured VMs through the API: create -> running with a per-phase breakdown, the

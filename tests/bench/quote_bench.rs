@@ -1,13 +1,21 @@
 //! Quote benchmark: tvpd's full API round trip (client → Unix socket → HTTP → TPM quote
 //! → read-quote-compare → evidence JSON → client) against `tpm2_quote` from tpm2-tools,
-//! on the same swtpm, in the same run. Prints medians, p95, throughput and the ratio.
+//! on the same swtpm, in the same run, with 1 and CONCURRENCY clients. Prints medians,
+//! p95, throughput and the ratios; then the cost of the secret-carrying commands
+//! (ActivateCredential, the binding key's unwrap), which run in a session salted to the
+//! EK with parameter encryption, and what the salt itself costs at session start.
 //!
-//! Usage: tvp-bench [QUOTES] [TPM2_QUOTES] [CONCURRENCY]   (defaults 200 30 4)
+//! Usage: tvp-bench [QUOTES] [TPM2_QUOTES] [CONCURRENCY]   (defaults 200 30 16)
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tvp_tests::{have, nonce_hex, Swtpm, Tvpd};
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{KeyHandle, SessionHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::structures::SymmetricDefinition;
+use tvp_agent::tpm::{ProvisionConfig, Tpm};
+use tvp_tests::{have, make_credential, nonce_hex, Swtpm, Tvpd};
 use tvpctl::client;
 
 fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -36,8 +44,8 @@ fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(200).max(2);
     let m = args.get(1).copied().unwrap_or(30).max(2);
-    let c = args.get(2).copied().unwrap_or(4).max(1);
-    for tool in ["swtpm", "tpm2_quote"] {
+    let c = args.get(2).copied().unwrap_or(16).max(1);
+    for tool in ["swtpm", "tpm2_quote", "tpm2_makecredential"] {
         if !have(tool) {
             eprintln!("tvp-bench: {tool} not installed (scripts/bench.sh installs it)");
             std::process::exit(2);
@@ -56,17 +64,22 @@ fn main() {
 
     eprintln!("tvp-bench: {n} quotes from {c} concurrent clients ...");
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..c {
-            s.spawn(|| {
-                for _ in 0..n / c {
-                    quote_once(&t);
-                }
-            });
-        }
+    let conc: Vec<Duration> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..c)
+            .map(|_| s.spawn(|| (0..n / c).map(|_| quote_once(&t)).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
     });
     let conc_rate = (n / c * c) as f64 / started.elapsed().as_secs_f64();
+    let (conc_med, conc_p95, conc_mean) = stats(conc);
     t.stop();
+
+    // swtpm serves one connection at a time: the in-process figures run after tvpd.
+    let k = 20;
+    eprintln!("tvp-bench: {k} of each secret-carrying command, in process ...");
+    let secret_rows = secret_commands(&tpm, k);
 
     // swtpm serves one connection at a time: tpm2_quote runs after tvpd has let go.
     eprintln!("tvp-bench: {m} tpm2_quote invocations ...");
@@ -116,11 +129,11 @@ fn main() {
         seq_rate
     );
     println!(
-        "{:<44} {:>10} {:>10} {:>10} {:>12.1}",
-        format!("tvpd API, {c} concurrent clients"),
-        "-",
-        "-",
-        "-",
+        "{:<44} {:>10.2} {:>10.2} {:>10.2} {:>12.1}",
+        format!("tvpd API, {c} concurrent clients (n={})", n / c * c),
+        conc_med,
+        conc_p95,
+        conc_mean,
         conc_rate
     );
     println!(
@@ -132,7 +145,116 @@ fn main() {
         peer_rate
     );
     println!(
-        "ratio: tpm2_quote median / tvpd API median = {:.2}x",
+        "ratio, 1 client: tpm2_quote median / tvpd API median = {:.2}x",
         peer_med / api_med
     );
+    println!(
+        "ratio, {c} clients: tvpd API quotes/s / tpm2_quote quotes/s = {:.2}x",
+        conc_rate / peer_rate
+    );
+    println!();
+    println!("secret-carrying commands (in process, session salted to the EK, AES-128-CFB parameter encryption)");
+    println!(
+        "{:<44} {:>10} {:>10} {:>10}",
+        "", "median ms", "p95 ms", "mean ms"
+    );
+    for (what, v) in secret_rows {
+        let (med, p95, mean) = stats(v);
+        println!("{what:<44} {med:>10.2} {p95:>10.2} {mean:>10.2}");
+    }
+}
+
+/// Time the secret-carrying commands as tvpd runs them (salted sessions), a quote for
+/// reference, and the bare cost of starting (and flushing) an unsalted vs a salted
+/// session, `k` of each.
+fn secret_commands(swtpm: &Swtpm, k: usize) -> Vec<(String, Vec<Duration>)> {
+    use rsa::pkcs8::DecodePublicKey;
+    const EK: u32 = 0x8101_0001;
+    let cfg = ProvisionConfig {
+        ek_handle: EK,
+        ak_handle: 0x8101_0002,
+    };
+    let mut rows = Vec::new();
+    let time = |f: &mut dyn FnMut()| {
+        let s = Instant::now();
+        f();
+        s.elapsed()
+    };
+    {
+        let mut tpm = Tpm::open(&swtpm.tcti(), &cfg).expect("open the TPM in process");
+        let q: Vec<Duration> = (0..k)
+            .map(|_| {
+                time(&mut || {
+                    tpm.quote(&[7u8; 20], &[15, 16, 23]).expect("quote");
+                })
+            })
+            .collect();
+        rows.push(("Quote (password session, PCRs unchanged)".to_string(), q));
+        let key = tpm.create_binding_key(&[15]).expect("binding key");
+        let pem = tvp_agent::tpm::keys::public_to_pem(&key.public).expect("pem");
+        let public = rsa::RsaPublicKey::from_public_key_pem(&pem).expect("public key");
+        let image_key = tvp_image::ImageKey::generate();
+        let wrapped = image_key.wrap(&public).expect("wrap");
+        let u: Vec<Duration> = (0..k)
+            .map(|_| {
+                time(&mut || {
+                    let out = tpm.binding_unwrap(&key, &wrapped).expect("unwrap");
+                    assert_eq!(&out[..], image_key.as_bytes());
+                })
+            })
+            .collect();
+        rows.push((
+            "binding unwrap (load, PolicyPCR, RSA_Decrypt)".to_string(),
+            u,
+        ));
+        let id = tpm.identity().clone();
+        let secret = [9u8; 32];
+        let (blob, enc) = make_credential(
+            &swtpm.scratch("cred"),
+            &id.ek_public_pem,
+            &hex::encode(&id.ak_name),
+            &secret,
+        );
+        let a: Vec<Duration> = (0..k)
+            .map(|_| {
+                time(&mut || {
+                    let got = tpm.activate_credential(&blob, &enc).expect("activate");
+                    assert_eq!(got, secret);
+                })
+            })
+            .collect();
+        rows.push(("ActivateCredential (with PolicySecret)".to_string(), a));
+    }
+    let conf = swtpm.tcti().parse().expect("tcti");
+    let mut ctx = tss_esapi::Context::new(conf).expect("ESAPI context");
+    let ek: KeyHandle = ctx
+        .tr_from_tpm_public(TpmHandle::try_from(EK).expect("EK handle"))
+        .expect("EK")
+        .into();
+    for (what, salt) in [
+        ("StartAuthSession + flush, unsalted", None),
+        ("StartAuthSession + flush, salted to the EK", Some(ek)),
+    ] {
+        let v: Vec<Duration> = (0..k)
+            .map(|_| {
+                time(&mut || {
+                    let s = ctx
+                        .start_auth_session(
+                            salt,
+                            None,
+                            None,
+                            SessionType::Policy,
+                            SymmetricDefinition::AES_128_CFB,
+                            HashingAlgorithm::Sha256,
+                        )
+                        .expect("start session")
+                        .expect("a session");
+                    ctx.flush_context(SessionHandle::from(s).into())
+                        .expect("flush");
+                })
+            })
+            .collect();
+        rows.push((what.to_string(), v));
+    }
+    rows
 }

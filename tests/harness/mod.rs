@@ -64,6 +64,31 @@ pub fn nonce_hex(len: usize) -> String {
     hex::encode(v)
 }
 
+/// A credential for ActivateCredential made with `tpm2_makecredential` (as an inventory
+/// service would): `secret` encrypted to the EK in `ek_pem`, bound to the key named
+/// `name_hex`. Returns the (TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET) buffers.
+pub fn make_credential(
+    dir: &std::path::Path,
+    ek_pem: &str,
+    name_hex: &str,
+    secret: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    std::fs::write(dir.join("ek.pem"), ek_pem).expect("write ek.pem");
+    std::fs::write(dir.join("secret.bin"), secret).expect("write secret.bin");
+    let o = Command::new("tpm2_makecredential")
+        .args(["-T", "none", "-G", "rsa", "-u"])
+        .arg(dir.join("ek.pem"))
+        .arg("-s")
+        .arg(dir.join("secret.bin"))
+        .args(["-n", name_hex, "-o"])
+        .arg(dir.join("cred.out"))
+        .output()
+        .expect("run tpm2_makecredential");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = std::fs::read(dir.join("cred.out")).expect("read cred.out");
+    tvpctl::host::split_mkcred(&f).expect("tpm2_makecredential output")
+}
+
 /// Run tvpctl (against the socket, if given; without one for offline commands such as
 /// `audit verify`); returns (exit code, stdout, stderr).
 pub fn tvpctl(socket: Option<&std::path::Path>, args: &[&str]) -> (i32, String, String) {

@@ -15,6 +15,9 @@ pub struct Swtpm {
     dir: TempDir,
 }
 
+/// swtpm's log of the bytes it exchanged, next to its state.
+const BUS_LOG: &str = "bus.log";
+
 fn pick_ports() -> u16 {
     loop {
         let p: u16 = 20_000 + (rand::random::<u16>() % 40_000);
@@ -74,7 +77,52 @@ impl Swtpm {
         Self::start_in(dir)
     }
 
+    /// A blank TPM that logs every command and response it exchanges (swtpm log level
+    /// 20): what an observer on the TPM bus sees, read back with [`Swtpm::bus`].
+    pub fn blank_logged() -> Swtpm {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("state")).expect("state dir");
+        Self::start_logging(dir, true)
+    }
+
+    /// Every command (`true`) and response (`false`) on the bus so far, in order, as
+    /// swtpm logged them (only for a TPM from [`Swtpm::blank_logged`]).
+    pub fn bus(&self) -> Vec<(bool, Vec<u8>)> {
+        let log = std::fs::read_to_string(self.dir.path().join(BUS_LOG)).unwrap_or_default();
+        let mut out: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut current: Option<(bool, Vec<u8>)> = None;
+        for line in log.lines() {
+            let l = line.trim();
+            let dir = if l.starts_with("SWTPM_IO_Read:") {
+                Some(true)
+            } else if l.starts_with("SWTPM_IO_Write:") {
+                Some(false)
+            } else {
+                None
+            };
+            if let Some(d) = dir {
+                out.extend(current.take());
+                current = Some((d, Vec::new()));
+                continue;
+            }
+            let bytes: Option<Vec<u8>> = l
+                .split_whitespace()
+                .map(|t| u8::from_str_radix(t, 16).ok().filter(|_| t.len() == 2))
+                .collect();
+            match (bytes, current.as_mut()) {
+                (Some(b), Some((_, buf))) if !b.is_empty() => buf.extend(b),
+                _ => out.extend(current.take()),
+            }
+        }
+        out.extend(current);
+        out
+    }
+
     fn start_in(dir: TempDir) -> Swtpm {
+        Self::start_logging(dir, false)
+    }
+
+    fn start_logging(dir: TempDir, log_bus: bool) -> Swtpm {
         for _ in 0..10 {
             let port = pick_ports();
             let mut child = Command::new("swtpm")
@@ -85,6 +133,14 @@ impl Swtpm {
                 .arg("--ctrl")
                 .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
                 .args(["--flags", "not-need-init,startup-clear"])
+                .args(if log_bus {
+                    vec![
+                        "--log".to_string(),
+                        format!("file={},level=20", dir.path().join(BUS_LOG).display()),
+                    ]
+                } else {
+                    Vec::new()
+                })
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

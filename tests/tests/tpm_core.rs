@@ -72,6 +72,43 @@ fn extend_matches_the_tpm_and_quote_digest_matches_values() {
     assert_eq!(q.pcrs.keys().copied().collect::<Vec<_>>(), vec![15, 16, 23]);
     assert_eq!(q.pcrs[&23], expect);
     assert!(q.attest.len() > 100 && q.signature.len() > 256);
+
+    // The next quote may answer with the last quote's values (no PCR read) only while
+    // they still hash to the signed digest: an extend in between must show.
+    let again = tpm.quote(b"nonce-124", &[15, 16, 23]).expect("quote again");
+    assert_eq!(again.pcrs, q.pcrs);
+    tpm.pcr_extend(23, &d).unwrap();
+    let expect2 = tvp_verifier::eventlog::extend_sha256(&expect, &d);
+    let q2 = tpm
+        .quote(b"nonce-125", &[15, 16, 23])
+        .expect("quote after extend");
+    assert_eq!(q2.pcrs[&23], expect2);
+    assert_eq!(tpm.pcr_read(&[23]).unwrap()[&23], expect2);
+    let other = tpm
+        .quote(b"nonce-126", &[23])
+        .expect("quote of another selection");
+    assert_eq!(other.pcrs.keys().copied().collect::<Vec<_>>(), vec![23]);
+    assert_eq!(other.pcrs[&23], expect2);
+    // Each answer's values hash to the digest the AK signed.
+    let ak = tvp_verifier::AkKey::from_pem(&tpm.identity().ak_public_pem).unwrap();
+    for (n, q) in [
+        (&b"nonce-124"[..], &again),
+        (b"nonce-125", &q2),
+        (b"nonce-126", &other),
+    ] {
+        let sig = tvp_verifier::tpm::Signature::parse(&q.signature).unwrap();
+        ak.verify(&q.attest, &sig).expect("AK signature");
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        for v in q.pcrs.values() {
+            sha2::Digest::update(&mut h, v);
+        }
+        let digest: [u8; 32] = sha2::Digest::finalize(h).into();
+        assert!(
+            q.attest.windows(32).any(|w| w == digest),
+            "values do not match the signed digest"
+        );
+        assert!(q.attest.windows(n.len()).any(|w| w == n));
+    }
 }
 
 #[test]

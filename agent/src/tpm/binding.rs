@@ -232,7 +232,9 @@ impl Tpm {
         let selection = sha256_selection(&key.pcrs)?;
         let (srk, h) = self.load_binding(key)?;
         let r = (|| {
-            let session = self.start_policy(SessionType::Policy)?;
+            // Salted, with parameter encryption: the wrapped key goes in and the
+            // unwrapped key comes out encrypted on the bus (see `session`).
+            let session = self.start_salted(SessionType::Policy)?;
             let ps = PolicySession::try_from(session).map_err(cmd("PolicySession"))?;
             let out = self
                 .ctx()?

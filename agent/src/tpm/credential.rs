@@ -2,12 +2,10 @@
 //! same TPM as the EK. The service encrypts a secret to the EK, bound to the AK's name
 //! (TPM2_MakeCredential, e.g. `tpm2_makecredential`); only this TPM can recover it.
 
-use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, SessionHandle};
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
-use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+use tss_esapi::structures::{EncryptedSecret, IdObject};
 
 use super::error::{cmd, TpmError};
 use super::Tpm;
@@ -25,20 +23,9 @@ impl Tpm {
             .map_err(|e| TpmError::InvalidArgument(format!("credential_blob: {e}")))?;
         let enc = EncryptedSecret::try_from(secret.to_vec())
             .map_err(|e| TpmError::InvalidArgument(format!("secret: {e}")))?;
-        let policy = self
-            .ctx()?
-            .execute_without_session(|c| {
-                c.start_auth_session(
-                    None,
-                    None,
-                    None,
-                    SessionType::Policy,
-                    SymmetricDefinition::AES_128_CFB,
-                    HashingAlgorithm::Sha256,
-                )
-            })
-            .map_err(cmd("StartAuthSession(policy)"))?
-            .ok_or_else(|| TpmError::Refused("the TPM returned no policy session".into()))?;
+        // Salted to the EK with parameter encryption: the recovered secret leaves the
+        // TPM encrypted under a key a bus observer cannot derive (see `session`).
+        let policy = self.start_salted(SessionType::Policy)?;
         let result = self.activate_with(policy, id, enc);
         // The policy session is single-purpose: flush it whatever happened.
         let flushed = self
@@ -56,13 +43,6 @@ impl Tpm {
         id: IdObject,
         enc: EncryptedSecret,
     ) -> Result<Vec<u8>, TpmError> {
-        let (attrs, mask) = SessionAttributesBuilder::new()
-            .with_decrypt(true)
-            .with_encrypt(true)
-            .build();
-        self.ctx()?
-            .execute_without_session(|c| c.tr_sess_set_attributes(policy, attrs, mask))
-            .map_err(cmd("TRSess_SetAttributes"))?;
         let policy_session = PolicySession::try_from(policy).map_err(cmd("PolicySession"))?;
         self.ctx()?
             .execute_with_session(Some(AuthSession::Password), |c| {

@@ -15,6 +15,7 @@ pub mod pcr;
 pub mod provision;
 pub mod quote;
 pub mod service;
+mod session;
 
 use std::str::FromStr;
 
@@ -39,6 +40,9 @@ pub struct Tpm {
     cfg: ProvisionConfig,
     /// A raw connection for [`nv`] next to the ESAPI one (resource manager only).
     raw: Option<hygiene::RawTcti>,
+    /// The PCR values returned with the last quote. A quote whose signed digest is
+    /// their hash is answered with them, without reading the PCRs again ([`quote`]).
+    last_quoted: Option<pcr::PcrValues>,
 }
 
 impl Tpm {
@@ -67,6 +71,7 @@ impl Tpm {
             tcti: tcti.to_string(),
             cfg: *cfg,
             raw: None,
+            last_quoted: None,
         })
     }
 

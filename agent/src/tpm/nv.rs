@@ -9,6 +9,7 @@
 
 use std::str::FromStr;
 
+use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
@@ -16,7 +17,6 @@ use tvp_audit::anchor::{attrs, nv_public};
 
 use super::error::TpmError;
 use super::hygiene::{response_code, RawTcti};
-use super::provision::load_persistent;
 use super::Tpm;
 
 const ST_NO_SESSIONS: u16 = 0x8001;
@@ -203,11 +203,10 @@ impl Tpm {
             tcti: self.tcti.clone(),
             reason: e.to_string(),
         })?;
-        let missing = |h: u32| TpmError::Refused(format!("persistent key {h:#010x} vanished"));
-        let ek = load_persistent(&mut ctx, self.cfg.ek_handle)?
-            .ok_or_else(|| missing(self.cfg.ek_handle))?;
-        let ak = load_persistent(&mut ctx, self.cfg.ak_handle)?
-            .ok_or_else(|| missing(self.cfg.ak_handle))?;
+        // The EK and AK were there a moment ago: read their public areas directly
+        // (one ReadPublic each) rather than listing the persistent handles first.
+        let ek = reload_persistent(&mut ctx, self.cfg.ek_handle)?;
+        let ak = reload_persistent(&mut ctx, self.cfg.ak_handle)?;
         ctx.set_sessions((Some(AuthSession::Password), None, None));
         self.esys = Some(ctx);
         self.ek = ek;
@@ -302,6 +301,17 @@ impl Tpm {
             ))
         })
     }
+}
+
+/// A persistent key known to exist, in a fresh ESAPI context; an error that names the
+/// handle if it vanished meanwhile.
+fn reload_persistent(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
+    let tpm_handle = PersistentTpmHandle::new(handle)
+        .map(TpmHandle::Persistent)
+        .map_err(|e| TpmError::InvalidArgument(format!("handle {handle:#010x}: {e}")))?;
+    ctx.execute_without_session(|c| c.tr_from_tpm_public(tpm_handle))
+        .map(KeyHandle::from)
+        .map_err(|e| TpmError::Refused(format!("persistent key {handle:#010x} vanished: {e}")))
 }
 
 fn nv_read(raw: &mut RawTcti, index: u32) -> Result<NvAnchor, TpmError> {

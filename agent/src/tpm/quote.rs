@@ -1,5 +1,10 @@
 //! Quotes with read-quote-compare: the PCR values returned with a quote always match
 //! the digest the TPM signed, even if an extend races in between.
+//!
+//! The values of the last quote are kept: when the next quote's signed digest is the
+//! SHA-256 of those same values (same PCRs, nothing extended since), they are the
+//! values the TPM signed (a different set would be a SHA-256 collision), and the PCR
+//! read is skipped. Any other digest falls back to reading the PCRs and comparing.
 
 use sha2::{Digest as _, Sha256};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
@@ -44,6 +49,16 @@ pub fn check_nonce(nonce: &[u8]) -> Result<(), TpmError> {
     Ok(())
 }
 
+/// TPM2_Quote's pcrDigest over `values` (SHA-256 of the concatenated values, in
+/// PCR order).
+fn digest(values: &PcrValues) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for v in values.values() {
+        h.update(v);
+    }
+    h.finalize().into()
+}
+
 impl Tpm {
     /// Quote the SHA-256 values of `pcrs` with `nonce` as qualifying data, signed by the AK.
     pub fn quote(&mut self, nonce: &[u8], pcrs: &[u32]) -> Result<QuoteResult, TpmError> {
@@ -78,13 +93,16 @@ impl Tpm {
                 });
             };
             let signed_digest = info.pcr_digest().value().to_vec();
-            let values = self.pcr_read(&sorted)?;
-            let mut h = Sha256::new();
-            for v in values.values() {
-                h.update(v);
-            }
-            let computed: [u8; 32] = h.finalize().into();
-            if computed.as_slice() == signed_digest.as_slice() {
+            let cached = self.last_quoted.take().filter(|v| {
+                v.keys().copied().eq(sorted.iter().copied())
+                    && digest(v).as_slice() == signed_digest.as_slice()
+            });
+            let values = match cached {
+                Some(v) => v,
+                None => self.pcr_read(&sorted)?,
+            };
+            if digest(&values).as_slice() == signed_digest.as_slice() {
+                self.last_quoted = Some(values.clone());
                 let enc = |what: &'static str| {
                     move |e: tss_esapi::Error| TpmError::Encoding {
                         what,
