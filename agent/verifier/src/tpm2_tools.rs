@@ -6,14 +6,17 @@
 //! - `quote.sig`: the marshalled TPMT_SIGNATURE (`tpm2_quote -s`, default "tss" format).
 //! - `ak.pem`: the AK as PEM SubjectPublicKeyInfo (`tpm2_checkquote -u` also takes the
 //!   TPM2B_PUBLIC "tss" file).
-//! - `quote.pcrs`: the PCR values without selection, i.e. the raw 32-byte SHA-256 values
-//!   concatenated in ascending PCR order (what `tpm2_pcrread -o` writes), read with
-//!   `-l sha256:<pcrs>`. (`tpm2_quote -o` instead writes a host-endian dump of the C
-//!   structs TPML_PCR_SELECTION + UINT32 count + TPML_DIGEST[], 668 bytes for one
-//!   bank, for both `-F values` and `-F serialized` in 5.4; we avoid that format.)
+//! - `quote.pcrs`: the PCR selection and values as `tpm2_quote -o` writes them and
+//!   `tpm2_checkquote -F serialized` reads them: a dump of the C structures
+//!   TPML_PCR_SELECTION, UINT32 count and `count` TPML_DIGEST of at most 8 digests each,
+//!   little endian with the C compiler's padding (x86-64 and aarch64 alike), 668 bytes
+//!   for up to 8 PCRs of one bank and 532 more for each further 8. (The simpler
+//!   `tpm2_pcrread -o` form, the raw values read with `-l sha256:<pcrs>`, fails in
+//!   tpm2-tools 5.4 for more than 8 PCRs: "Failed to hash PCR values related to
+//!   quote!", which IMA quotes over PCRs 0-10 need.)
 //!
 //! `tpm2_checkquote` checks the signature, the nonce (`-q`) and that the values hash
-//! to the quote's pcrDigest; it does not compare `-l` with the quote's selection.
+//! to the quote's pcrDigest.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,8 @@ use crate::verify::{pcr_composite_digest, Sha256Pcrs};
 /// Why evidence could not be exported.
 #[derive(Debug, Error)]
 pub enum ExportError {
-    /// The evidence has no SHA-256 PCR values, or one is not 32 bytes.
+    /// The evidence has no SHA-256 PCR values, one is not 32 bytes, or a PCR index is
+    /// beyond 23.
     #[error("evidence PCRs cannot be exported: {0}")]
     Pcrs(String),
     /// Writing a file failed.
@@ -46,12 +50,12 @@ pub struct CheckquoteFiles {
     pub msg: PathBuf,
     /// `quote.sig`: TPMT_SIGNATURE.
     pub sig: PathBuf,
-    /// `quote.pcrs`: concatenated SHA-256 PCR values, ascending PCR order.
+    /// `quote.pcrs`: the selection and SHA-256 values in `tpm2_quote -o`'s format.
     pub pcrs: PathBuf,
     /// `ak.pem`: the AK public key.
     pub ak_pem: PathBuf,
     /// Arguments for `tpm2_checkquote` (program name not included):
-    /// `-u ak.pem -m quote.msg -s quote.sig -f quote.pcrs -l sha256:<list> -g sha256
+    /// `-u ak.pem -m quote.msg -s quote.sig -f quote.pcrs -F serialized -g sha256
     /// [-q <nonce hex>]` with the paths above.
     pub args: Vec<OsString>,
 }
@@ -72,15 +76,64 @@ fn sha256_pcrs(ev: &Evidence) -> Result<Sha256Pcrs, ExportError> {
         .collect()
 }
 
-/// `sha256:16,23`: the `-l` selection for these PCRs.
+/// `sha256:16,23`: the PCR list in tpm2-tools' notation, for people.
 pub fn pcr_list_arg(pcrs: &Sha256Pcrs) -> String {
     let list: Vec<String> = pcrs.keys().map(u32::to_string).collect();
     format!("sha256:{}", list.join(","))
 }
 
-/// The `quote.pcrs` contents: values concatenated in ascending PCR order.
-pub fn pcr_values_file(pcrs: &Sha256Pcrs) -> Vec<u8> {
-    pcrs.values().flat_map(|v| v.iter().copied()).collect()
+/// TPM2_ALG_SHA256.
+const ALG_SHA256: u16 = 0x000b;
+/// Entries of TPML_PCR_SELECTION's array (TPM2_NUM_PCR_BANKS in tpm2-tss).
+const SELECTION_SLOTS: usize = 16;
+/// Digests per TPML_DIGEST (the TPM returns at most 8 values per PCR_Read).
+const DIGESTS_PER_LIST: usize = 8;
+/// TPM2B_DIGEST's buffer (sizeof(TPMU_HA)).
+const DIGEST_BUFFER: usize = 64;
+/// PCR indices a 3-byte select covers.
+const MAX_PCR: u32 = 23;
+
+/// The `quote.pcrs` contents in `tpm2_quote -o` (`-F serialized`) format: the C
+/// structures TPML_PCR_SELECTION (u32 count, 16 × {u16 hash, u8 sizeofSelect = 3,
+/// u8[4] pcrSelect, 1 pad}), u32 count, then `count` × TPML_DIGEST (u32 count,
+/// 8 × {u16 size, u8[64]}), little endian; values in ascending PCR order.
+pub fn pcr_values_file(pcrs: &Sha256Pcrs) -> Result<Vec<u8>, ExportError> {
+    let mut select = [0u8; 4];
+    for &pcr in pcrs.keys() {
+        if pcr > MAX_PCR {
+            return Err(ExportError::Pcrs(format!(
+                "PCR {pcr} is beyond {MAX_PCR}, which tpm2-tools cannot select"
+            )));
+        }
+        select[(pcr / 8) as usize] |= 1 << (pcr % 8);
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for slot in 0..SELECTION_SLOTS {
+        if slot == 0 {
+            out.extend_from_slice(&ALG_SHA256.to_le_bytes());
+            out.push(3);
+            out.extend_from_slice(&select);
+        } else {
+            out.extend_from_slice(&[0u8; 7]);
+        }
+        out.push(0); // padding to the u16 alignment
+    }
+    let values: Vec<&[u8; 32]> = pcrs.values().collect();
+    let lists = values.chunks(DIGESTS_PER_LIST);
+    out.extend_from_slice(&(lists.len() as u32).to_le_bytes());
+    for list in lists {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for i in 0..DIGESTS_PER_LIST {
+            let mut entry = [0u8; 2 + DIGEST_BUFFER];
+            if let Some(v) = list.get(i) {
+                entry[..2].copy_from_slice(&32u16.to_le_bytes());
+                entry[2..34].copy_from_slice(&v[..]);
+            }
+            out.extend_from_slice(&entry);
+        }
+    }
+    Ok(out)
 }
 
 fn write(path: PathBuf, data: &[u8]) -> Result<PathBuf, ExportError> {
@@ -103,7 +156,7 @@ pub fn export_for_checkquote(
     let pcrs = sha256_pcrs(ev)?;
     let msg = write(dir.join("quote.msg"), &ev.quote.attest)?;
     let sig = write(dir.join("quote.sig"), &ev.quote.signature)?;
-    let pcrs_path = write(dir.join("quote.pcrs"), &pcr_values_file(&pcrs))?;
+    let pcrs_path = write(dir.join("quote.pcrs"), &pcr_values_file(&pcrs)?)?;
     let pem = ak_pem.unwrap_or(&ev.ak_public_pem);
     let ak = write(dir.join("ak.pem"), pem.as_bytes())?;
     let mut args: Vec<OsString> = vec![
@@ -115,8 +168,8 @@ pub fn export_for_checkquote(
         sig.clone().into(),
         "-f".into(),
         pcrs_path.clone().into(),
-        "-l".into(),
-        pcr_list_arg(&pcrs).into(),
+        "-F".into(),
+        "serialized".into(),
         "-g".into(),
         "sha256".into(),
     ];
@@ -147,9 +200,36 @@ mod tests {
     fn list_and_values() {
         let pcrs: Sha256Pcrs = [(23, [2u8; 32]), (16, [1u8; 32])].into_iter().collect();
         assert_eq!(pcr_list_arg(&pcrs), "sha256:16,23");
-        let f = pcr_values_file(&pcrs);
-        assert_eq!(f.len(), 64);
-        assert_eq!(f[0], 1);
-        assert_eq!(f[32], 2);
+        let f = pcr_values_file(&pcrs).unwrap();
+        assert_eq!(f.len(), 668);
+        // Selection: one bank, SHA-256, 3 bytes, PCRs 16 and 23.
+        assert_eq!(&f[..12], &[1, 0, 0, 0, 0x0b, 0, 3, 0, 0, 0x81, 0, 0]);
+        // One TPML_DIGEST of two values.
+        assert_eq!(&f[132..140], &[1, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(&f[140..143], &[32, 0, 1]);
+        assert_eq!(&f[206..209], &[32, 0, 2]);
+        assert_eq!(f[272], 0, "third slot empty");
+    }
+
+    #[test]
+    fn more_than_eight_pcrs_take_further_digest_lists() {
+        let pcrs: Sha256Pcrs = (0..=10)
+            .chain([16, 23])
+            .map(|p| (p, [p as u8; 32]))
+            .collect();
+        let f = pcr_values_file(&pcrs).unwrap();
+        assert_eq!(f.len(), 132 + 4 + 2 * 532);
+        assert_eq!(&f[4..11], &[0x0b, 0, 3, 0xff, 0x07, 0x81, 0]);
+        assert_eq!(&f[132..136], &2u32.to_le_bytes());
+        assert_eq!(&f[136..140], &8u32.to_le_bytes());
+        assert_eq!(&f[668..672], &5u32.to_le_bytes());
+        // The ninth value (PCR 8) opens the second list.
+        assert_eq!(&f[672..675], &[32, 0, 8]);
+    }
+
+    #[test]
+    fn a_pcr_beyond_23_is_refused() {
+        let pcrs: Sha256Pcrs = [(24, [0u8; 32])].into_iter().collect();
+        assert!(matches!(pcr_values_file(&pcrs), Err(ExportError::Pcrs(_))));
     }
 }

@@ -183,14 +183,19 @@ fn swtpm_quote_verifies_and_matches_tpm2_checkquote() {
         "tpm2_quote",
         "tpm2_checkquote",
     );
-    for (key_alg, scheme) in [("rsa", "rsassa"), ("ecc", "ecdsa")] {
-        eprintln!("--- AK {key_alg}/{scheme}");
-        quote_round_trip(key_alg, scheme);
+    // The VM quote's PCRs, and an IMA host's (0-10 as well: more than the 8 values one
+    // TPML_DIGEST holds, which tpm2-tools' raw values format cannot take).
+    let vm: Vec<u32> = vec![16, 23];
+    let ima: Vec<u32> = (0..=10).chain([16, 23]).collect();
+    for (key_alg, scheme, pcrs) in [("rsa", "rsassa", &vm), ("ecc", "ecdsa", &ima)] {
+        eprintln!("--- AK {key_alg}/{scheme}, PCRs {pcrs:?}");
+        quote_round_trip(key_alg, scheme, pcrs);
     }
 }
 
-/// One fresh swtpm: EK, an AK of `key_alg` signing with `scheme`, a quote, checks.
-fn quote_round_trip(key_alg: &str, scheme: &str) {
+/// One fresh swtpm: EK, an AK of `key_alg` signing with `scheme`, a quote over `pcrs`
+/// (ascending, ending with 16 and 23), checks.
+fn quote_round_trip(key_alg: &str, scheme: &str, pcrs: &[u32]) {
     let tpm = Swtpm::start();
 
     tpm.tool(&["tpm2_createek", "-c", "ek.ctx", "-G", "rsa", "-u", "ek.pub"]);
@@ -240,12 +245,19 @@ fn quote_round_trip(key_alg: &str, scheme: &str) {
         .try_into()
         .unwrap();
     let nonce_hex = hex::encode(nonce);
+    let list = format!(
+        "sha256:{}",
+        pcrs.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     tpm.tool(&[
         "tpm2_quote",
         "-c",
         "ak.ctx",
         "-l",
-        "sha256:16,23",
+        &list,
         "-q",
         &nonce_hex,
         "-m",
@@ -257,22 +269,21 @@ fn quote_round_trip(key_alg: &str, scheme: &str) {
         "-g",
         "sha256",
     ]);
-    tpm.tool(&["tpm2_pcrread", "sha256:16,23", "-o", "pcrs.bin"]);
+    tpm.tool(&["tpm2_pcrread", &list, "-o", "pcrs.bin"]);
 
     let values = read(&tpm.path("pcrs.bin"));
-    assert_eq!(values.len(), 64);
-    let bank: PcrBank = [
-        (16, HexDigest(values[..32].to_vec())),
-        (23, HexDigest(values[32..].to_vec())),
-    ]
-    .into_iter()
-    .collect();
+    assert_eq!(values.len(), 32 * pcrs.len());
+    let bank: PcrBank = pcrs
+        .iter()
+        .zip(values.chunks(32))
+        .map(|(&pcr, v)| (pcr, HexDigest(v.to_vec())))
+        .collect();
     // Our replay agrees with the TPM independently of the verifier.
     let mut p23 = [0u8; 32];
     for r in &log[..2] {
         p23 = extend_sha256(&p23, &r.sha256().unwrap());
     }
-    assert_eq!(&values[32..], &p23);
+    assert_eq!(&values[values.len() - 32..], &p23);
 
     let ak_pem = String::from_utf8(read(&tpm.path("ak.pem"))).unwrap();
     let ev = Evidence {
@@ -350,5 +361,10 @@ fn quote_round_trip(key_alg: &str, scheme: &str) {
     assert_eq!(
         read(&tpm.path("good/quote.sig")),
         read(&tpm.path("quote.sig"))
+    );
+    // And so is the PCR file: selection and values as `tpm2_quote -o` writes them.
+    assert_eq!(
+        read(&tpm.path("good/quote.pcrs")),
+        read(&tpm.path("quote.pcrs"))
     );
 }
