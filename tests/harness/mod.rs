@@ -18,7 +18,7 @@ pub mod tmpfs;
 pub mod tvpd;
 pub mod vm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use swtpm::Swtpm;
@@ -51,6 +51,30 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A tenant's encrypted image in `dir`, made with tvpctl: the key pair `kms` and
+/// `kms.pub` (`tvpctl image keygen`), the plaintext `img` (`content`) and `img.enc`
+/// encrypted to `kms.pub`.
+pub fn encrypted_image(dir: &Path, content: &[u8]) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin("tvpctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    run(&["image", "keygen", &p("kms")]);
+    std::fs::write(p("img"), content).unwrap();
+    run(&[
+        "image",
+        "encrypt",
+        &p("img"),
+        &p("img.enc"),
+        "--kms-pub",
+        &p("kms.pub"),
+    ]);
 }
 
 /// Whether an external tool is on PATH.

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tvp_tests::{bin, nonce_hex, require, skip_unless, Swtpm, Tvpd, VmSpec};
+use tvp_tests::{nonce_hex, require, skip_unless, Swtpm, Tvpd, VmSpec};
 
 /// An unprivileged uid that no test configures: it has no role.
 const STRANGER: u32 = 4343;
@@ -331,21 +331,8 @@ fn kms_socket_outside_its_directory_is_refused_and_never_connected() {
     let kms_dir = tpm.dir().to_path_buf();
     let t = Tvpd::start(&tpm, &dir, &["--image-dir", images.to_str().unwrap()]);
     // An encrypted image, so that tvpd would ask the key-management service.
-    let run = |args: &[&str]| {
-        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    tvp_tests::encrypted_image(&images, &vec![7u8; 8192]);
     let p = |n: &str| images.join(n).to_str().unwrap().to_string();
-    run(&["image", "keygen", &p("kms")]);
-    std::fs::write(p("img"), vec![7u8; 8192]).unwrap();
-    run(&[
-        "image",
-        "encrypt",
-        &p("img"),
-        &p("img.enc"),
-        "--kms-pub",
-        &p("kms.pub"),
-    ]);
     // Some other service's socket on the host, outside kms_socket_dir.
     let elsewhere = tempfile::tempdir().unwrap();
     let outside = elsewhere.path().join("service.sock");

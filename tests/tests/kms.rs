@@ -804,21 +804,8 @@ fn a_host_without_the_ima_list_its_inventory_requires_gets_no_image_key() {
         !Path::new("/sys/kernel/security/ima/binary_runtime_measurements").exists(),
         "this test needs a host kernel without IMA (the swtpm host)"
     );
-    let run = |args: &[&str]| {
-        let o = Command::new(bin("tvpctl")).args(args).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
+    tvp_tests::encrypted_image(&tenant, &vec![0x5au8; 10_000]);
     let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
-    run(&["image", "keygen", &p("kms")]);
-    std::fs::write(p("img"), vec![0x5au8; 10_000]).unwrap();
-    run(&[
-        "image",
-        "encrypt",
-        &p("img"),
-        &p("img.enc"),
-        "--kms-pub",
-        &p("kms.pub"),
-    ]);
     let body = |sock: &Path| {
         format!(
             "{{\"image\":\"{}\",\"kms_socket\":\"{}\"}}",
