@@ -1,0 +1,138 @@
+//! Several vCPUs on real KVM: the application processors exist in KVM's wait-for-SIPI
+//! state, the guest starts one itself with INIT/SIPI through the in-kernel LAPIC and
+//! it runs (its port I/O reaches the shared devices), a VM whose vCPUs can never run
+//! again ends as halted, and any vCPU's end ends the VM.
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use tvp_vmm::vm::exit_code;
+use tvp_vmm_channel::{ExitReason, VmmMessage};
+
+/// Writes a configuration page for `vcpus` vCPUs.
+fn write_config_vcpus(dir: &Path, auth: &'static [u8], vcpus: u16) -> PathBuf {
+    let p = dir.join("config.page");
+    let mut c = config(auth);
+    c.vcpus = vcpus;
+    std::fs::write(&p, c.encode().unwrap()).unwrap();
+    p
+}
+
+/// The `mp_state` each vCPU thread logged when it ended, by vCPU index.
+fn final_mp_states(stderr: &str) -> Vec<(usize, String)> {
+    let mut v: Vec<(usize, String)> = stderr
+        .lines()
+        .filter(|l| l.contains("vCPU thread ended"))
+        .map(|l| {
+            let field = |k: &str| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(k))
+                    .unwrap_or_else(|| panic!("{k} missing in {l}"))
+                    .to_string()
+            };
+            (field("vcpu=").parse().unwrap(), field("mp_state="))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_vcpus_the_ap_waits_for_sipi_while_the_bsp_runs_the_firmware() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("happy", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-smp2", 2);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::POWERED_OFF),
+        "{}",
+        run.stderr
+    );
+    assert!(run.console.contains("done"), "{}", run.console);
+    // Both vCPU threads existed; the AP was never started, so KVM still holds it in
+    // wait-for-SIPI (KVM_MP_STATE_UNINITIALIZED) at the end.
+    let states = final_mp_states(&run.stderr);
+    assert_eq!(states.len(), 2, "{}", run.stderr);
+    assert_eq!(
+        states[1],
+        (1, "uninitialized".to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("vcpus=2"), "{}", run.stderr);
+}
+
+#[test]
+fn the_guest_starts_its_ap_with_init_and_sipi_and_the_ap_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("smp", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-smp-sipi", 2);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::POWERED_OFF),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.console.contains("AP\n"),
+        "the AP's output: {:?}",
+        run.console
+    );
+    assert!(run.console.contains("smp ok"), "{:?}", run.console);
+    // The AP ran its trampoline and halted with interrupts off.
+    let states = final_mp_states(&run.stderr);
+    assert_eq!(states[1], (1, "halted".to_string()), "{}", run.stderr);
+}
+
+#[test]
+fn with_one_vcpu_the_sipi_goes_nowhere() {
+    // The same guest on a one-vCPU VM: no AP answers, the BSP says so and powers off.
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("smp", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-smp-one", 1);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::POWERED_OFF),
+        "{}",
+        run.stderr
+    );
+    assert!(run.console.contains("no AP"), "{:?}", run.console);
+    assert_eq!(final_mp_states(&run.stderr).len(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn a_halted_bsp_with_its_ap_waiting_for_sipi_ends_the_vm_as_halted() {
+    // Neither vCPU can ever run again (no NMI source, interrupts off, nobody to send
+    // a SIPI): the VM ends instead of hanging.
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("halt", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-smp-halt", 2);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(run.exit_code, Some(exit_code::HALTED), "{}", run.stderr);
+    assert!(matches!(
+        run.exited(),
+        Some(VmmMessage::Exited {
+            reason: ExitReason::Halted,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_stop_ends_every_vcpu_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("spin", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-smp-stop", 3);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::StopAfterFirstMilestone);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::STOPPED_BY_HOST),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(final_mp_states(&run.stderr).len(), 3, "{}", run.stderr);
+}
