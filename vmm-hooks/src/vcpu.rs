@@ -157,19 +157,32 @@ pub fn run(
     set: &VcpuSet,
     shutdown: &Shutdown,
 ) -> VcpuEnd {
+    // Whether the last KVM_RUN left no exit to complete: KVM finishes an `in` or MMIO
+    // read only on the next KVM_RUN, so the vCPU's state is consistent (and may be
+    // reported to a check round) only after a KVM_RUN that returned EINTR.
+    let mut settled = true;
     loop {
         if shutdown.requested().is_some() || set.ended() {
             return VcpuEnd::Stopped;
         }
-        set.pause_point(index, vcpu, shutdown);
+        if settled {
+            set.pause_point(index, vcpu, shutdown);
+        }
+        // During a check round an unsettled vCPU re-enters only to complete its exit:
+        // with immediate_exit KVM returns EINTR before running guest code.
+        vcpu.set_kvm_immediate_exit(u8::from(!settled && set.round_active()));
         set.set_in_guest(index, true);
         let result = vcpu.run();
         set.set_in_guest(index, false);
         let exit = match result {
             Ok(e) => e,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                settled = true;
+                continue;
+            }
             Err(e) => return VcpuEnd::KvmError(format!("KVM_RUN failed on vCPU {index}: {e}")),
         };
+        settled = false;
         set.note_exit();
         let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let ctx = &mut *guard;

@@ -48,6 +48,8 @@ struct Round {
 pub struct VcpuSet {
     /// A vCPU ended the VM (or the supervisor did): every vCPU stops.
     ended: AtomicBool,
+    /// Mirrors `round.active` for the vCPU loops' lock-free check.
+    pausing: AtomicBool,
     /// Exits handled by any vCPU (activity, to skip check rounds on a busy guest).
     exits: AtomicU64,
     /// Per vCPU: inside (or about to enter) KVM_RUN, so a kick is needed to reach it.
@@ -82,6 +84,7 @@ impl VcpuSet {
     pub fn new(count: usize) -> Self {
         VcpuSet {
             ended: AtomicBool::new(false),
+            pausing: AtomicBool::new(false),
             exits: AtomicU64::new(0),
             in_guest: (0..count).map(|_| AtomicBool::new(false)).collect(),
             round: Mutex::new(Round {
@@ -120,10 +123,21 @@ impl VcpuSet {
         }
     }
 
-    /// Called by vCPU `index` at the top of its loop: during a check round, reports
-    /// its state and waits for the verdict (or a stop).
+    /// Whether a check round is under way.
+    pub fn round_active(&self) -> bool {
+        self.pausing.load(Ordering::SeqCst)
+    }
+
+    fn set_round(&self, round: &mut Round, active: bool) {
+        round.active = active;
+        self.pausing.store(active, Ordering::SeqCst);
+    }
+
+    /// Called by vCPU `index` at the top of its loop when it has no exit left to
+    /// complete: during a check round, reports its state and waits for the verdict
+    /// (or a stop).
     pub fn pause_point(&self, index: usize, vcpu: &VcpuFd, shutdown: &Shutdown) {
-        if !self.lock().active {
+        if !self.round_active() {
             return;
         }
         let report = match (vcpu.get_mp_state(), vcpu.get_regs()) {
@@ -173,7 +187,7 @@ pub fn supervise(
     loop {
         shutdown::poll_signal(shutdown);
         let stopping = shutdown.requested().is_some() || set.ended();
-        let round_active = set.lock().active;
+        let round_active = set.round_active();
         if stopping || round_active {
             kick_running(set, threads, round_active && !stopping);
         }
@@ -229,14 +243,14 @@ pub fn supervise(
                     first.get_or_insert(VcpuEnd::Halted { rip });
                     set.ended.store(true, Ordering::SeqCst);
                 }
-                round.active = false;
+                set.set_round(&mut round, false);
                 round.reports.iter_mut().for_each(|r| *r = None);
                 quiet_since = Instant::now();
                 drop(round);
                 set.wake.notify_all();
             }
         } else if quiet_since.elapsed() >= CHECK_PERIOD {
-            round.active = true;
+            set.set_round(&mut round, true);
             drop(round);
             kick_running(set, threads, true);
         }
