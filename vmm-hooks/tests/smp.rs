@@ -76,9 +76,18 @@ fn the_guest_starts_its_ap_with_init_and_sipi_and_the_ap_runs() {
         "{}",
         run.stderr
     );
+    // The AP's CPUID says APIC id 1 in leaf 1 and in leaf 0xb; the BSP's says 0, two
+    // logical processors, hypervisor bit set (tvp-vmm's normalisation, seen by the
+    // guest on real KVM).
     assert!(
-        run.console.contains("AP\n"),
+        run.console.contains("AP 1 1\n"),
         "the AP's output: {:?}",
+        run.console
+    );
+    assert!(
+        run.console
+            .contains("cpu a=00000000 n=00000002 h=00000001\n"),
+        "{:?}",
         run.console
     );
     assert!(run.console.contains("smp ok"), "{:?}", run.console);
@@ -101,6 +110,12 @@ fn with_one_vcpu_the_sipi_goes_nowhere() {
         run.stderr
     );
     assert!(run.console.contains("no AP"), "{:?}", run.console);
+    assert!(
+        run.console
+            .contains("cpu a=00000000 n=00000001 h=00000001\n"),
+        "{:?}",
+        run.console
+    );
     assert_eq!(final_mp_states(&run.stderr).len(), 1, "{}", run.stderr);
 }
 

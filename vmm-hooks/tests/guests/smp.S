@@ -1,8 +1,8 @@
 /* Starts the application processor (APIC id 1) the way an operating system does:
  * copies a real-mode trampoline below 1 MiB, sends INIT and a start-up IPI through the
  * in-kernel LAPIC (xAPIC MMIO at 0xfee00000), and waits for the AP to set a flag. The
- * AP prints "AP" on COM1 (a port exit on the second vCPU thread), sets the flag and
- * halts with interrupts off. The BSP then prints "smp ok" and powers off, or prints
+ * AP prints "AP" and its APIC ids from CPUID on COM1 (port exits on the second vCPU
+ * thread), sets the flag and halts with interrupts off. The BSP then prints "smp ok" and powers off, or prints
  * "no AP" and powers off if the flag never comes. */
 #include "lib.S"
 
@@ -11,6 +11,32 @@
 #define LAPIC      0xfee00000
 
 main:
+    /* The BSP's own CPUID as tvp-vmm normalised it: "cpu a=<APIC id> h=<hypervisor>
+     * n=<logical processors>". */
+    mov $'c', %al
+    call putc
+    mov $'p', %al
+    call putc
+    mov $'u', %al
+    call putc
+    mov $1, %eax
+    cpuid
+    push %rcx
+    push %rbx
+    shr $24, %ebx
+    mov $'a', %al
+    call print_field
+    pop %rbx
+    shr $16, %ebx
+    and $0xff, %ebx
+    mov $'n', %al
+    call print_field
+    pop %rbx
+    shr $31, %ebx
+    mov $'h', %al
+    call print_field
+    mov $'\n', %al
+    call putc
     lea ap_tramp(%rip), %rsi
     mov $TRAMPOLINE, %edi
     mov $(ap_tramp_end - ap_tramp), %ecx
@@ -51,10 +77,28 @@ no_ap:  .asciz "no AP\n"
 /* The AP's first instructions, in real mode at CS:IP = (TRAMPOLINE >> 4):0. */
     .code16
 ap_tramp:
+    /* "AP <leaf 1 APIC id> <leaf 0xb x2APIC id>", each one decimal digit. */
+    mov $1, %eax
+    cpuid
+    shr $24, %ebx
+    mov $0xb, %eax
+    xor %ecx, %ecx
+    cpuid
+    mov %edx, %ecx
     mov $SERIAL_PORT, %dx
     mov $'A', %al
     out %al, %dx
     mov $'P', %al
+    out %al, %dx
+    mov $' ', %al
+    out %al, %dx
+    mov %bl, %al
+    add $'0', %al
+    out %al, %dx
+    mov $' ', %al
+    out %al, %dx
+    mov %cl, %al
+    add $'0', %al
     out %al, %dx
     mov $'\n', %al
     out %al, %dx
