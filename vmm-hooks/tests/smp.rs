@@ -1,7 +1,8 @@
 //! Several vCPUs on real KVM: the application processors exist in KVM's wait-for-SIPI
 //! state, the guest starts one itself with INIT/SIPI through the in-kernel LAPIC and
 //! it runs (its port I/O reaches the shared devices), a VM whose vCPUs can never run
-//! again ends as halted, and any vCPU's end ends the VM.
+//! again ends as halted, and any vCPU's end ends the VM; interrupts (LAPIC timer, PIT through
+//! the PIC, COM1 through its irqfd) reach the guest through the in-kernel irqchip.
 // Test code: a failed assumption is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
@@ -150,4 +151,24 @@ fn a_stop_ends_every_vcpu_thread() {
         run.stderr
     );
     assert_eq!(final_mp_states(&run.stderr).len(), 3, "{}", run.stderr);
+}
+
+#[test]
+fn lapic_timer_pit_and_com1_interrupts_reach_a_guest_through_the_in_kernel_irqchip() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("irq", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-irq", 2);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::POWERED_OFF),
+        "{}\n{}",
+        run.console,
+        run.stderr
+    );
+    // The LAPIC timer woke a halted vCPU, the PIT's IRQ 0 came through the PIC and
+    // LINT0, and COM1's IRQ 4 through tvp-vmm's irqfd.
+    for line in ["lapic timer ok", "pit ok", "com1 irq ok"] {
+        assert!(run.console.contains(line), "{line}: {:?}", run.console);
+    }
 }
