@@ -71,11 +71,14 @@ pub fn setup_vm(vm: &VmFd) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// The CPUID table of vCPU `topo.index`: KVM's supported set, normalised.
-pub fn cpuid_for(kvm: &Kvm, topo: Topology) -> Result<CpuId, VmmError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(VmmError::kvm("get supported CPUID"))?;
+/// KVM's supported CPUID set (read once per VM; each vCPU's table derives from it).
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VmmError> {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(VmmError::kvm("get supported CPUID"))
+}
+
+/// The CPUID table of vCPU `topo.index`: `supported`, normalised.
+pub fn cpuid_for(supported: &CpuId, topo: Topology) -> Result<CpuId, VmmError> {
     let mut entries = supported.as_slice().to_vec();
     cpuid::normalize(&mut entries, topo);
     CpuId::from_entries(&entries).map_err(|e| {
@@ -83,10 +86,11 @@ pub fn cpuid_for(kvm: &Kvm, topo: Topology) -> Result<CpuId, VmmError> {
     })
 }
 
-/// Sets vCPU `topo.index`'s CPUID, boot MSRs and LAPIC LINT0/LINT1. Registers and
-/// segments are the measured entry state's business (vCPU 0 only, [`crate::vcpu`]).
-pub fn setup_vcpu(kvm: &Kvm, vcpu: &VcpuFd, topo: Topology) -> Result<(), VmmError> {
-    vcpu.set_cpuid2(&cpuid_for(kvm, topo)?)
+/// Sets vCPU `topo.index`'s CPUID (from KVM's `supported` set), boot MSRs and LAPIC
+/// LINT0/LINT1. Registers and segments are the measured entry state's business
+/// (vCPU 0 only, [`crate::vcpu`]).
+pub fn setup_vcpu(supported: &CpuId, vcpu: &VcpuFd, topo: Topology) -> Result<(), VmmError> {
+    vcpu.set_cpuid2(&cpuid_for(supported, topo)?)
         .map_err(VmmError::kvm("set CPUID"))?;
     set_boot_msrs(vcpu)?;
     set_lint(vcpu)

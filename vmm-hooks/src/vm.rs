@@ -286,8 +286,6 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             "KVM lacks read-only memory slots (needed for the configuration page)".into(),
         ));
     }
-    // The in-kernel platform (irqchip, PIT, TSS) exists before any vCPU.
-    arch::setup_vm(&vm)?;
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
@@ -335,6 +333,10 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
     }
     ram.register(&vm)?;
+    // The in-kernel platform (irqchip, PIT, TSS) exists before any vCPU; created after
+    // the memory slots, as Firecracker does (a slot added after the irqchip costs
+    // milliseconds on nested KVM).
+    arch::setup_vm(&vm)?;
     for (i, e) in log.events().iter().enumerate() {
         tx.send(&VmmMessage::Measurement {
             index: i as u32,
@@ -355,12 +357,13 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     // vCPU 0 (the BSP) starts at the measured entry state; the others wait in KVM's
     // wait-for-SIPI state until the guest starts them.
     let mut vcpu_fds = Vec::with_capacity(usize::from(vcpu_count));
+    let supported_cpuid = arch::supported_cpuid(&kvm)?;
     for index in 0..vcpu_count {
         let fd = vm
             .create_vcpu(u64::from(index))
             .map_err(VmmError::kvm("create vCPU"))?;
         arch::setup_vcpu(
-            &kvm,
+            &supported_cpuid,
             &fd,
             Topology {
                 index,
