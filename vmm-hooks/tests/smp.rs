@@ -172,3 +172,27 @@ fn lapic_timer_pit_and_com1_interrupts_reach_a_guest_through_the_in_kernel_irqch
         assert!(run.console.contains(line), "{line}: {:?}", run.console);
     }
 }
+
+#[test]
+fn an_ap_powering_off_ends_the_vm_while_the_bsp_spins() {
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("ap_off", dir.path());
+    let cfg = write_config_vcpus(dir.path(), b"U-ap-off", 2);
+    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    assert_eq!(
+        run.exit_code,
+        Some(exit_code::POWERED_OFF),
+        "{}",
+        run.stderr
+    );
+    assert!(run.console.contains("AP 1 1\n"), "{:?}", run.console);
+    // vCPU 1 ended the VM; vCPU 0 was kicked out of its spin and stopped.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("vCPU ended the VM") && l.contains("vcpu=1")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(final_mp_states(&run.stderr).len(), 2, "{}", run.stderr);
+}

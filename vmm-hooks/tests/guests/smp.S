@@ -48,6 +48,9 @@ main:
     movl $0x00004500, 0x300(%rbx)      /* ICR low: INIT, assert */
     movl $0x01000000, 0x310(%rbx)
     movl $(0x00004600 | (TRAMPOLINE >> 12)), 0x300(%rbx)  /* start-up IPI */
+#ifdef AP_POWER_OFF
+5:  jmp 5b                             /* the AP ends the VM */
+#endif
     mov $500000, %ecx                  /* about a second of emulated CPL 0 here */
 1:  cmpb $1, AP_FLAG
     je 2f
@@ -103,6 +106,11 @@ ap_tramp:
     mov $'\n', %al
     out %al, %dx
     movb $1, %cs:(AP_FLAG - TRAMPOLINE)
+#ifdef AP_POWER_OFF
+    mov $POWER_PORT, %dx
+    mov $POWER_OFF_VALUE, %ax
+    out %ax, %dx
+#endif
 4:  cli
     hlt
     jmp 4b
