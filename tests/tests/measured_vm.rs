@@ -415,3 +415,27 @@ fn mailbox_requests_from_a_vm_without_the_lease_are_refused_and_logged() {
     );
     t.assert_leased_pcrs_free();
 }
+
+#[test]
+fn a_measured_vm_with_two_vcpus_attests_and_hands_over_and_one_with_65_is_refused() {
+    // Issue #17: vcpus from the spec reaches the measured page and tvp-vmm runs that
+    // many vCPU threads (the second waits for a start-up IPI; vmm-hooks/tests/smp.rs).
+    require!("swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let fw = build_guest("happy", &tpm.scratch("guest"));
+    let t = Tvpd::start(&tpm, &dir, &["--firmware", fw.to_str().unwrap()]);
+    let r = t.create_vm(&spec("smp", 60).set("vcpus", serde_json::json!(2)));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "smp", ended, TO_END);
+    assert_eq!(states(&v), FULL_BOOT, "{v}");
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    let page = dir.join("state/vms/smp/config.page");
+    let cfg = std::fs::read(&page).unwrap();
+    assert_eq!(tvp_abi::config::decode(&cfg).unwrap().vcpus, 2);
+    assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
+    t.assert_leased_pcrs_free();
+    let bad = t.create_vm(&spec("smp-65", 60).set("vcpus", serde_json::json!(65)));
+    assert_eq!(bad.status, 400);
+    assert!(String::from_utf8_lossy(&bad.body).contains("vcpus"));
+}

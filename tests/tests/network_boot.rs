@@ -377,3 +377,43 @@ fn a_stalled_client_does_not_hold_up_another_vms_boot() {
         "{r}"
     );
 }
+
+#[test]
+fn a_two_vcpu_vm_network_boots_its_workload_and_the_boot_server_checks_the_count() {
+    // Issue #17: the VM spec's vcpus reaches the measured configuration page; the
+    // firmware runs on vCPU 0 while vCPU 1 waits for a start-up IPI; the boot server's
+    // reservation checks the count, PCR 23 is what tvpctl computes from the files.
+    require!(Need::Netns, "swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let ns = NetNs::create("smp");
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca_pem = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let mut server = BootServer::builder(&ns, &h, &ten)
+        .expect_vcpus(2)
+        .reservations("10.0.0.2 U-smp-1\n10.0.0.2 U-smp-2\n")
+        .connections(2)
+        .start();
+    // One vCPU where the tenant reserved two: refused at the page check.
+    let o = boot(&h, &mut server, "smp-1", "U-smp-1", &ca_pem);
+    o.assert_refused("reservation-refused", 8, "config-mismatch:vcpus");
+    // Two: attested, delivered, the workload runs.
+    let spec = vm_spec("smp-2", "U-smp-2", &ca_pem).set("vcpus", json!(2));
+    let o = boot_spec(&h, &mut server, "smp-2", &spec);
+    eprintln!("--- console ---\n{}\n--- vm ---\n{}", o.console, o.vm);
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(o.workload_ran(), "{}", o.console);
+    assert_eq!(states(&o.vm), FULL_BOOT, "{}", o.vm);
+    assert_eq!(o.report["quoted_pcr23"], o.vm["pcr23"]);
+    let page = h.t.state_dir.join("vms/smp-2/config.page");
+    assert_eq!(
+        tvp_abi::config::decode(&std::fs::read(&page).unwrap())
+            .unwrap()
+            .vcpus,
+        2
+    );
+    assert_eq!(
+        o.vm["pcr23"],
+        tvp_tests::vm::expected_pcr23(&h.t, &h.firmware, &page, tvp_tests::Tenant::shared())
+    );
+}

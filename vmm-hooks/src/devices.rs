@@ -1,4 +1,4 @@
-//! Port-I/O devices: the 8250 UART (console log), power-off and i8042 reset, the boot
+//! Port-I/O devices: the 8250 UART (console log, IRQ 4), power-off and i8042 reset, the boot
 //! timer and the mailbox doorbell. Each port access is decoded into an [`IoAction`]
 //! the vCPU loop acts on; nothing here reads guest memory.
 
@@ -8,6 +8,7 @@ use std::path::Path;
 use tvp_abi::ports::*;
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::error::VmmError;
 
@@ -26,13 +27,16 @@ pub enum IoAction {
     Doorbell,
 }
 
-/// The UART has no interrupt line wired (the firmware polls).
-pub struct NoIrq;
+/// The UART's interrupt line: an eventfd registered with KVM as an irqfd for COM1's
+/// IRQ 4, so a write raises the line on the in-kernel PIC and IOAPIC without a trip
+/// through the vCPU loop. The UART raises it only when the guest enabled interrupts in
+/// its IER (the firmware polls and never does).
+pub struct IrqLine(pub EventFd);
 
-impl Trigger for NoIrq {
-    type E = std::convert::Infallible;
+impl Trigger for IrqLine {
+    type E = std::io::Error;
     fn trigger(&self) -> Result<(), Self::E> {
-        Ok(())
+        self.0.write(1)
     }
 }
 
@@ -88,7 +92,7 @@ impl Write for ConsoleLog {
 
 /// All port-I/O devices of a VM.
 pub struct Devices {
-    serial: Serial<NoIrq, NoEvents, ConsoleLog>,
+    serial: Serial<IrqLine, NoEvents, ConsoleLog>,
     unhandled_logged: u32,
 }
 
@@ -96,10 +100,10 @@ pub struct Devices {
 const UNHANDLED_LOG_LIMIT: u32 = 16;
 
 impl Devices {
-    /// Devices with the UART writing to `console`.
-    pub fn new(console: ConsoleLog) -> Self {
+    /// Devices with the UART writing to `console` and interrupting through `irq`.
+    pub fn new(console: ConsoleLog, irq: IrqLine) -> Self {
         Devices {
-            serial: Serial::new(NoIrq, console),
+            serial: Serial::new(irq, console),
             unhandled_logged: 0,
         }
     }

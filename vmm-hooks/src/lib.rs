@@ -8,7 +8,8 @@
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
 //! [`tap`], [`dma`]: what it may write, [`netfilter`]: what it may send), [`mailbox`],
 //! [`channel`] (with [`adopt`]: surviving a tvpd restart),
-//! [`vcpu`], [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
+//! [`arch`] (in-kernel irqchip, PIT, per-vCPU MSRs and LAPIC) with [`cpuid`], [`vcpu`]
+//! (one vCPU's loop) and [`vcpus`] (the set of vCPU threads), [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
 //! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
 //! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF) and `lockdown` (prctl,
 //! madvise).
@@ -19,7 +20,9 @@
 )]
 
 pub mod adopt;
+pub mod arch;
 pub mod channel;
+pub mod cpuid;
 pub mod devices;
 pub mod dma;
 pub mod error;
@@ -33,5 +36,6 @@ pub mod netfilter;
 pub mod shutdown;
 pub mod tap;
 pub mod vcpu;
+pub mod vcpus;
 pub mod virtio_net;
 pub mod vm;

@@ -79,6 +79,14 @@ const KVM_RUN: u64 = (KVMIO << 8) | 0x80;
 fn kvm_get_regs() -> u64 {
     (2 << 30) | ((std::mem::size_of::<kvm_bindings::kvm_regs>() as u64) << 16) | (KVMIO << 8) | 0x81
 }
+/// _IOR(KVMIO, 0x98, struct kvm_mp_state): the halt check and the end-of-run log read
+/// each vCPU's multiprocessing state.
+fn kvm_get_mp_state() -> u64 {
+    (2 << 30)
+        | ((std::mem::size_of::<kvm_bindings::kvm_mp_state>() as u64) << 16)
+        | (KVMIO << 8)
+        | 0x98
+}
 
 /// The syscalls the running VMM needs (vCPU loop, channel, logging, memory allocator,
 /// thread exit, kick signal). Anything else kills the process (SIGSYS), which tvpd
@@ -133,7 +141,11 @@ fn build_filter() -> Result<BpfProgram, VmmError> {
     };
     rules.insert(
         libc::SYS_ioctl,
-        vec![ioctl_rule(KVM_RUN)?, ioctl_rule(kvm_get_regs())?],
+        vec![
+            ioctl_rule(KVM_RUN)?,
+            ioctl_rule(kvm_get_regs())?,
+            ioctl_rule(kvm_get_mp_state())?,
+        ],
     );
     // fcntl(fd, F_GETFD) only: Rust's std checks a descriptor with it when dropping one
     // (debug builds); it reads a flag and changes nothing.

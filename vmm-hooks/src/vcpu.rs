@@ -6,10 +6,11 @@ use crate::devices::{Devices, IoAction};
 use crate::error::VmmError;
 use crate::mailbox::Mailbox;
 use crate::shutdown::Shutdown;
+use crate::vcpus::VcpuSet;
 use crate::virtio_net::VirtioNet;
-use kvm_bindings::{kvm_segment, KVM_EXIT_INTERNAL_ERROR, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
-use std::sync::Arc;
+use kvm_bindings::{kvm_segment, KVM_EXIT_INTERNAL_ERROR};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tvp_abi::layout::{EntryState, CODE_SELECTOR, CONFIG_PAGE_GPA, DATA_SELECTOR};
 use tvp_abi::PAGE_SIZE;
@@ -77,14 +78,9 @@ pub struct VcpuContext {
     pub net: Option<VirtioNet>,
 }
 
-/// Sets CPUID, segments, control registers and general registers for `state`.
-pub fn configure(kvm: &Kvm, vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(VmmError::kvm("get supported CPUID"))?;
-    vcpu.set_cpuid2(&cpuid)
-        .map_err(VmmError::kvm("set CPUID"))?;
-
+/// Sets segments, control registers and general registers of the boot vCPU for the
+/// measured `state` (CPUID, MSRs and LAPIC: [`crate::arch::setup_vcpu`]).
+pub fn configure(vcpu: &VcpuFd, state: &EntryState) -> Result<(), VmmError> {
     let mut sregs = vcpu.get_sregs().map_err(VmmError::kvm("get sregs"))?;
     let seg = |selector: u16, type_: u8, l: u8, db: u8| kvm_segment {
         base: 0,
@@ -151,17 +147,45 @@ fn internal_error(vcpu: &mut VcpuFd) -> VcpuEnd {
     }
 }
 
-/// Runs the vCPU until the guest ends or a stop is requested.
-pub fn run(vcpu: &mut VcpuFd, ctx: &mut VcpuContext) -> VcpuEnd {
+/// Runs vCPU `index` until the guest ends, another vCPU ends the VM, or a stop is
+/// requested. The device context is shared by every vCPU: each exit is handled under
+/// its lock, so devices see one access at a time whichever vCPU made it.
+pub fn run(
+    vcpu: &mut VcpuFd,
+    index: usize,
+    shared: &Mutex<VcpuContext>,
+    set: &VcpuSet,
+    shutdown: &Shutdown,
+) -> VcpuEnd {
+    // Whether the last KVM_RUN left no exit to complete: KVM finishes an `in` or MMIO
+    // read only on the next KVM_RUN, so the vCPU's state is consistent (and may be
+    // reported to a check round) only after a KVM_RUN that returned EINTR.
+    let mut settled = true;
     loop {
-        if ctx.shutdown.requested().is_some() {
+        if shutdown.requested().is_some() || set.ended() {
             return VcpuEnd::Stopped;
         }
-        let exit = match vcpu.run() {
+        if settled {
+            set.pause_point(index, vcpu, shutdown);
+        }
+        // During a check round an unsettled vCPU re-enters only to complete its exit:
+        // with immediate_exit KVM returns EINTR before running guest code.
+        vcpu.set_kvm_immediate_exit(u8::from(!settled && set.round_active()));
+        set.set_in_guest(index, true);
+        let result = vcpu.run();
+        set.set_in_guest(index, false);
+        let exit = match result {
             Ok(e) => e,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-            Err(e) => return VcpuEnd::KvmError(format!("KVM_RUN failed: {e}")),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                settled = true;
+                continue;
+            }
+            Err(e) => return VcpuEnd::KvmError(format!("KVM_RUN failed on vCPU {index}: {e}")),
         };
+        settled = false;
+        set.note_exit();
+        let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let ctx = &mut *guard;
         match exit {
             VcpuExit::IoOut(port, data) => match ctx.devices.io_out(port, data) {
                 IoAction::None => {}

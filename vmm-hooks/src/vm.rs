@@ -1,8 +1,11 @@
 //! One VM's life: build and measure it, report the measurements, wait for tvpd's Start,
-//! run the vCPU, and end it cleanly (stop, scrub memory, report, exit code).
+//! run the vCPUs, and end it cleanly (stop, scrub memory, report, exit code).
 
 use crate::adopt::AdoptionPort;
+use crate::arch;
 use crate::channel::{self, ChannelHost, ChannelTx, StartDecision};
+use crate::cpuid::Topology;
+use crate::devices::IrqLine;
 use crate::devices::{ConsoleLog, Devices};
 use crate::dma::DmaPolicy;
 use crate::error::VmmError;
@@ -14,19 +17,21 @@ use crate::memory::GuestRam;
 use crate::shutdown::{self, Shutdown, StopCause};
 use crate::tap::Tap;
 use crate::vcpu::{self, VcpuContext, VcpuEnd};
+use crate::vcpus::{self, VcpuSet};
 use crate::virtio_net::VirtioNet;
 use kvm_ioctls::{Cap, Kvm};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tvp_abi::config;
 use tvp_abi::layout::{build_boot_region, EntryState, BOOT_REGION_SIZE, CONFIG_PAGE_GPA};
 use tvp_abi::measure::{events_from_parts, EventType};
 use tvp_abi::PAGE_SIZE;
 use tvp_vmm_channel::{ExitReason, VmmMessage, PROTOCOL_VERSION};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Largest firmware file accepted (it must also fit the VM's RAM).
 pub const FIRMWARE_MAX: u64 = 1 << 30;
@@ -254,12 +259,9 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     // Inputs: read once, validated, and these very bytes are measured and loaded.
     let config_page = read_file(&opts.config_page, PAGE_SIZE as u64)?;
     let cfg = config::decode(&config_page).map_err(VmmError::Config)?;
-    if cfg.vcpus != 1 {
-        return Err(VmmError::Unsupported(format!(
-            "{} vCPUs requested; this VMM runs 1",
-            cfg.vcpus
-        )));
-    }
+    // The page's decoder bounds it to 1..=VCPUS_MAX (64).
+    let vcpu_count = u8::try_from(cfg.vcpus)
+        .map_err(|_| VmmError::Unsupported(format!("{} vCPUs", cfg.vcpus)))?;
     let mem_size = cfg.mem_size();
     // The NIC's TAP device is opened now: after the lockdown nothing can be opened.
     let mut net = match &opts.tap {
@@ -284,8 +286,6 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             "KVM lacks read-only memory slots (needed for the configuration page)".into(),
         ));
     }
-    vm.set_tss_address(0xfffb_d000)
-        .map_err(VmmError::kvm("set TSS address"))?;
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
@@ -333,6 +333,10 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
     }
     ram.register(&vm)?;
+    // The in-kernel platform (irqchip, PIT, TSS) exists before any vCPU; created after
+    // the memory slots, as Firecracker does (a slot added after the irqchip costs
+    // milliseconds on nested KVM).
+    arch::setup_vm(&vm)?;
     for (i, e) in log.events().iter().enumerate() {
         tx.send(&VmmMessage::Measurement {
             index: i as u32,
@@ -350,16 +354,40 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
 
     wait_for_start(&rx.start, &shutdown, &ram)?;
 
-    let mut vcpu_fd = vm.create_vcpu(0).map_err(VmmError::kvm("create vCPU"))?;
-    vcpu::configure(&kvm, &vcpu_fd, &entry_state)?;
+    // vCPU 0 (the BSP) starts at the measured entry state; the others wait in KVM's
+    // wait-for-SIPI state until the guest starts them.
+    let mut vcpu_fds = Vec::with_capacity(usize::from(vcpu_count));
+    let supported_cpuid = arch::supported_cpuid(&kvm)?;
+    for index in 0..vcpu_count {
+        let fd = vm
+            .create_vcpu(u64::from(index))
+            .map_err(VmmError::kvm("create vCPU"))?;
+        arch::setup_vcpu(
+            &supported_cpuid,
+            &fd,
+            Topology {
+                index,
+                count: vcpu_count,
+            },
+        )?;
+        if index == 0 {
+            vcpu::configure(&fd, &entry_state)?;
+        }
+        vcpu_fds.push(fd);
+    }
+    // COM1's IRQ 4 through the irqchip.
+    let com1_irq = EventFd::new(libc::EFD_NONBLOCK)
+        .map_err(|e| VmmError::Process(format!("COM1 interrupt eventfd: {e}")))?;
+    vm.register_irqfd(&com1_irq, arch::COM1_IRQ)
+        .map_err(VmmError::kvm("register COM1's irqfd"))?;
     let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
     // Everything is open: from here on the VMM needs no privilege at all.
     if let Some((uid, gid)) = opts.run_as {
         lockdown::drop_privileges(uid, gid)?;
         log::info!(vm = opts.vm_id.as_str(), uid = uid, gid = gid; "privileges dropped");
     }
-    let mut ctx = VcpuContext {
-        devices: Devices::new(console),
+    let ctx = Arc::new(Mutex::new(VcpuContext {
+        devices: Devices::new(console, IrqLine(com1_irq)),
         mailbox: Mailbox::new(opts.host_timeout),
         host: ChannelHost {
             tx: tx.clone(),
@@ -373,36 +401,58 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         milestones: 0,
         mmio_seen: 0,
         net,
-    };
-    let (done_tx, done_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel::<bool>();
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name("vcpu0".into())
-        .spawn(move || {
-            // The thread is fully started (glibc's per-thread setup done) before the
-            // filter is installed on it.
-            let _ = ready_tx.send(());
-            // Wait until the process is locked down before the first guest instruction.
-            let end = if go_rx.recv() == Ok(true) {
-                vcpu::run(&mut vcpu_fd, &mut ctx)
-            } else {
-                VcpuEnd::Stopped
-            };
-            if let Some(net) = &ctx.net {
-                net.log_totals();
+    }));
+    let set = Arc::new(VcpuSet::new(vcpu_fds.len()));
+    let (done_tx, done_rx) = mpsc::channel::<(usize, VcpuEnd)>();
+    let mut gates = Vec::with_capacity(vcpu_fds.len());
+    let mut handles = Vec::with_capacity(vcpu_fds.len());
+    for (index, mut fd) in vcpu_fds.into_iter().enumerate() {
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let (ctx, set, shutdown, done_tx) =
+            (ctx.clone(), set.clone(), shutdown.clone(), done_tx.clone());
+        let vm_id = opts.vm_id.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || {
+                // The thread is fully started (glibc's per-thread setup done) before
+                // the filter is installed on it.
+                let _ = ready_tx.send(());
+                // Wait until the process is locked down before the first guest
+                // instruction.
+                let end = if go_rx.recv() == Ok(true) {
+                    vcpu::run(&mut fd, index, &ctx, &set, &shutdown)
+                } else {
+                    VcpuEnd::Stopped
+                };
+                let state = fd
+                    .get_mp_state()
+                    .map_or("unknown", |m| vcpus::mp_state_name(m.mp_state));
+                log::info!(vm = vm_id.as_str(), vcpu = index, mp_state = state; "vCPU thread ended");
+                let _ = done_tx.send((index, end));
+            });
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                stop_threads(gates, handles);
+                ram.scrub();
+                return Err(VmmError::Process(format!("cannot spawn vCPU thread: {e}")));
             }
-            let _ = done_tx.send(end);
-            drop(ctx);
-        })
-        .map_err(|e| VmmError::Process(format!("cannot spawn vCPU thread: {e}")))?;
-    if ready_rx.recv().is_err() {
-        return Err(VmmError::Process("vCPU thread died at start".into()));
+        };
+        if ready_rx.recv().is_err() {
+            stop_threads(gates, handles);
+            ram.scrub();
+            return Err(VmmError::Process(format!(
+                "vCPU thread {index} died at start"
+            )));
+        }
+        gates.push(go_tx);
+        handles.push(handle);
     }
+    drop(done_tx);
     if opts.syscall_filter {
         if let Err(e) = lockdown::install_syscall_filter() {
-            let _ = go_tx.send(false);
-            let _ = handle.join();
+            stop_threads(gates, handles);
             ram.scrub();
             return Err(e);
         }
@@ -414,32 +464,47 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         // SAFETY: getppid takes no arguments; the filter kills the process here.
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
-    log::info!(vm = opts.vm_id.as_str(), rip = format!("{:#x}", entry_state.rip); "starting vcpu0");
-    if go_tx.send(true).is_err() {
-        return Err(VmmError::Process("vCPU thread gone before start".into()));
-    }
-    let end = loop {
-        shutdown::poll_signal(&shutdown);
-        if shutdown.requested().is_some() {
-            vcpu::kick(handle.as_pthread_t());
+    log::info!(vm = opts.vm_id.as_str(), rip = format!("{:#x}", entry_state.rip), vcpus = vcpu_count; "starting vcpu0 (the others wait for SIPI)");
+    let mut threads: Vec<vcpus::Thread> = handles
+        .iter()
+        .map(|h| vcpus::Thread {
+            pthread: h.as_pthread_t(),
+            done: false,
+        })
+        .collect();
+    for gate in &gates {
+        if gate.send(true).is_err() {
+            shutdown.request(StopCause::Host);
         }
-        match done_rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(end) => break end,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                break VcpuEnd::KvmError("vCPU thread died".into())
-            }
-        }
-    };
-    if handle.join().is_err() {
-        log::error!("vCPU thread panicked");
     }
+    let end = vcpus::supervise(&set, &mut threads, &done_rx, &shutdown);
+    for h in handles {
+        if h.join().is_err() {
+            log::error!("vCPU thread panicked");
+        }
+    }
+    if let Ok(ctx) = ctx.lock() {
+        if let Some(net) = &ctx.net {
+            net.log_totals();
+        }
+    }
+    drop(ctx);
     finish(
         opts,
         &ram,
         &tx,
         Outcome::from_end(end, shutdown.requested()),
     )
+}
+
+/// Tells vCPU threads that never ran to end, and joins them (setup failed).
+fn stop_threads(gates: Vec<mpsc::Sender<bool>>, handles: Vec<std::thread::JoinHandle<()>>) {
+    for gate in gates {
+        let _ = gate.send(false);
+    }
+    for h in handles {
+        let _ = h.join();
+    }
 }
 
 /// Loads the firmware, places the configuration page and the boot region, and measures

@@ -205,10 +205,10 @@ impl CreateVmRequest {
                 "no PEM CERTIFICATE block with a DER certificate",
             )
         })?;
-        if self.vcpus != 1 {
+        if !(1..=tvp_abi::config::VCPUS_MAX).contains(&self.vcpus) {
             return Err(bad(
                 "vcpus",
-                "this tvp-vmm runs measured VMs with exactly 1 vCPU",
+                "must be 1..=64 (vCPU 0 runs the firmware, the others wait for the guest's start-up IPI)",
             ));
         }
         if !(16..=3072).contains(&self.memory_mib) {
@@ -365,7 +365,8 @@ mod tests {
                 "tenant_ca_pem",
                 Box::new(|r| r.tenant_ca_pem = "junk".into()),
             ),
-            ("vcpus", Box::new(|r| r.vcpus = 2)),
+            ("vcpus", Box::new(|r| r.vcpus = 0)),
+            ("vcpus", Box::new(|r| r.vcpus = 65)),
             ("memory_mib", Box::new(|r| r.memory_mib = 1)),
             (
                 "attestation_deadline_secs",
