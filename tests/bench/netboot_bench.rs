@@ -178,5 +178,16 @@ fn main() {
         size / 1e6 / delivery,
         report["millis"]
     );
+    // The firmware's own figures (TSC): transfer, frames, device polls, check, digest.
+    let t0 = std::time::Instant::now();
+    while !console(&h.t, "kernel").contains("workload: loaded") && t0.elapsed() < BOOT_WITHIN {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for l in console(&h.t, "kernel")
+        .lines()
+        .filter(|l| l.starts_with("workload: "))
+    {
+        println!("  firmware: {l}");
+    }
     let _ = h.t.delete_vm("kernel", tvp_tests::Tenant::shared());
 }

@@ -238,6 +238,17 @@ fn deliver(
         Err(e) => step_failed("no workload", &e),
     };
     // From here on the boot server learns the outcome (a Status frame) before a failure.
+    let t_received = crate::clock::now_ms();
+    let transfer_ms = t_received.saturating_sub(reader.started_ms());
+    let st = net.phy.stats;
+    println!(
+        "workload: {} bytes received in {transfer_ms} ms ({} KB/s); {} frames in, {} out, {} device polls",
+        container.len(),
+        container.len() as u64 / transfer_ms.max(1),
+        st.rx_frames,
+        st.tx_frames,
+        st.kicks
+    );
     let now = crate::clock::wall_secs(cfg);
     let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
         Ok(p) => p,
@@ -246,7 +257,14 @@ fn deliver(
             fail_told(tls, net, Failure::BadSignature)
         }
     };
+    let t_verified = crate::clock::now_ms();
     let digest = tvp_abi::measure::sha256(payload);
+    let t_digest = crate::clock::now_ms();
+    println!(
+        "workload: signature check {} ms, sha256 {} ms",
+        t_verified.saturating_sub(t_received),
+        t_digest.saturating_sub(t_verified)
+    );
     print!(
         "workload: signature verified, {} bytes, sha256 ",
         payload.len()
@@ -273,6 +291,10 @@ fn deliver(
     let Ok((entry, arg)) = loaded else {
         fail_told(tls, net, Failure::BadWorkload)
     };
+    println!(
+        "workload: loaded in {} ms",
+        crate::clock::now_ms().saturating_sub(t_digest)
+    );
     if let Err(e) = mbox.handover(&digest) {
         println!("mailbox: handover refused: {e:?}");
         fail_told(tls, net, Failure::HandoverRefused)

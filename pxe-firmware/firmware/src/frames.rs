@@ -34,11 +34,16 @@ pub fn send(tls: &mut Tls, net: &mut Net, msg: MsgType, payload: &[u8]) -> Resul
 #[derive(Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// When the first byte of the frame being read arrived (TSC milliseconds).
+    started_ms: u64,
 }
 
 impl FrameReader {
     /// The next frame (type and payload), bounded by its type's limit.
     pub fn next(&mut self, tls: &mut Tls, net: &mut Net) -> Result<(MsgType, Vec<u8>), FrameError> {
+        if !self.buf.is_empty() {
+            self.started_ms = crate::clock::now_ms();
+        }
         loop {
             if let Some((msg, payload)) = frame_at(&self.buf).map_err(FrameError::Protocol)? {
                 let p = self.buf[payload.clone()].to_vec();
@@ -46,7 +51,15 @@ impl FrameReader {
                 return Ok((msg, p));
             }
             let more = tls.recv(net)?;
+            if self.buf.is_empty() {
+                self.started_ms = crate::clock::now_ms();
+            }
             self.buf.extend_from_slice(&more);
         }
+    }
+
+    /// When the first byte of the last frame returned arrived (TSC milliseconds).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
     }
 }
