@@ -190,4 +190,81 @@ fn main() {
         println!("  firmware: {l}");
     }
     let _ = h.t.delete_vm("kernel", tvp_tests::Tenant::shared());
+    drop(server);
+    peer_fetch(&ns, &ten, &signed, size / 1e6 / delivery);
+}
+
+/// Whether curl's figures show a download (bytes > 0).
+fn bytes_ok(v: &[f64]) -> bool {
+    v.first().is_some_and(|b| *b > 0.0)
+}
+
+/// The peer in the same run: the same signed workload fetched over TLS 1.3 across the
+/// same bridge by a host client (curl in a namespace on the bridge) from `openssl
+/// s_server` with the boot server's certificate at the boot server's address: what the
+/// host's own stack achieves on this machine, and the tunnel's ratio to it.
+fn peer_fetch(ns: &NetNs, ten: &TenantFiles, file: &std::path::Path, tunnel_mbs: f64) {
+    use std::process::{Command, Stdio};
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let d = &ten.dir;
+    let mut srv = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, "openssl", "s_server", "-quiet", "-tls1_3",
+        ])
+        .args(["-accept", "10.0.0.1:8444", "-WWW"])
+        .arg("-cert")
+        .arg(d.join("server.pem"))
+        .arg("-key")
+        .arg(d.join("server.key"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl s_server");
+    let peer = ns.peer("peer", "10.0.0.250");
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("https://{NAME}:8444/{}", name.to_string_lossy());
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &peer.name,
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{size_download} %{time_starttransfer} %{time_total}"])
+        .arg("--cacert")
+        .arg(d.join("ca.pem"))
+        .args(["--resolve", &format!("{NAME}:8444:10.0.0.1"), &url])
+        .output()
+        .expect("curl");
+    let _ = srv.kill();
+    let srv_out = srv.wait_with_output();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text.split(' ').filter_map(|x| x.parse().ok()).collect();
+    if v.len() != 3 {
+        println!("peer: curl said {text:?}");
+    }
+    let (&[bytes, first, total], true) = (&v[..], out.status.success() && bytes_ok(&v)) else {
+        println!(
+            "peer: curl failed: {text} {}; openssl s_server: {}",
+            String::from_utf8_lossy(&out.stderr),
+            srv_out.map_or(String::new(), |o| String::from_utf8_lossy(&o.stderr)
+                .into_owned())
+        );
+        return;
+    };
+    let mbs = bytes / 1e6 / (total - first).max(1e-6);
+    println!(
+        "peer (curl over TLS 1.3, same bridge, openssl s_server): {:.1} MB in {:.3} s = {mbs:.1} MB/s; \
+         tunnel / peer = {:.2}",
+        bytes / 1e6,
+        total - first,
+        tunnel_mbs / mbs
+    );
 }

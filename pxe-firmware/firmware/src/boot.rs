@@ -249,6 +249,7 @@ fn deliver(
         st.tx_frames,
         st.kicks
     );
+    print_profile(transfer_ms);
     let now = crate::clock::wall_secs(cfg);
     let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
         Ok(p) => p,
@@ -303,4 +304,24 @@ fn deliver(
     milestone(milestone::DONE);
     println!("tvp-firmware: handing over to the {kind} at {entry:#x}");
     crate::stub::handover(entry, arg)
+}
+
+/// Prints where the transfer's time went (TSC cycles per phase, [`crate::profile`]).
+fn print_profile(transfer_ms: u64) {
+    use crate::profile::{snapshot, Phase};
+    let khz = crate::clock::khz().max(1);
+    let p = snapshot();
+    let ms = |ph: Phase| p[ph as usize].0 / khz;
+    let n = |ph: Phase| p[ph as usize].1;
+    println!(
+        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (device polls {} ms in {}, sends {} ms in {}), TLS records {} ms in {} calls",
+        ms(Phase::Poll),
+        n(Phase::Poll),
+        ms(Phase::Kick),
+        n(Phase::Kick),
+        ms(Phase::Send),
+        n(Phase::Send),
+        ms(Phase::Tls),
+        n(Phase::Tls)
+    );
 }

@@ -11,7 +11,6 @@
 use crate::clock;
 use crate::hal::FwHal;
 use alloc::vec;
-use alloc::vec::Vec;
 use core::ptr::NonNull;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -84,19 +83,28 @@ impl Phy {
         self.stats.kicks += 1;
         // SAFETY: the stub maps the virtio-mmio window user read-write uncached (see
         // `open`); a 32-bit aligned read of a device register has no other effect.
-        let _ = unsafe { core::ptr::read_volatile(INTERRUPT_STATUS as *const u32) };
+        let _ = crate::profile::time(crate::profile::Phase::Kick, || unsafe {
+            core::ptr::read_volatile(INTERRUPT_STATUS as *const u32)
+        });
     }
 }
 
-/// A received frame (copied out; the driver's buffer is recycled at once).
-pub struct RxToken(Vec<u8>);
+/// A received frame, copied out of the driver's buffer (recycled at once) into a
+/// fixed buffer: no heap allocation per frame.
+pub struct RxToken {
+    frame: [u8; FRAME_MAX],
+    len: usize,
+}
+
+/// Largest frame the driver's buffers hold (an Ethernet frame of [`MTU`]).
+const FRAME_MAX: usize = MTU + 14;
 
 /// Permission to send one frame.
 pub struct TxToken<'a>(&'a mut Phy);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        f(self.frame.get(..self.len).unwrap_or_default())
     }
 }
 
@@ -106,7 +114,8 @@ impl phy::TxToken for TxToken<'_> {
         let r = f(tx.packet_mut());
         // A full queue or device error drops the frame; TCP retransmits.
         self.0.stats.tx_frames += 1;
-        let _ = self.0.dev.send(tx);
+        let dev = &mut self.0.dev;
+        let _ = crate::profile::time(crate::profile::Phase::Send, || dev.send(tx));
         r
     }
 }
@@ -124,11 +133,14 @@ impl phy::Device for Phy {
             }
         }
         let rx = self.dev.receive().ok()?;
-        let frame = rx.packet().to_vec();
+        let p = rx.packet();
+        let len = p.len().min(FRAME_MAX);
+        let mut frame = [0u8; FRAME_MAX];
+        frame[..len].copy_from_slice(&p[..len]);
         // The device suppresses receive notifications: recycling is a ring write.
         let _ = self.dev.recycle_rx_buffer(rx);
         self.stats.rx_frames += 1;
-        Some((RxToken(frame), TxToken(self)))
+        Some((RxToken { frame, len }, TxToken(self)))
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<TxToken<'_>> {
@@ -137,7 +149,7 @@ impl phy::Device for Phy {
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
-        caps.max_transmission_unit = MTU + 14;
+        caps.max_transmission_unit = FRAME_MAX;
         caps.max_burst_size = Some(1);
         caps.medium = Medium::Ethernet;
         caps
@@ -188,6 +200,8 @@ impl Net {
 
     /// One round of the stack: receive, process, transmit.
     pub fn poll(&mut self) {
-        self.iface.poll(now(), &mut self.phy, &mut self.sockets);
+        crate::profile::time(crate::profile::Phase::Poll, || {
+            self.iface.poll(now(), &mut self.phy, &mut self.sockets)
+        });
     }
 }
