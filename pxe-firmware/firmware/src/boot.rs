@@ -314,9 +314,11 @@ fn print_profile(transfer_ms: u64) {
     let ms = |ph: Phase| p[ph as usize].0 / khz;
     let n = |ph: Phase| p[ph as usize].1;
     println!(
-        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (device polls {} ms in {}, sends {} ms in {}), TLS records {} ms in {} calls",
+        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (ring {} ms for {} frames, device polls {} ms in {}, sends {} ms in {}), TLS records {} ms in {} calls",
         ms(Phase::Poll),
         n(Phase::Poll),
+        ms(Phase::Ring),
+        n(Phase::Ring),
         ms(Phase::Kick),
         n(Phase::Kick),
         ms(Phase::Send),

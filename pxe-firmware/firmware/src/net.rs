@@ -132,6 +132,7 @@ impl phy::Device for Phy {
                 return None;
             }
         }
+        let t0 = crate::profile::cycles();
         let rx = self.dev.receive().ok()?;
         let p = rx.packet();
         let len = p.len().min(FRAME_MAX);
@@ -139,6 +140,10 @@ impl phy::Device for Phy {
         frame[..len].copy_from_slice(&p[..len]);
         // The device suppresses receive notifications: recycling is a ring write.
         let _ = self.dev.recycle_rx_buffer(rx);
+        crate::profile::add(
+            crate::profile::Phase::Ring,
+            crate::profile::cycles().wrapping_sub(t0),
+        );
         self.stats.rx_frames += 1;
         Some((RxToken { frame, len }, TxToken(self)))
     }

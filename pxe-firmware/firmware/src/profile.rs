@@ -17,9 +17,11 @@ pub enum Phase {
     Send = 2,
     /// rustls' record layer: decryption of the received records.
     Tls = 3,
+    /// Taking a frame from the receive ring and reposting its buffer (virtio-drivers).
+    Ring = 4,
 }
 
-const PHASES: usize = 4;
+const PHASES: usize = 5;
 static CYCLES: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 static COUNTS: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 
