@@ -1,7 +1,7 @@
 //! The boot flow, run at CPL 3 after the stub.
 
 use crate::failure::{fail, Failure};
-use crate::frames::{self, FrameError, FrameReader};
+use crate::frames::{self, FrameError, FrameReader, Received};
 use crate::mailbox::Mailbox;
 use crate::net::Net;
 use crate::platform::milestone;
@@ -228,15 +228,27 @@ fn deliver(
         step_failed("evidence not sent", &e)
     }
     drop(evidence);
-    let container = match reader.next(tls, net) {
-        Ok((MsgType::Workload, w)) => w,
-        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::AttestationRejected),
-        Ok((t, _)) => {
+    // The workload window ends where the VM's image (if any) begins; the container is
+    // staged at its top, the loaded image goes below it.
+    let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
+    let container: &[u8] = match reader.next_staged(tls, net, elf::WORKLOAD_BASE..window_end) {
+        Ok(Received::Workload(w)) => w,
+        Ok(Received::TooLarge { len, capacity }) => {
+            println!(
+                "workload: {len} bytes announced, this VM's workload window takes at most {capacity}: refused before the transfer"
+            );
+            fail_told(tls, net, Failure::WorkloadTooLarge)
+        }
+        Ok(Received::Frame(MsgType::Refused, reason)) => {
+            refused(&reason, Failure::AttestationRejected)
+        }
+        Ok(Received::Frame(t, _)) => {
             println!("boot protocol: unexpected {t:?} instead of the workload");
             fail(Failure::ProtocolError)
         }
         Err(e) => step_failed("no workload", &e),
     };
+    let staged_at = container.as_ptr() as u64;
     // From here on the boot server learns the outcome (a Status frame) before a failure.
     let t_received = crate::clock::now_ms();
     let transfer_ms = t_received.saturating_sub(reader.started_ms());
@@ -251,7 +263,7 @@ fn deliver(
     );
     print_profile(transfer_ms);
     let now = crate::clock::wall_secs(cfg);
-    let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
+    let payload = match workload::verify(container, cfg.ca_cert_der, now) {
         Ok(p) => p,
         Err(e) => {
             println!("workload: signature rejected: {e:?}");
@@ -274,15 +286,13 @@ fn deliver(
         print!("{b:02x}");
     }
     println!();
-    // The workload window ends where the VM's image (if any) begins.
-    let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
     let (kind, loaded) = if tvp_boot_protocol::linux::is_bundle(payload) {
-        let r = linux::load(payload, window_end, cfg.mem_size()).map_err(|e| {
-            println!("workload: Linux bundle not loadable: {e:?}");
+        let r = linux::load(payload, staged_at, window_end, cfg.mem_size()).map_err(|e| {
+            println!("workload: Linux bundle not loadable below the staged container at {staged_at:#x}: {e:?}");
         });
         ("Linux kernel", r)
     } else {
-        let r = elf::load(payload, window_end)
+        let r = elf::load(payload, staged_at)
             .map(|entry| (entry, 0))
             .map_err(|e| {
                 println!("workload: not loadable: {e:?}");
