@@ -335,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn workload_capacity_is_the_window_above_32_mib_at_most_1_gib() {
+        assert_eq!(workload_capacity(64 << 20), 32 << 20);
+        assert_eq!(workload_capacity(32 << 20), 0);
+        assert_eq!(workload_capacity(16 << 20), 0, "RAM below the window");
+        assert_eq!(workload_capacity(8 << 30), WORKLOAD_MAX as u64);
+        // The frame layer still refuses more than the protocol's maximum.
+        let over = (WORKLOAD_MAX as u32 + 1).to_le_bytes();
+        assert_eq!(
+            frame_at(&[4, over[0], over[1], over[2], over[3]]),
+            Err(ProtocolError::TooLong)
+        );
+    }
+
+    #[test]
     fn frame_headers_are_bounded_per_type() {
         let h = frame_header(MsgType::Evidence, 100).unwrap();
         assert_eq!(
