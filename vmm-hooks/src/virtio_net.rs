@@ -84,6 +84,11 @@ mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// Longest a guest's read of `InterruptStatus` waits for a frame when the device has
+/// nothing to deliver (a polling guest then sleeps instead of spinning; short enough
+/// for its TCP timers).
+pub const IDLE_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Most individual problems logged before going quiet.
 const LOG_LIMIT: u32 = 32;
 
@@ -101,6 +106,8 @@ pub struct NetStats {
     /// Rings and receive buffers refused because they pointed at memory the device
     /// must not write.
     pub dma_refused: u64,
+    /// Idle polls that waited (at most [`IDLE_WAIT`]) for the TAP device.
+    pub idle_waits: u64,
 }
 
 /// The virtio-net device and its virtio-mmio registers.
@@ -185,7 +192,7 @@ impl VirtioNet {
     pub fn log_totals(&self) {
         let st = self.stats();
         let f = st.filtered;
-        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused; "virtio-net totals");
+        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
     }
 
     /// A ring or buffer at `[gpa, gpa + len)` was refused: counted, logged (within
@@ -233,6 +240,12 @@ impl VirtioNet {
         }
     }
 
+    /// Whether an idle poll may wait for the TAP device: the receive queue is live
+    /// and no frame is already waiting for a buffer.
+    fn can_wait(&self) -> bool {
+        self.live() && self.queues[RX_QUEUE].ready() && self.rx_pending.is_none()
+    }
+
     fn live(&self) -> bool {
         self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
     }
@@ -265,8 +278,18 @@ impl VirtioNet {
 
     /// A guest read of `data.len()` bytes at `addr` (inside the register window).
     pub fn mmio_read(&mut self, mem: &GuestMemoryMmap, addr: u64, data: &mut [u8]) {
-        self.pump_rx(mem);
         let off = addr.wrapping_sub(VIRTIO_NET_MMIO_GPA);
+        let before = self.stats.rx_frames;
+        self.pump_rx(mem);
+        if off == reg::INTERRUPT_STATUS && self.stats.rx_frames == before && self.can_wait() {
+            // The guest polls an idle device: block the vCPU (bounded) until a frame
+            // arrives instead of letting it spin through exits, so the host side (the
+            // boot server, the host's TCP) gets the CPU.
+            self.stats.idle_waits += 1;
+            if self.tap.wait(IDLE_WAIT) {
+                self.pump_rx(mem);
+            }
+        }
         data.fill(0);
         if off >= reg::CONFIG {
             for (i, b) in data.iter_mut().enumerate() {
@@ -624,6 +647,10 @@ mod hostile {
     struct Wire {
         sent: Vec<Vec<u8>>,
         inbound: Vec<Vec<u8>>,
+        /// Idle waits the device made.
+        waits: u32,
+        /// A frame that arrives during the next wait.
+        arrives: Option<Vec<u8>>,
     }
 
     struct MemBackend(Arc<Mutex<Wire>>);
@@ -644,6 +671,16 @@ mod hostile {
         }
         fn name(&self) -> &str {
             "mem"
+        }
+        fn wait(&mut self, _timeout: std::time::Duration) -> bool {
+            let mut w = self.0.lock().unwrap();
+            w.waits += 1;
+            // A frame "arrives" during the wait when one is queued for it.
+            if let Some(f) = w.arrives.take() {
+                w.inbound.push(f);
+                return true;
+            }
+            false
         }
     }
 
@@ -1025,6 +1062,41 @@ mod hostile {
         // The device is either still working or marked itself failed; a reset works.
         dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
         assert_eq!(dev.status, 0);
+    }
+
+    /// A guest polling `InterruptStatus` on an idle device waits for the TAP device
+    /// (the frame arriving meanwhile is delivered by that same read); a poll that
+    /// delivered a frame, or one whose queue is not live, does not wait.
+    #[test]
+    fn an_idle_status_poll_waits_for_the_tap_and_delivers_what_arrives() {
+        let (mem, mut dev, wire) = setup_event_idx();
+        let status = |dev: &mut VirtioNet| {
+            let mut r = [0u8; 4];
+            dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+            u32::from_le_bytes(r)
+        };
+        status(&mut dev);
+        assert_eq!(wire.lock().unwrap().waits, 0, "not live: no wait");
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().arrives = Some(vec![0xcd; 60]);
+        assert_eq!(
+            status(&mut dev),
+            INT_USED_BUFFER,
+            "delivered after the wait"
+        );
+        assert_eq!(wire.lock().unwrap().waits, 1);
+        assert_eq!(dev.stats().rx_frames, 1);
+        assert_eq!(dev.stats().idle_waits, 1);
+        // A poll that finds a frame at once does not wait.
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        mem.write_obj(0u16, GuestAddress(AVAIL + 6)).unwrap();
+        mem.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
+        status(&mut dev);
+        assert_eq!(dev.stats().rx_frames, 2);
+        assert_eq!(wire.lock().unwrap().waits, 1);
     }
 
     #[test]

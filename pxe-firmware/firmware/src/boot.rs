@@ -254,12 +254,13 @@ fn deliver(
     let transfer_ms = t_received.saturating_sub(reader.started_ms());
     let st = net.phy.stats;
     println!(
-        "workload: {} bytes received in {transfer_ms} ms ({} KB/s); {} frames in, {} out, {} device polls",
+        "workload: {} bytes received in {transfer_ms} ms ({} KB/s); {} frames in, {} out, {} device polls, {} idle polls",
         container.len(),
         container.len() as u64 / transfer_ms.max(1),
         st.rx_frames,
         st.tx_frames,
-        st.kicks
+        st.kicks,
+        st.idle_polls
     );
     print_profile(transfer_ms);
     let now = crate::clock::wall_secs(cfg);
@@ -324,7 +325,7 @@ fn print_profile(transfer_ms: u64) {
     let ms = |ph: Phase| p[ph as usize].0 / khz;
     let n = |ph: Phase| p[ph as usize].1;
     println!(
-        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (ring {} ms for {} frames, device polls {} ms in {}, sends {} ms in {}), TLS records {} ms in {} calls",
+        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (ring {} ms for {} frames, device polls {} ms in {}, sends {} ms in {}), idle waits {} ms in {}, TLS records {} ms in {} calls",
         ms(Phase::Poll),
         n(Phase::Poll),
         ms(Phase::Ring),
@@ -333,6 +334,8 @@ fn print_profile(transfer_ms: u64) {
         n(Phase::Kick),
         ms(Phase::Send),
         n(Phase::Send),
+        ms(Phase::Idle),
+        n(Phase::Idle),
         ms(Phase::Tls),
         n(Phase::Tls)
     );

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub enum Phase {
     /// smoltcp's `Interface::poll` (receive, TCP, ACKs; includes `Kick` and `Send`).
     Poll = 0,
-    /// Reads of the device's interrupt status: a VM exit plus tvp-vmm's receive pump.
+    /// Register reads on an empty ring: a VM exit plus tvp-vmm's receive pump.
     Kick = 1,
     /// Frames handed to the device: a VM exit plus tvp-vmm's transmit.
     Send = 2,
@@ -19,9 +19,11 @@ pub enum Phase {
     Tls = 3,
     /// Taking a frame from the receive ring and reposting its buffer (virtio-drivers).
     Ring = 4,
+    /// Idle polls: the device had nothing; tvp-vmm waited for the TAP device.
+    Idle = 5,
 }
 
-const PHASES: usize = 5;
+const PHASES: usize = 6;
 static CYCLES: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 static COUNTS: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 

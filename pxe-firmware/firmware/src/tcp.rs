@@ -131,6 +131,8 @@ impl TcpStream {
             if clock::now_ms() > deadline {
                 return Err(TcpError::Timeout);
             }
+            // Nothing to read and the ACKs are out: wait for the device.
+            net.phy.idle();
         }
     }
 
