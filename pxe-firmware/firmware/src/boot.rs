@@ -153,7 +153,7 @@ fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
 fn step_failed(what: &str, e: &FrameError) -> ! {
     println!("boot protocol: {what}: {e:?}");
     match e {
-        FrameError::Protocol(_) => fail(Failure::ProtocolError),
+        FrameError::Protocol(_) | FrameError::UnexpectedWorkload => fail(Failure::ProtocolError),
         FrameError::Tls(_) => fail(Failure::TlsFailed),
     }
 }

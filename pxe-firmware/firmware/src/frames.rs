@@ -14,6 +14,9 @@ pub enum FrameError {
     Tls(TlsError),
     /// The boot server sent a malformed frame.
     Protocol(ProtocolError),
+    /// The boot server sent a Workload where another frame was due: refused on its
+    /// header, so its (up to 1 GiB) payload is never buffered on the heap.
+    UnexpectedWorkload,
 }
 
 impl From<TlsError> for FrameError {
@@ -57,12 +60,19 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// The next frame (type and payload), bounded by its type's limit.
+    /// The next frame (type and payload), bounded by its type's limit; a Workload is
+    /// refused here (only [`Self::next_staged`] takes one).
     pub fn next(&mut self, tls: &mut Tls, net: &mut Net) -> Result<(MsgType, Vec<u8>), FrameError> {
         if !self.buf.is_empty() {
             self.started_ms = crate::clock::now_ms();
         }
         loop {
+            if let Some(h) = self.buf.first_chunk::<FRAME_HEADER_LEN>() {
+                let h = parse_frame_header(h).map_err(FrameError::Protocol)?;
+                if h.msg == MsgType::Workload {
+                    return Err(FrameError::UnexpectedWorkload);
+                }
+            }
             if let Some((msg, payload)) = frame_at(&self.buf).map_err(FrameError::Protocol)? {
                 let p = self.buf[payload.clone()].to_vec();
                 self.buf.drain(..payload.end);
