@@ -65,6 +65,24 @@ impl NetNs {
         assert!(st.success(), "{cmd}");
     }
 
+    /// A second namespace joined to this one's bridge by a veth pair, with `ip` (a
+    /// `/24` on the bridge's subnet, e.g. `10.0.0.250`): a host-side client on the VMs'
+    /// link (the benchmark's peer). The pair goes with the new namespace on drop.
+    pub fn peer(&self, tag: &str, ip: &str) -> NetNs {
+        let p = NetNs::create(tag);
+        // Its own bridge would own the subnet's address: the peer is a plain host.
+        p.exec("ip link del br0");
+        p.exec(&format!(
+            "ip link add pv0 type veth peer name pv1 netns {}",
+            self.name
+        ));
+        self.exec("ip link set pv1 master br0");
+        self.exec("ip link set pv1 up");
+        p.exec(&format!("ip addr add {ip}/24 dev pv0"));
+        p.exec("ip link set pv0 up");
+        p
+    }
+
     /// Runs `f` on a thread that joined the namespace; returns its result.
     fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);

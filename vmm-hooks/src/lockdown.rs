@@ -124,6 +124,8 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_set_robust_list,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // virtio-net: a guest polling an idle device waits (bounded) for the TAP fd.
+    libc::SYS_ppoll,
     // The adoption socket (bound before the lockdown): a restarted tvpd is accepted.
     libc::SYS_accept4,
 ];

@@ -28,6 +28,11 @@ pub trait FrameBackend: Send {
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// A name for logs.
     fn name(&self) -> &str;
+    /// Waits at most `timeout` for a frame to arrive; whether one may have. Backends
+    /// that cannot wait return `false` at once.
+    fn wait(&mut self, _timeout: std::time::Duration) -> bool {
+        false
+    }
 }
 
 /// An open TAP interface: Ethernet frames in, Ethernet frames out, no packet info.
@@ -83,6 +88,22 @@ impl FrameBackend for Tap {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn wait(&mut self, timeout: std::time::Duration) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: ppoll reads one valid pollfd and the timespec, both live locals, and
+        // writes only `fd.revents`; a null sigmask leaves the mask unchanged.
+        let n = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+        n > 0
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {

@@ -4,6 +4,13 @@
 //! queued; every register access first moves waiting frames from the TAP device into
 //! the guest's receive buffers. The guest polls by reading `InterruptStatus`.
 //!
+//! Notification suppression: the receive queue never needs a notify (any register
+//! access refills it), so the device tells the driver not to send one: with
+//! `VIRTIO_F_EVENT_IDX` negotiated it keeps the receive queue's `avail_event` one
+//! queue's worth ahead of what it consumed, otherwise it sets `VRING_USED_F_NO_NOTIFY`.
+//! The transmit queue's `avail_event` asks for a notify at the next frame. Recycling a
+//! receive buffer is then a ring write in the guest, not a VM exit.
+//!
 //! Guest input is hostile: the queues are handled by rust-vmm's `virtio-queue`
 //! (ring addresses validated against guest memory before a queue goes live, descriptor
 //! chains bounded by the queue size so loops end), every frame is bounded
@@ -40,8 +47,10 @@ const VERSION: u32 = 2;
 const DEVICE_ID_NET: u32 = 1;
 const VENDOR_ID: u32 = 0x0074_7670; // "tvp"
 
-/// Offered features: MAC, STATUS, VERSION_1.
-const FEATURES: u64 = (1 << 5) | (1 << 16) | (1 << 32);
+/// `VIRTIO_F_EVENT_IDX`: `used_event` / `avail_event` notification suppression.
+pub const F_EVENT_IDX: u64 = 1 << 29;
+/// Offered features: MAC, STATUS, EVENT_IDX, VERSION_1.
+const FEATURES: u64 = (1 << 5) | (1 << 16) | F_EVENT_IDX | (1 << 32);
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_NEEDS_RESET: u32 = 0x40;
@@ -75,6 +84,11 @@ mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
+/// Longest a guest's read of `InterruptStatus` waits for a frame when the device has
+/// nothing to deliver (a polling guest then sleeps instead of spinning; short enough
+/// for its TCP timers).
+pub const IDLE_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Most individual problems logged before going quiet.
 const LOG_LIMIT: u32 = 32;
 
@@ -92,6 +106,8 @@ pub struct NetStats {
     /// Rings and receive buffers refused because they pointed at memory the device
     /// must not write.
     pub dma_refused: u64,
+    /// Idle polls that waited (at most [`IDLE_WAIT`]) for the TAP device.
+    pub idle_waits: u64,
 }
 
 /// The virtio-net device and its virtio-mmio registers.
@@ -176,7 +192,7 @@ impl VirtioNet {
     pub fn log_totals(&self) {
         let st = self.stats();
         let f = st.filtered;
-        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused; "virtio-net totals");
+        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
     }
 
     /// A ring or buffer at `[gpa, gpa + len)` was refused: counted, logged (within
@@ -224,6 +240,12 @@ impl VirtioNet {
         }
     }
 
+    /// Whether an idle poll may wait for the TAP device: the receive queue is live
+    /// and no frame is already waiting for a buffer.
+    fn can_wait(&self) -> bool {
+        self.live() && self.queues[RX_QUEUE].ready() && self.rx_pending.is_none()
+    }
+
     fn live(&self) -> bool {
         self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
     }
@@ -256,8 +278,18 @@ impl VirtioNet {
 
     /// A guest read of `data.len()` bytes at `addr` (inside the register window).
     pub fn mmio_read(&mut self, mem: &GuestMemoryMmap, addr: u64, data: &mut [u8]) {
-        self.pump_rx(mem);
         let off = addr.wrapping_sub(VIRTIO_NET_MMIO_GPA);
+        let before = self.stats.rx_frames;
+        self.pump_rx(mem);
+        if off == reg::INTERRUPT_STATUS && self.stats.rx_frames == before && self.can_wait() {
+            // The guest polls an idle device: block the vCPU (bounded) until a frame
+            // arrives instead of letting it spin through exits, so the host side (the
+            // boot server, the host's TCP) gets the CPU.
+            self.stats.idle_waits += 1;
+            if self.tap.wait(IDLE_WAIT) {
+                self.pump_rx(mem);
+            }
+        }
         data.fill(0);
         if off >= reg::CONFIG {
             for (i, b) in data.iter_mut().enumerate() {
@@ -360,12 +392,14 @@ impl VirtioNet {
             }
             reg::QUEUE_READY => {
                 let sel = self.queue_sel as usize;
+                let event_idx = self.driver_features & F_EVENT_IDX != 0;
                 let ok = match self.selected() {
                     Some(q) if v == 1 => {
                         // is_valid checks a ready queue's sizes and ring addresses
                         // against guest memory; then every ring must lie in memory
                         // the device may write.
                         q.set_ready(true);
+                        q.set_event_idx(event_idx);
                         let valid = q.is_valid(mem);
                         q.set_ready(valid);
                         if valid && !self.queue_usable(sel) {
@@ -466,13 +500,49 @@ impl VirtioNet {
             }
             self.interrupt_status |= INT_USED_BUFFER;
         }
+        // Ask for a notify when the next frame is queued (EVENT_IDX: avail_event =
+        // next_avail; otherwise the used ring's flags stay 0). The ring was checked
+        // writable above.
+        if self.queues[TX_QUEUE].enable_notification(mem).is_err() {
+            self.broken("transmit used ring not writable".to_string());
+        }
     }
 
-    /// Moves frames waiting on the TAP device into the guest's receive buffers.
+    /// Tells the driver it need not notify the receive queue (the device refills it on
+    /// every register access): `avail_event` one queue's worth past what the device
+    /// consumed (EVENT_IDX; the driver cannot get further ahead than that before the
+    /// device moves it again) or `VRING_USED_F_NO_NOTIFY`.
+    fn suppress_rx_notify(&mut self, mem: &GuestMemoryMmap) {
+        let q = &mut self.queues[RX_QUEUE];
+        let ok = if q.event_idx_enabled() {
+            let n = q.size();
+            let event = q.next_avail().wrapping_add(n);
+            // virtq_used: flags u16, idx u16, ring[n] of 8 bytes, then avail_event u16;
+            // inside the 6 + 8n bytes checked by `rings_refusal`.
+            let at = q.used_ring().wrapping_add(4 + 8 * u64::from(n));
+            mem.write_obj(u16::to_le(event), GuestAddress(at)).is_ok()
+        } else {
+            q.disable_notification(mem).is_ok()
+        };
+        if !ok {
+            self.broken("receive used ring not writable".to_string());
+        }
+    }
+
+    /// Moves frames waiting on the TAP device into the guest's receive buffers, then
+    /// renews the receive queue's notification suppression.
     fn pump_rx(&mut self, mem: &GuestMemoryMmap) {
         if !self.live() || !self.queues[RX_QUEUE].ready() || !self.queue_usable(RX_QUEUE) {
             return;
         }
+        self.fill_rx(mem);
+        if self.live() {
+            self.suppress_rx_notify(mem);
+        }
+    }
+
+    /// Delivers waiting frames, at most one queue's worth.
+    fn fill_rx(&mut self, mem: &GuestMemoryMmap) {
         for _ in 0..QUEUE_SIZE_MAX {
             let frame = match self.rx_pending.take() {
                 Some(f) => f,
@@ -577,6 +647,10 @@ mod hostile {
     struct Wire {
         sent: Vec<Vec<u8>>,
         inbound: Vec<Vec<u8>>,
+        /// Idle waits the device made.
+        waits: u32,
+        /// A frame that arrives during the next wait.
+        arrives: Option<Vec<u8>>,
     }
 
     struct MemBackend(Arc<Mutex<Wire>>);
@@ -597,6 +671,16 @@ mod hostile {
         }
         fn name(&self) -> &str {
             "mem"
+        }
+        fn wait(&mut self, _timeout: std::time::Duration) -> bool {
+            let mut w = self.0.lock().unwrap();
+            w.waits += 1;
+            // A frame "arrives" during the wait when one is queued for it.
+            if let Some(f) = w.arrives.take() {
+                w.inbound.push(f);
+                return true;
+            }
+            false
         }
     }
 
@@ -870,6 +954,149 @@ mod hostile {
         let st = dev.stats();
         assert_eq!((st.filtered.source_mac, st.filtered.source_ip), (1, 1));
         assert_eq!(st.tx_frames, 1);
+    }
+
+    /// [`setup`], but the driver also negotiates `VIRTIO_F_EVENT_IDX`.
+    fn setup_event_idx() -> (GuestMemoryMmap, VirtioNet, Arc<Mutex<Wire>>) {
+        let (mem, mut dev, wire) = setup();
+        let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+        w(reg::DRIVER_FEATURES_SEL, 0);
+        w(reg::DRIVER_FEATURES, F_EVENT_IDX as u32);
+        w(reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
+        (mem, dev, wire)
+    }
+
+    /// `avail_event` of queue `q` (4 entries): after the used ring's 4 + 8 * 4 bytes.
+    fn avail_event(mem: &GuestMemoryMmap, q: u64) -> u16 {
+        mem.read_obj(GuestAddress(USED + q * 0x4000 + 4 + 8 * 4))
+            .unwrap()
+    }
+
+    #[test]
+    fn event_idx_is_offered_and_accepted() {
+        let (mem, mut dev, _wire) = setup_event_idx();
+        assert_ne!(dev.status & STATUS_FEATURES_OK, 0, "FEATURES_OK kept");
+        let mut r = [0u8; 4];
+        dev.mmio_write(&mem, BASE + reg::DEVICE_FEATURES_SEL, &0u32.to_le_bytes());
+        dev.mmio_read(&mem, BASE + reg::DEVICE_FEATURES, &mut r);
+        assert_ne!(u64::from(u32::from_le_bytes(r)) & F_EVENT_IDX, 0);
+    }
+
+    /// With EVENT_IDX the receive queue's avail_event stays a queue ahead of what the
+    /// device consumed, so a driver recycling buffers never needs to notify; the frame
+    /// is still delivered.
+    #[test]
+    fn event_idx_suppresses_receive_notifications() {
+        let (mem, mut dev, wire) = setup_event_idx();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        assert_eq!(receive_frame(&mem, &mut dev, &wire), INT_USED_BUFFER);
+        assert_eq!(dev.stats().rx_frames, 1);
+        assert_eq!(used_idx(&mem, 0), 1);
+        assert_eq!(avail_event(&mem, 0), 1 + 4, "next_avail + queue size");
+        let flags: u16 = mem.read_obj(GuestAddress(USED)).unwrap();
+        assert_eq!(flags, 0, "EVENT_IDX replaces the flag");
+    }
+
+    /// Without EVENT_IDX the receive queue's used ring carries VRING_USED_F_NO_NOTIFY.
+    #[test]
+    fn receive_notifications_are_suppressed_without_event_idx() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        receive_frame(&mem, &mut dev, &wire);
+        let flags: u16 = mem.read_obj(GuestAddress(USED)).unwrap();
+        assert_eq!(flags, 1);
+        assert_eq!(avail_event(&mem, 0), 0, "no avail_event without EVENT_IDX");
+    }
+
+    /// With EVENT_IDX the transmit queue asks for a notify at the next frame queued
+    /// (avail_event = the next index), else the driver would stop notifying and the
+    /// polled device would never send.
+    #[test]
+    fn event_idx_transmit_asks_for_the_next_notify() {
+        let (mem, mut dev, wire) = setup_event_idx();
+        let t = DESC + 0x4000;
+        assert!(enable(&mem, &mut dev, 1, t));
+        go(&mem, &mut dev);
+        desc(&mem, t, 0, 0x50000, (NET_HDR_LEN + 42) as u32, 0, 0);
+        mem.write_slice(&legit_frame(), GuestAddress(0x50000 + NET_HDR_LEN as u64))
+            .unwrap();
+        offer(&mem, 1);
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
+        assert_eq!(wire.lock().unwrap().sent.len(), 1);
+        assert_eq!(avail_event(&mem, 1), 1);
+    }
+
+    /// Hostile event-idx values: a used_event of 0xffff and an avail index far beyond
+    /// the queue size. The device neither panics nor takes more than a queue's worth,
+    /// and writes nothing outside the rings and the posted buffer.
+    #[test]
+    fn hostile_event_idx_values_are_harmless() {
+        let (mem, mut dev, wire) = setup_event_idx();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        // used_event (after the avail ring's 4 entries) and a bogus avail index.
+        mem.write_obj(0xffffu16, GuestAddress(AVAIL + 4 + 2 * 4))
+            .unwrap();
+        mem.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
+        mem.write_obj(0x8000u16, GuestAddress(AVAIL + 2)).unwrap();
+        for _ in 0..8 {
+            receive_frame(&mem, &mut dev, &wire);
+        }
+        assert_eq!(
+            used_idx(&mem, 0),
+            0,
+            "an avail index a queue beyond is not served"
+        );
+        assert_eq!(dev.stats().rx_frames, 0);
+        let mut page = [0u8; PAGE_SIZE];
+        mem.read_slice(&mut page, GuestAddress(CONFIG_PAGE_GPA))
+            .unwrap();
+        assert!(page.iter().all(|b| *b == 0));
+        // The device is either still working or marked itself failed; a reset works.
+        dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
+        assert_eq!(dev.status, 0);
+    }
+
+    /// A guest polling `InterruptStatus` on an idle device waits for the TAP device
+    /// (the frame arriving meanwhile is delivered by that same read); a poll that
+    /// delivered a frame, or one whose queue is not live, does not wait.
+    #[test]
+    fn an_idle_status_poll_waits_for_the_tap_and_delivers_what_arrives() {
+        let (mem, mut dev, wire) = setup_event_idx();
+        let status = |dev: &mut VirtioNet| {
+            let mut r = [0u8; 4];
+            dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+            u32::from_le_bytes(r)
+        };
+        status(&mut dev);
+        assert_eq!(wire.lock().unwrap().waits, 0, "not live: no wait");
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        desc(&mem, DESC, 0, 0x60000, 2048, WRITE, 0);
+        offer(&mem, 0);
+        wire.lock().unwrap().arrives = Some(vec![0xcd; 60]);
+        assert_eq!(
+            status(&mut dev),
+            INT_USED_BUFFER,
+            "delivered after the wait"
+        );
+        assert_eq!(wire.lock().unwrap().waits, 1);
+        assert_eq!(dev.stats().rx_frames, 1);
+        assert_eq!(dev.stats().idle_waits, 1);
+        // A poll that finds a frame at once does not wait.
+        wire.lock().unwrap().inbound.push(vec![0xab; 60]);
+        mem.write_obj(0u16, GuestAddress(AVAIL + 6)).unwrap();
+        mem.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
+        status(&mut dev);
+        assert_eq!(dev.stats().rx_frames, 2);
+        assert_eq!(wire.lock().unwrap().waits, 1);
     }
 
     #[test]

@@ -442,6 +442,10 @@ fn firmware_fails_closed_on_a_hostile_boot_server_oversized_frame_or_bad_nonce()
     for (reply, code, what) in [
         // A 4 GiB workload frame instead of the attestation request.
         (vec![4u8, 0xff, 0xff, 0xff, 0xff], 18, "oversized frame"),
+        // A 1 GiB workload frame (the protocol's maximum) instead of the attestation
+        // request: refused on its header, never buffered on the heap (which would run
+        // out of memory, failure 13, or wait for the deadline).
+        (vec![4u8, 0, 0, 0, 0x40], 18, "workload out of turn"),
         // An unknown frame type.
         (vec![0x7f, 0, 0, 0, 0], 18, "unknown frame type"),
         // A 4-byte nonce: the mailbox refuses it, no quote, no evidence.

@@ -268,6 +268,7 @@ impl BootServer {
     ) -> Result<(), Refusal> {
         let page = self.check_config_page(req)?;
         expect::check_page(&claim.expect, &page).map_err(|m| mismatch(&m, fields))?;
+        self.check_workload_fits(&page, fields)?;
 
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
@@ -355,6 +356,32 @@ impl BootServer {
         Ok(())
     }
 
+    /// The signed workload must fit the VM's workload window (the page's memory, up to
+    /// its image): a larger one is refused before attestation and transfer, not sent
+    /// for the firmware to refuse (`docs/boot-protocol.md`).
+    fn check_workload_fits(
+        &self,
+        page: &tvp_abi::config::Config<'_>,
+        fields: &mut serde_json::Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        let window_end = page.image.map_or(page.mem_size(), |i| i.gpa);
+        let capacity = tvp_boot_protocol::workload_capacity(window_end);
+        let len = self.tenant.workload.len() as u64;
+        if len <= capacity {
+            return Ok(());
+        }
+        fields.insert("workload_bytes".into(), json!(len));
+        fields.insert("workload_capacity".into(), json!(capacity));
+        Err(refusal(
+            "workload-too-large",
+            format!(
+                "the signed workload is {len} bytes; this VM ({} MiB) takes at most {capacity} \
+                 (its RAM from 32 MiB to its image or end): give it more memory",
+                page.mem_size_mib
+            ),
+        ))
+    }
+
     /// The configuration page the firmware says it booted with must decode and be
     /// this reservation's (U, I) and this tenant's (CA, server name). What the
     /// reservation expects of its other fields is checked by [`expect::check_page`];
@@ -385,6 +412,7 @@ pub fn firmware_reason(code: u32) -> &'static str {
     match code {
         11 => "bad-signature",
         15 => "bad-workload",
+        19 => "workload-too-large",
         17 => "handover-refused",
         _ => "other",
     }

@@ -1,7 +1,7 @@
 //! The boot flow, run at CPL 3 after the stub.
 
 use crate::failure::{fail, Failure};
-use crate::frames::{self, FrameError, FrameReader};
+use crate::frames::{self, FrameError, FrameReader, Received};
 use crate::mailbox::Mailbox;
 use crate::net::Net;
 use crate::platform::milestone;
@@ -153,7 +153,7 @@ fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
 fn step_failed(what: &str, e: &FrameError) -> ! {
     println!("boot protocol: {what}: {e:?}");
     match e {
-        FrameError::Protocol(_) => fail(Failure::ProtocolError),
+        FrameError::Protocol(_) | FrameError::UnexpectedWorkload => fail(Failure::ProtocolError),
         FrameError::Tls(_) => fail(Failure::TlsFailed),
     }
 }
@@ -228,25 +228,57 @@ fn deliver(
         step_failed("evidence not sent", &e)
     }
     drop(evidence);
-    let container = match reader.next(tls, net) {
-        Ok((MsgType::Workload, w)) => w,
-        Ok((MsgType::Refused, reason)) => refused(&reason, Failure::AttestationRejected),
-        Ok((t, _)) => {
+    // The workload window ends where the VM's image (if any) begins; the container is
+    // staged at its top, the loaded image goes below it.
+    let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
+    let container: &[u8] = match reader.next_staged(tls, net, elf::WORKLOAD_BASE..window_end) {
+        Ok(Received::Workload(w)) => w,
+        Ok(Received::TooLarge { len, capacity }) => {
+            println!(
+                "workload: {len} bytes announced, this VM's workload window takes at most {capacity}: refused before the transfer"
+            );
+            fail_told(tls, net, Failure::WorkloadTooLarge)
+        }
+        Ok(Received::Frame(MsgType::Refused, reason)) => {
+            refused(&reason, Failure::AttestationRejected)
+        }
+        Ok(Received::Frame(t, _)) => {
             println!("boot protocol: unexpected {t:?} instead of the workload");
             fail(Failure::ProtocolError)
         }
         Err(e) => step_failed("no workload", &e),
     };
+    let staged_at = container.as_ptr() as u64;
     // From here on the boot server learns the outcome (a Status frame) before a failure.
+    let t_received = crate::clock::now_ms();
+    let transfer_ms = t_received.saturating_sub(reader.started_ms());
+    let st = net.phy.stats;
+    println!(
+        "workload: {} bytes received in {transfer_ms} ms ({} KB/s); {} frames in, {} out, {} device polls, {} idle polls",
+        container.len(),
+        container.len() as u64 / transfer_ms.max(1),
+        st.rx_frames,
+        st.tx_frames,
+        st.kicks,
+        st.idle_polls
+    );
+    print_profile(transfer_ms);
     let now = crate::clock::wall_secs(cfg);
-    let payload = match workload::verify(&container, cfg.ca_cert_der, now) {
+    let payload = match workload::verify(container, cfg.ca_cert_der, now) {
         Ok(p) => p,
         Err(e) => {
             println!("workload: signature rejected: {e:?}");
             fail_told(tls, net, Failure::BadSignature)
         }
     };
+    let t_verified = crate::clock::now_ms();
     let digest = tvp_abi::measure::sha256(payload);
+    let t_digest = crate::clock::now_ms();
+    println!(
+        "workload: signature check {} ms, sha256 {} ms",
+        t_verified.saturating_sub(t_received),
+        t_digest.saturating_sub(t_verified)
+    );
     print!(
         "workload: signature verified, {} bytes, sha256 ",
         payload.len()
@@ -255,15 +287,13 @@ fn deliver(
         print!("{b:02x}");
     }
     println!();
-    // The workload window ends where the VM's image (if any) begins.
-    let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
     let (kind, loaded) = if tvp_boot_protocol::linux::is_bundle(payload) {
-        let r = linux::load(payload, window_end, cfg.mem_size()).map_err(|e| {
-            println!("workload: Linux bundle not loadable: {e:?}");
+        let r = linux::load(payload, staged_at, window_end, cfg.mem_size()).map_err(|e| {
+            println!("workload: Linux bundle not loadable below the staged container at {staged_at:#x}: {e:?}");
         });
         ("Linux kernel", r)
     } else {
-        let r = elf::load(payload, window_end)
+        let r = elf::load(payload, staged_at)
             .map(|entry| (entry, 0))
             .map_err(|e| {
                 println!("workload: not loadable: {e:?}");
@@ -273,6 +303,10 @@ fn deliver(
     let Ok((entry, arg)) = loaded else {
         fail_told(tls, net, Failure::BadWorkload)
     };
+    println!(
+        "workload: loaded in {} ms",
+        crate::clock::now_ms().saturating_sub(t_digest)
+    );
     if let Err(e) = mbox.handover(&digest) {
         println!("mailbox: handover refused: {e:?}");
         fail_told(tls, net, Failure::HandoverRefused)
@@ -281,4 +315,28 @@ fn deliver(
     milestone(milestone::DONE);
     println!("tvp-firmware: handing over to the {kind} at {entry:#x}");
     crate::stub::handover(entry, arg)
+}
+
+/// Prints where the transfer's time went (TSC cycles per phase, [`crate::profile`]).
+fn print_profile(transfer_ms: u64) {
+    use crate::profile::{snapshot, Phase};
+    let khz = crate::clock::khz().max(1);
+    let p = snapshot();
+    let ms = |ph: Phase| p[ph as usize].0 / khz;
+    let n = |ph: Phase| p[ph as usize].1;
+    println!(
+        "workload: transfer {transfer_ms} ms: network stack {} ms in {} polls (ring {} ms for {} frames, device polls {} ms in {}, sends {} ms in {}), idle waits {} ms in {}, TLS records {} ms in {} calls",
+        ms(Phase::Poll),
+        n(Phase::Poll),
+        ms(Phase::Ring),
+        n(Phase::Ring),
+        ms(Phase::Kick),
+        n(Phase::Kick),
+        ms(Phase::Send),
+        n(Phase::Send),
+        ms(Phase::Idle),
+        n(Phase::Idle),
+        ms(Phase::Tls),
+        n(Phase::Tls)
+    );
 }

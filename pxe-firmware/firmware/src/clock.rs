@@ -34,6 +34,14 @@ pub fn init() -> u64 {
     khz
 }
 
+/// The TSC frequency in kHz (detected by [`init`], else the assumed one).
+pub fn khz() -> u64 {
+    match TSC_KHZ.load(Ordering::Relaxed) {
+        0 => ASSUMED_KHZ,
+        k => k,
+    }
+}
+
 /// Milliseconds since the TSC started (roughly, since VM start).
 pub fn now_ms() -> u64 {
     let khz = match TSC_KHZ.load(Ordering::Relaxed) {

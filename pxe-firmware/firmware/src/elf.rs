@@ -8,7 +8,7 @@ pub use tvp_boot_protocol::elf::ElfError;
 
 /// Lowest guest-physical address a workload segment may use; the firmware's heap ends
 /// here (see [`crate::heap`]).
-pub const WORKLOAD_BASE: u64 = 0x0200_0000;
+pub const WORKLOAD_BASE: u64 = tvp_boot_protocol::WORKLOAD_WINDOW_BASE;
 
 /// Validates `image` for the window `[WORKLOAD_BASE, window_end)` and loads it; returns
 /// the entry point.

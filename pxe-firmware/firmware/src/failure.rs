@@ -47,6 +47,9 @@ pub enum Failure {
     HandoverRefused = 17,
     /// The boot server broke the protocol.
     ProtocolError = 18,
+    /// The workload announced is larger than this VM's workload window (refused before
+    /// any of it is read).
+    WorkloadTooLarge = 19,
 }
 
 impl Failure {
@@ -71,6 +74,7 @@ impl Failure {
             Failure::QuoteFailed => "quote-failed",
             Failure::HandoverRefused => "handover-refused",
             Failure::ProtocolError => "protocol-error",
+            Failure::WorkloadTooLarge => "workload-too-large",
         }
     }
 }

@@ -13,12 +13,19 @@ const LOW_RAM_END: u64 = 0x9_f000;
 /// Start of the RAM above 1 MiB.
 const HIGH_RAM: u64 = 0x10_0000;
 
-/// Loads the bundle `payload` into `[WORKLOAD_BASE, window_end)`; returns the entry
-/// point and the zero page's address. RAM from `window_end` to `mem_end` (the VM's
-/// image) is reported reserved to the kernel.
-pub fn load(payload: &[u8], window_end: u64, mem_end: u64) -> Result<(u64, u64), LinuxError> {
+/// Loads the bundle `payload` into `[WORKLOAD_BASE, place_end)` (below the staged
+/// container, which ends the window at `window_end`); returns the entry point and the
+/// zero page's address. The whole window is RAM to the kernel (the staged container is
+/// free once it runs); RAM from `window_end` to `mem_end` (the VM's image) is reported
+/// reserved.
+pub fn load(
+    payload: &[u8],
+    place_end: u64,
+    window_end: u64,
+    mem_end: u64,
+) -> Result<(u64, u64), LinuxError> {
     let b = linux::parse_bundle(payload)?;
-    let l = linux::layout(&b, WORKLOAD_BASE, window_end)?;
+    let l = linux::layout(&b, WORKLOAD_BASE, place_end.min(window_end))?;
     let map = [
         (0, LOW_RAM_END, E820_RAM),
         (HIGH_RAM, window_end - HIGH_RAM, E820_RAM),
@@ -36,9 +43,9 @@ pub fn load(payload: &[u8], window_end: u64, mem_end: u64) -> Result<(u64, u64),
         .ok_or(LinuxError::NotBzImage)?;
     // SAFETY: `layout` placed the zero page, the command line (at most 2047 bytes and
     // its NUL in its 4 KiB page), the kernel with its `init_size` and the initrd
-    // without overlap inside [WORKLOAD_BASE, window_end): RAM the stub maps user
+    // without overlap inside [WORKLOAD_BASE, place_end): RAM the stub maps user
     // read-write and that neither this image, its stack nor its heap (which ends at
-    // WORKLOAD_BASE, and holds `payload`) uses.
+    // WORKLOAD_BASE) uses; `payload` is staged at or above place_end.
     unsafe {
         ptr::copy_nonoverlapping(zero_page.as_ptr(), l.boot_params as *mut u8, 4096);
         let cmdline = l.cmdline as *mut u8;

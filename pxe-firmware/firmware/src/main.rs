@@ -28,6 +28,7 @@ pub mod mailbox;
 pub mod net;
 pub mod platform;
 pub mod port;
+pub mod profile;
 pub mod rt;
 #[cfg(feature = "selftest")]
 pub mod selftest;

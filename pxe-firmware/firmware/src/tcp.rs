@@ -24,7 +24,11 @@ pub struct TcpStream {
     handle: SocketHandle,
 }
 
-const BUF: usize = 64 * 1024;
+/// Receive buffer: 512 KiB, so smoltcp offers window scaling (shift 3) and advertises
+/// up to 512 KiB; with 64 KiB the sender stalls every 44 segments waiting for ACKs.
+const RX_BUF: usize = 512 * 1024;
+/// Transmit buffer (the firmware sends little: a boot request, the evidence).
+const TX_BUF: usize = 64 * 1024;
 /// First local port; the stack picks the next one per connection.
 const LOCAL_PORT: u16 = 49152;
 
@@ -37,8 +41,8 @@ impl TcpStream {
         timeout_ms: u64,
     ) -> Result<Self, TcpError> {
         let sock = Socket::new(
-            SocketBuffer::new(vec![0; BUF]),
-            SocketBuffer::new(vec![0; BUF]),
+            SocketBuffer::new(vec![0; RX_BUF]),
+            SocketBuffer::new(vec![0; TX_BUF]),
         );
         let handle = net.sockets.add(sock);
         let [a, b, c, d] = ip;
@@ -127,6 +131,8 @@ impl TcpStream {
             if clock::now_ms() > deadline {
                 return Err(TcpError::Timeout);
             }
+            // Nothing to read and the ACKs are out: wait for the device.
+            net.phy.idle();
         }
     }
 

@@ -207,6 +207,7 @@ impl Tls {
             let mut transmit = false;
             let mut need_read = false;
             let mut done = false;
+            let t0 = crate::profile::cycles();
             let UnbufferedStatus { mut discard, state } = self
                 .conn
                 .process_tls_records(&mut self.incoming[..self.used]);
@@ -217,6 +218,10 @@ impl Tls {
                         discard += rec.discard;
                         self.plaintext.extend_from_slice(rec.payload);
                     }
+                    crate::profile::add(
+                        crate::profile::Phase::Tls,
+                        crate::profile::cycles().wrapping_sub(t0),
+                    );
                     if matches!(want, Want::Recv) {
                         done = true;
                     }

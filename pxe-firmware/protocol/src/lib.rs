@@ -41,8 +41,22 @@ pub const FIRMWARE_VERSION_MAX: usize = 32;
 pub const NONCE_LEN: usize = 32;
 /// Largest evidence (the mailbox's response payload limit).
 pub const EVIDENCE_MAX: usize = 0xf000;
-/// Largest signed workload.
-pub const WORKLOAD_MAX: usize = 8 << 20;
+/// Largest signed workload the protocol carries (1 GiB). A VM takes at most what its
+/// workload window holds ([`workload_capacity`]); both ends check that before the
+/// transfer.
+pub const WORKLOAD_MAX: usize = 1 << 30;
+/// Guest-physical start of the workload window (the firmware's heap ends here); the
+/// window ends at the VM's image, or the end of its RAM.
+pub const WORKLOAD_WINDOW_BASE: u64 = 0x0200_0000;
+
+/// The largest signed workload (Workload frame payload) a VM whose workload window ends
+/// at `window_end` can take: the whole window, where the firmware stages the container
+/// (the loaded image must then fit below it), at most [`WORKLOAD_MAX`].
+pub fn workload_capacity(window_end: u64) -> u64 {
+    window_end
+        .saturating_sub(WORKLOAD_WINDOW_BASE)
+        .min(WORKLOAD_MAX as u64)
+}
 /// Longest refusal reason.
 pub const REASON_MAX: usize = 256;
 
@@ -317,6 +331,20 @@ mod tests {
         assert_eq!(
             frame_at(&[9, 0, 0, 0, 0]),
             Err(ProtocolError::UnknownType(9))
+        );
+    }
+
+    #[test]
+    fn workload_capacity_is_the_window_above_32_mib_at_most_1_gib() {
+        assert_eq!(workload_capacity(64 << 20), 32 << 20);
+        assert_eq!(workload_capacity(32 << 20), 0);
+        assert_eq!(workload_capacity(16 << 20), 0, "RAM below the window");
+        assert_eq!(workload_capacity(8 << 30), WORKLOAD_MAX as u64);
+        // The frame layer still refuses more than the protocol's maximum.
+        let over = (WORKLOAD_MAX as u32 + 1).to_le_bytes();
+        assert_eq!(
+            frame_at(&[4, over[0], over[1], over[2], over[3]]),
+            Err(ProtocolError::TooLong)
         );
     }
 
