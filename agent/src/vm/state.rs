@@ -55,6 +55,16 @@ pub struct MeasurementView {
     pub description: String,
 }
 
+/// One PCR lease a VM held: when it was granted and how long it was held (grant to
+/// release: the TPM steps of one quote, PCRs 16 and 23 reset at both ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Microseconds since the Unix epoch when it was granted.
+    pub granted_unix_us: u64,
+    /// Microseconds it was held.
+    pub held_us: u64,
+}
+
 /// What `GET /v1/vms/{id}` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmView {
@@ -70,8 +80,12 @@ pub struct VmView {
     pub updated_at: String,
     /// Every state change, in order: (time, state).
     pub history: Vec<(String, VmState)>,
-    /// 0 = holds the lease, n = n-th in the queue, absent = not waiting.
+    /// 0 = holds the lease (in a quote's TPM steps), n = n-th in the queue, absent
+    /// = not waiting.
     pub lease_position: Option<usize>,
+    /// Every PCR lease this boot held (one per quote), in order.
+    #[serde(default)]
+    pub leases: Vec<LeaseView>,
     /// The VMM's pid while it runs.
     pub pid: Option<u32>,
     /// The VM's TAP device while it exists (attach it to the tenant's network, or let
