@@ -45,12 +45,17 @@ pub fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
         let end = p["ended_at"].as_str().map(secs).unwrap_or(start);
         per.insert(name, end - start);
     }
-    let lease = v["leases"]
+    (per, running - created, lease_hold(v))
+}
+
+/// Seconds a VM view's boot held the PCR lease: the sum of its `leases` (one per
+/// quote; 0 if it never quoted).
+pub fn lease_hold(v: &Value) -> f64 {
+    v["leases"]
         .as_array()
         .map(|l| l.iter().filter_map(|l| l["held_us"].as_u64()).sum::<u64>())
         .unwrap_or(0) as f64
-        / 1e6;
-    (per, running - created, lease)
+        / 1e6
 }
 
 /// The boot phases of a VM view's `phases`, in order (panics on a phase without a name).
