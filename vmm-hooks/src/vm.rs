@@ -360,7 +360,8 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     }
     let mut ctx = VcpuContext {
         devices: Devices::new(console),
-        mailbox: Mailbox::new(opts.host_timeout),
+        // The firmware's clock: KVM's TSC frequency for this vCPU (0 if KVM cannot say).
+        mailbox: Mailbox::new(opts.host_timeout).with_tsc_khz(vcpu_fd.get_tsc_khz().unwrap_or(0)),
         host: ChannelHost {
             tx: tx.clone(),
             replies: rx.replies,

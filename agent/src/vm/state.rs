@@ -6,17 +6,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VmState {
-    /// Waiting for its measurements or for the PCR lease.
+    /// Its VMM starts and measures it.
     Queued,
-    /// Holds the lease; its measurements are being extended into PCR 23.
+    /// Its measurements are being checked against the files (by computation).
     Measuring,
-    /// Running its firmware, holding the lease: tunnel, quote.
+    /// Running its firmware: tunnel, quote (the quote under the PCR lease).
     Attesting,
     /// Its evidence went to the boot server, which verifies it and delivers the
-    /// workload; the firmware checks the workload's signature and hands over (still
-    /// holding the lease).
+    /// workload; the firmware checks the workload's signature and hands over.
     BootingWorkload,
-    /// Handed over to the workload (lease released).
+    /// Handed over to the workload.
     Running,
     /// Ended with a failure; `reason` says why.
     Failed,
