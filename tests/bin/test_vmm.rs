@@ -44,10 +44,16 @@ enum Script {
     /// `<vm id>-<i>`), each evidence written to `evidence-<i>.json` there; then the
     /// handover and a power-off.
     Interleave,
-    /// `hostile-bootfail*`: started under the lease, reports boot-failed, then keeps
+    /// `hostile-attest*`: honest, and stays: once started, its tunnel measurement
+    /// (SHA-256 of its VM id); then, once the file `nonce` (hex) appears in its VM
+    /// directory, one quote with that nonce, the evidence written to `evidence.json`
+    /// there; then it waits for tvpd's `stop` (a VM that attested and keeps running its
+    /// firmware, for tests that need a VM's genuine evidence).
+    Attest,
+    /// `hostile-bootfail*`: started, reports boot-failed, then keeps
     /// running, ignoring tvpd's stop.
     BootFailedAndLinger,
-    /// `hostile-afterexit*`: started under the lease, reports its exit, then goes on
+    /// `hostile-afterexit*`: started, reports its exit, then goes on
     /// talking: a quote, a tunnel measurement, measurements-done, a hello.
     TalkAfterExit,
 }
@@ -59,6 +65,7 @@ impl Script {
             ("hostile-quote", Script::QuoteWithoutTunnel),
             ("hostile-tunnel", Script::SecondTunnel),
             ("hostile-interleave", Script::Interleave),
+            ("hostile-attest", Script::Attest),
             ("hostile-bootfail", Script::BootFailedAndLinger),
             ("hostile-afterexit", Script::TalkAfterExit),
         ];
@@ -241,6 +248,13 @@ fn main() {
             });
             vmm.linger();
         }
+        Script::Attest => {
+            if !vmm.wait_start() {
+                return;
+            }
+            let dir = log_path.parent().unwrap().to_path_buf();
+            attest(&mut vmm, &vm_id, &dir);
+        }
         Script::Interleave => {
             if !vmm.wait_start() {
                 return;
@@ -282,6 +296,26 @@ fn main() {
             vmm.linger();
         }
     }
+}
+
+/// [`Script::Attest`], once started.
+fn attest(vmm: &mut Vmm, vm_id: &str, dir: &Path) {
+    let measurement = tvp_abi::measure::sha256(vm_id.as_bytes());
+    vmm.requests(vec![VmmMessage::TunnelEstablished {
+        request_id: 1,
+        measurement,
+    }]);
+    let nonce_file = dir.join("nonce");
+    wait_for_file(&nonce_file);
+    let nonce = hex::decode(std::fs::read_to_string(&nonce_file).unwrap().trim()).unwrap();
+    vmm.send(VmmMessage::QuoteRequest {
+        request_id: 2,
+        nonce,
+    });
+    if let Some(HostMessage::Evidence { evidence, .. }) = vmm.recv() {
+        std::fs::write(dir.join("evidence.json"), evidence).unwrap();
+    }
+    while !matches!(vmm.recv(), Some(HostMessage::Stop) | None) {}
 }
 
 /// [`Script::Interleave`], once started.

@@ -82,9 +82,11 @@ pub struct VcpuContext {
 /// The hypervisor base leaf (KVM's signature; EAX is the highest hypervisor leaf).
 const HYPERVISOR_BASE_LEAF: u32 = 0x4000_0000;
 /// The hypervisor timing leaf (the convention QEMU's `vmware-cpuid-freq` follows):
-/// EAX = TSC frequency in kHz, EBX = APIC bus frequency in kHz. The firmware scales
-/// the TSC with it; without it, it assumes 2 GHz and every timeout it sets is off by
-/// the ratio (on a 2.6 GHz host its 10 s I/O timeout ran out after 7.7 s).
+/// EAX = TSC frequency in kHz, EBX = APIC bus frequency in kHz, for guests that read
+/// the frequency from CPUID. Under nested KVM a guest's CPUID at CPL 3 may be answered
+/// without it, so the mailbox's GET_VERSION carries the frequency too (the firmware
+/// prefers that: with neither it assumes 2 GHz, and on a 2.6 GHz host its 10 s I/O
+/// timeout ran out after 7.7 s).
 const TIMING_LEAF: u32 = 0x4000_0010;
 /// KVM's virtual APIC bus runs at 1 GHz.
 const APIC_BUS_KHZ: u32 = 1_000_000;
