@@ -37,6 +37,7 @@ fn stats(name: &str, unit: &str, mut v: Vec<f64>) {
 
 /// A VM that did not run its workload: its state, reason and console tail.
 fn report_failure(
+    t: &tvp_tests::Tvpd,
     id: &str,
     vm: &serde_json::Value,
     console: &str,
@@ -50,6 +51,21 @@ fn report_failure(
     );
     if let Some(r) = report {
         println!("  boot server: {r}");
+    }
+    // What tvpd logged about it (its VMM's network totals among it).
+    let log = t.log();
+    let mine: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("vm={id} ")))
+        .collect();
+    for l in &mine[mine.len().saturating_sub(12)..] {
+        println!("  tvpd: {l}");
+    }
+    let vmm =
+        std::fs::read_to_string(t.state_dir.join(format!("vms/{id}/vmm.log"))).unwrap_or_default();
+    let lines: Vec<&str> = vmm.lines().collect();
+    for l in &lines[lines.len().saturating_sub(12)..] {
+        println!("  tvp-vmm: {l}");
     }
 }
 
@@ -90,7 +106,13 @@ fn main() {
             &ca,
         );
         if !(o.workload_ran() && o.report["event"] == "delivered") {
-            report_failure(&format!("bench-{i}"), &o.vm, &o.console, Some(&o.report));
+            report_failure(
+                &h.t,
+                &format!("bench-{i}"),
+                &o.vm,
+                &o.console,
+                Some(&o.report),
+            );
             let _ =
                 h.t.delete_vm(&format!("bench-{i}"), tvp_tests::Tenant::shared());
             continue;
@@ -155,7 +177,7 @@ fn main() {
                 ok += 1;
                 holds.push(lease_hold(&v) * 1000.0);
             } else {
-                report_failure(&id, &v, &console, None);
+                report_failure(&h.t, &id, &v, &console, None);
             }
         }
         let all = t0.elapsed().as_secs_f64();
