@@ -43,7 +43,7 @@ impl Stage {
     /// The boot-log phase of this stage.
     pub fn phase(&self) -> Phase {
         match self {
-            Stage::Queued { .. } => Phase::Queued,
+            Stage::Queued => Phase::Queued,
             Stage::Measuring { .. } => Phase::Measuring,
             Stage::Tunnel { .. } => Phase::Tunnel,
             Stage::Attestation { .. } => Phase::Attestation,
@@ -55,7 +55,7 @@ impl Stage {
     /// The API state of this stage.
     pub fn state(&self) -> VmState {
         match self {
-            Stage::Queued { .. } => VmState::Queued,
+            Stage::Queued => VmState::Queued,
             Stage::Measuring { .. } => VmState::Measuring,
             Stage::Tunnel { .. } | Stage::Attestation { .. } => VmState::Attesting,
             Stage::Delivery { .. } => VmState::BootingWorkload,
