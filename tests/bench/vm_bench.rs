@@ -92,14 +92,15 @@ fn main() {
         }
     }
     println!(
-        "  (queued = VMM start + measurement + lease wait; measuring = PCR 23 extend and check;\n   tunnel/attestation/delivery = firmware work, TPM extend and quote through the mailbox)"
+        "  (queued = VMM start + its measurements; measuring = their check by computation;\n   tunnel/attestation/delivery = firmware work, the lease wait and quote through the mailbox)"
     );
     println!(
         "  PCR lease hold per VM:  median {:7.2} ms  p95 {:7.2} ms",
         ms(pct(&mut leases.clone(), 50)),
         ms(pct(&mut leases, 95))
     );
-    // Queued: Q VMs created at once, attested one after another through the lease.
+    // Queued: Q VMs created at once: they boot side by side, each quote under the lease
+    // in turn.
     let t0 = Instant::now();
     for i in 0..q {
         let r = t.create_vm(&VmSpec::measured(&format!("q-{i}")));

@@ -19,26 +19,41 @@ use tvp_vmm_channel::{read_frame, write_frame, ExitReason, HostMessage, VmmMessa
 /// How long a script that "keeps running" lives at most (so that a failed test leaves
 /// nothing behind for long).
 const LINGER: Duration = Duration::from_secs(120);
+/// Quotes per VM of [`Script::Interleave`].
+const QUOTES: usize = 8;
 
 /// The attack, by VM id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Script {
-    /// `hostile` (any id not below): a quote and a tunnel extension before tvpd
-    /// started it (while another VM holds the PCR lease), then, if it is still there
-    /// once started, the proper tunnel → quote → handover.
+    /// `hostile` (any id not below): a quote and a tunnel measurement before its
+    /// measurements are done (before tvpd can have started it), then, if it is still
+    /// there once started, the proper tunnel → quote → handover.
     EarlyRequests,
     /// `hostile-remeasure*`: a full honest boot up to the handover; then, once the
-    /// file `go` appears in its VM directory, a second measurements-done (a second
-    /// lease start) while another VM holds the lease.
+    /// file `go` appears in its VM directory, a second measurements-done.
     Remeasure,
-    /// `hostile-quote*`: a quote request while another VM holds the lease.
-    QuoteWithoutLease,
-    /// `hostile-tunnel*`: a tunnel measurement while another VM holds the lease.
-    TunnelWithoutLease,
-    /// `hostile-bootfail*`: started under the lease, reports boot-failed, then keeps
+    /// `hostile-quote*`: once started, a quote request without a tunnel measurement
+    /// (it would take the PCR lease with nothing for PCR 16).
+    QuoteWithoutTunnel,
+    /// `hostile-tunnel*`: once started, two tunnel measurements (the second would
+    /// put another tunnel into its quotes' PCR 16).
+    SecondTunnel,
+    /// `hostile-interleave*`: honest, but many quotes: once started, its tunnel
+    /// measurement (SHA-256 of its VM id), then, once the file `go` appears in its VM
+    /// directory, [`QUOTES`] quote requests (nonce: the first 16 bytes of SHA-256 of
+    /// `<vm id>-<i>`), each evidence written to `evidence-<i>.json` there; then the
+    /// handover and a power-off.
+    Interleave,
+    /// `hostile-attest*`: honest, and stays: once started, its tunnel measurement
+    /// (SHA-256 of its VM id); then, once the file `nonce` (hex) appears in its VM
+    /// directory, one quote with that nonce, the evidence written to `evidence.json`
+    /// there; then it waits for tvpd's `stop` (a VM that attested and keeps running its
+    /// firmware, for tests that need a VM's genuine evidence).
+    Attest,
+    /// `hostile-bootfail*`: started, reports boot-failed, then keeps
     /// running, ignoring tvpd's stop.
     BootFailedAndLinger,
-    /// `hostile-afterexit*`: started under the lease, reports its exit, then goes on
+    /// `hostile-afterexit*`: started, reports its exit, then goes on
     /// talking: a quote, a tunnel measurement, measurements-done, a hello.
     TalkAfterExit,
 }
@@ -47,8 +62,10 @@ impl Script {
     fn of(vm_id: &str) -> Script {
         let by_prefix = [
             ("hostile-remeasure", Script::Remeasure),
-            ("hostile-quote", Script::QuoteWithoutLease),
-            ("hostile-tunnel", Script::TunnelWithoutLease),
+            ("hostile-quote", Script::QuoteWithoutTunnel),
+            ("hostile-tunnel", Script::SecondTunnel),
+            ("hostile-interleave", Script::Interleave),
+            ("hostile-attest", Script::Attest),
             ("hostile-bootfail", Script::BootFailedAndLinger),
             ("hostile-afterexit", Script::TalkAfterExit),
         ];
@@ -191,9 +208,18 @@ fn main() {
         count: events.len() as u32,
         pcr23,
     };
+    let script = Script::of(&vm_id);
+    if script == Script::EarlyRequests {
+        // The attack: mailbox requests before tvpd can have sent `start`.
+        vmm.send(VmmMessage::QuoteRequest {
+            request_id: 1,
+            nonce: vec![0x22; 16],
+        });
+        vmm.send(tunnel(2));
+    }
     vmm.send(done.clone());
 
-    match Script::of(&vm_id) {
+    match script {
         Script::EarlyRequests => early_requests(&mut vmm),
         Script::Remeasure => {
             if !vmm.wait_start() {
@@ -204,13 +230,37 @@ fn main() {
             vmm.send(done);
             vmm.linger();
         }
-        Script::QuoteWithoutLease => {
+        Script::QuoteWithoutTunnel => {
+            if !vmm.wait_start() {
+                return;
+            }
             vmm.send(quote(1));
             vmm.linger();
         }
-        Script::TunnelWithoutLease => {
-            vmm.send(tunnel(1));
+        Script::SecondTunnel => {
+            if !vmm.wait_start() {
+                return;
+            }
+            vmm.requests(vec![tunnel(1)]);
+            vmm.send(VmmMessage::TunnelEstablished {
+                request_id: 2,
+                measurement: [0x77; 32],
+            });
             vmm.linger();
+        }
+        Script::Attest => {
+            if !vmm.wait_start() {
+                return;
+            }
+            let dir = log_path.parent().unwrap().to_path_buf();
+            attest(&mut vmm, &vm_id, &dir);
+        }
+        Script::Interleave => {
+            if !vmm.wait_start() {
+                return;
+            }
+            let dir = log_path.parent().unwrap().to_path_buf();
+            interleave(&mut vmm, &vm_id, &dir);
         }
         Script::BootFailedAndLinger => {
             if !vmm.wait_start() {
@@ -248,14 +298,57 @@ fn main() {
     }
 }
 
-/// [`Script::EarlyRequests`].
-fn early_requests(vmm: &mut Vmm) {
-    // The attack: mailbox requests before tvpd granted the lease and sent `start`.
-    vmm.send(VmmMessage::QuoteRequest {
+/// [`Script::Attest`], once started.
+fn attest(vmm: &mut Vmm, vm_id: &str, dir: &Path) {
+    let measurement = tvp_abi::measure::sha256(vm_id.as_bytes());
+    vmm.requests(vec![VmmMessage::TunnelEstablished {
         request_id: 1,
-        nonce: vec![0x22; 16],
+        measurement,
+    }]);
+    let nonce_file = dir.join("nonce");
+    wait_for_file(&nonce_file);
+    let nonce = hex::decode(std::fs::read_to_string(&nonce_file).unwrap().trim()).unwrap();
+    vmm.send(VmmMessage::QuoteRequest {
+        request_id: 2,
+        nonce,
     });
-    vmm.send(tunnel(2));
+    if let Some(HostMessage::Evidence { evidence, .. }) = vmm.recv() {
+        std::fs::write(dir.join("evidence.json"), evidence).unwrap();
+    }
+    while !matches!(vmm.recv(), Some(HostMessage::Stop) | None) {}
+}
+
+/// [`Script::Interleave`], once started.
+fn interleave(vmm: &mut Vmm, vm_id: &str, dir: &Path) {
+    let measurement = tvp_abi::measure::sha256(vm_id.as_bytes());
+    vmm.requests(vec![VmmMessage::TunnelEstablished {
+        request_id: 1,
+        measurement,
+    }]);
+    wait_for_file(&dir.join("go"));
+    for i in 0..QUOTES {
+        let nonce = tvp_abi::measure::sha256(format!("{vm_id}-{i}").as_bytes())[..16].to_vec();
+        vmm.send(VmmMessage::QuoteRequest {
+            request_id: 2 + i as u64,
+            nonce,
+        });
+        match vmm.recv() {
+            Some(HostMessage::Evidence { evidence, .. }) => {
+                std::fs::write(dir.join(format!("evidence-{i}.json")), evidence).unwrap();
+            }
+            Some(_) | None => return,
+        }
+    }
+    vmm.requests(vec![handover(100)]);
+    vmm.send(VmmMessage::Exited {
+        reason: ExitReason::PoweredOff,
+        exit_code: 0,
+        detail: String::new(),
+    });
+}
+
+/// [`Script::EarlyRequests`], after its early requests.
+fn early_requests(vmm: &mut Vmm) {
     let mut started = false;
     let mut answered = 0;
     while !(started && answered >= 2) {
@@ -265,7 +358,7 @@ fn early_requests(vmm: &mut Vmm) {
             Some(_) => answered += 1,
         }
     }
-    // Now legitimately, under the lease.
+    // Now legitimately.
     vmm.requests(vec![tunnel(3), quote(4), handover(5)]);
     vmm.send(VmmMessage::Exited {
         reason: ExitReason::PoweredOff,

@@ -22,7 +22,8 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A network namespace of this test: loopback up, bridge `br0` = 10.0.0.1/24 for the
+/// A network namespace of this test: loopback up, bridge `br0` = 10.0.0.1/24 (its own
+/// MAC address, as an operator sets it) for the
 /// VMs' TAPs. Deleted on drop (also when the test fails).
 pub struct NetNs {
     /// The namespace's name (`ip netns`).
@@ -47,6 +48,9 @@ impl NetNs {
         for cmd in [
             "ip link set lo up",
             "ip link add br0 type bridge",
+            // Its own address, as an operator sets it: otherwise the bridge takes its
+            // lowest port's, which changes as VMs' TAP devices come and go.
+            "ip link set br0 address 02:00:00:00:0b:01",
             "ip addr add 10.0.0.1/24 dev br0",
             "ip link set br0 up",
         ] {

@@ -23,7 +23,8 @@ pub fn secs(t: &str) -> f64 {
     (days * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19)) as f64 + frac
 }
 
-/// (phase → seconds spent in it, create → running seconds, lease hold seconds)
+/// (phase → seconds spent in it, create → running seconds, PCR lease hold seconds:
+/// the sum of the boot's leases, one per quote, from its `leases`)
 pub fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
     let created = secs(v["created_at"].as_str().unwrap_or(""));
     let phases = v["phases"].as_array().cloned().unwrap_or_default();
@@ -44,8 +45,17 @@ pub fn breakdown(v: &Value) -> (BTreeMap<String, f64>, f64, f64) {
         let end = p["ended_at"].as_str().map(secs).unwrap_or(start);
         per.insert(name, end - start);
     }
-    let lease = running - start_of("measuring").unwrap_or(running);
-    (per, running - created, lease)
+    (per, running - created, lease_hold(v))
+}
+
+/// Seconds a VM view's boot held the PCR lease: the sum of its `leases` (one per
+/// quote; 0 if it never quoted).
+pub fn lease_hold(v: &Value) -> f64 {
+    v["leases"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["held_us"].as_u64()).sum::<u64>())
+        .unwrap_or(0) as f64
+        / 1e6
 }
 
 /// The boot phases of a VM view's `phases`, in order (panics on a phase without a name).

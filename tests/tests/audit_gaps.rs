@@ -149,7 +149,7 @@ fn a_state_change_on_a_full_disk_is_kept_written_when_space_returns_and_refusals
             .managed_by(&tenant),
     );
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    // It holds the PCR lease until its deadline; the other VM waits in the queue.
+    // It attests (spinning, no quote, no lease) until its deadline.
     wait_vm(&t, VM, state_is("attesting"), Duration::from_secs(20));
     let other = Tenant::new(&["delete"], "alert");
     let r = t.create_vm(

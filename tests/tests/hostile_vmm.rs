@@ -1,8 +1,9 @@
 //! A compromised `tvp-vmm` (after a guest escape) against tvpd: tvpd checks every VMM
 //! message against its own state machine. `tvp-test-vmm` plays the hostile VMM (its
-//! script chosen by the VM id, `tests/bin/test_vmm.rs`); the VM holding the lease
-//! beside it runs the real `tvp-vmm` with a guest that never measures a tunnel, so its
-//! PCRs 16 and 23 stay as its measuring left them unless someone else touches them.
+//! script chosen by the VM id, `tests/bin/test_vmm.rs`); a VM beside it runs the real
+//! `tvp-vmm` with a guest that never measures a tunnel. No VM holds PCRs 16 and 23
+//! outside its own quote's TPM steps, so they read zero between quotes whatever a
+//! VMM says; every quote shows only its own VM's values.
 
 use std::time::Duration;
 
@@ -10,10 +11,11 @@ use serde_json::Value;
 use tvp_tests::guests::build_guest;
 use tvp_tests::vm::eventually;
 use tvp_tests::{ended, require, state_is, wait_vm, Need, Swtpm, Tvpd, VmSpec};
+use tvp_verifier::{verify, AkKey, Evidence, VerifyOptions};
 
 /// How long a VM may take to end.
 const TO_END: Duration = Duration::from_secs(60);
-/// How long a VM may take to get the lease and run its firmware.
+/// How long a VM may take to be measured and run its firmware.
 const TO_ATTESTING: Duration = Duration::from_secs(30);
 /// tvpd's grace for a VMM after its VM ended (`END_GRACE`, 5 s), with room for a
 /// loaded machine.
@@ -61,15 +63,23 @@ fn leased_pcrs(t: &Tvpd) -> (String, String) {
     (pcr("16"), pcr("23"))
 }
 
-/// The holder: the real VMM, measured and its firmware started, waiting for a tunnel
-/// that never comes. Returns its view and PCRs 16 and 23 as its lease left them.
-fn holder(t: &Tvpd) -> (Value, (String, String)) {
-    assert_eq!(t.create_vm(&spec("holder")).status, 201);
-    let v = wait_vm(t, "holder", state_is("attesting"), TO_ATTESTING);
-    let pcrs = leased_pcrs(t);
-    assert_eq!(pcrs.0, "00".repeat(32), "PCR 16 before any tunnel");
-    assert_eq!(Some(pcrs.1.as_str()), v["pcr23"].as_str(), "{v}");
-    (v, pcrs)
+/// PCRs 16 and 23 as no lease leaves them.
+fn free() -> (String, String) {
+    ("00".repeat(32), "00".repeat(32))
+}
+
+/// A bystander: the real VMM, measured and its firmware started, waiting for a tunnel
+/// that never comes. It holds no lease: PCRs 16 and 23 read zero. Returns its view.
+fn bystander(t: &Tvpd) -> Value {
+    assert_eq!(t.create_vm(&spec("bystander")).status, 201);
+    let v = wait_vm(t, "bystander", state_is("attesting"), TO_ATTESTING);
+    assert_eq!(v["pcr23"].as_str().map(str::len), Some(64), "{v}");
+    assert_eq!(
+        leased_pcrs(t),
+        free(),
+        "an attesting VM without a quote holds no lease"
+    );
+    v
 }
 
 /// Whether process `pid` is gone (or is a zombie tvpd has yet to reap).
@@ -118,27 +128,29 @@ fn replies(t: &Tvpd, id: &str) -> Vec<Value> {
 }
 
 #[test]
-fn a_second_measurements_done_during_another_vms_lease_destroys_the_vm_and_leaves_the_pcrs() {
+fn a_second_measurements_done_destroys_the_vm_and_leaves_the_pcrs() {
     require!(Need::Kvm, "swtpm", "gcc", "ld");
     let (_tpm, t) = tvpd();
-    // The hostile VM boots first and honestly, up to the handover: the lease passes on.
+    // The hostile VM boots first and honestly, up to the handover (one quote, one
+    // lease).
     let id = "hostile-remeasure";
     let pid = create(&t, id);
-    wait_vm(&t, id, state_is("running"), TO_ATTESTING);
-    let (_, before) = holder(&t);
-    // The attack: a second measurements-done, i.e. a second lease start.
+    let v = wait_vm(&t, id, state_is("running"), TO_ATTESTING);
+    assert_eq!(v["leases"].as_array().map(Vec::len), Some(1), "{v}");
+    bystander(&t);
+    // The attack: a second measurements-done, i.e. a second measuring.
     std::fs::write(t.state_dir.join(format!("vms/{id}/go")), "").unwrap();
     let v = wait_vm(&t, id, ended, TO_END);
     assert_eq!(v["state"], "failed", "{v}");
     assert_eq!(
         v["reason"],
-        format!("{VIOLATION}a second measurements-done (the lease start runs once per boot)"),
+        format!("{VIOLATION}a second measurements-done (measuring runs once per boot)"),
         "{v}"
     );
     assert_killed(&t, pid);
-    // The holder's PCRs are as its own measuring left them, and it attests on.
-    assert_eq!(leased_pcrs(&t), before, "the holder's PCRs 16/23 changed");
-    assert_eq!(t.vm("holder")["state"], "attesting");
+    // Nothing reached PCRs 16/23, and the bystander attests on.
+    assert_eq!(leased_pcrs(&t), free(), "PCRs 16/23 changed");
+    assert_eq!(t.vm("bystander")["state"], "attesting");
     assert!(
         logged(&t, id, "measurements-done", "VMM message refused"),
         "{}",
@@ -149,35 +161,151 @@ fn a_second_measurements_done_during_another_vms_lease_destroys_the_vm_and_leave
 }
 
 #[test]
-fn a_quote_or_tunnel_extend_without_the_lease_destroys_the_vm_and_leaves_the_pcrs() {
+fn a_quote_without_a_tunnel_or_a_second_tunnel_destroys_the_vm_and_never_takes_the_lease() {
     require!(Need::Kvm, "swtpm", "gcc", "ld");
     let (_tpm, t) = tvpd();
-    let (_, before) = holder(&t);
-    for (id, kind) in [
-        ("hostile-quote", "quote-request"),
-        ("hostile-tunnel", "tunnel-established"),
+    bystander(&t);
+    for (id, kind, reason, answers) in [
+        (
+            "hostile-quote",
+            "quote-request",
+            "'quote-request' before the tunnel measurement",
+            1,
+        ),
+        (
+            "hostile-tunnel",
+            "tunnel-established",
+            "a second tunnel-established (the tunnel is measured once per boot)",
+            2,
+        ),
     ] {
         let pid = create(&t, id);
         let v = wait_vm(&t, id, ended, TO_END);
         assert_eq!(v["state"], "failed", "{v}");
-        assert_eq!(
-            v["reason"],
-            format!("{VIOLATION}'{kind}' without the PCR lease"),
-            "{v}"
-        );
-        // The VMM was told why (code 1: not the lease holder) and killed at once (it
-        // may not have got to log the refusal): never evidence, an ack or a start.
+        assert_eq!(v["reason"], format!("{VIOLATION}{reason}"), "{v}");
+        assert_eq!(v["leases"], serde_json::json!([]), "no lease taken: {v}");
+        // The VMM was started, then (the first tunnel acked) told why (code 2: out of
+        // order) and killed at once (it may not have got to log the refusal): never
+        // evidence.
         let r = replies(&t, id);
+        assert_eq!(r[0]["type"], "start", "{r:?}");
+        if answers == 2 && r.len() > 1 {
+            assert_eq!(r[1]["type"], "ack", "the first tunnel: {r:?}");
+        }
         assert!(
-            r.iter().all(|m| m["type"] == "refused" && m["code"] == 1),
+            r.iter()
+                .skip(answers)
+                .all(|m| m["type"] == "refused" && m["code"] == 2),
             "{r:?}"
         );
+        assert!(r.iter().all(|m| m["type"] != "evidence"), "{r:?}");
         assert_killed(&t, pid);
         assert!(logged(&t, id, kind, "VMM message refused"), "{}", t.log());
         assert!(ending_record(&t, id).is_some(), "the VM's end is audited");
     }
-    assert_eq!(leased_pcrs(&t), before, "the holder's PCRs 16/23 changed");
-    assert_eq!(t.vm("holder")["state"], "attesting");
+    assert_eq!(leased_pcrs(&t), free(), "PCRs 16/23 changed");
+    assert_eq!(t.vm("bystander")["state"], "attesting");
+}
+
+/// VM `id`'s quote `i` as its VMM received it (`tests/bin/test_vmm.rs`, Interleave).
+fn interleaved_evidence(t: &Tvpd, id: &str, i: usize) -> Evidence {
+    let path = t.state_dir.join(format!("vms/{id}/evidence-{i}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn quotes_of_vms_whose_tunnels_are_established_at_once_interleave_and_each_shows_only_its_own_pcrs()
+{
+    require!(Need::Kvm, "swtpm", "gcc", "ld");
+    const QUOTES: usize = 8;
+    let (_tpm, t) = tvpd();
+    let ids = [
+        "hostile-interleave-a",
+        "hostile-interleave-b",
+        "hostile-interleave-c",
+    ];
+    for id in ids {
+        create(&t, id);
+    }
+    // All three measured, started and their tunnels recorded; then they quote at once.
+    for id in ids {
+        wait_vm(
+            &t,
+            id,
+            |v| {
+                v["phases"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["phase"] == "attestation"))
+            },
+            TO_ATTESTING,
+        );
+    }
+    assert_eq!(
+        leased_pcrs(&t),
+        free(),
+        "tunnels recorded, no quote yet: no lease"
+    );
+    for id in ids {
+        std::fs::write(t.state_dir.join(format!("vms/{id}/go")), "").unwrap();
+    }
+    let host = t.api_json("GET", "/v1/host", None);
+    let ak = AkKey::from_pem(host["ak_public_pem"].as_str().unwrap()).unwrap();
+    let mut leases: Vec<(u64, u64, &str)> = Vec::new();
+    for id in ids {
+        let v = wait_vm(&t, id, ended, TO_END);
+        assert_eq!(v["reason"], "powered-off", "{v}");
+        let pcr16 = tvp_abi::measure::extend(&[0; 32], &tvp_abi::measure::sha256(id.as_bytes()));
+        let pcr23: [u8; 32] = hex::decode(v["pcr23"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for i in 0..QUOTES {
+            let ev = interleaved_evidence(&t, id, i);
+            let nonce = tvp_abi::measure::sha256(format!("{id}-{i}").as_bytes())[..16].to_vec();
+            // A genuine quote whose event log replays to its PCRs...
+            let ok = verify(&ev, &VerifyOptions::new(nonce, ak.clone()))
+                .unwrap_or_else(|e| panic!("{id} quote {i}: {e}"));
+            // ...of this VM's tunnel and this VM's measurements only.
+            assert_eq!(
+                ok.pcrs[&16], pcr16,
+                "{id} quote {i}: another tunnel in PCR 16"
+            );
+            assert_eq!(ok.pcrs[&23], pcr23, "{id} quote {i}: another VM in PCR 23");
+            let leased: Vec<_> = ev
+                .event_log
+                .iter()
+                .filter(|r| r.pcr == 16 || r.pcr == 23)
+                .collect();
+            assert_eq!(
+                leased.len(),
+                7,
+                "6 PCR 23 records and the tunnel: {leased:?}"
+            );
+            for r in leased {
+                let text = serde_json::to_string(&r.content).unwrap();
+                assert!(text.contains(&format!("{id}: ")), "{id} quote {i}: {text}");
+            }
+        }
+        let held = v["leases"].as_array().unwrap();
+        assert_eq!(held.len(), QUOTES, "one lease per quote: {v}");
+        for l in held {
+            let at = l["granted_unix_us"].as_u64().unwrap();
+            leases.push((at, at + l["held_us"].as_u64().unwrap(), id));
+        }
+    }
+    // One holder at a time: no two leases overlap, and the three VMs' leases
+    // interleaved (FIFO: a VM quoting again waits behind the others).
+    leases.sort();
+    for w in leases.windows(2) {
+        assert!(w[0].1 <= w[1].0, "leases overlap: {w:?}");
+    }
+    let turns = leases.windows(2).filter(|w| w[0].2 != w[1].2).count();
+    assert!(
+        turns >= ids.len(),
+        "the quotes did not interleave: {leases:?}"
+    );
+    t.assert_leased_pcrs_free();
 }
 
 #[test]

@@ -1,19 +1,20 @@
-//! Measured VMs through tvpd's API on real KVM and a real swtpm: the lease, PCR 23
-//! measurement checked against the value computed from the files, serialized
-//! attestation, release with PCRs reset, the attestation deadline.
+//! Measured VMs through tvpd's API on real KVM and a real swtpm: PCR 23 measurement
+//! checked against the value computed from the files, the PCR lease taken only for a
+//! quote's TPM steps (one holder at a time, PCRs reset after), the attestation
+//! deadline.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use tvp_tests::guests::build_guest;
-use tvp_tests::phases::{entered, phase_names, states, FULL_BOOT};
+use tvp_tests::phases::{phase_names, states, FULL_BOOT};
 use tvp_tests::procfs::{net_device_exists, vmm_alive};
 use tvp_tests::vm::{expected_pcr23, poll};
-use tvp_tests::{ended, nonce_hex, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
+use tvp_tests::{ended, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
 
 /// How long a VM may take to end.
 const TO_END: Duration = Duration::from_secs(60);
-/// How long a VM may take to get the lease and run its firmware.
+/// How long a VM may take to be measured and run its firmware.
 const TO_ATTESTING: Duration = Duration::from_secs(20);
 
 /// A measured VM with attestation deadline `deadline` seconds.
@@ -61,8 +62,13 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     let page = dir.join("state/vms/vm-1/config.page");
     assert_eq!(v["pcr23"], expected_pcr23(&t, &fw, &page, Tenant::shared()));
     t.assert_leased_pcrs_free();
-    assert!(t.log().contains("tunnel measurement extended into PCR 16"));
+    assert!(t.log().contains("tunnel measurement recorded for PCR 16"));
     assert!(t.log().contains("quote for the lease holder"));
+    // One quote, one lease, held for the TPM steps only.
+    let leases = v["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 1, "{v}");
+    let held = leases[0]["held_us"].as_u64().unwrap();
+    assert!(held > 0 && held < 5_000_000, "{v}");
     // Errors name the field; duplicates and unknown VMs are refused.
     let bad = t.create_vm(&spec("Bad_Id", 60));
     assert_eq!(bad.status, 400);
@@ -72,7 +78,7 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
 }
 
 #[test]
-fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
+fn a_stuck_vm_holds_no_lease_and_vms_created_at_once_hold_it_one_after_another() {
     require!("swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
@@ -80,16 +86,20 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
     let spin = build_guest("spin", &g);
     let happy = build_guest("happy", &g);
     // The firmware is per tvpd; the spinning guest stands for a boot that never
-    // reaches its boot server: it holds the lease until its deadline.
+    // reaches its boot server: it attests until its deadline and holds no lease
+    // meanwhile.
     let mut t = Tvpd::start(&tpm, &dir, &["--firmware", spin.to_str().unwrap()]);
-    assert_eq!(t.create_vm(&spec("stuck", 2)).status, 201);
+    assert_eq!(t.create_vm(&spec("stuck", 3)).status, 201);
+    wait_vm(&t, "stuck", state_is("attesting"), TO_ATTESTING);
+    t.assert_leased_pcrs_free();
+    assert!(t.vm("stuck")["lease_position"].is_null());
     let v = wait_vm(&t, "stuck", ended, TO_END);
     assert_eq!(v["state"], "failed");
     assert_eq!(v["reason"], "attestation-deadline");
     t.assert_leased_pcrs_free();
     assert_eq!(t.stop(), Some(0), "tvpd must stop cleanly with VMs gone");
 
-    // Three at once: they attest one after another, in order.
+    // Three at once: they boot side by side and hold the lease one after another.
     let dir2 = tpm.scratch("b");
     t = Tvpd::start(&tpm, &dir2, &["--firmware", happy.to_str().unwrap()]);
     for id in ["q-1", "q-2", "q-3"] {
@@ -99,25 +109,25 @@ fn vms_queue_for_the_lease_and_a_stuck_one_is_destroyed_at_its_deadline() {
         .iter()
         .map(|id| wait_vm(&t, id, ended, TO_END))
         .collect();
-    let at = entered;
-    for w in views.windows(2) {
-        assert!(
-            at(&w[0], "running") <= at(&w[1], "measuring"),
-            "lease overlapped: {} / {}",
-            w[0],
-            w[1]
-        );
-    }
+    let mut leases: Vec<(u64, u64)> = Vec::new();
     for v in &views {
         assert_eq!(states(v), FULL_BOOT, "{v}");
+        let held = v["leases"].as_array().unwrap();
+        assert_eq!(held.len(), 1, "{v}");
+        let at = held[0]["granted_unix_us"].as_u64().unwrap();
+        leases.push((at, at + held[0]["held_us"].as_u64().unwrap()));
+    }
+    leases.sort();
+    for w in leases.windows(2) {
+        assert!(w[0].1 <= w[1].0, "leases overlapped: {w:?}");
     }
     t.assert_leased_pcrs_free();
 }
 
 #[test]
 fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
-    require!("swtpm", "gcc", "ld");
-    let (_tpm, mut t) = tvpd_with_guest("spin", &["--kvm-scan-interval-ms", "100"]);
+    require!("swtpm", "gcc", "ld", "tpm2_pcrextend");
+    let (tpm, mut t) = tvpd_with_guest("spin", &["--kvm-scan-interval-ms", "100"]);
     assert_eq!(t.create_vm(&spec("holder", 60)).status, 201);
     wait_vm(&t, "holder", state_is("attesting"), TO_ATTESTING);
     // While it runs, tvpd's own VMM is not reported as unmanaged.
@@ -126,13 +136,8 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
         .as_u64()
         .unwrap();
     t.assert_not_unmanaged(pid);
-    // PCR 23 holds the VM's measurement; tvpd dies mid-lease.
-    let ev = t.api_json(
-        "POST",
-        "/v1/host/quote",
-        Some(&format!("{{\"nonce\":\"{}\",\"pcrs\":[23]}}", nonce_hex(8))),
-    );
-    assert_ne!(ev["pcrs"]["sha256"]["23"], "00".repeat(32));
+    // An attesting VM holds no lease: PCRs 16 and 23 are free.
+    t.assert_leased_pcrs_free();
     // The VM has its TAP device, up, named under this tvpd's prefix.
     let tap = t.api_json("GET", "/v1/vms/holder", None)["tap"]
         .as_str()
@@ -153,6 +158,24 @@ fn a_stale_lease_is_reset_at_start_and_own_vms_are_not_unmanaged() {
         .map(|s| s.success())
         .unwrap_or(false);
     t.crash();
+    // A lease a crash left (tvpd killed inside a quote's TPM steps): values in 16/23.
+    for pcr in [16, 23] {
+        let out = std::process::Command::new("tpm2_pcrextend")
+            .args(["-T", &tpm.tools_tcti()])
+            .arg(format!("{pcr}:sha256={}", "ab".repeat(32)))
+            .output()
+            .expect("tpm2_pcrextend");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ev = tpm2_pcrread(&tpm);
+    assert!(
+        !ev.contains(&"0".repeat(64)),
+        "stale values not in place: {ev}"
+    );
     t.start_again();
     t.assert_leased_pcrs_free();
     assert!(t.log().contains("PCRs 16 and 23 reset"));
@@ -207,6 +230,20 @@ fn sigterm_stops_live_vms_releases_the_lease_and_deletes_their_taps() {
         assert_eq!(v["state"], "destroyed", "{v}");
         assert_eq!(v["reason"], "tvpd-stopped", "{v}");
     }
+}
+
+/// PCRs 16 and 23 as `tpm2_pcrread` prints them (with tvpd down).
+fn tpm2_pcrread(tpm: &Swtpm) -> String {
+    let out = std::process::Command::new("tpm2_pcrread")
+        .args(["-T", &tpm.tools_tcti(), "sha256:16,23"])
+        .output()
+        .expect("tpm2_pcrread");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_lowercase()
 }
 
 /// A swtpm and a tvpd whose measured VMs boot the test guest `guest`, with `extra` flags.
@@ -362,7 +399,7 @@ fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_procee
     assert_eq!(phases, ["queued", "measuring", "tunnel"], "{v}");
     assert!(v["phases"][2]["ended_at"].is_string(), "{v}");
     assert!(v["handover_digest"].is_null());
-    // The lease passed on: the next VM is measured and runs its firmware.
+    // The next VM is measured and runs its firmware (it never waited for the stuck one).
     wait_vm(&t, "next", state_is("attesting"), TO_ATTESTING);
     // A bad phase deadline is refused, naming it.
     let bad = spec("bad", 60).phase_deadline_secs("delivery", 0);
@@ -372,10 +409,11 @@ fn a_boot_phase_that_overruns_its_deadline_aborts_cleanly_and_the_next_vm_procee
 }
 
 #[test]
-fn mailbox_requests_from_a_vm_without_the_lease_are_refused_and_logged() {
+fn mailbox_requests_before_the_firmware_starts_are_refused_and_logged() {
     require!("swtpm", "gcc", "ld");
     // tvp-test-vmm plays a compromised VMM for ids starting with "hostile" (quote and
-    // tunnel requests before tvpd started it) and runs the real tvp-vmm otherwise.
+    // tunnel requests before its measurements are done, so before tvpd can have
+    // started it) and runs the real tvp-vmm otherwise.
     let (_tpm, t) = tvpd_with_guest(
         "spin",
         &[
@@ -392,25 +430,26 @@ fn mailbox_requests_from_a_vm_without_the_lease_are_refused_and_logged() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // Before the lease: refused with code 1 (not the lease holder), and the VM
-    // destroyed for it, its VMM killed at once (it may not have got to log the
-    // refusal); tests/tests/hostile_vmm.rs has the other attacks.
+    // Before the start: refused with code 2 (out of order), and the VM destroyed for
+    // it, its VMM killed at once (it may not have got to log the refusal);
+    // tests/tests/hostile_vmm.rs has the other attacks.
     assert!(
         replies
             .iter()
-            .all(|r| r["type"] == "refused" && r["request_id"] == 1 && r["code"] == 1),
+            .all(|r| r["type"] == "refused" && r["request_id"] == 1 && r["code"] == 2),
         "{console}"
     );
     assert_eq!(
-        v["reason"], "vmm-protocol-violation: 'quote-request' without the PCR lease",
+        v["reason"], "vmm-protocol-violation: 'quote-request' before tvpd started the firmware",
         "{v}"
     );
+    assert_eq!(v["leases"], serde_json::json!([]), "{v}");
     let holder = wait_vm(&t, "holder", ended, TO_END);
     assert_eq!(holder["reason"], "attestation-deadline");
     let log = t.log();
     assert!(
         log.lines()
-            .any(|l| l.contains("without the PCR lease") && l.contains("hostile")),
+            .any(|l| l.contains("before tvpd started the firmware") && l.contains("hostile")),
         "{log}"
     );
     t.assert_leased_pcrs_free();

@@ -17,14 +17,17 @@ use tvp_audit::token::TenantSigner;
 use tvp_tests::guests::build_guest;
 use tvp_tests::tenant::now;
 use tvp_tests::{require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
-use tvp_verifier::{CelRecord, EventKind, Evidence};
+use tvp_verifier::Evidence;
 use tvpctl::client::HttpReply;
+
+/// The attested VM's id: `tvp-test-vmm` runs its honest `hostile-attest` script.
+const VM: &str = "hostile-attest-1";
 
 /// How long a VM may take to reach a state.
 const TO_STATE: Duration = Duration::from_secs(60);
 
-/// A test guest's firmware: `workload` attests and runs; `spin` never attests, so its
-/// VM stays `attesting` and holds the PCR lease (PCR 23 is its).
+/// A test guest's firmware: `workload` attests and runs; `spin` never attests (VMs
+/// named [`VM`] run `tvp-test-vmm`'s honest `hostile-attest` script instead).
 fn guest(tpm: &Swtpm, name: &str) -> String {
     build_guest(name, &tpm.scratch("guest"))
         .to_str()
@@ -32,8 +35,8 @@ fn guest(tpm: &Swtpm, name: &str) -> String {
         .to_string()
 }
 
-/// Creates VM `id` with the `spin` guest managed by `tenant` and waits until it holds
-/// the lease (`attesting`), with deadlines far beyond the test.
+/// Creates VM `id` managed by `tenant` and waits until it is `attesting` (its tunnel
+/// recorded), with deadlines far beyond the test.
 fn create_attesting(t: &Tvpd, id: &str, tenant: &Tenant) -> Value {
     let spec = VmSpec::measured(id)
         .no_gateway()
@@ -76,34 +79,20 @@ fn text(r: &HttpReply) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
-/// The evidence the VM holding the lease gets on its attestation mailbox, assembled
-/// the same way from parts the API gives: a real quote over the platform PCR and PCR
-/// 23 for `nonce`, the host log's platform records, then the VM's PCR 23 records.
+/// VM `id`'s genuine evidence for `nonce` (hex), as its firmware gets it on its
+/// attestation mailbox: `tvp-test-vmm` (script `hostile-attest`, an honest VMM despite
+/// the name) asks for one quote with the nonce it finds in the VM's directory.
 fn vm_evidence(t: &Tvpd, id: &str, nonce: &str) -> Evidence {
-    let host = t.api_json("GET", "/v1/host", None);
-    let platform = host["platform_pcr"].as_u64().unwrap();
-    let body = json!({"nonce": nonce, "pcrs": [platform, 23]}).to_string();
-    let mut ev: Evidence =
-        serde_json::from_value(t.api_json("POST", "/v1/host/quote", Some(&body))).unwrap();
-    let vm = t.vm(id);
-    for m in vm["measurements"].as_array().unwrap() {
-        let digest: [u8; 32] = hex::decode(m["digest"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        ev.event_log.push(CelRecord::tvp(
-            ev.event_log.len() as u64,
-            23,
-            digest,
-            EventKind::VmMeasurement,
-            format!(
-                "{id}: {} {}",
-                m["event_type"].as_str().unwrap(),
-                m["description"].as_str().unwrap()
-            ),
-        ));
-    }
-    ev
+    let dir = t.state_dir.join(format!("vms/{id}"));
+    std::fs::write(dir.join("nonce"), nonce).unwrap();
+    let path = dir.join("evidence.json");
+    assert!(
+        tvp_tests::vm::eventually(TO_STATE, Duration::from_millis(50), || path.exists()),
+        "no evidence for {id}: {}",
+        t.log()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 /// The tenant's records of a host: `GET /v1/host` (with its AK name) and its AK PEM.
@@ -131,8 +120,10 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     let tpm_b = Swtpm::blank();
     let dir = tpm_a.scratch("tenant");
     let fw = guest(&tpm_a, "spin");
-    let a = Tvpd::start(&tpm_a, &tpm_a.scratch("a"), &["--firmware", &fw]);
-    let b = Tvpd::start(&tpm_b, &tpm_b.scratch("b"), &["--firmware", &fw]);
+    let vmm = tvp_tests::bin("tvp-test-vmm");
+    let args = ["--firmware", &fw, "--vmm-binary", vmm.to_str().unwrap()];
+    let a = Tvpd::start(&tpm_a, &tpm_a.scratch("a"), &args);
+    let b = Tvpd::start(&tpm_b, &tpm_b.scratch("b"), &args);
     let tenant = Tenant::new(&["pause", "resume", "delete"], "alert");
     let key = dir.join("tenant.key");
     std::fs::write(&key, tenant.signer.to_pkcs8_pem()).unwrap();
@@ -141,17 +132,17 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     assert_ne!(a.ak_name(), b.ak_name(), "two TPMs, two AKs");
 
     // The same VM id, key and policy on both hosts.
-    let v = create_attesting(&a, "vm-1", &tenant);
+    let v = create_attesting(&a, VM, &tenant);
     let pid_a = v["pid"].as_u64().unwrap();
-    let v_b = create_attesting(&b, "vm-1", &tenant);
+    let v_b = create_attesting(&b, VM, &tenant);
 
     // The tenant attests vm-1 on host A: the evidence verifies against A's pinned AK.
     let nonce = tvp_tests::nonce_hex(16);
-    let ev = vm_evidence(&a, "vm-1", &nonce);
+    let ev = vm_evidence(&a, VM, &nonce);
     assert_eq!(
         ev.pcrs["sha256"][&23].0,
         hex::decode(v["pcr23"].as_str().unwrap()).unwrap(),
-        "the VM holds the lease: PCR 23 is its"
+        "the VM's own quote: PCR 23 is its"
     );
     let ev_path = dir.join("vm-1-evidence.json");
     std::fs::write(&ev_path, serde_json::to_string(&ev).unwrap()).unwrap();
@@ -181,7 +172,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
                 "--evidence",
                 ev_path.to_str().unwrap(),
                 "--vm",
-                "vm-1",
+                VM,
                 "--op",
                 op,
                 "--counter",
@@ -202,27 +193,27 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     assert_eq!(t["host"], hex::encode(a.ak_name()));
     assert_eq!(
         t["incarnation"],
-        hex::encode(tvp_tests::tenant::incarnation(&a.state_dir, "vm-1")),
+        hex::encode(tvp_tests::tenant::incarnation(&a.state_dir, VM)),
         "the incarnation is the digest of the page the VM runs"
     );
-    let r = operation(&a, "vm-1", "pause", json!({}), &pause);
+    let r = operation(&a, VM, "pause", json!({}), &pause);
     assert_eq!(r.status, 200, "{}", text(&r));
-    assert_eq!(a.vm("vm-1")["paused"], true);
-    let r = operation(&a, "vm-1", "resume", json!({}), &bound("resume"));
+    assert_eq!(a.vm(VM)["paused"], true);
+    let r = operation(&a, VM, "resume", json!({}), &bound("resume"));
     assert_eq!(r.status, 200, "{}", text(&r));
-    assert_eq!(a.vm("vm-1")["paused"], false);
+    assert_eq!(a.vm(VM)["paused"], false);
 
     // Attack 1: host A's token replayed on host B, whose vm-1 has the same id, key
     // and policy and has never seen this counter.
-    let r = operation(&b, "vm-1", "pause", json!({}), &pause);
+    let r = operation(&b, VM, "pause", json!({}), &pause);
     assert_eq!(
         (r.status, code(&r).as_str()),
         (403, "host_mismatch"),
         "{}",
         text(&r)
     );
-    assert_eq!(b.vm("vm-1")["paused"], false);
-    assert_eq!(b.vm("vm-1")["pid"], v_b["pid"]);
+    assert_eq!(b.vm(VM)["paused"], false);
+    assert_eq!(b.vm(VM)["pid"], v_b["pid"]);
     // ... and tvpctl will not bind host A's evidence to host B.
     let (rc, _, err) = authorize(
         &key,
@@ -232,7 +223,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
             "--evidence",
             ev_path.to_str().unwrap(),
             "--vm",
-            "vm-1",
+            VM,
             "--op",
             "pause",
         ],
@@ -245,34 +236,34 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     // the VM it attested is refused for the decoy.
     let delete = |tvpd: &Tvpd| {
         let token = tenant.token_for(
-            &tvpd.target("vm-1"),
+            &tvpd.target(VM),
             "delete",
             &[],
             tenant.next_counter(),
             now() + 60,
         );
-        let r = tvpd.api_token("DELETE", "/v1/vms/vm-1", None, &token);
+        let r = tvpd.api_token("DELETE", &format!("/v1/vms/{VM}"), None, &token);
         assert_eq!(r.status, 200, "{}", text(&r));
     };
     delete(&a);
-    wait_vm(&a, "vm-1", state_is("destroyed"), TO_STATE);
+    wait_vm(&a, VM, state_is("destroyed"), TO_STATE);
     delete(&a);
-    let decoy = create_attesting(&a, "vm-1", &tenant);
+    let decoy = create_attesting(&a, VM, &tenant);
     assert_ne!(decoy["pid"].as_u64(), Some(pid_a));
     let attested = bound("pause");
-    let r = operation(&a, "vm-1", "pause", json!({}), &attested);
+    let r = operation(&a, VM, "pause", json!({}), &attested);
     assert_eq!(
         (r.status, code(&r).as_str()),
         (403, "incarnation_mismatch"),
         "{}",
         text(&r)
     );
-    assert_eq!(a.vm("vm-1")["paused"], false);
+    assert_eq!(a.vm(VM)["paused"], false);
     let recs = a.audit_records();
     let d = recs
         .iter()
         .rev()
-        .find(|r| r["vm"] == "vm-1" && r["op"] == "pause" && r["stage"] == "decision")
+        .find(|r| r["vm"] == VM && r["op"] == "pause" && r["stage"] == "decision")
         .unwrap();
     assert_eq!(d["decision"], "deny", "{d}");
     assert!(d["reason"].as_str().unwrap().contains("incarnation"), "{d}");
@@ -281,7 +272,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     let pd = tvp_audit::params::digest(&Default::default());
     let mut v1 = serde_json::to_value(tenant.signer.authorize(
         "pause",
-        &a.target("vm-1"),
+        &a.target(VM),
         &pd,
         tenant.next_counter(),
         now() + 60,
@@ -293,7 +284,7 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     v1.remove("incarnation");
     let v1 = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(Value::from(v1.clone()).to_string());
-    let r = operation(&a, "vm-1", "pause", json!({}), &v1);
+    let r = operation(&a, VM, "pause", json!({}), &v1);
     assert_eq!(
         (r.status, code(&r).as_str()),
         (403, "unsupported_token_version"),
@@ -304,13 +295,13 @@ fn tokens_bound_to_host_and_attested_incarnation_refuse_other_hosts_and_decoys()
     // The decoy's own incarnation, as the harness reads it, passes: what was refused
     // was the binding, not the key.
     let own = tenant.token_for(
-        &a.target("vm-1"),
+        &a.target(VM),
         "pause",
         &[],
         tenant.next_counter(),
         now() + 60,
     );
-    let r = operation(&a, "vm-1", "pause", json!({}), &own);
+    let r = operation(&a, VM, "pause", json!({}), &own);
     assert_eq!(r.status, 200, "{}", text(&r));
 }
 

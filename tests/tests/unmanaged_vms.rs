@@ -78,7 +78,7 @@ fn a_tvp_vmm_started_outside_tvpd_is_reported_as_such() {
             spin.to_str().unwrap(),
         ],
     );
-    // A tenant's VM on this host (it spins in its firmware, holding the lease).
+    // A tenant's VM on this host (it spins in its firmware).
     let r = t.create_vm(&VmSpec::measured("tenant-vm").auth_code("U-t"));
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let ca = dir.join("ca.der");

@@ -78,9 +78,16 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VmmError> {
 }
 
 /// The CPUID table of vCPU `topo.index`: `supported`, normalised.
-pub fn cpuid_for(supported: &CpuId, topo: Topology) -> Result<CpuId, VmmError> {
+pub fn cpuid_for(
+    supported: &CpuId,
+    topo: Topology,
+    tsc_khz: Option<u32>,
+) -> Result<CpuId, VmmError> {
     let mut entries = supported.as_slice().to_vec();
     cpuid::normalize(&mut entries, topo);
+    if let Some(khz) = tsc_khz {
+        cpuid::add_timing_leaf(&mut entries, khz);
+    }
     CpuId::from_entries(&entries).map_err(|e| {
         VmmError::Unsupported(format!("CPUID table of {} entries: {e:?}", entries.len()))
     })
@@ -90,7 +97,9 @@ pub fn cpuid_for(supported: &CpuId, topo: Topology) -> Result<CpuId, VmmError> {
 /// LINT0/LINT1. Registers and segments are the measured entry state's business
 /// (vCPU 0 only, [`crate::vcpu`]).
 pub fn setup_vcpu(supported: &CpuId, vcpu: &VcpuFd, topo: Topology) -> Result<(), VmmError> {
-    vcpu.set_cpuid2(&cpuid_for(supported, topo)?)
+    // A KVM without KVM_GET_TSC_KHZ leaves the firmware at its assumption.
+    let tsc_khz = vcpu.get_tsc_khz().ok();
+    vcpu.set_cpuid2(&cpuid_for(supported, topo, tsc_khz)?)
         .map_err(VmmError::kvm("set CPUID"))?;
     set_boot_msrs(vcpu)?;
     set_lint(vcpu)

@@ -93,6 +93,44 @@ pub fn normalize(entries: &mut Vec<kvm_cpuid_entry2>, topo: Topology) {
     }
 }
 
+/// The hypervisor base leaf (KVM's signature; EAX is the highest hypervisor leaf).
+pub const HYPERVISOR_BASE_LEAF: u32 = 0x4000_0000;
+/// The hypervisor timing leaf (the convention QEMU's `vmware-cpuid-freq` follows):
+/// EAX = TSC frequency in kHz, EBX = APIC bus frequency in kHz, for guests that read
+/// the frequency from CPUID. Under nested KVM a guest's CPUID at CPL 3 may be answered
+/// without it, so the mailbox's GET_VERSION carries the frequency too (the firmware
+/// prefers that: with neither it assumes 2 GHz, and on a 2.6 GHz host its 10 s I/O
+/// timeout ran out after 7.7 s).
+pub const TIMING_LEAF: u32 = 0x4000_0010;
+/// KVM's virtual APIC bus runs at 1 GHz.
+pub const APIC_BUS_KHZ: u32 = 1_000_000;
+
+/// Adds the timing leaf with `tsc_khz` to `entries` and raises the base leaf's maximum
+/// to it; a table without KVM's base leaf (no hypervisor leaves at all) is left as is.
+pub fn add_timing_leaf(entries: &mut Vec<kvm_cpuid_entry2>, tsc_khz: u32) {
+    let mut has_base = false;
+    for e in entries.iter_mut() {
+        if e.function == HYPERVISOR_BASE_LEAF {
+            e.eax = e.eax.max(TIMING_LEAF);
+            has_base = true;
+        }
+    }
+    if !has_base {
+        return;
+    }
+    if let Some(e) = entries.iter_mut().find(|e| e.function == TIMING_LEAF) {
+        e.eax = tsc_khz;
+        e.ebx = APIC_BUS_KHZ;
+        return;
+    }
+    entries.push(kvm_cpuid_entry2 {
+        function: TIMING_LEAF,
+        eax: tsc_khz,
+        ebx: APIC_BUS_KHZ,
+        ..Default::default()
+    });
+}
+
 /// Leaf 0xb / 0x1f sub-leaf `e.index`: SMT level (1 thread), core level (`count`
 /// cores), then the terminating invalid level; EDX is the x2APIC id at every level.
 fn topology_leaf(e: &mut kvm_cpuid_entry2, topo: Topology) {
@@ -233,6 +271,31 @@ mod tests {
         let mut t = host(false);
         normalize(&mut t, Topology { index: 0, count: 2 });
         assert_eq!(find(&t, 0x8000_0008, 0).ecx, 0x0001_400f);
+    }
+
+    /// The firmware finds the TSC frequency where it looks (base leaf's maximum at
+    /// least the timing leaf, EAX of the timing leaf in kHz).
+    #[test]
+    fn the_timing_leaf_carries_the_tsc_frequency() {
+        let leaf = |t: &[kvm_cpuid_entry2], f: u32| t.iter().find(|e| e.function == f).copied();
+        let base = kvm_cpuid_entry2 {
+            function: HYPERVISOR_BASE_LEAF,
+            eax: 0x4000_0001,
+            ..Default::default()
+        };
+        let mut t = vec![base];
+        add_timing_leaf(&mut t, 2_596_130);
+        assert_eq!(leaf(&t, HYPERVISOR_BASE_LEAF).unwrap().eax, TIMING_LEAF);
+        let e = leaf(&t, TIMING_LEAF).unwrap();
+        assert_eq!((e.eax, e.ebx), (2_596_130, APIC_BUS_KHZ));
+        // Twice: updated in place, not duplicated.
+        add_timing_leaf(&mut t, 3_000_000);
+        assert_eq!(t.len(), 2);
+        assert_eq!(leaf(&t, TIMING_LEAF).unwrap().eax, 3_000_000);
+        // No hypervisor leaves: nothing added.
+        let mut t = vec![kvm_cpuid_entry2::default()];
+        add_timing_leaf(&mut t, 1);
+        assert!(leaf(&t, TIMING_LEAF).is_none());
     }
 
     #[test]

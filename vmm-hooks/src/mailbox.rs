@@ -57,6 +57,7 @@ pub struct Mailbox {
     handed_over: bool,
     block: Box<[u8; REQUEST_MAX]>,
     host_timeout: Duration,
+    tsc_khz: u32,
 }
 
 /// The response to write: status, echoed command, payload, detail.
@@ -94,7 +95,14 @@ impl Mailbox {
             handed_over: false,
             block: Box::new([0u8; REQUEST_MAX]),
             host_timeout,
+            tsc_khz: 0,
         }
+    }
+
+    /// Tell the guest (GET_VERSION) that its TSC runs at `khz` (0 = unknown).
+    pub fn with_tsc_khz(mut self, khz: u32) -> Self {
+        self.tsc_khz = khz;
+        self
     }
 
     /// Current state.
@@ -156,7 +164,7 @@ impl Mailbox {
         let id = self.next_request_id;
         match (self.state, req) {
             (_, Request::GetVersion) => Response {
-                payload: version_payload().to_vec(),
+                payload: version_payload(self.tsc_khz).to_vec(),
                 ..Response::status(Status::Ok, cmd)
             },
             (MailboxState::Booting, Request::TunnelEstablished(measurement)) => {

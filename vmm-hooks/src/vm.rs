@@ -386,9 +386,14 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         lockdown::drop_privileges(uid, gid)?;
         log::info!(vm = opts.vm_id.as_str(), uid = uid, gid = gid; "privileges dropped");
     }
+    // The firmware's clock: KVM's TSC frequency for vCPU 0 (0 if KVM cannot say).
+    let tsc_khz = vcpu_fds
+        .first()
+        .and_then(|fd| fd.get_tsc_khz().ok())
+        .unwrap_or(0);
     let ctx = Arc::new(Mutex::new(VcpuContext {
         devices: Devices::new(console, IrqLine(com1_irq)),
-        mailbox: Mailbox::new(opts.host_timeout),
+        mailbox: Mailbox::new(opts.host_timeout).with_tsc_khz(tsc_khz),
         host: ChannelHost {
             tx: tx.clone(),
             replies: rx.replies,

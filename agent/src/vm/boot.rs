@@ -1,10 +1,11 @@
 //! Where a measured VM's boot is: ONE value per VM, in the manner of rustls's
-//! handshake states. Each variant carries exactly the data valid in it (the lease flag
-//! and the VMM's reported PCR 23 while queued, this lease's event log while the
-//! firmware attests, `paused` only while live, the reason once ended), and
-//! [`Boot::step`] is the only way from one to the next: an impossible transition (a
-//! second lease grant, a message after the end, a handover before the firmware was
-//! started) is refused with a [`BootError`] and changes nothing.
+//! handshake states. Each variant carries exactly the data valid in it (the VMM's
+//! reported PCR 23 while measuring, this boot's event log while the firmware attests,
+//! `paused` only while live, the reason once ended), and [`Boot::step`] is the only
+//! way from one to the next: an impossible transition (a second tunnel measurement, a
+//! message after the end, a handover before the firmware was started) is refused with
+//! a [`BootError`] and changes nothing. No state holds the PCR lease: it is taken only
+//! for the TPM steps of a quote (`vm/lease.rs`).
 //!
 //! The API's `state` ([`VmState`]), its boot-log `phase` ([`Phase`]) and `paused` are
 //! derived from it, never kept in step by hand.
@@ -54,10 +55,7 @@ impl Boot {
     /// A new boot: queued, nothing granted, nothing measured.
     pub fn queued() -> Boot {
         Boot::Live {
-            stage: Stage::Queued {
-                lease: false,
-                reported_pcr23: None,
-            },
+            stage: Stage::Queued,
             paused: false,
         }
     }
@@ -161,8 +159,8 @@ impl Boot {
         matches!(self, Boot::Live { stage, .. } if *stage != Stage::Running)
     }
 
-    /// Whether the firmware runs under the lease (started, not yet handed over): the
-    /// stages in which quotes and the handover are taken.
+    /// Whether the firmware runs (started, not yet handed over): the stages in which
+    /// the tunnel measurement, quotes and the handover are taken.
     pub fn firmware_started(&self) -> bool {
         matches!(
             self,
@@ -184,29 +182,24 @@ impl Boot {
         )
     }
 
-    /// Whether the VMM's measurements are still coming in.
-    pub fn accepts_measurements(&self) -> bool {
+    /// Whether the tunnel measurement is recorded and the firmware runs: the stages
+    /// in which a quote (under the lease) may be taken.
+    pub fn tunnel_measured(&self) -> bool {
         matches!(
             self,
             Boot::Live {
-                stage: Stage::Queued {
-                    reported_pcr23: None,
-                    ..
-                },
+                stage: Stage::Attestation { .. } | Stage::Delivery { .. },
                 ..
             }
         )
     }
 
-    /// Whether the lease is granted and the measurements are in: measuring can start.
-    pub fn ready_to_measure(&self) -> bool {
+    /// Whether the VMM's measurements are still coming in.
+    pub fn accepts_measurements(&self) -> bool {
         matches!(
             self,
             Boot::Live {
-                stage: Stage::Queued {
-                    lease: true,
-                    reported_pcr23: Some(_),
-                },
+                stage: Stage::Queued,
                 ..
             }
         )
@@ -223,7 +216,8 @@ impl Boot {
         }
     }
 
-    /// This lease's records (empty unless the firmware runs under the lease).
+    /// This boot's PCR 23 records and, once recorded, its PCR 16 record (empty unless
+    /// the firmware runs): what each quote's lease extends, and the evidence's log.
     pub fn lease_log(&self) -> &[CelRecord] {
         match self {
             Boot::Live {

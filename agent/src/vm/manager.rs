@@ -1,6 +1,7 @@
 //! The VM manager: one `tvp-vmm` per measured VM, supervised by a thread of its own,
 //! and the PCR lease (`vm/lease.rs`) that lets exactly one VM at a time have its
-//! firmware and tunnel measured into PCRs 23 and 16 and be quoted. Each VM's boot is
+//! recorded measurements and tunnel extended into PCRs 23 and 16 and be quoted, for
+//! the TPM steps of one quote only. Each VM's boot is
 //! one [`crate::vm::boot::Boot`] value; the API's state and phase derive from it.
 //!
 //! By job:
@@ -10,7 +11,8 @@
 //! - `lifecycle`: create, destroy/forget, stop all;
 //! - `launch`: starting `tvp-vmm` with its descriptors;
 //! - `supervise`: the per-VM supervisor; `messages`: the VMM's messages;
-//! - `attestation`: measuring, tunnel, evidence, handover, end of the lease;
+//! - `attestation`: measuring (by computation), tunnel, handover;
+//! - `leased`: a quote's TPM steps under the lease;
 //! - `recovery`: the records of an earlier tvpd;
 //! - `host_events`: platform changes, out-of-context VMs;
 //! - `control`: the tenant-authorized restricted operations.
@@ -27,6 +29,7 @@ mod attestation;
 pub mod control;
 mod host_events;
 mod launch;
+mod leased;
 mod lifecycle;
 mod messages;
 mod record;
@@ -119,6 +122,9 @@ pub struct Manager {
     registry: Mutex<registry::Registry>,
     /// Notified whenever a supervisor reaps its VM (with `registry`).
     reaped: Condvar,
+    /// Notified whenever the PCR lease is released or a waiter leaves (with
+    /// `registry`).
+    lease_passed: Condvar,
     releaser: crate::image_release::Releaser,
     tpm: TpmClient,
     cfg: ManagerConfig,
@@ -142,6 +148,7 @@ impl Manager {
         let m = Arc::new(Manager {
             registry: Mutex::new(registry::Registry::default()),
             reaped: Condvar::new(),
+            lease_passed: Condvar::new(),
             releaser,
             tpm,
             cfg,

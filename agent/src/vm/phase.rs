@@ -2,7 +2,7 @@
 //! `queued` → `measuring` → `tunnel` → `attestation` → `delivery` → `running`; each
 //! phase but the last has its own deadline (per VM, from the create request), on top
 //! of the overall attestation deadline. A phase that overruns aborts the boot cleanly
-//! (lease released with the PCR reset, VM destroyed) with reason
+//! (out of the lease queue if it waited, VM destroyed) with reason
 //! `phase-deadline: <phase> exceeded <n> s`. The phases with their timestamps are the
 //! VM's boot log in `GET /v1/vms/{id}`.
 
@@ -14,13 +14,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// Waiting for the PCR lease (and for the VMM's measurements).
+    /// The VMM starts and measures the VM into its own event log.
     Queued,
-    /// Holding the lease; measurements extended into PCR 23 and checked.
+    /// The VMM's measurements are checked by computation against the files.
     Measuring,
     /// Firmware running; waiting for the TLS tunnel's measurement.
     Tunnel,
-    /// Tunnel measured into PCR 16; waiting for the boot server's attestation request.
+    /// Tunnel measurement recorded; waiting for the boot server's attestation request
+    /// (the quote takes the PCR lease for its TPM steps).
     Attestation,
     /// Evidence delivered; waiting for the workload's handover.
     Delivery,
@@ -62,7 +63,7 @@ fn d_delivery() -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseDeadlines {
-    /// Longest wait for the lease [3600].
+    /// Longest VMM start and measurement (an image included) [3600].
     #[serde(default = "d_queued")]
     pub queued: u64,
     /// Longest measurement check [30].

@@ -6,17 +6,16 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VmState {
-    /// Waiting for its measurements or for the PCR lease.
+    /// Its VMM starts and measures it.
     Queued,
-    /// Holds the lease; its measurements are being extended into PCR 23.
+    /// Its measurements are being checked against the files (by computation).
     Measuring,
-    /// Running its firmware, holding the lease: tunnel, quote.
+    /// Running its firmware: tunnel, quote (the quote under the PCR lease).
     Attesting,
     /// Its evidence went to the boot server, which verifies it and delivers the
-    /// workload; the firmware checks the workload's signature and hands over (still
-    /// holding the lease).
+    /// workload; the firmware checks the workload's signature and hands over.
     BootingWorkload,
-    /// Handed over to the workload (lease released).
+    /// Handed over to the workload.
     Running,
     /// Ended with a failure; `reason` says why.
     Failed,
@@ -55,6 +54,16 @@ pub struct MeasurementView {
     pub description: String,
 }
 
+/// One PCR lease a VM held: when it was granted and how long it was held (grant to
+/// release: the TPM steps of one quote, PCRs 16 and 23 reset at both ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    /// Microseconds since the Unix epoch when it was granted.
+    pub granted_unix_us: u64,
+    /// Microseconds it was held.
+    pub held_us: u64,
+}
+
 /// What `GET /v1/vms/{id}` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmView {
@@ -70,8 +79,12 @@ pub struct VmView {
     pub updated_at: String,
     /// Every state change, in order: (time, state).
     pub history: Vec<(String, VmState)>,
-    /// 0 = holds the lease, n = n-th in the queue, absent = not waiting.
+    /// 0 = holds the lease (in a quote's TPM steps), n = n-th in the queue, absent
+    /// = not waiting.
     pub lease_position: Option<usize>,
+    /// Every PCR lease this boot held (one per quote), in order.
+    #[serde(default)]
+    pub leases: Vec<LeaseView>,
     /// The VMM's pid while it runs.
     pub pid: Option<u32>,
     /// The VM's TAP device while it exists (attach it to the tenant's network, or let

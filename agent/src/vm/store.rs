@@ -144,6 +144,7 @@ mod tests {
                 updated_at: "2026-01-01T00:00:01Z".into(),
                 history: vec![("2026-01-01T00:00:00Z".into(), VmState::Queued)],
                 lease_position: Some(0),
+                leases: Vec::new(),
                 pid: Some(42),
                 tap: Some("tvp0123".into()),
                 measurements: Vec::new(),

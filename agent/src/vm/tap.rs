@@ -1,6 +1,14 @@
 //! TAP devices of measured VMs: one persistent TAP per VM, named from the VM id
 //! (`<tap_prefix><hex of SHA-256(id)>`, at most 15 characters), created and brought up
 //! before the VMM starts, optionally attached to a bridge, and deleted on every end.
+//!
+//! Each TAP device gets the host-side MAC address `fe:` + 5 bytes of SHA-256 of its
+//! name (as libvirt does), never its random one: a Linux bridge without an address
+//! set takes the lowest MAC of its ports, so with random TAP addresses its MAC (the
+//! boot server's, when it runs on the bridge) changed whenever a VM's TAP came or
+//! went, and the VMs that had resolved the old one lost their TCP connection for
+//! seconds (issue #19, the queued-1 failure). A bridge whose own address is not set
+//! explicitly is still warned about at attach, since its MAC can follow its ports.
 //! Everything goes through `/dev/net/tun` and interface ioctls, so no external tool is
 //! needed.
 //!
@@ -23,6 +31,9 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
+const ARPHRD_ETHER: u16 = 1;
+/// `addr_assign_type` of an address set from user space (`NET_ADDR_SET`).
+const NET_ADDR_SET: &str = "3";
 
 /// Errors creating, configuring or deleting a TAP device.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +108,32 @@ impl IfReq {
     fn set_int(&mut self, v: libc::c_int) {
         self.data[..4].copy_from_slice(&v.to_ne_bytes());
     }
+
+    /// The union as `struct sockaddr` holding an Ethernet address (SIOCSIFHWADDR).
+    fn set_hwaddr(&mut self, mac: [u8; 6]) {
+        self.data[..2].copy_from_slice(&ARPHRD_ETHER.to_ne_bytes());
+        self.data[2..8].copy_from_slice(&mac);
+    }
+}
+
+/// The host-side MAC address of TAP `name`: `fe:` and 5 bytes of SHA-256 of the name
+/// (locally administered, unicast, and above any vendor address, so never the lowest
+/// port of a bridge with an uplink).
+pub fn host_mac(name: &str) -> [u8; 6] {
+    let h = Sha256::digest(name.as_bytes());
+    [0xfe, h[0], h[1], h[2], h[3], h[4]]
+}
+
+fn set_mac(name: &str, mac: [u8; 6]) -> Result<(), TapError> {
+    let s = inet_socket()?;
+    let mut req = IfReq::new(name)?;
+    req.set_hwaddr(mac);
+    // SAFETY: SIOCSIFHWADDR reads the name and the `struct sockaddr` of the `ifreq` we
+    // own.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFHWADDR, &mut req as *mut IfReq) } < 0 {
+        return Err(ioctl_err(name, "SIOCSIFHWADDR"));
+    }
+    Ok(())
 }
 
 fn ioctl_err(name: &str, op: &'static str) -> TapError {
@@ -175,6 +212,15 @@ fn attach_to_bridge(name: &str, bridge: &str) -> Result<(), TapError> {
     if unsafe { libc::ioctl(s.as_raw_fd(), SIOCBRADDIF, &mut req as *mut IfReq) } < 0 {
         return Err(ioctl_err(name, "SIOCBRADDIF"));
     }
+    let assigned = std::fs::read_to_string(
+        Path::new("/sys/class/net")
+            .join(bridge)
+            .join("addr_assign_type"),
+    )
+    .unwrap_or_default();
+    if assigned.trim() != NET_ADDR_SET {
+        log::warn!(bridge = bridge; "the bridge's MAC address is not set explicitly: it follows its ports' addresses, and VMs on it lose their peer on the bridge for seconds whenever it changes; set one (ip link set BRIDGE address ...)");
+    }
     Ok(())
 }
 
@@ -182,10 +228,12 @@ fn attach_to_bridge(name: &str, bridge: &str) -> Result<(), TapError> {
 /// port of that bridge. On failure nothing is left behind.
 pub fn create(name: &str, bridge: Option<&str>) -> Result<(), TapError> {
     set_persist(name, true)?;
-    let configured = bring_up(name).and_then(|()| match bridge {
-        Some(b) => attach_to_bridge(name, b),
-        None => Ok(()),
-    });
+    let configured = set_mac(name, host_mac(name))
+        .and_then(|()| bring_up(name))
+        .and_then(|()| match bridge {
+            Some(b) => attach_to_bridge(name, b),
+            None => Ok(()),
+        });
     if let Err(e) = configured {
         let _ = set_persist(name, false);
         return Err(e);
@@ -239,6 +287,15 @@ mod tests {
         assert!(valid_name(&a));
         assert_eq!(a, name_for("tvp", "vm-1"));
         assert_ne!(a, name_for("tvp", "vm-2"));
+    }
+
+    #[test]
+    fn host_macs_are_stable_unicast_and_above_vendor_addresses() {
+        let a = host_mac("tvpa1b2");
+        assert_eq!(a, host_mac("tvpa1b2"));
+        assert_ne!(a, host_mac("tvpa1b3"));
+        assert_eq!(a[0], 0xfe, "locally administered, unicast, high");
+        assert_eq!(a[0] & 1, 0);
     }
 
     #[test]

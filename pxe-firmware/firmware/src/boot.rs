@@ -61,9 +61,12 @@ pub fn run(mem_size: u64) -> ! {
     crate::selftest::run(cfg.auth_code);
 
     let mut mbox = Mailbox::new();
-    match mbox.version() {
-        Ok(v) if v == MAILBOX_ABI_VERSION => println!("mailbox: ABI version {v}"),
-        Ok(v) => {
+    let platform_khz = match mbox.version() {
+        Ok((v, khz)) if v == MAILBOX_ABI_VERSION => {
+            println!("mailbox: ABI version {v}");
+            khz
+        }
+        Ok((v, _)) => {
             println!("mailbox: unsupported ABI version {v}");
             fail(Failure::MailboxUnavailable)
         }
@@ -71,12 +74,12 @@ pub fn run(mem_size: u64) -> ! {
             println!("mailbox: GET_VERSION failed: {e:?}");
             fail(Failure::MailboxUnavailable)
         }
-    }
+    };
     milestone(milestone::MAILBOX_READY);
 
     let heap = crate::heap::init(mem_size);
-    let khz = crate::clock::init();
-    println!("heap: {} KiB, tsc: {khz} kHz", heap >> 10);
+    let (khz, source) = crate::clock::init(platform_khz);
+    println!("heap: {} KiB, tsc: {khz} kHz ({source})", heap >> 10);
     network_boot(&cfg, &mut mbox)
 }
 

@@ -1,5 +1,8 @@
-//! Time for the network stack and deadlines: the TSC, scaled by its frequency from
-//! CPUID (leaf 0x15, or KVM's leaf 0x40000010), else an assumed 2 GHz. Only relative
+//! Time for the network stack and deadlines: the TSC, scaled by its frequency as the
+//! platform's mailbox says it (GET_VERSION), else from CPUID (leaf 0x15, or the
+//! hypervisor timing leaf 0x40000010), else an assumed 2 GHz. A wrong frequency scales
+//! every timeout: on a 2.6 GHz host the assumed 2 GHz made a 10 s timeout run out after
+//! 7.7 s (under nested KVM, CPUID at CPL 3 is answered without the VMM's timing leaf). Only relative
 //! times are used (retransmission timers, timeouts); wall-clock time for certificate
 //! checks comes from the configuration page.
 
@@ -27,11 +30,18 @@ fn detect_khz() -> u64 {
     ASSUMED_KHZ
 }
 
-/// Reads the TSC frequency once.
-pub fn init() -> u64 {
-    let khz = detect_khz();
+/// Sets the TSC frequency once: `platform_khz` (from the mailbox) if given, else
+/// CPUID's; returns it and where it came from.
+pub fn init(platform_khz: Option<u32>) -> (u64, &'static str) {
+    let (khz, source) = match platform_khz {
+        Some(k) => (u64::from(k), "platform"),
+        None => match detect_khz() {
+            ASSUMED_KHZ => (ASSUMED_KHZ, "assumed"),
+            k => (k, "cpuid"),
+        },
+    };
     TSC_KHZ.store(khz, Ordering::Relaxed);
-    khz
+    (khz, source)
 }
 
 /// The TSC frequency in kHz (detected by [`init`], else the assumed one).

@@ -84,14 +84,18 @@ impl Mailbox {
         n
     }
 
-    /// GET_VERSION: the platform's mailbox ABI version.
-    pub fn version(&mut self) -> Result<u16, MailboxError> {
+    /// GET_VERSION: the platform's mailbox ABI version and, if it says, the TSC
+    /// frequency in kHz.
+    pub fn version(&mut self) -> Result<(u16, Option<u32>), MailboxError> {
         let r = self.call(Command::GetVersion, &[])?;
         let mut p = [0u8; VERSION_RESPONSE_LEN];
         if self.payload(&r, &mut p) != VERSION_RESPONSE_LEN {
             return Err(MailboxError::BadResponse);
         }
-        Ok(u16::from_le_bytes([p[0], p[1]]))
+        Ok((
+            u16::from_le_bytes([p[0], p[1]]),
+            tvp_abi::mailbox::version_tsc_khz(&p),
+        ))
     }
 
     /// BOOT_FAILED with `reason`.

@@ -276,13 +276,21 @@ pub fn parse_response_header(h: &[u8; RESPONSE_HEADER_LEN]) -> Option<ResponseHe
 }
 
 /// The GET_VERSION response payload: `abi_version u16 | reserved u16 | request_max u32 |
-/// response_payload_max u32 | reserved u32`.
-pub fn version_payload() -> [u8; VERSION_RESPONSE_LEN] {
+/// response_payload_max u32 | tsc_khz u32`. `tsc_khz` is the guest TSC's frequency as
+/// the hypervisor runs it (0 = unknown): the firmware's clock, and so every timeout it
+/// sets, depends on it (CPUID does not always carry it, e.g. under nested KVM).
+pub fn version_payload(tsc_khz: u32) -> [u8; VERSION_RESPONSE_LEN] {
     let mut p = [0u8; VERSION_RESPONSE_LEN];
     wr_u16(&mut p, 0, MAILBOX_ABI_VERSION);
     wr_u32(&mut p, 4, REQUEST_MAX as u32);
     wr_u32(&mut p, 8, RESPONSE_PAYLOAD_MAX as u32);
+    wr_u32(&mut p, 12, tsc_khz);
     p
+}
+
+/// The TSC frequency (kHz) of a GET_VERSION response payload; `None` if unknown (0).
+pub fn version_tsc_khz(p: &[u8; VERSION_RESPONSE_LEN]) -> Option<u32> {
+    Some(rd_u32(p, 12)).filter(|&k| k != 0)
 }
 
 #[cfg(test)]
@@ -293,6 +301,14 @@ mod tests {
         let mut b = [0u8; REQUEST_MAX];
         encode_request(cmd, payload, &mut b).unwrap();
         b
+    }
+
+    #[test]
+    fn the_version_payload_carries_the_tsc_frequency() {
+        let p = version_payload(2_596_130);
+        assert_eq!(rd_u16(&p, 0), MAILBOX_ABI_VERSION);
+        assert_eq!(version_tsc_khz(&p), Some(2_596_130));
+        assert_eq!(version_tsc_khz(&version_payload(0)), None);
     }
 
     #[test]

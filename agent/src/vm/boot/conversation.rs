@@ -2,9 +2,9 @@
 //! every message of a VMM's channel against what that VMM said before (one
 //! [`Conversation`] per channel: a reboot starts a new one) and against its VM's boot
 //! and lease, before anything acts on it. The honest `tvp-vmm` says, in this order: one
-//! `hello`; its measurements and one `measurements-done`; milestones; once started
-//! under the lease, the firmware's mailbox requests; at most one `boot-failed`; at most
-//! one `exited`. Anything else is a [`Violation`]: the supervisor refuses it and
+//! `hello`; its measurements and one `measurements-done`; milestones; once tvpd
+//! started the firmware, the firmware's mailbox requests (one `tunnel-established`
+//! before any `quote-request`); at most one `boot-failed`; at most one `exited`. Anything else is a [`Violation`]: the supervisor refuses it and
 //! destroys the VM (its VMM killed).
 
 use tvp_vmm_channel::VmmMessage;
@@ -48,13 +48,21 @@ pub enum Violation {
     /// A measurement after `measurements-done`.
     #[error("a measurement after measurements-done")]
     MeasurementAfterDone,
-    /// A second `measurements-done`: it would start the lease's measuring again.
-    #[error("a second measurements-done (the lease start runs once per boot)")]
+    /// A second `measurements-done`: it would start the measuring again.
+    #[error("a second measurements-done (measuring runs once per boot)")]
     SecondMeasurementsDone,
-    /// A PCR step (tunnel extend, quote, handover) from a VM that does not hold the
-    /// PCR lease.
-    #[error("'{kind}' without the PCR lease")]
-    NotLeaseHolder {
+    /// A second `tunnel-established`: the tunnel is measured once per boot, so a
+    /// quote's PCR 16 can only show the tunnel the boot server talks to.
+    #[error("a second tunnel-established (the tunnel is measured once per boot)")]
+    SecondTunnel,
+    /// A `quote-request` before the tunnel measurement: the PCR lease is taken only
+    /// with a tunnel to extend into PCR 16.
+    #[error("'quote-request' before the tunnel measurement")]
+    QuoteBeforeTunnel,
+    /// A mailbox request after the handover: the workload attests nothing through
+    /// tvpd.
+    #[error("'{kind}' after the handover")]
+    AfterHandover {
         /// The message kind.
         kind: &'static str,
     },
@@ -121,18 +129,13 @@ impl Conversation {
         self.ended
     }
 
-    /// Check `msg` given the VM's `boot` and whether it `holds_lease`; an accepted
-    /// message moves the conversation on, a refused one changes nothing.
+    /// Check `msg` given the VM's `boot`; an accepted message moves the conversation
+    /// on, a refused one changes nothing.
     ///
     /// Mailbox requests of a VM that tvpd has ended already are accepted here: they
-    /// may have crossed tvpd's `stop` and are refused by their handlers as before
-    /// (no lease), while the VMM is being stopped.
-    pub fn vet(
-        &mut self,
-        msg: &VmmMessage,
-        boot: &Boot,
-        holds_lease: bool,
-    ) -> Result<(), Violation> {
+    /// may have crossed tvpd's `stop` and are refused by their handlers (the firmware
+    /// no longer runs), while the VMM is being stopped.
+    pub fn vet(&mut self, msg: &VmmMessage, boot: &Boot) -> Result<(), Violation> {
         let kind = kind(msg);
         if let Some(end) = self.ended {
             return match (end, msg) {
@@ -172,10 +175,16 @@ impl Conversation {
             | VmmMessage::Handover { .. }
                 if boot.is_live() =>
             {
-                if !holds_lease {
-                    Err(Violation::NotLeaseHolder { kind })
+                if boot.state() == crate::vm::state::VmState::Running {
+                    Err(Violation::AfterHandover { kind })
                 } else if !boot.firmware_started() {
                     Err(Violation::BeforeStart { kind })
+                } else if matches!(msg, VmmMessage::TunnelEstablished { .. })
+                    && !boot.awaits_tunnel()
+                {
+                    Err(Violation::SecondTunnel)
+                } else if matches!(msg, VmmMessage::QuoteRequest { .. }) && boot.awaits_tunnel() {
+                    Err(Violation::QuoteBeforeTunnel)
                 } else {
                     Ok(())
                 }

@@ -6,39 +6,36 @@ use super::{BootError, Step};
 use crate::vm::phase::Phase;
 use crate::vm::state::VmState;
 
-/// A live VM's place in its measured boot.
+/// A live VM's place in its measured boot. No stage holds the PCR lease: it is taken
+/// only for the TPM steps of one quote (`Manager::quote`), from `Attestation` or
+/// `Delivery`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
-    /// Waiting for the PCR lease (`lease`: granted) and for the VMM's measurements
-    /// (`reported_pcr23`: the VMM's own replay, once all its events are in).
-    Queued {
-        /// The lease was granted to this VM.
-        lease: bool,
-        /// PCR 23 as the VMM replayed it, once its measurements are complete.
-        reported_pcr23: Option<[u8; 32]>,
-    },
-    /// Holding the lease; the measurements are being extended and checked.
+    /// The VMM starts, places and measures the VM into its own event log.
+    Queued,
+    /// All the VMM's events are in; tvpd checks them by computation against the
+    /// firmware file and the page.
     Measuring {
         /// PCR 23 as the VMM replayed it.
         reported_pcr23: [u8; 32],
     },
-    /// Firmware started, holding the lease; waiting for the tunnel measurement.
+    /// Firmware started; waiting for the tunnel measurement.
     Tunnel {
-        /// This lease's PCR 23 records (for the evidence).
+        /// This boot's PCR 23 records (for the lease's extends and the evidence).
         log: Vec<CelRecord>,
     },
-    /// Tunnel measured into PCR 16; waiting for the boot server's quote.
+    /// Tunnel measurement recorded (for PCR 16); waiting for the boot server's quote.
     Attestation {
-        /// This lease's PCR 23 and PCR 16 records.
+        /// This boot's PCR 23 records and its PCR 16 record, last.
         log: Vec<CelRecord>,
     },
-    /// Evidence delivered; waiting for the workload's handover (still holding the
-    /// lease).
+    /// Evidence delivered; waiting for the workload's handover. A second quote takes
+    /// the lease again.
     Delivery {
-        /// This lease's PCR 23 and PCR 16 records.
+        /// This boot's PCR 23 records and its PCR 16 record, last.
         log: Vec<CelRecord>,
     },
-    /// Handed over to the workload (lease released).
+    /// Handed over to the workload.
     Running,
 }
 
@@ -46,7 +43,7 @@ impl Stage {
     /// The boot-log phase of this stage.
     pub fn phase(&self) -> Phase {
         match self {
-            Stage::Queued { .. } => Phase::Queued,
+            Stage::Queued => Phase::Queued,
             Stage::Measuring { .. } => Phase::Measuring,
             Stage::Tunnel { .. } => Phase::Tunnel,
             Stage::Attestation { .. } => Phase::Attestation,
@@ -58,7 +55,7 @@ impl Stage {
     /// The API state of this stage.
     pub fn state(&self) -> VmState {
         match self {
-            Stage::Queued { .. } => VmState::Queued,
+            Stage::Queued => VmState::Queued,
             Stage::Measuring { .. } => VmState::Measuring,
             Stage::Tunnel { .. } | Stage::Attestation { .. } => VmState::Attesting,
             Stage::Delivery { .. } => VmState::BootingWorkload,
@@ -77,39 +74,14 @@ impl Stage {
             Err((stage, e))
         };
         match (self, step) {
-            (
-                Stage::Queued {
-                    lease: false,
-                    reported_pcr23,
-                },
-                Step::LeaseGranted,
-            ) => Ok(Stage::Queued {
-                lease: true,
-                reported_pcr23,
-            }),
-            (
-                Stage::Queued {
-                    lease,
-                    reported_pcr23: None,
-                },
-                Step::Measured { reported_pcr23 },
-            ) => Ok(Stage::Queued {
-                lease,
-                reported_pcr23: Some(reported_pcr23),
-            }),
-            (
-                Stage::Queued {
-                    lease: true,
-                    reported_pcr23: Some(r),
-                },
-                Step::StartMeasuring,
-            ) => Ok(Stage::Measuring { reported_pcr23: r }),
+            (Stage::Queued, Step::Measured { reported_pcr23 }) => {
+                Ok(Stage::Measuring { reported_pcr23 })
+            }
             (Stage::Measuring { .. }, Step::FirmwareStarted { log }) => Ok(Stage::Tunnel { log }),
             (Stage::Tunnel { mut log }, Step::TunnelMeasured { record }) => {
                 log.push(record);
                 Ok(Stage::Attestation { log })
             }
-            (Stage::Tunnel { log }, Step::EvidenceDelivered) => Ok(Stage::Tunnel { log }),
             (Stage::Attestation { log } | Stage::Delivery { log }, Step::EvidenceDelivered) => {
                 Ok(Stage::Delivery { log })
             }

@@ -7,28 +7,25 @@ use super::Ending;
 /// What can happen to a boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// The PCR lease was granted.
-    LeaseGranted,
-    /// All the VMM's measurements are in; it replayed PCR 23 to this value.
+    /// All the VMM's measurements are in; it replayed PCR 23 to this value:
+    /// measuring (by computation) starts.
     Measured {
         /// The VMM's replay.
         reported_pcr23: [u8; 32],
     },
-    /// Lease held and measurements in: measuring starts.
-    StartMeasuring,
     /// Measurements checked; the firmware was told to start.
     FirmwareStarted {
         /// This lease's PCR 23 records.
         log: Vec<CelRecord>,
     },
-    /// The tunnel measurement was extended into PCR 16.
+    /// The tunnel measurement was recorded (extended into PCR 16 under each quote's
+    /// lease).
     TunnelMeasured {
         /// Its record.
         record: CelRecord,
     },
-    /// Evidence went to the firmware (a quote). After the tunnel this starts the
-    /// delivery; before it, nothing changes (the boot server's check of PCR 16 is
-    /// what refuses such evidence).
+    /// Evidence went to the firmware (a quote, only after the tunnel): the delivery
+    /// starts.
     EvidenceDelivered,
     /// The firmware handed over to the workload.
     HandedOver,
@@ -51,9 +48,7 @@ impl Step {
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
-            Step::LeaseGranted => "lease-granted",
             Step::Measured { .. } => "measured",
-            Step::StartMeasuring => "start-measuring",
             Step::FirmwareStarted { .. } => "firmware-started",
             Step::TunnelMeasured { .. } => "tunnel-measured",
             Step::EvidenceDelivered => "evidence-delivered",

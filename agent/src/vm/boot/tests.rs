@@ -26,10 +26,7 @@ fn a_full_boot_derives_every_api_state_and_phase() {
             Step::Measured {
                 reported_pcr23: [1; 32],
             },
-            Step::LeaseGranted,
-            Step::StartMeasuring,
             Step::FirmwareStarted { log: vec![rec(1)] },
-            Step::EvidenceDelivered,
             Step::TunnelMeasured { record: rec(2) },
             Step::EvidenceDelivered,
             Step::EvidenceDelivered,
@@ -45,10 +42,7 @@ fn a_full_boot_derives_every_api_state_and_phase() {
     assert_eq!(
         seen,
         [
-            (S::Queued, Some(P::Queued)),
-            (S::Queued, Some(P::Queued)),
             (S::Measuring, Some(P::Measuring)),
-            (S::Attesting, Some(P::Tunnel)),
             (S::Attesting, Some(P::Tunnel)),
             (S::Attesting, Some(P::Attestation)),
             (S::BootingWorkload, Some(P::Delivery)),
@@ -63,28 +57,31 @@ fn a_full_boot_derives_every_api_state_and_phase() {
 #[test]
 fn impossible_transitions_are_refused_and_change_nothing() {
     let mut b = Boot::queued();
-    b.step(Step::LeaseGranted).unwrap();
     let before = b.clone();
     assert!(matches!(
-        b.step(Step::LeaseGranted),
+        b.step(Step::FirmwareStarted { log: vec![] }),
         Err(BootError::OutOfOrder {
-            step: "lease-granted",
+            step: "firmware-started",
             ..
         })
     ));
-    assert!(b.step(Step::StartMeasuring).is_err(), "not measured yet");
     assert!(b.step(Step::HandedOver).is_err(), "firmware not started");
+    assert!(b.step(Step::EvidenceDelivered).is_err(), "no quote before");
     assert_eq!(b, before);
     b.step(Step::Measured {
         reported_pcr23: [2; 32],
     })
     .unwrap();
     assert!(!b.accepts_measurements());
-    assert!(b.ready_to_measure());
-    b.step(Step::StartMeasuring).unwrap();
     assert_eq!(b.reported_pcr23(), Some([2; 32]));
     b.step(Step::FirmwareStarted { log: vec![] }).unwrap();
+    assert!(
+        b.step(Step::EvidenceDelivered).is_err(),
+        "no evidence before the tunnel measurement"
+    );
+    assert!(!b.tunnel_measured());
     b.step(Step::TunnelMeasured { record: rec(3) }).unwrap();
+    assert!(b.tunnel_measured());
     assert!(
         b.step(Step::TunnelMeasured { record: rec(4) }).is_err(),
         "one tunnel measurement per boot"
@@ -97,7 +94,7 @@ fn impossible_transitions_are_refused_and_change_nothing() {
     .unwrap();
     let ended = b.clone();
     for s in [
-        Step::LeaseGranted,
+        Step::HandedOver,
         Step::Pause,
         Step::Reboot,
         Step::End {
@@ -124,7 +121,10 @@ fn pause_is_a_flag_of_live_boots_only_and_reboot_starts_over() {
     b.step(Step::Pause).unwrap();
     assert_eq!(b.label(), "queued, paused");
     assert_eq!(b.step(Step::Pause), Err(BootError::AlreadyPaused));
-    b.step(Step::LeaseGranted).unwrap();
+    b.step(Step::Measured {
+        reported_pcr23: [1; 32],
+    })
+    .unwrap();
     assert!(b.paused(), "the boot goes on while paused");
     b.step(Step::Reboot).unwrap();
     assert_eq!(b, Boot::queued());
@@ -181,7 +181,7 @@ mod conversation {
         }
     }
 
-    /// A boot whose firmware runs under the lease.
+    /// A boot whose firmware runs (waiting for its tunnel measurement).
     fn started() -> Boot {
         let mut b = Boot::queued();
         run(
@@ -190,12 +190,24 @@ mod conversation {
                 Step::Measured {
                     reported_pcr23: [1; 32],
                 },
-                Step::LeaseGranted,
-                Step::StartMeasuring,
                 Step::FirmwareStarted { log: vec![] },
             ],
         );
         b
+    }
+
+    /// A boot whose tunnel measurement is recorded.
+    fn tunneled() -> Boot {
+        let mut b = started();
+        b.step(Step::TunnelMeasured { record: rec(1) }).unwrap();
+        b
+    }
+
+    fn tunnel() -> VmmMessage {
+        VmmMessage::TunnelEstablished {
+            request_id: 1,
+            measurement: [3; 32],
+        }
     }
 
     #[test]
@@ -203,11 +215,14 @@ mod conversation {
         let mut c = Conversation::default();
         let q = Boot::queued();
         let s = started();
+        let t = tunneled();
         for (m, b) in [
             (hello(), &q),
             (measurement(), &q),
             (done(), &q),
-            (quote(), &s),
+            (tunnel(), &s),
+            (quote(), &t),
+            (quote(), &t),
             (
                 VmmMessage::BootFailed {
                     request_id: 2,
@@ -225,7 +240,7 @@ mod conversation {
             ),
             (exited(), &s),
         ] {
-            assert_eq!(c.vet(&m, b, true), Ok(()), "{}", kind(&m));
+            assert_eq!(c.vet(&m, b), Ok(()), "{}", kind(&m));
         }
         assert_eq!(c.reported_end(), Some(Reported::Exited));
     }
@@ -234,50 +249,44 @@ mod conversation {
     fn out_of_protocol_messages_are_violations_that_change_nothing() {
         let q = Boot::queued();
         let s = started();
+        let t = tunneled();
         let mut c = Conversation::default();
         assert_eq!(
-            c.vet(&done(), &q, true),
+            c.vet(&done(), &q),
             Err(Violation::BeforeHello {
                 kind: "measurements-done"
             })
         );
-        c.vet(&hello(), &q, false).unwrap();
-        assert_eq!(c.vet(&hello(), &q, false), Err(Violation::SecondHello));
-        c.vet(&done(), &q, false).unwrap();
+        c.vet(&hello(), &q).unwrap();
+        assert_eq!(c.vet(&hello(), &q), Err(Violation::SecondHello));
+        c.vet(&done(), &q).unwrap();
+        assert_eq!(c.vet(&done(), &s), Err(Violation::SecondMeasurementsDone));
         assert_eq!(
-            c.vet(&done(), &s, false),
-            Err(Violation::SecondMeasurementsDone)
-        );
-        assert_eq!(
-            c.vet(&measurement(), &q, false),
+            c.vet(&measurement(), &q),
             Err(Violation::MeasurementAfterDone)
         );
-        // PCR steps: only the lease holder, only once its firmware runs.
+        // PCR steps: only once its firmware runs; one tunnel, before any quote.
         assert_eq!(
-            c.vet(&quote(), &s, false),
-            Err(Violation::NotLeaseHolder {
-                kind: "quote-request"
-            })
-        );
-        assert_eq!(
-            c.vet(&quote(), &q, true),
+            c.vet(&quote(), &q),
             Err(Violation::BeforeStart {
                 kind: "quote-request"
             })
         );
+        assert_eq!(c.vet(&quote(), &s), Err(Violation::QuoteBeforeTunnel));
+        assert_eq!(c.vet(&tunnel(), &t), Err(Violation::SecondTunnel));
         // A VM tvpd ended already: a crossing request goes to its handler (refused).
         let ended = Boot::Ended {
             how: Ending::Failed,
             reason: None,
         };
-        assert_eq!(c.vet(&quote(), &ended, false), Ok(()));
-        c.vet(&exited(), &s, true).unwrap();
+        assert_eq!(c.vet(&quote(), &ended), Ok(()));
+        c.vet(&exited(), &s).unwrap();
         for m in [quote(), exited(), hello()] {
-            let v = c.vet(&m, &s, true).unwrap_err();
+            let v = c.vet(&m, &s).unwrap_err();
             assert!(v.after_end(), "{v}");
         }
         assert_eq!(
-            c.vet(&quote(), &s, true).unwrap_err().to_string(),
+            c.vet(&quote(), &s).unwrap_err().to_string(),
             "'quote-request' after the VMM reported 'exited'"
         );
     }
@@ -290,12 +299,9 @@ mod conversation {
         };
         let mut c = Conversation::adopted();
         // Its hello and measurements went to the earlier tvpd: a new one is refused.
+        assert_eq!(c.vet(&hello(), &running), Err(Violation::SecondHello));
         assert_eq!(
-            c.vet(&hello(), &running, false),
-            Err(Violation::SecondHello)
-        );
-        assert_eq!(
-            c.vet(&done(), &running, false),
+            c.vet(&done(), &running),
             Err(Violation::SecondMeasurementsDone)
         );
         let adopted = VmmMessage::Adopted {
@@ -304,18 +310,18 @@ mod conversation {
             pid: 1,
         };
         assert_eq!(
-            c.vet(&adopted, &running, false),
+            c.vet(&adopted, &running),
             Err(Violation::AdoptedOutsideHandshake)
         );
         assert_eq!(kind(&adopted), "adopted");
-        // No lease: no PCR step either.
+        // Handed over: no PCR step either.
         assert_eq!(
-            c.vet(&quote(), &running, false),
-            Err(Violation::NotLeaseHolder {
+            c.vet(&quote(), &running),
+            Err(Violation::AfterHandover {
                 kind: "quote-request"
             })
         );
-        assert_eq!(c.vet(&exited(), &running, false), Ok(()));
+        assert_eq!(c.vet(&exited(), &running), Ok(()));
         assert_eq!(c.reported_end(), Some(Reported::Exited));
     }
 }

@@ -1,10 +1,11 @@
-//! The attestation steps of the VM holding the PCR lease (`vm/lease.rs`): its
-//! measurements extended into PCR 23 and checked against the files, the management
-//! event, the tunnel measurement into PCR 16, the evidence (quote plus event log), the
-//! handover, and the end of the lease with PCRs 16 and 23 reset. Each mailbox request
-//! answers `Ok` or the [`Refused`] the guest gets.
+//! The attestation steps of a measured VM: its measurements checked by computation
+//! when the VMM reports them (against the firmware file, the page and the management
+//! binding) before the firmware starts, its tunnel measurement recorded once, the
+//! evidence (a quote under the PCR lease, `leased.rs`), and the handover. Each mailbox
+//! request answers `Ok` or the [`Refused`] the guest gets.
 
-use log::{info, warn};
+use log::info;
+use tvp_abi::measure::{extend, replay};
 use tvp_verifier::{CelRecord, EventKind};
 
 use super::Manager;
@@ -20,12 +21,16 @@ pub const PCR_TUNNEL: u32 = 16;
 
 /// Refusal codes sent to the guest (mailbox `detail`).
 pub mod refusal {
-    /// The VM does not hold the PCR lease.
-    pub const NOT_LEASE_HOLDER: u32 = 1;
+    // 1 (not the lease holder) is no longer sent: no VM holds the lease outside its
+    // own quote; a mailbox request out of order is refused with 2.
     /// The request is out of order for tvpd (e.g. a second tunnel measurement).
     pub const OUT_OF_ORDER: u32 = 2;
     /// The TPM failed.
     pub const TPM_FAILED: u32 = 3;
+    /// The PCR lease was not granted in time (`leased::LEASE_WAIT`).
+    pub const LEASE_WAIT: u32 = 4;
+    /// PCR 23 under the lease is not the value checked when the VM was measured.
+    pub const MEASUREMENT_MISMATCH: u32 = 5;
 }
 
 /// A mailbox request tvpd refused: what the guest is told.
@@ -38,7 +43,7 @@ pub(super) struct Refused {
 }
 
 impl Refused {
-    fn new(code: u32, message: impl Into<String>) -> Refused {
+    pub(super) fn new(code: u32, message: impl Into<String>) -> Refused {
         Refused {
             code,
             message: message.into(),
@@ -46,15 +51,21 @@ impl Refused {
     }
 }
 
-/// What checking the measurements yields: PCR 23, this lease's records, and the
-/// management event as the API shows it.
+/// What checking the measurements yields: PCR 23 as every quote's lease must
+/// reproduce it, this boot's PCR 23 records, and the management event as the API
+/// shows it.
 struct Measured {
     pcr23: [u8; 32],
     log: Vec<CelRecord>,
     management: Option<MeasurementView>,
 }
 
-fn record(pcr: u32, digest: [u8; 32], kind: EventKind, description: String) -> CelRecord {
+pub(super) fn record(
+    pcr: u32,
+    digest: [u8; 32],
+    kind: EventKind,
+    description: String,
+) -> CelRecord {
     // Numbered when the evidence is assembled.
     CelRecord::tvp(0, pcr, digest, kind, description)
 }
@@ -92,28 +103,10 @@ fn check_bound(
 }
 
 impl Manager {
-    /// `Ok` if VM `id` holds the lease; else the refusal (logged).
-    pub(super) fn require_lease(&self, id: &str, what: &str) -> Result<(), Refused> {
-        if lock(&self.registry).lease.holds(id) {
-            return Ok(());
-        }
-        warn!(vm = id, request = what; "mailbox request refused: VM does not hold the PCR lease");
-        Err(Refused::new(
-            refusal::NOT_LEASE_HOLDER,
-            "not the lease holder",
-        ))
-    }
-
-    /// Lease held and measurements in: measure, and say whether the firmware may
-    /// start (`Err` is why not; the caller aborts the VM).
+    /// The VMM's measurements are in: check them, and say whether the firmware may
+    /// start (`Err` is why not; the caller aborts the VM). No TPM command and no
+    /// lease: PCR 23 is extended from these records under each quote's lease.
     pub(super) fn measure_boot(&self, id: &str) -> Result<(), String> {
-        // The boot's own lease flag says so too; the PCRs are reset below only for
-        // the VM the lease queue names.
-        if !lock(&self.registry).lease.holds(id) {
-            return Err("measuring refused: the VM does not hold the PCR lease".into());
-        }
-        self.advance(id, Step::StartMeasuring)
-            .map_err(|e| e.to_string())?;
         let m = self.measure(id)?;
         let pcr23 = m.pcr23;
         let management = m.management;
@@ -124,9 +117,9 @@ impl Manager {
         .map_err(|e| e.to_string())
     }
 
-    /// Reset PCRs 16 and 23, extend the VMM's events and require PCR 23 to equal both
-    /// the VMM's replay and the value computed from the firmware file and the page;
-    /// then the management event.
+    /// Require the replay of the VMM's events to equal both the VMM's own replay and
+    /// the value computed from the firmware file and the page; then the same with the
+    /// management event appended.
     fn measure(&self, id: &str) -> Result<Measured, String> {
         let (digests, reported, page, views, management, bound) = {
             let reg = lock(&self.registry);
@@ -148,19 +141,7 @@ impl Manager {
             .map_err(|e| format!("cannot read firmware {}: {e}", self.cfg.firmware.display()))?;
         let expected = tvp_abi::measure::expected_pcr23(&firmware, &page)
             .map_err(|e| format!("cannot compute the expected PCR 23: {e}"))?;
-        let d = digests.clone();
-        let pcr23 = self
-            .tpm
-            .call(move |t| {
-                t.pcr_reset(PCR_TUNNEL)?;
-                t.pcr_reset(PCR_VM)?;
-                for digest in &d {
-                    t.pcr_extend(PCR_VM, digest)?;
-                }
-                Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied())
-            })
-            .map_err(|e| format!("TPM: {e}"))?
-            .ok_or("PCR 23 not returned")?;
+        let pcr23 = replay(&digests);
         if Some(pcr23) != reported || pcr23 != expected {
             return Err(format!(
                 "measurement mismatch: PCR 23 {} reported {} expected {}",
@@ -182,14 +163,13 @@ impl Manager {
             })
             .collect();
         let Some(m) = management else {
-            let pcr23 = self.read_pcr23()?;
             return Ok(Measured {
                 pcr23,
                 log,
                 management: None,
             });
         };
-        let (pcr23, description, digest) = self.measure_management(&m, &firmware, &page)?;
+        let (pcr23, description, digest) = measure_management(pcr23, &m, &firmware, &page)?;
         log.push(record(
             PCR_VM,
             digest,
@@ -207,72 +187,10 @@ impl Manager {
         })
     }
 
-    fn read_pcr23(&self) -> Result<[u8; 32], String> {
-        self.tpm
-            .call(|t| Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied()))
-            .map_err(|e| format!("TPM: {e}"))?
-            .ok_or_else(|| "PCR 23 not returned".to_string())
-    }
-
-    /// After the VMM's events: extend the VM's management binding into PCR 23 and
-    /// check the result against the value computed from firmware, page and binding.
-    /// Returns PCR 23 and the event's description and digest.
-    fn measure_management(
-        &self,
-        m: &ManagementView,
-        firmware: &[u8],
-        page: &[u8],
-    ) -> Result<([u8; 32], String, [u8; 32]), String> {
-        let digest = m.digest_bytes()?;
-        let expected = tvp_abi::measure::expected_pcr23_managed(firmware, page, &digest)
-            .map_err(|e| format!("cannot compute the expected PCR 23: {e}"))?;
-        let pcr23 = self
-            .tpm
-            .call(move |t| {
-                t.pcr_extend(PCR_VM, &digest)?;
-                Ok(t.pcr_read(&[PCR_VM])?.get(&PCR_VM).copied())
-            })
-            .map_err(|e| format!("TPM: {e}"))?
-            .ok_or("PCR 23 not returned")?;
-        if pcr23 != expected {
-            return Err(format!(
-                "measurement mismatch: PCR 23 {} after the management event, expected {}",
-                hex::encode(pcr23),
-                hex::encode(expected)
-            ));
-        }
-        let description = format!(
-            "key {} policy allows [{}] on_tampering {}",
-            m.key_id,
-            m.policy.allowed_operations.join(","),
-            m.policy.on_tampering.as_str()
-        );
-        Ok((pcr23, description, digest))
-    }
-
-    /// The firmware's tunnel measurement: extended into PCR 16, once, by the lease
-    /// holder whose firmware waits for it.
-    pub(super) fn extend_tunnel(&self, id: &str, measurement: [u8; 32]) -> Result<(), Refused> {
-        self.require_lease(id, "tunnel measurement")?;
-        let (awaits, started) = {
-            let reg = lock(&self.registry);
-            let boot = reg.vms.get(id).map(|vm| &vm.boot);
-            (
-                boot.is_some_and(|b| b.awaits_tunnel()),
-                boot.is_some_and(|b| b.firmware_started()),
-            )
-        };
-        if !awaits {
-            let why = if started {
-                "tunnel already measured"
-            } else {
-                "the firmware has not been started"
-            };
-            return Err(Refused::new(refusal::OUT_OF_ORDER, why));
-        }
-        self.tpm
-            .call(move |t| t.pcr_extend(PCR_TUNNEL, &measurement))
-            .map_err(|e| Refused::new(refusal::TPM_FAILED, e.to_string()))?;
+    /// The firmware's tunnel measurement: recorded once, for PCR 16 under each
+    /// quote's lease (the conversation refuses a second one and one before the
+    /// firmware runs).
+    pub(super) fn record_tunnel(&self, id: &str, measurement: [u8; 32]) -> Result<(), Refused> {
         let record = record(
             PCR_TUNNEL,
             measurement,
@@ -281,68 +199,12 @@ impl Manager {
         );
         self.advance(id, Step::TunnelMeasured { record })
             .map_err(|e| Refused::new(refusal::OUT_OF_ORDER, e.to_string()))?;
-        info!(vm = id; "tunnel measurement extended into PCR 16");
+        info!(vm = id; "tunnel measurement recorded for PCR 16");
         Ok(())
-    }
-
-    /// Evidence for the lease holder's firmware: a quote over the platform PCR, 16
-    /// and 23 (and 0-10 with the IMA list on a host with IMA) with `nonce`, with the
-    /// platform's records and this lease's. Once the
-    /// tunnel is measured, delivering it starts the workload's delivery.
-    pub(super) fn quote(&self, id: &str, nonce: Vec<u8>) -> Result<Vec<u8>, Refused> {
-        self.require_lease(id, "quote")?;
-        let lease_log = {
-            let reg = lock(&self.registry);
-            match reg.vms.get(id) {
-                Some(vm) if vm.boot.firmware_started() => vm.boot.lease_log().to_vec(),
-                _ => {
-                    return Err(Refused::new(
-                        refusal::OUT_OF_ORDER,
-                        "the firmware has not been started",
-                    ))
-                }
-            }
-        };
-        let mut pcrs = vec![self.cfg.platform_pcr, PCR_TUNNEL, PCR_VM];
-        // The host's runtime integrity: PCR 10 and the IMA list read after the quote,
-        // and PCRs 0-9, whose digest the list's boot_aggregate must be (a verifier
-        // pinning them pins the kernel that keeps the list).
-        let ima = crate::host_ima::present();
-        if ima {
-            pcrs.extend(0..=crate::host_ima::IMA_PCR);
-        }
-        let log = self.host_log.clone();
-        let platform = self.cfg.platform_pcr;
-        let n = nonce.clone();
-        let (quote, mut records, ima_log) = self
-            .tpm
-            .call(move |t| {
-                let q = t.quote(&n, &pcrs)?;
-                let ima_log = if ima {
-                    crate::host_ima::list_for_evidence()
-                } else {
-                    None
-                };
-                Ok((q, lock(&log).records_for(&[platform]), ima_log))
-            })
-            .map_err(|e| Refused::new(refusal::TPM_FAILED, format!("TPM: {e}")))?;
-        records.extend(lease_log);
-        for (i, r) in records.iter_mut().enumerate() {
-            r.recnum = i as u64;
-        }
-        let mut ev = crate::evidence::build(self.tpm.identity(), &nonce, quote, records);
-        ev.ima_log = ima_log;
-        let evidence = serde_json::to_vec(&ev)
-            .map_err(|e| Refused::new(refusal::TPM_FAILED, e.to_string()))?;
-        info!(vm = id, bytes = evidence.len(); "quote for the lease holder");
-        // Before the tunnel this changes nothing; the evidence still goes out.
-        let _ = self.advance(id, Step::EvidenceDelivered);
-        Ok(evidence)
     }
 
     /// The firmware hands over to the workload with SHA-256 `digest`.
     pub(super) fn hand_over(&self, id: &str, digest: [u8; 32]) -> Result<(), Refused> {
-        self.require_lease(id, "handover")?;
         self.advance_with(id, Step::HandedOver, |vm| {
             vm.run.handover_digest = Some(digest)
         })
@@ -351,29 +213,42 @@ impl Manager {
         Ok(())
     }
 
-    /// Reset PCRs 16 and 23 and pass the lease on, if `id` held it; else leave the
-    /// queue. The registry lock is not held across the TPM reset: the lease stays
-    /// `id`'s until the reset is done, so nobody else can extend meanwhile.
-    pub(super) fn end_lease(&self, id: &str) {
-        {
-            let mut reg = lock(&self.registry);
-            if !reg.lease.holds(id) {
-                reg.lease.release(id);
-                return;
-            }
-        }
-        if let Err(e) = self.tpm.call(|t| {
-            t.pcr_reset(PCR_TUNNEL)?;
-            t.pcr_reset(PCR_VM)
-        }) {
-            warn!(vm = id, error = e.to_string(); "cannot reset the leased PCRs");
-        }
-        info!(vm = id; "PCR lease released; PCRs 16 and 23 reset");
-        let mut reg = lock(&self.registry);
-        if let Some(next) = reg.lease.release(id) {
-            Self::tell(&reg, &next, super::supervise::Event::LeaseGranted);
-        }
+    /// VM `id` ends or reboots: it gives up its place in the lease queue, if it
+    /// waits. A holder is always inside its own quote's TPM steps, which end with the
+    /// reset and the release (`leased.rs`), so nothing is reset here.
+    pub(super) fn leave_lease(&self, id: &str) {
+        lock(&self.registry).lease.leave(id);
+        self.lease_passed.notify_all();
     }
+}
+
+/// After the VMM's events (whose replay is `pcr23`): the VM's management binding
+/// appended, checked against the value computed from firmware, page and binding.
+/// Returns PCR 23 and the event's description and digest.
+fn measure_management(
+    pcr23: [u8; 32],
+    m: &ManagementView,
+    firmware: &[u8],
+    page: &[u8],
+) -> Result<([u8; 32], String, [u8; 32]), String> {
+    let digest = m.digest_bytes()?;
+    let expected = tvp_abi::measure::expected_pcr23_managed(firmware, page, &digest)
+        .map_err(|e| format!("cannot compute the expected PCR 23: {e}"))?;
+    let pcr23 = extend(&pcr23, &digest);
+    if pcr23 != expected {
+        return Err(format!(
+            "measurement mismatch: PCR 23 {} after the management event, expected {}",
+            hex::encode(pcr23),
+            hex::encode(expected)
+        ));
+    }
+    let description = format!(
+        "key {} policy allows [{}] on_tampering {}",
+        m.key_id,
+        m.policy.allowed_operations.join(","),
+        m.policy.on_tampering.as_str()
+    );
+    Ok((pcr23, description, digest))
 }
 
 #[cfg(test)]

@@ -310,10 +310,6 @@ impl Manager {
         }
         // A new incarnation: tokens for the previous boot no longer pass.
         self.audit.set_incarnation(id, incarnation);
-        // At the end of the lease queue, like a new VM.
-        if lock(&self.registry).lease.request(id) {
-            let _ = tx.send(Event::LeaseGranted);
-        }
         log::info!(vm = id, pid = launched.child.id(); "VM rebooted: new measured boot queued");
         self.supervise_launched(id, launched, spec.deadline, tx, rx)?;
         self.get(id)

@@ -79,13 +79,9 @@ impl Manager {
         // Registered before the VM exists for the API: no window without its key.
         self.audit.register_vm(&id, binding);
         {
-            // The lease queue is FIFO in the order VMs were created.
             let mut reg = lock(&self.registry);
             reg.reserved.remove(&id);
             reg.vms.insert(id.clone(), vm);
-            if reg.lease.request(&id) {
-                let _ = tx.send(Event::LeaseGranted);
-            }
             self.persist(&reg, &id);
         }
         if let Some((generation, limit, events)) = phase_deadline {

@@ -7,7 +7,7 @@
 
 use std::os::unix::net::UnixStream;
 
-use log::{info, warn};
+use log::warn;
 use tvp_vmm_channel::{ExitReason, HostMessage, VmmMessage};
 
 use super::attestation::{refusal, Refused};
@@ -59,7 +59,7 @@ impl Manager {
                     )
                     .is_ok()
                 {
-                    self.measure_if_ready(id, w);
+                    self.start_if_measured(id, w);
                 }
             }
             VmmMessage::Milestone {
@@ -74,7 +74,7 @@ impl Manager {
                 measurement,
             } => {
                 let answer = self
-                    .extend_tunnel(id, measurement)
+                    .record_tunnel(id, measurement)
                     .map(|()| HostMessage::Ack { request_id });
                 self.answer(id, w, request_id, answer);
             }
@@ -91,7 +91,6 @@ impl Manager {
                 let answer = answer.map(|()| HostMessage::Ack { request_id });
                 self.answer(id, w, request_id, answer);
                 if handed_over {
-                    self.end_lease(id);
                     // From now on the VMM waits for a restarted tvpd instead of
                     // stopping when its channel closes (docs/vm-lifecycle.md).
                     self.send(id, w, &HostMessage::Running);
@@ -115,7 +114,7 @@ impl Manager {
                     let why = format!("{reason:?} (exit code {exit_code}) {detail}");
                     self.end(id, Ending::Failed, why);
                 }
-                self.end_lease(id);
+                self.leave_lease(id);
             }
             // Refused by the vetting (`Violation::AdoptedOutsideHandshake`).
             VmmMessage::Adopted { .. } => {}
@@ -141,10 +140,7 @@ impl Manager {
         } else {
             warn!(vm = id, message = what, reason = reason.as_str(); "VMM message refused: out of protocol; destroying the VM");
             if let Some(request_id) = request_id(msg) {
-                let code = match v {
-                    Violation::NotLeaseHolder { .. } => refusal::NOT_LEASE_HOLDER,
-                    _ => refusal::OUT_OF_ORDER,
-                };
+                let code = refusal::OUT_OF_ORDER;
                 let refused = HostMessage::Refused {
                     request_id,
                     code,
@@ -158,14 +154,8 @@ impl Manager {
         flow
     }
 
-    /// Lease held and measurements in: measure and start the firmware, or abort the
-    /// VM. Nothing yet if either is missing.
-    pub(super) fn measure_if_ready(&self, id: &str, w: &mut UnixStream) {
-        if !self.boot_is(id, |b| b.ready_to_measure()) {
-            let position = lock(&self.registry).lease.position(id);
-            info!(vm = id, position = position.unwrap_or(0); "waiting for the PCR lease or the measurements");
-            return;
-        }
+    /// Measurements in: check them and start the firmware, or abort the VM.
+    fn start_if_measured(&self, id: &str, w: &mut UnixStream) {
         match self.measure_boot(id) {
             Ok(()) => self.send(id, w, &HostMessage::Start),
             Err(reason) => {

@@ -14,7 +14,7 @@ use crate::vm::boot::{Boot, BootError, Ending, Step};
 use crate::vm::management::ManagementView;
 use crate::vm::phase::PhaseView;
 use crate::vm::spec::ValidSpec;
-use crate::vm::state::{MeasurementView, VmState, VmView};
+use crate::vm::state::{LeaseView, MeasurementView, VmState, VmView};
 use crate::vm::store::{Adoption, VmRecord};
 
 /// Most VMM measurements kept per boot.
@@ -51,6 +51,8 @@ pub(super) struct Run {
     pub pcr23: Option<[u8; 32]>,
     /// What the firmware handed over to.
     pub handover_digest: Option<[u8; 32]>,
+    /// Every PCR lease this boot held (one per quote).
+    pub leases: Vec<LeaseView>,
 }
 
 impl Run {
@@ -79,6 +81,7 @@ impl Run {
             digests: Vec::new(),
             pcr23: None,
             handover_digest: None,
+            leases: Vec::new(),
         }
     }
 }
@@ -194,6 +197,7 @@ impl Vm {
                 handover_digest: v
                     .handover_digest
                     .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                leases: v.leases,
             },
         }
     }
@@ -225,6 +229,7 @@ impl Vm {
                 handover_digest: v
                     .handover_digest
                     .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
+                leases: v.leases,
             },
         }
     }
@@ -345,6 +350,7 @@ impl Vm {
             updated_at: self.updated_at.clone(),
             history: self.history.clone(),
             lease_position,
+            leases: self.run.leases.clone(),
             pid: self.pid(),
             tap: self.tap.clone(),
             measurements: self.run.measurements.clone(),

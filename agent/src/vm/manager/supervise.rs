@@ -1,8 +1,8 @@
 //! The per-VM supervisor: one thread per launched `tvp-vmm` that takes its channel's
-//! messages, the lease grant, the deadlines and the manager's requests (destroy,
+//! messages, the deadlines and the manager's requests (destroy,
 //! reboot) one at a time, so that only it moves the VM's boot on; a reader thread per
 //! channel and a timer per deadline feed it. Every VMM message is first vetted against
-//! what this VMM said before and against the VM's boot and lease
+//! what this VMM said before and against the VM's boot
 //! ([`crate::vm::boot::Conversation`]): a message out of protocol destroys the VM and
 //! kills its VMM. A VMM that still runs [`END_GRACE`] after its VM ended is killed.
 //! When the VMM is gone it deletes the TAP device and reaps the VM (its pid cleared),
@@ -41,8 +41,6 @@ pub(super) enum Event {
     Vmm(VmmMessage),
     /// The VMM's channel closed (it exited or broke the protocol).
     ChannelClosed(String),
-    /// The PCR lease passed to this VM.
-    LeaseGranted,
     /// The attestation deadline passed.
     Deadline,
     /// The phase entered as the `n`-th (generation) may have run out of time.
@@ -233,10 +231,9 @@ impl Manager {
             Event::Vmm(msg) => {
                 let vetted = {
                     let reg = lock(&self.registry);
-                    let holds = reg.lease.holds(id);
                     reg.vms
                         .get(id)
-                        .map_or(Ok(()), |vm| said.vet(&msg, &vm.boot, holds))
+                        .map_or(Ok(()), |vm| said.vet(&msg, &vm.boot))
                 };
                 match vetted {
                     Ok(()) => self.on_message(id, msg, w),
@@ -247,11 +244,6 @@ impl Manager {
             Event::Leave => {
                 info!(vm = id, pid = child.id(); "left running to the next tvpd");
                 return Flow::HandedOff;
-            }
-            Event::LeaseGranted => {
-                if self.advance(id, Step::LeaseGranted).is_ok() {
-                    self.measure_if_ready(id, w);
-                }
             }
             Event::Deadline => {
                 if self.boot_is(id, |b| b.is_attesting()) {
@@ -289,7 +281,7 @@ impl Manager {
                 }
                 // This boot ends here; a new supervisor takes over the new one.
                 self.send(id, w, &HostMessage::Stop);
-                self.end_lease(id);
+                self.leave_lease(id);
                 stop_child(child);
                 let rebooted = self.relaunch(id);
                 let flow = match &rebooted {
@@ -317,14 +309,14 @@ impl Manager {
                     let reason = format!("VMM ended before handover ({why}, {how})");
                     self.end(id, Ending::Failed, reason);
                 }
-                self.end_lease(id);
+                self.leave_lease(id);
                 return Flow::Reap;
             }
         }
         Flow::Continue
     }
 
-    /// Stop this boot: the VMM is told to stop, the lease is released with the reset,
+    /// Stop this boot: the VMM is told to stop, it leaves the lease queue,
     /// the VM ends (if it had not), and the VMM is stopped (killed after 3 s).
     fn stop_boot(
         &self,
@@ -339,11 +331,11 @@ impl Manager {
         stop_child(child);
     }
 
-    /// End VM `id` (a VM that has ended already stays as it is). Its lease is ended
-    /// first (PCRs 16 and 23 reset, the lease passed on), so that a VM the API shows
-    /// as ended never holds the PCRs.
+    /// End VM `id` (a VM that has ended already stays as it is). It leaves the lease
+    /// queue first; it never holds the lease outside its own quote's TPM steps, which
+    /// reset PCRs 16 and 23 before the lease passes on.
     pub(super) fn end(&self, id: &str, how: Ending, reason: String) {
-        self.end_lease(id);
+        self.leave_lease(id);
         let _ = self.advance(id, Step::End { how, reason });
     }
 
