@@ -31,17 +31,13 @@ fn a_64_mib_workload_is_streamed_verified_and_handed_over_and_a_changed_last_byt
         "gcc",
         "objcopy"
     );
-    let ns = NetNs::create("large");
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&ns, dir.path());
-    let ten = tenant(dir.path(), "tenant", NAME);
-    let signed = sign_linux(
-        &ten,
-        &test_bzimage(&ten),
-        "console=ttyS0",
-        &initrd(64 << 20),
-    )
-    .unwrap();
+    let LinuxBoot {
+        signed,
+        ten,
+        h,
+        dir,
+        ns,
+    } = linux_boot("large", "console=ttyS0", &initrd(64 << 20));
     let good = std::fs::read(&signed).unwrap();
     assert!(good.len() > 64 << 20);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
@@ -104,18 +100,14 @@ fn a_workload_larger_than_the_vms_window_is_refused_before_attestation_and_trans
         "gcc",
         "objcopy"
     );
-    let ns = NetNs::create("toolarge");
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&ns, dir.path());
-    let ten = tenant(dir.path(), "tenant", NAME);
     // A 64 MiB VM's window is [32 MiB, 64 MiB): a 40 MiB bundle does not fit.
-    let signed = sign_linux(
-        &ten,
-        &test_bzimage(&ten),
-        "console=ttyS0",
-        &initrd(40 << 20),
-    )
-    .unwrap();
+    let LinuxBoot {
+        signed,
+        ten,
+        h,
+        dir: _dir,
+        ns,
+    } = linux_boot("toolarge", "console=ttyS0", &initrd(40 << 20));
     let len = std::fs::metadata(&signed).unwrap().len();
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-big\n")

@@ -335,17 +335,17 @@ fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
         "gcc",
         "objcopy"
     );
-    let ns = NetNs::create("linux");
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&ns, dir.path());
-    let ten = tenant(dir.path(), "tenant", NAME);
-    let linux = sign_linux(
-        &ten,
-        &test_bzimage(&ten),
+    let LinuxBoot {
+        signed: linux,
+        ten,
+        h,
+        dir: _dir,
+        ns,
+    } = linux_boot(
+        "linux",
         "console=ttyS0 tvp.test=bzimage",
         b"TVP-INITRD-0123456789",
-    )
-    .unwrap();
+    );
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-linux\n")
         .workload(&linux)
