@@ -546,9 +546,11 @@ pub fn host_with(ns: &NetNs, dir: &Path, flags: &[&str]) -> Host {
     }
 }
 
-/// VM `id`'s console log.
+/// VM `id`'s console log (a guest may print any bytes: invalid UTF-8 is replaced, not
+/// a reason to see nothing).
 pub fn console(t: &Tvpd, id: &str) -> String {
-    std::fs::read_to_string(t.state_dir.join("vms").join(id).join("console.log"))
+    std::fs::read(t.state_dir.join("vms").join(id).join("console.log"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
