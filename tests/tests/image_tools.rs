@@ -108,10 +108,10 @@ fn progress_with_progress_never_in_json_output() {
     ]);
     assert_eq!(c, 0, "{e}");
     assert!(out.is_empty(), "stdout: {out}");
-    assert!(e.contains("hashing: 0 B / 5.7 MiB (0%)"), "{e}");
+    assert!(e.contains("hashing: 0 B / 2.9 MiB (0%)"), "{e}");
     assert!(e.contains("ETA"), "{e}");
     assert!(
-        e.contains("encrypting: 5.7 MiB / 5.7 MiB (100%)") && e.contains(" MB/s, done in "),
+        e.contains("encrypting: 2.9 MiB / 2.9 MiB (100%)") && e.contains(" MB/s, done in "),
         "{e}"
     );
     let (c, _, e) = tvpctl(&[

@@ -198,7 +198,7 @@ fn encrypt_cmd(
     );
     // Two passes over the input: the plaintext digest goes into the header, which every
     // chunk's associated data binds.
-    let meter = how.meter(vec!["hashing", "encrypting"], total.saturating_mul(2));
+    let meter = how.meter(vec!["hashing", "encrypting"], total);
     let mut inp = Metered::new(BufReader::with_capacity(1 << 16, file), meter);
     let r = encrypt(&mut inp, &mut out, &kms, chunk)
         .and_then(|h| out.flush().map(|()| h).map_err(tvp_image::ImageError::Io));

@@ -12,11 +12,14 @@ pub fn wanted(flag: bool, json: bool) -> bool {
     flag || (!json && std::io::stderr().is_terminal())
 }
 
-/// A progress meter over `total` bytes of work, in named passes.
+/// A progress meter over passes of `per_pass` bytes each (the encryptor reads its
+/// input twice); each line shows the current pass's bytes, the rate, and the time left
+/// for all passes.
 #[derive(Debug)]
 pub struct Meter {
     passes: Vec<&'static str>,
     pass: usize,
+    per_pass: u64,
     total: u64,
     done: u64,
     started: Instant,
@@ -51,13 +54,15 @@ fn clock(secs: f64) -> String {
 }
 
 impl Meter {
-    /// A meter for `total` bytes of work done in `passes` (each pass's name is shown).
-    pub fn new(passes: Vec<&'static str>, total: u64) -> Self {
+    /// A meter for `passes` (each pass's name is shown) over `per_pass` bytes each.
+    pub fn new(passes: Vec<&'static str>, per_pass: u64) -> Self {
         let now = Instant::now();
+        let per_pass = per_pass.max(1);
         let m = Meter {
+            total: per_pass.saturating_mul(passes.len().max(1) as u64),
             passes,
             pass: 0,
-            total: total.max(1),
+            per_pass,
             done: 0,
             started: now,
             last: Some(now),
@@ -75,7 +80,11 @@ impl Meter {
             0.0
         };
         let name = self.passes.get(self.pass).copied().unwrap_or("working");
-        let pct = (self.done.min(self.total) as f64 * 100.0 / self.total as f64).floor();
+        let in_pass = self
+            .done
+            .saturating_sub(self.per_pass.saturating_mul(self.pass as u64))
+            .min(self.per_pass);
+        let pct = (in_pass as f64 * 100.0 / self.per_pass as f64).floor();
         let mbps = if self.done == 0 {
             "-- MB/s".to_string()
         } else {
@@ -93,8 +102,8 @@ impl Meter {
         };
         format!(
             "{name}: {} / {} ({pct:.0}%), {mbps}, {tail}",
-            human(self.done),
-            human(self.total)
+            human(in_pass),
+            human(self.per_pass)
         )
     }
 
@@ -133,6 +142,7 @@ impl Meter {
     pub fn next_pass(&mut self) {
         if self.pass + 1 < self.passes.len() {
             self.pass += 1;
+            self.done = self.per_pass.saturating_mul(self.pass as u64);
         }
     }
 
@@ -207,20 +217,22 @@ mod tests {
 
     #[test]
     fn line_shows_bytes_rate_and_eta() {
-        let mut m = Meter::new(vec!["hashing", "encrypting"], 4 << 20);
+        let mut m = Meter::new(vec!["hashing", "encrypting"], 2 << 20);
         m.done = 1 << 20;
         m.started = Instant::now() - Duration::from_secs(1);
         let l = m.line(false);
+        // 3 MiB of the two passes' 4 MiB left at 1 MiB/s.
         assert!(
-            l.starts_with("hashing: 1.0 MiB / 4.0 MiB (25%), 1 MB/s, ETA 3s"),
+            l.starts_with("hashing: 1.0 MiB / 2.0 MiB (50%), 1 MB/s, ETA 3s"),
             "{l}"
         );
         m.next_pass();
+        let l = m.line(false);
+        assert!(l.starts_with("encrypting: 0 B / 2.0 MiB (0%)"), "{l}");
         m.done = 4 << 20;
-        assert!(m
-            .line(true)
-            .starts_with("encrypting: 4.0 MiB / 4.0 MiB (100%)"));
-        assert!(m.line(true).contains("done in 1s"));
+        let l = m.line(true);
+        assert!(l.starts_with("encrypting: 2.0 MiB / 2.0 MiB (100%)"), "{l}");
+        assert!(l.contains("done in 1s"), "{l}");
         assert_eq!(clock(3725.0), "1h02m");
         assert_eq!(human(1023), "1023 B");
     }
