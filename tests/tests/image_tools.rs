@@ -20,6 +20,7 @@ fn tvpctl(args: &[&str]) -> (i32, String, String) {
 
 /// Largest resident set of any waited-for child so far, in KiB.
 fn children_max_rss_kib() -> i64 {
+    // SAFETY: rusage is plain integers; all zeros is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage fills the struct it is given.
     assert_eq!(
