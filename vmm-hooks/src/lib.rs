@@ -5,8 +5,8 @@
 //! to `tvpd` over a private channel ([`tvp_vmm_channel`]), serves the attestation
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
-//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
-//! [`tap`], [`dma`]: what it may write, [`netfilter`]: what it may send), [`mailbox`],
+//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_mmio`] (the
+//! transport) with [`virtio_net`] ([`tap`], [`netfilter`]: what it may send), [`dma`]: what a device may write, [`mailbox`],
 //! [`channel`] (with [`adopt`]: surviving a tvpd restart),
 //! [`arch`] (in-kernel irqchip, PIT, per-vCPU MSRs and LAPIC) with [`cpuid`], [`vcpu`]
 //! (one vCPU's loop) and [`vcpus`] (the set of vCPU threads), [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
@@ -37,5 +37,6 @@ pub mod shutdown;
 pub mod tap;
 pub mod vcpu;
 pub mod vcpus;
+pub mod virtio_mmio;
 pub mod virtio_net;
 pub mod vm;
