@@ -146,7 +146,7 @@ impl MmioTransport {
     pub fn note(&mut self, what: String) {
         if self.logged < LOG_LIMIT {
             self.logged += 1;
-            log::warn!(device = self.name, problem = what.as_str(); "virtio device problem");
+            log::warn!(problem = what.as_str(); "{}", self.name);
         }
     }
 
@@ -161,7 +161,7 @@ impl MmioTransport {
         self.dma_refused += 1;
         if self.logged < LOG_LIMIT {
             self.logged += 1;
-            log::warn!(device = self.name, what = what, gpa = format!("{gpa:#x}"), bytes = len, reason = why.name(); "virtio device refused to write guest memory: {why}");
+            log::warn!(what = what, gpa = format!("{gpa:#x}"), bytes = len, reason = why.name(); "{}: refused to write guest memory: {why}", self.name);
         }
     }
 

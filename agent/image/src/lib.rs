@@ -8,6 +8,7 @@
 //! public key; only the key-management service can unwrap it, and it re-wraps it for an
 //! attested host.
 
+pub mod chunk;
 pub mod header;
 pub mod key;
 pub mod stream;
