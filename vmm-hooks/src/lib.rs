@@ -25,6 +25,7 @@ pub mod arch;
 pub mod channel;
 pub mod cpuid;
 pub mod devices;
+pub mod disk;
 pub mod dma;
 pub mod error;
 pub mod image;
