@@ -7,7 +7,7 @@ use crate::error::VmmError;
 use crate::mailbox::Mailbox;
 use crate::shutdown::Shutdown;
 use crate::vcpus::VcpuSet;
-use crate::virtio_blk::VirtioBlk;
+use crate::virtio_blk::{DiskEvent, VirtioBlk};
 use crate::virtio_net::VirtioNet;
 use kvm_bindings::{kvm_segment, KVM_EXIT_INTERNAL_ERROR};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -222,9 +222,11 @@ pub fn run(
             VcpuExit::MmioWrite(addr, data) if VirtioBlk::contains(addr) && ctx.blk.is_some() => {
                 if let Some(blk) = ctx.blk.as_mut() {
                     blk.mmio_write(&ctx.mem, addr, data);
-                    // Tampering is logged by the device (`disk-tamper`); the events
-                    // have no channel message to tvpd yet.
-                    drop(blk.take_events());
+                    for DiskEvent::Tamper { chunk } in blk.take_events() {
+                        if let Err(e) = ctx.tx.send(&VmmMessage::DiskTamper { chunk }) {
+                            log::warn!(chunk = chunk, error = e.to_string(); "disk-tamper not delivered to tvpd");
+                        }
+                    }
                 }
             }
             VcpuExit::MmioRead(addr, data) if VirtioBlk::contains(addr) && ctx.blk.is_some() => {

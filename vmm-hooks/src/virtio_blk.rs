@@ -51,7 +51,7 @@ pub const SEG_MAX: u32 = 128;
 pub const CACHE_BYTES: usize = 4 << 20;
 /// `VRING_AVAIL_F_NO_INTERRUPT`: the driver does not want an interrupt.
 const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
-/// Most tamper events held for tvpd before further ones are only counted.
+/// Most chunks reported to tvpd as tampered (each once); further ones are counted.
 const EVENTS_MAX: usize = 64;
 
 const DEVICE_ID_BLK: u32 = 2;
@@ -323,6 +323,8 @@ pub struct VirtioBlk {
     mmio: MmioTransport,
     irq: Option<EventFd>,
     events: Vec<DiskEvent>,
+    /// Chunks already reported (each once; at most [`EVENTS_MAX`]).
+    reported: std::collections::BTreeSet<u64>,
     stats: BlkStats,
     buf: Zeroizing<Vec<u8>>,
 }
@@ -344,6 +346,7 @@ impl VirtioBlk {
             )?,
             irq,
             events: Vec::new(),
+            reported: std::collections::BTreeSet::new(),
             stats: BlkStats::default(),
             buf: Zeroizing::new(Vec::new()),
         })
@@ -522,9 +525,7 @@ impl VirtioBlk {
                     self.buf.fill(0);
                     if let DiskError::Tampered(chunk) = e {
                         self.stats.tampered += 1;
-                        if self.events.len() < EVENTS_MAX
-                            && !self.events.contains(&DiskEvent::Tamper { chunk })
-                        {
+                        if self.reported.len() < EVENTS_MAX && self.reported.insert(chunk) {
                             self.events.push(DiskEvent::Tamper { chunk });
                         }
                         log::error!(chunk = chunk; "disk-tamper: a chunk of the encrypted disk failed authentication; I/O error to the guest");
