@@ -348,7 +348,8 @@ impl VirtioBlk {
             events: Vec::new(),
             reported: std::collections::BTreeSet::new(),
             stats: BlkStats::default(),
-            buf: Zeroizing::new(Vec::new()),
+            // Sized once: growing would leave plaintext in freed allocations.
+            buf: Zeroizing::new(Vec::with_capacity(REQUEST_MAX as usize)),
         })
     }
 
