@@ -88,7 +88,7 @@ fn prefer_huge_pages(ram: &GuestRam, gpa: u64, len: u64) {
 }
 
 /// Take ownership of an inherited descriptor, checking it is open.
-fn inherited(fd: i32, what: &str) -> Result<File, VmmError> {
+pub(crate) fn inherited(fd: i32, what: &str) -> Result<File, VmmError> {
     // SAFETY: F_GETFD only reads the descriptor's flags.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return Err(bad(format!("{what} descriptor {fd} is not open")));
@@ -99,7 +99,7 @@ fn inherited(fd: i32, what: &str) -> Result<File, VmmError> {
 }
 
 /// Read exactly the 32-byte key and then end of file from the key pipe.
-fn read_key(fd: i32) -> Result<ImageKey, VmmError> {
+pub(crate) fn read_key(fd: i32) -> Result<ImageKey, VmmError> {
     let mut pipe = inherited(fd, "image key")?;
     let mut buf = Zeroizing::new([0u8; 33]);
     let mut n = 0;

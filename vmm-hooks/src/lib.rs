@@ -5,8 +5,9 @@
 //! to `tvpd` over a private channel ([`tvp_vmm_channel`]), serves the attestation
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
-//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_net`] (with
-//! [`tap`], [`dma`]: what it may write, [`netfilter`]: what it may send), [`mailbox`],
+//! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_mmio`] (the
+//! transport) with [`virtio_net`] ([`tap`], [`netfilter`]: what it may send) and
+//! [`virtio_blk`] (the tenant's encrypted image as a read-only disk), [`dma`]: what a device may write, [`mailbox`],
 //! [`channel`] (with [`adopt`]: surviving a tvpd restart),
 //! [`arch`] (in-kernel irqchip, PIT, per-vCPU MSRs and LAPIC) with [`cpuid`], [`vcpu`]
 //! (one vCPU's loop) and [`vcpus`] (the set of vCPU threads), [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
@@ -24,6 +25,7 @@ pub mod arch;
 pub mod channel;
 pub mod cpuid;
 pub mod devices;
+pub mod disk;
 pub mod dma;
 pub mod error;
 pub mod image;
@@ -37,5 +39,7 @@ pub mod shutdown;
 pub mod tap;
 pub mod vcpu;
 pub mod vcpus;
+pub mod virtio_blk;
+pub mod virtio_mmio;
 pub mod virtio_net;
 pub mod vm;

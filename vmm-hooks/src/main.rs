@@ -76,6 +76,14 @@ enum Cmd {
         /// Inherited pipe holding the encrypted image's 32-byte key (then end of file).
         #[arg(long, value_name = "FD", requires = "image_fd")]
         image_key_fd: Option<i32>,
+        /// Inherited descriptor of an encrypted tvp image served read-only to the guest
+        /// as its virtio-blk disk (virtio-mmio at 0xd0001000, GSI 6); each chunk is
+        /// authenticated and decrypted when the guest reads it.
+        #[arg(long, value_name = "FD", requires = "disk_key_fd")]
+        disk_fd: Option<i32>,
+        /// Inherited pipe holding the disk image's 32-byte key (then end of file).
+        #[arg(long, value_name = "FD", requires = "disk_fd")]
+        disk_key_fd: Option<i32>,
         /// The key's lease: the image must be in memory within this many milliseconds
         /// of reading the key, or the VM fails.
         #[arg(long, value_name = "MS", default_value_t = 30_000)]
@@ -193,6 +201,8 @@ fn main() -> ExitCode {
             image_fd,
             image_key_fd,
             image_key_lease_ms,
+            disk_fd,
+            disk_key_fd,
             adopt_socket,
             adopt_grace_secs,
         } => {
@@ -224,6 +234,9 @@ fn main() -> ExitCode {
                     key_fd: image_key_fd,
                     key_lease: Duration::from_millis(image_key_lease_ms),
                 }),
+                disk: disk_fd
+                    .zip(disk_key_fd)
+                    .map(|(fd, key_fd)| tvp_vmm::disk::DiskInput { fd, key_fd }),
                 adoption: adopt_socket.map(|p| (p, Duration::from_secs(adopt_grace_secs))),
             });
             ExitCode::from(code as u8)

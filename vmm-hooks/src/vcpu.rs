@@ -7,6 +7,7 @@ use crate::error::VmmError;
 use crate::mailbox::Mailbox;
 use crate::shutdown::Shutdown;
 use crate::vcpus::VcpuSet;
+use crate::virtio_blk::{DiskEvent, VirtioBlk};
 use crate::virtio_net::VirtioNet;
 use kvm_bindings::{kvm_segment, KVM_EXIT_INTERNAL_ERROR};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -76,6 +77,8 @@ pub struct VcpuContext {
     pub mmio_seen: u32,
     /// The virtio-net device, if the VM has a NIC.
     pub net: Option<VirtioNet>,
+    /// The virtio-blk device, if the VM has a disk.
+    pub blk: Option<VirtioBlk>,
 }
 
 /// Sets segments, control registers and general registers of the boot vCPU for the
@@ -199,6 +202,9 @@ pub fn run(
                         if let Some(net) = ctx.net.as_mut() {
                             net.handed_over();
                         }
+                        if let Some(blk) = ctx.blk.as_mut() {
+                            blk.handed_over();
+                        }
                     }
                 }
             },
@@ -211,6 +217,21 @@ pub fn run(
             VcpuExit::MmioRead(addr, data) if VirtioNet::contains(addr) && ctx.net.is_some() => {
                 if let Some(net) = ctx.net.as_mut() {
                     net.mmio_read(&ctx.mem, addr, data);
+                }
+            }
+            VcpuExit::MmioWrite(addr, data) if VirtioBlk::contains(addr) && ctx.blk.is_some() => {
+                if let Some(blk) = ctx.blk.as_mut() {
+                    blk.mmio_write(&ctx.mem, addr, data);
+                    for DiskEvent::Tamper { chunk } in blk.take_events() {
+                        if let Err(e) = ctx.tx.send(&VmmMessage::DiskTamper { chunk }) {
+                            log::warn!(chunk = chunk, error = e.to_string(); "disk-tamper not delivered to tvpd");
+                        }
+                    }
+                }
+            }
+            VcpuExit::MmioRead(addr, data) if VirtioBlk::contains(addr) && ctx.blk.is_some() => {
+                if let Some(blk) = ctx.blk.as_mut() {
+                    blk.mmio_read(addr, data);
                 }
             }
             VcpuExit::MmioWrite(addr, data) => {

@@ -1,8 +1,8 @@
-//! virtio-net over the virtio-mmio transport (version 2, virtio 1.x), backed by a TAP
-//! device, polled: there is no interrupt controller yet, so the device does its work
-//! when the guest touches it. A notify on the transmit queue sends what the guest
-//! queued; every register access first moves waiting frames from the TAP device into
-//! the guest's receive buffers. The guest polls by reading `InterruptStatus`.
+//! virtio-net over the virtio-mmio transport ([`crate::virtio_mmio`]), backed by a TAP
+//! device, polled: the device does its work when the guest touches it. A notify on the
+//! transmit queue sends what the guest queued; every register access first moves
+//! waiting frames from the TAP device into the guest's receive buffers. The guest polls
+//! by reading `InterruptStatus`.
 //!
 //! Notification suppression: the receive queue never needs a notify (any register
 //! access refills it), so the device tells the driver not to send one: with
@@ -11,27 +11,27 @@
 //! The transmit queue's `avail_event` asks for a notify at the next frame. Recycling a
 //! receive buffer is then a ring write in the guest, not a VM exit.
 //!
-//! Guest input is hostile: the queues are handled by rust-vmm's `virtio-queue`
-//! (ring addresses validated against guest memory before a queue goes live, descriptor
-//! chains bounded by the queue size so loops end), every frame is bounded
-//! ([`FRAME_MAX`]), each pass handles at most one queue's worth of chains, and every
-//! failure drops the frame or marks the device broken (`DEVICE_NEEDS_RESET`) instead of
-//! ending the VMM.
+//! Guest input is hostile: the transport validates the queues (see
+//! [`crate::virtio_mmio`]); descriptor chains are bounded by the queue size so loops
+//! end, every frame is bounded ([`FRAME_MAX`]), each pass handles at most one queue's
+//! worth of chains, and every failure drops the frame or marks the device broken
+//! (`DEVICE_NEEDS_RESET`) instead of ending the VMM.
 //!
-//! The device writes only device-writable guest RAM ([`crate::dma`]): a queue whose
-//! descriptor table, available or used ring touches the boot region, the configuration
-//! page, the mailbox or (before the handover) the firmware image is refused and the
-//! device marks itself failed; ring addresses and sizes cannot change while a queue is
-//! live; a receive buffer there is dropped, never written. Transmitted frames pass the
-//! source filter ([`crate::netfilter`]) or are dropped.
+//! The device writes only device-writable guest RAM ([`crate::dma`]): a receive buffer
+//! on the boot region, the configuration page, the mailbox or (before the handover) the
+//! firmware image is dropped, never written. Transmitted frames pass the source filter
+//! ([`crate::netfilter`]) or are dropped.
 
-use crate::dma::{DmaPolicy, DmaRefusal};
+use crate::dma::DmaPolicy;
 use crate::netfilter::{DropCounts, TxFilter};
 use crate::tap::FrameBackend;
+use crate::virtio_mmio::{reg, MmioTransport, Written, F_VERSION_1, INT_USED_BUFFER};
 use std::ops::Range;
 use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub use crate::virtio_mmio::F_EVENT_IDX;
 
 /// Size of `struct virtio_net_hdr` with `num_buffers` (virtio 1.x).
 pub const NET_HDR_LEN: usize = 12;
@@ -42,55 +42,16 @@ pub const QUEUE_SIZE_MAX: u16 = 256;
 const RX_QUEUE: usize = 0;
 const TX_QUEUE: usize = 1;
 
-const MAGIC: u32 = 0x7472_6976; // "virt"
-const VERSION: u32 = 2;
 const DEVICE_ID_NET: u32 = 1;
-const VENDOR_ID: u32 = 0x0074_7670; // "tvp"
 
-/// `VIRTIO_F_EVENT_IDX`: `used_event` / `avail_event` notification suppression.
-pub const F_EVENT_IDX: u64 = 1 << 29;
 /// Offered features: MAC, STATUS, EVENT_IDX, VERSION_1.
-const FEATURES: u64 = (1 << 5) | (1 << 16) | F_EVENT_IDX | (1 << 32);
-const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FEATURES_OK: u32 = 8;
-const STATUS_NEEDS_RESET: u32 = 0x40;
-const INT_USED_BUFFER: u32 = 1;
+const FEATURES: u64 = (1 << 5) | (1 << 16) | F_EVENT_IDX | F_VERSION_1;
 const NET_S_LINK_UP: u16 = 1;
-
-mod reg {
-    pub const MAGIC: u64 = 0x000;
-    pub const VERSION: u64 = 0x004;
-    pub const DEVICE_ID: u64 = 0x008;
-    pub const VENDOR_ID: u64 = 0x00c;
-    pub const DEVICE_FEATURES: u64 = 0x010;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
-    pub const DRIVER_FEATURES: u64 = 0x020;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INTERRUPT_STATUS: u64 = 0x060;
-    pub const INTERRUPT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x094;
-    pub const QUEUE_DEVICE_LOW: u64 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
-    pub const CONFIG: u64 = 0x100;
-}
 
 /// Longest a guest's read of `InterruptStatus` waits for a frame when the device has
 /// nothing to deliver (a polling guest then sleeps instead of spinning; short enough
 /// for its TCP timers).
 pub const IDLE_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
-
-/// Most individual problems logged before going quiet.
-const LOG_LIMIT: u32 = 32;
 
 /// Frame counters, logged at the end of the VM.
 #[derive(Debug, Default, Clone, Copy)]
@@ -114,24 +75,12 @@ pub struct NetStats {
 pub struct VirtioNet {
     tap: Box<dyn FrameBackend>,
     mac: [u8; 6],
-    device_features_sel: u32,
-    driver_features_sel: u32,
-    driver_features: u64,
-    queue_sel: u32,
-    queues: [Queue; 2],
-    status: u32,
-    interrupt_status: u32,
+    mmio: MmioTransport,
     /// A frame read from the TAP device that found no receive buffer yet.
     rx_pending: Option<Vec<u8>>,
     rx_buf: Vec<u8>,
     stats: NetStats,
-    logged: u32,
-    dma: DmaPolicy,
     filter: TxFilter,
-}
-
-fn new_queue() -> Option<Queue> {
-    Queue::new(QUEUE_SIZE_MAX).ok()
 }
 
 impl VirtioNet {
@@ -146,32 +95,31 @@ impl VirtioNet {
         Some(VirtioNet {
             tap,
             mac,
-            device_features_sel: 0,
-            driver_features_sel: 0,
-            driver_features: 0,
-            queue_sel: 0,
-            queues: [new_queue()?, new_queue()?],
-            status: 0,
-            interrupt_status: 0,
+            mmio: MmioTransport::new(
+                "virtio-net",
+                DEVICE_ID_NET,
+                FEATURES,
+                2,
+                QUEUE_SIZE_MAX,
+                dma,
+            )?,
             rx_pending: None,
             rx_buf: vec![0; FRAME_MAX],
             stats: NetStats::default(),
-            logged: 0,
-            dma,
             filter: TxFilter::new(mac, vip),
         })
     }
 
     /// Protects the measured firmware image from device writes until the handover.
     pub fn protect_firmware(&mut self, image: Range<u64>) {
-        self.dma.protect_firmware(image);
+        self.mmio.protect_firmware(image);
     }
 
     /// The firmware handed over to the workload (the mailbox said so): the firmware
     /// image is the workload's memory now, and the transmit filter's workload rules
     /// apply.
     pub fn handed_over(&mut self) {
-        self.dma.release_firmware();
+        self.mmio.release_firmware();
         self.filter.handed_over();
     }
 
@@ -184,6 +132,7 @@ impl VirtioNet {
     pub fn stats(&self) -> NetStats {
         NetStats {
             filtered: self.filter.counts(),
+            dma_refused: self.mmio.dma_refused,
             ..self.stats
         }
     }
@@ -195,85 +144,19 @@ impl VirtioNet {
         log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dropped_spoofed_ndp = f.ndp, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
     }
 
-    /// A ring or buffer at `[gpa, gpa + len)` was refused: counted, logged (within
-    /// the log budget).
-    fn dma_refused(&mut self, what: &str, gpa: u64, len: u64, why: DmaRefusal) {
-        self.stats.dma_refused += 1;
-        if self.logged < LOG_LIMIT {
-            self.logged += 1;
-            log::warn!(what = what, gpa = format!("{gpa:#x}"), bytes = len, reason = why.name(); "virtio-net: refused to write guest memory: {why}");
-        }
-    }
-
-    /// Checks a ready queue's three rings against the device-writable memory.
-    fn rings_refusal(&self, q: &Queue) -> Option<(&'static str, u64, u64, DmaRefusal)> {
-        let n = u64::from(q.size());
-        [
-            ("descriptor-table", q.desc_table(), 16 * n),
-            ("available-ring", q.avail_ring(), 6 + 2 * n),
-            ("used-ring", q.used_ring(), 6 + 8 * n),
-        ]
-        .into_iter()
-        .find_map(|(what, gpa, len)| self.dma.check(gpa, len).err().map(|e| (what, gpa, len, e)))
-    }
-
-    /// Whether queue `i` may be used now; a queue whose rings became off-limits is
-    /// refused and the device marked failed.
-    fn queue_usable(&mut self, i: usize) -> bool {
-        let Some(q) = self.queues.get(i) else {
-            return false;
-        };
-        match self.rings_refusal(q) {
-            None => true,
-            Some((what, gpa, len, why)) => {
-                self.dma_refused(what, gpa, len, why);
-                self.broken(format!("queue {i} {what} refused: {why}"));
-                false
-            }
-        }
-    }
-
-    fn note(&mut self, what: String) {
-        if self.logged < LOG_LIMIT {
-            self.logged += 1;
-            log::warn!(problem = what.as_str(); "virtio-net");
-        }
-    }
-
     /// Whether an idle poll may wait for the TAP device: the receive queue is live
     /// and no frame is already waiting for a buffer.
     fn can_wait(&self) -> bool {
-        self.live() && self.queues[RX_QUEUE].ready() && self.rx_pending.is_none()
+        self.mmio.live() && self.mmio.queues[RX_QUEUE].ready() && self.rx_pending.is_none()
     }
 
-    fn live(&self) -> bool {
-        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
-    }
-
-    fn reset(&mut self) {
-        self.device_features_sel = 0;
-        self.driver_features_sel = 0;
-        self.driver_features = 0;
-        self.queue_sel = 0;
-        for q in &mut self.queues {
-            q.reset();
-        }
-        self.status = 0;
-        self.interrupt_status = 0;
-        self.rx_pending = None;
-    }
-
-    fn config_byte(&self, i: u64) -> u8 {
+    fn config(&self) -> [u8; 12] {
         let mut cfg = [0u8; 12];
         cfg[..6].copy_from_slice(&self.mac);
         cfg[6..8].copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
         cfg[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
         cfg[10..12].copy_from_slice(&1500u16.to_le_bytes()); // mtu
-        cfg.get(i as usize).copied().unwrap_or(0)
-    }
-
-    fn selected(&mut self) -> Option<&mut Queue> {
-        self.queues.get_mut(self.queue_sel as usize)
+        cfg
     }
 
     /// A guest read of `data.len()` bytes at `addr` (inside the register window).
@@ -290,176 +173,37 @@ impl VirtioNet {
                 self.pump_rx(mem);
             }
         }
-        data.fill(0);
-        if off >= reg::CONFIG {
-            for (i, b) in data.iter_mut().enumerate() {
-                *b = self.config_byte(off - reg::CONFIG + i as u64);
-            }
-            return;
-        }
-        if data.len() != 4 {
-            self.note(format!(
-                "{}-byte read of register {off:#x} ignored",
-                data.len()
-            ));
-            return;
-        }
-        let v: u32 = match off {
-            reg::MAGIC => MAGIC,
-            reg::VERSION => VERSION,
-            reg::DEVICE_ID => DEVICE_ID_NET,
-            reg::VENDOR_ID => VENDOR_ID,
-            reg::DEVICE_FEATURES => match self.device_features_sel {
-                0 => FEATURES as u32,
-                1 => (FEATURES >> 32) as u32,
-                _ => 0,
-            },
-            reg::QUEUE_NUM_MAX if self.selected().is_some() => u32::from(QUEUE_SIZE_MAX),
-            reg::QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready())),
-            reg::INTERRUPT_STATUS => self.interrupt_status,
-            reg::STATUS => self.status,
-            reg::CONFIG_GENERATION => 0,
-            _ => 0,
-        };
-        data.copy_from_slice(&v.to_le_bytes());
+        let cfg = self.config();
+        self.mmio.read(off, data, &cfg);
     }
 
     /// A guest write of `data` at `addr` (inside the register window).
     pub fn mmio_write(&mut self, mem: &GuestMemoryMmap, addr: u64, data: &[u8]) {
         let off = addr.wrapping_sub(VIRTIO_NET_MMIO_GPA);
-        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            self.note(format!(
-                "{}-byte write to register {off:#x} ignored",
-                data.len()
-            ));
-            return;
-        };
-        let v = u32::from_le_bytes(bytes);
-        match off {
-            reg::DEVICE_FEATURES_SEL => self.device_features_sel = v,
-            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
-            reg::DRIVER_FEATURES => match self.driver_features_sel {
-                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v),
-                1 => {
-                    self.driver_features =
-                        (self.driver_features & 0xffff_ffff) | (u64::from(v) << 32)
-                }
-                _ => {}
-            },
-            reg::QUEUE_SEL => self.queue_sel = v,
-            reg::QUEUE_NUM
-            | reg::QUEUE_DESC_LOW
-            | reg::QUEUE_DESC_HIGH
-            | reg::QUEUE_DRIVER_LOW
-            | reg::QUEUE_DRIVER_HIGH
-            | reg::QUEUE_DEVICE_LOW
-            | reg::QUEUE_DEVICE_HIGH
-                if self.selected().is_some_and(|q| q.ready()) =>
-            {
-                // The rings were checked when the queue went live: moving them now
-                // (onto the configuration page, say) is refused.
-                let q = self.queue_sel;
-                self.broken(format!(
-                    "queue {q} is live: write of {v:#x} to register {off:#x} (ring size or address) refused"
-                ));
-            }
-            reg::QUEUE_NUM => {
-                if let Some(q) = self.selected() {
-                    // try_set_size rejects 0 (drivers write it when tearing a queue
-                    // down), > max and non-powers of two.
-                    if q.try_set_size(v.min(u32::from(u16::MAX)) as u16).is_err() && v != 0 {
-                        self.note(format!("invalid queue size {v} ignored"));
-                    }
-                }
-            }
-            reg::QUEUE_DESC_LOW | reg::QUEUE_DESC_HIGH => {
-                let (lo, hi) = split(off == reg::QUEUE_DESC_LOW, v);
-                if let Some(q) = self.selected() {
-                    q.set_desc_table_address(lo, hi);
-                }
-            }
-            reg::QUEUE_DRIVER_LOW | reg::QUEUE_DRIVER_HIGH => {
-                let (lo, hi) = split(off == reg::QUEUE_DRIVER_LOW, v);
-                if let Some(q) = self.selected() {
-                    q.set_avail_ring_address(lo, hi);
-                }
-            }
-            reg::QUEUE_DEVICE_LOW | reg::QUEUE_DEVICE_HIGH => {
-                let (lo, hi) = split(off == reg::QUEUE_DEVICE_LOW, v);
-                if let Some(q) = self.selected() {
-                    q.set_used_ring_address(lo, hi);
-                }
-            }
-            reg::QUEUE_READY => {
-                let sel = self.queue_sel as usize;
-                let event_idx = self.driver_features & F_EVENT_IDX != 0;
-                let ok = match self.selected() {
-                    Some(q) if v == 1 => {
-                        // is_valid checks a ready queue's sizes and ring addresses
-                        // against guest memory; then every ring must lie in memory
-                        // the device may write.
-                        q.set_ready(true);
-                        q.set_event_idx(event_idx);
-                        let valid = q.is_valid(mem);
-                        q.set_ready(valid);
-                        if valid && !self.queue_usable(sel) {
-                            if let Some(q) = self.selected() {
-                                q.set_ready(false);
-                            }
-                            return;
-                        }
-                        valid
-                    }
-                    Some(q) => {
-                        q.set_ready(false);
-                        true
-                    }
-                    None => false,
-                };
-                if !ok {
-                    self.note(format!(
-                        "queue {} not enabled: rings outside guest memory or misaligned",
-                        self.queue_sel
-                    ));
-                }
-            }
-            reg::QUEUE_NOTIFY => match v as usize {
+        match self.mmio.write(mem, off, data) {
+            Written::Done => {}
+            Written::Reset => self.rx_pending = None,
+            Written::Notify(v) => match v as usize {
                 TX_QUEUE => self.process_tx(mem),
                 RX_QUEUE => {}
-                _ => self.note(format!("notify of unknown queue {v}")),
+                _ => self.mmio.note(format!("notify of unknown queue {v}")),
             },
-            reg::INTERRUPT_ACK => self.interrupt_status &= !v,
-            reg::STATUS => {
-                // DEVICE_NEEDS_RESET is the device's: only a reset clears it.
-                let failed = self.status & STATUS_NEEDS_RESET;
-                if v == 0 {
-                    self.reset();
-                } else if v & STATUS_FEATURES_OK != 0 && self.driver_features & !FEATURES != 0 {
-                    // Features we did not offer: refuse FEATURES_OK.
-                    self.status = (v & !STATUS_FEATURES_OK) | failed;
-                } else {
-                    self.status = v | failed;
-                }
-            }
-            _ => self.note(format!("write to register {off:#x} ignored")),
         }
         self.pump_rx(mem);
-    }
-
-    fn broken(&mut self, why: String) {
-        self.note(why);
-        self.status |= STATUS_NEEDS_RESET;
     }
 
     /// Sends every frame the guest queued on the transmit queue (at most one queue's
     /// worth per notify).
     fn process_tx(&mut self, mem: &GuestMemoryMmap) {
-        if !self.live() || !self.queues[TX_QUEUE].ready() || !self.queue_usable(TX_QUEUE) {
+        if !self.mmio.live()
+            || !self.mmio.queues[TX_QUEUE].ready()
+            || !self.mmio.queue_usable(TX_QUEUE)
+        {
             return;
         }
         let mut frame = Vec::with_capacity(NET_HDR_LEN + FRAME_MAX);
         for _ in 0..QUEUE_SIZE_MAX {
-            let chain = match self.queues[TX_QUEUE].pop_descriptor_chain(mem) {
+            let chain = match self.mmio.queues[TX_QUEUE].pop_descriptor_chain(mem) {
                 Some(c) => c,
                 None => break,
             };
@@ -482,7 +226,8 @@ impl VirtioNet {
             match frame.get(NET_HDR_LEN..).filter(|f| ok && !f.is_empty()) {
                 None => {
                     self.stats.dropped += 1;
-                    self.note(format!("malformed transmit chain {head} dropped"));
+                    self.mmio
+                        .note(format!("malformed transmit chain {head} dropped"));
                 }
                 // A refused frame is counted and logged by the filter.
                 Some(f) if !self.filter.allow(f) => {}
@@ -490,21 +235,24 @@ impl VirtioNet {
                     Ok(()) => self.stats.tx_frames += 1,
                     Err(e) => {
                         self.stats.dropped += 1;
-                        self.note(format!("TAP {} send failed: {e}", self.tap.name()));
+                        self.mmio
+                            .note(format!("TAP {} send failed: {e}", self.tap.name()));
                     }
                 },
             }
-            if self.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
-                self.broken("transmit used ring not writable".to_string());
+            if self.mmio.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
+                self.mmio
+                    .broken("transmit used ring not writable".to_string());
                 return;
             }
-            self.interrupt_status |= INT_USED_BUFFER;
+            self.mmio.interrupt_status |= INT_USED_BUFFER;
         }
         // Ask for a notify when the next frame is queued (EVENT_IDX: avail_event =
         // next_avail; otherwise the used ring's flags stay 0). The ring was checked
         // writable above.
-        if self.queues[TX_QUEUE].enable_notification(mem).is_err() {
-            self.broken("transmit used ring not writable".to_string());
+        if self.mmio.queues[TX_QUEUE].enable_notification(mem).is_err() {
+            self.mmio
+                .broken("transmit used ring not writable".to_string());
         }
     }
 
@@ -513,7 +261,7 @@ impl VirtioNet {
     /// consumed (EVENT_IDX; the driver cannot get further ahead than that before the
     /// device moves it again) or `VRING_USED_F_NO_NOTIFY`.
     fn suppress_rx_notify(&mut self, mem: &GuestMemoryMmap) {
-        let q = &mut self.queues[RX_QUEUE];
+        let q = &mut self.mmio.queues[RX_QUEUE];
         let ok = if q.event_idx_enabled() {
             let n = q.size();
             let event = q.next_avail().wrapping_add(n);
@@ -525,18 +273,22 @@ impl VirtioNet {
             q.disable_notification(mem).is_ok()
         };
         if !ok {
-            self.broken("receive used ring not writable".to_string());
+            self.mmio
+                .broken("receive used ring not writable".to_string());
         }
     }
 
     /// Moves frames waiting on the TAP device into the guest's receive buffers, then
     /// renews the receive queue's notification suppression.
     fn pump_rx(&mut self, mem: &GuestMemoryMmap) {
-        if !self.live() || !self.queues[RX_QUEUE].ready() || !self.queue_usable(RX_QUEUE) {
+        if !self.mmio.live()
+            || !self.mmio.queues[RX_QUEUE].ready()
+            || !self.mmio.queue_usable(RX_QUEUE)
+        {
             return;
         }
         self.fill_rx(mem);
-        if self.live() {
+        if self.mmio.live() {
             self.suppress_rx_notify(mem);
         }
     }
@@ -550,12 +302,13 @@ impl VirtioNet {
                     Ok(Some(n)) => self.rx_buf[..n].to_vec(),
                     Ok(None) => return,
                     Err(e) => {
-                        self.note(format!("TAP {} receive failed: {e}", self.tap.name()));
+                        self.mmio
+                            .note(format!("TAP {} receive failed: {e}", self.tap.name()));
                         return;
                     }
                 },
             };
-            let Some(chain) = self.queues[RX_QUEUE].pop_descriptor_chain(mem) else {
+            let Some(chain) = self.mmio.queues[RX_QUEUE].pop_descriptor_chain(mem) else {
                 // No buffer: keep the frame for the next pass.
                 self.rx_pending = Some(frame);
                 return;
@@ -574,8 +327,8 @@ impl VirtioNet {
                     break;
                 }
                 let (gpa, len) = (desc.addr().0, u64::from(desc.len()));
-                if let Err(why) = self.dma.check(gpa, len) {
-                    self.dma_refused("receive-buffer", gpa, len, why);
+                if let Err(why) = self.mmio.dma.check(gpa, len) {
+                    self.mmio.dma_refused("receive-buffer", gpa, len, why);
                     written = 0;
                     break;
                 }
@@ -607,29 +360,21 @@ impl VirtioNet {
                 self.stats.rx_frames += 1;
             } else {
                 self.stats.dropped += 1;
-                self.note(format!(
+                self.mmio.note(format!(
                     "receive chain {head} unusable or too short; frame dropped"
                 ));
                 written = 0;
             }
-            if self.queues[RX_QUEUE]
+            if self.mmio.queues[RX_QUEUE]
                 .add_used(mem, head, written as u32)
                 .is_err()
             {
-                self.broken("receive used ring not writable".to_string());
+                self.mmio
+                    .broken("receive used ring not writable".to_string());
                 return;
             }
-            self.interrupt_status |= INT_USED_BUFFER;
+            self.mmio.interrupt_status |= INT_USED_BUFFER;
         }
-    }
-}
-
-/// The (low, high) halves for a 64-bit queue address register write.
-fn split(low: bool, v: u32) -> (Option<u32>, Option<u32>) {
-    if low {
-        (Some(v), None)
-    } else {
-        (None, Some(v))
     }
 }
 
@@ -637,6 +382,7 @@ fn split(low: bool, v: u32) -> (Option<u32>, Option<u32>) {
 #[cfg(test)]
 mod hostile {
     use super::*;
+    use crate::virtio_mmio::{STATUS_DRIVER_OK, STATUS_FEATURES_OK, STATUS_NEEDS_RESET};
     use std::io;
     use std::sync::{Arc, Mutex};
     use tvp_abi::layout::{CONFIG_PAGE_GPA, MAILBOX_GPA};
@@ -841,7 +587,7 @@ mod hostile {
         assert_eq!(u32::from_le_bytes(r), 0);
         assert_eq!(dev.stats().dma_refused, 1);
         assert_ne!(
-            dev.status & STATUS_NEEDS_RESET,
+            dev.mmio.status & STATUS_NEEDS_RESET,
             0,
             "the device marks itself failed"
         );
@@ -868,12 +614,12 @@ mod hostile {
             .unwrap();
         assert!(page.iter().all(|b| *b == 0));
         assert!(wire.lock().unwrap().sent.is_empty());
-        assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        assert_ne!(dev.mmio.status & STATUS_NEEDS_RESET, 0);
         // Writing DRIVER_OK again does not clear the failure; only a reset does.
         go(&mem, &mut dev);
-        assert_ne!(dev.status & STATUS_NEEDS_RESET, 0);
+        assert_ne!(dev.mmio.status & STATUS_NEEDS_RESET, 0);
         dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
-        assert_eq!(dev.status, 0);
+        assert_eq!(dev.mmio.status, 0);
     }
 
     #[test]
@@ -881,7 +627,7 @@ mod hostile {
         let (mem, mut dev, wire) = setup();
         go(&mem, &mut dev);
         dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
-        assert_eq!(dev.status & STATUS_NEEDS_RESET, 0);
+        assert_eq!(dev.mmio.status & STATUS_NEEDS_RESET, 0);
         assert!(wire.lock().unwrap().sent.is_empty());
     }
 
@@ -975,7 +721,7 @@ mod hostile {
     #[test]
     fn event_idx_is_offered_and_accepted() {
         let (mem, mut dev, _wire) = setup_event_idx();
-        assert_ne!(dev.status & STATUS_FEATURES_OK, 0, "FEATURES_OK kept");
+        assert_ne!(dev.mmio.status & STATUS_FEATURES_OK, 0, "FEATURES_OK kept");
         let mut r = [0u8; 4];
         dev.mmio_write(&mem, BASE + reg::DEVICE_FEATURES_SEL, &0u32.to_le_bytes());
         dev.mmio_read(&mem, BASE + reg::DEVICE_FEATURES, &mut r);
@@ -1061,7 +807,7 @@ mod hostile {
         assert!(page.iter().all(|b| *b == 0));
         // The device is either still working or marked itself failed; a reset works.
         dev.mmio_write(&mem, BASE + reg::STATUS, &0u32.to_le_bytes());
-        assert_eq!(dev.status, 0);
+        assert_eq!(dev.mmio.status, 0);
     }
 
     /// A guest polling `InterruptStatus` on an idle device waits for the TAP device

@@ -18,6 +18,7 @@ use crate::shutdown::{self, Shutdown, StopCause};
 use crate::tap::Tap;
 use crate::vcpu::{self, VcpuContext, VcpuEnd};
 use crate::vcpus::{self, VcpuSet};
+use crate::virtio_blk::VirtioBlk;
 use crate::virtio_net::VirtioNet;
 use kvm_ioctls::{Cap, Kvm};
 use std::os::unix::net::UnixStream;
@@ -101,6 +102,8 @@ pub struct RunOptions {
     pub run_as: Option<(u32, u32)>,
     /// Testing only: make a forbidden syscall after the lockdown.
     pub fault_forbidden_syscall: bool,
+    /// The encrypted disk served read-only by virtio-blk, if any.
+    pub disk: Option<crate::disk::DiskInput>,
     /// The workload image tvpd passed, if any.
     pub image: Option<crate::image::ImageInput>,
     /// The adoption socket to bind and how long to wait on it for a restarted tvpd
@@ -276,6 +279,11 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         ),
         None => None,
     };
+    // The disk: header, key and chunk 0 checked now, before anything runs.
+    let disk = match &opts.disk {
+        Some(input) => Some(crate::disk::open(input)?),
+        None => None,
+    };
     let firmware = read_file(&opts.firmware, FIRMWARE_MAX.min(mem_size))?;
 
     // KVM and memory.
@@ -294,6 +302,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let firmware_end = firmware_image.end;
     // From its measurement to the handover, the device never writes the firmware image
     // (its ring-0 stub and page tables included).
+    let firmware_image_for_blk = firmware_image.clone();
     if let Some(n) = net.as_mut() {
         n.protect_firmware(firmware_image);
     }
@@ -380,6 +389,20 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         .map_err(|e| VmmError::Process(format!("COM1 interrupt eventfd: {e}")))?;
     vm.register_irqfd(&com1_irq, arch::COM1_IRQ)
         .map_err(VmmError::kvm("register COM1's irqfd"))?;
+    // virtio-blk's interrupt through the irqchip.
+    let blk = match disk {
+        Some(disk) => {
+            let irq = EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|e| VmmError::Process(format!("virtio-blk interrupt eventfd: {e}")))?;
+            vm.register_irqfd(&irq, tvp_abi::layout::VIRTIO_BLK_GSI)
+                .map_err(VmmError::kvm("register virtio-blk's irqfd"))?;
+            let mut dev = VirtioBlk::new(disk, DmaPolicy::new(mem_size), Some(irq))
+                .ok_or_else(|| VmmError::Process("virtio-blk: cannot create its queue".into()))?;
+            dev.protect_firmware(firmware_image_for_blk.clone());
+            Some(dev)
+        }
+        None => None,
+    };
     let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
     // Everything is open: from here on the VMM needs no privilege at all.
     if let Some((uid, gid)) = opts.run_as {
@@ -406,6 +429,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         milestones: 0,
         mmio_seen: 0,
         net,
+        blk,
     }));
     let set = Arc::new(VcpuSet::new(vcpu_fds.len()));
     let (done_tx, done_rx) = mpsc::channel::<(usize, VcpuEnd)>();
@@ -489,6 +513,9 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
     }
     if let Ok(ctx) = ctx.lock() {
+        if let Some(blk) = &ctx.blk {
+            blk.log_totals();
+        }
         if let Some(net) = &ctx.net {
             net.log_totals();
         }

@@ -42,19 +42,6 @@ fn run_with_tap(name: &str, inject: Option<Vec<u8>>) -> (Run, Vec<Vec<u8>>) {
     (run, frames)
 }
 
-/// The value of `key=` on the log line containing `message` (env_logger's kv format).
-fn log_value(stderr: &str, message: &str, key: &str) -> Option<String> {
-    let line = stderr.lines().find(|l| l.contains(message))?;
-    let at = line.find(&format!(" {key}="))? + key.len() + 2;
-    Some(
-        line[at..]
-            .split_whitespace()
-            .next()?
-            .trim_matches('"')
-            .to_string(),
-    )
-}
-
 #[test]
 fn the_guests_register_window_is_the_abis() {
     // tests/guests/vnet.S hard-codes it.

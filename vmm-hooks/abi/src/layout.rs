@@ -42,6 +42,12 @@ pub const MAILBOX_SIZE: usize = 0x10000;
 pub const VIRTIO_NET_MMIO_GPA: u64 = 0xd000_0000;
 /// Size of a virtio-mmio register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// Guest-physical address of the virtio-blk device's virtio-mmio (version 2)
+/// registers: the slot after virtio-net's.
+pub const VIRTIO_BLK_MMIO_GPA: u64 = VIRTIO_NET_MMIO_GPA + VIRTIO_MMIO_SIZE;
+/// The virtio-blk device's interrupt: GSI (IOAPIC pin and PIC IRQ) 6, edge-triggered,
+/// raised through an irqfd. Free on this platform (no floppy controller).
+pub const VIRTIO_BLK_GSI: u32 = 6;
 /// Lowest address a firmware ELF segment may be loaded at.
 pub const FIRMWARE_MIN_GPA: u64 = 0x10_0000;
 /// Lowest address of a VM's image (configuration page descriptor): below it lie the

@@ -87,6 +87,13 @@ pub enum VmmMessage {
         /// Wall-clock time, microseconds since the Unix epoch.
         unix_micros: u64,
     },
+    /// virtio-blk: chunk `chunk` of the VM's encrypted disk failed authentication; the
+    /// guest got an I/O error and no plaintext. Sent once per chunk, for at most 64
+    /// chunks per VM.
+    DiskTamper {
+        /// Index of the chunk in the tvp-image.
+        chunk: u64,
+    },
     /// Mailbox: the tunnel is up; extend `measurement` into PCR 16. Answer with
     /// [`HostMessage::Ack`] or [`HostMessage::Refused`].
     TunnelEstablished {

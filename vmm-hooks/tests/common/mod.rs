@@ -647,3 +647,16 @@ fn capture(
         frames
     }
 }
+
+/// The value of `key=` on the log line containing `message` (env_logger's kv format).
+pub fn log_value(stderr: &str, message: &str, key: &str) -> Option<String> {
+    let line = stderr.lines().find(|l| l.contains(message))?;
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    Some(
+        line[at..]
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .to_string(),
+    )
+}

@@ -104,6 +104,7 @@ pub fn kind(msg: &VmmMessage) -> &'static str {
         VmmMessage::Measurement { .. } => "measurement",
         VmmMessage::MeasurementsDone { .. } => "measurements-done",
         VmmMessage::Milestone { .. } => "milestone",
+        VmmMessage::DiskTamper { .. } => "disk-tamper",
         VmmMessage::TunnelEstablished { .. } => "tunnel-established",
         VmmMessage::QuoteRequest { .. } => "quote-request",
         VmmMessage::Handover { .. } => "handover",

@@ -69,6 +69,10 @@ impl Manager {
             } => {
                 log::debug!(vm = id, code = code, micros = micros_since_start; "boot milestone");
             }
+            VmmMessage::DiskTamper { chunk } => {
+                // The guest got an I/O error, never the chunk's plaintext.
+                log::error!(vm = id, chunk = chunk; "disk-tamper: a chunk of the VM's encrypted disk failed authentication");
+            }
             VmmMessage::TunnelEstablished {
                 request_id,
                 measurement,
