@@ -175,7 +175,7 @@ impl Outcome {
             VcpuEnd::PoweredOff => o(ExitReason::PoweredOff, "guest powered off".into()),
             VcpuEnd::Reset => o(
                 ExitReason::Reset,
-                "guest requested a reset; a measured VM is not restarted".into(),
+                "reboot-requested: the guest asked for a reboot (ACPI reset register or i8042); a measured VM is not restarted".into(),
             ),
             VcpuEnd::Halted { rip } => o(
                 ExitReason::Halted,
