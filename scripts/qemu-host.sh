@@ -161,7 +161,13 @@ for _ in $(seq 100); do [ -S "$W/tpm/ctrl.sock" ] && break; sleep 0.05; done
 
 say "booting the QEMU host (TCG, SVM exposed; serial console below)"
 started=$(date +%s.%N)
-QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand -m 1024 -smp 1 -nographic -no-reboot
+# The CPU: qemu64 with SVM (the nested /dev/kvm) plus what TCG emulates of AES-NI,
+# PCLMULQDQ, SSE4, AVX2, MOVBE and BMI, so TLS on both ends of the network boot (ring in
+# the boot server and in the guest firmware) takes its hardware paths instead of its
+# portable C, here emulated instruction by instruction: the 8.2 MB kernel's transfer
+# took 93 s without them, 6 s with them. Two vCPUs (multi-threaded TCG, one host core
+# each): the boot server and the guest's vCPU no longer share one emulated CPU (4.4 s).
+QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand,+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+movbe,+bmi1,+bmi2,+adx -m 1024 -smp 2 -nographic -no-reboot
     -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1 ima_hash=sha256 ima_template=ima-ng lockdown=integrity"
     -chardev "socket,id=chrtpm,path=$W/tpm/ctrl.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
     -device tpm-crb,tpmdev=tpm0)

@@ -12,6 +12,20 @@ cd "$TVP_ROOT"
 ensure_packages "${TVP_PACKAGES[@]}"
 ensure_rust
 
+# A fresh clone's run writes about 15 GB under target/ (debug build and test binaries,
+# the fuzz targets' builds, firmware, the QEMU host's image, schemathesis' venv). Say so
+# up front rather than failing half-way with ENOSPC in whichever step comes last.
+mkdir -p "$TVP_ROOT/target"
+free_gb=$(df -P -BG "$TVP_ROOT/target" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+if [ "${free_gb:-0}" -lt 15 ]; then
+    say "warning: ${free_gb} GB free under $TVP_ROOT/target; the suite needs about 15 GB"
+fi
+# Under CI, no incremental compilation: a fresh clone builds once, and the incremental
+# cache would only cost disk (about 1 GB) and time.
+if [ -n "${CI:-}" ] && [ "${CI}" != 0 ] && [ "${CI}" != false ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy (warnings are errors)"

@@ -130,8 +130,9 @@ $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/ser
     --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
     >/tmp/boot-server-linux.jsonl 2>&1 &
 i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-linux.jsonl; do sleep 0.1; i=$((i+1)); done
-# 160 MiB: the kernel's init_size is ~64 MiB. Its 8 MB take ~2 min through the
-# firmware's TLS under software emulation: long deadlines.
+# 160 MiB: the kernel's init_size is ~64 MiB. Its 8 MB take 3-5 s through the
+# firmware's TLS under this software emulation (minutes on a slower machine or with
+# the emulated CPU's AES-NI off): generous deadlines.
 sed 's/"qemu-vm"/"linux-vm"/; s/"U-qemu"/"U-linux"/; s/"memory_mib": 64/"memory_mib": 160/;
      s/"attestation_deadline_secs": 300/"attestation_deadline_secs": 1500, "phase_deadlines_secs": {"delivery": 1500}/' \
     /tmp/vm.json >/tmp/linux-vm.json

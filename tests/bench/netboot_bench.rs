@@ -245,6 +245,15 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let con = console(&h.t, "large");
+    if !con.contains("workload: loaded") {
+        let vm = h.t.api_json("GET", "/v1/vms/large", None);
+        println!(
+            "  firmware figures missing: VM {} ({}); console ({} bytes)",
+            vm["state"],
+            vm["reason"],
+            con.len()
+        );
+    }
     for l in con.lines().filter(|l| l.starts_with("workload: ")) {
         println!("  firmware: {l}");
     }

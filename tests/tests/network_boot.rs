@@ -268,7 +268,11 @@ fn a_boot_server_that_never_answers_fails_the_vm_after_the_firmware_s_real_10_s_
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-next\n")
         .start();
+    // Its own MAC and address: two VMs with one MAC on the bridge would take each
+    // other's frames (and reset each other's connections).
     let stuck = vm_spec("stuck", "U-stuck", &ca)
+        .vip("10.0.0.3/24")
+        .mac("02:00:00:00:00:03")
         .boot_server("10.0.0.1:8444")
         .deadline_secs(60);
     let r = h.t.create_vm(&stuck);
@@ -335,17 +339,17 @@ fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
         "gcc",
         "objcopy"
     );
-    let ns = NetNs::create("linux");
-    let dir = tempfile::tempdir().unwrap();
-    let h = host(&ns, dir.path());
-    let ten = tenant(dir.path(), "tenant", NAME);
-    let linux = sign_linux(
-        &ten,
-        &test_bzimage(&ten),
+    let LinuxBoot {
+        signed: linux,
+        ten,
+        h,
+        dir: _dir,
+        ns,
+    } = linux_boot(
+        "linux",
         "console=ttyS0 tvp.test=bzimage",
         b"TVP-INITRD-0123456789",
-    )
-    .unwrap();
+    );
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-linux\n")
         .workload(&linux)

@@ -28,7 +28,10 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
     assert!(out.status.success(), "qemu-host.sh failed:\n{err}");
     // The figures, for the test log.
     for l in err.lines().filter(|l| {
-        l.contains("QEMU host run") || l.contains("network boot:") || l.contains("session")
+        l.contains("QEMU host run")
+            || l.contains("network boot:")
+            || l.contains("session")
+            || l.contains("console| workload:")
     }) {
         eprintln!("{l}");
     }

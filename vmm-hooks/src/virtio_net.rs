@@ -192,7 +192,7 @@ impl VirtioNet {
     pub fn log_totals(&self) {
         let st = self.stats();
         let f = st.filtered;
-        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
+        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dropped_spoofed_ndp = f.ndp, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
     }
 
     /// A ring or buffer at `[gpa, gpa + len)` was refused: counted, logged (within

@@ -1,5 +1,8 @@
 //! `tvpctl image`: the tenant's side of encrypted VM images (docs/image-format.md):
 //! a key-management key pair, encryption, inspection, and a local decryption check.
+//! Encryption and decryption stream (a few chunk-sized buffers, whatever the image's
+//! size), show progress on stderr on a terminal or with `--progress`, and print their
+//! result as JSON on stdout with `--json`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -14,6 +17,7 @@ use tvp_image::stream::read_header;
 use tvp_image::{decrypt, encrypt, ImageKey};
 
 use super::exit;
+use crate::progress::{self, Meter, Metered};
 
 /// `tvpctl image` subcommands.
 #[derive(Debug, Subcommand)]
@@ -36,6 +40,10 @@ pub enum ImageCommand {
         /// Plaintext bytes per authenticated chunk (4096..=16777216).
         #[arg(long, default_value_t = 1 << 20)]
         chunk_size: u32,
+        /// Show progress on stderr (bytes, MB/s, time left) even when stderr is not a
+        /// terminal or with --json; on a terminal it is shown unless --json is given.
+        #[arg(long)]
+        progress: bool,
     },
     /// Show an encrypted image's header.
     Inspect {
@@ -52,6 +60,10 @@ pub enum ImageCommand {
         /// Key-management private key (PEM).
         #[arg(long, value_name = "KEY.pem")]
         kms_key: std::path::PathBuf,
+        /// Show progress on stderr (bytes, MB/s, time left) even when stderr is not a
+        /// terminal or with --json; on a terminal it is shown unless --json is given.
+        #[arg(long)]
+        progress: bool,
     },
 }
 
@@ -65,6 +77,32 @@ fn read_to_string(p: &Path) -> Result<String, i32> {
         .map_err(|e| fail(format!("cannot read {}: {e}", p.display()), exit::IO))
 }
 
+/// How a long operation reports: progress on stderr or not, result as JSON or text.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    progress: bool,
+    json: bool,
+}
+
+impl Out {
+    fn new(flag: bool, json: bool) -> Self {
+        Out {
+            progress: progress::wanted(flag, json),
+            json,
+        }
+    }
+
+    fn meter(&self, passes: Vec<&'static str>, total: u64) -> Option<Meter> {
+        self.progress.then(|| Meter::new(passes, total))
+    }
+}
+
+fn file_len(f: &File, p: &Path) -> Result<u64, i32> {
+    f.metadata()
+        .map(|m| m.len())
+        .map_err(|e| fail(format!("cannot stat {}: {e}", p.display()), exit::IO))
+}
+
 /// Run an image subcommand.
 pub fn run(cmd: &ImageCommand, json: bool) -> i32 {
     let r = match cmd {
@@ -74,13 +112,21 @@ pub fn run(cmd: &ImageCommand, json: bool) -> i32 {
             output,
             kms_pub,
             chunk_size,
-        } => encrypt_cmd(input, output, kms_pub, *chunk_size),
+            progress,
+        } => encrypt_cmd(
+            input,
+            output,
+            kms_pub,
+            *chunk_size,
+            Out::new(*progress, json),
+        ),
         ImageCommand::Inspect { input } => inspect(input, json),
         ImageCommand::Decrypt {
             input,
             output,
             kms_key,
-        } => decrypt_cmd(input, output, kms_key),
+            progress,
+        } => decrypt_cmd(input, output, kms_key, Out::new(*progress, json)),
     };
     match r {
         Ok(()) => exit::OK,
@@ -130,30 +176,57 @@ fn keygen(prefix: &Path) -> Result<(), i32> {
     Ok(())
 }
 
-fn encrypt_cmd(input: &Path, output: &Path, kms_pub: &Path, chunk: u32) -> Result<(), i32> {
+fn encrypt_cmd(
+    input: &Path,
+    output: &Path,
+    kms_pub: &Path,
+    chunk: u32,
+    how: Out,
+) -> Result<(), i32> {
     let kms = RsaPublicKey::from_public_key_pem(&read_to_string(kms_pub)?).map_err(|e| {
         fail(
             format!("{}: not an RSA public key: {e}", kms_pub.display()),
             exit::IO,
         )
     })?;
-    let mut inp = BufReader::new(
-        File::open(input)
-            .map_err(|e| fail(format!("cannot open {}: {e}", input.display()), exit::IO))?,
-    );
+    let file = File::open(input)
+        .map_err(|e| fail(format!("cannot open {}: {e}", input.display()), exit::IO))?;
+    let total = file_len(&file, input)?;
     let mut out = BufWriter::new(
         File::create(output)
             .map_err(|e| fail(format!("cannot create {}: {e}", output.display()), exit::IO))?,
     );
-    let h = encrypt(&mut inp, &mut out, &kms, chunk).map_err(|e| fail(e.to_string(), exit::IO))?;
-    out.flush()
-        .map_err(|e| fail(format!("cannot write {}: {e}", output.display()), exit::IO))?;
-    eprintln!(
-        "encrypted {} bytes in {} chunks; image digest {}",
-        h.plaintext_len,
-        h.chunk_count,
-        hex::encode(h.image_digest)
-    );
+    // Two passes over the input: the plaintext digest goes into the header, which every
+    // chunk's associated data binds.
+    let meter = how.meter(vec!["hashing", "encrypting"], total);
+    let mut inp = Metered::new(BufReader::with_capacity(1 << 16, file), meter);
+    let r = encrypt(&mut inp, &mut out, &kms, chunk)
+        .and_then(|h| out.flush().map(|()| h).map_err(tvp_image::ImageError::Io));
+    let h = match r {
+        Ok(h) => h,
+        Err(e) => {
+            inp.abandon();
+            drop(out);
+            let _ = std::fs::remove_file(output);
+            return Err(fail(format!("{}: {e}", input.display()), exit::IO));
+        }
+    };
+    inp.finish();
+    if how.json {
+        let v = serde_json::json!({
+            "output": output.display().to_string(), "plaintext_len": h.plaintext_len,
+            "chunk_size": h.chunk_size, "chunk_count": h.chunk_count,
+            "image_digest": hex::encode(h.image_digest), "key_id": hex::encode(h.key_id),
+        });
+        println!("{v:#}");
+    } else {
+        eprintln!(
+            "encrypted {} bytes in {} chunks; image digest {}",
+            h.plaintext_len,
+            h.chunk_count,
+            hex::encode(h.image_digest)
+        );
+    }
     Ok(())
 }
 
@@ -182,37 +255,55 @@ fn inspect(input: &Path, json: bool) -> Result<(), i32> {
     Ok(())
 }
 
-fn decrypt_cmd(input: &Path, output: &Path, kms_key: &Path) -> Result<(), i32> {
+fn decrypt_cmd(input: &Path, output: &Path, kms_key: &Path, how: Out) -> Result<(), i32> {
     let key = RsaPrivateKey::from_pkcs8_pem(&read_to_string(kms_key)?).map_err(|e| {
         fail(
             format!("{}: not an RSA private key: {e}", kms_key.display()),
             exit::IO,
         )
     })?;
-    let mut inp = BufReader::new(
-        File::open(input)
-            .map_err(|e| fail(format!("cannot open {}: {e}", input.display()), exit::IO))?,
-    );
-    let h = read_header(&mut inp)
-        .map_err(|e| fail(format!("{}: {e}", input.display()), exit::VERIFY_FAILED))?;
-    let image_key = ImageKey::unwrap(&h.wrapped_key, &key)
-        .map_err(|e| fail(e.to_string(), exit::VERIFY_FAILED))?;
+    let file = File::open(input)
+        .map_err(|e| fail(format!("cannot open {}: {e}", input.display()), exit::IO))?;
+    let total = file_len(&file, input)?;
+    let meter = how.meter(vec!["decrypting"], total);
+    let mut inp = Metered::new(BufReader::with_capacity(1 << 16, file), meter);
+    let h = read_header(&mut inp).map_err(|e| {
+        inp.abandon();
+        fail(format!("{}: {e}", input.display()), exit::VERIFY_FAILED)
+    })?;
+    let image_key = ImageKey::unwrap(&h.wrapped_key, &key).map_err(|e| {
+        inp.abandon();
+        fail(e.to_string(), exit::VERIFY_FAILED)
+    })?;
     // Write to a temporary file and rename only when every chunk authenticated, so a
     // tampered image never leaves partial plaintext behind under the output name.
     let tmp = output.with_extension("partial");
-    let mut out = BufWriter::new(
-        File::create(&tmp)
-            .map_err(|e| fail(format!("cannot create {}: {e}", tmp.display()), exit::IO))?,
-    );
+    let mut out = BufWriter::new(File::create(&tmp).map_err(|e| {
+        inp.abandon();
+        fail(format!("cannot create {}: {e}", tmp.display()), exit::IO)
+    })?);
     let r = decrypt(&mut inp, &h, &image_key, |c| {
         out.write_all(c).map_err(tvp_image::ImageError::Io)
     })
     .and_then(|()| out.flush().map_err(tvp_image::ImageError::Io));
     drop(out);
     match r {
-        Ok(()) => std::fs::rename(&tmp, output)
-            .map_err(|e| fail(format!("cannot write {}: {e}", output.display()), exit::IO)),
+        Ok(()) => {
+            std::fs::rename(&tmp, output)
+                .map_err(|e| fail(format!("cannot write {}: {e}", output.display()), exit::IO))?;
+            inp.finish();
+            if how.json {
+                let v = serde_json::json!({
+                    "output": output.display().to_string(), "plaintext_len": h.plaintext_len,
+                    "chunk_count": h.chunk_count, "image_digest": hex::encode(h.image_digest),
+                    "verified": true,
+                });
+                println!("{v:#}");
+            }
+            Ok(())
+        }
         Err(e) => {
+            inp.abandon();
             let _ = std::fs::remove_file(&tmp);
             Err(fail(
                 format!("{}: {e}", input.display()),

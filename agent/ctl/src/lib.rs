@@ -9,6 +9,7 @@ pub mod expected;
 pub mod host;
 pub mod image;
 pub mod inventory;
+pub mod progress;
 pub mod verify;
 pub mod vm;
 

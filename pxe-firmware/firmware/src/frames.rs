@@ -3,6 +3,8 @@
 use crate::net::Net;
 use crate::tls::{Tls, TlsError};
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+use tvp_boot_protocol::signed::PayloadSpan;
 use tvp_boot_protocol::{
     frame_at, frame_header, parse_frame_header, MsgType, ProtocolError, FRAME_HEADER_LEN,
 };
@@ -36,11 +38,24 @@ pub fn send(tls: &mut Tls, net: &mut Net, msg: MsgType, payload: &[u8]) -> Resul
 }
 
 /// What [`FrameReader::next_staged`] received.
+/// The SHA-256 of a container's payload, taken as it arrived, and where that payload
+/// lies in the container.
+#[derive(Debug, Clone)]
+pub struct StreamedDigest {
+    /// The payload's byte range in the container.
+    pub range: core::ops::Range<usize>,
+    /// SHA-256 of those bytes.
+    pub sha256: [u8; 32],
+}
+
 pub enum Received {
     /// A frame other than the workload, on the heap.
     Frame(MsgType, Vec<u8>),
-    /// The workload container, in guest RAM at the top of the workload window.
-    Workload(&'static mut [u8]),
+    /// The workload container, in guest RAM at the top of the workload window, and
+    /// its payload's SHA-256 computed while it arrived (with the payload's range in
+    /// the container; `None` when the container's header announced no acceptable
+    /// payload, which the signature check then refuses).
+    Workload(&'static mut [u8], Option<StreamedDigest>),
     /// A workload of `len` bytes was announced; the window holds `capacity`. None of
     /// it was read.
     TooLarge {
@@ -141,17 +156,31 @@ impl FrameReader {
         // writes only the receive buffers, which are on the heap.
         let dst: &'static mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(start as *mut u8, len) };
+        // The payload's digest is taken as it arrives (issue #18: no second pass over
+        // the container); only the firmware writes `dst`, so it is what gets verified.
+        let mut span = PayloadSpan::default();
+        let mut hash = Sha256::new();
         let mut have = (self.buf.len() - FRAME_HEADER_LEN).min(len);
         dst[..have].copy_from_slice(&self.buf[FRAME_HEADER_LEN..FRAME_HEADER_LEN + have]);
+        crate::profile::time(crate::profile::Phase::Digest, || {
+            hash.update(span.feed(&dst[..have]))
+        });
         self.buf.drain(..FRAME_HEADER_LEN + have);
         while have < len {
             let more = tls.recv(net)?;
             let n = more.len().min(len - have);
             dst[have..have + n].copy_from_slice(&more[..n]);
+            crate::profile::time(crate::profile::Phase::Digest, || {
+                hash.update(span.feed(&more[..n]))
+            });
             have += n;
             self.buf.extend_from_slice(&more[n..]);
         }
-        Ok(Received::Workload(dst))
+        let digest = span.range().map(|range| StreamedDigest {
+            range,
+            sha256: hash.finalize().into(),
+        });
+        Ok(Received::Workload(dst, digest))
     }
 
     /// When the first byte of the last frame returned arrived (TSC milliseconds).

@@ -21,9 +21,11 @@ pub enum Phase {
     Ring = 4,
     /// Idle polls: the device had nothing; tvp-vmm waited for the TAP device.
     Idle = 5,
+    /// SHA-256 of the workload's payload, taken as it arrives.
+    Digest = 6,
 }
 
-const PHASES: usize = 6;
+const PHASES: usize = 7;
 static CYCLES: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 static COUNTS: [AtomicU64; PHASES] = [const { AtomicU64::new(0) }; PHASES];
 

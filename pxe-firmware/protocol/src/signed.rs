@@ -74,9 +74,114 @@ impl<'a> SignedWorkload<'a> {
     }
 }
 
+/// Picks a container's payload bytes out of the container as it arrives in order, so
+/// a receiver can hash the payload during the transfer. Knows nothing until the fixed
+/// header has arrived; a header [`SignedWorkload::parse`] would refuse yields no
+/// payload at all (the receiver then refuses the whole container anyway).
+#[derive(Debug, Default, Clone)]
+pub struct PayloadSpan {
+    head: [u8; HEADER_LEN],
+    seen: usize,
+    /// The payload's offset and length, once the header was read and was acceptable.
+    payload: Option<(usize, usize)>,
+}
+
+impl PayloadSpan {
+    /// Takes the container's next `chunk` (its bytes from offset [`Self::seen`]) and
+    /// returns the part of it that lies inside the payload (often all, or nothing).
+    pub fn feed<'c>(&mut self, chunk: &'c [u8]) -> &'c [u8] {
+        let at = self.seen;
+        if at < HEADER_LEN {
+            let n = (HEADER_LEN - at).min(chunk.len());
+            self.head[at..at + n].copy_from_slice(&chunk[..n]);
+            if at + n == HEADER_LEN {
+                self.payload = payload_of(&self.head);
+            }
+        }
+        self.seen = at.saturating_add(chunk.len());
+        let Some((start, len)) = self.payload else {
+            return &[];
+        };
+        let end = start + len;
+        let (from, to) = (start.max(at), end.min(self.seen));
+        if from >= to {
+            return &[];
+        }
+        &chunk[from - at..to - at]
+    }
+
+    /// How many container bytes were fed.
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The payload's byte range in the container, once the header arrived and was
+    /// acceptable.
+    pub fn range(&self) -> Option<core::ops::Range<usize>> {
+        self.payload.map(|(start, len)| start..start + len)
+    }
+}
+
+/// The payload's (offset, length) that `h` announces, if `parse` would accept the
+/// header.
+fn payload_of(h: &[u8; HEADER_LEN]) -> Option<(usize, usize)> {
+    if h[..4] != MAGIC || h[4..6] != VERSION.to_le_bytes() || h[6..8] != [0, 0] {
+        return None;
+    }
+    let cert_len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    let payload_len = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
+    if cert_len == 0 || cert_len > CERT_MAX || payload_len > crate::WORKLOAD_MAX {
+        return None;
+    }
+    Some((HEADER_LEN + cert_len, payload_len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
+
+    /// A container with a 3-byte certificate and `payload`.
+    fn container(payload: &[u8]) -> Vec<u8> {
+        let mut b = header(3, payload.len()).unwrap().to_vec();
+        b.extend_from_slice(b"crt");
+        b.extend_from_slice(payload);
+        b.extend_from_slice(&[0xee; SIGNATURE_LEN]);
+        b
+    }
+
+    #[test]
+    fn the_span_yields_exactly_the_payload_whatever_the_chunking() {
+        let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let c = container(&payload);
+        let parsed = SignedWorkload::parse(&c).unwrap();
+        for size in [1, 2, 15, 16, 17, 19, 20, 64, 299, 1000] {
+            let mut span = PayloadSpan::default();
+            let mut got = Vec::new();
+            for chunk in c.chunks(size) {
+                got.extend_from_slice(span.feed(chunk));
+            }
+            assert_eq!(got, payload, "chunks of {size}");
+            assert_eq!(span.seen(), c.len());
+            let r = span.range().unwrap();
+            assert_eq!(&c[r], parsed.payload);
+        }
+    }
+
+    #[test]
+    fn a_header_parse_refuses_yields_no_payload() {
+        let mut c = container(b"payload");
+        c[0] = b'X';
+        let mut span = PayloadSpan::default();
+        assert!(c.chunks(4).all(|ch| span.feed(ch).is_empty()));
+        assert_eq!(span.range(), None);
+        // A zero-length certificate: refused by parse, so no span either.
+        let mut c = container(b"payload");
+        c[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let mut span = PayloadSpan::default();
+        assert!(span.feed(&c).is_empty());
+        assert_eq!(span.range(), None);
+    }
 
     #[test]
     fn parse_checks_lengths() {

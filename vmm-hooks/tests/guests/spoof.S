@@ -22,6 +22,8 @@ main:
     SEND(spoof_ip_vm)
     SEND(legit_ip)
     SEND(ipv6)
+    SEND(spoof_na)
+    SEND(spoof_ra)
     SEND(legit_ip_zero)
     mov $'T', %al
     movzwl TX_USED + 2, %ebx
@@ -60,10 +62,33 @@ main:
     IPF spoof_ip_vm, 10, 0, 0, 3, "TVP-SPOOF-IP-VM---"
     IPF legit_ip, 10, 0, 0, 2, "TVP-LEGIT-IP------"
     IPF legit_ip_zero, 0, 0, 0, 0, "TVP-ZERO-SRC------"
-ipv6:
+/* IPv6 from the VM's link-local fe80::ff:fe00:1 (the MAC's modified EUI-64) to
+ * ff02::1, next header nh, payload length len */
+.macro IP6H nh, len
     .fill 12, 1, 0
     .byte 0x33, 0x33, 0, 0, 0, 1, 2, 0, 0, 0, 0, 1, 0x86, 0xdd
-    .byte 0x60, 0, 0, 0, 0, 18, 17, 64
-    .fill 32, 1, 0
+    .byte 0x60, 0, 0, 0, 0, \len, \nh, 255
+    .byte 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xfe, 0, 0, 1
+    .byte 0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+.endm
+/* UDP from its own link-local: passes after the handover */
+ipv6:
+    IP6H 17, 18
     .ascii "TVP-IPV6----------"
 ipv6_end:
+/* A neighbour advertisement for the gateway's fe80::1 with the VM's MAC: the
+ * gateway's IPv6 traffic would come to this VM */
+spoof_na:
+    IP6H 58, 50
+    .byte 136, 0, 0, 0, 0x20, 0, 0, 0
+    .byte 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1
+    .byte 2, 1, 2, 0, 0, 0, 0, 1
+    .ascii "TVP-SPOOF-NA------"
+spoof_na_end:
+/* A router advertisement: a VM posing as the router */
+spoof_ra:
+    IP6H 58, 34
+    .byte 134, 0, 0, 0, 64, 0, 0x07, 0x08
+    .fill 8, 1, 0
+    .ascii "TVP-SPOOF-RA------"
+spoof_ra_end:

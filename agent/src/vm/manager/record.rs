@@ -56,6 +56,28 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// The boot an earlier tvpd recorded (its view's fields; hex digests that do not
+    /// decode are dropped), with `vmm` if this tvpd re-adopted it.
+    fn recorded(
+        vmm: Option<Vmm>,
+        deadline: String,
+        measurements: Vec<MeasurementView>,
+        pcr23: Option<String>,
+        handover_digest: Option<String>,
+        leases: Vec<LeaseView>,
+    ) -> Run {
+        let digest = |h: Option<String>| h.and_then(|h| hex::decode(h).ok()?.try_into().ok());
+        Run {
+            vmm,
+            deadline,
+            measurements,
+            digests: Vec::new(),
+            pcr23: digest(pcr23),
+            handover_digest: digest(handover_digest),
+            leases,
+        }
+    }
+
     /// A boot whose VMM (`pid`, `page`, image key released for `bound`) was just
     /// started, supervised through `events`; `adoption` is how a restarted tvpd
     /// re-adopts it.
@@ -188,17 +210,14 @@ impl Vm {
             management: v.management,
             spec: None,
             revocations: v.revocations,
-            run: Run {
-                vmm: None,
-                deadline: v.deadline,
-                measurements: v.measurements,
-                digests: Vec::new(),
-                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
-                handover_digest: v
-                    .handover_digest
-                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
-                leases: v.leases,
-            },
+            run: Run::recorded(
+                None,
+                v.deadline,
+                v.measurements,
+                v.pcr23,
+                v.handover_digest,
+                v.leases,
+            ),
         }
     }
 
@@ -220,17 +239,14 @@ impl Vm {
             management: v.management,
             spec: None,
             revocations: v.revocations,
-            run: Run {
-                vmm: Some(vmm),
-                deadline: v.deadline,
-                measurements: v.measurements,
-                digests: Vec::new(),
-                pcr23: v.pcr23.and_then(|h| hex::decode(h).ok()?.try_into().ok()),
-                handover_digest: v
-                    .handover_digest
-                    .and_then(|h| hex::decode(h).ok()?.try_into().ok()),
-                leases: v.leases,
-            },
+            run: Run::recorded(
+                Some(vmm),
+                v.deadline,
+                v.measurements,
+                v.pcr23,
+                v.handover_digest,
+                v.leases,
+            ),
         }
     }
 

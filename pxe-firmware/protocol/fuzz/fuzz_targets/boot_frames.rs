@@ -2,7 +2,9 @@
 //! (server side), the signed workload container (firmware side); the first byte picks
 //! which. Invariants beyond no panic: each accepted message re-encodes to exactly the
 //! bytes it was parsed from (one encoding per message), lengths stay within each
-//! type's limit, and a container's parts tile it exactly.
+//! type's limit, and a container's parts tile it exactly; the firmware's streaming
+//! payload span, fed the container in chunks whose sizes the input picks, yields
+//! exactly the payload `parse` finds (and nothing when `parse` refuses the header).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -39,7 +41,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
+            // Chunk sizes 1..=64 from the container's own bytes (deterministic).
+            let mut span = signed::PayloadSpan::default();
+            let (mut streamed, mut rest, mut i) = (Vec::new(), bytes, 0usize);
+            while !rest.is_empty() {
+                let k = (usize::from(bytes[i % bytes.len()]) % 64 + 1).min(rest.len());
+                streamed.extend_from_slice(span.feed(&rest[..k]));
+                rest = &rest[k..];
+                i += 1;
+            }
+            assert_eq!(span.seen(), bytes.len());
             if let Ok(w) = SignedWorkload::parse(bytes) {
+                assert_eq!(streamed, w.payload, "the streamed span is not the payload");
                 let h = signed::header(w.cert.len(), w.payload.len()).unwrap();
                 let mut again = h.to_vec();
                 again.extend_from_slice(w.cert);
