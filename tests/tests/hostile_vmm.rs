@@ -279,8 +279,8 @@ fn quotes_of_vms_whose_tunnels_are_established_at_once_interleave_and_each_shows
                 .collect();
             assert_eq!(
                 leased.len(),
-                7,
-                "6 PCR 23 records and the tunnel: {leased:?}"
+                8,
+                "7 PCR 23 records and the tunnel: {leased:?}"
             );
             for r in leased {
                 let text = serde_json::to_string(&r.content).unwrap();

@@ -82,7 +82,7 @@ fn a_64_mib_workload_is_streamed_verified_and_handed_over_and_a_changed_last_byt
     // The stand-in kernel saw the initrd the loader placed below the staged container.
     assert!(
         o.console.contains(
-            "tvp-bzimage: loader=0xff cmdline=console=ttyS0 e820=02 initrd=TVP-INITRD-LARGE"
+            "tvp-bzimage: loader=0xff cmdline=console=ttyS0 e820=03 initrd=TVP-INITRD-LARGE"
         ),
         "{}",
         o.console

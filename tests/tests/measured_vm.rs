@@ -35,8 +35,9 @@ fn measured_vm_attests_hands_over_and_releases_the_lease() {
     let s = states(&v);
     assert_eq!(s, FULL_BOOT, "{v}");
     assert_eq!(v["reason"], "powered-off");
-    assert_eq!(v["measurements"].as_array().unwrap().len(), 6);
-    assert_eq!(v["measurements"][5]["event_type"], "management");
+    assert_eq!(v["measurements"].as_array().unwrap().len(), 7);
+    assert_eq!(v["measurements"][4]["event_type"], "acpi-tables");
+    assert_eq!(v["measurements"][6]["event_type"], "management");
     // The boot log: every phase in order, each closed, and the handover digest.
     let phases = phase_names(&v);
     assert_eq!(
@@ -253,6 +254,28 @@ fn tvpd_with_guest(guest: &str, extra: &[&str]) -> (Swtpm, Tvpd) {
     let args = [&["--firmware", fw.to_str().unwrap()][..], extra].concat();
     let t = Tvpd::start(&tpm, &tpm.scratch("a"), &args);
     (tpm, t)
+}
+
+#[test]
+fn a_guest_reboot_after_the_handover_ends_the_vm_and_never_reruns_it() {
+    require!("swtpm", "gcc", "ld");
+    // The guest attests, is handed over, then writes the ACPI reset register.
+    let (_tpm, t) = tvpd_with_guest("happy_reboot", &[]);
+    let r = t.create_vm(&spec("vm-rb", 60));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "vm-rb", ended, TO_END);
+    assert_eq!(v["state"], "destroyed", "{v}");
+    assert_eq!(v["reason"], "reboot-requested", "{v}");
+    // It ran once: one handover, one `running`, and it stays ended (tvpd restarts
+    // nothing by itself; a new boot is a new, attested one).
+    let running = |v: &Value| states(v).iter().filter(|s| *s == "running").count();
+    assert_eq!(running(&v), 1, "{v}");
+    std::thread::sleep(Duration::from_secs(2));
+    let again = t.api("GET", "/v1/vms/vm-rb", None);
+    let v2: Value = serde_json::from_slice(&again.body).unwrap();
+    assert_eq!(v2["state"], "destroyed", "{v2}");
+    assert_eq!(running(&v2), 1, "{v2}");
+    t.assert_leased_pcrs_free();
 }
 
 #[test]

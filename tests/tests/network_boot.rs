@@ -364,10 +364,11 @@ fn a_signed_linux_kernel_is_booted_with_the_64_bit_boot_protocol() {
         o.console
     );
     // The kernel got the zero page: loader type, its command line, the memory map
-    // (low RAM, RAM above 1 MiB) and the initrd, as the boot protocol says.
+    // (low RAM, the reserved ACPI tables, RAM above 1 MiB) and the initrd, as the boot
+    // protocol says.
     assert!(
         o.console.contains(
-            "tvp-bzimage: loader=0xff cmdline=console=ttyS0 tvp.test=bzimage e820=02 \
+            "tvp-bzimage: loader=0xff cmdline=console=ttyS0 tvp.test=bzimage e820=03 \
              initrd=TVP-INITRD-01234"
         ),
         "{}",

@@ -379,7 +379,7 @@ fn allowed_power_off_reboot_and_delete_really_happen_and_are_audited() {
         .filter(|h| h[1] == "running")
         .count();
     assert_eq!(running, 2, "{v}");
-    assert_eq!(v["measurements"].as_array().unwrap().len(), 6, "{v}");
+    assert_eq!(v["measurements"].as_array().unwrap().len(), 7, "{v}");
     let ev = events_since(&t.audit_records(), "vm-r", seq0);
     assert_eq!(ev.first().map(|e| e.1.as_str()), Some("queued"), "{ev:?}");
     assert!(ev.iter().any(|e| e.1 == "running"), "{ev:?}");

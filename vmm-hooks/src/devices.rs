@@ -1,4 +1,5 @@
-//! Port-I/O devices: the 8250 UART (console log, IRQ 4), power-off and i8042 reset, the boot
+//! Port-I/O devices: the 8250 UART (console log, IRQ 4), power-off (legacy port and the
+//! ACPI sleep control register), ACPI and i8042 reset, the boot
 //! timer and the mailbox doorbell. Each port access is decoded into an [`IoAction`]
 //! the vCPU loop acts on; nothing here reads guest memory.
 
@@ -131,6 +132,13 @@ impl Devices {
                 IoAction::PowerOff
             }
             I8042_COMMAND_PORT if first == I8042_CMD_RESET => IoAction::Reset,
+            // The hardware-reduced FADT's sleep control and reset register (one port).
+            ACPI_SLEEP_CONTROL_PORT if data.len() == 1 && first == ACPI_SLEEP_OFF_VALUE => {
+                IoAction::PowerOff
+            }
+            ACPI_SLEEP_CONTROL_PORT if data.len() == 1 && first == ACPI_RESET_VALUE => {
+                IoAction::Reset
+            }
             BOOT_TIMER_PORT => IoAction::Milestone(first),
             MAILBOX_DOORBELL_PORT => IoAction::Doorbell,
             _ => {
@@ -150,7 +158,7 @@ impl Devices {
                     *b = v;
                 }
             }
-            I8042_COMMAND_PORT => data.fill(0),
+            I8042_COMMAND_PORT | ACPI_SLEEP_CONTROL_PORT | ACPI_SLEEP_STATUS_PORT => data.fill(0),
             _ => {
                 self.note_unhandled("in", port, data.len());
                 data.fill(0xff);

@@ -7,14 +7,17 @@
 //! wrote wherever a guest pointed it would let the guest write through it what it
 //! cannot write itself. So the device never writes, and never places a ring, on:
 //! - the boot region (GDT, boot info, the identity page tables the stub returns to at
-//!   handover), the configuration page and the attestation mailbox: always;
+//!   handover), the configuration page, the attestation mailbox and the ACPI tables:
+//!   always;
 //! - the firmware image (stub text, stub data and page tables, firmware code): from its
 //!   measurement until the handover, after which the workload owns that memory;
 //! - anything outside guest RAM.
 
 use std::fmt;
 use std::ops::Range;
-use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA, MAILBOX_GPA, MAILBOX_SIZE};
+use tvp_abi::layout::{
+    ACPI_GPA, ACPI_REGION_SIZE, BOOT_REGION_SIZE, CONFIG_PAGE_GPA, MAILBOX_GPA, MAILBOX_SIZE,
+};
 use tvp_abi::PAGE_SIZE;
 
 /// Why a ring or buffer address was refused.
@@ -26,6 +29,8 @@ pub enum DmaRefusal {
     ConfigPage,
     /// It overlaps the attestation mailbox.
     Mailbox,
+    /// It overlaps the measured ACPI tables.
+    AcpiTables,
     /// It overlaps the measured firmware image (its stub included) before the handover.
     FirmwareImage,
     /// It does not lie inside guest RAM (or its end overflows).
@@ -39,6 +44,7 @@ impl DmaRefusal {
             DmaRefusal::BootRegion => "boot-region",
             DmaRefusal::ConfigPage => "config-page",
             DmaRefusal::Mailbox => "mailbox",
+            DmaRefusal::AcpiTables => "acpi-tables",
             DmaRefusal::FirmwareImage => "firmware-image",
             DmaRefusal::OutsideRam => "outside-ram",
         }
@@ -51,6 +57,7 @@ impl fmt::Display for DmaRefusal {
             DmaRefusal::BootRegion => "it overlaps the measured boot region",
             DmaRefusal::ConfigPage => "it overlaps the read-only configuration page",
             DmaRefusal::Mailbox => "it overlaps the attestation mailbox",
+            DmaRefusal::AcpiTables => "it overlaps the measured ACPI tables",
             DmaRefusal::FirmwareImage => {
                 "it overlaps the measured firmware image (stub) before the handover"
             }
@@ -67,7 +74,7 @@ pub struct DmaPolicy {
 }
 
 /// Platform ranges the device never writes, with the reason each is refused.
-const PLATFORM: [(u64, u64, DmaRefusal); 3] = [
+const PLATFORM: [(u64, u64, DmaRefusal); 4] = [
     (0, BOOT_REGION_SIZE as u64, DmaRefusal::BootRegion),
     (
         CONFIG_PAGE_GPA,
@@ -78,6 +85,11 @@ const PLATFORM: [(u64, u64, DmaRefusal); 3] = [
         MAILBOX_GPA,
         MAILBOX_GPA + MAILBOX_SIZE as u64,
         DmaRefusal::Mailbox,
+    ),
+    (
+        ACPI_GPA,
+        ACPI_GPA + ACPI_REGION_SIZE as u64,
+        DmaRefusal::AcpiTables,
     ),
 ];
 
@@ -137,6 +149,9 @@ mod tests {
         );
         assert_eq!(p.check(MAILBOX_GPA + 0x1000, 16), Err(DmaRefusal::Mailbox));
         assert_eq!(p.check(CONFIG_PAGE_GPA + 4096, 100), Ok(()));
+        assert_eq!(p.check(ACPI_GPA + 0x1ff0, 32), Err(DmaRefusal::AcpiTables));
+        assert_eq!(p.check(ACPI_GPA - 16, 17), Err(DmaRefusal::AcpiTables));
+        assert_eq!(p.check(ACPI_GPA + ACPI_REGION_SIZE as u64, 16), Ok(()));
         assert_eq!(p.check(u64::MAX - 4, 8), Err(DmaRefusal::OutsideRam));
         assert_eq!(p.check((16 << 20) - 4, 8), Err(DmaRefusal::OutsideRam));
         p.protect_firmware(0x10_0000..0x10_3000);

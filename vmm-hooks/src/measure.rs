@@ -71,6 +71,7 @@ impl MeasurementLog {
             EventType::FirmwareImage,
             EventType::ConfigPage,
             EventType::BootRegion,
+            EventType::AcpiTables,
             EventType::VcpuState,
         ];
         self.events.len() == EVENT_COUNT

@@ -28,7 +28,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tvp_abi::config;
-use tvp_abi::layout::{build_boot_region, EntryState, BOOT_REGION_SIZE, CONFIG_PAGE_GPA};
+use tvp_abi::layout::{
+    build_boot_region, EntryState, ACPI_GPA, ACPI_REGION_SIZE, BOOT_REGION_SIZE, CONFIG_PAGE_GPA,
+};
 use tvp_abi::measure::{events_from_parts, EventType};
 use tvp_abi::PAGE_SIZE;
 use tvp_vmm_channel::{ExitReason, VmmMessage, PROTOCOL_VERSION};
@@ -176,7 +178,7 @@ impl Outcome {
             VcpuEnd::PoweredOff => o(ExitReason::PoweredOff, "guest powered off".into()),
             VcpuEnd::Reset => o(
                 ExitReason::Reset,
-                "guest requested a reset; a measured VM is not restarted".into(),
+                "reboot-requested: the guest asked for a reboot (ACPI reset register or i8042); a measured VM is not restarted".into(),
             ),
             VcpuEnd::Halted { rip } => o(
                 ExitReason::Halted,
@@ -298,7 +300,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     lockdown::exclude_from_dumps(&ram)?;
 
     let (log, entry_state, firmware_image) =
-        place_and_measure(opts, &ram, firmware, &config_page, mem_size)?;
+        place_and_measure(opts, &ram, firmware, &config_page, mem_size, cfg.vcpus)?;
     let firmware_end = firmware_image.end;
     // From its measurement to the handover, the device never writes the firmware image
     // (its ring-0 stub and page tables included).
@@ -539,8 +541,8 @@ fn stop_threads(gates: Vec<mpsc::Sender<bool>>, handles: Vec<std::thread::JoinHa
     }
 }
 
-/// Loads the firmware, places the configuration page and the boot region, and measures
-/// exactly those bytes and the entry state, in the order of `tvp_abi::measure`; then
+/// Loads the firmware, places the configuration page, the boot region and the ACPI
+/// tables, and measures exactly those bytes and the entry state, in the order of `tvp_abi::measure`; then
 /// checks the digests against `tvp_abi`'s own computation.
 fn place_and_measure(
     opts: &RunOptions,
@@ -548,6 +550,7 @@ fn place_and_measure(
     firmware: Vec<u8>,
     config_page: &[u8],
     mem_size: u64,
+    vcpus: u16,
 ) -> Result<(MeasurementLog, EntryState, std::ops::Range<u64>), VmmError> {
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
@@ -580,6 +583,15 @@ fn place_and_measure(
         EventType::BootRegion,
         region_arr,
         format!("boot region: GDT, boot info, e820 for {mem_size} bytes, page tables"),
+    );
+    let mut acpi = [0u8; ACPI_REGION_SIZE];
+    tvp_abi::acpi::build_tables(vcpus, &mut acpi)
+        .map_err(|e| VmmError::Memory(format!("ACPI tables: {e}")))?;
+    ram.place(ACPI_GPA, &acpi)?;
+    log.measure(
+        EventType::AcpiTables,
+        &acpi,
+        format!("ACPI tables at {ACPI_GPA:#x}: RSDP, XSDT, FADT, MADT ({vcpus} vCPUs), DSDT"),
     );
     let entry_state = EntryState::for_entry(loaded.entry);
     log.measure(

@@ -39,7 +39,7 @@ fn reported_events_replay_to_expected_pcr23_and_any_byte_changes_it() {
     let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
     assert_eq!(run.exit_code, Some(0));
     let (digests, done) = reported(&run);
-    assert_eq!(digests.len(), 5);
+    assert_eq!(digests.len(), 6);
     let fw_bytes = std::fs::read(&fw).unwrap();
     let page = std::fs::read(&cfg).unwrap();
     let expected = expected_pcr23(&fw_bytes, &page).unwrap();

@@ -76,7 +76,7 @@ impl VmDescription {
         config::decode(&self.page).ok()?.image
     }
 
-    /// The management binding digest (the sixth PCR 23 event).
+    /// The management binding digest (the seventh PCR 23 event).
     pub fn management_digest(&self) -> [u8; 32] {
         management_digest(&self.management_key, &self.policy)
     }

@@ -24,7 +24,7 @@ pub struct ManagementView {
     pub policy: TenantPolicy,
     /// When the key was registered (Unix seconds): the start of its lease.
     pub key_since: u64,
-    /// `tvp_audit::policy::management_digest`, hex: the sixth PCR 23 event.
+    /// `tvp_audit::policy::management_digest`, hex: the seventh PCR 23 event (after the six of tvp-vmm).
     pub digest: String,
     /// The key that manages the VM now, if the tenant rotated the key or renewed its
     /// lease since creation (`rotate-key`, `renew-key-lease`); the measured key and

@@ -7,6 +7,7 @@ use core::ptr;
 use tvp_boot_protocol::linux::{self, LinuxError, E820_RAM, E820_RESERVED};
 
 use crate::elf::WORKLOAD_BASE;
+use tvp_abi::layout::{ACPI_GPA, ACPI_REGION_SIZE};
 
 /// Conventional RAM below the legacy video/BIOS hole.
 const LOW_RAM_END: u64 = 0x9_f000;
@@ -17,7 +18,8 @@ const HIGH_RAM: u64 = 0x10_0000;
 /// container, which ends the window at `window_end`); returns the entry point and the
 /// zero page's address. The whole window is RAM to the kernel (the staged container is
 /// free once it runs); RAM from `window_end` to `mem_end` (the VM's image) is reported
-/// reserved.
+/// reserved, and so are the platform's ACPI tables (where the kernel finds its CPUs,
+/// IOAPIC and devices by scanning for the RSDP).
 pub fn load(
     payload: &[u8],
     place_end: u64,
@@ -28,6 +30,7 @@ pub fn load(
     let l = linux::layout(&b, WORKLOAD_BASE, place_end.min(window_end))?;
     let map = [
         (0, LOW_RAM_END, E820_RAM),
+        (ACPI_GPA, ACPI_REGION_SIZE as u64, E820_RESERVED),
         (HIGH_RAM, window_end - HIGH_RAM, E820_RAM),
         (
             window_end,
@@ -35,7 +38,7 @@ pub fn load(
             E820_RESERVED,
         ),
     ];
-    let used = if mem_end > window_end { 3 } else { 2 };
+    let used = if mem_end > window_end { 4 } else { 3 };
     let zero_page = linux::zero_page(&b, &l, &map[..used]);
     let kernel = b
         .kernel

@@ -7,12 +7,16 @@ use core::fmt::{self, Write};
 /// Writes `#define NAME value` lines for the ports, addresses, mailbox magic, version
 /// and command numbers.
 pub fn write_header(w: &mut impl Write) -> fmt::Result {
-    let defs: [(&str, u64); 20] = [
+    let defs: [(&str, u64); 24] = [
         ("SERIAL_PORT", ports::SERIAL_COM1_BASE as u64),
         ("BOOT_TIMER_PORT", ports::BOOT_TIMER_PORT as u64),
         ("DOORBELL_PORT", ports::MAILBOX_DOORBELL_PORT as u64),
         ("POWER_PORT", ports::POWER_PORT as u64),
         ("POWER_OFF_VALUE", ports::POWER_OFF_VALUE as u64),
+        ("ACPI_SLEEP_PORT", ports::ACPI_SLEEP_CONTROL_PORT as u64),
+        ("ACPI_SLEEP_OFF", ports::ACPI_SLEEP_OFF_VALUE as u64),
+        ("ACPI_RESET", ports::ACPI_RESET_VALUE as u64),
+        ("ACPI_TABLES", layout::ACPI_GPA),
         ("I8042_PORT", ports::I8042_COMMAND_PORT as u64),
         ("I8042_CMD_RESET", ports::I8042_CMD_RESET as u64),
         ("BOOT_INFO", layout::BOOT_INFO_GPA),

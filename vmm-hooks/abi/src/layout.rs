@@ -9,6 +9,7 @@
 //!             (identity map of the first 4 GiB with 2 MiB pages)
 //! 0x0001_0000 .. 0x0001_1000  configuration page (read-only for the guest)
 //! 0x0002_0000 .. 0x0003_0000  attestation mailbox (see `mailbox`)
+//! 0x000e_0000 .. 0x000e_2000  ACPI tables (RSDP, XSDT, FADT, MADT, DSDT; see `acpi`)
 //! 0x0010_0000 .. mem_size     RAM for the firmware (its ELF segments load here)
 //! ```
 //!
@@ -40,6 +41,17 @@ pub const MAILBOX_SIZE: usize = 0x10000;
 /// Guest-physical address of the virtio-net device's virtio-mmio (version 2)
 /// registers, above the largest RAM and below 4 GiB (`docs/vmm-boot.md`).
 pub const VIRTIO_NET_MMIO_GPA: u64 = 0xd000_0000;
+/// GSI (IOAPIC pin) of the virtio-net device's interrupt, as the DSDT describes it.
+pub const VIRTIO_NET_IRQ: u32 = 5;
+/// Guest-physical address of the ACPI tables (RSDP first, see [`crate::acpi`]): in the
+/// reserved first MiB, in the 0xE0000..0x100000 window an OS scans for the RSDP.
+pub const ACPI_GPA: u64 = 0xe_0000;
+/// Size of the ACPI region, measured as a whole.
+pub const ACPI_REGION_SIZE: usize = 0x2000;
+/// The I/O APIC's register page (KVM's in-kernel IOAPIC).
+pub const IOAPIC_GPA: u64 = 0xfec0_0000;
+/// The local APICs' register page.
+pub const LAPIC_GPA: u64 = 0xfee0_0000;
 /// Size of a virtio-mmio register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Guest-physical address of the virtio-blk device's virtio-mmio (version 2)

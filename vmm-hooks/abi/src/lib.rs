@@ -1,6 +1,7 @@
 //! `tvp-abi`: the binary interfaces between `tvp-vmm` and the guest firmware.
 //!
 //! One definition per format, `no_std` so the firmware can share it:
+//! - [`acpi`]: the ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) for a vCPU count;
 //! - [`layout`]: the guest-physical memory map, the boot tables (GDT, page tables), the
 //!   boot-info page with its e820-style memory map, and the initial vCPU state;
 //! - [`config`]: the configuration page (canonical, versioned, bounded encoding);
@@ -18,6 +19,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod acpi;
 pub mod asm;
 pub mod config;
 pub mod layout;

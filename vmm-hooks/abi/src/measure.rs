@@ -10,28 +10,31 @@
 //! | 1 | `FirmwareImage` | SHA-256 of the whole firmware ELF file, byte for byte |
 //! | 2 | `ConfigPage` | SHA-256 of the 4096-byte configuration page |
 //! | 3 | `BootRegion` | SHA-256 of the 64 KiB boot region ([`crate::layout::build_boot_region`]) |
-//! | 4 | `VcpuState` | SHA-256 of [`crate::layout::EntryState::encode`] for the ELF's entry point |
+//! | 4 | `AcpiTables` | SHA-256 of the 8 KiB ACPI region ([`crate::acpi::build_tables`] for the page's vCPU count) |
+//! | 5 | `VcpuState` | SHA-256 of [`crate::layout::EntryState::encode`] for the ELF's entry point |
 //!
 //! The firmware's loaded bytes are a deterministic function of the file (its `PT_LOAD`
 //! segments at their physical addresses, the rest of RAM zero), so hashing the file
-//! covers them; the boot region and vCPU state are functions of the memory size in the
-//! configuration page and of the ELF entry point. Hence [`expected_pcr23`] needs only
+//! covers them; the boot region, the ACPI tables and the vCPU state are functions of the
+//! memory size and vCPU count in the configuration page and of the ELF entry point. Hence [`expected_pcr23`] needs only
 //! the firmware file and the configuration page.
 //!
-//! After these five events, before the first vCPU runs, `tvpd` extends one more: the
+//! After these six events, before the first vCPU runs, `tvpd` extends one more: the
 //! VM's **management binding** ([`MANAGEMENT_EVENT`], the digest of the tenant's
 //! management public key and policy, computed by `tvp_audit::policy::management_digest`).
 //! The value a verifier expects for a measured VM is therefore
-//! [`expected_pcr23_managed`]; `tvp-vmm` itself reports the five-event value.
+//! [`expected_pcr23_managed`]; `tvp-vmm` itself reports the six-event value.
 
+use crate::acpi::{self, AcpiError};
 use crate::config::{self, ConfigError};
+use crate::layout::ACPI_REGION_SIZE;
 use crate::layout::{build_boot_region, EntryState, BOOT_REGION_SIZE};
 use sha2::{Digest, Sha256};
 
 /// Domain tag of the first event; changes whenever this scheme changes.
-pub const SCHEME_TAG: &str = "tvp-pcr23-scheme-v1";
+pub const SCHEME_TAG: &str = "tvp-pcr23-scheme-v2";
 /// Number of events in a VM measurement.
-pub const EVENT_COUNT: usize = 5;
+pub const EVENT_COUNT: usize = 6;
 
 /// Kinds of PCR 23 events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,8 @@ pub enum EventType {
     BootRegion = 4,
     /// The initial vCPU state.
     VcpuState = 5,
+    /// The ACPI tables (RSDP, XSDT, FADT, MADT, DSDT).
+    AcpiTables = 6,
 }
 
 impl EventType {
@@ -58,6 +63,7 @@ impl EventType {
             EventType::ConfigPage => "config-page",
             EventType::BootRegion => "boot-region",
             EventType::VcpuState => "vcpu-state",
+            EventType::AcpiTables => "acpi-tables",
         }
     }
 
@@ -69,6 +75,7 @@ impl EventType {
             EventType::ConfigPage,
             EventType::BootRegion,
             EventType::VcpuState,
+            EventType::AcpiTables,
         ]
         .into_iter()
         .find(|t| t.name() == s)
@@ -91,6 +98,8 @@ pub enum MeasureError {
     Config(ConfigError),
     /// The firmware is not a 64-bit little-endian ELF file.
     NotElf64,
+    /// The ACPI tables cannot be built for this configuration.
+    Acpi(AcpiError),
 }
 
 impl core::fmt::Display for MeasureError {
@@ -100,6 +109,7 @@ impl core::fmt::Display for MeasureError {
             MeasureError::NotElf64 => {
                 f.write_str("firmware is not a 64-bit little-endian ELF file")
             }
+            MeasureError::Acpi(e) => write!(f, "ACPI tables: {e}"),
         }
     }
 }
@@ -141,6 +151,13 @@ pub fn boot_region_digest(mem_size: u64) -> [u8; 32] {
     sha256(&region)
 }
 
+/// The digest of the ACPI region for a VM of `vcpus` vCPUs.
+pub fn acpi_tables_digest(vcpus: u16) -> Result<[u8; 32], MeasureError> {
+    let mut region = [0u8; ACPI_REGION_SIZE];
+    acpi::build_tables(vcpus, &mut region).map_err(MeasureError::Acpi)?;
+    Ok(sha256(&region))
+}
+
 /// The events of a VM given the firmware digest (so callers that stream a large file
 /// hash it only once), the firmware's entry point and the configuration page.
 pub fn events_from_parts(
@@ -167,6 +184,10 @@ pub fn events_from_parts(
             digest: boot_region_digest(cfg.mem_size()),
         },
         Event {
+            event_type: EventType::AcpiTables,
+            digest: acpi_tables_digest(cfg.vcpus)?,
+        },
+        Event {
             event_type: EventType::VcpuState,
             digest: sha256(&EntryState::for_entry(entry).encode()),
         },
@@ -185,7 +206,7 @@ pub fn expected_events(
 /// management binding (tenant management key and policy).
 pub const MANAGEMENT_EVENT: &str = "management";
 
-/// The PCR 23 value of a measured VM as `tvpd` leaves it: the five `tvp-vmm` events,
+/// The PCR 23 value of a measured VM as `tvpd` leaves it: the six `tvp-vmm` events,
 /// then the management binding digest.
 pub fn expected_pcr23_managed(
     firmware: &[u8],

@@ -21,3 +21,14 @@ pub const MILESTONE_FIRST_INSTRUCTION: u8 = 0;
 /// Mailbox doorbell port: any write (any width, any value) asks the platform to
 /// process the request block of the attestation mailbox.
 pub const MAILBOX_DOORBELL_PORT: u16 = 0x448;
+/// ACPI sleep control register (hardware-reduced FADT `SLEEP_CONTROL_REG`, one byte) and
+/// reset register (`RESET_REG`): a write of [`ACPI_SLEEP_OFF_VALUE`] powers the VM off,
+/// [`ACPI_RESET_VALUE`] asks for a reboot; other values are ignored.
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
+/// ACPI sleep status register (`SLEEP_STATUS_REG`); reads as zero.
+pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
+/// `SLP_EN` (bit 5) with sleep type 5 (`\_S5_`, soft off) in bits 2..5: what an OS writes
+/// to the sleep control register to power off.
+pub const ACPI_SLEEP_OFF_VALUE: u8 = 0x20 | (5 << 2);
+/// The FADT's `RESET_VALUE`, written to the reset register to reboot.
+pub const ACPI_RESET_VALUE: u8 = 0x01;

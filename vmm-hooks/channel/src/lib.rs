@@ -153,7 +153,10 @@ pub enum VmmMessage {
 pub enum ExitReason {
     /// The guest powered off.
     PoweredOff,
-    /// The guest asked for a reset (a measured VM is not restarted).
+    /// The guest asked for a reboot (i8042 reset or the ACPI reset register); a measured
+    /// VM is not restarted: a new boot is a new VM with a new attestation. Named
+    /// `reboot-requested` on the wire (`reset` is still accepted from an older VMM).
+    #[serde(rename = "reboot-requested", alias = "reset")]
     Reset,
     /// The guest halted with no interrupt source left to wake it.
     Halted,

@@ -114,6 +114,12 @@ impl Manager {
                     && reason == ExitReason::PoweredOff
                 {
                     self.end(id, Ending::Destroyed, "powered-off".into());
+                } else if self.boot_is(id, |b| b.state() == VmState::Running)
+                    && reason == ExitReason::Reset
+                {
+                    // A guest reboot never re-runs the workload: the VM ends here and a
+                    // new boot is a new VM, measured and attested afresh.
+                    self.end(id, Ending::Destroyed, "reboot-requested".into());
                 } else if self.boot_is(id, |b| b.is_live()) {
                     let why = format!("{reason:?} (exit code {exit_code}) {detail}");
                     self.end(id, Ending::Failed, why);
