@@ -11,6 +11,7 @@ pub mod error;
 pub mod hygiene;
 pub mod keys;
 pub mod nv;
+mod nv_session;
 pub mod pcr;
 pub mod provision;
 pub mod quote;
@@ -43,6 +44,10 @@ pub struct Tpm {
     /// The PCR values returned with the last quote. A quote whose signed digest is
     /// their hash is answered with them, without reading the PCRs again ([`quote`]).
     last_quoted: Option<pcr::PcrValues>,
+    /// The salted session the anchor's NV_Extend reuses ([`nv_session`]).
+    nv_session: Option<nv_session::NvSession>,
+    /// The anchor index known to be written (its TPM name includes TPMA_NV_WRITTEN).
+    nv_written: Option<u32>,
 }
 
 impl Tpm {
@@ -72,6 +77,8 @@ impl Tpm {
             cfg: *cfg,
             raw: None,
             last_quoted: None,
+            nv_session: None,
+            nv_written: None,
         })
     }
 
