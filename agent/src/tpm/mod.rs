@@ -38,6 +38,8 @@ pub struct Tpm {
     ak: KeyHandle,
     identity: HostIdentity,
     tcti: String,
+    /// `tcti` parsed (reconnecting must not parse it again: that costs milliseconds).
+    conf: TctiNameConf,
     cfg: ProvisionConfig,
     /// A raw connection for [`nv`] next to the ESAPI one (resource manager only).
     raw: Option<hygiene::RawTcti>,
@@ -60,7 +62,7 @@ impl Tpm {
             reason: e.to_string(),
         })?;
         hygiene::flush_stale(conf.clone(), tcti)?;
-        let mut ctx = Context::new(conf).map_err(|e| TpmError::Tcti {
+        let mut ctx = Context::new(conf.clone()).map_err(|e| TpmError::Tcti {
             tcti: tcti.to_string(),
             reason: e.to_string(),
         })?;
@@ -74,6 +76,7 @@ impl Tpm {
             ak,
             identity,
             tcti: tcti.to_string(),
+            conf,
             cfg: *cfg,
             raw: None,
             last_quoted: None,

@@ -9,8 +9,6 @@
 //! resource manager (`device:/dev/tpmrm0`, the production setting) a second, raw
 //! connection stays open instead and the ESAPI context is untouched.
 
-use std::str::FromStr;
-
 use sha2::Digest;
 
 use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
@@ -175,10 +173,8 @@ impl Tpm {
         &mut self,
         f: impl FnOnce(&mut RawTcti) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
-        let conf = TctiNameConf::from_str(&self.tcti).map_err(|e| TpmError::Tcti {
-            tcti: self.tcti.clone(),
-            reason: e.to_string(),
-        })?;
+        // Parsed once at open: parsing a TCTI string costs milliseconds (a regex).
+        let conf = self.conf.clone();
         if shares_connections(&self.tcti) {
             // Behind the kernel resource manager a second connection is fine: keep
             // one open next to the ESAPI context.
