@@ -12,6 +12,7 @@ const CC_START_AUTH_SESSION: u32 = 0x176;
 const CC_RSA_DECRYPT: u32 = 0x159;
 const CC_ACTIVATE_CREDENTIAL: u32 = 0x147;
 const CC_NV_EXTEND: u32 = 0x136;
+const CC_FLUSH_CONTEXT: u32 = 0x165;
 const NV_INDEX: u32 = 0x0150_0000;
 
 fn cfg() -> ProvisionConfig {
@@ -157,6 +158,21 @@ fn audit_anchor_extend_is_encrypted_on_the_bus_in_one_reused_salted_session() {
         let nlen = u16::from_be_bytes([e[26], e[27]]) as usize;
         assert_eq!(e[28 + nlen] & 0x20, 0x20, "parameter encryption off");
     }
+    // The process flushes its session when it closes the TPM (no slot left held):
+    // after the last extend, the bus shows a FlushContext of its session.
+    let last_at = bus
+        .iter()
+        .rposition(|(c, b)| *c && b.len() >= 10 && code(b) == CC_NV_EXTEND)
+        .unwrap();
+    let e = &bus[last_at].1;
+    let handle = [e[22], e[23], e[24], e[25]];
+    assert!(
+        bus[last_at..].iter().any(|(c, b)| *c
+            && b.len() >= 14
+            && code(b) == CC_FLUSH_CONTEXT
+            && b[10..14] == handle),
+        "the NV session was left loaded in the TPM"
+    );
     // One salted session per process: three extends share the first one.
     let s = sessions_before(&bus, CC_NV_EXTEND);
     assert_eq!(s.len(), 2, "one session start per process expected: {s:?}");

@@ -345,6 +345,25 @@ impl Tpm {
     }
 }
 
+impl Drop for Tpm {
+    /// Flush the NV session: on swtpm or a raw device it would outlive the process
+    /// and hold one of the TPM's few loaded-session slots until the next start's
+    /// [`super::hygiene::flush_stale`].
+    fn drop(&mut self) {
+        let Some(session) = self.nv_session.take() else {
+            return;
+        };
+        if let Some(raw) = self.raw.as_mut() {
+            session.flush(raw);
+            return;
+        }
+        drop(self.esys.take());
+        if let Ok(mut raw) = RawTcti::open(self.conf.clone(), &self.tcti) {
+            session.flush(&mut raw);
+        }
+    }
+}
+
 /// The EK's RSA public key (the salt of the NV session is encrypted to it).
 fn ek_public(pem: &str) -> Result<rsa::RsaPublicKey, TpmError> {
     use rsa::pkcs8::DecodePublicKey;
