@@ -6,7 +6,10 @@
 //! done through tvpd's API, its breakdown by boot phase and the PCR lease hold (the
 //! TPM steps of the one quote). Needs root, KVM, swtpm; `cargo build --workspace
 //! --bins`. Then Q VMs created at once (attested network boots per minute: they boot
-//! side by side and take the lease in turn, one quote each). A VM that fails is
+//! side by side and take the lease in turn, one quote each), with the CPU seconds each
+//! process spent per boot (tvpd, the VMMs, the boot server, swtpm, this harness; from
+//! /proc/PID/stat) and the ceiling the cores put on the rate, 60 x cores / CPU s per
+//! boot, printed beside the measured rate. A VM that fails is
 //! reported with its reason and console tail; the figures cover the others.
 //!
 //! Then a 64 MiB signed workload (a Linux bundle: `TVP_BENCH_KERNEL=bzImage` or the
@@ -162,6 +165,7 @@ fn main() {
     stats("PCR lease hold (reset .. quote .. reset)", "ms", lease);
     if q > 0 {
         // Q VMs created at once (own VIP and MAC each): they take the lease in turn.
+        let cpu0 = CpuSample::take(&h, &server);
         let t0 = std::time::Instant::now();
         for i in 0..q {
             let id = format!("queued-{i}");
@@ -184,6 +188,7 @@ fn main() {
             }
         }
         let all = t0.elapsed().as_secs_f64();
+        let cpu = CpuSample::take(&h, &server).since(&cpu0);
         let reports = server.report(q);
         let delivered = reports.iter().filter(|r| r["event"] == "delivered").count();
         for r in reports.iter().filter(|r| r["event"] != "delivered") {
@@ -195,6 +200,7 @@ fn main() {
              after {all:.2} s: {:.0} attested network boots per minute",
             ok as f64 * 60.0 / all
         );
+        cpu.print(ok, all, ok as f64 * 60.0 / all);
     }
     drop(server);
     // A 64 MiB signed workload: a Linux bundle of a kernel (TVP_BENCH_KERNEL=bzImage,
@@ -271,6 +277,108 @@ fn main() {
     let _ = h.t.delete_vm("large", tvp_tests::Tenant::shared());
     drop(server);
     peer_fetch(&ns, &ten, &signed, tunnel_mbs);
+}
+
+/// CPU seconds used so far by each process the bench started, and by the machine.
+#[derive(Default)]
+struct CpuSample {
+    tvpd: f64,
+    vmm: f64,
+    boot_server: f64,
+    swtpm: f64,
+    bench: f64,
+    /// Busy CPU seconds of the whole machine (/proc/stat: everything but idle and
+    /// iowait), other users' work included.
+    machine: f64,
+}
+
+impl CpuSample {
+    fn take(h: &Host, server: &BootServer) -> Self {
+        use tvp_tests::procfs::{cpu_seconds, tree_cpu_seconds};
+        let tvpd_pid = h.t.pid().unwrap_or(0);
+        let tvpd = cpu_seconds(tvpd_pid).map_or(0.0, |(own, _)| own);
+        CpuSample {
+            tvpd,
+            // tvpd's children are the VMMs: those it reaped and those still running.
+            vmm: tree_cpu_seconds(tvpd_pid) - tvpd,
+            boot_server: tree_cpu_seconds(server.pid()),
+            swtpm: tree_cpu_seconds(h.swtpm_pid()),
+            bench: cpu_seconds(std::process::id()).map_or(0.0, |(own, _)| own),
+            machine: machine_busy_seconds(),
+        }
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        CpuSample {
+            tvpd: self.tvpd - before.tvpd,
+            vmm: self.vmm - before.vmm,
+            boot_server: self.boot_server - before.boot_server,
+            swtpm: self.swtpm - before.swtpm,
+            bench: self.bench - before.bench,
+            machine: self.machine - before.machine,
+        }
+    }
+
+    /// CPU seconds per boot by process, and the ceiling the cores put on boots/min
+    /// (tvp's processes only: the harness's polling is the bench's, not tvp's).
+    fn print(&self, boots: usize, wall: f64, measured: f64) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let per = |s: f64| s / boots.max(1) as f64;
+        let tvp = self.tvpd + self.vmm + self.boot_server + self.swtpm;
+        println!("CPU per attested boot ({boots} boots, {wall:.2} s wall, {cores} cores):");
+        for (name, s) in [
+            ("tvpd", self.tvpd),
+            ("tvp-vmm (guest + VMM, all VMs)", self.vmm),
+            ("tvp-boot-server", self.boot_server),
+            ("swtpm", self.swtpm),
+        ] {
+            println!(
+                "  {name:<32} {:>7.3} s/boot  ({:>4.1}%)",
+                per(s),
+                100.0 * s / tvp.max(1e-9)
+            );
+        }
+        println!("  {:<32} {:>7.3} s/boot", "sum (tvp's processes)", per(tvp));
+        println!(
+            "  {:<32} {:>7.3} s/boot (not counted)",
+            "bench harness (API polling)",
+            per(self.bench)
+        );
+        println!(
+            "  machine busy {:.3} s/boot ({:.0}% of {cores} cores, others' work included)",
+            per(self.machine),
+            100.0 * self.machine / (wall * cores)
+        );
+        let ceiling = 60.0 * cores / per(tvp).max(1e-9);
+        println!(
+            "CPU-bound ceiling: 60 x {cores} cores / {:.3} s = {ceiling:.0} boots/min; measured \
+             {measured:.0} boots/min ({:.0}% of the ceiling)",
+            per(tvp),
+            100.0 * measured / ceiling
+        );
+    }
+}
+
+/// Busy CPU seconds of the machine so far (/proc/stat's first line, USER_HZ ticks).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let busy: f64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    busy / 100.0
 }
 
 /// Size of the large workload's payload.

@@ -27,6 +27,63 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
     (median, p95, mean)
 }
 
+/// The median of each `key=N` field of tvpd's debug lines with message `msg` (only
+/// `op=quote` lines where the line names an op).
+fn field_medians(log: &str, msg: &str, keys: &[&str]) -> Vec<(String, f64, usize)> {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!(": {msg} ")) || l.ends_with(&format!(": {msg}")))
+        .filter(|l| !l.contains(" op=") || l.contains(" op=quote"))
+        .collect();
+    keys.iter()
+        .map(|k| {
+            let mut v: Vec<f64> = lines
+                .iter()
+                .filter_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                        .and_then(|x| x.trim_matches('"').parse::<f64>().ok())
+                })
+                .collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            let med = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+            (k.to_string(), med / 1000.0, v.len())
+        })
+        .collect()
+}
+
+/// Where a quote's time goes, from tvpd's debug log (medians, ms).
+fn print_profile(what: &str, log: &str) {
+    println!("where a quote's time goes, {what} (tvpd debug log, medians in ms):");
+    for (msg, keys) in [
+        ("request timing", &["receive_us", "total_us"][..]),
+        (
+            "request phases",
+            &["decide_us", "admit_us", "execute_us", "conclude_us"][..],
+        ),
+        (
+            "quote timing",
+            &["tpm_wait_us", "tpm_quote_us", "evidence_us"][..],
+        ),
+        (
+            "audit group timing",
+            &["records", "wal_us", "nv_extend_us", "log_us"][..],
+        ),
+    ] {
+        let row: Vec<String> = field_medians(log, msg, keys)
+            .into_iter()
+            .map(|(k, m, n)| {
+                if k == "records" {
+                    format!("records/group {:.0}", m * 1000.0)
+                } else {
+                    format!("{} {m:.3} (n={n})", k.trim_end_matches("_us"))
+                }
+            })
+            .collect();
+        println!("  {msg:<20} {}", row.join("  "));
+    }
+}
+
 fn quote_once(t: &Tvpd) -> Duration {
     let body = format!("{{\"nonce\":\"{}\",\"pcrs\":[15,16,23]}}", nonce_hex(20));
     let start = Instant::now();
@@ -52,7 +109,11 @@ fn main() {
         }
     }
     let tpm = Swtpm::blank();
-    let mut t = Tvpd::start(&tpm, &tpm.scratch("tvpd"), &["--log-level", "warn"]);
+    // TVP_BENCH_PROFILE=1: tvpd logs each request's phases at debug level (which costs
+    // a little itself) and the bench prints their medians, per client count.
+    let profile = std::env::var_os("TVP_BENCH_PROFILE").is_some_and(|v| v == "1");
+    let level = if profile { "debug" } else { "warn" };
+    let mut t = Tvpd::start(&tpm, &tpm.scratch("tvpd"), &["--log-level", level]);
     for _ in 0..5 {
         quote_once(&t);
     }
@@ -61,6 +122,7 @@ fn main() {
     let seq: Vec<Duration> = (0..n).map(|_| quote_once(&t)).collect();
     let seq_rate = n as f64 / started.elapsed().as_secs_f64();
     let (api_med, api_p95, api_mean) = stats(seq);
+    let log_after_seq = t.log().len();
 
     eprintln!("tvp-bench: {n} quotes from {c} concurrent clients ...");
     let started = Instant::now();
@@ -74,6 +136,7 @@ fn main() {
     });
     let conc_rate = (n / c * c) as f64 / started.elapsed().as_secs_f64();
     let (conc_med, conc_p95, conc_mean) = stats(conc);
+    let log = t.log();
     t.stop();
 
     // swtpm serves one connection at a time: the in-process figures run after tvpd.
@@ -152,6 +215,11 @@ fn main() {
         "ratio, {c} clients: tvpd API quotes/s / tpm2_quote quotes/s = {:.2}x",
         conc_rate / peer_rate
     );
+    if profile {
+        let (one, many) = log.split_at(log_after_seq.min(log.len()));
+        print_profile("1 client", one);
+        print_profile(&format!("{c} clients"), many);
+    }
     println!();
     println!("secret-carrying commands (in process, session salted to the EK, AES-128-CFB parameter encryption)");
     println!(

@@ -319,6 +319,11 @@ impl BootServer {
         }
     }
 
+    /// The boot server's process id (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next `n` report lines.
     pub fn report(&mut self, n: usize) -> Vec<Value> {
         let mut lines = Vec::new();
@@ -494,6 +499,13 @@ pub struct Host {
     /// The inventory file with this host's entry.
     pub inventory: PathBuf,
     _tpm: Swtpm,
+}
+
+impl Host {
+    /// The host's swtpm process id (for its CPU time).
+    pub fn swtpm_pid(&self) -> u32 {
+        self._tpm.pid()
+    }
 }
 
 /// Starts a host in `ns` with files under `dir`.

@@ -1,7 +1,8 @@
 //! What a TPM bus observer sees: the secret-carrying commands (ActivateCredential,
-//! the binding key's unwrap) run in a session salted to the EK with parameter
-//! encryption, so neither the recovered secret nor the unwrapped key crosses the bus in
-//! the clear; quotes from concurrent clients each carry their own nonce.
+//! the binding key's unwrap, the audit anchor's NV_Extend) run in a session salted to
+//! the EK with parameter encryption, so neither the recovered secret, the unwrapped key
+//! nor the extended chain head crosses the bus in the clear; quotes from concurrent
+//! clients each carry their own nonce.
 
 use tvp_agent::tpm::{ProvisionConfig, Tpm};
 use tvp_tests::{require, Swtpm};
@@ -10,6 +11,9 @@ const EK: u32 = 0x8101_0001;
 const CC_START_AUTH_SESSION: u32 = 0x176;
 const CC_RSA_DECRYPT: u32 = 0x159;
 const CC_ACTIVATE_CREDENTIAL: u32 = 0x147;
+const CC_NV_EXTEND: u32 = 0x136;
+const CC_FLUSH_CONTEXT: u32 = 0x165;
+const NV_INDEX: u32 = 0x0150_0000;
 
 fn cfg() -> ProvisionConfig {
     ProvisionConfig {
@@ -89,6 +93,93 @@ fn unwrapped_binding_key_never_crosses_the_bus_in_the_clear() {
         "RSA-2048 encrypted salt expected, got {}",
         s[0].1
     );
+}
+
+#[test]
+fn audit_anchor_extend_is_encrypted_on_the_bus_in_one_reused_salted_session() {
+    require!("swtpm");
+    use tvp_agent::tpm::nv::NvAnchor;
+    let swtpm = Swtpm::blank_logged();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    assert_eq!(
+        tpm.nv_anchor_open(NV_INDEX).expect("define"),
+        NvAnchor::Unwritten
+    );
+    let digests: Vec<[u8; 32]> = (0..3).map(|_| rand::random()).collect();
+    let mut want = [0u8; 32];
+    for d in &digests {
+        tpm.nv_anchor_extend(NV_INDEX, d).expect("extend");
+        want = tvp_audit::anchor::extend(&want, d);
+    }
+    // The legitimate path: the TPM extended exactly these digests (the first extend
+    // names the index unwritten, the later ones written: both HMACs verified).
+    assert_eq!(
+        tpm.nv_anchor_read(NV_INDEX).expect("read"),
+        NvAnchor::Value(want)
+    );
+    // A fresh process (no cached state) extends through a new session too.
+    drop(tpm);
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("reopen");
+    assert_eq!(
+        tpm.nv_anchor_open(NV_INDEX).expect("open"),
+        NvAnchor::Value(want)
+    );
+    let last: [u8; 32] = rand::random();
+    tpm.nv_anchor_extend(NV_INDEX, &last)
+        .expect("extend after reopen");
+    want = tvp_audit::anchor::extend(&want, &last);
+    assert_eq!(
+        tpm.nv_anchor_read(NV_INDEX).expect("read"),
+        NvAnchor::Value(want)
+    );
+    drop(tpm);
+
+    let bus = swtpm.bus();
+    let extends: Vec<&Vec<u8>> = bus
+        .iter()
+        .filter(|(c, b)| *c && b.len() >= 10 && code(b) == CC_NV_EXTEND)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(extends.len(), 4, "the bus log must show each NV_Extend");
+    // The attack: read the bus. With the empty-password session the digest is the
+    // command's last 32 bytes, in the clear.
+    let bytes = all_bytes(&bus);
+    for d in digests.iter().chain([&last]) {
+        assert!(
+            !contains(&bytes, d),
+            "an extended chain head crossed the TPM bus in the clear"
+        );
+    }
+    for e in &extends {
+        // authorizationSize, then the session handle: an HMAC session (0x02......),
+        // not TPM_RS_PW, with the decrypt attribute set.
+        let session = u32::from_be_bytes([e[22], e[23], e[24], e[25]]);
+        assert_eq!(session >> 24, 0x02, "NV_Extend not in an HMAC session");
+        let nlen = u16::from_be_bytes([e[26], e[27]]) as usize;
+        assert_eq!(e[28 + nlen] & 0x20, 0x20, "parameter encryption off");
+    }
+    // The process flushes its session when it closes the TPM (no slot left held):
+    // after the last extend, the bus shows a FlushContext of its session.
+    let last_at = bus
+        .iter()
+        .rposition(|(c, b)| *c && b.len() >= 10 && code(b) == CC_NV_EXTEND)
+        .unwrap();
+    let e = &bus[last_at].1;
+    let handle = [e[22], e[23], e[24], e[25]];
+    assert!(
+        bus[last_at..].iter().any(|(c, b)| *c
+            && b.len() >= 14
+            && code(b) == CC_FLUSH_CONTEXT
+            && b[10..14] == handle),
+        "the NV session was left loaded in the TPM"
+    );
+    // One salted session per process: three extends share the first one.
+    let s = sessions_before(&bus, CC_NV_EXTEND);
+    assert_eq!(s.len(), 2, "one session start per process expected: {s:?}");
+    for (key, salt) in s {
+        assert_eq!(key, EK, "the NV session must be salted to the EK");
+        assert!(salt >= 256, "RSA-2048 encrypted salt expected, got {salt}");
+    }
 }
 
 #[test]

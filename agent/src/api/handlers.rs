@@ -185,19 +185,25 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
             let n = nonce.clone();
             // PCR 10 asked for on a host with IMA: the list, read after the quote.
             let ima = pcrs.contains(&crate::host_ima::IMA_PCR) && crate::host_ima::present();
-            let (quote, records, ima_log) = state
+            let queued = std::time::Instant::now();
+            let (quote, records, ima_log, waited, quoting) = state
                 .tpm
                 .call_async(move |t| {
+                    let waited = queued.elapsed();
                     let q = t.quote(&n, &pcrs)?;
+                    let quoting = queued.elapsed() - waited;
                     let ima_log = ima.then(crate::host_ima::list_for_evidence).flatten();
                     let quoted: Vec<u32> = q.pcrs.keys().copied().collect();
                     let records = lock(&log).records_for(&quoted);
-                    Ok((q, records, ima_log))
+                    Ok((q, records, ima_log, waited, quoting))
                 })
                 .await?;
+            let built = std::time::Instant::now();
             let mut ev = evidence::build(state.tpm.identity(), &nonce, quote, records);
             ev.ima_log = ima_log;
-            ok(&ev)
+            let reply = ok(&ev);
+            ::log::debug!(tpm_wait_us = waited.as_micros() as u64, tpm_quote_us = quoting.as_micros() as u64, evidence_us = built.elapsed().as_micros() as u64; "quote timing");
+            reply
         }
         ApiRequest::ActivateCredential {
             credential_blob,

@@ -232,6 +232,7 @@ async fn handle(
         .map(String::from);
     // Every request goes to the gate: a refusal is counted, the others recorded.
     let received = receive(req, caller, role, state.platform_pcr, limits).await;
+    let receive_us = started.elapsed().as_micros() as u64;
     // Audit, decide, execute in a task of its own: a client that goes away cannot
     // cancel it between its decision and result records.
     let m = method.clone();
@@ -258,7 +259,9 @@ async fn handle(
     match result {
         Ok((name, reply)) => {
             info!(op = name, method = method.as_str(), path = path.as_str(), status = reply.status, uid = caller.uid, pid = pid, ms = format!("{ms:.2}"); "request");
-            json_response(reply.status, reply.body, None)
+            let r = json_response(reply.status, reply.body, None);
+            log::debug!(op = name, receive_us = receive_us, total_us = started.elapsed().as_micros() as u64; "request timing");
+            r
         }
         Err(e) => {
             log_refusal(&method, &path, &caller, &e);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hygiene;
 pub mod keys;
 pub mod nv;
+mod nv_session;
 pub mod pcr;
 pub mod provision;
 pub mod quote;
@@ -37,12 +38,18 @@ pub struct Tpm {
     ak: KeyHandle,
     identity: HostIdentity,
     tcti: String,
+    /// `tcti` parsed (reconnecting must not parse it again: that costs milliseconds).
+    conf: TctiNameConf,
     cfg: ProvisionConfig,
     /// A raw connection for [`nv`] next to the ESAPI one (resource manager only).
     raw: Option<hygiene::RawTcti>,
     /// The PCR values returned with the last quote. A quote whose signed digest is
     /// their hash is answered with them, without reading the PCRs again ([`quote`]).
     last_quoted: Option<pcr::PcrValues>,
+    /// The salted session the anchor's NV_Extend reuses ([`nv_session`]).
+    nv_session: Option<nv_session::NvSession>,
+    /// The anchor index known to be written (its TPM name includes TPMA_NV_WRITTEN).
+    nv_written: Option<u32>,
 }
 
 impl Tpm {
@@ -55,7 +62,7 @@ impl Tpm {
             reason: e.to_string(),
         })?;
         hygiene::flush_stale(conf.clone(), tcti)?;
-        let mut ctx = Context::new(conf).map_err(|e| TpmError::Tcti {
+        let mut ctx = Context::new(conf.clone()).map_err(|e| TpmError::Tcti {
             tcti: tcti.to_string(),
             reason: e.to_string(),
         })?;
@@ -69,9 +76,12 @@ impl Tpm {
             ak,
             identity,
             tcti: tcti.to_string(),
+            conf,
             cfg: *cfg,
             raw: None,
             last_quoted: None,
+            nv_session: None,
+            nv_written: None,
         })
     }
 

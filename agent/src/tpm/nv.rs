@@ -1,13 +1,15 @@
 //! The audit anchor's NV index: define, read, extend and certify (TPM2_NV_Certify
 //! with the AK). tss-esapi 7.7 offers neither NV_Extend nor NV_Certify, so these are
-//! raw TPM2 commands (TPM 2.0 Part 3) with the empty-password session, sent through
-//! [`RawTcti`]. A directly attached TPM or swtpm serves one connection at a time, so
+//! raw TPM2 commands (TPM 2.0 Part 3) sent through [`RawTcti`]: reads, the define and
+//! the certification with the empty-password session; the extend, which carries the
+//! chain head, in a reused session salted to the EK with parameter encryption
+//! ([`super::nv_session`]). A directly attached TPM or swtpm serves one connection at a time, so
 //! the ESAPI context is closed for the duration and reopened afterwards (the EK and
 //! AK are persistent: reopening only re-reads their public areas). Behind the kernel
 //! resource manager (`device:/dev/tpmrm0`, the production setting) a second, raw
 //! connection stays open instead and the ESAPI context is untouched.
 
-use std::str::FromStr;
+use sha2::Digest;
 
 use tss_esapi::handles::{KeyHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::session_handles::AuthSession;
@@ -17,12 +19,12 @@ use tvp_audit::anchor::{attrs, nv_public};
 
 use super::error::TpmError;
 use super::hygiene::{response_code, RawTcti};
+use super::nv_session::{NvExtendError, NvSession};
 use super::Tpm;
 
 const ST_NO_SESSIONS: u16 = 0x8001;
 const ST_SESSIONS: u16 = 0x8002;
 const CC_NV_DEFINE_SPACE: u32 = 0x0000_012a;
-const CC_NV_EXTEND: u32 = 0x0000_0136;
 const CC_NV_READ: u32 = 0x0000_014e;
 const CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 const CC_NV_CERTIFY: u32 = 0x0000_0184;
@@ -171,10 +173,8 @@ impl Tpm {
         &mut self,
         f: impl FnOnce(&mut RawTcti) -> Result<T, TpmError>,
     ) -> Result<T, TpmError> {
-        let conf = TctiNameConf::from_str(&self.tcti).map_err(|e| TpmError::Tcti {
-            tcti: self.tcti.clone(),
-            reason: e.to_string(),
-        })?;
+        // Parsed once at open: parsing a TCTI string costs milliseconds (a regex).
+        let conf = self.conf.clone();
         if shares_connections(&self.tcti) {
             // Behind the kernel resource manager a second connection is fine: keep
             // one open next to the ESAPI context.
@@ -217,7 +217,7 @@ impl Tpm {
     /// Make sure the anchor index exists with tvp's attributes (define it if absent)
     /// and return its value.
     pub fn nv_anchor_open(&mut self, index: u32) -> Result<NvAnchor, TpmError> {
-        self.with_raw(|raw| {
+        let value = self.with_raw(|raw| {
             let r = exec(raw, &Cmd::new(ST_NO_SESSIONS, CC_NV_READ_PUBLIC).u32(index).finish())?;
             let written = if response_code(&r) == 0 {
                 check_public(index, &r)?
@@ -240,28 +240,70 @@ impl Tpm {
                 return Ok(NvAnchor::Unwritten);
             }
             nv_read(raw, index)
-        })
+        })?;
+        self.note_written(index, value);
+        Ok(value)
     }
 
     /// Read the anchor.
     pub fn nv_anchor_read(&mut self, index: u32) -> Result<NvAnchor, TpmError> {
-        self.with_raw(|raw| nv_read(raw, index))
+        let value = self.with_raw(|raw| nv_read(raw, index))?;
+        self.note_written(index, value);
+        Ok(value)
     }
 
-    /// Extend `digest` into the anchor (TPM2_NV_Extend).
+    /// Remember that `index` is written (its name then includes TPMA_NV_WRITTEN).
+    fn note_written(&mut self, index: u32, value: NvAnchor) {
+        if matches!(value, NvAnchor::Value(_)) {
+            self.nv_written = Some(index);
+        }
+    }
+
+    /// Extend `digest` into the anchor (TPM2_NV_Extend), in the HMAC session salted to
+    /// the EK that every extend reuses, `digest` encrypted on the bus and the TPM's
+    /// answer authenticated ([`super::nv_session`]).
     pub fn nv_anchor_extend(&mut self, index: u32, digest: &[u8; 32]) -> Result<(), TpmError> {
-        self.with_raw(|raw| {
-            let r = exec(
-                raw,
-                &Cmd::new(ST_SESSIONS, CC_NV_EXTEND)
-                    .u32(index)
-                    .u32(index)
-                    .password_auths(1)
-                    .tpm2b(digest)
-                    .finish(),
-            )?;
-            check("NV_Extend (audit anchor)", &r)
-        })
+        let mut session = self.nv_session.take();
+        let known_written = self.nv_written == Some(index);
+        let ek_handle = self.cfg.ek_handle;
+        // Parsing the PEM costs microseconds; a session start costs an RSA operation.
+        let ek = ek_public(&self.identity.ek_public_pem)?;
+        let result = self.with_raw(|raw| {
+            let name = anchor_name(raw, index, known_written)?;
+            // A reused session the TPM no longer knows (it restarted) did not run the
+            // command: one retry with a fresh session. Any other failure is final.
+            for attempt in 0..2 {
+                let mut s = match session.take() {
+                    Some(s) => s,
+                    None => NvSession::start(raw, ek_handle, &ek)?,
+                };
+                match s.nv_extend(raw, index, &name, digest) {
+                    Ok(()) => return Ok(s),
+                    Err(e) if attempt == 0 && e.session_lost() => continue,
+                    Err(e) => {
+                        s.flush(raw);
+                        return Err(match e {
+                            NvExtendError::Tpm(e) => e,
+                            NvExtendError::Refused(rc) => TpmError::Refused(format!(
+                                "TPM command NV_Extend (audit anchor) failed with response \
+                                 code {rc:#x}"
+                            )),
+                        });
+                    }
+                }
+            }
+            Err(TpmError::Refused(
+                "NV_Extend (audit anchor): the TPM lost two sessions in a row".into(),
+            ))
+        });
+        match result {
+            Ok(s) => {
+                self.nv_session = Some(s);
+                self.nv_written = Some(index);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Certify the anchor's value with the AK (TPM2_NV_Certify), `nonce` as
@@ -303,6 +345,58 @@ impl Tpm {
     }
 }
 
+impl Drop for Tpm {
+    /// Flush the NV session: on swtpm or a raw device it would outlive the process
+    /// and hold one of the TPM's few loaded-session slots until the next start's
+    /// [`super::hygiene::flush_stale`].
+    fn drop(&mut self) {
+        let Some(session) = self.nv_session.take() else {
+            return;
+        };
+        if let Some(raw) = self.raw.as_mut() {
+            session.flush(raw);
+            return;
+        }
+        drop(self.esys.take());
+        if let Ok(mut raw) = RawTcti::open(self.conf.clone(), &self.tcti) {
+            session.flush(&mut raw);
+        }
+    }
+}
+
+/// The EK's RSA public key (the salt of the NV session is encrypted to it).
+fn ek_public(pem: &str) -> Result<rsa::RsaPublicKey, TpmError> {
+    use rsa::pkcs8::DecodePublicKey;
+    rsa::RsaPublicKey::from_public_key_pem(pem).map_err(|e| TpmError::Encoding {
+        what: "EK public key",
+        reason: format!("not an RSA key: {e}"),
+    })
+}
+
+/// The anchor index's TPM name (nameAlg || SHA-256(TPMS_NV_PUBLIC)), which the
+/// session's HMAC covers. Before the first extend TPMA_NV_WRITTEN is clear; once tvpd
+/// has seen it set the name is computed, otherwise the public area is read and checked.
+fn anchor_name(raw: &mut RawTcti, index: u32, known_written: bool) -> Result<Vec<u8>, TpmError> {
+    let written = known_written || {
+        let r = exec(
+            raw,
+            &Cmd::new(ST_NO_SESSIONS, CC_NV_READ_PUBLIC)
+                .u32(index)
+                .finish(),
+        )?;
+        check("NV_ReadPublic (audit anchor)", &r)?;
+        check_public(index, &r)?
+    };
+    let attributes = if written {
+        attrs::DEFINED | attrs::WRITTEN
+    } else {
+        attrs::DEFINED
+    };
+    let mut name = 0x000bu16.to_be_bytes().to_vec();
+    name.extend_from_slice(&sha2::Sha256::digest(nv_public(index, attributes)));
+    Ok(name)
+}
+
 /// A persistent key known to exist, in a fresh ESAPI context; an error that names the
 /// handle if it vanished meanwhile.
 fn reload_persistent(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
@@ -340,6 +434,8 @@ fn nv_read(raw: &mut RawTcti, index: u32) -> Result<NvAnchor, TpmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CC_NV_EXTEND: u32 = 0x0000_0136;
 
     #[test]
     fn nv_extend_command_layout() {
