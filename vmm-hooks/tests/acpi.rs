@@ -7,18 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
 use tvp_abi::layout::ACPI_REGION_SIZE;
 use tvp_vmm::vm::exit_code;
 use tvp_vmm_channel::{ExitReason, VmmMessage};
-
-fn write_config_vcpus(dir: &Path, auth: &'static [u8], vcpus: u16) -> PathBuf {
-    let p = dir.join("config.page");
-    let mut c = config(auth);
-    c.vcpus = vcpus;
-    std::fs::write(&p, c.encode().unwrap()).unwrap();
-    p
-}
 
 fn acpi_event(run: &Run) -> [u8; 32] {
     run.messages
@@ -41,9 +32,7 @@ fn tables_digest(vcpus: u16) -> [u8; 32] {
 #[test]
 fn the_guest_finds_two_lapics_through_rsdp_xsdt_madt_and_powers_off_by_acpi() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("acpi", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-acpi2", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "acpi", b"U-acpi2", 2, PeerMode::Normal);
     assert!(
         run.console.contains("acpi l=00000002\n"),
         "{:?}",
@@ -69,9 +58,7 @@ fn the_guest_finds_two_lapics_through_rsdp_xsdt_madt_and_powers_off_by_acpi() {
 #[test]
 fn the_madt_follows_the_vcpu_count() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("acpi", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-acpi3", 3);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "acpi", b"U-acpi3", 3, PeerMode::Normal);
     assert!(
         run.console.contains("acpi l=00000003\n"),
         "{:?}",
@@ -84,9 +71,7 @@ fn the_madt_follows_the_vcpu_count() {
 #[test]
 fn the_acpi_reset_register_ends_the_vm_as_a_reboot_request() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("acpi_reboot", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-acpi-rb", 1);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "acpi_reboot", b"U-acpi-rb", 1, PeerMode::Normal);
     assert_eq!(run.exit_code, Some(exit_code::RESET), "{}", run.stderr);
     assert!(matches!(
         run.exited(),

@@ -7,18 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
 use tvp_vmm::vm::exit_code;
 use tvp_vmm_channel::{ExitReason, VmmMessage};
-
-/// Writes a configuration page for `vcpus` vCPUs.
-fn write_config_vcpus(dir: &Path, auth: &'static [u8], vcpus: u16) -> PathBuf {
-    let p = dir.join("config.page");
-    let mut c = config(auth);
-    c.vcpus = vcpus;
-    std::fs::write(&p, c.encode().unwrap()).unwrap();
-    p
-}
 
 /// The `mp_state` each vCPU thread logged when it ended, by vCPU index.
 fn final_mp_states(stderr: &str) -> Vec<(usize, String)> {
@@ -42,9 +32,7 @@ fn final_mp_states(stderr: &str) -> Vec<(usize, String)> {
 #[test]
 fn two_vcpus_the_ap_waits_for_sipi_while_the_bsp_runs_the_firmware() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("happy", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-smp2", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "happy", b"U-smp2", 2, PeerMode::Normal);
     assert_eq!(
         run.exit_code,
         Some(exit_code::POWERED_OFF),
@@ -68,9 +56,7 @@ fn two_vcpus_the_ap_waits_for_sipi_while_the_bsp_runs_the_firmware() {
 #[test]
 fn the_guest_starts_its_ap_with_init_and_sipi_and_the_ap_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("smp", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-smp-sipi", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "smp", b"U-smp-sipi", 2, PeerMode::Normal);
     assert_eq!(
         run.exit_code,
         Some(exit_code::POWERED_OFF),
@@ -101,9 +87,7 @@ fn the_guest_starts_its_ap_with_init_and_sipi_and_the_ap_runs() {
 fn with_one_vcpu_the_sipi_goes_nowhere() {
     // The same guest on a one-vCPU VM: no AP answers, the BSP says so and powers off.
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("smp", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-smp-one", 1);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "smp", b"U-smp-one", 1, PeerMode::Normal);
     assert_eq!(
         run.exit_code,
         Some(exit_code::POWERED_OFF),
@@ -125,9 +109,7 @@ fn a_halted_bsp_with_its_ap_waiting_for_sipi_ends_the_vm_as_halted() {
     // Neither vCPU can ever run again (no NMI source, interrupts off, nobody to send
     // a SIPI): the VM ends instead of hanging.
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("halt", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-smp-halt", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "halt", b"U-smp-halt", 2, PeerMode::Normal);
     assert_eq!(run.exit_code, Some(exit_code::HALTED), "{}", run.stderr);
     assert!(matches!(
         run.exited(),
@@ -141,9 +123,13 @@ fn a_halted_bsp_with_its_ap_waiting_for_sipi_ends_the_vm_as_halted() {
 #[test]
 fn a_stop_ends_every_vcpu_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("spin", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-smp-stop", 3);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::StopAfterFirstMilestone);
+    let run = run_guest_vcpus(
+        dir.path(),
+        "spin",
+        b"U-smp-stop",
+        3,
+        PeerMode::StopAfterFirstMilestone,
+    );
     assert_eq!(
         run.exit_code,
         Some(exit_code::STOPPED_BY_HOST),
@@ -156,9 +142,7 @@ fn a_stop_ends_every_vcpu_thread() {
 #[test]
 fn lapic_timer_pit_and_com1_interrupts_reach_a_guest_through_the_in_kernel_irqchip() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("irq", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-irq", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "irq", b"U-irq", 2, PeerMode::Normal);
     assert_eq!(
         run.exit_code,
         Some(exit_code::POWERED_OFF),
@@ -176,9 +160,7 @@ fn lapic_timer_pit_and_com1_interrupts_reach_a_guest_through_the_in_kernel_irqch
 #[test]
 fn an_ap_powering_off_ends_the_vm_while_the_bsp_spins() {
     let dir = tempfile::tempdir().unwrap();
-    let fw = build_guest("ap_off", dir.path());
-    let cfg = write_config_vcpus(dir.path(), b"U-ap-off", 2);
-    let run = run_vm(dir.path(), &fw, &cfg, PeerMode::Normal);
+    let run = run_guest_vcpus(dir.path(), "ap_off", b"U-ap-off", 2, PeerMode::Normal);
     assert_eq!(
         run.exit_code,
         Some(exit_code::POWERED_OFF),

@@ -129,6 +129,29 @@ pub fn write_config(dir: &Path, auth: &'static [u8]) -> PathBuf {
     p
 }
 
+/// Writes a configuration page for `vcpus` vCPUs into `dir`.
+pub fn write_config_vcpus(dir: &Path, auth: &'static [u8], vcpus: u16) -> PathBuf {
+    let p = dir.join("config.page");
+    let mut c = config(auth);
+    c.vcpus = vcpus;
+    std::fs::write(&p, c.encode().unwrap()).unwrap();
+    p
+}
+
+/// Builds the test guest `name` in `dir` and runs it on a VM of `vcpus` vCPUs (auth
+/// code `auth`) with the peer in `mode`.
+pub fn run_guest_vcpus(
+    dir: &Path,
+    name: &str,
+    auth: &'static [u8],
+    vcpus: u16,
+    mode: PeerMode,
+) -> Run {
+    let fw = build_guest(name, dir);
+    let cfg = write_config_vcpus(dir, auth, vcpus);
+    run_vm(dir, &fw, &cfg, mode)
+}
+
 /// How the test peer behaves.
 #[derive(Clone)]
 pub enum PeerMode {
