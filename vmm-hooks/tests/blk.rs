@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use std::io::Cursor;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -83,25 +82,7 @@ fn run_guest(name: &str, dir: &Path, disk: &[u8], key: [u8; 32]) -> (Option<i32>
         .arg("--console-log")
         .arg(&console)
         .args(["--disk-fd", "4", "--disk-key-fd", "5"]);
-    // SAFETY (test code): dup2 and fcntl are async-signal-safe; targets lose
-    // close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut high = [0i32; 2];
-            for (h, (src, _)) in high.iter_mut().zip(&fds) {
-                *h = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
-                if *h < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (h, (_, dst)) in high.iter().zip(&fds) {
-                if libc::dup2(*h, *dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    pass_fds(&mut cmd, fds.to_vec());
     let out = cmd.output().unwrap();
     drop(file);
     // SAFETY (test code): our read end of the key pipe, no longer needed.

@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use std::io::Cursor;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -108,26 +107,7 @@ fn run(
         cmd.args(["--image-key-fd", "5"]);
     }
     let fds_to_close = fds.clone();
-    // SAFETY (test code): dup2 and fcntl are async-signal-safe; targets lose
-    // close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // First above every target, so no source is overwritten by another's dup2.
-            let mut high = [0i32; 2];
-            for (h, (src, _)) in high.iter_mut().zip(&fds) {
-                *h = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
-                if *h < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (h, (_, dst)) in high.iter().zip(&fds) {
-                if libc::dup2(*h, *dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    pass_fds(&mut cmd, fds);
     let out = cmd.output().unwrap();
     drop(keep);
     for (src, dst) in fds_to_close {

@@ -683,3 +683,30 @@ pub fn log_value(stderr: &str, message: &str, key: &str) -> Option<String> {
             .to_string(),
     )
 }
+
+/// Lets `cmd`'s child inherit each `(src, dst)` descriptor of this process as `dst`
+/// (at most 4): every source is first duplicated above all targets, so no source is
+/// overwritten by another's dup2; the targets lose close-on-exec.
+pub fn pass_fds(cmd: &mut Command, fds: Vec<(i32, i32)>) {
+    use std::os::unix::process::CommandExt;
+    assert!(fds.len() <= 4, "at most 4 descriptors");
+    // SAFETY (test code): between fork and exec only dup2 and fcntl run (both
+    // async-signal-safe) and `fds` was allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0i32; 4];
+            for (h, (src, _)) in high.iter_mut().zip(&fds) {
+                *h = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
+                if *h < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (h, (_, dst)) in high.iter().zip(&fds) {
+                if libc::dup2(*h, *dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
