@@ -510,3 +510,23 @@ fn binding_key_is_certified_by_the_ak_with_the_callers_nonce() {
         assert_eq!(t.api("POST", path, Some("{}")).status, 404);
     }
 }
+
+#[test]
+fn a_sigterm_as_soon_as_the_socket_answers_stops_tvpd_cleanly() {
+    // The socket accepts connections before tvpd serves (the VM manager and the
+    // recovery of earlier VMs come in between): a SIGTERM in that window used to kill
+    // tvpd by the signal's default action (no exit code, socket left behind) because
+    // its handler was registered only when serving began.
+    // The test-only hook TVP_FAULT_START_DELAY_MS holds tvpd in that window.
+    require!("swtpm");
+    let tpm = Swtpm::blank();
+    let mut t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
+    t.set_env("TVP_FAULT_START_DELAY_MS", Some("300"));
+    for round in 0..3 {
+        assert_eq!(t.stop(), Some(0), "round {round}: {}", t.log());
+        assert!(!t.socket.exists(), "round {round}: socket removed");
+        t.start_again();
+        assert!(t.log().contains("holding the start"), "{}", t.log());
+    }
+    assert_eq!(t.stop(), Some(0), "{}", t.log());
+}

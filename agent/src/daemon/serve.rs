@@ -15,9 +15,44 @@ use crate::api::server::Limits;
 use crate::api::slots::SlotLimits;
 use crate::config::Config;
 use crate::unmanaged_vms::{self, Census};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// The API's runtime with the shutdown signals already registered. Made before the
+/// socket is bound: a SIGTERM that arrives while tvpd still starts (its socket may
+/// already accept connections) is kept and ends tvpd cleanly once it serves, instead of
+/// killing it by the signal's default action.
+pub(super) struct ServeRuntime {
+    rt: tokio::runtime::Runtime,
+    signals: Option<(Signal, Signal)>,
+}
+
+impl ServeRuntime {
+    /// Builds the runtime and registers SIGTERM and SIGINT.
+    pub(super) fn new() -> Result<Self, StartError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let signals = {
+            let _in_runtime = rt.enter();
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => {
+                    warn!("cannot install signal handlers; stop tvpd with SIGKILL");
+                    None
+                }
+            }
+        };
+        Ok(ServeRuntime { rt, signals })
+    }
+}
 
 /// Serve the API on `listener` until SIGTERM or SIGINT, then remove the socket.
 pub(super) fn serve(
+    runtime: ServeRuntime,
     cfg: &Config,
     listener: UnixListener,
     state: Arc<AppState>,
@@ -35,10 +70,7 @@ pub(super) fn serve(
         denial_flush_interval: Duration::from_millis(cfg.denial_flush_interval_ms),
     };
     let policy = Arc::new(SharedPolicy::with(cfg.role_names(), policy));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
+    let ServeRuntime { rt, signals } = runtime;
     let socket = cfg.socket.clone();
     let audit = state.audit.clone();
     let last_try = audit.clone();
@@ -55,7 +87,7 @@ pub(super) fn serve(
         tokio::spawn(write_pending_audit_events(state.audit.clone()));
         info!(socket = socket.display().to_string(); "serving the API");
         notify_ready();
-        crate::api::server::serve(listener, state, policy, limits, shutdown_signal()).await;
+        crate::api::server::serve(listener, state, policy, limits, shutdown_signal(signals)).await;
         if last_try.pending_events() > 0 {
             let _ = last_try.flush_pending_events().await;
         }
@@ -143,14 +175,9 @@ async fn refresh_roles_on_sighup(policy: Arc<SharedPolicy>) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers; stop tvpd with SIGKILL");
+/// Resolves on SIGTERM or SIGINT (at once if one arrived while tvpd was starting).
+async fn shutdown_signal(signals: Option<(Signal, Signal)>) {
+    let Some((mut term, mut int)) = signals else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -35,7 +35,10 @@ pub(super) fn start_and_serve(
     let watched = measure_platform(cfg, config_path, &tpm, &host_log)?;
     let binding_key = create_binding_key(&tpm, cfg.platform_pcr)?;
     let audit = open_audit(cfg, &tpm)?;
+    // Signals first: from the bind on, a client (or systemd) may see tvpd as up.
+    let runtime = serve::ServeRuntime::new()?;
     let listener = socket::bind(cfg)?;
+    start_delay_fault();
     let platform_state = Arc::new(Mutex::new(PlatformState::default()));
     let releaser = Releaser {
         tpm: tpm.clone(),
@@ -70,7 +73,7 @@ pub(super) fn start_and_serve(
         vms: vms.clone(),
         audit,
     });
-    let served = serve::serve(cfg, listener, state, policy);
+    let served = serve::serve(runtime, cfg, listener, state, policy);
     vms.shutdown(std::time::Duration::from_secs(10));
     served
 }
@@ -230,4 +233,17 @@ fn watch_platform(
         }),
     )
     .map_err(StartError::PlatformWatch)
+}
+
+/// Test-only fault hook: `TVP_FAULT_START_DELAY_MS=N` holds the start for N ms (at most
+/// 5 s) between binding the socket and serving, so a test can signal tvpd in that
+/// window (tests/tests/host_api.rs).
+fn start_delay_fault() {
+    if let Some(ms) = std::env::var("TVP_FAULT_START_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        warn!(ms = ms; "test fault hook: holding the start after the bind");
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(5000)));
+    }
 }
