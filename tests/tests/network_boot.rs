@@ -444,3 +444,61 @@ fn a_two_vcpu_vm_network_boots_its_workload_and_the_boot_server_checks_the_count
         tvp_tests::vm::expected_pcr23(&h.t, &h.firmware, &page, tvp_tests::Tenant::shared())
     );
 }
+
+#[test]
+fn a_second_vm_with_a_live_vms_mac_or_vip_on_the_bridge_is_refused() {
+    // The attack: an API caller creates a VM with a tenant VM's MAC (the bridge then
+    // delivers the tenant's frames to it) or VIP (it answers ARP for the tenant's
+    // address). tvpd refuses both while the tenant's VM lives, naming field and VM.
+    require!(Need::Netns, "swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let ns = NetNs::create("dupmac");
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    // A boot server that never answers keeps the tenant's VM live (attesting).
+    let mute = ns.listen("10.0.0.1:8444");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in mute.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let tenant_vm = vm_spec("tenant-vm", "U-t", &ca).boot_server("10.0.0.1:8444");
+    let r = h.t.create_vm(&tenant_vm);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let same_mac = vm_spec("thief-mac", "U-m", &ca)
+        .vip("10.0.0.7/24")
+        .boot_server("10.0.0.1:8444");
+    let r = h.t.create_vm(&same_mac);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 409, "{body}");
+    assert!(
+        body.contains("address_in_use") && body.contains("mac is in use by live VM 'tenant-vm'"),
+        "{body}"
+    );
+    let same_vip = vm_spec("thief-vip", "U-v", &ca)
+        .mac("02:00:00:00:00:07")
+        .boot_server("10.0.0.1:8444");
+    let r = h.t.create_vm(&same_vip);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 409, "{body}");
+    assert!(
+        body.contains("vip is in use by live VM 'tenant-vm'"),
+        "{body}"
+    );
+    // Neither started anything; its own MAC and VIP are fine.
+    assert_eq!(h.t.api("GET", "/v1/vms/thief-mac", None).status, 404);
+    let own = vm_spec("neighbour", "U-n", &ca)
+        .vip("10.0.0.7/24")
+        .mac("02:00:00:00:00:07")
+        .boot_server("10.0.0.1:8444");
+    let r = h.t.create_vm(&own);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // Once the tenant's VM has ended, its addresses are free again.
+    h.t.delete_vm("tenant-vm", tvp_tests::Tenant::shared());
+    wait_vm(&h.t, "tenant-vm", ended, BOOT_WITHIN);
+    let next = vm_spec("next", "U-x", &ca).boot_server("10.0.0.1:8444");
+    let r = h.t.create_vm(&next);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -132,6 +132,7 @@ impl From<crate::vm::VmError> for ApiError {
         match e {
             V::Invalid(_) => ApiError::invalid_argument(e.to_string()),
             V::Exists(_) => ApiError::new(409, "exists", e.to_string()),
+            V::AddressInUse { .. } => ApiError::new(409, "address_in_use", e.to_string()),
             V::NotFound(_) => ApiError::new(404, "not_found", e.to_string()),
             V::Refused(_) => ApiError::new(409, "platform_changed", e.to_string()),
             V::Spawn(_) => ApiError::internal(e.to_string()),

@@ -92,6 +92,14 @@ pub enum VmError {
     /// No such VM.
     #[error("no VM with id '{0}'")]
     NotFound(String),
+    /// Another live VM on the bridge has this MAC or VIP.
+    #[error("{field} is in use by live VM '{holder}' on the bridge; choose another {field} or delete '{holder}' first")]
+    AddressInUse {
+        /// `mac` or `vip`.
+        field: &'static str,
+        /// The VM holding it.
+        holder: String,
+    },
     /// The platform refuses new measured VMs.
     #[error("{0}")]
     Refused(String),

@@ -48,9 +48,17 @@ impl Manager {
             if reg.shutting_down {
                 return Err(VmError::ShuttingDown);
             }
-            if reg.vms.contains_key(&id) || !reg.reserved.insert(id.clone()) {
+            if reg.vms.contains_key(&id) || reg.reserved.contains_key(&id) {
                 return Err(VmError::Exists(id));
             }
+            // On a shared bridge a second NIC with a live VM's MAC would receive that
+            // VM's frames, and a second VIP would answer for its address.
+            if self.cfg.bridge.is_some() {
+                if let Some((holder, field)) = reg.address_holder(&spec.mac, &spec.vip) {
+                    return Err(VmError::AddressInUse { field, holder });
+                }
+            }
+            reg.reserved.insert(id.clone(), (spec.mac, spec.vip));
         }
         let unreserve = |e: VmError| {
             lock(&self.registry).reserved.remove(&id);

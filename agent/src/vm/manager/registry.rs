@@ -23,13 +23,35 @@ pub(super) struct Registry {
     pub vms: BTreeMap<String, Vm>,
     /// Who holds PCRs 16 and 23, and who waits.
     pub lease: Lease,
-    /// Ids of VMs being created (their VMM starting): taken, not yet visible.
-    pub reserved: BTreeSet<String>,
+    /// VMs being created (their VMM starting), by id, with their MAC and VIP: taken,
+    /// not yet visible.
+    pub reserved: BTreeMap<String, ([u8; 6], [u8; 4])>,
     /// tvpd is stopping: no new VMs.
     pub shutting_down: bool,
 }
 
 impl Registry {
+    /// A live or starting VM that already has `mac` or `vip` on the bridge: its id and
+    /// which of the two it holds. VMs re-adopted from an earlier tvpd have no recorded
+    /// spec and are not seen here.
+    pub fn address_holder(&self, mac: &[u8; 6], vip: &[u8; 4]) -> Option<(String, &'static str)> {
+        let live = self
+            .vms
+            .iter()
+            .filter(|(_, vm)| vm.boot.is_live())
+            .filter_map(|(id, vm)| vm.spec.as_ref().map(|s| (id, (s.mac, s.vip))));
+        live.chain(self.reserved.iter().map(|(id, a)| (id, *a)))
+            .find_map(|(id, (m, v))| {
+                if m == *mac {
+                    Some((id.clone(), "mac"))
+                } else if v == *vip {
+                    Some((id.clone(), "vip"))
+                } else {
+                    None
+                }
+            })
+    }
+
     /// The API's view of VM `id`.
     pub fn view(&self, id: &str) -> Option<VmView> {
         self.vms
