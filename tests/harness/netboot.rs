@@ -110,6 +110,18 @@ impl NetNs {
         self.inside(move || TcpListener::bind(&addr).unwrap())
     }
 
+    /// A "boot server" at `addr` inside the namespace that accepts connections and
+    /// never says a word: it holds them open until the test process ends.
+    pub fn mute_server(&self, addr: &str) {
+        let mute = self.listen(addr);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in mute.incoming().flatten() {
+                held.push(c);
+            }
+        });
+    }
+
     /// Connects to `addr` from inside the namespace.
     pub fn connect(&self, addr: &str) -> TcpStream {
         let addr = addr.to_string();

@@ -258,13 +258,7 @@ fn a_boot_server_that_never_answers_fails_the_vm_after_the_firmware_s_real_10_s_
     let ten = tenant(dir.path(), "tenant", NAME);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     // A "boot server" that accepts the connection and never says a word.
-    let mute = ns.listen("10.0.0.1:8444");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in mute.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    ns.mute_server("10.0.0.1:8444");
     let mut server = BootServer::builder(&ns, &h, &ten)
         .reservations("10.0.0.2 U-next\n")
         .start();
@@ -457,13 +451,7 @@ fn a_second_vm_with_a_live_vms_mac_or_vip_on_the_bridge_is_refused() {
     let ten = tenant(dir.path(), "tenant", NAME);
     let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
     // A boot server that never answers keeps the tenant's VM live (attesting).
-    let mute = ns.listen("10.0.0.1:8444");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in mute.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    ns.mute_server("10.0.0.1:8444");
     let tenant_vm = vm_spec("tenant-vm", "U-t", &ca).boot_server("10.0.0.1:8444");
     let r = h.t.create_vm(&tenant_vm);
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
