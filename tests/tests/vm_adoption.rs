@@ -4,7 +4,8 @@
 //! device kept, `vm-adopted` in the tenant's extract, and DELETE stops it. An impostor
 //! on the adoption socket without the VM's secret is refused and the real tvpd still
 //! adopts; past the grace without tvpd the VMM stops the VM; a graceful stop with
-//! `keep_vms_on_stop` leaves running VMs to the next tvpd. (A VM killed during its
+//! `keep_vms_on_stop` leaves running VMs to the next tvpd; on a bridge, a re-adopted
+//! VM's MAC and VIP stay refused to other VMs. (A VM killed during its
 //! attestation is still failed `tvpd-restarted`: measured_vm.rs.)
 
 use std::io::Write;
@@ -14,9 +15,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tvp_tests::guests::build_guest;
+use tvp_tests::netboot::NetNs;
 use tvp_tests::procfs::{net_device_exists, proc_state, vmm_alive};
 use tvp_tests::vm::eventually;
-use tvp_tests::{nonce_hex, require, state_is, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
+use tvp_tests::{nonce_hex, require, state_is, wait_vm, Need, Swtpm, Tenant, Tvpd, VmSpec};
 use tvp_vmm_channel::{read_frame, write_frame, HostMessage, VmmMessage};
 
 /// How long a VM may take to attest and hand over.
@@ -274,4 +276,64 @@ fn sigterm_with_keep_vms_on_stop_leaves_running_vms_to_the_next_tvpd() {
         }),
         "the adopted VMM still runs after DELETE"
     );
+}
+
+#[test]
+fn a_re_adopted_vms_mac_and_vip_stay_taken_on_the_bridge() {
+    // The attack: after a tvpd restart, an API caller creates a VM with the MAC (the
+    // bridge then delivers the tenant's frames to it) or the VIP (it answers ARP for
+    // the tenant's address) of a tenant's VM that the new tvpd re-adopted. The record
+    // keeps the running VM's addresses, so both are refused as before the restart.
+    require!(Need::Netns, "swtpm", "gcc", "ld", "ip");
+    let ns = NetNs::create("adoptaddr");
+    let tpm = Swtpm::blank();
+    ns.forward_loopback(tpm.port);
+    ns.forward_loopback(tpm.port + 1);
+    let dir = tpm.scratch("a");
+    let fw = build_guest("stay", &tpm.scratch("guest"));
+    let args = [
+        "--firmware",
+        fw.to_str().unwrap(),
+        "--vmm-adoption-grace-secs",
+        "30",
+        "--vm-bridge",
+        "br0",
+    ];
+    let mut t = Tvpd::start_in_netns(&tpm, &dir, &args, &ns.name);
+    let (pid, _tap) = running_vm(&t, "tenant-vm");
+    t.crash();
+    t.start_again();
+    let v = t.vm("tenant-vm");
+    assert_eq!(v["state"], "running", "{v}\n{}", t.log());
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(pid)), "{v}");
+
+    let same_mac = VmSpec::measured("thief-mac").vip("10.0.0.7/24");
+    let r = t.create_vm(&same_mac);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 409, "{body}");
+    assert!(
+        body.contains("address_in_use") && body.contains("mac is in use by live VM 'tenant-vm'"),
+        "{body}"
+    );
+    let same_vip = VmSpec::measured("thief-vip").mac("02:00:00:00:00:07");
+    let r = t.create_vm(&same_vip);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(r.status, 409, "{body}");
+    assert!(
+        body.contains("vip is in use by live VM 'tenant-vm'"),
+        "{body}"
+    );
+    assert_eq!(t.api("GET", "/v1/vms/thief-mac", None).status, 404);
+
+    // Once the tenant deletes it, its addresses are free again.
+    let r = t.delete_vm("tenant-vm", Tenant::shared());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+            !vmm_alive(pid, "tenant-vm")
+        }),
+        "the adopted VMM still runs after DELETE"
+    );
+    let r = t.create_vm(&VmSpec::measured("next").deadline_secs(60));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
 }

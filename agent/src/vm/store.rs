@@ -29,6 +29,19 @@ pub struct VmRecord {
     /// an older tvpd and for VMs without an adoption socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adoption: Option<Adoption>,
+    /// The VM's MAC and VIP, so that a restarted tvpd that re-adopts it still refuses
+    /// them to another VM on the bridge (absent in records of an older tvpd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Addresses>,
+}
+
+/// A VM's addresses on the VMs' bridge: the MAC of its NIC and its VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Addresses {
+    /// The NIC's MAC address.
+    pub mac: [u8; 6],
+    /// The VM's IPv4 address.
+    pub vip: [u8; 4],
 }
 
 /// What a restarted tvpd needs to re-adopt a running VM's VMM: where it listens once
@@ -158,6 +171,10 @@ mod tests {
             },
             vmm_start_time: Some(7),
             adoption: Some(Adoption::new(PathBuf::from("/s/adopt.sock"), [3; 32])),
+            addresses: Some(Addresses {
+                mac: [2, 0, 0, 0, 0, 9],
+                vip: [10, 0, 0, 9],
+            }),
         }
     }
 
@@ -174,6 +191,7 @@ mod tests {
         let (ok, bad) = load_all(d.path());
         assert_eq!(ok, vec![rec("a"), rec("b")]);
         assert_eq!(ok[0].adoption.as_ref().unwrap().secret(), Some([3; 32]));
+        assert_eq!(ok[0].addresses.unwrap().mac, [2, 0, 0, 0, 0, 9]);
         // The record holds the adoption secret: only tvpd (root) reads it.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(d.path().join("a").join(RECORD_FILE))

@@ -15,7 +15,7 @@ use crate::vm::management::ManagementView;
 use crate::vm::phase::PhaseView;
 use crate::vm::spec::ValidSpec;
 use crate::vm::state::{LeaseView, MeasurementView, VmState, VmView};
-use crate::vm::store::{Adoption, VmRecord};
+use crate::vm::store::{Addresses, Adoption, VmRecord};
 
 /// Most VMM measurements kept per boot.
 const MAX_MEASUREMENTS: usize = 16;
@@ -127,6 +127,9 @@ pub(super) struct Vm {
     pub management: Option<ManagementView>,
     /// The validated spec, for a reboot (absent for VMs recovered from records).
     pub spec: Option<ValidSpec>,
+    /// Its MAC and VIP on the bridge (from the spec, or from the record of a
+    /// re-adopted VM): no other VM gets them while it lives.
+    pub addresses: Option<Addresses>,
     /// Measured platform files that changed while it was live.
     pub revocations: Vec<PlatformChange>,
     /// The current boot.
@@ -168,6 +171,10 @@ impl Vm {
             tap: Some(tap),
             management: Some(spec.management.clone()),
             spec: Some(spec.clone()),
+            addresses: Some(Addresses {
+                mac: spec.mac,
+                vip: spec.vip,
+            }),
             revocations: Vec::new(),
             run,
         }
@@ -209,6 +216,7 @@ impl Vm {
             tap: None,
             management: v.management,
             spec: None,
+            addresses: None,
             revocations: v.revocations,
             run: Run::recorded(
                 None,
@@ -223,9 +231,9 @@ impl Vm {
 
     /// A running VM as an earlier tvpd recorded it, whose VMM (`vmm`) this tvpd has
     /// re-adopted: it runs on (paused if it was), on its TAP device, with its history
-    /// and boot log. Its
-    /// spec is not recorded, so it cannot be rebooted (create it again instead).
-    pub fn adopted(v: VmView, vmm: Vmm) -> Vm {
+    /// and boot log, and its recorded addresses. Its spec is not recorded, so it cannot
+    /// be rebooted (create it again instead).
+    pub fn adopted(v: VmView, addresses: Option<Addresses>, vmm: Vmm) -> Vm {
         Vm {
             boot: Boot::Live {
                 stage: crate::vm::boot::Stage::Running,
@@ -238,6 +246,7 @@ impl Vm {
             tap: v.tap,
             management: v.management,
             spec: None,
+            addresses,
             revocations: v.revocations,
             run: Run::recorded(
                 Some(vmm),
@@ -386,6 +395,7 @@ impl Vm {
             view: self.view(id, lease_position),
             vmm_start_time: self.run.vmm.as_ref().and_then(|v| v.start_time),
             adoption: self.run.vmm.as_ref().and_then(|v| v.adoption.clone()),
+            addresses: self.addresses,
         }
     }
 }

@@ -103,7 +103,7 @@ impl Manager {
                     Ok((vmm, channel, process, rx)) => {
                         info!(vm = id.as_str(), pid = vmm.pid; "re-adopted the running VM's tvp-vmm");
                         let tx = vmm.events.clone();
-                        vm = Some(Vm::adopted(rec.view.clone(), vmm));
+                        vm = Some(Vm::adopted(rec.view.clone(), rec.addresses, vmm));
                         adopted.push((id.clone(), channel, process, tx, rx));
                         kept_taps.extend(rec.view.tap.clone());
                     }

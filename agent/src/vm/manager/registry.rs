@@ -32,14 +32,14 @@ pub(super) struct Registry {
 
 impl Registry {
     /// A live or starting VM that already has `mac` or `vip` on the bridge: its id and
-    /// which of the two it holds. VMs re-adopted from an earlier tvpd have no recorded
-    /// spec and are not seen here.
+    /// which of the two it holds. VMs re-adopted from an earlier tvpd count with the
+    /// addresses their record kept.
     pub fn address_holder(&self, mac: &[u8; 6], vip: &[u8; 4]) -> Option<(String, &'static str)> {
         let live = self
             .vms
             .iter()
             .filter(|(_, vm)| vm.boot.is_live())
-            .filter_map(|(id, vm)| vm.spec.as_ref().map(|s| (id, (s.mac, s.vip))));
+            .filter_map(|(id, vm)| vm.addresses.map(|a| (id, (a.mac, a.vip))));
         live.chain(self.reserved.iter().map(|(id, a)| (id, *a)))
             .find_map(|(id, (m, v))| {
                 if m == *mac {
