@@ -288,6 +288,8 @@ pub fn linux_boot(tag: &str, cmdline: &str, initrd: &[u8]) -> LinuxBoot {
 pub struct BootServer {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
+    /// Its first report line (`{"event": "listening", "ledger": {...}, ...}`).
+    pub listening: Value,
     /// The reservations file (and the management key and policy it was given).
     _files: tempfile::TempDir,
 }
@@ -304,6 +306,7 @@ pub struct BootServerBuilder<'a> {
     /// management (`docs/boot-server.md`).
     expect: [String; 4],
     max_failures: Option<u32>,
+    ledger: Option<PathBuf>,
     inventory: PathBuf,
     firmware: PathBuf,
     workload: PathBuf,
@@ -324,6 +327,7 @@ impl BootServer {
             reservations: String::new(),
             expect: ["any", "any", "any", "tenant"].map(String::from),
             max_failures: None,
+            ledger: None,
             inventory: h.inventory.clone(),
             firmware: h.firmware.clone(),
             workload: t.workload.clone(),
@@ -385,6 +389,13 @@ impl<'a> BootServerBuilder<'a> {
     /// A reservation tolerates this many failed attempts (`--max-failures`).
     pub fn max_failures(mut self, n: u32) -> Self {
         self.max_failures = Some(n);
+        self
+    }
+
+    /// The reservation ledger at `path` (`--ledger`), kept across boot servers; by
+    /// default each boot server has a new one beside its reservations file.
+    pub fn ledger(mut self, path: &Path) -> Self {
+        self.ledger = Some(path.to_path_buf());
         self
     }
 
@@ -471,6 +482,11 @@ impl<'a> BootServerBuilder<'a> {
                     .iter()
                     .flat_map(|n| ["--max-failures".to_string(), n.to_string()]),
             )
+            .args(
+                self.ledger
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--ledger"), p.as_os_str()]),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -478,10 +494,12 @@ impl<'a> BootServerBuilder<'a> {
         let mut server = BootServer {
             child,
             out,
+            listening: Value::Null,
             _files: files,
         };
         let first = server.report(1);
         assert_eq!(first[0]["event"], "listening", "{first:?}");
+        server.listening = first[0].clone();
         server
     }
 }

@@ -7,7 +7,8 @@
 //! - clients that know U and fail do not burn the reservation: the genuine VM boots
 //!   afterwards, once;
 //! - failed attempts are bounded: after N, the reservation is refused
-//!   (`too-many-failures`) even for the genuine VM.
+//!   (`too-many-failures`) even for the genuine VM;
+//! - a restarted boot server keeps both from its ledger.
 
 use serde_json::json;
 use tvp_tests::netboot::*;
@@ -227,4 +228,73 @@ fn after_max_failures_failed_attempts_the_reservation_is_refused_even_for_the_ge
         o.report
     );
     assert!(o.console.contains("boot server: REFUSED too-many-failures"));
+}
+
+#[test]
+fn a_restarted_boot_server_keeps_spent_reservations_spent_and_failures_counted() {
+    // The attack: a reservation's workload was delivered, then the tenant's boot server
+    // restarted (a crash, an upgrade). Whoever knows U boots another VM as reserved
+    // and, with the spend forgotten, receives the workload a second time; a failure
+    // count forgotten likewise lifts the bound on attempts. The ledger keeps both.
+    require!(Need::Netns, "swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let ns = NetNs::create("ledger");
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = ca_of(&ten);
+    let ledger = dir.path().join("reservations.ledger");
+    let server = || {
+        BootServer::builder(&ns, &h, &ten)
+            .expect_memory(64)
+            .max_failures(2)
+            .ledger(&ledger)
+            .reservations("10.0.0.2 U-s\n10.0.0.2 U-f\n")
+            .connections(3)
+            .start()
+    };
+    let mut first = server();
+    let o = boot(&h, &mut first, "s-1", "U-s", &ca);
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(o.workload_ran(), "{}", o.console);
+    let o = boot_spec(
+        &h,
+        &mut first,
+        "f-1",
+        &vm_spec("f-1", "U-f", &ca).memory_mib(128),
+    );
+    o.assert_refused("reservation-refused", 8, "config-mismatch:memory");
+    assert_eq!(o.report["failures"], 1, "{}", o.report);
+    // The ledger names reservations by their code's digest, never the code itself.
+    let text = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(!text.contains("U-s") && !text.contains("U-f"), "{text}");
+    drop(first);
+
+    let mut second = server();
+    boot(&h, &mut second, "s-2", "U-s", &ca).assert_refused(
+        "reservation-refused",
+        8,
+        "reused-auth-code",
+    );
+    // What it started from.
+    assert_eq!(
+        second.listening["ledger"],
+        json!({"path": ledger.display().to_string(), "spent": 1, "failures": 1, "unknown": 0}),
+        "{}",
+        second.listening
+    );
+    let o = boot_spec(
+        &h,
+        &mut second,
+        "f-2",
+        &vm_spec("f-2", "U-f", &ca).memory_mib(128),
+    );
+    o.assert_refused("reservation-refused", 8, "config-mismatch:memory");
+    assert_eq!(o.report["failures"], 2, "{}", o.report);
+    assert_eq!(o.report["exhausted"], true, "{}", o.report);
+    boot(&h, &mut second, "f-3", "U-f", &ca).assert_refused(
+        "reservation-refused",
+        8,
+        "too-many-failures",
+    );
 }

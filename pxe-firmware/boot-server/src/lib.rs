@@ -2,7 +2,8 @@
 //! implementation, `docs/boot-protocol.md`, `docs/boot-server.md`).
 //!
 //! Modules: [`reservations`] (the (I, U) reservations with the tenant's expectations,
-//! spent only by a delivery, failed attempts bounded), [`expect`] (those expectations
+//! spent only by a delivery, failed attempts bounded), [`ledger`] (what happened to
+//! them, on disk, so a restart forgets neither), [`expect`] (those expectations
 //! against the VM's page and management binding), [`protocol`] (frames of the boot
 //! protocol), [`tls`] (the rustls server configuration and the tunnel-measurement
 //! exporter), [`attest`] (the evidence checks), [`workload`] (signed workloads),
@@ -14,6 +15,7 @@
 
 pub mod attest;
 pub mod expect;
+pub mod ledger;
 pub mod protocol;
 pub mod reservations;
 pub mod server;

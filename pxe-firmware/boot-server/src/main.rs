@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tvp_boot_server::expect::TenantManagement;
+use tvp_boot_server::ledger::Ledger;
 use tvp_boot_server::reservations::{Reservations, DEFAULT_MAX_FAILURES};
 use tvp_boot_server::server::{BootServer, Tenant};
 use tvp_boot_server::tls::server_config;
@@ -72,6 +73,12 @@ struct Serve {
     /// image=<sha256>|none|any management=tenant|any" (docs/boot-server.md).
     #[arg(long)]
     reservations: PathBuf,
+    /// The reservation ledger: spent reservations and counted failures, written before
+    /// the server acts on them, so that a restart forgets neither (default: the
+    /// reservations file's path with `.ledger` appended). Keep it with the reservations:
+    /// a U it records as spent is refused for good; give a new VM a new U.
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
     /// Failed attempts a reservation tolerates; then it is refused with too-many-failures.
     #[arg(long, default_value_t = DEFAULT_MAX_FAILURES)]
     max_failures: u32,
@@ -118,6 +125,13 @@ fn serve(s: Serve) -> Result<(), String> {
     let reservations = Reservations::parse(&text)
         .map_err(|e| format!("{}: {e}", s.reservations.display()))?
         .with_max_failures(s.max_failures);
+    let ledger_path = s.ledger.clone().unwrap_or_else(|| {
+        let mut p = s.reservations.clone().into_os_string();
+        p.push(".ledger");
+        PathBuf::from(p)
+    });
+    let (ledger, entries) = Ledger::open(&ledger_path).map_err(|e| e.to_string())?;
+    let (reservations, replay) = reservations.with_ledger(ledger, &entries);
     let inventory = serde_json::from_slice(&read(&s.inventory)?)
         .map_err(|e| format!("{}: {e}", s.inventory.display()))?;
     let ca_der = CertificateDer::from_pem_file(&s.ca)
@@ -134,6 +148,11 @@ fn serve(s: Serve) -> Result<(), String> {
     let config = server_config(&s.cert, &s.key).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(&s.listen).map_err(|e| format!("{}: {e}", s.listen))?;
     BootServer::new(config, reservations, tenant, Box::new(std::io::stdout()))
+        .with_start_field(
+            "ledger",
+            serde_json::json!({"path": ledger_path.display().to_string(),
+                "spent": replay.spent, "failures": replay.failures, "unknown": replay.unknown}),
+        )
         .serve(&listener, s.max_connections);
     Ok(())
 }

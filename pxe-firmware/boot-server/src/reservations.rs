@@ -3,7 +3,10 @@
 //! *spent only by a delivery*: a session claims it (marks it in use, so one session
 //! per U at a time), and at the session's end it is either spent (the workload was
 //! sent) or released with one more failed attempt counted; after
-//! [`Reservations::max_failures`] failed attempts it is refused for good.
+//! [`Reservations::max_failures`] failed attempts it is refused for good. With a
+//! [`Ledger`] (the server binary always has one), both are on disk first: a spend is
+//! written before the workload goes out and a failure once counted, and a restarted
+//! server starts from them ([`Reservations::with_ledger`]).
 //!
 //! File format (`docs/boot-server.md`): one reservation per line,
 //!
@@ -19,6 +22,8 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
+
+use crate::ledger::{code_digest, Entry, Event, Ledger, LedgerError};
 
 /// Failed attempts a reservation tolerates by default before it is refused for good.
 pub const DEFAULT_MAX_FAILURES: u32 = 5;
@@ -257,7 +262,7 @@ pub enum Ending {
 }
 
 /// The reservation's tally after [`Reservations::finish`], for the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tally {
     /// Failed attempts counted so far (this one included).
     pub failures: u32,
@@ -265,6 +270,19 @@ pub struct Tally {
     pub spent: bool,
     /// Whether the reservation now refuses every further attempt.
     pub exhausted: bool,
+    /// The failure could not be written to the ledger (a restart would forget it).
+    pub ledger_error: Option<String>,
+}
+
+/// What a ledger said at start, for the `listening` report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// Reservations found spent.
+    pub spent: usize,
+    /// Failed attempts counted back.
+    pub failures: usize,
+    /// Entries for auth codes no reservation has (reservations since removed).
+    pub unknown: usize,
 }
 
 /// The reservations, by U.
@@ -272,6 +290,7 @@ pub struct Tally {
 pub struct Reservations {
     by_code: HashMap<Vec<u8>, Reservation>,
     max_failures: u32,
+    ledger: Option<Ledger>,
 }
 
 impl Default for Reservations {
@@ -279,6 +298,7 @@ impl Default for Reservations {
         Reservations {
             by_code: HashMap::new(),
             max_failures: DEFAULT_MAX_FAILURES,
+            ledger: None,
         }
     }
 }
@@ -334,6 +354,51 @@ impl Reservations {
         self.max_failures
     }
 
+    /// Keeps the reservations' history in `ledger`, starting from what it already
+    /// holds (`entries`, as [`Ledger::open`] read them): spent reservations stay
+    /// spent and counted failures stay counted across restarts.
+    pub fn with_ledger(mut self, ledger: Ledger, entries: &[Entry]) -> (Self, Replay) {
+        let by_digest: HashMap<String, Vec<u8>> = self
+            .by_code
+            .keys()
+            .map(|c| (code_digest(c), c.clone()))
+            .collect();
+        let mut replay = Replay::default();
+        for e in entries {
+            let Some(r) = by_digest
+                .get(&e.u_sha256)
+                .and_then(|c| self.by_code.get_mut(c))
+            else {
+                replay.unknown += 1;
+                continue;
+            };
+            match e.event {
+                Event::Spent => {
+                    if r.state != State::Spent {
+                        replay.spent += 1;
+                    }
+                    r.state = State::Spent;
+                }
+                Event::Failed => {
+                    r.failures = r.failures.saturating_add(1);
+                    replay.failures += 1;
+                }
+            }
+        }
+        self.ledger = Some(ledger);
+        (self, replay)
+    }
+
+    /// Records, durably, that the claimed reservation for `code` is about to be spent:
+    /// called before the first byte of its workload is sent, which must not happen if
+    /// this fails.
+    pub fn record_spend(&mut self, code: &[u8]) -> Result<(), LedgerError> {
+        match &mut self.ledger {
+            Some(l) => l.append(code, Event::Spent),
+            None => Ok(()),
+        }
+    }
+
     /// Claims the reservation for (`code`, `vip`): marks it in use. Refused while
     /// another session holds it, once it is spent, or after too many failures.
     pub fn claim(&mut self, code: &[u8], vip: Ipv4Addr) -> Result<Claim, ReservationError> {
@@ -371,17 +436,22 @@ impl Reservations {
         if r.state != State::InUse {
             return None;
         }
+        let mut ledger_error = None;
         match ending {
             Ending::Delivered => r.state = State::Spent,
             Ending::Failed => {
                 r.state = State::Free;
                 r.failures = r.failures.saturating_add(1);
+                if let Some(l) = &mut self.ledger {
+                    ledger_error = l.append(code, Event::Failed).err().map(|e| e.to_string());
+                }
             }
         }
         Some(Tally {
             failures: r.failures,
             spent: r.state == State::Spent,
             exhausted: r.state == State::Spent || r.failures >= max,
+            ledger_error,
         })
     }
 
@@ -555,5 +625,44 @@ mod tests {
             Reservations::parse(&format!("10.0.0.2 U {ANY}\n10.0.0.3 U {ANY}")).unwrap_err(),
             ReservationError::Duplicate(2)
         );
+    }
+
+    #[test]
+    fn a_ledger_carries_spends_and_failures_into_the_next_server() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger");
+        let (l, e) = Ledger::open(&path).unwrap();
+        let (mut r, replay) = two().with_max_failures(2).with_ledger(l, &e);
+        assert_eq!(replay, Replay::default());
+        r.claim(b"U-1", ip("10.0.0.2")).unwrap();
+        r.record_spend(b"U-1").unwrap();
+        r.finish(b"U-1", Ending::Delivered).unwrap();
+        r.claim(b"U-2", ip("10.0.0.3")).unwrap();
+        let t = r.finish(b"U-2", Ending::Failed).unwrap();
+        assert_eq!(t.ledger_error, None);
+        drop(r);
+        // The next server: a reservation removed since counts as unknown.
+        let (l, e) = Ledger::open(&path).unwrap();
+        let one = Reservations::parse(&format!("10.0.0.3 U-2 {ANY}\n")).unwrap();
+        let (_, replay) = one.with_ledger(l, &e);
+        assert_eq!(replay.unknown, 1);
+        let (l, e) = Ledger::open(&path).unwrap();
+        let (mut r, replay) = two().with_max_failures(2).with_ledger(l, &e);
+        assert_eq!(
+            replay,
+            Replay {
+                spent: 1,
+                failures: 1,
+                unknown: 0
+            }
+        );
+        assert_eq!(r.state(b"U-1"), Some(State::Spent));
+        assert_eq!(
+            r.claim(b"U-1", ip("10.0.0.2")),
+            Err(ReservationError::Reused)
+        );
+        assert_eq!(r.claim(b"U-2", ip("10.0.0.3")).unwrap().failures, 1);
+        let t = r.finish(b"U-2", Ending::Failed).unwrap();
+        assert!(t.exhausted);
     }
 }

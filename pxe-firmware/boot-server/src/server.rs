@@ -63,6 +63,8 @@ pub struct BootServer {
     rng: SystemRandom,
     /// Sessions running, and the signal that one ended.
     sessions: (Mutex<usize>, Condvar),
+    /// Said in the `listening` report (e.g. what the reservation ledger held).
+    start_fields: serde_json::Map<String, Value>,
 }
 
 /// A refusal: the reason code sent to the firmware and the report's fields.
@@ -112,7 +114,14 @@ impl BootServer {
             client_timeout: CLIENT_TIMEOUT,
             rng: SystemRandom::new(),
             sessions: (Mutex::new(0), Condvar::new()),
+            start_fields: serde_json::Map::new(),
         }
+    }
+
+    /// Adds `key: value` to the `listening` report.
+    pub fn with_start_field(mut self, key: &str, value: Value) -> Self {
+        self.start_fields.insert(key.to_string(), value);
+        self
     }
 
     /// Sets how long a client may stall each step.
@@ -135,7 +144,11 @@ impl BootServer {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        self.report(json!({"event": "listening", "addr": addr}));
+        let mut listening = serde_json::Map::new();
+        listening.insert("event".into(), json!("listening"));
+        listening.insert("addr".into(), json!(addr));
+        listening.extend(self.start_fields.clone());
+        self.report(Value::Object(listening));
         std::thread::scope(|scope| {
             let mut served = 0;
             while max.is_none_or(|m| served < m) {
@@ -250,6 +263,9 @@ impl BootServer {
             if t.exhausted && !t.spent {
                 fields.insert("exhausted".into(), json!(true));
             }
+            if let Some(e) = t.ledger_error {
+                fields.insert("ledger_error".into(), json!(e));
+            }
         }
         result
     }
@@ -338,6 +354,11 @@ impl BootServer {
         if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
             fields.insert("workload_digest".into(), json!(hex::encode(d)));
         }
+        // Spent on disk before the first byte goes out: a crash from here on leaves the
+        // reservation spent, never deliverable twice (ledger.rs).
+        lock(&self.reservations)
+            .record_spend(req.auth_code)
+            .map_err(|e| refusal("ledger-failed", e.to_string()))?;
         *sent = true;
         write_frame(tls, MsgType::Workload, &self.tenant.workload)
             .map_err(|e| broken("tls-failed", e))?;
