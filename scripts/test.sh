@@ -40,7 +40,7 @@ say "build"
 cargo build --workspace --bins --quiet
 # Every fuzz target builds, replays its seed corpus (the inputs of earlier findings
 # included) and then explores for a few seconds from its seeds with a fixed seed
-# (TVP_FUZZ_CI_BUDGET seconds in all, default 160: about 7 s for each of 23 targets).
+# (TVP_FUZZ_CI_BUDGET seconds in all, default 160: about 6 s for each of 25 targets).
 # A finding fails the suite and prints its reproducer (docs/fuzzing.md, "CI").
 say "fuzz targets: build, replay every seed, explore ${TVP_FUZZ_CI_BUDGET:-160} s in all"
 scripts/fuzz.sh --ci "${TVP_FUZZ_CI_BUDGET:-160}"
