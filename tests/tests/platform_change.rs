@@ -134,7 +134,10 @@ fn a_platform_change_while_vms_run_revokes_them_and_applies_each_tenants_remedia
     let off = serde_json::json!({"on_platform_change": "power-off"});
     assert_eq!(t.create_vm(&vm_spec("alert", alert)).status, 201);
     assert_eq!(t.create_vm(&vm_spec("off", off)).status, 201);
+    // Both past their measurements (a VMM still loading the firmware while it is
+    // rewritten measures another file and fails `measurement mismatch` instead).
     wait_vm(&t, "alert", state_is("attesting"), Duration::from_secs(20));
+    wait_vm(&t, "off", state_is("attesting"), Duration::from_secs(20));
     // Root replaces the firmware on disk while both VMs are live.
     let mut bytes = std::fs::read(&fw).unwrap();
     bytes.extend_from_slice(b"implant");
