@@ -144,9 +144,10 @@ impl Manager {
         let pcr23 = replay(&digests);
         if Some(pcr23) != reported || pcr23 != expected {
             return Err(format!(
-                "measurement mismatch: PCR 23 {} reported {} expected {}",
+                "measurement mismatch: PCR 23 replayed from the VMM's events {}, reported by the VMM {}, expected from {} and the configuration page {}",
                 hex::encode(pcr23),
-                reported.map(hex::encode).unwrap_or_default(),
+                reported.map(hex::encode).unwrap_or_else(|| "nothing".into()),
+                self.cfg.firmware.display(),
                 hex::encode(expected)
             ));
         }
