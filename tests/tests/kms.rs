@@ -166,6 +166,7 @@ fn vm_use(ca: &[u8], fw: [u8; 32]) -> Value {
         server_name: "boot.tenant.example",
         ca_cert_der: ca,
         image: None,
+        disk: None,
     }
     .encode()
     .unwrap();

@@ -193,6 +193,7 @@ mod tests {
             server_name: "boot",
             ca_cert_der: ca,
             image: None,
+            disk: None,
         }
         .encode()
         .unwrap()

@@ -155,6 +155,7 @@ mod tests {
                 len: 4096,
                 digest,
             }),
+            disk: None,
         };
         (cfg.encode().unwrap(), ca)
     }
