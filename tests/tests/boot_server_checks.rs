@@ -40,7 +40,7 @@ fn a_vm_whose_memory_management_key_or_policy_is_not_the_reservations_is_refused
         .expect_vcpus(1)
         .expect_image(None)
         .reservations(
-            "10.0.0.2 U-mem memory=128 vcpus=1 image=none management=tenant\n\
+            "10.0.0.2 U-mem memory=128 vcpus=1 image=none disk=none management=tenant\n\
              10.0.0.2 U-key\n10.0.0.2 U-pol\n10.0.0.2 U-ok\n",
         )
         .connections(4)
@@ -112,7 +112,7 @@ fn a_vm_given_an_image_the_reservation_does_not_name_is_refused_and_the_named_im
         .any_management()
         .expect_image(None)
         .reservations(&format!(
-            "10.0.0.2 U-none\n10.0.0.2 U-named memory=any vcpus=any image={digest} management=any\n"
+            "10.0.0.2 U-none\n10.0.0.2 U-named memory=any vcpus=any image={digest} disk=none management=any\n"
         ))
         .connections(2)
         .start();

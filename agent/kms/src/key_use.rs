@@ -12,7 +12,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tvp_abi::config::{self, ImageRef};
+use tvp_abi::config::{self, DiskRef, ImageRef};
 use tvp_audit::encode::Encoder;
 use tvp_audit::policy::{management_digest, TenantPolicy};
 use tvp_audit::TenantKey;
@@ -74,6 +74,11 @@ impl VmDescription {
     /// The image descriptor of the page (the image the VM loads), if any.
     pub fn image(&self) -> Option<ImageRef> {
         config::decode(&self.page).ok()?.image
+    }
+
+    /// The disk descriptor of the page (the encrypted disk the VM is served), if any.
+    pub fn disk(&self) -> Option<DiskRef> {
+        config::decode(&self.page).ok()?.disk
     }
 
     /// The management binding digest (the seventh PCR 23 event).

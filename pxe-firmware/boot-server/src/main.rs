@@ -69,7 +69,8 @@ struct Serve {
     #[arg(long)]
     server_name: String,
     /// Reservations file: lines "<VIP> <auth code> memory=<MiB>|any vcpus=<n>|any
-    /// image=<sha256>|none|any management=tenant|any" (docs/boot-server.md).
+    /// image=<sha256>|none|any disk=<header sha256>|none|any management=tenant|any"
+    /// (docs/boot-server.md).
     #[arg(long)]
     reservations: PathBuf,
     /// Failed attempts a reservation tolerates; then it is refused with too-many-failures.
