@@ -154,6 +154,24 @@ fn a_vm_created_with_the_tenant_s_disk_reads_it_and_the_page_measures_which_disk
     assert!(text.contains("kms_socket"), "{text}");
     let r = t.create_vm(&spec("d6").disk("../a/state/vms/d1/config.page", &kms.socket));
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    // A tampered first chunk (header intact, so the key is released): tvp-vmm checks
+    // chunk 0 before the guest starts and fails the VM, naming the disk.
+    let mut enc = std::fs::read(tenant.join("disk.enc")).unwrap();
+    let header_len = enc.len() - (3 * (4096 + 16) + 1000 + 16);
+    enc[header_len + 100] ^= 1;
+    std::fs::write(tenant.join("bad.enc"), &enc).unwrap();
+    let r = t.create_vm(&spec("d7").disk("bad.enc", &kms.socket));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "d7", ended, TO_END);
+    assert_eq!(v["state"], "failed", "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("disk: chunk 0 of 4 fails authentication"),
+        "{v}"
+    );
+    assert!(!console(&dir, "d7").contains("R0"), "the guest ran");
+    assert!(v["pcr23"].is_null(), "measured although refused: {v}");
+
     for id in ["d2", "d3", "d4", "d5", "d6"] {
         assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);
         assert!(!dir.join(format!("state/vms/{id}/console.log")).exists());

@@ -285,7 +285,18 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     // before anything runs.
     let disk = match (&opts.disk, cfg.disk) {
         (None, None) => None,
-        (Some(input), Some(r)) => Some(crate::disk::open(input, &r)?),
+        (Some(input), Some(r)) => match crate::disk::open(input, &r) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // tvpd learns why, as for an image that fails to load.
+                let _ = tx.send(&VmmMessage::Exited {
+                    reason: ExitReason::SetupFailed,
+                    exit_code: exit_code::SETUP_FAILED,
+                    detail: e.to_string(),
+                });
+                return Err(e);
+            }
+        },
         (None, Some(_)) => {
             return Err(VmmError::Image(
                 "disk: the configuration page names a disk but none was passed (--disk-fd)".into(),

@@ -302,6 +302,7 @@ fn decrypt_cmd(input: &Path, output: &Path, kms_key: &Path, how: Out) -> Result<
                 let v = serde_json::json!({
                     "output": output.display().to_string(), "plaintext_len": h.plaintext_len,
                     "chunk_count": h.chunk_count, "image_digest": hex::encode(h.image_digest),
+                    "header_digest": hex::encode(h.digest()),
                     "verified": true,
                 });
                 println!("{v:#}");
