@@ -230,6 +230,32 @@ mod tests {
     }
 
     #[test]
+    fn the_described_vm_s_disk_is_the_page_s_and_changes_the_digest() {
+        let p = policy();
+        let plain = KeyUse::vm(&page(&CA1), [1; 32], KEY, &p).unwrap();
+        let Ok(ParsedUse::Vm(vm)) = plain.parse() else {
+            panic!("a VM")
+        };
+        assert_eq!(vm.disk(), None);
+        let disk = DiskRef {
+            len: 4096,
+            header_digest: [7; 32],
+        };
+        let base = page(&CA1);
+        let mut c = config::decode(&base).unwrap();
+        c.disk = Some(disk);
+        let with_disk = KeyUse::vm(&c.encode().unwrap(), [1; 32], KEY, &p).unwrap();
+        let Ok(ParsedUse::Vm(vm)) = with_disk.parse() else {
+            panic!("a VM")
+        };
+        assert_eq!(vm.disk(), Some(disk));
+        assert_ne!(
+            with_disk.parse().unwrap().digest(),
+            plain.parse().unwrap().digest()
+        );
+    }
+
+    #[test]
     fn malformed_descriptions_name_the_field() {
         let p = serde_json::to_value(policy()).unwrap();
         let cases = [

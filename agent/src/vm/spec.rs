@@ -356,6 +356,32 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_s_kms_socket_is_confined_and_named() {
+        let dir = std::path::Path::new("/run/tvp/kms");
+        let mut r = sample();
+        r.disk = Some(crate::vm::image::ImageSpec {
+            path: "disk.enc".into(),
+            kms_socket: Some("/run/tvp/kms/t.sock".into()),
+        });
+        assert!(r.check_kms_socket(dir).is_ok());
+        r.disk = Some(crate::vm::image::ImageSpec {
+            path: "disk.enc".into(),
+            kms_socket: Some("/tmp/k.sock".into()),
+        });
+        let e = r.check_kms_socket(dir).unwrap_err();
+        assert!(e.starts_with("disk.kms_socket: "), "{e}");
+        // The request carries it through serde as `disk`, unknown fields still refused.
+        let v: CreateVmRequest = serde_json::from_value(serde_json::json!({
+            "id": "a", "vip": "10.0.0.2/24", "mac": "02:00:00:00:00:01", "auth_code": "U",
+            "boot_server": "10.0.0.1:1", "boot_server_name": "b", "tenant_ca_pem": "",
+            "management_public_key": "", "policy": {},
+            "disk": {"path": "d.enc", "kms_socket": "/run/tvp/kms/t.sock"}
+        }))
+        .unwrap();
+        assert_eq!(v.disk.unwrap().path, "d.enc");
+    }
+
+    #[test]
     fn valid_and_each_bad_field_named() {
         assert!(sample().validate().is_ok());
         type Mutation = Box<dyn Fn(&mut CreateVmRequest)>;
