@@ -172,6 +172,33 @@ fn a_vm_created_with_the_tenant_s_disk_reads_it_and_the_page_measures_which_disk
     assert!(!console(&dir, "d7").contains("R0"), "the guest ran");
     assert!(v["pcr23"].is_null(), "measured although refused: {v}");
 
+    // A tampered third chunk: the VM runs, its read of sector 16 is an I/O error with
+    // no data, and tvpd hears of the tampered chunk.
+    let mut enc = std::fs::read(tenant.join("disk.enc")).unwrap();
+    enc[header_len + 2 * (4096 + 16) + 40] ^= 1;
+    std::fs::write(tenant.join("bad2.enc"), &enc).unwrap();
+    let r = t.create_vm(&spec("d8").disk("bad2.enc", &kms.socket));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "d8", ended, TO_END);
+    assert_eq!(v["reason"], "powered-off", "{v}");
+    let out = console(&dir, "d8");
+    assert!(out.contains(SECTOR_0), "{out}");
+    assert!(
+        out.contains(&format!("R0 s=00000001 u=00000001 {}", ".".repeat(32))),
+        "{out}"
+    );
+    assert!(
+        !out.contains("third-chunk"),
+        "tampered plaintext reached the guest: {out}"
+    );
+    assert!(
+        t.log()
+            .lines()
+            .any(|l| l.contains("disk-tamper") && l.contains("chunk=2")),
+        "{}",
+        t.log()
+    );
+
     for id in ["d2", "d3", "d4", "d5", "d6"] {
         assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);
         assert!(!dir.join(format!("state/vms/{id}/console.log")).exists());
