@@ -136,7 +136,7 @@ openssl pkey -in "$W/tenant.key" -pubout -out "$W/tenant.pem"
 echo '{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}' >"$W/policy.json"
 # The reservation: VIP, U, and what the tenant expects of the VM (docs/boot-server.md):
 # 64 MiB, 1 vCPU, no image, the tenant's management key and policy.
-echo "10.0.0.2 U-demo-0001 memory=64 vcpus=1 image=none management=tenant" >"$W/reservations"
+echo "10.0.0.2 U-demo-0001 memory=64 vcpus=1 image=none disk=none management=tenant" >"$W/reservations"
 "$BIN/tvpctl" inventory --expect "$W/expected.json" -o "$W/inventory.json" 2>/dev/null
 ok "tenant CA, boot server certificate ($NAME), workload signed ($(wc -c <"$W/tenant/hello.signed") bytes), host in inventory"
 

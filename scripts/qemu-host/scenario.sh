@@ -70,7 +70,7 @@ openssl pkey -in /tmp/tenant.key -pubout -out /tmp/tenant.pem
 POLICY='{"v": 1, "allowed_operations": ["pause", "resume", "power-off", "delete"], "reported_operations": ["*"], "on_tampering": "power-off"}'
 echo "$POLICY" >/tmp/policy.json
 # VIP, U, and what the tenant expects of the VM (docs/boot-server.md).
-echo "10.0.0.2 U-qemu memory=64 vcpus=1 image=none management=tenant" >/tmp/reservations
+echo "10.0.0.2 U-qemu memory=64 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations
 T=/opt/tvp/tenant
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations \
@@ -123,7 +123,7 @@ sed -n 's/.*"runtime_integrity_detail":"\([^"]*\)".*/  boot-server| runtime: \1/
 check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --ak /tmp/ak.pem --nonce $NONCE"
 # A real Linux kernel (this host's own, signed by the tenant) network-booted by the
 # firmware with the 64-bit boot protocol: its banner on the VM's console.
-echo "10.0.0.2 U-linux memory=160 vcpus=1 image=none management=tenant" >/tmp/reservations-linux
+echo "10.0.0.2 U-linux memory=160 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations-linux
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-linux \
     --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/linux.signed \
@@ -163,7 +163,7 @@ tvpctl vm delete linux-vm --token "$TOKEN" >/dev/null
 # next VM's attestation is refused by the tenant's boot server, naming that entry.
 tpm2_pcrreset -T device:/dev/tpmrm0 16 && echo "  root ran tpm2_pcrreset 16"
 grep ' /usr/bin/tpm2$' $IMA/ascii_runtime_measurements | sed 's/^/  IMA| /'
-echo "10.0.0.2 U-rogue memory=64 vcpus=1 image=none management=tenant" >/tmp/reservations-rogue
+echo "10.0.0.2 U-rogue memory=64 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations-rogue
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-rogue \
     --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/hello.signed \

@@ -128,6 +128,7 @@ fn main() {
                 len,
                 digest: header.image_digest,
             }),
+            disk: None,
         };
         let p = d.join("config.page");
         std::fs::write(&p, c.encode().expect("page")).expect("write");

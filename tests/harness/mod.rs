@@ -9,6 +9,7 @@
 //! with [`wait_vm`] or [`vm::poll`].
 
 pub mod guests;
+pub mod kms;
 pub mod netboot;
 pub mod phases;
 pub mod procfs;

@@ -303,8 +303,8 @@ pub struct BootServerBuilder<'a> {
     name: &'a str,
     reservations: String,
     /// Expectations appended to each `I U` reservation line: memory, vcpus, image,
-    /// management (`docs/boot-server.md`).
-    expect: [String; 4],
+    /// disk, management (`docs/boot-server.md`).
+    expect: [String; 5],
     max_failures: Option<u32>,
     ledger: Option<PathBuf>,
     inventory: PathBuf,
@@ -316,7 +316,8 @@ pub struct BootServerBuilder<'a> {
 impl BootServer {
     /// A boot server in `ns` for tenant `t` and host `h`: `t`'s certificate, pages
     /// trusting `t`'s CA, name [`NAME`], `h`'s inventory and firmware, `t`'s workload,
-    /// no reservations (expecting `memory=any vcpus=any image=any management=tenant`),
+    /// no reservations (expecting `memory=any vcpus=any image=any disk=any
+    /// management=tenant`),
     /// one connection.
     pub fn builder<'a>(ns: &'a NetNs, h: &Host, t: &'a TenantFiles) -> BootServerBuilder<'a> {
         BootServerBuilder {
@@ -325,7 +326,7 @@ impl BootServer {
             ca_of: t,
             name: NAME,
             reservations: String::new(),
-            expect: ["any", "any", "any", "tenant"].map(String::from),
+            expect: ["any", "any", "any", "any", "tenant"].map(String::from),
             max_failures: None,
             ledger: None,
             inventory: h.inventory.clone(),
@@ -355,7 +356,7 @@ impl BootServer {
 impl<'a> BootServerBuilder<'a> {
     /// The reservations, one `VIP U` a line (e.g. `"10.0.0.2 U-a\n"`); at start each
     /// such line gets the builder's expectations (`expect_*`). A line that states its
-    /// own (`VIP U memory=… vcpus=… image=… management=…`) is written as given.
+    /// own (`VIP U memory=… vcpus=… image=… disk=… management=…`) is written as given.
     pub fn reservations(mut self, text: &str) -> Self {
         self.reservations = text.to_string();
         self
@@ -380,9 +381,16 @@ impl<'a> BootServerBuilder<'a> {
         self
     }
 
+    /// Reservations expect this disk (its header's SHA-256, hex) in the page's disk
+    /// descriptor, or none with `None`.
+    pub fn expect_disk(mut self, header_sha256_hex: Option<&str>) -> Self {
+        self.expect[3] = header_sha256_hex.unwrap_or("none").to_string();
+        self
+    }
+
     /// Reservations accept any management key and policy (`management=any`).
     pub fn any_management(mut self) -> Self {
-        self.expect[3] = "any".into();
+        self.expect[4] = "any".into();
         self
     }
 
@@ -401,8 +409,10 @@ impl<'a> BootServerBuilder<'a> {
 
     /// The reservations file as written: `I U` lines completed with the expectations.
     fn reservations_file(&self) -> String {
-        let [memory, vcpus, image, management] = &self.expect;
-        let suffix = format!("memory={memory} vcpus={vcpus} image={image} management={management}");
+        let [memory, vcpus, image, disk, management] = &self.expect;
+        let suffix = format!(
+            "memory={memory} vcpus={vcpus} image={image} disk={disk} management={management}"
+        );
         self.reservations
             .lines()
             .map(|l| match l.split_whitespace().count() {

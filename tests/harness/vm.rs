@@ -90,6 +90,12 @@ impl VmSpec {
         self.set("image", json!({"path": path, "kms_socket": kms_socket}))
     }
 
+    /// An encrypted disk (served read-only over virtio-blk) and the key-management
+    /// socket to ask for its key.
+    pub fn disk(self, path: &str, kms_socket: &std::path::Path) -> VmSpec {
+        self.set("disk", json!({"path": path, "kms_socket": kms_socket}))
+    }
+
     /// Managed by `tenant`: its management key and policy replace the shared tenant's.
     pub fn managed_by(mut self, tenant: &Tenant) -> VmSpec {
         tenant.add_to_spec(&mut self.0);

@@ -1,7 +1,7 @@
 //! The boot server checks what the tenant's reservation states about the VM, and a
 //! reservation is spent only by a delivery (issue 15, items 2 and 5), end to end on
 //! real KVM, swtpm, TAP and the real firmware (`docs/boot-server.md`):
-//! - a VM whose memory size, image, management key or policy is not what its
+//! - a VM whose memory size, image, disk, management key or policy is not what its
 //!   reservation states is refused with that field named (report and firmware
 //!   console), and the VM as reserved still boots;
 //! - clients that know U and fail do not burn the reservation: the genuine VM boots
@@ -41,7 +41,7 @@ fn a_vm_whose_memory_management_key_or_policy_is_not_the_reservations_is_refused
         .expect_vcpus(1)
         .expect_image(None)
         .reservations(
-            "10.0.0.2 U-mem memory=128 vcpus=1 image=none management=tenant\n\
+            "10.0.0.2 U-mem memory=128 vcpus=1 image=none disk=none management=tenant\n\
              10.0.0.2 U-key\n10.0.0.2 U-pol\n10.0.0.2 U-ok\n",
         )
         .connections(4)
@@ -113,7 +113,7 @@ fn a_vm_given_an_image_the_reservation_does_not_name_is_refused_and_the_named_im
         .any_management()
         .expect_image(None)
         .reservations(&format!(
-            "10.0.0.2 U-none\n10.0.0.2 U-named memory=any vcpus=any image={digest} management=any\n"
+            "10.0.0.2 U-none\n10.0.0.2 U-named memory=any vcpus=any image={digest} disk=none management=any\n"
         ))
         .connections(2)
         .start();
@@ -131,6 +131,85 @@ fn a_vm_given_an_image_the_reservation_does_not_name_is_refused_and_the_named_im
 
     // A reservation naming this very image accepts it.
     let o = boot_spec(&h, &mut server, "i-2", &with_image("i-2", "U-named"));
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(o.workload_ran(), "{}", o.console);
+}
+
+/// Issue #17: the disk is in the page (its header's SHA-256), so the tenant's
+/// reservation states which disk its VM may be given. An administrator who gives the VM
+/// another disk (here: another of the tenant's encrypted disks, whose key the service
+/// releases) is refused at the page check naming `disk`; the reserved disk boots.
+#[test]
+fn a_vm_given_a_disk_the_reservation_does_not_name_is_refused_and_the_named_disk_boots() {
+    require!(Need::Netns, "swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let ns = NetNs::create("disk");
+    let dir = tempfile::tempdir().unwrap();
+    let disks = dir.path().join("disks");
+    std::fs::create_dir_all(&disks).unwrap();
+    tvp_tests::encrypted_image(&disks, &b"THE-TENANT-S-RESERVED-DISK".repeat(2000));
+    let d = |n: &str| disks.join(n).to_str().unwrap().to_string();
+    std::fs::write(d("other"), b"ANOTHER-DISK-OF-THE-TENANT".repeat(2000)).unwrap();
+    let tvpctl = |args: &[&str]| {
+        let o = std::process::Command::new(tvp_tests::bin("tvpctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    tvpctl(&[
+        "image",
+        "encrypt",
+        &d("other"),
+        &d("other.enc"),
+        "--kms-pub",
+        &d("kms.pub"),
+    ]);
+    let header = |f: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&tvpctl(&["--json", "image", "inspect", &d(f)])).unwrap();
+        v["header_digest"].as_str().unwrap().to_string()
+    };
+    let (reserved, other) = (header("img.enc"), header("other.enc"));
+    let h = host_with(&ns, dir.path(), &["--image-dir", disks.to_str().unwrap()]);
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&h.inventory).unwrap()).unwrap();
+    let kms = tvp_tests::kms::Kms::start(&disks, &disks.join("kms.key"), &inventory, "kms");
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = ca_of(&ten);
+    let mut server = BootServer::builder(&ns, &h, &ten)
+        .expect_image(None)
+        .expect_disk(Some(&reserved))
+        .reservations("10.0.0.2 U-other\n10.0.0.2 U-named\n")
+        .connections(2)
+        .start();
+    let with_disk = |id: &str, u: &str, disk: &str| vm_spec(id, u, &ca).disk(disk, &kms.socket);
+
+    // Another disk than the reserved one: refused naming the field and both digests.
+    let o = boot_spec(
+        &h,
+        &mut server,
+        "k-1",
+        &with_disk("k-1", "U-other", "other.enc"),
+    );
+    o.assert_refused("reservation-refused", 8, "config-mismatch:disk");
+    assert_eq!(o.report["field"], "disk", "{}", o.report);
+    assert_eq!(
+        o.report["expected"],
+        format!("disk header sha256 {reserved}")
+    );
+    assert_eq!(o.report["found"], format!("disk header sha256 {other}"));
+    assert!(o
+        .console
+        .contains("boot server: REFUSED config-mismatch:disk"));
+
+    // The reserved disk: delivered, the workload runs.
+    let o = boot_spec(
+        &h,
+        &mut server,
+        "k-2",
+        &with_disk("k-2", "U-named", "img.enc"),
+    );
     assert_eq!(o.report["event"], "delivered", "{}", o.report);
     assert!(o.workload_ran(), "{}", o.console);
 }

@@ -5,102 +5,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tvp_tests::vm::{eventually, expected_pcr23};
+use tvp_tests::kms::{tvpd_and_inventory, Kms, RELEASE_TO_ANY};
+use tvp_tests::vm::expected_pcr23;
 use tvp_tests::{bin, ended, nonce_hex, require, wait_vm, Swtpm, Tenant, Tvpd, VmSpec};
-
-struct Kms {
-    child: Child,
-    socket: PathBuf,
-}
-
-/// A release policy that lets every VM (and verification) have every image's key:
-/// the tests about the host's evidence, not about the VM.
-const RELEASE_TO_ANY: &str = "[[image]]\nimage_digest = \"any\"\ntenant_ca_sha256 = [\"any\"]\nmanagement_keys = [\"any\"]\npolicy_digests = [\"any\"]\nfirmware_sha256 = [\"any\"]\nallow_verify = true\n";
-
-impl Kms {
-    fn start(dir: &Path, key: &Path, inventory: &Value, name: &str) -> Kms {
-        Kms::start_with_policy(dir, key, inventory, RELEASE_TO_ANY, name)
-    }
-
-    fn start_with_policy(
-        dir: &Path,
-        key: &Path,
-        inventory: &Value,
-        release_policy: &str,
-        name: &str,
-    ) -> Kms {
-        Kms::start_with_stderr(dir, key, inventory, release_policy, name, Stdio::null())
-    }
-
-    /// A service whose decision log (stderr) goes to `<name>.log` in `dir`.
-    fn start_logged(dir: &Path, key: &Path, inventory: &Value, name: &str) -> (Kms, PathBuf) {
-        let log = dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).unwrap();
-        let kms = Kms::start_with_stderr(dir, key, inventory, RELEASE_TO_ANY, name, f.into());
-        (kms, log)
-    }
-
-    fn start_with_stderr(
-        dir: &Path,
-        key: &Path,
-        inventory: &Value,
-        release_policy: &str,
-        name: &str,
-        stderr: Stdio,
-    ) -> Kms {
-        let inv = dir.join(format!("{name}.json"));
-        std::fs::write(&inv, inventory.to_string()).unwrap();
-        let policy = dir.join(format!("{name}.toml"));
-        std::fs::write(&policy, release_policy).unwrap();
-        let socket = dir.join(format!("{name}.sock"));
-        let child = Command::new(bin("tvp-kms"))
-            .arg("--key")
-            .arg(key)
-            .arg("--inventory")
-            .arg(&inv)
-            .arg("--release-policy")
-            .arg(&policy)
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        assert!(
-            eventually(Duration::from_secs(10), Duration::from_millis(20), || {
-                UnixStream::connect(&socket).is_ok()
-            }),
-            "tvp-kms did not start"
-        );
-        Kms { child, socket }
-    }
-
-    fn call(&self, req: &Value) -> Value {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.write_all(format!("{req}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
-    }
-
-    fn nonce(&self) -> String {
-        self.call(&json!({"op": "nonce"}))["nonce"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-}
-
-impl Drop for Kms {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What a host sends for `nonce` (evidence over PCR 15, certified binding key).
 fn host_material(t: &Tvpd, quote_nonce: &str, certify_nonce: &str) -> (Value, Value) {
@@ -166,6 +77,7 @@ fn vm_use(ca: &[u8], fw: [u8; 32]) -> Value {
         server_name: "boot.tenant.example",
         ca_cert_der: ca,
         image: None,
+        disk: None,
     }
     .encode()
     .unwrap();
@@ -382,20 +294,6 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
         }
     }
     hits
-}
-
-/// A tvpd on `tpm` started with `flags`, and a key-management inventory that expects
-/// exactly this host and platform (its AK, EK and the platform PCR it will show).
-fn tvpd_and_inventory(tpm: &Swtpm, dir: &Path, flags: &[&str]) -> (Tvpd, Value) {
-    let (code, expected, err) =
-        Tvpd::run_once(tpm, dir, &[flags, &["--print-expected-pcrs"]].concat());
-    assert_eq!(code, 0, "{err}");
-    let expected: Value = serde_json::from_str(&expected).unwrap();
-    let t = Tvpd::start(tpm, dir, flags);
-    let h = t.api_json("GET", "/v1/host", None);
-    let inventory = json!({"hosts": [{"host_id": h["host_id"], "ak_public_pem": h["ak_public_pem"],
-        "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
-    (t, inventory)
 }
 
 #[test]

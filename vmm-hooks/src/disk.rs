@@ -2,10 +2,13 @@
 //! and its key through a pipe (as for the workload image, `crate::image`); the header
 //! is parsed and the key checked against chunk 0 before the guest starts, so a wrong
 //! key or a foreign file ends the VM before its first instruction instead of failing
-//! every read.
+//! every read. The header must be the one the configuration page's disk descriptor
+//! names (its digest, which every chunk's associated data holds, and the plaintext
+//! length): the measured page says exactly which disk the guest reads.
 
 use std::io::BufReader;
 
+use tvp_abi::config::DiskRef;
 use tvp_image::chunk::ChunkOpener;
 use tvp_image::stream::{read_header, TAG_LEN};
 use zeroize::Zeroizing;
@@ -26,10 +29,21 @@ fn bad(m: impl Into<String>) -> VmmError {
     VmmError::Image(format!("disk: {}", m.into()))
 }
 
-/// Opens the disk: header parsed, key read (and its pipe closed), chunk 0 authenticated.
-pub fn open(input: &DiskInput) -> Result<EncryptedDisk, VmmError> {
+/// Opens the disk the page's descriptor `expected` names: header parsed and compared
+/// with the descriptor, key read (and its pipe closed), chunk 0 authenticated.
+pub fn open(input: &DiskInput, expected: &DiskRef) -> Result<EncryptedDisk, VmmError> {
     let file = crate::image::inherited(input.fd, "disk image")?;
     let header = read_header(&mut BufReader::new(&file)).map_err(|e| bad(e.to_string()))?;
+    let digest = header.digest();
+    if digest != expected.header_digest || header.plaintext_len != expected.len {
+        return Err(bad(format!(
+            "the disk's header (SHA-256 {}, {} bytes) is not the one the configuration page's disk descriptor names (SHA-256 {}, {} bytes): another disk?",
+            hex::encode(digest),
+            header.plaintext_len,
+            hex::encode(expected.header_digest),
+            expected.len
+        )));
+    }
     let key = crate::image::read_key(input.key_fd)?;
     let opener = ChunkOpener::new(&header, &key).map_err(|e| bad(e.to_string()))?;
     let span = opener

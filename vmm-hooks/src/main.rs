@@ -393,6 +393,7 @@ fn config_page(
         server_name,
         ca_cert_der: &der,
         image: None,
+        disk: None,
     };
     cfg.encode().map_err(|e| e.to_string())
 }

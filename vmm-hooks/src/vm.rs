@@ -281,10 +281,32 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         ),
         None => None,
     };
-    // The disk: header, key and chunk 0 checked now, before anything runs.
-    let disk = match &opts.disk {
-        Some(input) => Some(crate::disk::open(input)?),
-        None => None,
+    // The disk: header (against the page's descriptor), key and chunk 0 checked now,
+    // before anything runs.
+    let disk = match (&opts.disk, cfg.disk) {
+        (None, None) => None,
+        (Some(input), Some(r)) => match crate::disk::open(input, &r) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // tvpd learns why, as for an image that fails to load.
+                let _ = tx.send(&VmmMessage::Exited {
+                    reason: ExitReason::SetupFailed,
+                    exit_code: exit_code::SETUP_FAILED,
+                    detail: e.to_string(),
+                });
+                return Err(e);
+            }
+        },
+        (None, Some(_)) => {
+            return Err(VmmError::Image(
+                "disk: the configuration page names a disk but none was passed (--disk-fd)".into(),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(VmmError::Image(
+                "disk: a disk was passed but the configuration page has no disk descriptor".into(),
+            ))
+        }
     };
     let firmware = read_file(&opts.firmware, FIRMWARE_MAX.min(mem_size))?;
 

@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
+use tvp_abi::config::DiskRef;
 
 const CHUNK: usize = 4096;
 
@@ -55,11 +56,34 @@ fn run(dir: &Path, disk: &[u8], key: [u8; 32]) -> (Option<i32>, String, String) 
     run_guest("blk", dir, disk, key)
 }
 
+/// The disk descriptor of the encrypted image `disk` (what tvpd writes into the page).
+fn descriptor(disk: &[u8]) -> DiskRef {
+    let h = tvp_image::stream::read_header(&mut Cursor::new(disk)).unwrap();
+    DiskRef {
+        len: h.plaintext_len,
+        header_digest: h.digest(),
+    }
+}
+
 /// Runs guest `name` standalone with `disk` as descriptor 4 and `key` through a pipe as
-/// descriptor 5; returns (exit code, stderr, console).
+/// descriptor 5, its page naming that disk; returns (exit code, stderr, console).
 fn run_guest(name: &str, dir: &Path, disk: &[u8], key: [u8; 32]) -> (Option<i32>, String, String) {
+    run_guest_page(name, dir, disk, key, Some(descriptor(disk)))
+}
+
+/// [`run_guest`] with the page's disk descriptor `named` (`None`: the page names none).
+fn run_guest_page(
+    name: &str,
+    dir: &Path,
+    disk: &[u8],
+    key: [u8; 32],
+    named: Option<DiskRef>,
+) -> (Option<i32>, String, String) {
     let fw = build_guest(name, dir);
-    let page = write_config(dir, b"U-disk");
+    let page = dir.join("config.page");
+    let mut c = config(b"U-disk");
+    c.disk = named;
+    std::fs::write(&page, c.encode().unwrap()).unwrap();
     let console = dir.join("console.log");
     let f = dir.join("disk.img");
     std::fs::write(&f, disk).unwrap();
@@ -147,6 +171,36 @@ fn a_disk_with_the_wrong_key_stops_the_vm_before_it_starts() {
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("wrong key"), "{stderr}");
     assert!(!console.contains("R0"), "{console}");
+}
+
+/// The page measures which disk the guest reads: tvp-vmm serves only the disk its
+/// descriptor names, and no disk the page does not name.
+#[test]
+fn a_disk_the_page_does_not_name_stops_the_vm_before_it_starts() {
+    require!(Need::Kvm);
+    let (disk, _, key) = encrypted();
+    let (other, _, _) = encrypted();
+    let right = descriptor(&disk);
+    for (named, want) in [
+        (
+            Some(descriptor(&other)),
+            "not the one the configuration page's disk descriptor names",
+        ),
+        (
+            Some(DiskRef {
+                len: right.len + 1,
+                ..right
+            }),
+            "not the one the configuration page's disk descriptor names",
+        ),
+        (None, "the configuration page has no disk descriptor"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, stderr, console) = run_guest_page("blk", dir.path(), &disk, key, named);
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(stderr.contains(want), "{want}: {stderr}");
+        assert!(!console.contains("R0"), "{console}");
+    }
 }
 
 #[test]

@@ -212,7 +212,7 @@ impl Tenant {
         // Lines "I U"; these boots check no expectation beyond U, I, CA and name.
         let lines: String = reservations
             .lines()
-            .map(|l| format!("{l} memory=any vcpus=any image=any management=any\n"))
+            .map(|l| format!("{l} memory=any vcpus=any image=any disk=any management=any\n"))
             .collect();
         let res = Reservations::parse(&lines).unwrap();
         let listener = ns.listen("10.0.0.1:8443");

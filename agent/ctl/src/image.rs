@@ -217,14 +217,16 @@ fn encrypt_cmd(
             "output": output.display().to_string(), "plaintext_len": h.plaintext_len,
             "chunk_size": h.chunk_size, "chunk_count": h.chunk_count,
             "image_digest": hex::encode(h.image_digest), "key_id": hex::encode(h.key_id),
+            "header_digest": hex::encode(h.digest()),
         });
         println!("{v:#}");
     } else {
         eprintln!(
-            "encrypted {} bytes in {} chunks; image digest {}",
+            "encrypted {} bytes in {} chunks; image digest {}; header digest {} (a disk's, for disk=)",
             h.plaintext_len,
             h.chunk_count,
-            hex::encode(h.image_digest)
+            hex::encode(h.image_digest),
+            hex::encode(h.digest())
         );
     }
     Ok(())
@@ -239,7 +241,7 @@ fn inspect(input: &Path, json: bool) -> Result<(), i32> {
         "format": "TVPENC01", "algorithm": "AES-256-GCM", "chunk_size": h.chunk_size,
         "plaintext_len": h.plaintext_len, "chunk_count": h.chunk_count,
         "image_digest": hex::encode(h.image_digest), "key_id": hex::encode(h.key_id),
-        "wrapped_key_len": h.wrapped_key.len(),
+        "wrapped_key_len": h.wrapped_key.len(), "header_digest": hex::encode(h.digest()),
     });
     if json {
         println!("{v:#}");
@@ -250,6 +252,10 @@ fn inspect(input: &Path, json: bool) -> Result<(), i32> {
             h.plaintext_len, h.chunk_count, h.chunk_size
         );
         println!("  image digest:  {}", hex::encode(h.image_digest));
+        println!(
+            "  header digest: {} (as a disk: the page's disk descriptor, reservation disk=)",
+            hex::encode(h.digest())
+        );
         println!("  wrapped to:    key {}", hex::encode(h.key_id));
     }
     Ok(())
@@ -296,6 +302,7 @@ fn decrypt_cmd(input: &Path, output: &Path, kms_key: &Path, how: Out) -> Result<
                 let v = serde_json::json!({
                     "output": output.display().to_string(), "plaintext_len": h.plaintext_len,
                     "chunk_count": h.chunk_count, "image_digest": hex::encode(h.image_digest),
+                    "header_digest": hex::encode(h.digest()),
                     "verified": true,
                 });
                 println!("{v:#}");

@@ -12,7 +12,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tvp_abi::config::{self, ImageRef};
+use tvp_abi::config::{self, DiskRef, ImageRef};
 use tvp_audit::encode::Encoder;
 use tvp_audit::policy::{management_digest, TenantPolicy};
 use tvp_audit::TenantKey;
@@ -74,6 +74,11 @@ impl VmDescription {
     /// The image descriptor of the page (the image the VM loads), if any.
     pub fn image(&self) -> Option<ImageRef> {
         config::decode(&self.page).ok()?.image
+    }
+
+    /// The disk descriptor of the page (the encrypted disk the VM is served), if any.
+    pub fn disk(&self) -> Option<DiskRef> {
+        config::decode(&self.page).ok()?.disk
     }
 
     /// The management binding digest (the seventh PCR 23 event).
@@ -193,6 +198,7 @@ mod tests {
             server_name: "boot",
             ca_cert_der: ca,
             image: None,
+            disk: None,
         }
         .encode()
         .unwrap()
@@ -221,6 +227,32 @@ mod tests {
             assert_ne!(u.parse().unwrap().digest(), d);
         }
         assert_ne!(policy_digest(&p), policy_digest(&p2));
+    }
+
+    #[test]
+    fn the_described_vm_s_disk_is_the_page_s_and_changes_the_digest() {
+        let p = policy();
+        let plain = KeyUse::vm(&page(&CA1), [1; 32], KEY, &p).unwrap();
+        let Ok(ParsedUse::Vm(vm)) = plain.parse() else {
+            panic!("a VM")
+        };
+        assert_eq!(vm.disk(), None);
+        let disk = DiskRef {
+            len: 4096,
+            header_digest: [7; 32],
+        };
+        let base = page(&CA1);
+        let mut c = config::decode(&base).unwrap();
+        c.disk = Some(disk);
+        let with_disk = KeyUse::vm(&c.encode().unwrap(), [1; 32], KEY, &p).unwrap();
+        let Ok(ParsedUse::Vm(vm)) = with_disk.parse() else {
+            panic!("a VM")
+        };
+        assert_eq!(vm.disk(), Some(disk));
+        assert_ne!(
+            with_disk.parse().unwrap().digest(),
+            plain.parse().unwrap().digest()
+        );
     }
 
     #[test]

@@ -248,14 +248,19 @@ impl Kms {
             ));
         }
         if let ParsedUse::Vm(vm) = &key_use {
-            match vm.image() {
-                Some(i) if i.digest == header.image_digest && i.len == header.plaintext_len => {}
-                _ => {
-                    return Err(refuse(
-                        "vm-description",
-                        "the VM's configuration page does not load this image (its image descriptor differs from the header's digest and length)",
-                    ))
-                }
+            // The page names this image as the one it loads, or as its disk: the key
+            // goes only to a VM whose measured page says which image it receives.
+            let loads = vm
+                .image()
+                .is_some_and(|i| i.digest == header.image_digest && i.len == header.plaintext_len);
+            let serves = vm.disk().is_some_and(|d| {
+                d.header_digest == header.digest() && d.len == header.plaintext_len
+            });
+            if !loads && !serves {
+                return Err(refuse(
+                    "vm-description",
+                    "the VM's configuration page neither loads this image (its image descriptor differs from the header's digest and length) nor serves it as its disk (its disk descriptor differs from the header's SHA-256 and length)",
+                ));
             }
         }
         self.policy.check(&header.image_digest, &key_use)?;

@@ -141,7 +141,8 @@ impl From<crate::vm::VmError> for ApiError {
             V::Stopping(_) => ApiError::new(409, "stopping", e.to_string()),
             V::NotSupported(_) => ApiError::new(501, "not_supported", e.to_string()),
             V::Image(i) => match i {
-                crate::vm::image::ImageError::Path { .. } => {
+                crate::vm::image::ImageError::Path { .. }
+                | crate::vm::image::ImageError::PlaintextDisk { .. } => {
                     ApiError::invalid_argument(i.to_string())
                 }
                 crate::vm::image::ImageError::Rejected { .. } => {

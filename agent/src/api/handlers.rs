@@ -138,8 +138,12 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
                 state.vms.kms_socket_dir(),
             )
             .map_err(ApiError::invalid_argument)?;
-            let image = crate::vm::image::resolve(state.vms.image_dir(), &image.to_string_lossy())
-                .map_err(crate::vm::VmError::from)?;
+            let image = crate::vm::image::resolve(
+                crate::vm::image::IMAGE,
+                state.vms.image_dir(),
+                &image.to_string_lossy(),
+            )
+            .map_err(crate::vm::VmError::from)?;
             let releaser = crate::image_release::Releaser {
                 tpm: state.tpm.clone(),
                 binding_key: state.binding_key.clone(),

@@ -116,7 +116,7 @@ config_keys! {
     tap_prefix: String = "tvp".into(), flag String [value_name = "PREFIX"];
     /// Bridge every VM's TAP device is attached to; unset = left for the cloud manager.
     vm_bridge: Option<String> = None, flag String [value_name = "BRIDGE"];
-    /// The only directory tvpd opens VM images in (POST /v1/vms image, POST /v1/images/verify).
+    /// The only directory tvpd opens VM images and disks in (POST /v1/vms image and disk, POST /v1/images/verify).
     image_dir: PathBuf = PathBuf::from("/var/lib/tvp/images"), flag PathBuf [value_name = "DIR"];
     /// User each tvp-vmm drops to once its devices and files are open: a user name (its primary group) or UID:GID; unset = the VMMs keep running as root (warned).
     vmm_user: Option<String> = None, flag String [value_name = "USER"];

@@ -9,6 +9,11 @@
 //! which measures the image into PCR 23. The VMM decrypts while loading and refuses to
 //! start the guest unless every chunk authenticates and the plaintext hashes to the
 //! descriptor's digest.
+//!
+//! A VM's `disk` (the same shape) goes the same way ([`prepare_disk`]): it must be an
+//! encrypted image, its descriptor in the page is its plaintext length and header
+//! digest, its key is released for the page that names it, and tvp-vmm serves it
+//! read-only over virtio-blk, authenticating and decrypting each chunk on read.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,14 +21,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tvp_abi::config::ImageRef;
+use tvp_abi::config::{DiskRef, ImageRef};
 use tvp_image::stream::read_header;
-use tvp_image::ImageKey;
+use tvp_image::{ImageHeader, ImageKey};
 use tvp_kms::KeyUse;
 
 use crate::image_release::{ReleaseError, Releaser};
 
-/// `image` of `POST /v1/vms`.
+/// `image` (and `disk`) of `POST /v1/vms`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageSpec {
@@ -34,18 +39,84 @@ pub struct ImageSpec {
     pub kms_socket: Option<String>,
 }
 
+/// The request field an image file comes from: `image` or `disk`.
+pub type Field = &'static str;
+/// `image` of the create request.
+pub const IMAGE: Field = "image";
+/// `disk` of the create request.
+pub const DISK: Field = "disk";
+
 /// Why an image cannot be used; each fails the create request with this reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// The path is outside `image_dir`, missing, or not a regular file.
-    #[error("image {path}: {reason}")]
-    Path { path: String, reason: String },
+    #[error("{field} {path}: {reason}")]
+    Path {
+        field: Field,
+        path: String,
+        reason: String,
+    },
     /// The image is refused (plaintext without the policy, bad header, too big).
-    #[error("image {path}: {reason}")]
-    Rejected { path: String, reason: String },
+    #[error("{field} {path}: {reason}")]
+    Rejected {
+        field: Field,
+        path: String,
+        reason: String,
+    },
+    /// A disk that is not an encrypted tvp image: tvp-vmm serves only encrypted disks.
+    #[error("disk {path}: not an encrypted tvp image (TVPENC01); tvp-vmm serves only encrypted disks, whose every chunk it authenticates on read (policy.allow_plaintext_images governs the image only; encrypt it with tvpctl image encrypt)")]
+    PlaintextDisk { path: String },
     /// The key was not released (or the TPM would not unwrap it).
     #[error(transparent)]
     Release(#[from] ReleaseError),
+}
+
+/// An encrypted image whose key is still to be obtained: its service and header.
+pub struct Sealed {
+    kms: PathBuf,
+    header: Vec<u8>,
+}
+
+impl Sealed {
+    /// Obtain the key from the tenant's service for the VM `key_use` describes; returns
+    /// it with the digest the release's quote committed to.
+    fn obtain(
+        self,
+        releaser: &Releaser,
+        key_use: &KeyUse,
+    ) -> Result<(ImageKey, [u8; 32]), ImageError> {
+        Ok(releaser.obtain_key(&self.kms, &self.header, key_use)?)
+    }
+}
+
+/// Everything the VMM needs for the disk.
+pub struct PreparedDisk {
+    /// The encrypted disk file, at offset 0.
+    pub file: File,
+    /// Its key (wiped on drop) once obtained.
+    pub key: Option<ImageKey>,
+    /// Its key-management service and header, until its key is obtained.
+    pub sealed: Option<Sealed>,
+    /// The descriptor for the configuration page.
+    pub disk_ref: DiskRef,
+}
+
+impl PreparedDisk {
+    /// Obtain the disk's key from the tenant's service for the VM `key_use` describes
+    /// (the one whose page carries this disk's descriptor). Returns the digest the
+    /// release's quote committed to, which that VM's measurement must match.
+    pub fn obtain_key(
+        &mut self,
+        releaser: &Releaser,
+        key_use: &KeyUse,
+    ) -> Result<Option<[u8; 32]>, ImageError> {
+        let Some(sealed) = self.sealed.take() else {
+            return Ok(None);
+        };
+        let (key, bound) = sealed.obtain(releaser, key_use)?;
+        self.key = Some(key);
+        Ok(Some(bound))
+    }
 }
 
 /// Everything the VMM needs for the image.
@@ -57,7 +128,7 @@ pub struct PreparedImage {
     pub key: Option<ImageKey>,
     /// An encrypted image's key-management service and header, until its key is
     /// obtained.
-    pub sealed: Option<(PathBuf, Vec<u8>)>,
+    pub sealed: Option<Sealed>,
     /// The descriptor for the configuration page.
     pub image_ref: ImageRef,
 }
@@ -72,10 +143,10 @@ impl PreparedImage {
         releaser: &Releaser,
         key_use: &KeyUse,
     ) -> Result<Option<[u8; 32]>, ImageError> {
-        let Some((kms, header)) = self.sealed.take() else {
+        let Some(sealed) = self.sealed.take() else {
             return Ok(None);
         };
-        let (key, bound) = releaser.obtain_key(&kms, &header, key_use)?;
+        let (key, bound) = sealed.obtain(releaser, key_use)?;
         self.key = Some(key);
         Ok(Some(bound))
     }
@@ -83,8 +154,9 @@ impl PreparedImage {
 
 /// Resolve `path` inside `image_dir`: relative paths are taken from it, and the
 /// canonical result (symbolic links followed) must lie inside it.
-pub fn resolve(image_dir: &Path, path: &str) -> Result<PathBuf, ImageError> {
+pub fn resolve(field: Field, image_dir: &Path, path: &str) -> Result<PathBuf, ImageError> {
     let err = |reason: String| ImageError::Path {
+        field,
         path: path.to_string(),
         reason,
     };
@@ -110,6 +182,76 @@ pub fn resolve(image_dir: &Path, path: &str) -> Result<PathBuf, ImageError> {
     Ok(full)
 }
 
+/// An image file opened inside `image_dir`, at offset 0, with its header if it is an
+/// encrypted tvp image (`TVPENC01`).
+fn open(
+    field: Field,
+    spec: &ImageSpec,
+    image_dir: &Path,
+) -> Result<(File, Option<ImageHeader>), ImageError> {
+    let path = resolve(field, image_dir, &spec.path)?;
+    let rejected = |reason: String| ImageError::Rejected {
+        field,
+        path: spec.path.clone(),
+        reason,
+    };
+    let mut file = File::open(&path).map_err(|e| rejected(e.to_string()))?;
+    let mut magic = [0u8; 8];
+    let n = file.read(&mut magic).map_err(|e| rejected(e.to_string()))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| rejected(e.to_string()))?;
+    let header = if n == 8 && &magic == tvp_image::header::MAGIC {
+        let h = read_header(&mut file).map_err(|e| rejected(e.to_string()))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| rejected(e.to_string()))?;
+        Some(h)
+    } else {
+        None
+    };
+    Ok((file, header))
+}
+
+/// An encrypted image's key, to be obtained from `spec.kms_socket` (required).
+fn sealed(field: Field, spec: &ImageSpec, header: &ImageHeader) -> Result<Sealed, ImageError> {
+    let kms = spec
+        .kms_socket
+        .as_deref()
+        .ok_or_else(|| ImageError::Rejected {
+            field,
+            path: spec.path.clone(),
+            reason: "encrypted image: kms_socket (the key-management service) is required".into(),
+        })?;
+    Ok(Sealed {
+        kms: PathBuf::from(kms),
+        header: header.encode(),
+    })
+}
+
+/// Open the VM's disk and compute its descriptor from the header (its key is obtained
+/// later, for the finished page). Only encrypted images are disks.
+pub fn prepare_disk(spec: &ImageSpec, image_dir: &Path) -> Result<PreparedDisk, ImageError> {
+    let (file, header) = open(DISK, spec, image_dir)?;
+    let header = header.ok_or_else(|| ImageError::PlaintextDisk {
+        path: spec.path.clone(),
+    })?;
+    if header.plaintext_len == 0 {
+        return Err(ImageError::Rejected {
+            field: DISK,
+            path: spec.path.clone(),
+            reason: "the disk is empty (0 plaintext bytes)".into(),
+        });
+    }
+    Ok(PreparedDisk {
+        sealed: Some(sealed(DISK, spec, &header)?),
+        file,
+        key: None,
+        disk_ref: DiskRef {
+            len: header.plaintext_len,
+            header_digest: header.digest(),
+        },
+    })
+}
+
 /// Open and classify the image for a VM of `mem_size` bytes and compute its
 /// descriptor (an encrypted image's from its header; its key is obtained later, for the
 /// finished page). Plaintext images need `allow_plaintext`.
@@ -119,25 +261,15 @@ pub fn prepare(
     mem_size: u64,
     allow_plaintext: bool,
 ) -> Result<PreparedImage, ImageError> {
-    let path = resolve(image_dir, &spec.path)?;
     let rejected = |reason: String| ImageError::Rejected {
+        field: IMAGE,
         path: spec.path.clone(),
         reason,
     };
-    let mut file = File::open(&path).map_err(|e| rejected(e.to_string()))?;
-    let mut magic = [0u8; 8];
-    let n = file.read(&mut magic).map_err(|e| rejected(e.to_string()))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|e| rejected(e.to_string()))?;
-    let (sealed, len, digest) = if n == 8 && &magic == tvp_image::header::MAGIC {
-        let header = read_header(&mut file).map_err(|e| rejected(e.to_string()))?;
-        let kms = spec.kms_socket.as_deref().ok_or_else(|| {
-            rejected("encrypted image: kms_socket (the key-management service) is required".into())
-        })?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| rejected(e.to_string()))?;
+    let (mut file, header) = open(IMAGE, spec, image_dir)?;
+    let (sealed, len, digest) = if let Some(header) = header {
         (
-            Some((PathBuf::from(kms), header.encode())),
+            Some(sealed(IMAGE, spec, &header)?),
             header.plaintext_len,
             header.image_digest,
         )
@@ -201,10 +333,17 @@ mod tests {
         std::fs::write(images.join("a.img"), b"x").unwrap();
         std::fs::write(d.path().join("secret"), b"x").unwrap();
         std::os::unix::fs::symlink(d.path().join("secret"), images.join("link")).unwrap();
-        assert!(resolve(&images, "a.img").is_ok());
-        assert!(resolve(&images, images.join("a.img").to_str().unwrap()).is_ok());
+        assert!(resolve(IMAGE, &images, "a.img").is_ok());
+        assert!(resolve(IMAGE, &images, images.join("a.img").to_str().unwrap()).is_ok());
         for bad in ["../secret", "/etc/passwd", "link", "missing", "."] {
-            assert!(resolve(&images, bad).is_err(), "{bad}");
+            assert!(resolve(DISK, &images, bad).is_err(), "{bad}");
         }
+        // A disk must be encrypted, whatever the policy says about images.
+        let spec = ImageSpec {
+            path: "a.img".into(),
+            kms_socket: None,
+        };
+        let e = prepare_disk(&spec, &images).err().unwrap();
+        assert!(matches!(e, ImageError::PlaintextDisk { .. }), "{e}");
     }
 }

@@ -54,6 +54,10 @@ pub struct CreateVmRequest {
     /// A workload image the VMM loads into guest memory (`vm/image.rs`).
     #[serde(default)]
     pub image: Option<super::image::ImageSpec>,
+    /// The tenant's encrypted disk, served read-only over virtio-blk (`vm/image.rs`):
+    /// the same shape as `image`, an encrypted tvp image only.
+    #[serde(default)]
+    pub disk: Option<super::image::ImageSpec>,
     /// The tenant's management public key (PEM SubjectPublicKeyInfo, Ed25519 or P-256):
     /// every restricted operation on the VM needs a token it signed.
     pub management_public_key: String,
@@ -139,14 +143,18 @@ pub fn check_kms_socket(
 }
 
 impl CreateVmRequest {
-    /// `image.kms_socket`, if given, against `kms_socket_dir` ([`check_kms_socket`]).
+    /// `image.kms_socket` and `disk.kms_socket`, if given, against `kms_socket_dir`
+    /// ([`check_kms_socket`]).
     pub fn check_kms_socket(&self, kms_socket_dir: &std::path::Path) -> Result<(), String> {
-        match self.image.as_ref().and_then(|i| i.kms_socket.as_deref()) {
-            Some(k) => {
-                check_kms_socket("image.kms_socket", std::path::Path::new(k), kms_socket_dir)
+        for (field, spec) in [
+            ("image.kms_socket", &self.image),
+            ("disk.kms_socket", &self.disk),
+        ] {
+            if let Some(k) = spec.as_ref().and_then(|i| i.kms_socket.as_deref()) {
+                check_kms_socket(field, std::path::Path::new(k), kms_socket_dir)?;
             }
-            None => Ok(()),
         }
+        Ok(())
     }
 
     /// Check every field.
@@ -242,7 +250,7 @@ impl CreateVmRequest {
             deadline,
             request: self,
         };
-        spec.page(0, [0; 32], None)
+        spec.page(0, [0; 32], None, None)
             .map_err(|e| bad("configuration", e))?;
         Ok(spec)
     }
@@ -274,6 +282,7 @@ impl ValidSpec {
         time_unix_secs: u64,
         seed: [u8; 32],
         image: Option<tvp_abi::config::ImageRef>,
+        disk: Option<tvp_abi::config::DiskRef>,
     ) -> Result<[u8; 4096], String> {
         let c = tvp_abi::config::Config {
             vip: self.vip,
@@ -290,6 +299,7 @@ impl ValidSpec {
             server_name: &self.request.boot_server_name,
             ca_cert_der: &self.ca_der,
             image,
+            disk,
         };
         c.encode().map_err(|e| e.to_string())
     }
@@ -337,11 +347,38 @@ mod tests {
             attestation_deadline_secs: 60,
             phase_deadlines_secs: Default::default(),
             image: None,
+            disk: None,
             management_public_key: tvp_audit::token::TenantSigner::generate_ed25519()
                 .public()
                 .to_pem(),
             policy: crate::vm::management::tests::policy_json(),
         }
+    }
+
+    #[test]
+    fn the_disk_s_kms_socket_is_confined_and_named() {
+        let dir = std::path::Path::new("/run/tvp/kms");
+        let mut r = sample();
+        r.disk = Some(crate::vm::image::ImageSpec {
+            path: "disk.enc".into(),
+            kms_socket: Some("/run/tvp/kms/t.sock".into()),
+        });
+        assert!(r.check_kms_socket(dir).is_ok());
+        r.disk = Some(crate::vm::image::ImageSpec {
+            path: "disk.enc".into(),
+            kms_socket: Some("/tmp/k.sock".into()),
+        });
+        let e = r.check_kms_socket(dir).unwrap_err();
+        assert!(e.starts_with("disk.kms_socket: "), "{e}");
+        // The request carries it through serde as `disk`, unknown fields still refused.
+        let v: CreateVmRequest = serde_json::from_value(serde_json::json!({
+            "id": "a", "vip": "10.0.0.2/24", "mac": "02:00:00:00:00:01", "auth_code": "U",
+            "boot_server": "10.0.0.1:1", "boot_server_name": "b", "tenant_ca_pem": "",
+            "management_public_key": "", "policy": {},
+            "disk": {"path": "d.enc", "kms_socket": "/run/tvp/kms/t.sock"}
+        }))
+        .unwrap();
+        assert_eq!(v.disk.unwrap().path, "d.enc");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A reservation's expectations against what the VM presents: its configuration page
-//! (memory, vCPUs, image descriptor) before attestation, and its management binding
+//! (memory, vCPUs, image and disk descriptors) before attestation, and its management binding
 //! (the management event of the verified evidence) after. A mismatch names the field,
 //! so the report and the firmware's console say what differs.
 
@@ -11,7 +11,7 @@ use tvp_abi::config::Config;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: the reservation expects {expected}, the VM has {found}")]
 pub struct Mismatch {
-    /// `memory`, `vcpus`, `image`, `management-key` or `policy`.
+    /// `memory`, `vcpus`, `image`, `disk`, `management-key` or `policy`.
     pub field: &'static str,
     /// What the reservation states.
     pub expected: String,
@@ -48,8 +48,15 @@ fn show_image(i: &Option<[u8; 32]>) -> String {
     })
 }
 
-/// The page's memory size, vCPUs and image against the reservation. The page itself
-/// is bound to the quote through PCR 23, so these checks hold once attestation passes.
+fn show_disk(d: &Option<[u8; 32]>) -> String {
+    d.map_or("no disk".into(), |d| {
+        format!("disk header sha256 {}", hex::encode(d))
+    })
+}
+
+/// The page's memory size, vCPUs, image and disk against the reservation. The page
+/// itself is bound to the quote through PCR 23, so these checks hold once attestation
+/// passes.
 pub fn check_page(expect: &Expectations, page: &Config<'_>) -> Result<(), Mismatch> {
     differs("memory", &expect.memory_mib, page.mem_size_mib, |m| {
         format!("{m} MiB")
@@ -60,6 +67,12 @@ pub fn check_page(expect: &Expectations, page: &Config<'_>) -> Result<(), Mismat
         &expect.image,
         page.image.map(|i| i.digest),
         show_image,
+    )?;
+    differs(
+        "disk",
+        &expect.disk,
+        page.disk.map(|d| d.header_digest),
+        show_disk,
     )
 }
 
@@ -135,6 +148,14 @@ mod tests {
     }
 
     fn page(mem: u32, image: Option<[u8; 32]>) -> ([u8; 4096], Vec<u8>) {
+        page_disk(mem, image, None)
+    }
+
+    fn page_disk(
+        mem: u32,
+        image: Option<[u8; 32]>,
+        disk: Option<[u8; 32]>,
+    ) -> ([u8; 4096], Vec<u8>) {
         let ca = vec![0x30, 0x03, 0x02, 0x01, 0x01];
         let cfg = Config {
             vip: [10, 0, 0, 2],
@@ -155,6 +176,10 @@ mod tests {
                 len: 4096,
                 digest,
             }),
+            disk: disk.map(|header_digest| tvp_abi::config::DiskRef {
+                len: 1 << 20,
+                header_digest,
+            }),
         };
         (cfg.encode().unwrap(), ca)
     }
@@ -166,7 +191,12 @@ mod tests {
 
     #[test]
     fn each_page_field_is_named_when_it_differs() {
-        let e = check("memory=128 vcpus=any image=any management=any", 64, None).unwrap_err();
+        let e = check(
+            "memory=128 vcpus=any image=any disk=any management=any",
+            64,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(
             (e.field, e.code().as_str()),
             ("memory", "config-mismatch:memory")
@@ -175,42 +205,86 @@ mod tests {
             e.to_string(),
             "memory: the reservation expects 128 MiB, the VM has 64 MiB"
         );
-        let e = check("memory=any vcpus=2 image=any management=any", 64, None).unwrap_err();
+        let e = check(
+            "memory=any vcpus=2 image=any disk=any management=any",
+            64,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "vcpus");
         // An image where the tenant expects none, another image, none where one is expected.
         let d = "11".repeat(32);
         let e = check(
-            "memory=64 vcpus=1 image=none management=any",
+            "memory=64 vcpus=1 image=none disk=any management=any",
             64,
             Some([2; 32]),
         );
         assert_eq!(e.unwrap_err().field, "image");
         let e = check(
-            &format!("memory=64 vcpus=1 image={d} management=any"),
+            &format!("memory=64 vcpus=1 image={d} disk=any management=any"),
             64,
             Some([2; 32]),
         );
         assert_eq!(e.unwrap_err().field, "image");
         let e = check(
-            &format!("memory=64 vcpus=1 image={d} management=any"),
+            &format!("memory=64 vcpus=1 image={d} disk=any management=any"),
             64,
             None,
         );
         assert_eq!(e.unwrap_err().found, "no image");
         // What the reservation states, and `any`.
         check(
-            &format!("memory=64 vcpus=1 image={d} management=any"),
+            &format!("memory=64 vcpus=1 image={d} disk=any management=any"),
             64,
             Some([0x11; 32]),
         )
         .unwrap();
-        check("memory=64 vcpus=1 image=none management=any", 64, None).unwrap();
         check(
-            "memory=any vcpus=any image=any management=any",
+            "memory=64 vcpus=1 image=none disk=any management=any",
+            64,
+            None,
+        )
+        .unwrap();
+        check(
+            "memory=any vcpus=any image=any disk=any management=any",
             3000,
             Some([9; 32]),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_disk_other_than_the_reservations_is_named() {
+        let check_disk = |line: &str, disk: Option<[u8; 32]>| {
+            let (p, _ca) = page_disk(64, None, disk);
+            check_page(&expect(line), &tvp_abi::config::decode(&p).unwrap())
+        };
+        let d = "22".repeat(32);
+        let line = |disk: &str| format!("memory=64 vcpus=1 image=none disk={disk} management=any");
+        // Another disk, a disk where none is expected, none where one is expected.
+        let e = check_disk(&line(&d), Some([3; 32])).unwrap_err();
+        assert_eq!(
+            (e.field, e.code().as_str()),
+            ("disk", "config-mismatch:disk")
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "disk: the reservation expects disk header sha256 {d}, the VM has disk header sha256 {}",
+                "03".repeat(32)
+            )
+        );
+        assert_eq!(
+            check_disk(&line("none"), Some([3; 32]))
+                .unwrap_err()
+                .expected,
+            "no disk"
+        );
+        assert_eq!(check_disk(&line(&d), None).unwrap_err().found, "no disk");
+        check_disk(&line(&d), Some([0x22; 32])).unwrap();
+        check_disk(&line("none"), None).unwrap();
+        check_disk(&line("any"), Some([9; 32])).unwrap();
+        check_disk(&line("any"), None).unwrap();
     }
 
     #[test]

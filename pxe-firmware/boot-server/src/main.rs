@@ -70,7 +70,8 @@ struct Serve {
     #[arg(long)]
     server_name: String,
     /// Reservations file: lines "<VIP> <auth code> memory=<MiB>|any vcpus=<n>|any
-    /// image=<sha256>|none|any management=tenant|any" (docs/boot-server.md).
+    /// image=<sha256>|none|any disk=<header sha256>|none|any management=tenant|any"
+    /// (docs/boot-server.md).
     #[arg(long)]
     reservations: PathBuf,
     /// The reservation ledger: spent reservations and counted failures, written before

@@ -11,7 +11,7 @@
 //! File format (`docs/boot-server.md`): one reservation per line,
 //!
 //! ```text
-//! <IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256 hex>|none|any management=tenant|any
+//! <IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256 hex>|none|any disk=<sha256 hex>|none|any management=tenant|any
 //! ```
 //!
 //! every expectation stated (so "not checked" is a visible `any`), each once, in any
@@ -29,13 +29,13 @@ use crate::ledger::{code_digest, Entry, Event, Ledger, LedgerError};
 pub const DEFAULT_MAX_FAILURES: u32 = 5;
 
 /// The expectation keys a reservation line must state, in documentation order.
-pub const FIELDS: [&str; 4] = ["memory", "vcpus", "image", "management"];
+pub const FIELDS: [&str; 5] = ["memory", "vcpus", "image", "disk", "management"];
 
 /// Why a reservation file or a boot request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReservationError {
     /// A line of the file is malformed.
-    #[error("reservations line {line}: {why} (expected \"<IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256>|none|any management=tenant|any\", docs/boot-server.md)")]
+    #[error("reservations line {line}: {why} (expected \"<IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256>|none|any disk=<sha256>|none|any management=tenant|any\", docs/boot-server.md)")]
     BadLine {
         /// 1-based line number.
         line: usize,
@@ -120,6 +120,9 @@ pub struct Expectations {
     /// The workload image: `Is(None)` = no image, `Is(Some(d))` = an image whose
     /// plaintext SHA-256 is `d` (page image descriptor).
     pub image: Expect<Option<[u8; 32]>>,
+    /// The encrypted disk: `Is(None)` = no disk, `Is(Some(d))` = a disk whose header
+    /// SHA-256 is `d` (page disk descriptor; `tvpctl image inspect` prints it).
+    pub disk: Expect<Option<[u8; 32]>>,
     /// The management key and policy.
     pub management: ManagementExpect,
 }
@@ -134,10 +137,11 @@ impl fmt::Display for Expectations {
         }
         write!(
             f,
-            "memory={} vcpus={} image={} management={}",
+            "memory={} vcpus={} image={} disk={} management={}",
             one(&self.memory_mib, |m| m.to_string()),
             one(&self.vcpus, |n| n.to_string()),
             one(&self.image, |i| i.map_or("none".into(), hex::encode)),
+            one(&self.disk, |d| d.map_or("none".into(), hex::encode)),
             match self.management {
                 ManagementExpect::Tenant => "tenant",
                 ManagementExpect::Any => "any",
@@ -146,10 +150,23 @@ impl fmt::Display for Expectations {
     }
 }
 
+/// `<sha256 hex>`, `none` or `any` (of `image=` and `disk=`).
+fn digest_expect(value: &str) -> Option<Expect<Option<[u8; 32]>>> {
+    match value {
+        "any" => Some(Expect::Any),
+        "none" => Some(Expect::Is(None)),
+        hex_digest => hex::decode(hex_digest)
+            .ok()
+            .and_then(|d| <[u8; 32]>::try_from(d).ok())
+            .map(|d| Expect::Is(Some(d))),
+    }
+}
+
 fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
     let mut memory = None;
     let mut vcpus = None;
     let mut image = None;
+    let mut disk = None;
     let mut management = None;
     for f in fields {
         let Some((key, value)) = f.split_once('=') else {
@@ -173,16 +190,13 @@ fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
                 })
                 .is_some(),
             "image" => image
-                .replace(match value {
-                    "any" => Expect::Any,
-                    "none" => Expect::Is(None),
-                    hex_digest => Expect::Is(Some(
-                        hex::decode(hex_digest)
-                            .ok()
-                            .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                            .ok_or_else(|| bad("a SHA-256 in hex, none,"))?,
-                    )),
-                })
+                .replace(digest_expect(value).ok_or_else(|| bad("a SHA-256 in hex, none,"))?)
+                .is_some(),
+            "disk" => disk
+                .replace(
+                    digest_expect(value)
+                        .ok_or_else(|| bad("the disk's header SHA-256 in hex, none,"))?,
+                )
                 .is_some(),
             "management" => management
                 .replace(match value {
@@ -202,19 +216,28 @@ fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
             return Err(format!("{key} is given twice"));
         }
     }
-    match (memory, vcpus, image, management) {
-        (Some(memory_mib), Some(vcpus), Some(image), Some(management)) => Ok(Expectations {
-            memory_mib,
-            vcpus,
-            image,
-            management,
-        }),
-        (m, v, i, g) => {
-            let missing: Vec<&str> = [m.is_none(), v.is_none(), i.is_none(), g.is_none()]
-                .iter()
-                .zip(FIELDS)
-                .filter_map(|(missing, name)| missing.then_some(name))
-                .collect();
+    match (memory, vcpus, image, disk, management) {
+        (Some(memory_mib), Some(vcpus), Some(image), Some(disk), Some(management)) => {
+            Ok(Expectations {
+                memory_mib,
+                vcpus,
+                image,
+                disk,
+                management,
+            })
+        }
+        (m, v, i, d, g) => {
+            let missing: Vec<&str> = [
+                m.is_none(),
+                v.is_none(),
+                i.is_none(),
+                d.is_none(),
+                g.is_none(),
+            ]
+            .iter()
+            .zip(FIELDS)
+            .filter_map(|(missing, name)| missing.then_some(name))
+            .collect();
             Err(format!(
                 "missing {} (state each expectation, or `any` to leave it unchecked)",
                 missing.join(", ")
@@ -465,7 +488,7 @@ impl Reservations {
 mod tests {
     use super::*;
 
-    const ANY: &str = "memory=any vcpus=any image=any management=any";
+    const ANY: &str = "memory=any vcpus=any image=any disk=any management=any";
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -547,28 +570,31 @@ mod tests {
     #[test]
     fn expectations_are_parsed_in_any_order() {
         let d = "ab".repeat(32);
+        let e = "cd".repeat(32);
         let r = Reservations::parse(&format!(
-            "10.0.0.2 U-1 management=tenant image={d} vcpus=1 memory=64\n\
-             10.0.0.2 U-2 memory=any vcpus=any image=none management=any\n"
+            "10.0.0.2 U-1 management=tenant disk={e} image={d} vcpus=1 memory=64\n\
+             10.0.0.2 U-2 memory=any vcpus=any image=none disk=none management=any\n"
         ))
         .unwrap();
         let mut r = r;
-        let e = r.claim(b"U-1", ip("10.0.0.2")).unwrap().expect;
+        let ex = r.claim(b"U-1", ip("10.0.0.2")).unwrap().expect;
         assert_eq!(
-            e,
+            ex,
             Expectations {
                 memory_mib: Expect::Is(64),
                 vcpus: Expect::Is(1),
                 image: Expect::Is(Some([0xab; 32])),
+                disk: Expect::Is(Some([0xcd; 32])),
                 management: ManagementExpect::Tenant,
             }
         );
         assert_eq!(
-            e.to_string(),
-            format!("memory=64 vcpus=1 image={d} management=tenant")
+            ex.to_string(),
+            format!("memory=64 vcpus=1 image={d} disk={e} management=tenant")
         );
         let e = r.claim(b"U-2", ip("10.0.0.2")).unwrap().expect;
         assert_eq!(e.image, Expect::Is(None));
+        assert_eq!(e.disk, Expect::Is(None));
         assert!(e.memory_mib.admits(&4096) && e.vcpus.admits(&7));
         assert_eq!(e.management, ManagementExpect::Any);
     }
@@ -585,12 +611,15 @@ mod tests {
         let e = line_error("10.0.0.2 U-1\n");
         assert_eq!(
             e,
-            "1: missing memory, vcpus, image, management (state each expectation, or `any` to leave it unchecked)"
+            "1: missing memory, vcpus, image, disk, management (state each expectation, or `any` to leave it unchecked)"
         );
+        // A line of the format before disk= names the one field it lacks.
+        let e = line_error("10.0.0.2 U-1 memory=64 vcpus=1 image=none management=tenant\n");
+        assert!(e.starts_with("1: missing disk ("), "{e}");
         let e = line_error(&format!(
             "10.0.0.2 U-1 {ANY}\n10.0.0.3 U-2 memory=64 image=none\n"
         ));
-        assert!(e.starts_with("2: missing vcpus, management"), "{e}");
+        assert!(e.starts_with("2: missing vcpus, disk, management"), "{e}");
         // The Display names the file format.
         let full = Reservations::parse("10.0.0.2 U").unwrap_err().to_string();
         assert!(full.contains("memory=<MiB>|any"), "{full}");
@@ -604,15 +633,19 @@ mod tests {
             line_error(&format!("10.0.0.2 U {ANY} memory=64")).contains("memory is given twice")
         );
         assert!(
-            line_error("10.0.0.2 U memory=lots vcpus=any image=any management=any")
+            line_error("10.0.0.2 U memory=lots vcpus=any image=any disk=any management=any")
                 .contains("memory=lots: expected a size in MiB or any")
         );
         assert!(
-            line_error("10.0.0.2 U memory=any vcpus=any image=abcd management=any")
+            line_error("10.0.0.2 U memory=any vcpus=any image=abcd disk=any management=any")
                 .contains("image=abcd: expected a SHA-256 in hex, none, or any")
         );
         assert!(
-            line_error("10.0.0.2 U memory=any vcpus=any image=any management=mine")
+            line_error("10.0.0.2 U memory=any vcpus=any image=any disk=xyz management=any")
+                .contains("disk=xyz: expected the disk's header SHA-256 in hex, none, or any")
+        );
+        assert!(
+            line_error("10.0.0.2 U memory=any vcpus=any image=any disk=any management=mine")
                 .contains("management=mine: expected tenant or any")
         );
         assert!(line_error(&format!("10.0.0.2 U {ANY} colour=blue"))

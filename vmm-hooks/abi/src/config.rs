@@ -8,8 +8,8 @@
 //! | 0 | 4 | magic `"TVPC"` |
 //! | 4 | 2 | version = 1 |
 //! | 6 | 2 | reserved, 0 |
-//! | 8 | 4 | `encoded_len`: 96 + the three variable lengths (+ 48 with an image) |
-//! | 12 | 4 | flags: bit 0 = a workload image is loaded (descriptor below); others 0 |
+//! | 8 | 4 | `encoded_len`: 96 + the three variable lengths (+ 48 with an image, + 40 with a disk) |
+//! | 12 | 4 | flags: bit 0 = a workload image is loaded, bit 1 = a disk is served (descriptors below); others 0 |
 //! | 16 | 4 | VIP (IPv4) |
 //! | 20 | 1 | prefix length (the netmask), 1..=32 |
 //! | 21 | 3 | reserved, 0 |
@@ -30,10 +30,21 @@
 //! | … | 48 | with flag bit 0 only, right after the CA certificate: the image descriptor, |
 //! |   |    | `u64` guest-physical address (4 KiB aligned, ≥ 32 MiB), `u64` length (≥ 1, the |
 //! |   |    | image ends inside RAM), SHA-256 of the image's plaintext (32 bytes) |
+//! | … | 40 | with flag bit 1 only, right after the image descriptor (or the CA certificate): |
+//! |   |    | the disk descriptor, `u64` plaintext length (≥ 1), SHA-256 of the encrypted |
+//! |   |    | disk image's header (32 bytes) |
 //!
 //! The image (e.g. a tenant's encrypted disk or workload, decrypted by the VMM while
 //! loading) is thereby measured into PCR 23 through the page: its digest is part of
 //! the page, and the VMM refuses to start unless the bytes it placed hash to it.
+//!
+//! The disk (a tenant's encrypted tvp-image served read-only over virtio-blk, decrypted
+//! chunk by chunk on read) is measured the same way: its header's digest is in every
+//! chunk's associated data, so the descriptor names the exact chunks the guest can read.
+//!
+//! Versioning: a field is added behind a new flag bit, so every page without it keeps its
+//! encoding (and PCR 23 value), and a decoder that does not know the bit refuses the page
+//! (`NonZeroReserved`) instead of ignoring a field.
 //!
 //! Every byte from `encoded_len` to the end of the page is zero. Decoding rejects any
 //! deviation, so each configuration has exactly one page encoding and the PCR 23 value
@@ -58,6 +69,10 @@ pub const VCPUS_MAX: u16 = 64;
 pub const FLAG_IMAGE: u32 = 1;
 /// Size of the image descriptor.
 pub const IMAGE_DESC_LEN: usize = 48;
+/// Flag bit: the page carries a [`DiskRef`].
+pub const FLAG_DISK: u32 = 2;
+/// Size of the disk descriptor.
+pub const DISK_DESC_LEN: usize = 40;
 
 /// Where the VMM placed a workload image, and what its plaintext hashes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +83,16 @@ pub struct ImageRef {
     pub len: u64,
     /// SHA-256 of the plaintext.
     pub digest: [u8; 32],
+}
+
+/// The encrypted disk the VMM serves read-only over virtio-blk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskRef {
+    /// Plaintext length in bytes (≥ 1).
+    pub len: u64,
+    /// SHA-256 of the encrypted image's header: every chunk's associated data holds it,
+    /// so it names the disk's content exactly.
+    pub header_digest: [u8; 32],
 }
 
 /// Why a configuration cannot be encoded or a page cannot be decoded.
@@ -105,6 +130,8 @@ pub enum ConfigError {
     BadCaCert,
     /// The image descriptor is misaligned, empty, below 32 MiB or beyond RAM.
     BadImage,
+    /// The disk descriptor states an empty disk.
+    BadDisk,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -128,6 +155,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadImage => {
                 "image must be non-empty, 4 KiB aligned, at or above 32 MiB and inside RAM"
             }
+            ConfigError::BadDisk => "disk must be non-empty",
         };
         f.write_str(s)?;
         if let ConfigError::UnsupportedVersion(v) = self {
@@ -168,6 +196,8 @@ pub struct Config<'a> {
     pub ca_cert_der: &'a [u8],
     /// The workload image the VMM loads, if any.
     pub image: Option<ImageRef>,
+    /// The encrypted disk the VMM serves, if any.
+    pub disk: Option<DiskRef>,
 }
 
 impl Config<'_> {
@@ -223,6 +253,9 @@ impl Config<'_> {
                 return Err(ConfigError::BadImage);
             }
         }
+        if self.disk.is_some_and(|d| d.len == 0) {
+            return Err(ConfigError::BadDisk);
+        }
         if self.encoded_len() > PAGE_SIZE {
             return Err(ConfigError::BadLength);
         }
@@ -240,6 +273,23 @@ impl Config<'_> {
             } else {
                 0
             }
+            + if self.disk.is_some() {
+                DISK_DESC_LEN
+            } else {
+                0
+            }
+    }
+
+    /// The flags word: which descriptors follow the CA certificate.
+    pub fn flags(&self) -> u32 {
+        let mut f = 0;
+        if self.image.is_some() {
+            f |= FLAG_IMAGE;
+        }
+        if self.disk.is_some() {
+            f |= FLAG_DISK;
+        }
+        f
     }
 
     /// Encodes into a full page (validating first).
@@ -271,11 +321,16 @@ impl Config<'_> {
             p[o..o + f.len()].copy_from_slice(f);
             o += f.len();
         }
+        wr_u32(&mut p, 12, self.flags());
         if let Some(i) = self.image {
-            wr_u32(&mut p, 12, FLAG_IMAGE);
             wr_u64(&mut p, o, i.gpa);
             wr_u64(&mut p, o + 8, i.len);
             p[o + 16..o + 48].copy_from_slice(&i.digest);
+            o += IMAGE_DESC_LEN;
+        }
+        if let Some(d) = self.disk {
+            wr_u64(&mut p, o, d.len);
+            p[o + 8..o + 40].copy_from_slice(&d.header_digest);
         }
         Ok(p)
     }
@@ -307,7 +362,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         rd_u16(page, 92) as usize,
     );
     let flags = rd_u32(page, 12);
-    if flags & !FLAG_IMAGE != 0 {
+    if flags & !(FLAG_IMAGE | FLAG_DISK) != 0 {
         return Err(ConfigError::NonZeroReserved);
     }
     let desc = if flags & FLAG_IMAGE != 0 {
@@ -315,7 +370,12 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
     } else {
         0
     };
-    if encoded_len != FIXED_LEN + la + ln + lc + desc || encoded_len > PAGE_SIZE {
+    let disk_desc = if flags & FLAG_DISK != 0 {
+        DISK_DESC_LEN
+    } else {
+        0
+    };
+    if encoded_len != FIXED_LEN + la + ln + lc + desc + disk_desc || encoded_len > PAGE_SIZE {
         return Err(ConfigError::BadLength);
     }
     if page[encoded_len..].iter().any(|b| *b != 0) {
@@ -341,6 +401,15 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
             digest,
         }
     });
+    let d0 = i0 + desc;
+    let disk = (disk_desc != 0).then(|| {
+        let mut header_digest = [0u8; 32];
+        header_digest.copy_from_slice(&page[d0 + 8..d0 + 40]);
+        DiskRef {
+            len: rd_u64(page, d0),
+            header_digest,
+        }
+    });
     let cfg = Config {
         vip: arr4(16),
         prefix_len: page[20],
@@ -356,6 +425,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         server_name,
         ca_cert_der: &page[c0..i0],
         image,
+        disk,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -410,7 +480,86 @@ mod tests {
             server_name: "boot.tenant.example",
             ca_cert_der: &[0x30, 0x03, 1, 2, 3],
             image: None,
+            disk: None,
         }
+    }
+
+    #[test]
+    fn a_disk_descriptor_roundtrips_after_the_image_and_alone() {
+        let disk = DiskRef {
+            len: 8 << 20,
+            header_digest: [0xd1; 32],
+        };
+        let image = ImageRef {
+            gpa: 0x280_0000,
+            len: 0x1000,
+            digest: [9; 32],
+        };
+        let mut c = sample();
+        c.mem_size_mib = 64;
+        let without = c.encode().unwrap();
+        for img in [None, Some(image)] {
+            c.image = img;
+            c.disk = Some(disk);
+            let p = c.encode().unwrap();
+            let flags = if img.is_some() {
+                FLAG_IMAGE | FLAG_DISK
+            } else {
+                FLAG_DISK
+            };
+            assert_eq!(rd_u32(&p, 12), flags);
+            let end = rd_u32(&p, 8) as usize;
+            assert_eq!(p[end - 40..end - 32], (8u64 << 20).to_le_bytes());
+            assert_eq!(p[end - 32..end], [0xd1; 32]);
+            assert_eq!(decode(&p).unwrap(), c);
+            assert_eq!(decode(&p).unwrap().encode().unwrap(), p);
+            // Without its flag the descriptor is an unexplained tail (or a wrong length).
+            let mut q = p;
+            q[12] &= !(FLAG_DISK as u8);
+            assert!(decode(&q).is_err());
+        }
+        // A page without a disk is unchanged by the new field: same bytes as before.
+        c.image = None;
+        c.disk = None;
+        assert_eq!(c.encode().unwrap(), without);
+        assert_eq!(rd_u32(&without, 12), 0);
+        assert_eq!(decode(&without).unwrap().disk, None);
+        c.disk = Some(DiskRef { len: 0, ..disk });
+        assert_eq!(c.encode(), Err(ConfigError::BadDisk));
+        // Unknown flag bits are still refused.
+        let mut q = without;
+        q[12] = 4;
+        assert_eq!(decode(&q), Err(ConfigError::NonZeroReserved));
+    }
+
+    /// A version-1 page as encoded before the disk descriptor existed (fixed bytes) still
+    /// decodes, to the same configuration, with no disk.
+    #[test]
+    fn an_old_page_without_a_disk_still_parses() {
+        let mut p = [0u8; PAGE_SIZE];
+        p[0..4].copy_from_slice(b"TVPC");
+        p[4] = 1;
+        let len = FIXED_LEN + 1 + 4 + 5 + IMAGE_DESC_LEN;
+        p[8] = len as u8;
+        p[12] = FLAG_IMAGE as u8;
+        p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        p[20] = 24;
+        p[28..34].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        p[36..40].copy_from_slice(&[10, 0, 0, 1]);
+        p[40..42].copy_from_slice(&8443u16.to_le_bytes());
+        p[42] = 1;
+        p[44] = 64;
+        p[88] = 1;
+        p[90] = 4;
+        p[92] = 5;
+        p[96..106].copy_from_slice(b"Uboot\x30\x03\x02\x01\x01");
+        p[106..114].copy_from_slice(&0x280_0000u64.to_le_bytes());
+        p[114] = 1;
+        p[122..154].copy_from_slice(&[7; 32]);
+        let c = decode(&p).unwrap();
+        assert_eq!(c.disk, None);
+        assert_eq!(c.image.map(|i| (i.gpa, i.len)), Some((0x280_0000, 1)));
+        assert_eq!(c.encode().unwrap(), p);
     }
 
     #[test]

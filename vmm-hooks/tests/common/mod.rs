@@ -119,6 +119,7 @@ pub fn config(auth_code: &'static [u8]) -> Config<'static> {
         server_name: "boot.tenant.example",
         ca_cert_der: &[0x30, 0x03, 0x02, 0x01, 0x01],
         image: None,
+        disk: None,
     }
 }
 

@@ -273,6 +273,7 @@ mod tests {
             server_name: "boot",
             ca_cert_der: &[0x30, 3, 2, 1, 1],
             image: None,
+            disk: None,
         }
         .encode()
         .expect("page")

@@ -1,8 +1,8 @@
-//! Starting a VM's `tvp-vmm`: the workload image prepared, a fresh configuration page
-//! built, the image key released through the TPM for exactly that page, firmware and
-//! management binding (docs/kms.md), the page written, and the process spawned with exactly
-//! the descriptors it needs (the channel as 3, the image as 4, the key pipe as 5) and
-//! none of tvpd's. Also stopping it again. Each VMM gets an adoption socket path and,
+//! Starting a VM's `tvp-vmm`: the workload image and the disk prepared, a fresh
+//! configuration page built (naming both), their keys released through the TPM for
+//! exactly that page, firmware and management binding (docs/kms.md), the page written,
+//! and the process spawned with exactly the descriptors it needs (the channel as 3, the
+//! image as 4, its key pipe as 5, the disk as 6, its key pipe as 7) and none of tvpd's. Also stopping it again. Each VMM gets an adoption socket path and,
 //! as the first message on its channel, a fresh adoption secret: with both, a restarted
 //! tvpd re-adopts it while its VM runs (`recovery`).
 
@@ -32,6 +32,12 @@ const CHILD_CHANNEL_FD: i32 = 3;
 const CHILD_IMAGE_FD: i32 = 4;
 /// The image key pipe's descriptor number in the child.
 const CHILD_IMAGE_KEY_FD: i32 = 5;
+/// The encrypted disk's descriptor number in the child.
+const CHILD_DISK_FD: i32 = 6;
+/// The disk key pipe's descriptor number in the child.
+const CHILD_DISK_KEY_FD: i32 = 7;
+/// Most descriptors a child inherits (channel, image, image key, disk, disk key).
+const MAX_INHERITED: usize = 5;
 /// File name of a VMM's adoption socket in its VM's directory.
 pub(super) const ADOPT_SOCKET: &str = "adopt.sock";
 /// Longest path a Unix socket address holds (`sun_path` less its NUL).
@@ -45,7 +51,7 @@ pub(super) struct Launched {
     pub channel: UnixStream,
     /// The configuration page it was given.
     pub page: Vec<u8>,
-    /// The key-use digest its image key was released for (`None`: no key).
+    /// The key-use digest its image and disk keys were released for (`None`: no key).
     pub bound: Option<[u8; 32]>,
     /// Its adoption socket and secret (`None` if the socket path is too long).
     pub adoption: Option<Adoption>,
@@ -76,8 +82,8 @@ impl Launched {
 }
 
 impl Manager {
-    /// Prepare the workload image (key release through the TPM), write a fresh
-    /// configuration page (current time, new seed) and start a `tvp-vmm` for it on
+    /// Prepare the workload image and the disk (key releases through the TPM), write a
+    /// fresh configuration page (current time, new seed) and start a `tvp-vmm` for it on
     /// `tap_name`.
     pub(super) fn launch(
         &self,
@@ -100,15 +106,32 @@ impl Manager {
             )?),
             None => None,
         };
+        let mut disk = match &spec.request.disk {
+            Some(d) => Some(image::prepare_disk(d, &self.cfg.image_dir)?),
+            None => None,
+        };
         let page = spec
-            .page(now_secs, seed, image.as_ref().map(|i| i.image_ref))
+            .page(
+                now_secs,
+                seed,
+                image.as_ref().map(|i| i.image_ref),
+                disk.as_ref().map(|d| d.disk_ref),
+            )
             .map_err(VmError::Invalid)?;
-        // The key is released for exactly this VM: this page, this firmware, this
-        // management binding; measure_boot requires the VM to be that one.
+        // Each key is released for exactly this VM: this page (which names the image and
+        // the disk), this firmware, this management binding; measure_boot requires the
+        // VM to be that one. Both releases commit to the same description.
         let mut bound = None;
-        if let Some(img) = image.as_mut().filter(|i| i.sealed.is_some()) {
+        let sealed_image = image.as_mut().filter(|i| i.sealed.is_some());
+        let sealed_disk = disk.as_mut().filter(|d| d.sealed.is_some());
+        if sealed_image.is_some() || sealed_disk.is_some() {
             let key_use = self.key_use(spec, &page)?;
-            bound = img.obtain_key(&self.releaser, &key_use)?;
+            if let Some(img) = sealed_image {
+                bound = img.obtain_key(&self.releaser, &key_use)?;
+            }
+            if let Some(d) = sealed_disk {
+                bound = d.obtain_key(&self.releaser, &key_use)?;
+            }
         }
         let dir = self.cfg.vms_dir.join(id);
         std::fs::create_dir_all(&dir)
@@ -146,37 +169,46 @@ impl Manager {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vmm_log);
-        // Descriptors the child gets: the channel as 3, the image as 4, the key pipe as 5.
+        // Descriptors the child gets: the channel as 3, the image as 4, its key pipe as 5,
+        // the disk as 6, its key pipe as 7.
         let mut inherit = vec![(theirs.as_raw_fd(), CHILD_CHANNEL_FD)];
-        let mut key_pipe = None;
+        let mut key_pipes = Vec::new();
         if let Some(img) = &image {
             inherit.push((img.file.as_raw_fd(), CHILD_IMAGE_FD));
             cmd.args(["--image-fd", &CHILD_IMAGE_FD.to_string()]);
             if let Some(key) = &img.key {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
-                // 32 bytes fit the pipe buffer: the write never blocks. The write end
-                // closes right after, so the VMM reads exactly the key and then EOF.
-                let mut w = std::fs::File::from(w);
-                std::io::Write::write_all(&mut w, key.as_bytes())
-                    .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
-                drop(w);
+                let r = key_pipe(key)?;
                 inherit.push((r.as_raw_fd(), CHILD_IMAGE_KEY_FD));
                 cmd.args(["--image-key-fd", &CHILD_IMAGE_KEY_FD.to_string()])
                     .args([
                         "--image-key-lease-ms",
                         &spec.key_lease().as_millis().to_string(),
                     ]);
-                key_pipe = Some(r);
+                key_pipes.push(r);
             }
+        }
+        if let Some(d) = &disk {
+            // A disk always has a key: prepare_disk accepts only encrypted images, and
+            // its key was obtained above (or the launch failed).
+            let key = d
+                .key
+                .as_ref()
+                .ok_or_else(|| VmError::Spawn("the disk's key was not obtained".into()))?;
+            let r = key_pipe(key)?;
+            inherit.push((d.file.as_raw_fd(), CHILD_DISK_FD));
+            inherit.push((r.as_raw_fd(), CHILD_DISK_KEY_FD));
+            cmd.args(["--disk-fd", &CHILD_DISK_FD.to_string()])
+                .args(["--disk-key-fd", &CHILD_DISK_KEY_FD.to_string()]);
+            key_pipes.push(r);
         }
         inherit_only(&mut cmd, inherit);
         let child = cmd
             .spawn()
             .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
         drop(theirs);
-        drop(key_pipe);
+        drop(key_pipes);
         drop(image);
+        drop(disk);
         let mut channel = ours;
         if let Some(secret) = adoption.as_ref().and_then(Adoption::secret) {
             // The first message: a few dozen bytes, which the socket buffer takes
@@ -234,8 +266,19 @@ impl Manager {
     }
 }
 
+/// A pipe holding `key` (32 bytes, then end of file); returns its read end. The bytes
+/// fit the pipe buffer, so the write never blocks; the write end closes right after.
+fn key_pipe(key: &tvp_image::ImageKey) -> Result<std::os::fd::OwnedFd, VmError> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+    let mut w = std::fs::File::from(w);
+    std::io::Write::write_all(&mut w, key.as_bytes())
+        .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
+    Ok(r)
+}
+
 /// Make the child inherit exactly `inherit` (source descriptor, number in the child;
-/// at most three) and nothing else above 2.
+/// at most [`MAX_INHERITED`]) and nothing else above 2.
 fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
     let top = inherit
         .iter()
@@ -250,7 +293,7 @@ fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
     // the VMM inherits nothing of tvpd's (not its TPM connection, not other VMs').
     unsafe {
         cmd.pre_exec(move || {
-            let mut moved = [(0i32, 0i32); 3];
+            let mut moved = [(0i32, 0i32); MAX_INHERITED];
             for (slot, (src, target)) in moved.iter_mut().zip(inherit.iter()) {
                 let high = nix::libc::fcntl(*src, nix::libc::F_DUPFD_CLOEXEC, 64);
                 if high < 0 {

@@ -1,8 +1,9 @@
-//! Configuration pages (seed: a valid page with and without an image descriptor, as
-//! tvp-vmm writes them) through `config::decode`. Invariants beyond no panic: the page
+//! Configuration pages (seed: a valid page with and without an image descriptor, and
+//! with a disk descriptor after either, as tvp-vmm writes them) through `config::decode`. Invariants beyond no panic: the page
 //! is canonical — an accepted page re-encodes to exactly its 4096 bytes, so each
 //! configuration has one encoding and one PCR 23 value — and the decoded fields pass
-//! `validate` (an image lies inside RAM, above 32 MiB, 4 KiB aligned).
+//! `validate` (an image lies inside RAM, above 32 MiB, 4 KiB aligned; a disk is not
+//! empty).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(i) = c.image {
         assert!(i.gpa >= IMAGE_MIN_GPA && i.gpa % 4096 == 0 && i.len > 0);
         assert!(i.gpa + i.len <= c.mem_size());
+    }
+    if let Some(d) = c.disk {
+        assert!(d.len > 0);
     }
     assert!(!c.auth_code.is_empty() && c.encoded_len() <= PAGE_SIZE);
 });
