@@ -2,7 +2,7 @@
 //! `image_dir`, and, when encrypted (`TVPENC01`), its key released to this host by the
 //! tenant's key-management service through the TPM (`image_release.rs`) for exactly
 //! the VM that loads it: [`prepare`] reads the header (enough for the descriptor), the
-//! caller writes the configuration page, and [`PreparedImage::obtain_key`] asks for
+//! caller writes the configuration page, and [`Prepared::obtain_key`] asks for
 //! the key with that page, firmware and management binding (docs/kms.md). What the
 //! VMM gets: the open image file, the key (through a pipe, never on disk), and the
 //! image descriptor for the configuration page (address, plaintext length and digest),
@@ -89,53 +89,30 @@ impl Sealed {
     }
 }
 
-/// Everything the VMM needs for the disk.
-pub struct PreparedDisk {
-    /// The encrypted disk file, at offset 0.
+/// Everything the VMM needs for an encrypted file the VM gets (the workload image, with
+/// `R` = [`ImageRef`], or the disk, with `R` = [`DiskRef`]): the open file, its key once
+/// released, and the descriptor the configuration page carries for it.
+pub struct Prepared<R> {
+    /// The file, at offset 0.
     pub file: File,
-    /// Its key (wiped on drop) once obtained.
+    /// Its key (wiped on drop) once obtained; `None` for a plaintext image and before
+    /// [`Prepared::obtain_key`].
     pub key: Option<ImageKey>,
-    /// Its key-management service and header, until its key is obtained.
-    pub sealed: Option<Sealed>,
-    /// The descriptor for the configuration page.
-    pub disk_ref: DiskRef,
-}
-
-impl PreparedDisk {
-    /// Obtain the disk's key from the tenant's service for the VM `key_use` describes
-    /// (the one whose page carries this disk's descriptor). Returns the digest the
-    /// release's quote committed to, which that VM's measurement must match.
-    pub fn obtain_key(
-        &mut self,
-        releaser: &Releaser,
-        key_use: &KeyUse,
-    ) -> Result<Option<[u8; 32]>, ImageError> {
-        let Some(sealed) = self.sealed.take() else {
-            return Ok(None);
-        };
-        let (key, bound) = sealed.obtain(releaser, key_use)?;
-        self.key = Some(key);
-        Ok(Some(bound))
-    }
-}
-
-/// Everything the VMM needs for the image.
-pub struct PreparedImage {
-    /// The image file, at offset 0.
-    pub file: File,
-    /// The image key of an encrypted image (wiped on drop) once obtained; `None` for
-    /// plaintext and before [`PreparedImage::obtain_key`].
-    pub key: Option<ImageKey>,
-    /// An encrypted image's key-management service and header, until its key is
+    /// An encrypted file's key-management service and header, until its key is
     /// obtained.
     pub sealed: Option<Sealed>,
     /// The descriptor for the configuration page.
-    pub image_ref: ImageRef,
+    pub descriptor: R,
 }
 
-impl PreparedImage {
-    /// For an encrypted image: obtain its key from the tenant's service for the VM
-    /// `key_use` describes (the one whose page carries this image's descriptor).
+/// The workload image, prepared.
+pub type PreparedImage = Prepared<ImageRef>;
+/// The disk, prepared.
+pub type PreparedDisk = Prepared<DiskRef>;
+
+impl<R> Prepared<R> {
+    /// For an encrypted file: obtain its key from the tenant's service for the VM
+    /// `key_use` describes (the one whose page carries this file's descriptor).
     /// Returns the digest the release's quote committed to, which that VM's
     /// measurement must match; `None` for a plaintext image.
     pub fn obtain_key(
@@ -245,7 +222,7 @@ pub fn prepare_disk(spec: &ImageSpec, image_dir: &Path) -> Result<PreparedDisk, 
         sealed: Some(sealed(DISK, spec, &header)?),
         file,
         key: None,
-        disk_ref: DiskRef {
+        descriptor: DiskRef {
             len: header.plaintext_len,
             header_digest: header.digest(),
         },
@@ -295,7 +272,7 @@ pub fn prepare(
         file,
         key: None,
         sealed,
-        image_ref,
+        descriptor: image_ref,
     })
 }
 

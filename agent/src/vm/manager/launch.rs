@@ -114,8 +114,8 @@ impl Manager {
             .page(
                 now_secs,
                 seed,
-                image.as_ref().map(|i| i.image_ref),
-                disk.as_ref().map(|d| d.disk_ref),
+                image.as_ref().map(|i| i.descriptor),
+                disk.as_ref().map(|d| d.descriptor),
             )
             .map_err(VmError::Invalid)?;
         // Each key is released for exactly this VM: this page (which names the image and
