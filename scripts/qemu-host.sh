@@ -114,9 +114,25 @@ scripts/tenant-pki.sh "$ROOT/opt/tvp/tenant" boot.tenant.example
 ELF=$(scripts/build-test-workload.sh "$W/wl")
 "$REL/tvp-boot-server" sign-workload --elf "$ELF" --key "$ROOT/opt/tvp/tenant/workload.key" \
     --cert "$ROOT/opt/tvp/tenant/workload.pem" --out "$ROOT/opt/tvp/tenant/hello.signed" >/dev/null
-# A real Linux kernel as a tenant workload: this host's own Debian kernel, signed.
-"$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" \
-    --cmdline "earlyprintk=serial,ttyS0,115200 console=ttyS0 panic=-1" \
+# A real Linux as a tenant workload: this host's own Debian kernel, a busybox initramfs
+# (scripts/qemu-host/guest-init.sh as /init, the virtio modules) and a command line
+# naming the VM's address and the peer to reach (the boot server's), signed as one
+# bundle by the tenant.
+GROOT=$W/guest-initramfs
+mkdir -p "$GROOT"/{bin,proc,sys,dev,tmp,lib/modules}
+install -m 0755 /bin/busybox "$GROOT/bin/busybox"
+for app in sh mount cat echo grep sed cut tr tail sleep insmod ip ping poweroff; do
+    ln -sf busybox "$GROOT/bin/$app"
+done
+for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_mmio.ko net/core/failover.ko \
+    drivers/net/net_failover.ko drivers/net/virtio_net.ko drivers/block/virtio_blk.ko; do
+    install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$GROOT/lib/modules/"
+done
+install -m 0755 scripts/qemu-host/guest-init.sh "$GROOT/init"
+(cd "$GROOT" && find . | cpio -o -H newc --quiet | gzip -9 >"$W/guest-initrd.gz")
+ok "tenant's Linux: initramfs $(du -h "$W/guest-initrd.gz" | cut -f1) (busybox, virtio modules)"
+"$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" --initrd "$W/guest-initrd.gz" \
+    --cmdline "console=ttyS0 panic=-1 tvp.vip=10.0.0.2/24 tvp.peer=10.0.0.1" \
     --key "$ROOT/opt/tvp/tenant/workload.key" --cert "$ROOT/opt/tvp/tenant/workload.pem" \
     --out "$ROOT/opt/tvp/tenant/linux.signed" >/dev/null
 # The host's IMA policy (docs/host-hardening.md): every executable, library mapping
