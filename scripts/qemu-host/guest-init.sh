@@ -17,7 +17,7 @@ PEER=$(arg tvp.peer)
 for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net virtio_blk; do
     [ -f /lib/modules/$m.ko ] && { insmod /lib/modules/$m.ko || echo "TVP-GUEST insmod-failed $m"; }
 done
-i=0; while [ $i -lt 50 ] && [ ! -e /sys/class/net/eth0 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ -n "$VIP" ] && [ $i -lt 50 ] && [ ! -e /sys/class/net/eth0 ]; do sleep 0.1; i=$((i+1)); done
 if [ -e /sys/class/net/eth0 ] && [ -n "$VIP" ]; then
     ip link set lo up
     ip link set eth0 up
