@@ -45,7 +45,9 @@ use std::os::fd::RawFd;
 use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+/// The eventfd type [`VirtioNet::with_interrupt`] takes (re-exported for the fuzz
+/// target, which has no direct dependency on vmm-sys-util).
+pub use vmm_sys_util::eventfd::EventFd;
 
 pub use crate::virtio_mmio::F_EVENT_IDX;
 
