@@ -11,7 +11,10 @@
 #    -> workload done by boot phase, lease hold, 10 queued network boots (tvp-bench-netboot);
 #  - encrypted image loading into guest RAM vs openssl enc and cat (tvp-bench-image);
 #  - audit append (fsync + TPM NV anchor, group commit) by 1 and 16 concurrent
-#    writers vs a plain write+fsync loop (scripts/bench-audit.sh).
+#    writers vs a plain write+fsync loop (scripts/bench-audit.sh);
+#  - the tenant's Linux in the QEMU host: create -> kernel banner -> /init by phase,
+#    against the same kernel, initramfs and command line booted by QEMU with KVM there
+#    (scripts/qemu-host.sh --peer).
 # Usage: scripts/bench.sh [QUOTES] [TPM2_QUOTES] [CONCURRENCY]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -36,3 +39,5 @@ say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a 
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5
 say "audit append: Audit (write+fsync+NV_Extend, group commit), 1 and 16 writers, vs a plain write+fsync loop"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-audit-bench "${AUDIT_RECORDS:-200}"
+say "tenant Linux in the QEMU host: create -> /init (network boot, attested) vs QEMU -enable-kvm direct"
+scripts/qemu-host.sh --peer --no-build 2>&1 | grep -E "Linux network boot|Linux phases|peer \(|create -> /init|TVP-CHECK linux|QEMU host run" || true

@@ -4,7 +4,7 @@
 # /dev/kvm; swtpm behind QEMU's TPM CRB device, so tvpd uses the kernel's TPM driver and
 # resource manager (device:/dev/tpmrm0) exactly as on a host with a hardware TPM.
 #
-# Usage: scripts/qemu-host.sh [--keep] [--shell] [--profile release|debug]
+# Usage: scripts/qemu-host.sh [--keep] [--shell] [--peer] [--profile release|debug]
 #   Builds tvpd/tvpctl/tvp-vmm/tvp-boot-server (release) and the firmware, a tenant's
 #   PKI and signed demo workload, an initramfs with them, busybox, iproute2, tpm2-tools,
 #   openssl and the kernel modules KVM, TAP, bridge and veth need; boots it with a fresh
@@ -12,20 +12,26 @@
 #   inside (the tenant's boot server in its own network namespace there); prints each
 #   check and exits 0 only if every check passed.
 #   --keep: keep the work directory.  --shell: interactive shell instead of the scenario.
+#   --peer: also put QEMU in the host image and boot the tenant's Linux (same kernel,
+#   initramfs and command line) with `qemu-system-x86_64 -enable-kvm -M microvm` there,
+#   after tvp's network boot of it: the benchmark's peer (+20 MB image, ~1-2 min).
 #   --profile debug: use the debug build.  --no-build: use binaries already built
 #   (the test suite's case: scripts/test.sh builds them first).
 # Cache: $TVP_QEMU_CACHE (default target/qemu-host) keeps the kernel between runs.
+# $TVP_GUEST_EXTRA_CMDLINE ("word word "): added to the tenant Linux's signed command
+# line (experiments; the whole console is in the kept console.log as LINUX| lines).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$TVP_ROOT"
 
-KEEP=0 SHELL_MODE=0 PROFILE=release BUILD=1
+KEEP=0 SHELL_MODE=0 PROFILE=release BUILD=1 PEER=0
 while (($#)); do
     case $1 in
     --keep) KEEP=1 ;;
     --shell) SHELL_MODE=1 ;;
     --profile) PROFILE=${2:-}; shift ;;
     --no-build) BUILD=0 ;;
+    --peer) PEER=1 ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
     esac
     shift
@@ -114,11 +120,40 @@ scripts/tenant-pki.sh "$ROOT/opt/tvp/tenant" boot.tenant.example
 ELF=$(scripts/build-test-workload.sh "$W/wl")
 "$REL/tvp-boot-server" sign-workload --elf "$ELF" --key "$ROOT/opt/tvp/tenant/workload.key" \
     --cert "$ROOT/opt/tvp/tenant/workload.pem" --out "$ROOT/opt/tvp/tenant/hello.signed" >/dev/null
-# A real Linux kernel as a tenant workload: this host's own Debian kernel, signed.
-"$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" \
-    --cmdline "earlyprintk=serial,ttyS0,115200 console=ttyS0 panic=-1" \
+# A real Linux as a tenant workload: this host's own Debian kernel, a busybox initramfs
+# (scripts/qemu-host/guest-init.sh as /init, the virtio modules) and a command line
+# naming the VM's address and the peer to reach (the boot server's), signed as one
+# bundle by the tenant.
+GROOT=$W/guest-initramfs
+mkdir -p "$GROOT"/{bin,proc,sys,dev,tmp,lib/modules}
+install -m 0755 /bin/busybox "$GROOT/bin/busybox"
+for app in sh mount cat echo grep sed cut tr tail sleep insmod ip ping poweroff; do
+    ln -sf busybox "$GROOT/bin/$app"
+done
+for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_mmio.ko net/core/failover.ko \
+    drivers/net/net_failover.ko drivers/net/virtio_net.ko drivers/block/virtio_blk.ko; do
+    install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$GROOT/lib/modules/"
+done
+install -m 0755 scripts/qemu-host/guest-init.sh "$GROOT/init"
+(cd "$GROOT" && find . | cpio -o -H newc --quiet | gzip -9 >"$W/guest-initrd.gz")
+ok "tenant's Linux: initramfs $(du -h "$W/guest-initrd.gz" | cut -f1) (busybox, virtio modules)"
+# pci=off: the platform has no PCI (Firecracker passes it too); without it the kernel
+# probes 256 buses' configuration space through ports 0xcf8/0xcfc, two VM exits per
+# read (about 11 s of this emulated host's time, measured without NPT).
+GCMDLINE="console=ttyS0 panic=-1 pci=off ${TVP_GUEST_EXTRA_CMDLINE:-}tvp.vip=10.0.0.2/24 tvp.peer=10.0.0.1"
+"$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" --initrd "$W/guest-initrd.gz" \
+    --cmdline "$GCMDLINE" \
     --key "$ROOT/opt/tvp/tenant/workload.key" --cert "$ROOT/opt/tvp/tenant/workload.pem" \
     --out "$ROOT/opt/tvp/tenant/linux.signed" >/dev/null
+if ((PEER)); then
+    # The benchmark's peer: QEMU (KVM, microvm machine, qboot) booting the same kernel,
+    # initramfs and command line directly inside the host (scenario.sh).
+    copy_bin "$(command -v qemu-system-x86_64)" /usr/bin/qemu-system-x86_64
+    install -D -m 0644 /usr/share/qemu/bios-microvm.bin "$ROOT/usr/share/qemu/bios-microvm.bin"
+    install -D -m 0644 "$VMLINUZ" "$ROOT/opt/tvp/peer/vmlinuz"
+    install -m 0644 "$W/guest-initrd.gz" "$ROOT/opt/tvp/peer/initrd.gz"
+    echo "$GCMDLINE" >"$ROOT/opt/tvp/peer/cmdline"
+fi
 # The host's IMA policy (docs/host-hardening.md): every executable, library mapping
 # and kernel module, loaded by /init before anything else runs, modules included.
 install -D -m 0644 scripts/qemu-host/ima-policy "$ROOT/etc/ima/ima-policy"
@@ -167,7 +202,11 @@ started=$(date +%s.%N)
 # portable C, here emulated instruction by instruction: the 8.2 MB kernel's transfer
 # took 93 s without them, 6 s with them. Two vCPUs (multi-threaded TCG, one host core
 # each): the boot server and the guest's vCPU no longer share one emulated CPU (4.4 s).
-QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+rdrand,+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+movbe,+bmi1,+bmi2,+adx -m 1024 -smp 2 -nographic -no-reboot
+# NPT (nested paging, which TCG emulates): without it the host's KVM runs its guests
+# on shadow page tables, every guest page-table write and INVLPG a trap; the tenant's
+# Linux then spent 12-16 s in its MP-table scan alone (early_memremap per 16 bytes of
+# 64 KiB) and took 71 s from create to /init, 49 s with it.
+QEMU=(qemu-system-x86_64 -accel tcg -cpu qemu64,+svm,+npt,+rdrand,+aes,+pclmulqdq,+ssse3,+sse4.1,+sse4.2,+popcnt,+avx,+avx2,+movbe,+bmi1,+bmi2,+adx -m 1024 -smp 2 -nographic -no-reboot
     -kernel "$VMLINUZ" -initrd "$W/initrd.gz" -append "console=ttyS0 quiet panic=-1 ima_hash=sha256 ima_template=ima-ng lockdown=integrity"
     -chardev "socket,id=chrtpm,path=$W/tpm/ctrl.sock" -tpmdev emulator,id=tpm0,chardev=chrtpm
     -device tpm-crb,tpmdev=tpm0)

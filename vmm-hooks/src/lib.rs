@@ -6,13 +6,14 @@
 //! mailbox, and ends the VM cleanly. It has no TPM access.
 //!
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_mmio`] (the
-//! transport) with [`virtio_net`] ([`tap`], [`netfilter`]: what it may send) and
+//! transport) with [`virtio_net`] ([`tap`], [`netfilter`]: what it may send, [`net_rx`]:
+//! its receive thread in interrupt mode) and
 //! [`virtio_blk`] (the tenant's encrypted image as a read-only disk), [`dma`]: what a device may write, [`mailbox`],
 //! [`channel`] (with [`adopt`]: surviving a tvpd restart),
 //! [`arch`] (in-kernel irqchip, PIT, per-vCPU MSRs and LAPIC) with [`cpuid`], [`vcpu`]
 //! (one vCPU's loop) and [`vcpus`] (the set of vCPU threads), [`lockdown`], [`vm`] (the lifecycle), [`shutdown`], [`error`]. `unsafe`
 //! appears only in `memory` (KVM memory slots), `channel` (adopting the inherited fd),
-//! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF) and `lockdown` (prctl,
+//! `vcpu` (the exit union, the kick signal), `tap` (TUNSETIFF), `net_rx` (ppoll) and `lockdown` (prctl,
 //! madvise).
 
 #![cfg_attr(
@@ -34,6 +35,7 @@ pub mod lockdown;
 pub mod mailbox;
 pub mod measure;
 pub mod memory;
+pub mod net_rx;
 pub mod netfilter;
 pub mod shutdown;
 pub mod tap;

@@ -33,6 +33,11 @@ pub trait FrameBackend: Send {
     fn wait(&mut self, _timeout: std::time::Duration) -> bool {
         false
     }
+    /// The descriptor to wait on for frames, if the backend has one (virtio-net's
+    /// receive thread polls it in interrupt mode).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// An open TAP interface: Ethernet frames in, Ethernet frames out, no packet info.
@@ -80,6 +85,10 @@ impl Tap {
 impl FrameBackend for Tap {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.file.as_raw_fd())
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {

@@ -26,7 +26,7 @@
 //! `InterruptStatus`.
 
 use crate::dma::DmaPolicy;
-use crate::virtio_mmio::{MmioTransport, Written, F_EVENT_IDX, F_VERSION_1, INT_USED_BUFFER};
+use crate::virtio_mmio::{MmioTransport, Written, F_EVENT_IDX, F_VERSION_1};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::ops::Range;
@@ -49,8 +49,6 @@ pub const REQUEST_MAX: u32 = 1 << 20;
 pub const SEG_MAX: u32 = 128;
 /// Bytes of decrypted chunks the cache holds at most (at least one chunk).
 pub const CACHE_BYTES: usize = 4 << 20;
-/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver does not want an interrupt.
-const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// Most chunks reported to tvpd as tampered (each once); further ones are counted.
 const EVENTS_MAX: usize = 64;
 
@@ -438,27 +436,7 @@ impl VirtioBlk {
         if !returned {
             return;
         }
-        self.mmio.interrupt_status |= INT_USED_BUFFER;
-        let q = &mut self.mmio.queues[0];
-        // virtio-queue honours used_event (EVENT_IDX) but not the ring flag.
-        let wanted = if q.event_idx_enabled() {
-            q.needs_notification(mem)
-        } else {
-            mem.read_obj::<u16>(GuestAddress(q.avail_ring()))
-                .map(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT == 0)
-                .map_err(virtio_queue::Error::GuestMemory)
-        };
-        match wanted {
-            Ok(true) => {
-                if let Some(irq) = &self.irq {
-                    if let Err(e) = irq.write(1) {
-                        self.mmio.note(format!("raising the interrupt failed: {e}"));
-                    }
-                }
-            }
-            Ok(false) => {}
-            Err(e) => self.mmio.broken(format!("event index unreadable: {e}")),
-        }
+        self.mmio.signal_used(mem, 0, self.irq.as_ref());
     }
 
     /// Serves one chain; returns the bytes written into its buffers (used length).

@@ -2,7 +2,9 @@
 //! guest with crafted rings, over a real encrypted image.
 
 use super::*;
-use crate::virtio_mmio::{reg, STATUS_DRIVER_OK, STATUS_FEATURES_OK, STATUS_NEEDS_RESET};
+use crate::virtio_mmio::{
+    reg, INT_USED_BUFFER, STATUS_DRIVER_OK, STATUS_FEATURES_OK, STATUS_NEEDS_RESET,
+};
 use rsa::RsaPrivateKey;
 use std::io::Cursor;
 use std::sync::OnceLock;

@@ -13,7 +13,8 @@
 use crate::dma::{DmaPolicy, DmaRefusal};
 use std::ops::Range;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 /// `VIRTIO_F_EVENT_IDX`: `used_event` / `avail_event` notification suppression.
 pub const F_EVENT_IDX: u64 = 1 << 29;
@@ -32,6 +33,8 @@ pub const STATUS_FEATURES_OK: u32 = 8;
 pub const STATUS_NEEDS_RESET: u32 = 0x40;
 /// Interrupt status: a used buffer was returned.
 pub const INT_USED_BUFFER: u32 = 1;
+/// `VRING_AVAIL_F_NO_INTERRUPT`: the driver does not want an interrupt.
+const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Most individual problems logged per device before going quiet.
 const LOG_LIMIT: u32 = 32;
@@ -347,6 +350,37 @@ impl MmioTransport {
             _ => self.note(format!("write to register {off:#x} ignored")),
         }
         Written::Done
+    }
+
+    /// Queue `queue` returned buffers: sets `USED_BUFFER` in the interrupt status and
+    /// raises `irq` (an eventfd registered as an irqfd) unless the driver suppressed
+    /// the interrupt (`used_event` with `VIRTIO_F_EVENT_IDX`, else the available
+    /// ring's `VRING_AVAIL_F_NO_INTERRUPT`). An unreadable ring marks the device
+    /// failed.
+    pub fn signal_used(&mut self, mem: &GuestMemoryMmap, queue: usize, irq: Option<&EventFd>) {
+        self.interrupt_status |= INT_USED_BUFFER;
+        let Some(q) = self.queues.get_mut(queue) else {
+            return;
+        };
+        // virtio-queue honours used_event (EVENT_IDX) but not the ring flag.
+        let wanted = if q.event_idx_enabled() {
+            q.needs_notification(mem)
+        } else {
+            mem.read_obj::<u16>(GuestAddress(q.avail_ring()))
+                .map(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT == 0)
+                .map_err(virtio_queue::Error::GuestMemory)
+        };
+        match wanted {
+            Ok(true) => {
+                if let Some(irq) = irq {
+                    if let Err(e) = irq.write(1) {
+                        self.note(format!("raising the interrupt failed: {e}"));
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.broken(format!("event index unreadable: {e}")),
+        }
     }
 
     /// `QUEUE_READY` written with `v`.

@@ -14,6 +14,7 @@ use crate::lockdown;
 use crate::mailbox::Mailbox;
 use crate::measure::MeasurementLog;
 use crate::memory::GuestRam;
+use crate::net_rx::RxThread;
 use crate::shutdown::{self, Shutdown, StopCause};
 use crate::tap::Tap;
 use crate::vcpu::{self, VcpuContext, VcpuEnd};
@@ -413,6 +414,23 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         .map_err(|e| VmmError::Process(format!("COM1 interrupt eventfd: {e}")))?;
     vm.register_irqfd(&com1_irq, arch::COM1_IRQ)
         .map_err(VmmError::kvm("register COM1's irqfd"))?;
+    // virtio-net's interrupt through the irqchip (used from the handover on; the
+    // firmware polls), and the eventfd that wakes its receive thread.
+    let mut net_wake = None;
+    if let Some(dev) = net.take() {
+        let efd = |what: &str| {
+            EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|e| VmmError::Process(format!("virtio-net {what} eventfd: {e}")))
+        };
+        let (irq, wake) = (efd("interrupt")?, efd("wake-up")?);
+        vm.register_irqfd(&irq, tvp_abi::layout::VIRTIO_NET_GSI)
+            .map_err(VmmError::kvm("register virtio-net's irqfd"))?;
+        let thread_wake = wake
+            .try_clone()
+            .map_err(|e| VmmError::Process(format!("virtio-net wake-up eventfd: {e}")))?;
+        net_wake = dev.tap_fd().map(|fd| (fd, thread_wake));
+        net = Some(dev.with_interrupt(irq, wake));
+    }
     // virtio-blk's interrupt through the irqchip.
     let blk = match disk {
         Some(disk) => {
@@ -503,9 +521,24 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         handles.push(handle);
     }
     drop(done_tx);
+    // virtio-net's receive thread (idle until the handover), before the filter.
+    let rx_thread = match net_wake {
+        Some((tap, wake)) => match RxThread::spawn(ctx.clone(), tap, wake) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                stop_threads(gates, handles);
+                ram.scrub();
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if opts.syscall_filter {
         if let Err(e) = lockdown::install_syscall_filter() {
             stop_threads(gates, handles);
+            if let Some(t) = rx_thread {
+                t.stop();
+            }
             ram.scrub();
             return Err(e);
         }
@@ -535,6 +568,9 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         if h.join().is_err() {
             log::error!("vCPU thread panicked");
         }
+    }
+    if let Some(t) = rx_thread {
+        t.stop();
     }
     if let Ok(ctx) = ctx.lock() {
         if let Some(blk) = &ctx.blk {

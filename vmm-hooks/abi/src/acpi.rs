@@ -19,7 +19,7 @@
 
 use crate::layout::{
     ACPI_GPA, ACPI_REGION_SIZE, IOAPIC_GPA, LAPIC_GPA, VIRTIO_BLK_GSI, VIRTIO_BLK_MMIO_GPA,
-    VIRTIO_MMIO_SIZE, VIRTIO_NET_IRQ, VIRTIO_NET_MMIO_GPA,
+    VIRTIO_MMIO_SIZE, VIRTIO_NET_GSI, VIRTIO_NET_MMIO_GPA,
 };
 use crate::ports::{
     ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, SERIAL_COM1_BASE,
@@ -51,7 +51,7 @@ pub const COM1_IRQ: u32 = 4;
 /// slots, present whatever the VM's backends (a slot without a backend reads as no
 /// device: the guest's driver finds no virtio magic and skips it).
 pub const VIRTIO_MMIO_DEVICES: [(u64, u32); 2] = [
-    (VIRTIO_NET_MMIO_GPA, VIRTIO_NET_IRQ),
+    (VIRTIO_NET_MMIO_GPA, VIRTIO_NET_GSI),
     (VIRTIO_BLK_MMIO_GPA, VIRTIO_BLK_GSI),
 ];
 
@@ -483,7 +483,7 @@ mod tests {
             0x00,
             0x03,
             0x01,
-            VIRTIO_NET_IRQ as u8,
+            VIRTIO_NET_GSI as u8,
             0,
             0,
             0

@@ -41,8 +41,10 @@ pub const MAILBOX_SIZE: usize = 0x10000;
 /// Guest-physical address of the virtio-net device's virtio-mmio (version 2)
 /// registers, above the largest RAM and below 4 GiB (`docs/vmm-boot.md`).
 pub const VIRTIO_NET_MMIO_GPA: u64 = 0xd000_0000;
-/// GSI (IOAPIC pin) of the virtio-net device's interrupt, as the DSDT describes it.
-pub const VIRTIO_NET_IRQ: u32 = 5;
+/// The virtio-net device's interrupt, as the DSDT describes it: GSI (IOAPIC pin and PIC
+/// IRQ) 5, edge-triggered, raised through an irqfd from the handover on (the firmware
+/// polls).
+pub const VIRTIO_NET_GSI: u32 = 5;
 /// Guest-physical address of the ACPI tables (RSDP first, see [`crate::acpi`]): in the
 /// reserved first MiB, in the 0xE0000..0x100000 window an OS scans for the RSDP.
 pub const ACPI_GPA: u64 = 0xe_0000;

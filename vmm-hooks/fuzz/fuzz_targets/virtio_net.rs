@@ -10,6 +10,11 @@
 //!   in a buffer the guest offered as device-writable (a `WRITE` descriptor, also in
 //!   an indirect table): the device writes nowhere else in guest memory;
 //! - no transmitted frame exceeds the device's frame limit.
+//!
+//! The device has its interrupt line and receive-thread wake-up (eventfds); the input
+//! may hand over (the receive queue freezes until a reset, then interrupt mode) and
+//! run the receive thread's turn (`service`) between accesses, under the same
+//! invariants.
 #![no_main]
 
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,7 @@ use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
 use tvp_vmm::dma::DmaPolicy;
 use tvp_vmm::memory::GuestRam;
 use tvp_vmm::tap::FrameBackend;
-use tvp_vmm::virtio_net::{VirtioNet, FRAME_MAX};
+use tvp_vmm::virtio_net::{EventFd, VirtioNet, FRAME_MAX};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest RAM: the boot region, the configuration page and 32 KiB above (small: the
@@ -117,6 +122,10 @@ enum Op {
         len: u16,
         fill: u8,
     },
+    /// The mailbox's handover.
+    Handover,
+    /// The receive thread's turn (interrupt mode after a reset following the handover).
+    Service,
 }
 
 /// What the harness told the device about each queue (a superset of what it accepted).
@@ -197,13 +206,20 @@ impl Harness {
     }
 
     fn access(&mut self, off: u64, data: &mut [u8], read: bool) {
-        let before = snapshot(&self.ram);
         let addr = VIRTIO_NET_MMIO_GPA + off;
-        if read {
-            self.dev.mmio_read(self.ram.mem(), addr, data);
-        } else {
-            self.dev.mmio_write(self.ram.mem(), addr, data);
-        }
+        self.checked(|dev, mem| {
+            if read {
+                dev.mmio_read(mem, addr, data);
+            } else {
+                dev.mmio_write(mem, addr, data);
+            }
+        });
+    }
+
+    /// Runs `f` on the device and checks what it changed in guest memory.
+    fn checked(&mut self, f: impl FnOnce(&mut VirtioNet, &GuestMemoryMmap)) {
+        let before = snapshot(&self.ram);
+        f(&mut self.dev, self.ram.mem());
         let after = snapshot(&self.ram);
         if before == after {
             return;
@@ -288,7 +304,11 @@ fuzz_target!(|ops: Vec<Op>| {
         [10, 0, 0, 2],
         DmaPolicy::new(MEM),
     )
-    .unwrap();
+    .unwrap()
+    .with_interrupt(
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+    );
     let mut h = Harness {
         ram,
         dev,
@@ -382,6 +402,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 let n = usize::from(*len) % (FRAME_MAX + 1);
                 h.wire.lock().unwrap().inbound.push(vec![*fill; n]);
             }
+            Op::Handover => h.dev.handed_over(),
+            Op::Service => h.checked(|dev, mem| {
+                dev.service(mem);
+            }),
         }
     }
     let mut page = [0u8; 4096];

@@ -1,0 +1,36 @@
+#!/bin/sh
+# /init of the tenant's Linux guest (busybox initramfs built by scripts/qemu-host.sh),
+# network-booted by the firmware in the QEMU host. Each result is one console line
+#   TVP-GUEST <what> <value>
+# that scripts/qemu-host/scenario.sh checks. The command line (signed by the tenant)
+# carries tvp.vip=<VIP/prefix> and tvp.peer=<address to reach>.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "TVP-GUEST userspace uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo "TVP-GUEST cpus-online $(grep -c '^processor' /proc/cpuinfo) ($(cat /sys/devices/system/cpu/online))"
+arg() { sed -n "s/.*$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+VIP=$(arg tvp.vip)
+PEER=$(arg tvp.peer)
+# virtio over MMIO, found through the ACPI DSDT (LNRO0005); dependency order.
+for m in virtio_ring virtio virtio_mmio failover net_failover virtio_net virtio_blk; do
+    [ -f /lib/modules/$m.ko ] && { insmod /lib/modules/$m.ko || echo "TVP-GUEST insmod-failed $m"; }
+done
+i=0; while [ -n "$VIP" ] && [ $i -lt 50 ] && [ ! -e /sys/class/net/eth0 ]; do sleep 0.1; i=$((i+1)); done
+if [ -e /sys/class/net/eth0 ] && [ -n "$VIP" ]; then
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add "$VIP" dev eth0
+    echo "TVP-GUEST eth0 $(cat /sys/class/net/eth0/address) $VIP irq=$(grep -m1 virtio /proc/interrupts | tr -s ' ' | cut -d' ' -f1-4)"
+    if ping -c 3 -W 3 "$PEER" >/tmp/ping.out 2>&1; then
+        echo "TVP-GUEST network-reached $PEER $(grep -o 'round-trip.*' /tmp/ping.out)"
+    else
+        echo "TVP-GUEST network-failed $PEER: $(tail -2 /tmp/ping.out | tr '\n' ' ')"
+    fi
+    echo "TVP-GUEST interrupts $(grep virtio /proc/interrupts | tr -s ' ' | tr '\n' ';')"
+else
+    echo "TVP-GUEST network-failed no eth0 (vip=$VIP)"
+fi
+echo "TVP-GUEST poweroff uptime=$(cut -d' ' -f1 /proc/uptime)"
+poweroff -f
