@@ -110,7 +110,14 @@ for m in virt/lib/irqbypass.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm.ko arc
     net/llc/llc.ko net/802/stp.ko net/bridge/bridge.ko drivers/net/veth.ko; do
     install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$ROOT/lib/modules/"
 done
-install -m 0644 /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$ROOT/ca/" 2>/dev/null || true
+# The host TPM's state and EK certificate, made before the image: swtpm_setup creates
+# swtpm's local CA on first use on a machine, and the image carries that CA for the
+# scenario's ek-certificate-chains-to-manufacturer-ca check.
+mkdir -p "$W/tpm"
+swtpm_setup --tpm2 --tpmstate "$W/tpm" --createek --create-ek-cert --create-platform-cert \
+    --lock-nvram --pcr-banks sha256 --overwrite >"$W/swtpm_setup.log" 2>&1 || die "swtpm_setup failed"
+install -m 0644 /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem /var/lib/swtpm-localca/issuercert.pem "$ROOT/ca/" ||
+    die "swtpm's local CA (/var/lib/swtpm-localca) is missing after swtpm_setup"
 install -m 0755 scripts/qemu-host/scenario.sh "$ROOT/opt/tvp/scenario.sh"
 # The measured VMs' firmware (reproducible build), and the tenant's side: PKI (CA,
 # boot server certificate, workload signing key) and the signed demo workload.
@@ -185,10 +192,7 @@ ok "$(grep -c '"digest"' "$W/ima-allowlist.json") files allowed; /usr/bin/tpm2 i
 (cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1 >"$W/initrd.gz")
 ok "initramfs $(du -h "$W/initrd.gz" | cut -f1)"
 
-say "host TPM: swtpm with an EK certificate (swtpm_setup)"
-mkdir -p "$W/tpm"
-swtpm_setup --tpm2 --tpmstate "$W/tpm" --createek --create-ek-cert --create-platform-cert \
-    --lock-nvram --pcr-banks sha256 --overwrite >"$W/swtpm_setup.log" 2>&1 || die "swtpm_setup failed"
+say "host TPM: swtpm (its state made above)"
 swtpm socket --tpm2 --tpmstate "dir=$W/tpm" --ctrl "type=unixio,path=$W/tpm/ctrl.sock" \
     --flags startup-clear >"$W/swtpm.log" 2>&1 &
 track_pid $!
