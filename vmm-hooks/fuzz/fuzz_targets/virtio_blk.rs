@@ -55,11 +55,17 @@ fn plaintext() -> Vec<u8> {
         .collect()
 }
 
-/// The encrypted image, its header and key (RSA key generation once per process).
+/// The encrypted image, its header and key, made once per process with the image fuzz
+/// folder's fixed test key: generating an RSA key under coverage instrumentation took
+/// 1 to 6 s, and on a loaded machine the first input ran into libFuzzer's timeout.
 fn image() -> &'static (Vec<u8>, ImageHeader, [u8; 32]) {
     static IMG: OnceLock<(Vec<u8>, ImageHeader, [u8; 32])> = OnceLock::new();
     IMG.get_or_init(|| {
-        let kms = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        use rsa::pkcs8::DecodePrivateKey;
+        let kms = rsa::RsaPrivateKey::from_pkcs8_pem(include_str!(
+            "../../../agent/image/fuzz/fixtures/kms-test-key.pem"
+        ))
+        .unwrap();
         let mut file = Vec::new();
         encrypt(
             &mut Cursor::new(plaintext()),
