@@ -169,7 +169,7 @@ for dir in "${FUZZ_DIRS[@]}"; do
             -rss_limit_mb=2048 -print_final_stats=1 \
             -artifact_prefix="$artifacts/" >"$log" 2>&1 || rc=$?
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-        status=$(grep -E 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
+        status=$(grep -a -E 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
         cov=$(sed -E -n 's/.* cov: ([0-9]+) .*/\1/p' <<<"$status")
         ft=$(sed -E -n 's/.* ft: ([0-9]+) .*/\1/p' <<<"$status")
         corp=$(sed -E -n 's/.* corp: ([0-9]+)\/.*/\1/p' <<<"$status")
