@@ -4,7 +4,8 @@
 #    (tpm2-tools), same swtpm, same run, 1 and 16 clients (CONCURRENCY); the
 #    secret-carrying TPM commands and the cost of their salted sessions;
 #  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
-#    (scripts/bench-vmm.sh);
+#    (scripts/bench-vmm.sh); its resident memory beyond guest RAM, 256 MiB guest
+#    (`cargo bench -p tvp-vmm --bench footprint`);
 #  - measured VMs through the API: create -> running with a per-phase breakdown, the
 #    PCR lease hold time, attestations per minute with 10 queued VMs (tvp-bench-vm);
 #  - the real network boot: TLS handshake on both ends, boot-server session, API create
@@ -35,6 +36,8 @@ export TVP_BENCH_KERNEL
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-netboot "${NETBOOTS:-10}" "${NETBOOTS_QUEUED:-10}"
 say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
+say "tvp-vmm: memory overhead beyond guest RAM (vs Firecracker's published 5 MiB), exec -> first instruction"
+cargo bench -q -p tvp-vmm --bench footprint -- 20 2>/dev/null
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5
 say "audit append: Audit (write+fsync+NV_Extend, group commit), 1 and 16 writers, vs a plain write+fsync loop"
