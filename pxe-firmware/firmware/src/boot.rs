@@ -325,7 +325,10 @@ fn deliver(
         println!("mailbox: handover refused: {e:?}");
         fail_told(tls, net, Failure::HandoverRefused)
     }
-    let _ = frames::send(tls, net, MsgType::Status, &STATUS_HANDOVER.to_le_bytes());
+    // Not waiting for the acknowledgement: from the handover on tvp-vmm delivers no
+    // received frame (the receive buffers become the workload's memory), and waiting
+    // would cost the firmware's whole I/O timeout before every workload.
+    let _ = frames::send_last(tls, net, MsgType::Status, &STATUS_HANDOVER.to_le_bytes());
     milestone(milestone::DONE);
     println!("tvp-firmware: handing over to the {kind} at {entry:#x}");
     crate::stub::handover(entry, arg)

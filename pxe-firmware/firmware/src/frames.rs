@@ -29,12 +29,29 @@ impl From<TlsError> for FrameError {
 
 /// Sends one frame.
 pub fn send(tls: &mut Tls, net: &mut Net, msg: MsgType, payload: &[u8]) -> Result<(), FrameError> {
+    tls.send(net, &frame(msg, payload)?)?;
+    Ok(())
+}
+
+/// Sends one frame without waiting for the boot server's acknowledgement: the last
+/// frame, after the handover, when no more frames are received ([`Tls::send_unacknowledged`]).
+pub fn send_last(
+    tls: &mut Tls,
+    net: &mut Net,
+    msg: MsgType,
+    payload: &[u8],
+) -> Result<(), FrameError> {
+    tls.send_unacknowledged(net, &frame(msg, payload)?)?;
+    Ok(())
+}
+
+/// A frame: header and payload.
+fn frame(msg: MsgType, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     let h = frame_header(msg, payload.len()).map_err(FrameError::Protocol)?;
     let mut b = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
     b.extend_from_slice(&h);
     b.extend_from_slice(payload);
-    tls.send(net, &b)?;
-    Ok(())
+    Ok(b)
 }
 
 /// What [`FrameReader::next_staged`] received.

@@ -97,6 +97,8 @@ impl KeyLog for ExporterSecret {
 enum Want<'a> {
     Handshake,
     Send(&'a [u8]),
+    /// Send and put on the wire, without waiting for the peer's acknowledgement.
+    SendUnacknowledged(&'a [u8]),
     Recv,
 }
 
@@ -189,6 +191,14 @@ impl Tls {
         self.run(net, Want::Send(data))
     }
 
+    /// Sends `data` and puts it on the wire without waiting for the peer's
+    /// acknowledgement: the firmware's last frame, after the handover, when tvp-vmm no
+    /// longer delivers received frames to the firmware (it freezes the receive queue at
+    /// the handover, `docs/vmm-boot.md`), so an acknowledgement would never arrive.
+    pub fn send_unacknowledged(&mut self, net: &mut Net, data: &[u8]) -> Result<(), TlsError> {
+        self.run(net, Want::SendUnacknowledged(data))
+    }
+
     /// Receives application data (at least one record's worth).
     pub fn recv(&mut self, net: &mut Net) -> Result<Vec<u8>, TlsError> {
         if self.plaintext.is_empty() {
@@ -245,7 +255,7 @@ impl Tls {
                 ConnectionState::BlockedHandshake => need_read = true,
                 ConnectionState::WriteTraffic(mut w) => match want {
                     Want::Handshake => done = true,
-                    Want::Send(d) => {
+                    Want::Send(d) | Want::SendUnacknowledged(d) => {
                         let need = self.out_len + d.len() + 1024;
                         if self.outgoing.len() < need {
                             self.outgoing.resize(need, 0);
@@ -284,7 +294,7 @@ impl Tls {
                 self.out_len = 0;
             }
             if done {
-                if transmit {
+                if transmit && !matches!(want, Want::SendUnacknowledged(_)) {
                     self.tcp.flush(net, self.timeout_ms)?;
                 }
                 return Ok(());
