@@ -117,3 +117,27 @@ pub fn tvpd_and_inventory(tpm: &Swtpm, dir: &Path, flags: &[&str]) -> (Tvpd, Val
         "ek_name": h["ek_name"], "platform_pcrs": expected["pcrs"]["sha256"]}]});
     (t, inventory)
 }
+
+/// Asserts that creating VM `id` with `spec` is refused by the tenant's key service
+/// naming release-policy check `check` (`422 release_refused`), that no such VM exists
+/// and that no VMM ran for it (no console under tvpd's state directory `state_dir`).
+pub fn assert_release_refused(
+    t: &Tvpd,
+    state_dir: &Path,
+    id: &str,
+    spec: &crate::VmSpec,
+    check: &str,
+) {
+    let r = t.create_vm(spec);
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 422, "{id}: {text}");
+    assert!(
+        text.contains("release_refused") && text.contains(check),
+        "{id}: expected {check} in {text}"
+    );
+    assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);
+    assert!(
+        !state_dir.join(format!("vms/{id}/console.log")).exists(),
+        "{id}: a VMM ran"
+    );
+}

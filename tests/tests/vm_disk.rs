@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tvp_tests::kms::{tvpd_and_inventory, Kms};
+use tvp_tests::kms::{assert_release_refused, tvpd_and_inventory, Kms};
 use tvp_tests::vm::expected_pcr23;
 use tvp_tests::{bin, ended, require, wait_vm, Need, Swtpm, Tenant, Tvpd, VmSpec};
 
@@ -255,18 +255,7 @@ fn a_disk_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
             "vm-policy:management-key",
         ),
     ] {
-        let r = t.create_vm(&s);
-        let text = String::from_utf8_lossy(&r.body).to_string();
-        assert_eq!(r.status, 422, "{id}: {text}");
-        assert!(
-            text.contains("release_refused") && text.contains(check),
-            "{id}: expected {check} in {text}"
-        );
-        assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);
-        assert!(
-            !dir.join(format!("state/vms/{id}/console.log")).exists(),
-            "{id}: a VMM ran"
-        );
+        assert_release_refused(&t, &dir.join("state"), id, &s, check);
     }
 
     // The tenant's own VM gets the key and reads the disk.
