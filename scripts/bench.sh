@@ -43,4 +43,4 @@ TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_M
 say "audit append: Audit (write+fsync+NV_Extend, group commit), 1 and 16 writers, vs a plain write+fsync loop"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-audit-bench "${AUDIT_RECORDS:-200}"
 say "tenant Linux in the QEMU host: create -> /init (network boot, attested) vs QEMU -enable-kvm direct"
-scripts/qemu-host.sh --peer --no-build 2>&1 | grep -E "Linux network boot|Linux phases|peer \(|create -> /init|TVP-CHECK linux|QEMU host run" || true
+scripts/qemu-host.sh --peer --no-build 2>&1 | grep -E "Linux network boot|Linux phases|peer \(|disk read|disk peer|create -> /init|TVP-CHECK linux|QEMU host run" || true

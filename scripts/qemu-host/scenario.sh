@@ -125,7 +125,24 @@ check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /
 # by the tenant as one bundle) network-booted by the firmware with the 64-bit boot
 # protocol in a 2-vCPU VM: its /init prints what it found (TVP-GUEST lines), reaches
 # the boot server's address over virtio-net and powers off through ACPI.
-echo "10.0.0.2 U-linux memory=256 vcpus=2 image=none disk=none management=tenant" >/tmp/reservations-linux
+# Its encrypted disk: the tenant's tvp-kms releases the key only to a VM with the
+# tenant's CA, management key and policy and this firmware, on this inventoried host
+# (docs/kms.md); the reservation names the disk by its header digest.
+mkdir -p /run/tvp/kms
+cat >/tmp/release.toml <<REL
+[[image]]
+image_digest = "any"
+tenant_ca_sha256 = ["$(tvp-kms --ca-digest $T/ca.pem)"]
+management_keys = ["$(tvp-kms --key-id /tmp/tenant.pem)"]
+policy_digests = ["$(tvp-kms --policy-digest /tmp/policy.json)"]
+firmware_sha256 = ["$(sha256sum /opt/tvp/firmware.elf | cut -d' ' -f1)"]
+REL
+tvp-kms --key $T/kms.key --inventory /tmp/inventory.json --release-policy /tmp/release.toml \
+    --socket /run/tvp/kms/tenant.sock 2>/tmp/kms.log &
+KMS=$!
+DISK_DIGEST=$(tvpctl --json image inspect /var/lib/tvp/images/tenant-disk.img | sed -n 's/.*"header_digest": *"\([0-9a-f]*\)".*/\1/p')
+echo "  tenant disk: header $DISK_DIGEST, marker $(cat $T/disk-marker)"
+echo "10.0.0.2 U-linux memory=256 vcpus=2 image=none disk=$DISK_DIGEST management=tenant" >/tmp/reservations-linux
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-linux \
     --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/linux.signed \
@@ -137,7 +154,8 @@ i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-linux.jsonl; d
 # initramfs. Its 10 MB take seconds through the firmware's TLS under this software
 # emulation (minutes on a slower machine or with the emulated CPU's AES-NI off):
 # generous deadlines.
-sed 's/"qemu-vm"/"linux-vm"/; s/"U-qemu"/"U-linux"/; s/"memory_mib": 64/"memory_mib": 256, "vcpus": 2/;
+sed 's/"qemu-vm"/"linux-vm"/; s/"U-qemu"/"U-linux"/;
+     s|"memory_mib": 64|"memory_mib": 256, "vcpus": 2, "disk": {"path": "tenant-disk.img", "kms_socket": "/run/tvp/kms/tenant.sock"}|;
      s/"attestation_deadline_secs": 300/"attestation_deadline_secs": 1500, "phase_deadlines_secs": {"delivery": 1500}/' \
     /tmp/vm.json >/tmp/linux-vm.json
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
@@ -183,10 +201,14 @@ check linux-kernel-booted-by-the-firmware grep -q "Linux version" $LCON
 check linux-userspace grep -q "^TVP-GUEST userspace" $LCON
 check linux-two-vcpus grep -q "^TVP-GUEST cpus-online 2 " $LCON
 check linux-network grep -q "^TVP-GUEST network-reached 10.0.0.1" $LCON
-# (linux-encrypted-disk: /init reads a marker from virtio-blk once tvpd gives a VM
-# its disk; guest-init.sh already loads virtio_blk.)
+check linux-encrypted-disk grep -q "^TVP-GUEST disk-marker $(cat $T/disk-marker) " $LCON
 check linux-poweroff sh -c "test '$state' = destroyed && tvpctl --json vm show linux-vm | grep -q '\"reason\": \"powered-off\"'"
-kill $BSL 2>/dev/null
+kill $BSL $KMS 2>/dev/null
+grep -q '"release"\|released' /tmp/kms.log 2>/dev/null || tail -3 /tmp/kms.log | sed 's/^/  kms| /'
+# The whole disk read sequentially by the guest (each chunk authenticated and decrypted
+# in tvp-vmm as it is read).
+disk_rate() { awk '/^TVP-GUEST disk-read/ { s = $7 - $6; if (s <= 0) s = 0.01; printf "%.1f MB/s (%d bytes in %.2f s)", $3 / s / 1e6, $3, s }' "$1"; }
+echo "  disk read in the tvp guest (virtio-blk, decrypted in tvp-vmm): $(disk_rate $LCON)"
 if [ "$state" != destroyed ] && [ "$state" != failed ]; then
     # Still running: the tenant's delete, bound to this host's AK name and the
     # incarnation the boot server attested, frees the VIP for the next VM.
@@ -202,9 +224,16 @@ fi
 if [ -x /usr/bin/qemu-system-x86_64 ]; then
     P=/opt/tvp/peer
     rm -f /tmp/peer.log
+    # The disk's peers: tvpctl decrypting the same image here, and the same guest
+    # reading the plaintext through QEMU's virtio-blk (no decryption).
+    d0=$(ms)
+    tvpctl image decrypt /var/lib/tvp/images/tenant-disk.img /tmp/disk.plain --kms-key $T/kms.key >/dev/null
+    d1=$(ms)
+    echo "  disk peer: tvpctl image decrypt of the same image in this host: $(awk -v b=$(wc -c </tmp/disk.plain) -v ms=$((d1 - d0)) 'BEGIN { if (ms < 1) ms = 1; printf "%.1f MB/s (%d bytes in %d ms)", b / ms / 1000, b, ms }')"
     t0=$(ms)
     qemu-system-x86_64 -M microvm,acpi=on -enable-kvm -smp 2 -m 256 -L /usr/share/qemu -nodefaults \
         -no-user-config -display none -serial file:/tmp/peer.log -no-reboot \
+        -drive file=/tmp/disk.plain,if=none,id=disk,format=raw,readonly=on -device virtio-blk-device,drive=disk \
         -kernel $P/vmlinuz -initrd $P/initrd.gz -append "$(cat $P/cmdline)" 2>/tmp/peer.err &
     QP=$!
     p_banner= p_init= p_end=
@@ -216,7 +245,9 @@ if [ -x /usr/bin/qemu-system-x86_64 ]; then
     done
     p_end=$(ms)
     kill $QP 2>/dev/null; wait $QP 2>/dev/null
-    grep -E "^TVP-GUEST (userspace|cpus)" /tmp/peer.log | sed 's/^/  peer console| /'
+    grep -E "^TVP-GUEST (userspace|cpus|disk)" /tmp/peer.log | sed 's/^/  peer console| /'
+    echo "  disk peer: the same guest reading the plaintext through QEMU's virtio-blk: $(disk_rate /tmp/peer.log)"
+    rm -f /tmp/disk.plain
     [ -n "$p_init" ] || { tail -20 /tmp/peer.log; cat /tmp/peer.err; } | sed 's/^/  peer-tail| /'
     since() { [ -n "$1" ] && echo "$(( $1 - t0 )) ms" || echo "never"; }
     echo "  peer (QEMU -enable-kvm -M microvm, same kernel, initramfs, command line, 2 vCPUs, 256 MiB): start -> kernel banner $(since $p_banner), -> /init $(since $p_init), -> /init's poweroff line $(since $p_end)"

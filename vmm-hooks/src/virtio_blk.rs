@@ -415,28 +415,47 @@ impl VirtioBlk {
         }
     }
 
-    /// Serves the request queue: at most one queue's worth of chains per notify.
+    /// Serves the request queue until it is empty, then asks for the next notify.
+    ///
+    /// With `VIRTIO_F_EVENT_IDX` the driver notifies only when its available index
+    /// passes `avail_event`, so after draining the device re-arms it
+    /// (`enable_notification`: `avail_event` = the next chain it will take) and drains
+    /// again if requests arrived meanwhile; without that, a driver that queued a second
+    /// request while the first was served would never notify again (Linux's first
+    /// reads hung so). Each round serves at most one queue's worth of chains; a round
+    /// that takes none while the ring claims more (a bogus available index) ends it.
     fn process(&mut self, mem: &GuestMemoryMmap) {
         if !self.mmio.queue_live(0) {
             return;
         }
         let mut returned = false;
-        for _ in 0..QUEUE_SIZE_MAX {
-            let Some(chain) = self.mmio.queues[0].pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let written = self.serve(mem, chain);
-            if self.mmio.queues[0].add_used(mem, head, written).is_err() {
-                self.mmio.broken("used ring not writable".to_string());
-                return;
+        loop {
+            let mut served = 0u32;
+            for _ in 0..QUEUE_SIZE_MAX {
+                let Some(chain) = self.mmio.queues[0].pop_descriptor_chain(mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let written = self.serve(mem, chain);
+                if self.mmio.queues[0].add_used(mem, head, written).is_err() {
+                    self.mmio.broken("used ring not writable".to_string());
+                    return;
+                }
+                served += 1;
+                returned = true;
             }
-            returned = true;
+            match self.mmio.queues[0].enable_notification(mem) {
+                Ok(true) if served > 0 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    self.mmio.broken(format!("used ring not writable: {e}"));
+                    return;
+                }
+            }
         }
-        if !returned {
-            return;
+        if returned {
+            self.mmio.signal_used(mem, 0, self.irq.as_ref());
         }
-        self.mmio.signal_used(mem, 0, self.irq.as_ref());
     }
 
     /// Serves one chain; returns the bytes written into its buffers (used length).

@@ -444,6 +444,48 @@ fn hostile_event_idx_values_are_harmless() {
     assert_eq!(dev.status(), 0);
 }
 
+/// Linux's `vring_need_event`: whether moving the available index from `old` to `new`
+/// crosses `event` (the device's `avail_event`).
+fn need_event(event: u16, new: u16, old: u16) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+}
+
+#[test]
+fn with_event_idx_the_device_re_arms_avail_event_so_a_linux_driver_keeps_notifying() {
+    let (mem, mut dev) = setup_with(image().0.clone(), None);
+    let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+    w(reg::DRIVER_FEATURES, (F_RO | F_EVENT_IDX) as u32);
+    w(reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
+    assert!(enable(&mem, &mut dev, DESC, USED));
+    go(&mem, &mut dev);
+    desc(&mem, 0, HDR, 16, NEXT, 1);
+    desc(&mem, 1, DATA, 512, WRITE | NEXT, 2);
+    desc(&mem, 2, STATUS, 1, WRITE, 0);
+    let avail_event_at = USED + 4 + 8 * 4;
+    // Three reads queued one after the other, each notified only when Linux's rule
+    // says so (as virtio_ring.c's virtqueue_kick_prepare does).
+    for n in 1..=3u16 {
+        mem.write_obj(T_IN, GuestAddress(HDR)).unwrap();
+        mem.write_obj(u64::from(n), GuestAddress(HDR + 8)).unwrap();
+        mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        let old: u16 = mem.read_obj(GuestAddress(AVAIL + 2)).unwrap();
+        mem.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(old % 4)))
+            .unwrap();
+        mem.write_obj(old.wrapping_add(1), GuestAddress(AVAIL + 2))
+            .unwrap();
+        let event: u16 = mem.read_obj(GuestAddress(avail_event_at)).unwrap();
+        assert!(
+            need_event(event, old.wrapping_add(1), old),
+            "request {n}: avail_event {event} tells the driver not to notify; the request would wait forever"
+        );
+        dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &0u32.to_le_bytes());
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), S_OK);
+        assert_eq!(used_idx(&mem), n);
+        let at = usize::from(n) * 512;
+        assert_eq!(read_guest(&mem, DATA, 512), plaintext()[at..at + 512]);
+    }
+}
+
 #[test]
 fn a_completed_request_raises_the_irqfd_unless_suppressed() {
     let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();

@@ -326,8 +326,11 @@ impl VirtioNet {
         self.pump_rx(mem);
     }
 
-    /// Sends every frame the guest queued on the transmit queue (at most one queue's
-    /// worth per notify).
+    /// Sends every frame the guest queued on the transmit queue, then asks for the
+    /// next notify (EVENT_IDX: `avail_event` = the next chain; otherwise the used ring's
+    /// flags stay 0) and sends again if frames were queued meanwhile, so none waits for
+    /// a notify the driver will not send. One queue's worth of frames per round; a
+    /// round that takes none while the ring claims more ends it.
     fn process_tx(&mut self, mem: &GuestMemoryMmap) {
         if !self.mmio.live()
             || !self.mmio.queues[TX_QUEUE].ready()
@@ -337,6 +340,33 @@ impl VirtioNet {
         }
         let mut frame = Vec::with_capacity(NET_HDR_LEN + FRAME_MAX);
         let mut returned = false;
+        loop {
+            let sent = self.send_tx_round(mem, &mut frame);
+            if !self.mmio.live() {
+                return;
+            }
+            returned |= sent > 0;
+            // The ring was checked writable above.
+            match self.mmio.queues[TX_QUEUE].enable_notification(mem) {
+                Ok(true) if sent > 0 => continue,
+                Ok(_) => break,
+                Err(_) => {
+                    self.mmio
+                        .broken("transmit used ring not writable".to_string());
+                    return;
+                }
+            }
+        }
+        if returned && self.interrupts() {
+            let irq = self.interrupt.as_ref().map(|i| &i.irq);
+            self.mmio.signal_used(mem, TX_QUEUE, irq);
+        }
+    }
+
+    /// Sends up to one queue's worth of queued frames; returns how many chains it
+    /// returned (0 also when the used ring broke: the device is then not live).
+    fn send_tx_round(&mut self, mem: &GuestMemoryMmap, frame: &mut Vec<u8>) -> u32 {
+        let mut returned = 0;
         for _ in 0..QUEUE_SIZE_MAX {
             let chain = match self.mmio.queues[TX_QUEUE].pop_descriptor_chain(mem) {
                 Some(c) => c,
@@ -378,22 +408,12 @@ impl VirtioNet {
             if self.mmio.queues[TX_QUEUE].add_used(mem, head, 0).is_err() {
                 self.mmio
                     .broken("transmit used ring not writable".to_string());
-                return;
+                return 0;
             }
             self.mmio.interrupt_status |= INT_USED_BUFFER;
-            returned = true;
+            returned += 1;
         }
-        if returned && self.interrupts() {
-            let irq = self.interrupt.as_ref().map(|i| &i.irq);
-            self.mmio.signal_used(mem, TX_QUEUE, irq);
-        }
-        // Ask for a notify when the next frame is queued (EVENT_IDX: avail_event =
-        // next_avail; otherwise the used ring's flags stay 0). The ring was checked
-        // writable above.
-        if self.mmio.queues[TX_QUEUE].enable_notification(mem).is_err() {
-            self.mmio
-                .broken("transmit used ring not writable".to_string());
-        }
+        returned
     }
 
     /// Tells the driver it need not notify the receive queue (the device refills it on
