@@ -198,6 +198,21 @@ fn a_vm_created_with_the_tenant_s_disk_reads_it_and_the_page_measures_which_disk
         "{}",
         t.log()
     );
+    // The tenant learns of it from the VM's audit trail, not only from the host's log.
+    let tampers: Vec<_> = t
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["op"] == "disk-tamper")
+        .collect();
+    assert_eq!(tampers.len(), 1, "{tampers:?}");
+    assert_eq!(tampers[0]["vm"], "d8", "{tampers:?}");
+    assert_eq!(tampers[0]["stage"], "event", "{tampers:?}");
+    assert!(
+        tampers[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("chunk 2 ")),
+        "{tampers:?}"
+    );
 
     for id in ["d2", "d3", "d4", "d5", "d6"] {
         assert_eq!(t.api("GET", &format!("/v1/vms/{id}"), None).status, 404);

@@ -74,6 +74,9 @@ pub enum HostEvent {
     /// A KVM VM tvpd did not create appeared on, or left, the host (op
     /// `out-of-context-vm`).
     OutOfContextVm,
+    /// A chunk of the VM's encrypted disk failed authentication when the guest read
+    /// it: the file was altered under the VM (op `disk-tamper`).
+    DiskTamper,
 }
 
 impl HostEvent {
@@ -82,6 +85,7 @@ impl HostEvent {
         match self {
             HostEvent::PlatformRevocation => "platform-revocation",
             HostEvent::OutOfContextVm => "out-of-context-vm",
+            HostEvent::DiskTamper => "disk-tamper",
         }
     }
 }

@@ -97,7 +97,7 @@ impl Manager {
         }
     }
 
-    fn record_host_event(&self, id: &str, event: HostEvent, state: &str, reason: &str) {
+    pub(super) fn record_host_event(&self, id: &str, event: HostEvent, state: &str, reason: &str) {
         if let Err(e) = self.audit.host_event_blocking(id, event, state, reason) {
             log::error!(vm = id, event = event.op(), error = e.to_string(); "host event not written to the VM's audit trail yet: kept, and written before any later record");
         }

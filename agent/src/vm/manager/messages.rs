@@ -11,8 +11,10 @@ use log::warn;
 use tvp_vmm_channel::{ExitReason, HostMessage, VmmMessage};
 
 use super::attestation::{refusal, Refused};
+use super::record::MAX_DISK_TAMPER_RECORDS;
 use super::supervise::Flow;
 use super::Manager;
+use crate::audit::HostEvent;
 use crate::lock;
 use crate::vm::boot::{kind, Ending, Step, Violation};
 use crate::vm::process::VmmProcess;
@@ -72,6 +74,17 @@ impl Manager {
             VmmMessage::DiskTamper { chunk } => {
                 // The guest got an I/O error, never the chunk's plaintext.
                 log::error!(vm = id, chunk = chunk; "disk-tamper: a chunk of the VM's encrypted disk failed authentication");
+                // And its tenant learns of it from the VM's audit trail (bounded per
+                // VMM; not under the manager's lock).
+                let state = lock(&self.registry).vms.get_mut(id).and_then(|vm| {
+                    let vmm = vm.run.vmm.as_mut()?;
+                    vmm.disk_tampers = vmm.disk_tampers.saturating_add(1);
+                    (vmm.disk_tampers <= MAX_DISK_TAMPER_RECORDS).then(|| vm.boot.label())
+                });
+                if let Some(state) = state {
+                    let reason = format!("chunk {chunk} of the VM's encrypted disk failed authentication; the guest got an I/O error, never that chunk's plaintext");
+                    self.record_host_event(id, HostEvent::DiskTamper, &state, &reason);
+                }
             }
             VmmMessage::TunnelEstablished {
                 request_id,

@@ -35,7 +35,14 @@ pub(super) struct Vmm {
     pub bound: Option<[u8; 32]>,
     /// How a restarted tvpd re-adopts it (persisted in the record).
     pub adoption: Option<Adoption>,
+    /// `disk-tamper` reports it sent (only the first [`MAX_DISK_TAMPER_RECORDS`]
+    /// become audit records: a compromised VMM cannot flood the trail).
+    pub disk_tampers: u32,
 }
+
+/// Most `disk-tamper` audit records per VMM (tvp-vmm reports each chunk once, at
+/// most 64).
+pub(super) const MAX_DISK_TAMPER_RECORDS: u32 = 64;
 
 /// What one measured boot has; a reboot replaces it whole.
 pub(super) struct Run {
@@ -97,6 +104,7 @@ impl Run {
                 page,
                 bound,
                 adoption,
+                disk_tampers: 0,
             }),
             deadline: crate::logging::rfc3339(std::time::SystemTime::now() + deadline),
             measurements: Vec::new(),

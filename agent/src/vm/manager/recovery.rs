@@ -262,6 +262,7 @@ impl Manager {
             // Its image key was checked against its measured boot then.
             bound: None,
             adoption: Some(adoption.clone()),
+            disk_tampers: 0,
         };
         Ok((vmm, s, process, rx))
     }
