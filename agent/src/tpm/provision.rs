@@ -201,6 +201,13 @@ pub fn provision(
         .execute_without_session(|c| c.read_public(ak))
         .map_err(cmd("ReadPublic(AK)"))?;
     let ak_scheme = check_ak(&ak_public, cfg.ak_handle)?;
+    let configured = match cfg.ak_algorithm {
+        AkAlgorithm::EccP256 => AkScheme::EcdsaSha256,
+        AkAlgorithm::Rsa2048 => AkScheme::RsaSsaSha256,
+    };
+    if ak_scheme != configured {
+        info!(handle = format!("{:#010x}", cfg.ak_handle), ak = ak_scheme.describe(); "keeping the persistent attestation key; ak_algorithm applies to new AKs only");
+    }
 
     let ek_der = keys::public_to_spki_der(&ek_public)?;
     let ek_certificate_der = match ek::retrieve_ek_pubcert(
