@@ -38,6 +38,7 @@ impl Swtpm {
             tvp_agent::tpm::ProvisionConfig {
                 ek_handle: 0x8101_0001,
                 ak_handle: 0x8101_0002,
+                ak_algorithm: Default::default(),
             },
         )
         .expect("TPM service on swtpm")

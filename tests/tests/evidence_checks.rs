@@ -80,6 +80,17 @@ fn theirs(t: &Tvpd, ev: &Path, nonce: &str, ak: &Path, out: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// What openssl makes of the AK PEM (`openssl pkey -pubin -text`).
+fn openssl_text(ak: &Path) -> String {
+    let o = Command::new("openssl")
+        .args(["pkey", "-pubin", "-noout", "-text", "-in"])
+        .arg(ak)
+        .output()
+        .expect("run openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn write(dir: &Path, name: &str, v: &Value) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
@@ -100,6 +111,12 @@ fn quotes_pass_both_verifiers_and_each_tampering_fails_both() {
     let tpm = Swtpm::blank();
     let t = Tvpd::start(&tpm, &tpm.scratch("a"), &[]);
     let c = setup(&tpm, &t);
+    // A new host's AK is ECC NIST P-256 (openssl reads the PEM as such).
+    let text = openssl_text(&c.ak);
+    assert!(
+        text.contains("prime256v1") || text.contains("P-256"),
+        "{text}"
+    );
     let good = write(&c.dir, "good.json", &c.evidence);
     let (code, err) = ours(&t, &good, &c.nonce, &c.ak, &["--ek-name", &c.ek_name]);
     assert_eq!(code, 0, "{err}");
@@ -285,4 +302,55 @@ fn runtime_integrity_is_reported_not_checked_and_an_allowlist_refuses_a_host_wit
         err.contains("verification FAILED at check ima: no-list"),
         "{err}"
     );
+}
+
+/// A host provisioned with an RSA-2048 AK (every host before ECC AKs, or
+/// `ak_algorithm = "rsa-2048"`) keeps it when tvpd restarts with the ECC default: its
+/// quotes pass tvpctl and tpm2_checkquote, a tampered one fails both, and its audit log
+/// verifies against the anchor the RSA AK certifies.
+#[test]
+fn an_rsa_ak_from_before_keeps_passing_both_verifiers_and_certifies_the_audit_anchor() {
+    require!("swtpm", "tpm2_checkquote", "openssl");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let mut old = Tvpd::start(&tpm, &dir, &["--ak-algorithm", "rsa-2048"]);
+    let before = old.api_json("GET", "/v1/host", None)["ak_public_pem"].clone();
+    assert_eq!(old.stop(), Some(0));
+    let t = Tvpd::start(&tpm, &dir, &[]);
+    let c = setup(&tpm, &t);
+    assert_eq!(
+        std::fs::read_to_string(&c.ak).unwrap(),
+        before.as_str().unwrap()
+    );
+    let text = openssl_text(&c.ak);
+    assert!(
+        text.contains("2048 bit") && text.contains("Modulus"),
+        "{text}"
+    );
+    let good = write(&c.dir, "good.json", &c.evidence);
+    let (code, err) = ours(&t, &good, &c.nonce, &c.ak, &["--ek-name", &c.ek_name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(theirs(&t, &good, &c.nonce, &c.ak, &c.dir.join("x-good")));
+    let mut sig = c.evidence.clone();
+    flip_b64(&mut sig["quote"]["signature"], 5);
+    let bad = write(&c.dir, "sig.json", &sig);
+    let (code, err) = ours(&t, &bad, &c.nonce, &c.ak, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!theirs(&t, &bad, &c.nonce, &c.ak, &c.dir.join("x-sig")));
+
+    let n = nonce_hex(16);
+    let anchor = c.dir.join("anchor.json");
+    let (rc, _, err) = t.tvpctl(&[
+        "audit",
+        "anchor",
+        "--nonce",
+        &n,
+        "-o",
+        anchor.to_str().unwrap(),
+    ]);
+    assert_eq!(rc, 0, "{err}");
+    let log = t.state_dir.join("audit.log");
+    let (rc, out, err) = t.verify_audit_log(&log, &anchor, &c.ak, &n);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.contains("match the TPM-certified anchor"), "{out}");
 }

@@ -1,5 +1,6 @@
 //! The TPM core against a real swtpm: provisioning, PCR policy, quotes.
 
+use tvp_agent::tpm::provision::{AkAlgorithm, AkScheme};
 use tvp_agent::tpm::{ProvisionConfig, Tpm, TpmError};
 use tvp_tests::{require, Swtpm};
 
@@ -7,6 +8,7 @@ fn cfg() -> ProvisionConfig {
     ProvisionConfig {
         ek_handle: 0x8101_0001,
         ak_handle: 0x8101_0002,
+        ak_algorithm: AkAlgorithm::EccP256,
     }
 }
 
@@ -71,7 +73,11 @@ fn extend_matches_the_tpm_and_quote_digest_matches_values() {
     let q = tpm.quote(b"nonce-123", &[23, 16, 15]).expect("quote");
     assert_eq!(q.pcrs.keys().copied().collect::<Vec<_>>(), vec![15, 16, 23]);
     assert_eq!(q.pcrs[&23], expect);
-    assert!(q.attest.len() > 100 && q.signature.len() > 256);
+    // A new AK is ECC P-256: TPMT_SIGNATURE ECDSA (0x0018), SHA-256, r and s.
+    assert_eq!(tpm.identity().ak_scheme, AkScheme::EcdsaSha256);
+    assert!(q.attest.len() > 100);
+    assert_eq!(&q.signature[..4], &[0x00, 0x18, 0x00, 0x0b]);
+    assert!(q.signature.len() <= 4 + 2 * 34);
 
     // The next quote may answer with the last quote's values (no PCR read) only while
     // they still hash to the signed digest: an extend in between must show.
@@ -111,6 +117,55 @@ fn extend_matches_the_tpm_and_quote_digest_matches_values() {
     }
 }
 
+/// A TPM provisioned with an RSA-2048 AK (as every host was before ECC AKs, or with
+/// `ak_algorithm = "rsa-2048"`) keeps it when tvpd starts with the new default: the
+/// same key, quotes and certifications signed RSASSA-SHA256 that verify.
+#[test]
+fn an_rsa_ak_from_before_is_kept_and_signs_with_its_own_scheme() {
+    require!("swtpm");
+    let swtpm = Swtpm::blank();
+    let rsa = ProvisionConfig {
+        ak_algorithm: AkAlgorithm::Rsa2048,
+        ..cfg()
+    };
+    let old = Tpm::open(&swtpm.tcti(), &rsa).expect("provision with an RSA AK");
+    let before = old.identity().clone();
+    assert!(before.created);
+    assert_eq!(before.ak_scheme, AkScheme::RsaSsaSha256);
+    drop(old);
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open with the ECC default");
+    let id = tpm.identity().clone();
+    assert!(!id.created, "the persisted AK must be kept");
+    assert_eq!(id.ak_public_pem, before.ak_public_pem);
+    assert_eq!(id.ak_name, before.ak_name);
+    assert_eq!(id.ak_scheme, AkScheme::RsaSsaSha256);
+    let ak = tvp_verifier::AkKey::from_pem(&id.ak_public_pem).unwrap();
+    assert_eq!(ak.describe(), "RSA-2048");
+    let q = tpm.quote(b"nonce-rsa", &[15, 16, 23]).expect("quote");
+    assert_eq!(&q.signature[..4], &[0x00, 0x14, 0x00, 0x0b]);
+    let sig = tvp_verifier::tpm::Signature::parse(&q.signature).unwrap();
+    ak.verify(&q.attest, &sig).expect("RSA AK signature");
+    let key = tpm.create_binding_key(&[15]).expect("binding key");
+    let cert = tpm.certify_binding_key(&key, b"nonce-c").expect("certify");
+    let sig = tvp_verifier::tpm::Signature::parse(&cert.signature).unwrap();
+    ak.verify(&cert.attest, &sig).expect("RSA AK certification");
+}
+
+/// The new default AK certifies the binding key with ECDSA too.
+#[test]
+fn the_ecc_ak_certifies_the_binding_key() {
+    require!("swtpm");
+    let swtpm = Swtpm::blank();
+    let mut tpm = Tpm::open(&swtpm.tcti(), &cfg()).expect("open");
+    let ak = tvp_verifier::AkKey::from_pem(&tpm.identity().ak_public_pem).unwrap();
+    assert_eq!(ak.describe(), "ECDSA P-256");
+    let key = tpm.create_binding_key(&[15]).expect("binding key");
+    let cert = tpm.certify_binding_key(&key, b"nonce-c").expect("certify");
+    assert_eq!(&cert.signature[..4], &[0x00, 0x18, 0x00, 0x0b]);
+    let sig = tvp_verifier::tpm::Signature::parse(&cert.signature).unwrap();
+    ak.verify(&cert.attest, &sig).expect("ECC AK certification");
+}
+
 #[test]
 fn quote_nonce_must_be_1_to_32_bytes() {
     require!("swtpm");
@@ -132,6 +187,7 @@ fn wrong_object_at_the_ak_handle_is_reported() {
     let swapped = ProvisionConfig {
         ek_handle: 0x8101_0002,
         ak_handle: 0x8101_0001,
+        ..cfg()
     };
     let e = Tpm::open(&swtpm.tcti(), &swapped)
         .err()

@@ -19,6 +19,7 @@ fn cfg() -> ProvisionConfig {
     ProvisionConfig {
         ek_handle: EK,
         ak_handle: 0x8101_0002,
+        ak_algorithm: Default::default(),
     }
 }
 

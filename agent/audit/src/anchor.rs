@@ -202,22 +202,67 @@ pub fn parse_nv_attest(attest: &[u8]) -> Result<NvCertifyInfo, AnchorError> {
     })
 }
 
+/// The AK as the certification's signature is checked with.
+enum AkKey {
+    Rsa(Box<rsa::RsaPublicKey>),
+    P256(p256::ecdsa::VerifyingKey),
+}
+
 fn verify_signature(ak_pem: &str, attest: &[u8], sig: &[u8]) -> Result<(), AnchorError> {
     // Surrounding whitespace is not part of the key (a PEM cut out of JSON with sed
     // ends in a blank line, which the strict PEM parser would refuse).
-    let key = rsa::RsaPublicKey::from_public_key_pem(&format!("{}\n", ak_pem.trim()))
-        .map_err(|e| AnchorError::Malformed(format!("AK public key: {e}")))?;
-    // TPMT_SIGNATURE: sigAlg (RSASSA 0x0014), hash (SHA-256 0x000B), TPM2B signature.
+    let pem = format!("{}\n", ak_pem.trim());
+    let key = match rsa::RsaPublicKey::from_public_key_pem(&pem) {
+        Ok(k) => AkKey::Rsa(Box::new(k)),
+        Err(rsa_err) => p256::ecdsa::VerifyingKey::from_public_key_pem(&pem)
+            .map(AkKey::P256)
+            .map_err(|_| {
+                AnchorError::Malformed(format!(
+                    "AK public key: neither RSA nor ECDSA P-256 ({rsa_err})"
+                ))
+            })?,
+    };
+    // TPMT_SIGNATURE: sigAlg, hash (SHA-256 0x000B), then for RSASSA (0x0014) a TPM2B
+    // signature, for ECDSA (0x0018) the TPM2B r and the TPM2B s.
     let mut r = Reader(sig);
-    if r.u16()? != 0x0014 || r.u16()? != 0x000B {
+    let (alg, hash) = (r.u16()?, r.u16()?);
+    if hash != 0x000B || !matches!(alg, 0x0014 | 0x0018) {
         return Err(AnchorError::Malformed(
-            "signature is not RSASSA-SHA256".into(),
+            "signature is neither RSASSA-SHA256 nor ECDSA-SHA256".into(),
         ));
     }
-    let s = Signature::try_from(r.tpm2b()?).map_err(|_| AnchorError::BadSignature)?;
-    VerifyingKey::<Sha256>::new(key)
-        .verify(attest, &s)
-        .map_err(|_| AnchorError::BadSignature)
+    // A scheme that does not fit the trusted AK's key type was not made by it.
+    match (key, alg) {
+        (AkKey::Rsa(key), 0x0014) => {
+            let s = Signature::try_from(r.tpm2b()?).map_err(|_| AnchorError::BadSignature)?;
+            VerifyingKey::<Sha256>::new(*key)
+                .verify(attest, &s)
+                .map_err(|_| AnchorError::BadSignature)
+        }
+        (AkKey::P256(key), 0x0018) => {
+            let (sr, ss) = (scalar(r.tpm2b()?)?, scalar(r.tpm2b()?)?);
+            let s = p256::ecdsa::Signature::from_scalars(sr, ss)
+                .map_err(|_| AnchorError::BadSignature)?;
+            key.verify(attest, &s)
+                .map_err(|_| AnchorError::BadSignature)
+        }
+        _ => Err(AnchorError::BadSignature),
+    }
+}
+
+/// An ECDSA P-256 r or s, left-padded to 32 bytes.
+fn scalar(v: &[u8]) -> Result<[u8; 32], AnchorError> {
+    let start = v.iter().position(|&b| b != 0).unwrap_or(v.len());
+    let v = &v[start..];
+    let mut out = [0u8; 32];
+    out.get_mut(
+        32usize
+            .checked_sub(v.len())
+            .ok_or(AnchorError::BadSignature)?..,
+    )
+    .ok_or(AnchorError::BadSignature)?
+    .copy_from_slice(v);
+    Ok(out)
 }
 
 impl AnchorCertification {
@@ -282,5 +327,74 @@ mod tests {
             parse_nv_attest(&[0xff, 0x54]),
             Err(AnchorError::Malformed(_))
         ));
+    }
+
+    fn tpm2b(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    }
+
+    /// A certification by an ECC P-256 AK (ECDSA-SHA256 TPMT_SIGNATURE, r and s as
+    /// TPM2Bs) verifies; a changed value or another key's signature does not.
+    #[test]
+    fn ecdsa_p256_certification_verifies() {
+        use p256::ecdsa::signature::Signer as _;
+        use p256::pkcs8::EncodePublicKey as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (index, nonce, value) = (0x0150_0000u32, [7u8; 20], [9u8; 32]);
+        let mut attest = Vec::new();
+        attest.extend_from_slice(&0xff54_4347u32.to_be_bytes());
+        attest.extend_from_slice(&0x8014u16.to_be_bytes());
+        tpm2b(&mut attest, &[0x00, 0x0b, 1, 2, 3, 4]);
+        tpm2b(&mut attest, &nonce);
+        attest.extend_from_slice(&[0u8; 25]);
+        tpm2b(&mut attest, &expected_nv_name(index));
+        attest.extend_from_slice(&0u16.to_be_bytes());
+        tpm2b(&mut attest, &value);
+        let key = p256::ecdsa::SigningKey::from_slice(&[0x33; 32]).unwrap();
+        let sign = |msg: &[u8]| {
+            let sig: p256::ecdsa::Signature = key.sign(msg);
+            let (r, s) = sig.split_bytes();
+            let mut out = vec![0x00, 0x18, 0x00, 0x0b];
+            tpm2b(&mut out, &r);
+            tpm2b(&mut out, &s);
+            out
+        };
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        let cert = AnchorCertification {
+            nv_index: index,
+            records: 1,
+            head: hex::encode([1u8; 32]),
+            value: hex::encode(value),
+            nonce: hex::encode(nonce),
+            signature: b64.encode(sign(&attest)),
+            attest: b64.encode(&attest),
+            ak_public_pem: pem.clone(),
+        };
+        assert_eq!(cert.verify(Some(&pem), Some(&nonce)), Ok(value));
+        let mut other = attest.clone();
+        *other.last_mut().unwrap() ^= 1;
+        let forged = AnchorCertification {
+            signature: b64.encode(sign(&other)),
+            ..cert.clone()
+        };
+        assert_eq!(
+            forged.verify(Some(&pem), Some(&nonce)),
+            Err(AnchorError::BadSignature)
+        );
+        // An RSASSA signature is not the ECC AK's, whatever it carries.
+        let mut rsassa = vec![0x00, 0x14, 0x00, 0x0b];
+        tpm2b(&mut rsassa, &[1u8; 256]);
+        let other_scheme = AnchorCertification {
+            signature: b64.encode(rsassa),
+            ..cert.clone()
+        };
+        assert_eq!(
+            other_scheme.verify(Some(&pem), Some(&nonce)),
+            Err(AnchorError::BadSignature)
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_handle, DEFAULT_AUDIT_NV_INDEX, DEFAULT_PLATFORM_PCR, DEFAULT_SOCKET};
-use crate::tpm::provision::{DEFAULT_AK_HANDLE, DEFAULT_EK_HANDLE};
+use crate::tpm::provision::{AkAlgorithm, DEFAULT_AK_HANDLE, DEFAULT_EK_HANDLE};
 
 /// Declares the configuration keys. Each row:
 ///
@@ -136,4 +136,6 @@ config_keys! {
     keep_vms_on_stop: bool = false, flag bool [value_name = "BOOL", action = clap::ArgAction::Set];
     /// How long a running VM's tvp-vmm waits for a restarted tvpd to re-adopt it once its channel closed, in seconds; past it the VMM stops the VM. 0 = never wait.
     vmm_adoption_grace_secs: u64 = 120, flag u64 [value_name = "SECS"];
+    /// Algorithm of the attestation key created at first start: ecc-p256 (ECDSA-SHA256) or rsa-2048 (RSASSA-SHA256). An AK already at ak_handle is kept whatever its algorithm.
+    ak_algorithm: AkAlgorithm = AkAlgorithm::EccP256, flag AkAlgorithm [value_name = "ALG", value_enum];
 }

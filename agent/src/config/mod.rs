@@ -369,7 +369,8 @@ mod tests {
             r#""vmm_user":null,"observer_users":[],"observer_groups":[],"#,
             r#""kms_socket_dir":"/run/tvp/kms","max_connections_per_uid":16,"#,
             r#""manager_reserved_connections":16,"denial_flush_interval_ms":5000,"#,
-            r#""keep_vms_on_stop":false,"vmm_adoption_grace_secs":120}"#
+            r#""keep_vms_on_stop":false,"vmm_adoption_grace_secs":120,"#,
+            r#""ak_algorithm":"ecc-p256"}"#
         );
         let got = Config::default().canonical_json();
         assert_eq!(String::from_utf8(got).unwrap(), expected);

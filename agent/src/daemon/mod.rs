@@ -77,6 +77,7 @@ fn run_daemon(
     let provision = ProvisionConfig {
         ek_handle: cfg.ek_handle,
         ak_handle: cfg.ak_handle,
+        ak_algorithm: cfg.ak_algorithm,
     };
     let tpm_service =
         TpmService::start(cfg.tcti.clone(), provision).map_err(|source| StartError::Tpm {

@@ -16,8 +16,8 @@ use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Data, Digest, HashScheme, Private, Public, PublicBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaDecryptionScheme, RsaExponent, RsaScheme, SignatureScheme,
-    SymmetricDefinition, SymmetricDefinitionObject,
+    PublicRsaParametersBuilder, RsaDecryptionScheme, RsaExponent, RsaScheme, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::traits::Marshall;
 use tss_esapi::utils::create_restricted_decryption_rsa_public;
@@ -190,6 +190,7 @@ impl Tpm {
         super::quote::check_nonce(nonce)?;
         let (srk, h) = self.load_binding(key)?;
         let ak = self.ak;
+        let scheme = self.identity.ak_scheme.esapi();
         let data = Data::try_from(nonce.to_vec()).map_err(cmd("Certify qualifying data"))?;
         let r = self.ctx()?.execute_with_sessions(
             (
@@ -197,16 +198,7 @@ impl Tpm {
                 Some(AuthSession::Password),
                 None,
             ),
-            |c| {
-                c.certify(
-                    h.into(),
-                    ak,
-                    data,
-                    SignatureScheme::RsaSsa {
-                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                    },
-                )
-            },
+            |c| c.certify(h.into(), ak, data, scheme),
         );
         self.flush(h.into());
         self.flush(srk.into());

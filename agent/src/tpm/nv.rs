@@ -315,6 +315,7 @@ impl Tpm {
     ) -> Result<(NvCertification, NvAnchor), TpmError> {
         super::quote::check_nonce(nonce)?;
         let ak = self.cfg.ak_handle;
+        let scheme = self.identity.ak_scheme.alg_id();
         self.with_raw(|raw| {
             let value = nv_read(raw, index)?;
             let r = exec(
@@ -325,7 +326,7 @@ impl Tpm {
                     .u32(index)
                     .password_auths(2)
                     .tpm2b(nonce)
-                    .u16(0x0014) // TPM_ALG_RSASSA
+                    .u16(scheme) // TPM_ALG_RSASSA or TPM_ALG_ECDSA, the AK's
                     .u16(0x000b) // TPM_ALG_SHA256
                     .u16(32)
                     .u16(0)

@@ -7,8 +7,7 @@
 //! read is skipped. Any other digest falls back to reading the PCRs and comparing.
 
 use sha2::{Digest as _, Sha256};
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::structures::{AttestInfo, Data, HashScheme, SignatureScheme};
+use tss_esapi::structures::{AttestInfo, Data};
 use tss_esapi::traits::Marshall;
 
 use super::error::{cmd, TpmError};
@@ -60,7 +59,8 @@ fn digest(values: &PcrValues) -> [u8; 32] {
 }
 
 impl Tpm {
-    /// Quote the SHA-256 values of `pcrs` with `nonce` as qualifying data, signed by the AK.
+    /// Quote the SHA-256 values of `pcrs` with `nonce` as qualifying data, signed by the AK
+    /// with its own scheme (RSASSA or ECDSA, SHA-256).
     pub fn quote(&mut self, nonce: &[u8], pcrs: &[u32]) -> Result<QuoteResult, TpmError> {
         check_nonce(nonce)?;
         if pcrs.is_empty() {
@@ -75,16 +75,10 @@ impl Tpm {
             let selection = sha256_selection(&sorted)?;
             let data = Data::try_from(nonce.to_vec()).map_err(cmd("Quote qualifying data"))?;
             let ak = self.ak;
+            let scheme = self.identity.ak_scheme.esapi();
             let (attest, signature) = self
                 .ctx()?
-                .quote(
-                    ak,
-                    data,
-                    SignatureScheme::RsaSsa {
-                        hash_scheme: HashScheme::new(HashingAlgorithm::Sha256),
-                    },
-                    selection,
-                )
+                .quote(ak, data, scheme, selection)
                 .map_err(cmd("Quote"))?;
             let AttestInfo::Quote { info } = attest.attested() else {
                 return Err(TpmError::Encoding {
