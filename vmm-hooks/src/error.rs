@@ -36,6 +36,9 @@ pub enum VmmError {
     /// The TAP device for virtio-net could not be opened.
     #[error("TAP device {0}")]
     Tap(String),
+    /// The VM's TPM (its swtpm's descriptor) is unusable.
+    #[error("vTPM: {0}")]
+    Vtpm(String),
     /// Guest memory could not be allocated or written.
     #[error("guest memory: {0}")]
     Memory(String),

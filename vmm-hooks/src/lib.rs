@@ -39,6 +39,7 @@ pub mod net_rx;
 pub mod netfilter;
 pub mod shutdown;
 pub mod tap;
+pub mod tpm_crb;
 pub mod vcpu;
 pub mod vcpus;
 pub mod virtio_blk;

@@ -84,6 +84,14 @@ enum Cmd {
         /// Inherited pipe holding the disk image's 32-byte key (then end of file).
         #[arg(long, value_name = "FD", requires = "disk_fd")]
         disk_key_fd: Option<i32>,
+        /// Inherited connected stream socket to the VM's own TPM (its swtpm's data
+        /// channel: raw TPM 2.0 commands and responses), served to the guest as a TPM
+        /// CRB device at 0xfed40000, locality 0.
+        #[arg(long, value_name = "FD")]
+        vtpm_fd: Option<i32>,
+        /// How long one TPM command may take before the VM's TPM counts as failed.
+        #[arg(long, value_name = "MS", default_value_t = 30_000)]
+        vtpm_timeout_ms: u64,
         /// The key's lease: the image must be in memory within this many milliseconds
         /// of reading the key, or the VM fails.
         #[arg(long, value_name = "MS", default_value_t = 30_000)]
@@ -203,6 +211,8 @@ fn main() -> ExitCode {
             image_key_lease_ms,
             disk_fd,
             disk_key_fd,
+            vtpm_fd,
+            vtpm_timeout_ms,
             adopt_socket,
             adopt_grace_secs,
         } => {
@@ -237,6 +247,10 @@ fn main() -> ExitCode {
                 disk: disk_fd
                     .zip(disk_key_fd)
                     .map(|(fd, key_fd)| tvp_vmm::disk::DiskInput { fd, key_fd }),
+                vtpm: vtpm_fd.map(|fd| tvp_vmm::tpm_crb::VtpmInput {
+                    fd,
+                    timeout: Duration::from_millis(vtpm_timeout_ms),
+                }),
                 adoption: adopt_socket.map(|p| (p, Duration::from_secs(adopt_grace_secs))),
             });
             ExitCode::from(code as u8)

@@ -6,6 +6,7 @@ use crate::devices::{Devices, IoAction};
 use crate::error::VmmError;
 use crate::mailbox::Mailbox;
 use crate::shutdown::Shutdown;
+use crate::tpm_crb::TpmCrb;
 use crate::vcpus::VcpuSet;
 use crate::virtio_blk::{DiskEvent, VirtioBlk};
 use crate::virtio_net::VirtioNet;
@@ -79,6 +80,8 @@ pub struct VcpuContext {
     pub net: Option<VirtioNet>,
     /// The virtio-blk device, if the VM has a disk.
     pub blk: Option<VirtioBlk>,
+    /// The TPM CRB device, if the VM has a TPM of its own.
+    pub tpm: Option<TpmCrb>,
 }
 
 /// Sets segments, control registers and general registers of the boot vCPU for the
@@ -232,6 +235,16 @@ pub fn run(
             VcpuExit::MmioRead(addr, data) if VirtioBlk::contains(addr) && ctx.blk.is_some() => {
                 if let Some(blk) = ctx.blk.as_mut() {
                     blk.mmio_read(addr, data);
+                }
+            }
+            VcpuExit::MmioWrite(addr, data) if TpmCrb::contains(addr) && ctx.tpm.is_some() => {
+                if let Some(tpm) = ctx.tpm.as_mut() {
+                    tpm.mmio_write(addr, data);
+                }
+            }
+            VcpuExit::MmioRead(addr, data) if TpmCrb::contains(addr) && ctx.tpm.is_some() => {
+                if let Some(tpm) = ctx.tpm.as_mut() {
+                    tpm.mmio_read(addr, data);
                 }
             }
             VcpuExit::MmioWrite(addr, data) => {

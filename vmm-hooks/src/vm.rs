@@ -109,6 +109,8 @@ pub struct RunOptions {
     pub disk: Option<crate::disk::DiskInput>,
     /// The workload image tvpd passed, if any.
     pub image: Option<crate::image::ImageInput>,
+    /// The VM's own TPM (a connected stream to its swtpm's data channel), if any.
+    pub vtpm: Option<crate::tpm_crb::VtpmInput>,
     /// The adoption socket to bind and how long to wait on it for a restarted tvpd
     /// once the running VM's channel closed; `None`: a closed channel stops the VM.
     pub adoption: Option<(PathBuf, Duration)>,
@@ -445,6 +447,10 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
         None => None,
     };
+    let tpm = match &opts.vtpm {
+        Some(input) => Some(crate::tpm_crb::open(input)?),
+        None => None,
+    };
     let console = ConsoleLog::create(&opts.console_log, opts.console_limit)?;
     // Everything is open: from here on the VMM needs no privilege at all.
     if let Some((uid, gid)) = opts.run_as {
@@ -472,6 +478,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         mmio_seen: 0,
         net,
         blk,
+        tpm,
     }));
     let set = Arc::new(VcpuSet::new(vcpu_fds.len()));
     let (done_tx, done_rx) = mpsc::channel::<(usize, VcpuEnd)>();
@@ -578,6 +585,9 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         }
         if let Some(net) = &ctx.net {
             net.log_totals();
+        }
+        if let Some(tpm) = &ctx.tpm {
+            tpm.log_totals();
         }
     }
     drop(ctx);

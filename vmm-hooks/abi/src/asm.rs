@@ -7,7 +7,7 @@ use core::fmt::{self, Write};
 /// Writes `#define NAME value` lines for the ports, addresses, mailbox magic, version
 /// and command numbers.
 pub fn write_header(w: &mut impl Write) -> fmt::Result {
-    let defs: [(&str, u64); 24] = [
+    let defs: [(&str, u64); 25] = [
         ("SERIAL_PORT", ports::SERIAL_COM1_BASE as u64),
         ("BOOT_TIMER_PORT", ports::BOOT_TIMER_PORT as u64),
         ("DOORBELL_PORT", ports::MAILBOX_DOORBELL_PORT as u64),
@@ -22,6 +22,7 @@ pub fn write_header(w: &mut impl Write) -> fmt::Result {
         ("BOOT_INFO", layout::BOOT_INFO_GPA),
         ("CONFIG_PAGE", layout::CONFIG_PAGE_GPA),
         ("FIRMWARE_BASE", layout::FIRMWARE_MIN_GPA),
+        ("TPM_CRB", layout::TPM_CRB_GPA),
         (
             "MBOX_REQ",
             layout::MAILBOX_GPA + mailbox::REQUEST_OFFSET as u64,

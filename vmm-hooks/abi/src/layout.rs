@@ -54,6 +54,11 @@ pub const ACPI_REGION_SIZE: usize = 0x2000;
 pub const IOAPIC_GPA: u64 = 0xfec0_0000;
 /// The local APICs' register page.
 pub const LAPIC_GPA: u64 = 0xfee0_0000;
+/// The VM's TPM: the TPM 2.0 CRB interface's locality-0 window, at the address the
+/// PC Client platform profile fixes (an OS finds it there, or through ACPI).
+pub const TPM_CRB_GPA: u64 = 0xfed4_0000;
+/// Size of the TPM CRB window (registers, then the command/response buffer).
+pub const TPM_CRB_SIZE: u64 = 0x1000;
 /// Size of a virtio-mmio register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Guest-physical address of the virtio-blk device's virtio-mmio (version 2)

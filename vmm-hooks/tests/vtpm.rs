@@ -1,0 +1,177 @@
+//! The VM's own TPM on real KVM: a stand-in CPL0 guest (guests/tpm.S) drives tvp-vmm's
+//! TPM CRB device (`tvp_vmm::tpm_crb`), which forwards each command to a real swtpm
+//! over an inherited socket (`--vtpm-fd`). The guest starts the TPM, extends PCR 16
+//! and reads it back; tpm2-tools, reading the same swtpm afterwards, sees the value the
+//! guest computed. A command with a hostile size field never reaches the TPM.
+// Test code: a failed assumption is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod common;
+use common::*;
+use sha2::{Digest, Sha256};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A swtpm of this test's own, its data channel on `<dir>/tpm.sock` and its control
+/// channel on `<dir>/tpm.sock.ctrl` (what tpm2-tss's swtpm TCTI expects for `path=`);
+/// killed by pid when dropped.
+struct Swtpm {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Swtpm {
+    fn start(dir: &Path) -> Swtpm {
+        let state = dir.join("tpm-state");
+        std::fs::create_dir_all(&state).unwrap();
+        let sock = dir.join("tpm.sock");
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", state.display()))
+            .arg("--server")
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}.ctrl", sock.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm");
+        let t0 = Instant::now();
+        while !sock.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "swtpm did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Swtpm { child, sock }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs guests/tpm.S standalone with a connection to `tpm` as descriptor 4; returns
+/// (exit code, stderr, console).
+fn run_tpm_guest(dir: &Path, tpm: &Swtpm) -> (Option<i32>, String, String) {
+    let fw = build_guest("tpm", dir);
+    let page = write_config(dir, b"U-vtpm");
+    let console = dir.join("console.log");
+    let conn = UnixStream::connect(&tpm.sock).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
+        .arg("--firmware")
+        .arg(&fw)
+        .arg("--config-page")
+        .arg(&page)
+        .arg("--console-log")
+        .arg(&console)
+        .args(["--vtpm-fd", "4"]);
+    pass_fds(&mut cmd, vec![(conn.as_raw_fd(), 4)]);
+    let out = cmd.output().unwrap();
+    drop(conn);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&console).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_guest_starts_extends_and_reads_its_own_tpm_through_the_crb() {
+    require!(Need::Kvm, "swtpm", "tpm2_pcrread", "gcc", "ld");
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Swtpm::start(dir.path());
+    let (code, stderr, out) = run_tpm_guest(dir.path(), &tpm);
+    assert_eq!(code, Some(0), "{stderr}\n{out}");
+    assert!(out.contains("done"), "{out}\n{stderr}");
+    // Locality 0 granted; the interface is a CRB (type 1, version 1).
+    assert!(out.contains("T g=00000001 i="), "{out}");
+    // Startup, Extend and Read succeeded (TPM_RC_SUCCESS)...
+    assert!(
+        out.contains("T s=00000000 x=00000000 r=00000000"),
+        "{out}\n{stderr}"
+    );
+    // ... a command claiming 4 GiB got TPM_RC_COMMAND_SIZE from the device.
+    assert!(out.contains("T b=00000142"), "{out}");
+    // PCR 16 = SHA-256(32 zero bytes || 0x01..0x20), as the guest read it...
+    let digest: Vec<u8> = (1..=32u8).collect();
+    let expected = Sha256::new()
+        .chain_update([0u8; 32])
+        .chain_update(&digest)
+        .finalize();
+    let hex = hex::encode(expected);
+    let printed: String = out
+        .lines()
+        .find_map(|l| l.strip_prefix("P "))
+        .unwrap_or_else(|| panic!("no PCR line: {out}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(printed, hex, "{out}");
+    // ... and as tpm2-tools reads it from the same swtpm once the VM is gone.
+    let read = Command::new("tpm2_pcrread")
+        .arg("-T")
+        .arg(format!("swtpm:path={}", tpm.sock.display()))
+        .arg("sha256:16")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&read.stdout).to_lowercase();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(text.contains(&format!("16: 0x{hex}")), "{text}");
+    // The device's totals: three commands answered, the hostile one refused.
+    assert!(
+        stderr.lines().any(|l| l.contains("vTPM totals")
+            && l.contains("commands=3")
+            && l.contains("refused=1")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_tpm_that_goes_away_fails_the_device_not_the_vmm() {
+    require!(Need::Kvm, "swtpm", "gcc", "ld");
+    let dir = tempfile::tempdir().unwrap();
+    // A connection whose far end is closed at once: every command fails to get an
+    // answer. The guest gets TPM_RC_FAILURE (0x101) for each and still powers off.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    drop(ours);
+    let fw = build_guest("tpm", dir.path());
+    let page = write_config(dir.path(), b"U-vtpm");
+    let console = dir.path().join("console.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
+        .arg("--firmware")
+        .arg(&fw)
+        .arg("--config-page")
+        .arg(&page)
+        .arg("--console-log")
+        .arg(&console)
+        .args(["--vtpm-fd", "4"]);
+    pass_fds(&mut cmd, vec![(theirs.as_raw_fd(), 4)]);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let con = std::fs::read_to_string(&console).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{con}");
+    assert!(
+        con.contains("T s=00000101 x=00000101 r=00000101"),
+        "{con}\n{stderr}"
+    );
+    assert!(con.contains("T b=00000142"), "{con}");
+    assert!(stderr.contains("vTPM failed"), "{stderr}");
+}
+
+#[test]
+fn the_guests_crb_address_is_the_abis() {
+    assert_eq!(tvp_abi::layout::TPM_CRB_GPA, 0xfed4_0000);
+}
