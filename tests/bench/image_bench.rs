@@ -129,6 +129,7 @@ fn main() {
                 digest: header.image_digest,
             }),
             disk: None,
+            tpm: false,
         };
         let p = d.join("config.page");
         std::fs::write(&p, c.encode().expect("page")).expect("write");

@@ -311,6 +311,21 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
             ))
         }
     };
+    // The TPM: the page (measured, and the ACPI tables built from it) says whether the
+    // VM has one; tvpd passes its swtpm exactly then.
+    match (opts.vtpm.is_some(), cfg.tpm) {
+        (false, true) => {
+            return Err(VmmError::Vtpm(
+                "the configuration page gives the VM a TPM but none was passed (--vtpm-fd)".into(),
+            ))
+        }
+        (true, false) => {
+            return Err(VmmError::Vtpm(
+                "a TPM was passed but the configuration page does not give the VM one".into(),
+            ))
+        }
+        _ => {}
+    }
     let firmware = read_file(&opts.firmware, FIRMWARE_MAX.min(mem_size))?;
 
     // KVM and memory.
@@ -324,8 +339,15 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     let ram = GuestRam::new(mem_size)?;
     lockdown::exclude_from_dumps(&ram)?;
 
-    let (log, entry_state, firmware_image) =
-        place_and_measure(opts, &ram, firmware, &config_page, mem_size, cfg.vcpus)?;
+    let (log, entry_state, firmware_image) = place_and_measure(
+        opts,
+        &ram,
+        firmware,
+        &config_page,
+        mem_size,
+        cfg.vcpus,
+        cfg.tpm,
+    )?;
     let firmware_end = firmware_image.end;
     // From its measurement to the handover, the device never writes the firmware image
     // (its ring-0 stub and page tables included).
@@ -619,6 +641,7 @@ fn place_and_measure(
     config_page: &[u8],
     mem_size: u64,
     vcpus: u16,
+    tpm: bool,
 ) -> Result<(MeasurementLog, EntryState, std::ops::Range<u64>), VmmError> {
     // Place and measure, in the order of tvp_abi::measure.
     let mut log = MeasurementLog::new();
@@ -653,13 +676,16 @@ fn place_and_measure(
         format!("boot region: GDT, boot info, e820 for {mem_size} bytes, page tables"),
     );
     let mut acpi = [0u8; ACPI_REGION_SIZE];
-    tvp_abi::acpi::build_tables(vcpus, &mut acpi)
+    tvp_abi::acpi::build_tables(vcpus, tpm, &mut acpi)
         .map_err(|e| VmmError::Memory(format!("ACPI tables: {e}")))?;
     ram.place(ACPI_GPA, &acpi)?;
     log.measure(
         EventType::AcpiTables,
         &acpi,
-        format!("ACPI tables at {ACPI_GPA:#x}: RSDP, XSDT, FADT, MADT ({vcpus} vCPUs), DSDT"),
+        format!(
+            "ACPI tables at {ACPI_GPA:#x}: RSDP, XSDT, FADT, MADT ({vcpus} vCPUs), DSDT{}",
+            if tpm { ", TPM2 (MSFT0101)" } else { "" }
+        ),
     );
     let entry_state = EntryState::for_entry(loaded.entry);
     log.measure(

@@ -25,7 +25,7 @@ fn acpi_event(run: &Run) -> [u8; 32] {
 
 fn tables_digest(vcpus: u16) -> [u8; 32] {
     let mut r = [0u8; ACPI_REGION_SIZE];
-    tvp_abi::acpi::build_tables(vcpus, &mut r).unwrap();
+    tvp_abi::acpi::build_tables(vcpus, false, &mut r).unwrap();
     tvp_abi::measure::sha256(&r)
 }
 

@@ -58,11 +58,20 @@ impl Drop for Swtpm {
     }
 }
 
+/// Writes a configuration page giving the VM a TPM (`tpm`) or not.
+fn tpm_page(dir: &Path, tpm: bool) -> PathBuf {
+    let mut c = config(b"U-vtpm");
+    c.tpm = tpm;
+    let page = dir.join("config.page");
+    std::fs::write(&page, c.encode().unwrap()).unwrap();
+    page
+}
+
 /// Runs guests/tpm.S standalone with a connection to `tpm` as descriptor 4; returns
 /// (exit code, stderr, console).
 fn run_tpm_guest(dir: &Path, tpm: &Swtpm) -> (Option<i32>, String, String) {
     let fw = build_guest("tpm", dir);
-    let page = write_config(dir, b"U-vtpm");
+    let page = tpm_page(dir, true);
     let console = dir.join("console.log");
     let conn = UnixStream::connect(&tpm.sock).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
@@ -129,6 +138,15 @@ fn the_guest_starts_extends_and_reads_its_own_tpm_through_the_crb() {
         String::from_utf8_lossy(&read.stderr)
     );
     assert!(text.contains(&format!("16: 0x{hex}")), "{text}");
+    // The measured ACPI tables are the ones with the TPM2 table and MSFT0101.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("ACPI tables at") && l.contains("TPM2 (MSFT0101)"))
+        .unwrap_or_else(|| panic!("no ACPI measurement with the TPM: {stderr}"));
+    let with = hex::encode(tvp_abi::measure::acpi_tables_digest(1, true).unwrap());
+    let without = hex::encode(tvp_abi::measure::acpi_tables_digest(1, false).unwrap());
+    assert_ne!(with, without);
+    assert!(line.contains(&with), "{line}");
     // The device's totals: three commands answered, the hostile one refused.
     assert!(
         stderr.lines().any(|l| l.contains("vTPM totals")
@@ -147,7 +165,7 @@ fn a_tpm_that_goes_away_fails_the_device_not_the_vmm() {
     let (ours, theirs) = UnixStream::pair().unwrap();
     drop(ours);
     let fw = build_guest("tpm", dir.path());
-    let page = write_config(dir.path(), b"U-vtpm");
+    let page = tpm_page(dir.path(), true);
     let console = dir.path().join("console.log");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
     cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
@@ -169,6 +187,36 @@ fn a_tpm_that_goes_away_fails_the_device_not_the_vmm() {
     );
     assert!(con.contains("T b=00000142"), "{con}");
     assert!(stderr.contains("vTPM failed"), "{stderr}");
+}
+
+#[test]
+fn the_page_and_the_tpm_descriptor_go_together() {
+    require!(Need::Kvm, "gcc", "ld");
+    let dir = tempfile::tempdir().unwrap();
+    let fw = build_guest("tpm", dir.path());
+    for (page_tpm, pass_fd, why) in [
+        (true, false, "gives the VM a TPM but none was passed"),
+        (false, true, "does not give the VM one"),
+    ] {
+        let page = tpm_page(dir.path(), page_tpm);
+        let (_keep, theirs) = UnixStream::pair().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+        cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
+            .arg("--firmware")
+            .arg(&fw)
+            .arg("--config-page")
+            .arg(&page)
+            .arg("--console-log")
+            .arg(dir.path().join("console.log"));
+        if pass_fd {
+            cmd.args(["--vtpm-fd", "4"]);
+            pass_fds(&mut cmd, vec![(theirs.as_raw_fd(), 4)]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+    }
 }
 
 #[test]

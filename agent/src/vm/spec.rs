@@ -300,6 +300,7 @@ impl ValidSpec {
             ca_cert_der: &self.ca_der,
             image,
             disk,
+            tpm: false,
         };
         c.encode().map_err(|e| e.to_string())
     }

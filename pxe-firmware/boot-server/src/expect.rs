@@ -180,6 +180,7 @@ mod tests {
                 len: 1 << 20,
                 header_digest,
             }),
+            tpm: false,
         };
         (cfg.encode().unwrap(), ca)
     }

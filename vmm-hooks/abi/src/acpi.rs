@@ -1,5 +1,6 @@
-//! The ACPI tables of a VM: RSDP, XSDT, FADT (hardware-reduced), MADT and DSDT, generated
-//! deterministically from the vCPU count and the platform's fixed devices, so `tvp-vmm`
+//! The ACPI tables of a VM: RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT and, for a VM
+//! with a TPM of its own, TPM2, generated deterministically from the configuration
+//! page (its vCPU count and TPM flag) and the platform's fixed devices, so `tvp-vmm`
 //! places and measures them and a verifier recomputes the very same bytes.
 //!
 //! The tables live in one [`ACPI_REGION_SIZE`] region at [`ACPI_GPA`] (inside the
@@ -7,10 +8,12 @@
 //!
 //! ```text
 //! +0x0000  RSDP (ACPI 2.0, 36 bytes)       -> XSDT
-//! +0x0040  XSDT (FADT, MADT)
+//! +0x0040  XSDT (FADT, MADT[, TPM2])
 //! +0x0100  FADT (revision 6, 276 bytes)    -> DSDT; hardware-reduced, sleep/reset ports
+//! +0x0280  TPM2 (revision 4, 52 bytes, only with a TPM): CRB start method
 //! +0x0400  MADT: one LAPIC per vCPU, the IOAPIC, LAPIC NMI on LINT1
-//! +0x1000  DSDT: \_SB_.COM1 (PNP0501), \_SB_.VRxx (LNRO0005 virtio-mmio), \_S5_
+//! +0x1000  DSDT: \_SB_.COM1 (PNP0501), \_SB_.VRxx (LNRO0005 virtio-mmio),
+//!          \_SB_.TPM0 (MSFT0101, only with a TPM), \_S5_
 //! ```
 //!
 //! Unused bytes of the region are zero; the region is measured as a whole
@@ -18,8 +21,8 @@
 //! fixed-layout tables and AML) so the firmware-side `no_std` crate can share it.
 
 use crate::layout::{
-    ACPI_GPA, ACPI_REGION_SIZE, IOAPIC_GPA, LAPIC_GPA, VIRTIO_BLK_GSI, VIRTIO_BLK_MMIO_GPA,
-    VIRTIO_MMIO_SIZE, VIRTIO_NET_GSI, VIRTIO_NET_MMIO_GPA,
+    ACPI_GPA, ACPI_REGION_SIZE, IOAPIC_GPA, LAPIC_GPA, TPM_CRB_GPA, TPM_CRB_SIZE, VIRTIO_BLK_GSI,
+    VIRTIO_BLK_MMIO_GPA, VIRTIO_MMIO_SIZE, VIRTIO_NET_GSI, VIRTIO_NET_MMIO_GPA,
 };
 use crate::ports::{
     ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, SERIAL_COM1_BASE,
@@ -33,6 +36,8 @@ pub const RSDP_OFFSET: usize = 0x0;
 pub const XSDT_OFFSET: usize = 0x40;
 /// Offset of the FADT in the region.
 pub const FADT_OFFSET: usize = 0x100;
+/// Offset of the TPM2 table in the region (a VM with a TPM only).
+pub const TPM2_OFFSET: usize = 0x280;
 /// Offset of the MADT in the region.
 pub const MADT_OFFSET: usize = 0x400;
 /// Offset of the DSDT in the region.
@@ -57,6 +62,12 @@ pub const VIRTIO_MMIO_DEVICES: [(u64, u32); 2] = [
 
 const HEADER_LEN: usize = 36;
 const FADT_LEN: usize = 276;
+/// TPM2 table, revision 4, without the optional log area.
+const TPM2_LEN: usize = 52;
+/// TPM2 start method: the Command Response Buffer interface.
+const TPM2_START_CRB: u32 = 7;
+/// The CRB control area (`CTRL_REQ` onwards) in the TPM's window.
+const TPM_CRB_CONTROL_OFFSET: u64 = 0x40;
 const RSDP_LEN: usize = 36;
 
 /// Why the tables cannot be built.
@@ -113,7 +124,11 @@ fn gas_io(t: &mut [u8], off: usize, port: u16, width_bytes: u8) {
 }
 
 /// Builds the ACPI region for a VM of `vcpus` vCPUs into `out` (every byte written).
-pub fn build_tables(vcpus: u16, out: &mut [u8; ACPI_REGION_SIZE]) -> Result<(), AcpiError> {
+pub fn build_tables(
+    vcpus: u16,
+    tpm: bool,
+    out: &mut [u8; ACPI_REGION_SIZE],
+) -> Result<(), AcpiError> {
     if vcpus == 0 || vcpus > MAX_VCPUS {
         return Err(AcpiError::VcpuCount(vcpus));
     }
@@ -124,7 +139,7 @@ pub fn build_tables(vcpus: u16, out: &mut [u8; ACPI_REGION_SIZE]) -> Result<(), 
     let dsdt_len = {
         let t = &mut out[DSDT_OFFSET..];
         let mut w = Writer::new(&mut t[HEADER_LEN..]);
-        dsdt_body(&mut w);
+        dsdt_body(&mut w, tpm);
         let n = w.finish().ok_or(AcpiError::Overflow("DSDT"))?;
         HEADER_LEN + n
     };
@@ -191,13 +206,26 @@ pub fn build_tables(vcpus: u16, out: &mut [u8; ACPI_REGION_SIZE]) -> Result<(), 
         finish(t);
     }
 
-    // XSDT: FADT, MADT.
+    // TPM2 (with a TPM): a client platform's TPM on the CRB interface.
+    if tpm {
+        let t = &mut out[TPM2_OFFSET..TPM2_OFFSET + TPM2_LEN];
+        header(t, b"TPM2", TPM2_LEN, 4);
+        wr_u16(t, 36, 0); // platform class: client
+        wr_u64(t, 40, TPM_CRB_GPA + TPM_CRB_CONTROL_OFFSET);
+        wr_u32(t, 48, TPM2_START_CRB);
+        finish(t);
+    }
+
+    // XSDT: FADT, MADT[, TPM2].
     {
-        let len = HEADER_LEN + 16;
+        let len = HEADER_LEN + if tpm { 24 } else { 16 };
         let t = &mut out[XSDT_OFFSET..XSDT_OFFSET + len];
         header(t, b"XSDT", len, 1);
         wr_u64(t, 36, gpa(FADT_OFFSET));
         wr_u64(t, 44, gpa(MADT_OFFSET));
+        if tpm {
+            wr_u64(t, 52, gpa(TPM2_OFFSET));
+        }
         finish(t);
     }
 
@@ -288,8 +316,8 @@ fn name_crs(w: &mut Writer<'_>, res: &[u8]) {
     });
 }
 
-/// `Scope(\_SB_) { COM1; VR00..; }  Name(_S5_, Package() { 5 })`.
-fn dsdt_body(w: &mut Writer<'_>) {
+/// `Scope(\_SB_) { COM1; VR00..; [TPM0;] }  Name(_S5_, Package() { 5 })`.
+fn dsdt_body(w: &mut Writer<'_>, tpm: bool) {
     w.put(&[0x10]); // ScopeOp
     w.pkg(|s| {
         s.put(b"\\_SB_");
@@ -340,6 +368,25 @@ fn dsdt_body(w: &mut Writer<'_>) {
                 );
             });
         }
+        if tpm {
+            // The TPM: MSFT0101 (TPM 2.0), its CRB window.
+            s.put(&[0x5b, 0x82]);
+            s.pkg(|d| {
+                d.put(b"TPM0");
+                name(d, b"_HID", b"\x0dMSFT0101\0");
+                name(d, b"_UID", &[0x00]);
+                let base = (TPM_CRB_GPA as u32).to_le_bytes();
+                let size = (TPM_CRB_SIZE as u32).to_le_bytes();
+                name_crs(
+                    d,
+                    &[
+                        0x86, 0x09, 0x00, // Memory32Fixed
+                        0x01, // read-write
+                        base[0], base[1], base[2], base[3], size[0], size[1], size[2], size[3],
+                    ],
+                );
+            });
+        }
     });
     // Name(_S5_, Package() { 5 }): the sleep type of soft-off.
     name(w, b"_S5_", &[0x12, 0x04, 0x01, 0x0a, S5_SLEEP_TYPE]);
@@ -352,7 +399,7 @@ mod tests {
 
     fn build(vcpus: u16) -> [u8; ACPI_REGION_SIZE] {
         let mut r = [0u8; ACPI_REGION_SIZE];
-        build_tables(vcpus, &mut r).unwrap();
+        build_tables(vcpus, false, &mut r).unwrap();
         r
     }
 
@@ -430,15 +477,18 @@ mod tests {
         assert_ne!(build(2), build(3));
         // Stale bytes in the buffer do not leak into the tables.
         let mut r = [0xa5u8; ACPI_REGION_SIZE];
-        build_tables(2, &mut r).unwrap();
+        build_tables(2, false, &mut r).unwrap();
         assert_eq!(r, build(2));
     }
 
     #[test]
     fn bad_vcpu_counts_are_refused() {
         let mut r = [0u8; ACPI_REGION_SIZE];
-        assert_eq!(build_tables(0, &mut r), Err(AcpiError::VcpuCount(0)));
-        assert_eq!(build_tables(65, &mut r), Err(AcpiError::VcpuCount(65)));
+        assert_eq!(build_tables(0, false, &mut r), Err(AcpiError::VcpuCount(0)));
+        assert_eq!(
+            build_tables(65, false, &mut r),
+            Err(AcpiError::VcpuCount(65))
+        );
     }
 
     #[test]
@@ -499,5 +549,37 @@ mod tests {
         assert_eq!(body[1] >> 6, 1, "two-byte PkgLength");
         assert_eq!(body[1 + len], 0x08, "Name(_S5_) follows the scope");
         assert_eq!(1 + len + 10, body.len());
+    }
+
+    #[test]
+    fn a_vm_with_a_tpm_gets_a_tpm2_table_and_an_msft0101_device_and_others_do_not() {
+        let mut r = [0u8; ACPI_REGION_SIZE];
+        build_tables(2, true, &mut r).unwrap();
+        assert_ne!(r, build(2), "the TPM is part of the measured tables");
+        assert_eq!(sum(&r[0..36]), 0, "RSDP extended checksum");
+        let xsdt = table(&r, rd_u64(&r, 24));
+        assert_eq!(xsdt.len(), 36 + 24, "three entries");
+        assert_eq!(sum(xsdt), 0);
+        let tpm2 = table(&r, rd_u64(xsdt, 52));
+        assert_eq!(&tpm2[0..4], b"TPM2");
+        assert_eq!(tpm2.len(), 52, "Linux's tpm_crb needs at least 52 bytes");
+        assert_eq!(tpm2[8], 4, "revision");
+        assert_eq!(sum(tpm2), 0);
+        assert_eq!(rd_u64(tpm2, 40), TPM_CRB_GPA + 0x40, "CRB control area");
+        assert_eq!(rd_u32(tpm2, 48), 7, "start method: CRB");
+        let fadt = table(&r, rd_u64(xsdt, 36));
+        let dsdt = table(&r, rd_u64(fadt, 140));
+        assert_eq!(sum(dsdt), 0);
+        let has = |t: &[u8], needle: &[u8]| t.windows(needle.len()).any(|w| w == needle);
+        assert!(has(dsdt, b"MSFT0101\0"));
+        let mut mem = [0x86, 0x09, 0x00, 0x01, 0, 0, 0, 0, 0, 0x10, 0, 0];
+        mem[4..8].copy_from_slice(&(TPM_CRB_GPA as u32).to_le_bytes());
+        assert!(has(dsdt, &mem), "the CRB window");
+        // Without a TPM: neither.
+        let plain = build(2);
+        let (xsdt, dsdt) = (table(&plain, rd_u64(&plain, 24)), walk(&plain)[2].1);
+        assert_eq!(xsdt.len(), 36 + 16);
+        assert!(!has(dsdt, b"MSFT0101"));
+        assert!(plain[TPM2_OFFSET..TPM2_OFFSET + 52].iter().all(|b| *b == 0));
     }
 }

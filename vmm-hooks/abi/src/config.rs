@@ -73,6 +73,9 @@ pub const IMAGE_DESC_LEN: usize = 48;
 pub const FLAG_DISK: u32 = 2;
 /// Size of the disk descriptor.
 pub const DISK_DESC_LEN: usize = 40;
+/// Flag bit: the VM has a TPM of its own (a CRB device at
+/// [`crate::layout::TPM_CRB_GPA`], described in the ACPI tables); no descriptor.
+pub const FLAG_TPM: u32 = 4;
 
 /// Where the VMM placed a workload image, and what its plaintext hashes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +201,8 @@ pub struct Config<'a> {
     pub image: Option<ImageRef>,
     /// The encrypted disk the VMM serves, if any.
     pub disk: Option<DiskRef>,
+    /// Whether the VM has a TPM of its own (the vTPM).
+    pub tpm: bool,
 }
 
 impl Config<'_> {
@@ -289,6 +294,9 @@ impl Config<'_> {
         if self.disk.is_some() {
             f |= FLAG_DISK;
         }
+        if self.tpm {
+            f |= FLAG_TPM;
+        }
         f
     }
 
@@ -362,7 +370,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         rd_u16(page, 92) as usize,
     );
     let flags = rd_u32(page, 12);
-    if flags & !(FLAG_IMAGE | FLAG_DISK) != 0 {
+    if flags & !(FLAG_IMAGE | FLAG_DISK | FLAG_TPM) != 0 {
         return Err(ConfigError::NonZeroReserved);
     }
     let desc = if flags & FLAG_IMAGE != 0 {
@@ -426,6 +434,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         ca_cert_der: &page[c0..i0],
         image,
         disk,
+        tpm: flags & FLAG_TPM != 0,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -481,6 +490,7 @@ mod tests {
             ca_cert_der: &[0x30, 0x03, 1, 2, 3],
             image: None,
             disk: None,
+            tpm: false,
         }
     }
 
@@ -528,8 +538,17 @@ mod tests {
         assert_eq!(c.encode(), Err(ConfigError::BadDisk));
         // Unknown flag bits are still refused.
         let mut q = without;
-        q[12] = 4;
+        q[12] = 8;
         assert_eq!(decode(&q), Err(ConfigError::NonZeroReserved));
+        // The TPM flag: no descriptor, so the same length.
+        q[12] = FLAG_TPM as u8;
+        assert!(decode(&q).unwrap().tpm);
+        assert!(!decode(&without).unwrap().tpm);
+        let with_tpm = Config {
+            tpm: true,
+            ..decode(&without).unwrap()
+        };
+        assert_eq!(with_tpm.encode().unwrap(), q);
     }
 
     /// A version-1 page as encoded before the disk descriptor existed (fixed bytes) still

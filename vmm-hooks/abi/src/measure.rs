@@ -151,10 +151,10 @@ pub fn boot_region_digest(mem_size: u64) -> [u8; 32] {
     sha256(&region)
 }
 
-/// The digest of the ACPI region for a VM of `vcpus` vCPUs.
-pub fn acpi_tables_digest(vcpus: u16) -> Result<[u8; 32], MeasureError> {
+/// The digest of the ACPI region for a VM of `vcpus` vCPUs, with a TPM or not.
+pub fn acpi_tables_digest(vcpus: u16, tpm: bool) -> Result<[u8; 32], MeasureError> {
     let mut region = [0u8; ACPI_REGION_SIZE];
-    acpi::build_tables(vcpus, &mut region).map_err(MeasureError::Acpi)?;
+    acpi::build_tables(vcpus, tpm, &mut region).map_err(MeasureError::Acpi)?;
     Ok(sha256(&region))
 }
 
@@ -185,7 +185,7 @@ pub fn events_from_parts(
         },
         Event {
             event_type: EventType::AcpiTables,
-            digest: acpi_tables_digest(cfg.vcpus)?,
+            digest: acpi_tables_digest(cfg.vcpus, cfg.tpm)?,
         },
         Event {
             event_type: EventType::VcpuState,
