@@ -37,6 +37,8 @@ mod recovery;
 mod registry;
 mod supervise;
 
+pub(crate) use launch::inherit_only;
+
 pub use attestation::{refusal, PCR_TUNNEL, PCR_VM};
 pub use control::Op;
 pub use launch::default_vmm_binary;

@@ -14,6 +14,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod tap;
+pub mod vtpm;
 
 pub use id::VmId;
 pub use manager::{Manager, ManagerConfig, Op, VmError};

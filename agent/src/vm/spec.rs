@@ -58,6 +58,10 @@ pub struct CreateVmRequest {
     /// the same shape as `image`, an encrypted tvp image only.
     #[serde(default)]
     pub disk: Option<super::image::ImageSpec>,
+    /// A TPM 2.0 of the VM's own (a swtpm per VM, `vm/vtpm.rs`), served as a CRB device
+    /// and described in the measured ACPI tables (configuration page flag bit 2).
+    #[serde(default)]
+    pub vtpm: bool,
     /// The tenant's management public key (PEM SubjectPublicKeyInfo, Ed25519 or P-256):
     /// every restricted operation on the VM needs a token it signed.
     pub management_public_key: String,
@@ -300,7 +304,7 @@ impl ValidSpec {
             ca_cert_der: &self.ca_der,
             image,
             disk,
-            tpm: false,
+            tpm: self.request.vtpm,
         };
         c.encode().map_err(|e| e.to_string())
     }
@@ -349,6 +353,7 @@ mod tests {
             phase_deadlines_secs: Default::default(),
             image: None,
             disk: None,
+            vtpm: false,
             management_public_key: tvp_audit::token::TenantSigner::generate_ed25519()
                 .public()
                 .to_pem(),

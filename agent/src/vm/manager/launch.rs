@@ -2,7 +2,8 @@
 //! configuration page built (naming both), their keys released through the TPM for
 //! exactly that page, firmware and management binding (docs/kms.md), the page written,
 //! and the process spawned with exactly the descriptors it needs (the channel as 3, the
-//! image as 4, its key pipe as 5, the disk as 6, its key pipe as 7) and none of tvpd's. Also stopping it again. Each VMM gets an adoption socket path and,
+//! image as 4, its key pipe as 5, the disk as 6, its key pipe as 7, its TPM as 8: a
+//! socket to the VM's own swtpm, `vm/vtpm.rs`) and none of tvpd's. Also stopping it again. Each VMM gets an adoption socket path and,
 //! as the first message on its channel, a fresh adoption secret: with both, a restarted
 //! tvpd re-adopts it while its VM runs (`recovery`).
 
@@ -36,8 +37,10 @@ const CHILD_IMAGE_KEY_FD: i32 = 5;
 const CHILD_DISK_FD: i32 = 6;
 /// The disk key pipe's descriptor number in the child.
 const CHILD_DISK_KEY_FD: i32 = 7;
-/// Most descriptors a child inherits (channel, image, image key, disk, disk key).
-const MAX_INHERITED: usize = 5;
+/// The VM's TPM (its swtpm's socket) descriptor number in the child.
+const CHILD_VTPM_FD: i32 = 8;
+/// Most descriptors a child inherits (channel, image, image key, disk, disk key, TPM).
+const MAX_INHERITED: usize = 6;
 /// File name of a VMM's adoption socket in its VM's directory.
 pub(super) const ADOPT_SOCKET: &str = "adopt.sock";
 /// Longest path a Unix socket address holds (`sun_path` less its NUL).
@@ -201,11 +204,24 @@ impl Manager {
                 .args(["--disk-key-fd", &CHILD_DISK_KEY_FD.to_string()]);
             key_pipes.push(r);
         }
+        // The VM's own TPM: a swtpm on one end of a socketpair, the VMM on the other;
+        // swtpm ends when the VMM's end closes.
+        let mut vtpm_end = None;
+        if spec.request.vtpm {
+            let (swtpm_end, vmm_end) =
+                UnixStream::pair().map_err(|e| VmError::Spawn(format!("vTPM socket: {e}")))?;
+            crate::vm::vtpm::start(id, &dir, swtpm_end, self.cfg.vmm_ids)?;
+            inherit.push((vmm_end.as_raw_fd(), CHILD_VTPM_FD));
+            cmd.args(["--vtpm-fd", &CHILD_VTPM_FD.to_string()]);
+            vtpm_end = Some(vmm_end);
+        }
         inherit_only(&mut cmd, inherit);
         let child = cmd
             .spawn()
             .map_err(|e| VmError::Spawn(format!("{}: {e}", self.cfg.vmm_binary.display())))?;
         drop(theirs);
+        // Only the VMM holds the TPM's end now: if its spawn failed, swtpm ends here.
+        drop(vtpm_end);
         drop(key_pipes);
         drop(image);
         drop(disk);
@@ -279,7 +295,7 @@ fn key_pipe(key: &tvp_image::ImageKey) -> Result<std::os::fd::OwnedFd, VmError> 
 
 /// Make the child inherit exactly `inherit` (source descriptor, number in the child;
 /// at most [`MAX_INHERITED`]) and nothing else above 2.
-fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
+pub(crate) fn inherit_only(cmd: &mut Command, inherit: Vec<(i32, i32)>) {
     let top = inherit
         .iter()
         .map(|(_, t)| *t)
