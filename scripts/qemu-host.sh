@@ -102,6 +102,8 @@ for b in tvpd tvpctl tvp-vmm tvp-boot-server tvp-kms; do copy_bin "$REL/$b" "/us
 copy_bin "$(command -v ip)" /usr/bin/ip
 copy_bin /usr/bin/tpm2
 copy_bin /usr/bin/openssl
+# swtpm: the tenant Linux VM's own TPM ("vtpm": true), one per VM, started by tvpd.
+copy_bin "$(command -v swtpm)" /usr/bin/swtpm
 # tpm2-tools: the scenario's independent checks, and the forging attempt its IMA check
 # must catch (tpm2_pcrreset); /usr/bin/tpm2 is left out of the host's IMA allowlist.
 for t in tpm2_pcrread tpm2_checkquote tpm2_getcap tpm2_nvread tpm2_makecredential tpm2_pcrreset; do ln -sf tpm2 "$ROOT/usr/bin/$t"; done

@@ -46,5 +46,12 @@ if [ -b /dev/vda ]; then
 else
     echo "TVP-GUEST disk-missing"
 fi
+# The VM's own TPM ("vtpm": true): Linux's tpm_crb found it through the ACPI TPM2 table
+# and MSFT0101 and started it; PCR 0 as the kernel reads it.
+if [ -e /sys/class/tpm/tpm0 ]; then
+    echo "TVP-GUEST tpm version=$(cat /sys/class/tpm/tpm0/tpm_version_major) pcr0=$(cat /sys/class/tpm/tpm0/pcr-sha256/0 2>/dev/null || echo unreadable)"
+else
+    echo "TVP-GUEST tpm-missing"
+fi
 echo "TVP-GUEST poweroff uptime=$(cut -d' ' -f1 /proc/uptime)"
 poweroff -f

@@ -155,7 +155,7 @@ i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-linux.jsonl; d
 # emulation (minutes on a slower machine or with the emulated CPU's AES-NI off):
 # generous deadlines.
 sed 's/"qemu-vm"/"linux-vm"/; s/"U-qemu"/"U-linux"/;
-     s|"memory_mib": 64|"memory_mib": 256, "vcpus": 2, "disk": {"path": "tenant-disk.img", "kms_socket": "/run/tvp/kms/tenant.sock"}|;
+     s|"memory_mib": 64|"memory_mib": 256, "vcpus": 2, "vtpm": true, "disk": {"path": "tenant-disk.img", "kms_socket": "/run/tvp/kms/tenant.sock"}|;
      s/"attestation_deadline_secs": 300/"attestation_deadline_secs": 1500, "phase_deadlines_secs": {"delivery": 1500}/' \
     /tmp/vm.json >/tmp/linux-vm.json
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
@@ -180,7 +180,7 @@ while [ $(( $(ms) - t0 )) -lt 600000 ]; do
 done
 t_end=$(ms)
 tvpctl vm show linux-vm | sed 's/^/  /'
-grep -E "Linux version|Command line|smpboot|Brought up|virtio|ACPI: (Early|SSDT|DSDT)|clocksource|Kernel panic|BUG|WARNING|Oops|TVP-GUEST|BOOT FAILED" $LCON | head -60 | sed 's/^/  console| /'
+grep -E "Linux version|Command line|smpboot|Brought up|virtio|ACPI: (Early|SSDT|DSDT|TPM2)|tpm|clocksource|Kernel panic|BUG|WARNING|Oops|TVP-GUEST|BOOT FAILED" $LCON | head -60 | sed 's/^/  console| /'
 grep -q "^TVP-GUEST network-reached" $LCON || tail -40 $LCON | sed 's/^/  console-tail| /'
 # The whole console, for the host's console log only (qemu-host.sh --keep keeps it).
 sed 's/^/LINUX| /' $LCON
@@ -202,6 +202,12 @@ check linux-userspace grep -q "^TVP-GUEST userspace" $LCON
 check linux-two-vcpus grep -q "^TVP-GUEST cpus-online 2 " $LCON
 check linux-network grep -q "^TVP-GUEST network-reached 10.0.0.1" $LCON
 check linux-encrypted-disk grep -q "^TVP-GUEST disk-marker $(cat $T/disk-marker) " $LCON
+check linux-vtpm grep -q "^TVP-GUEST tpm version=2 pcr0=[0-9A-Fa-f]\{64\}" $LCON
+grep -q "^TVP-GUEST tpm version=2" $LCON || {
+    grep -h "vTPM" /var/lib/tvp/vms/linux-vm/vmm.log
+    cat /var/lib/tvp/vms/linux-vm/swtpm.log
+    grep "vTPM\|swtpm" /tmp/tvpd.log | tail -5
+} 2>&1 | sed 's/^/  vtpm| /'
 check linux-poweroff sh -c "test '$state' = destroyed && tvpctl --json vm show linux-vm | grep -q '\"reason\": \"powered-off\"'"
 kill $BSL $KMS 2>/dev/null
 grep -q '"release"\|released' /tmp/kms.log 2>/dev/null || tail -3 /tmp/kms.log | sed 's/^/  kms| /'

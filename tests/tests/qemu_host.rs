@@ -64,6 +64,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "linux-two-vcpus",
         "linux-network",
         "linux-encrypted-disk",
+        "linux-vtpm",
         "linux-poweroff",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",

@@ -1,5 +1,6 @@
 //! A measured VM's own TPM (`"vtpm": true` in `POST /v1/vms`, issue #20) through tvpd
-//! on real KVM: tvpd starts a swtpm for the VM (state in `vms/<id>/vtpm`, mode 0700),
+//! on real KVM: tvpd starts a swtpm for the VM as the VMM's user (state in
+//! `vms/<id>/vtpm`, mode 0700, reached without rights on the directories above it),
 //! hands its socket to tvp-vmm, which serves it as a TPM CRB device; the stand-in guest
 //! (`guests/tpmvm.S`) starts the TPM, extends PCR 16 and reads it back before its
 //! attested boot. The page's TPM flag puts the TPM2 table into the measured ACPI
@@ -32,7 +33,18 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
     let fw = tvp_tests::guests::build_guest("tpmvm", &tpm.scratch("guest"));
-    let t = Tvpd::start(&tpm, &dir, &["--firmware", fw.to_str().unwrap()]);
+    // VMMs (and so swtpm) run as nobody, as on a host: swtpm must reach its state
+    // without any right on the directories above it.
+    let t = Tvpd::start(
+        &tpm,
+        &dir,
+        &[
+            "--firmware",
+            fw.to_str().unwrap(),
+            "--vmm-user",
+            "65534:65534",
+        ],
+    );
     let spec = |id: &str| VmSpec::measured(id).deadline_secs(60);
 
     let r = t.create_vm(&spec("t1").set("vtpm", json!(true)));
@@ -80,10 +92,17 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
         std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
         0o700
     );
+    use std::os::unix::fs::MetadataExt;
+    let files: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .collect();
+    assert!(!files.is_empty(), "swtpm kept no state");
     assert!(
-        std::fs::read_dir(&state).unwrap().count() > 0,
-        "swtpm kept no state"
+        files.iter().all(|m| m.uid() == 65534),
+        "the state is written by swtpm as the VMM's user"
     );
+    assert_eq!(std::fs::metadata(&state).unwrap().uid(), 65534);
     let t0 = std::time::Instant::now();
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(

@@ -55,18 +55,39 @@ pub fn start(
     }
     let log = std::fs::File::create(vm_dir.join("swtpm.log"))
         .map_err(|e| spawn_err("cannot create the log beside", e))?;
+    let cwd = std::ffi::CString::new(state.as_os_str().as_encoded_bytes())
+        .map_err(|_| VmError::Spawn(format!("vTPM: {} has a NUL byte", state.display())))?;
     let mut cmd = Command::new(SWTPM);
+    // The state directory is the working directory (`dir=.`): the child enters it
+    // while still root, then becomes the VMM's user, which needs no right on the
+    // directories above it (state_dir stays closed to that user).
     cmd.args(["chardev", "--tpm2", "--fd", &SWTPM_FD.to_string()])
-        .arg("--tpmstate")
-        .arg(format!("dir={}", state.display()))
+        .args(["--tpmstate", "dir=."])
         .args(["--flags", "not-need-init", "--seccomp", "action=kill"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    if let Some((uid, gid)) = run_as {
-        cmd.uid(uid).gid(gid);
-    }
     super::manager::inherit_only(&mut cmd, vec![(tpm.as_raw_fd(), SWTPM_FD)]);
+    // SAFETY: the closure runs in the forked child before exec and calls only chdir,
+    // setgroups, setgid and setuid (async-signal-safe) with values made before the
+    // fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = run_as {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(|e| {
         VmError::Spawn(format!(
             "vTPM: cannot start {SWTPM} ({e}); install swtpm, or create the VM without \"vtpm\""
