@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tvp_tests::{ended, require, wait_vm, Need, Swtpm, Tenant, Tvpd, VmSpec};
+use tvp_tests::{ended, require, state_is, wait_vm, Need, Swtpm, Tenant, Tvpd, VmSpec};
 
 /// How long a VM may take to end.
 const TO_END: Duration = Duration::from_secs(60);
@@ -134,4 +134,154 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
             .any(|m| m["event_type"] == "acpi-tables" && m["digest"] == json!(without)),
         "{v}"
     );
+}
+
+/// What the guest prints when its TPM started, extended and read PCR 16.
+const TPM_OK: &str = "T s=00000000 x=00000000 r=00000000";
+
+/// Starts a swtpm of the test's own on the state directory `state` (no key) and sends
+/// TPM2_Startup(CLEAR); returns its answer (empty if it did not answer).
+fn startup_without_the_key(state: &std::path::Path) -> Vec<u8> {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = std::process::Command::new("swtpm");
+    cmd.args(["chardev", "--tpm2", "--fd", "3", "--flags", "not-need-init"])
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY (test code): dup2 only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(theirs);
+    ours.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut s = &ours;
+    let _ = s.write_all(&[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0]);
+    let mut answer = vec![0u8; 64];
+    let n = s.read(&mut answer).unwrap_or(0);
+    answer.truncate(n);
+    drop(ours);
+    let _ = child.kill();
+    let _ = child.wait();
+    answer
+}
+
+#[test]
+fn a_vm_s_tpm_state_is_encrypted_and_opens_again_only_through_the_host_tpm() {
+    require!(Need::Kvm, "swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let fw = tvp_tests::guests::build_guest("tpmstay", &tpm.scratch("guest"));
+    let t = Tvpd::start(
+        &tpm,
+        &dir,
+        &[
+            "--firmware",
+            fw.to_str().unwrap(),
+            "--vmm-user",
+            "65534:65534",
+        ],
+    );
+    let tenant = Tenant::new(&["reboot", "delete"], "power-off");
+    let spec = VmSpec::measured("s1")
+        .no_gateway()
+        .managed_by(&tenant)
+        .set("vtpm", json!(true));
+    let r = t.create_vm(&spec);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    wait_vm(&t, "s1", state_is("running"), TO_END);
+    let vm_dir = dir.join("state/vms/s1");
+    let console = || std::fs::read_to_string(vm_dir.join("console.log")).unwrap_or_default();
+    assert_eq!(console().matches(TPM_OK).count(), 1, "{}", console());
+
+    // The state key exists on disk only wrapped to the host's binding key (an
+    // RSA-2048 OAEP block, 0600), never in the clear.
+    use std::os::unix::fs::PermissionsExt;
+    let wrapped = vm_dir.join("vtpm.key");
+    let meta = std::fs::metadata(&wrapped).unwrap();
+    assert_eq!(meta.len(), 256);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The state is encrypted: a copy (another host's swtpm, without the key) does
+    // not start from it.
+    let copy = tpm.scratch("stolen");
+    for e in std::fs::read_dir(vm_dir.join("vtpm")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let ok = [0x80u8, 0x01, 0, 0, 0, 10, 0, 0, 0, 0];
+    let answer = startup_without_the_key(&copy);
+    assert_ne!(
+        answer, ok,
+        "a swtpm without the key started the VM's TPM from its stolen state"
+    );
+
+    // A reboot starts the VM's TPM again from its state: the TPM unwraps the key
+    // (same host, same platform) and the second boot's guest uses its TPM.
+    let body = json!({"op": "reboot", "params": {}}).to_string();
+    let r = t.api_token(
+        "POST",
+        "/v1/vms/s1/operations",
+        Some(&body),
+        &tenant.token("s1", "reboot", &[]),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The second boot's console replaces the first's: wait for the second "running".
+    let twice = |v: &serde_json::Value| {
+        v["history"]
+            .as_array()
+            .is_some_and(|h| h.iter().filter(|e| e[1] == "running").count() == 2)
+    };
+    let v = wait_vm(&t, "s1", twice, TO_END);
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(console().matches(TPM_OK).count(), 1, "{}", console());
+    assert!(
+        !t.log().contains("will not unwrap this VM's state key"),
+        "{}",
+        t.log()
+    );
+    // An administrator moves the VM's TPM (its state and wrapped key) to another host:
+    // that host's TPM will not unwrap the key, so the VM is not created there.
+    let other = Swtpm::blank();
+    let dir2 = other.scratch("b");
+    let t2 = Tvpd::start(&other, &dir2, &["--firmware", fw.to_str().unwrap()]);
+    let moved = dir2.join("state/vms/s1");
+    std::fs::create_dir_all(moved.join("vtpm")).unwrap();
+    std::fs::copy(&wrapped, moved.join("vtpm.key")).unwrap();
+    for e in std::fs::read_dir(vm_dir.join("vtpm")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), moved.join("vtpm").join(e.file_name())).unwrap();
+    }
+    let r = t2.create_vm(&spec);
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!(r.status, 500, "{body}");
+    assert!(
+        body.contains("will not unwrap this VM's state key"),
+        "{body}"
+    );
+    assert!(
+        !std::fs::read_to_string(moved.join("console.log"))
+            .unwrap_or_default()
+            .contains("T s="),
+        "the moved TPM ran"
+    );
+
+    // Deleting the live VM destroys it; deleting it once ended forgets it, and its
+    // TPM's state and key go with its directory.
+    let r = t.delete_vm("s1", &tenant);
+    assert!(r.status < 300, "{}", String::from_utf8_lossy(&r.body));
+    wait_vm(&t, "s1", ended, TO_END);
+    let r = t.delete_vm("s1", &tenant);
+    assert!(r.status < 300, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!wrapped.exists() && !vm_dir.join("vtpm").exists());
 }

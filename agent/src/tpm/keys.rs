@@ -51,6 +51,18 @@ fn key(public: &Public) -> Result<Key, TpmError> {
     }
 }
 
+/// The RSA public key of an RSA TPM public area (e.g. the binding key, to wrap a secret
+/// to it in software).
+pub fn public_to_rsa(public: &Public) -> Result<RsaPublicKey, TpmError> {
+    match key(public)? {
+        Key::Rsa(k) => Ok(k),
+        Key::P256(_) => Err(TpmError::Encoding {
+            what: "RSA public key",
+            reason: "the key is ECC".into(),
+        }),
+    }
+}
+
 /// A big-endian coordinate left-padded to 32 bytes; `None` if it is longer.
 fn coordinate(v: &[u8]) -> Option<[u8; 32]> {
     let start = v.iter().position(|&b| b != 0).unwrap_or(v.len());

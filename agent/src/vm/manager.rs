@@ -37,7 +37,7 @@ mod recovery;
 mod registry;
 mod supervise;
 
-pub(crate) use launch::inherit_only;
+pub(crate) use launch::{inherit_only, key_pipe};
 
 pub use attestation::{refusal, PCR_TUNNEL, PCR_VM};
 pub use control::Op;

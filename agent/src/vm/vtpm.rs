@@ -10,8 +10,15 @@
 //! no other process can reach it. The state is removed with the VM's directory at
 //! delete.
 //!
-//! Not yet (issue #20): the state encrypted under a key sealed in the host TPM, the
-//! vTPM's EK certificate, measured boot into the vTPM.
+//! The state is encrypted at rest (swtpm `--key`, AES-256-CBC) with a per-VM key that
+//! exists on disk only wrapped (RSA-OAEP-SHA-256) to the host's binding key
+//! (`tpm/binding.rs`): a TPM-resident key whose use the TPM allows only while the
+//! platform PCR holds its value from the key's creation. So the state opens on this
+//! host, unchanged, only: copied to another host, or after a platform change, the key
+//! cannot be unwrapped and the VM's TPM does not start. The key reaches swtpm through
+//! a pipe, never a file.
+//!
+//! Not yet (issue #20): the vTPM's EK certificate, measured boot into the vTPM.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -27,14 +34,62 @@ pub const SWTPM: &str = "swtpm";
 const SWTPM_FD: i32 = 3;
 /// The state directory's name in the VM's directory.
 pub const STATE_DIR: &str = "vtpm";
+/// The state key, wrapped to the binding key, in the VM's directory.
+pub const WRAPPED_KEY: &str = "vtpm.key";
+/// The state key pipe's descriptor number in swtpm.
+const SWTPM_KEY_FD: i32 = 4;
 
-/// Starts the VM's swtpm with its state in `vm_dir/vtpm`, serving TPM commands on
-/// `tpm` (its end of the socketpair), as `run_as` (uid, gid) if given. A thread reaps
-/// it when it ends (when the VMM's end closes).
+/// The VM's state key: unwrapped by the TPM from `vm_dir/vtpm.key` if the VM has one
+/// (its TPM existed before: a reboot), else a new random key, written there wrapped.
+pub fn state_key(
+    releaser: &crate::image_release::Releaser,
+    vm_dir: &Path,
+) -> Result<tvp_image::ImageKey, VmError> {
+    let path = vm_dir.join(WRAPPED_KEY);
+    let binding = releaser.binding_key.clone();
+    match std::fs::read(&path) {
+        Ok(wrapped) => {
+            let raw = releaser
+                .tpm
+                .call(move |t| t.binding_unwrap(&binding, &wrapped))
+                .map_err(|e| {
+                    VmError::Spawn(format!(
+                        "vTPM: the TPM will not unwrap this VM's state key ({e}): the platform changed since the VM's TPM was made, or its state comes from another host"
+                    ))
+                })?;
+            tvp_image::ImageKey::from_bytes(&raw)
+                .map_err(|e| VmError::Spawn(format!("vTPM: state key: {e}")))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = tvp_image::ImageKey::generate();
+            let public = crate::tpm::keys::public_to_rsa(&binding.public)
+                .map_err(|e| VmError::Spawn(format!("vTPM: binding key: {e}")))?;
+            let wrapped = key
+                .wrap(&public)
+                .map_err(|e| VmError::Spawn(format!("vTPM: wrapping the state key: {e}")))?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&wrapped).and_then(|()| f.sync_all()))
+                .map_err(|e| VmError::Spawn(format!("vTPM: {}: {e}", path.display())))?;
+            Ok(key)
+        }
+        Err(e) => Err(VmError::Spawn(format!("vTPM: {}: {e}", path.display()))),
+    }
+}
+
+/// Starts the VM's swtpm with its state in `vm_dir/vtpm` encrypted with `key`, serving
+/// TPM commands on `tpm` (its end of the socketpair), as `run_as` (uid, gid) if given.
+/// A thread reaps it when it ends (when the VMM's end closes).
 pub fn start(
     id: &str,
     vm_dir: &Path,
     tpm: UnixStream,
+    key: &tvp_image::ImageKey,
     run_as: Option<(u32, u32)>,
 ) -> Result<u32, VmError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -63,11 +118,22 @@ pub fn start(
     // directories above it (state_dir stays closed to that user).
     cmd.args(["chardev", "--tpm2", "--fd", &SWTPM_FD.to_string()])
         .args(["--tpmstate", "dir=."])
+        .arg("--key")
+        .arg(format!(
+            "fd={SWTPM_KEY_FD},mode=aes-256-cbc,format=binary,remove=false"
+        ))
         .args(["--flags", "not-need-init", "--seccomp", "action=kill"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
-    super::manager::inherit_only(&mut cmd, vec![(tpm.as_raw_fd(), SWTPM_FD)]);
+    let key_pipe = super::manager::key_pipe(key)?;
+    super::manager::inherit_only(
+        &mut cmd,
+        vec![
+            (tpm.as_raw_fd(), SWTPM_FD),
+            (key_pipe.as_raw_fd(), SWTPM_KEY_FD),
+        ],
+    );
     // SAFETY: the closure runs in the forked child before exec and calls only chdir,
     // setgroups, setgid and setuid (async-signal-safe) with values made before the
     // fork.
@@ -94,6 +160,7 @@ pub fn start(
         ))
     })?;
     drop(tpm);
+    drop(key_pipe);
     let pid = child.id();
     let vm = id.to_string();
     let reaper = std::thread::Builder::new()

@@ -210,7 +210,8 @@ impl Manager {
         if spec.request.vtpm {
             let (swtpm_end, vmm_end) =
                 UnixStream::pair().map_err(|e| VmError::Spawn(format!("vTPM socket: {e}")))?;
-            crate::vm::vtpm::start(id, &dir, swtpm_end, self.cfg.vmm_ids)?;
+            let key = crate::vm::vtpm::state_key(&self.releaser, &dir)?;
+            crate::vm::vtpm::start(id, &dir, swtpm_end, &key, self.cfg.vmm_ids)?;
             inherit.push((vmm_end.as_raw_fd(), CHILD_VTPM_FD));
             cmd.args(["--vtpm-fd", &CHILD_VTPM_FD.to_string()]);
             vtpm_end = Some(vmm_end);
@@ -284,7 +285,7 @@ impl Manager {
 
 /// A pipe holding `key` (32 bytes, then end of file); returns its read end. The bytes
 /// fit the pipe buffer, so the write never blocks; the write end closes right after.
-fn key_pipe(key: &tvp_image::ImageKey) -> Result<std::os::fd::OwnedFd, VmError> {
+pub(crate) fn key_pipe(key: &tvp_image::ImageKey) -> Result<std::os::fd::OwnedFd, VmError> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| VmError::Spawn(format!("key pipe: {e}")))?;
     let mut w = std::fs::File::from(w);
