@@ -393,6 +393,20 @@ impl Tvpd {
         path
     }
 
+    /// `tvpctl audit anchor --nonce NONCE -o PATH` against this tvpd (the AK-certified
+    /// chain head a tenant verifies a log with), asserting success.
+    pub fn write_audit_anchor(&self, nonce: &str, path: &Path) {
+        let (rc, _, err) = self.tvpctl(&[
+            "audit",
+            "anchor",
+            "--nonce",
+            nonce,
+            "-o",
+            path.to_str().expect("UTF-8 path"),
+        ]);
+        assert_eq!(rc, 0, "tvpctl audit anchor: {err}");
+    }
+
     /// `tvpctl audit verify LOG --anchor ANCHOR --ak AK --nonce NONCE`: the tenant-side
     /// check of an audit log against an AK-certified anchor (`tvpctl audit anchor`)
     /// for `nonce`; returns (exit code, stdout, stderr).

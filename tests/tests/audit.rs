@@ -156,15 +156,7 @@ fn edited_deleted_reordered_and_truncated_logs_are_named_by_tvpctl_and_refused_a
     let ak = t.write_ak_pem(&dir);
     let n = nonce_hex(8);
     let anchor = dir.join("anchor.json");
-    let (rc, _, err) = t.tvpctl(&[
-        "audit",
-        "anchor",
-        "--nonce",
-        &n,
-        "-o",
-        anchor.to_str().unwrap(),
-    ]);
-    assert_eq!(rc, 0, "{err}");
+    t.write_audit_anchor(&n, &anchor);
     assert_eq!(t.stop(), Some(0));
     let log = t.state_dir.join("audit.log");
     let good = std::fs::read_to_string(&log).unwrap();

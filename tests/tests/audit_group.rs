@@ -66,15 +66,7 @@ fn burst(t: &Tvpd, per: u64, kill_after: Option<Duration>) -> u64 {
 fn verified_against_the_anchor(t: &Tvpd, dir: &Path) {
     let n = nonce_hex(16);
     let anchor = dir.join("anchor.json");
-    let (rc, _, err) = t.tvpctl(&[
-        "audit",
-        "anchor",
-        "--nonce",
-        &n,
-        "-o",
-        anchor.to_str().unwrap(),
-    ]);
-    assert_eq!(rc, 0, "{err}");
+    t.write_audit_anchor(&n, &anchor);
     let ak = t.write_ak_pem(dir);
     let log = t.state_dir.join("audit.log");
     let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &n);

@@ -340,15 +340,7 @@ fn an_rsa_ak_from_before_keeps_passing_both_verifiers_and_certifies_the_audit_an
 
     let n = nonce_hex(16);
     let anchor = c.dir.join("anchor.json");
-    let (rc, _, err) = t.tvpctl(&[
-        "audit",
-        "anchor",
-        "--nonce",
-        &n,
-        "-o",
-        anchor.to_str().unwrap(),
-    ]);
-    assert_eq!(rc, 0, "{err}");
+    t.write_audit_anchor(&n, &anchor);
     let log = t.state_dir.join("audit.log");
     let (rc, out, err) = t.verify_audit_log(&log, &anchor, &c.ak, &n);
     assert_eq!(rc, 0, "{out}{err}");

@@ -332,15 +332,7 @@ fn every_attack_on_a_running_vm_is_refused_audited_and_leaves_it_running() {
     let log = dir.join("state/audit.log");
     let nonce = tvp_tests::nonce_hex(16);
     let anchor = dir.join("anchor.json");
-    let (rc, _, err) = t.tvpctl(&[
-        "audit",
-        "anchor",
-        "--nonce",
-        &nonce,
-        "-o",
-        anchor.to_str().unwrap(),
-    ]);
-    assert_eq!(rc, 0, "{err}");
+    t.write_audit_anchor(&nonce, &anchor);
     let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &nonce);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("match the TPM-certified anchor"), "{out}");
@@ -509,15 +501,7 @@ fn a_full_disk_makes_restricted_operations_fail_closed_with_nothing_lost() {
     assert_eq!(proc_state(pid), 'T');
     let nonce = tvp_tests::nonce_hex(16);
     let anchor = dir.join("anchor.json");
-    let (rc, _, err) = t.tvpctl(&[
-        "audit",
-        "anchor",
-        "--nonce",
-        &nonce,
-        "-o",
-        anchor.to_str().unwrap(),
-    ]);
-    assert_eq!(rc, 0, "{err}");
+    t.write_audit_anchor(&nonce, &anchor);
     let ak = t.write_ak_pem(&dir);
     let (rc, out, err) = t.verify_audit_log(&log, &anchor, &ak, &nonce);
     assert_eq!(rc, 0, "{out}{err}");

@@ -27,17 +27,14 @@ fn swtpm_pid(log: &str, id: &str) -> Option<u32> {
         })
 }
 
-#[test]
-fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
-    require!(Need::Kvm, "swtpm", "gcc", "ld");
-    let tpm = Swtpm::blank();
-    let dir = tpm.scratch("a");
-    let fw = tvp_tests::guests::build_guest("tpmvm", &tpm.scratch("guest"));
-    // VMMs (and so swtpm) run as nobody, as on a host: swtpm must reach its state
-    // without any right on the directories above it.
+/// A tvpd whose VMs run test guest `guest` as their firmware, the VMMs (and so swtpm)
+/// as nobody, as on a host: swtpm must reach its state without any right on the
+/// directories above it. Returns it and the guest.
+fn host(tpm: &Swtpm, dir: &std::path::Path, guest: &str) -> (Tvpd, std::path::PathBuf) {
+    let fw = tvp_tests::guests::build_guest(guest, &tpm.scratch("guest"));
     let t = Tvpd::start(
-        &tpm,
-        &dir,
+        tpm,
+        dir,
         &[
             "--firmware",
             fw.to_str().unwrap(),
@@ -45,6 +42,15 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
             "65534:65534",
         ],
     );
+    (t, fw)
+}
+
+#[test]
+fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
+    require!(Need::Kvm, "swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let (t, _fw) = host(&tpm, &dir, "tpmvm");
     let spec = |id: &str| VmSpec::measured(id).deadline_secs(60);
 
     let r = t.create_vm(&spec("t1").set("vtpm", json!(true)));
@@ -182,17 +188,7 @@ fn a_vm_s_tpm_state_is_encrypted_and_opens_again_only_through_the_host_tpm() {
     require!(Need::Kvm, "swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
     let dir = tpm.scratch("a");
-    let fw = tvp_tests::guests::build_guest("tpmstay", &tpm.scratch("guest"));
-    let t = Tvpd::start(
-        &tpm,
-        &dir,
-        &[
-            "--firmware",
-            fw.to_str().unwrap(),
-            "--vmm-user",
-            "65534:65534",
-        ],
-    );
+    let (t, fw) = host(&tpm, &dir, "tpmstay");
     let tenant = Tenant::new(&["reboot", "delete"], "power-off");
     let spec = VmSpec::measured("s1")
         .no_gateway()

@@ -67,6 +67,24 @@ fn tpm_page(dir: &Path, tpm: bool) -> PathBuf {
     page
 }
 
+/// `tvp-vmm run --standalone` of `fw` with `page`, its console in `dir`, and `vtpm` (if
+/// given) inherited as descriptor 4 for `--vtpm-fd 4`.
+fn vmm(dir: &Path, fw: &Path, page: &Path, vtpm: Option<i32>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
+    cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
+        .arg("--firmware")
+        .arg(fw)
+        .arg("--config-page")
+        .arg(page)
+        .arg("--console-log")
+        .arg(dir.join("console.log"));
+    if let Some(fd) = vtpm {
+        cmd.args(["--vtpm-fd", "4"]);
+        pass_fds(&mut cmd, vec![(fd, 4)]);
+    }
+    cmd
+}
+
 /// Runs guests/tpm.S standalone with a connection to `tpm` as descriptor 4; returns
 /// (exit code, stderr, console).
 fn run_tpm_guest(dir: &Path, tpm: &Swtpm) -> (Option<i32>, String, String) {
@@ -74,16 +92,7 @@ fn run_tpm_guest(dir: &Path, tpm: &Swtpm) -> (Option<i32>, String, String) {
     let page = tpm_page(dir, true);
     let console = dir.join("console.log");
     let conn = UnixStream::connect(&tpm.sock).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
-    cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
-        .arg("--firmware")
-        .arg(&fw)
-        .arg("--config-page")
-        .arg(&page)
-        .arg("--console-log")
-        .arg(&console)
-        .args(["--vtpm-fd", "4"]);
-    pass_fds(&mut cmd, vec![(conn.as_raw_fd(), 4)]);
+    let mut cmd = vmm(dir, &fw, &page, Some(conn.as_raw_fd()));
     let out = cmd.output().unwrap();
     drop(conn);
     (
@@ -167,16 +176,7 @@ fn a_tpm_that_goes_away_fails_the_device_not_the_vmm() {
     let fw = build_guest("tpm", dir.path());
     let page = tpm_page(dir.path(), true);
     let console = dir.path().join("console.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
-    cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
-        .arg("--firmware")
-        .arg(&fw)
-        .arg("--config-page")
-        .arg(&page)
-        .arg("--console-log")
-        .arg(&console)
-        .args(["--vtpm-fd", "4"]);
-    pass_fds(&mut cmd, vec![(theirs.as_raw_fd(), 4)]);
+    let mut cmd = vmm(dir.path(), &fw, &page, Some(theirs.as_raw_fd()));
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let con = std::fs::read_to_string(&console).unwrap_or_default();
@@ -200,18 +200,7 @@ fn the_page_and_the_tpm_descriptor_go_together() {
     ] {
         let page = tpm_page(dir.path(), page_tpm);
         let (_keep, theirs) = UnixStream::pair().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tvp-vmm"));
-        cmd.args(["--log", "info", "run", "--vm-id", "vtpm", "--standalone"])
-            .arg("--firmware")
-            .arg(&fw)
-            .arg("--config-page")
-            .arg(&page)
-            .arg("--console-log")
-            .arg(dir.path().join("console.log"));
-        if pass_fd {
-            cmd.args(["--vtpm-fd", "4"]);
-            pass_fds(&mut cmd, vec![(theirs.as_raw_fd(), 4)]);
-        }
+        let mut cmd = vmm(dir.path(), &fw, &page, pass_fd.then(|| theirs.as_raw_fd()));
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{stderr}");

@@ -2,6 +2,9 @@
    tvpd restart and adoption tests). */
 #include "lib.S"
 main:
+#ifdef PRE_MAIN
+    call PRE_MAIN                  /* a variant's own first step (tpmstay.S) */
+#endif
     call attest
     mov $1, %al                    /* milestone 1 */
     mov $BOOT_TIMER_PORT, %dx
