@@ -142,7 +142,7 @@ tvp-kms --key $T/kms.key --inventory /tmp/inventory.json --release-policy /tmp/r
 KMS=$!
 DISK_DIGEST=$(tvpctl --json image inspect /var/lib/tvp/images/tenant-disk.img | sed -n 's/.*"header_digest": *"\([0-9a-f]*\)".*/\1/p')
 echo "  tenant disk: header $DISK_DIGEST, marker $(cat $T/disk-marker)"
-echo "10.0.0.2 U-linux memory=256 vcpus=2 image=none disk=$DISK_DIGEST management=tenant" >/tmp/reservations-linux
+echo "10.0.0.2 U-linux memory=256 vcpus=2 image=none disk=$DISK_DIGEST management=tenant tpm=yes" >/tmp/reservations-linux
 $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
     --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-linux \
     --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/linux.signed \

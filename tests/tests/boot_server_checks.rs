@@ -1,7 +1,7 @@
 //! The boot server checks what the tenant's reservation states about the VM, and a
 //! reservation is spent only by a delivery (issue 15, items 2 and 5), end to end on
 //! real KVM, swtpm, TAP and the real firmware (`docs/boot-server.md`):
-//! - a VM whose memory size, image, disk, management key or policy is not what its
+//! - a VM whose memory size, image, disk, TPM, management key or policy is not what its
 //!   reservation states is refused with that field named (report and firmware
 //!   console), and the VM as reserved still boots;
 //! - clients that know U and fail do not burn the reservation: the genuine VM boots
@@ -131,6 +131,39 @@ fn a_vm_given_an_image_the_reservation_does_not_name_is_refused_and_the_named_im
 
     // A reservation naming this very image accepts it.
     let o = boot_spec(&h, &mut server, "i-2", &with_image("i-2", "U-named"));
+    assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    assert!(o.workload_ran(), "{}", o.console);
+}
+
+/// Issue #20: whether the VM has a TPM of its own is in the page (flag bit 2, and the
+/// measured ACPI tables), so the reservation states it (`tpm=`, `no` when absent). A
+/// host that gives the VM a TPM the tenant did not reserve (one the host runs, which
+/// the tenant's OS might trust) is refused naming `tpm`; a reservation with `tpm=yes`
+/// boots the same VM.
+#[test]
+fn a_vm_given_a_tpm_the_reservation_does_not_state_is_refused_and_a_reserved_one_boots() {
+    require!(Need::Netns, "swtpm", "swtpm_setup", "ip", "openssl", "gcc");
+    let ns = NetNs::create("vtpm");
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = ca_of(&ten);
+    let mut server = BootServer::builder(&ns, &h, &ten)
+        .any_management()
+        .expect_image(None)
+        .reservations(
+            "10.0.0.2 U-none\n10.0.0.2 U-tpm memory=any vcpus=any image=none disk=none management=any tpm=yes\n",
+        )
+        .connections(2)
+        .start();
+    let with_tpm = |id: &str, u: &str| vm_spec(id, u, &ca).set("vtpm", json!(true));
+
+    let o = boot_spec(&h, &mut server, "t-1", &with_tpm("t-1", "U-none"));
+    o.assert_refused("reservation-refused", 8, "config-mismatch:tpm");
+    assert_eq!(o.report["expected"], "no TPM", "{}", o.report);
+    assert_eq!(o.report["found"], "a TPM of its own", "{}", o.report);
+
+    let o = boot_spec(&h, &mut server, "t-2", &with_tpm("t-2", "U-tpm"));
     assert_eq!(o.report["event"], "delivered", "{}", o.report);
     assert!(o.workload_ran(), "{}", o.console);
 }

@@ -11,7 +11,7 @@ use tvp_abi::config::Config;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: the reservation expects {expected}, the VM has {found}")]
 pub struct Mismatch {
-    /// `memory`, `vcpus`, `image`, `disk`, `management-key` or `policy`.
+    /// `memory`, `vcpus`, `image`, `disk`, `tpm`, `management-key` or `policy`.
     pub field: &'static str,
     /// What the reservation states.
     pub expected: String,
@@ -73,7 +73,10 @@ pub fn check_page(expect: &Expectations, page: &Config<'_>) -> Result<(), Mismat
         &expect.disk,
         page.disk.map(|d| d.header_digest),
         show_disk,
-    )
+    )?;
+    differs("tpm", &expect.tpm, page.tpm, |t| {
+        if *t { "a TPM of its own" } else { "no TPM" }.into()
+    })
 }
 
 /// The tenant's management binding: the digest measured into PCR 23 and the key id.
@@ -252,6 +255,35 @@ mod tests {
             Some([9; 32]),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_tpm_the_reservation_does_not_state_is_refused_and_a_stated_one_required() {
+        let check_tpm = |extra: &str, tpm: bool| {
+            let (mut p, _ca) = page(64, None);
+            if tpm {
+                p[12] |= tvp_abi::config::FLAG_TPM as u8;
+            }
+            let line = format!("memory=64 vcpus=1 image=none disk=none management=any{extra}");
+            check_page(&expect(&line), &tvp_abi::config::decode(&p).unwrap())
+        };
+        // No tpm= in the reservation means no TPM: a host that gives the VM one (a
+        // TPM the host controls, which the tenant's OS might trust) is refused.
+        let e = check_tpm("", true).unwrap_err();
+        assert_eq!(
+            (e.code(), e.expected.as_str(), e.found.as_str()),
+            (
+                "config-mismatch:tpm".to_string(),
+                "no TPM",
+                "a TPM of its own"
+            )
+        );
+        check_tpm("", false).unwrap();
+        check_tpm(" tpm=no", false).unwrap();
+        check_tpm(" tpm=yes", true).unwrap();
+        assert_eq!(check_tpm(" tpm=yes", false).unwrap_err().field, "tpm");
+        check_tpm(" tpm=any", true).unwrap();
+        check_tpm(" tpm=any", false).unwrap();
     }
 
     #[test]

@@ -11,8 +11,11 @@
 //! File format (`docs/boot-server.md`): one reservation per line,
 //!
 //! ```text
-//! <IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256 hex>|none|any disk=<sha256 hex>|none|any management=tenant|any
+//! <IPv4> <U> memory=<MiB>|any vcpus=<n>|any image=<sha256 hex>|none|any disk=<sha256 hex>|none|any management=tenant|any [tpm=yes|no|any]
 //! ```
+//!
+//! `tpm=` (whether the VM has a TPM of its own, page flag bit 2) is optional and means
+//! `no` when absent: a VM the host gave a TPM the tenant did not reserve is refused.
 //!
 //! every expectation stated (so "not checked" is a visible `any`), each once, in any
 //! order; empty lines and lines starting with `#` are ignored. A line with only
@@ -125,6 +128,8 @@ pub struct Expectations {
     pub disk: Expect<Option<[u8; 32]>>,
     /// The management key and policy.
     pub management: ManagementExpect,
+    /// Whether the VM has a TPM of its own (page flag bit 2); `tpm=`, default `no`.
+    pub tpm: Expect<bool>,
 }
 
 impl fmt::Display for Expectations {
@@ -137,7 +142,7 @@ impl fmt::Display for Expectations {
         }
         write!(
             f,
-            "memory={} vcpus={} image={} disk={} management={}",
+            "memory={} vcpus={} image={} disk={} management={} tpm={}",
             one(&self.memory_mib, |m| m.to_string()),
             one(&self.vcpus, |n| n.to_string()),
             one(&self.image, |i| i.map_or("none".into(), hex::encode)),
@@ -145,7 +150,8 @@ impl fmt::Display for Expectations {
             match self.management {
                 ManagementExpect::Tenant => "tenant",
                 ManagementExpect::Any => "any",
-            }
+            },
+            one(&self.tpm, |t| if *t { "yes" } else { "no" }.into()),
         )
     }
 }
@@ -168,6 +174,7 @@ fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
     let mut image = None;
     let mut disk = None;
     let mut management = None;
+    let mut tpm = None;
     for f in fields {
         let Some((key, value)) = f.split_once('=') else {
             return Err(format!("\"{f}\" is not key=value"));
@@ -205,9 +212,17 @@ fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
                     _ => return Err(bad("tenant")),
                 })
                 .is_some(),
+            "tpm" => tpm
+                .replace(match value {
+                    "yes" => Expect::Is(true),
+                    "no" => Expect::Is(false),
+                    "any" => Expect::Any,
+                    _ => return Err(bad("yes, no")),
+                })
+                .is_some(),
             _ => {
                 return Err(format!(
-                    "unknown field \"{key}\" (fields: {})",
+                    "unknown field \"{key}\" (fields: {}; optional: tpm)",
                     FIELDS.join(", ")
                 ))
             }
@@ -224,6 +239,7 @@ fn parse_expectations(fields: &[&str]) -> Result<Expectations, String> {
                 image,
                 disk,
                 management,
+                tpm: tpm.unwrap_or(Expect::Is(false)),
             })
         }
         (m, v, i, d, g) => {
@@ -586,11 +602,12 @@ mod tests {
                 image: Expect::Is(Some([0xab; 32])),
                 disk: Expect::Is(Some([0xcd; 32])),
                 management: ManagementExpect::Tenant,
+                tpm: Expect::Is(false),
             }
         );
         assert_eq!(
             ex.to_string(),
-            format!("memory=64 vcpus=1 image={d} disk={e} management=tenant")
+            format!("memory=64 vcpus=1 image={d} disk={e} management=tenant tpm=no")
         );
         let e = r.claim(b"U-2", ip("10.0.0.2")).unwrap().expect;
         assert_eq!(e.image, Expect::Is(None));
