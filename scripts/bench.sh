@@ -5,7 +5,8 @@
 #    secret-carrying TPM commands and the cost of their salted sessions;
 #  - tvp-vmm: exec to first guest instruction, and measurement throughput vs sha256sum
 #    (scripts/bench-vmm.sh); its resident memory beyond guest RAM, 256 MiB guest
-#    (`cargo bench -p tvp-vmm --bench footprint`);
+#    (`cargo bench -p tvp-vmm --bench footprint`); the VM's TPM: a guest's
+#    TPM2_PCR_Read through the CRB device vs a bare swtpm (`--bench vtpm`);
 #  - measured VMs through the API: create -> running with a per-phase breakdown, the
 #    PCR lease hold time, attestations per minute with 10 queued VMs (tvp-bench-vm);
 #  - the real network boot: TLS handshake on both ends, boot-server session, API create
@@ -38,6 +39,8 @@ say "tvp-vmm: boot latency and measurement throughput vs sha256sum"
 scripts/bench-vmm.sh
 say "tvp-vmm: memory overhead beyond guest RAM (vs Firecracker's published 5 MiB), exec -> first instruction"
 cargo bench -q -p tvp-vmm --bench footprint -- 20 2>/dev/null
+say "the VM's TPM: TPM2_PCR_Read from a guest through the CRB device vs a bare swtpm from the host"
+cargo bench -q -p tvp-vmm --bench vtpm -- 5 2>/dev/null
 say "encrypted image: decrypt-while-loading into guest RAM vs openssl enc and a plain copy"
 TVP_BIN_DIR="$TVP_ROOT/target/release" target/release/tvp-bench-image "${IMAGE_MIB:-256}" 5
 say "audit append: Audit (write+fsync+NV_Extend, group commit), 1 and 16 writers, vs a plain write+fsync loop"
