@@ -57,6 +57,7 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let v = wait_vm(&t, "t1", ended, TO_END);
     assert_eq!(v["reason"], "powered-off", "{v}");
+    assert_eq!(v["vtpm"], true, "{v}");
     let vm_dir = dir.join("state/vms/t1");
     let console = std::fs::read_to_string(vm_dir.join("console.log")).unwrap();
     // The guest's TPM answered: Startup, Extend, Read succeeded, PCR 16 is the extend
@@ -128,6 +129,7 @@ fn a_vm_with_vtpm_gets_its_own_swtpm_for_its_life_and_the_tables_say_so() {
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let v = wait_vm(&t, "t2", ended, TO_END);
     assert_eq!(v["reason"], "powered-off", "{v}");
+    assert_eq!(v["vtpm"], false, "{v}");
     assert!(swtpm_pid(&t.log(), "t2").is_none());
     let console = std::fs::read_to_string(dir.join("state/vms/t2/console.log")).unwrap();
     assert!(console.contains("T g=ffffffff"), "{console}");

@@ -114,6 +114,9 @@ pub struct VmView {
     /// attestation established no longer holds for them.
     #[serde(default)]
     pub revocations: Vec<crate::platform_watch::PlatformChange>,
+    /// Whether the VM has a TPM of its own (`"vtpm": true`; `vm/vtpm.rs`).
+    #[serde(default)]
+    pub vtpm: bool,
 }
 
 #[cfg(test)]

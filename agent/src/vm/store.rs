@@ -168,6 +168,7 @@ mod tests {
                 phases: Vec::new(),
                 handover_digest: None,
                 revocations: Vec::new(),
+                vtpm: false,
             },
             vmm_start_time: Some(7),
             adoption: Some(Adoption::new(PathBuf::from("/s/adopt.sock"), [3; 32])),

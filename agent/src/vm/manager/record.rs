@@ -140,6 +140,9 @@ pub(super) struct Vm {
     pub addresses: Option<Addresses>,
     /// Measured platform files that changed while it was live.
     pub revocations: Vec<PlatformChange>,
+    /// Whether it has a TPM of its own (from the spec, or the record of a re-adopted
+    /// VM).
+    pub vtpm: bool,
     /// The current boot.
     pub run: Run,
 }
@@ -184,6 +187,7 @@ impl Vm {
                 vip: spec.vip,
             }),
             revocations: Vec::new(),
+            vtpm: spec.request.vtpm,
             run,
         }
     }
@@ -226,6 +230,7 @@ impl Vm {
             spec: None,
             addresses: None,
             revocations: v.revocations,
+            vtpm: v.vtpm,
             run: Run::recorded(
                 None,
                 v.deadline,
@@ -256,6 +261,7 @@ impl Vm {
             spec: None,
             addresses,
             revocations: v.revocations,
+            vtpm: v.vtpm,
             run: Run::recorded(
                 Some(vmm),
                 v.deadline,
@@ -394,6 +400,7 @@ impl Vm {
             phases: self.phases.clone(),
             handover_digest: self.run.handover_digest.map(hex::encode),
             revocations: self.revocations.clone(),
+            vtpm: self.vtpm,
         }
     }
 
