@@ -94,7 +94,7 @@ copy_bin() {
 say "initramfs"
 install -m 0755 /bin/busybox "$ROOT/bin/busybox"
 for app in sh mount umount mkdir cat echo ls sleep insmod poweroff grep sed head tail od \
-    tr cut wc seq kill ps test printf rm cp mv dd chmod sync uname date xargs awk sha256sum; do
+    tr cut wc seq kill ps test printf rm cp mv dd chmod sync uname date xargs awk sha256sum timeout; do
     ln -sf busybox "$ROOT/bin/$app"
 done
 for b in tvpd tvpctl tvp-vmm tvp-boot-server tvp-kms; do copy_bin "$REL/$b" "/usr/local/bin/$b"; done

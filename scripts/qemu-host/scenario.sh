@@ -275,14 +275,18 @@ $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/ser
     --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
     >/tmp/boot-server-rogue.jsonl 2>&1 &
 i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-rogue.jsonl; do sleep 0.1; i=$((i+1)); done
+grep -q listening /tmp/boot-server-rogue.jsonl || { echo "  rogue boot server not listening:"; sed 's/^/  boot-server| /' /tmp/boot-server-rogue.jsonl; }
 sed 's/"qemu-vm"/"after-rogue-vm"/; s/"U-qemu"/"U-rogue"/' /tmp/vm.json >/tmp/rogue-vm.json
-tvpctl vm create /tmp/rogue-vm.json >/dev/null
-i=0
-while [ $i -lt 3000 ]; do
-    state=$(tvpctl --json vm show after-rogue-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
+# Bounded by the clock (each tvpctl call takes a while under this emulation), and the
+# create itself too: a stuck tvpd shows here instead of stalling the whole run.
+timeout 120 tvpctl vm create /tmp/rogue-vm.json >/dev/null || { echo "  rogue VM: tvpctl vm create failed or timed out"; tail -20 /tmp/tvpd.log | sed 's/^/  tvpd| /'; }
+t0=$(ms)
+while [ $(( $(ms) - t0 )) -lt 400000 ]; do
+    state=$(timeout 30 tvpctl --json vm show after-rogue-vm | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p' | head -n1)
     case $state in destroyed|failed) break ;; esac
-    sleep 0.1; i=$((i+1))
+    sleep 0.2
 done
+echo "  after-rogue-vm: ${state:-unknown} after $(( $(ms) - t0 )) ms"
 grep -v listening /tmp/boot-server-rogue.jsonl | sed 's/^/  boot-server| /'
 check ima-rogue-tpm-use-refused sh -c "grep -q '\"reason\":\"attestation-rejected:ima:not-allowed\"' /tmp/boot-server-rogue.jsonl &&
     grep -q 'ima:not-allowed /usr/bin/tpm2 sha256:' /tmp/boot-server-rogue.jsonl && ! grep -q '\"event\":\"delivered\"' /tmp/boot-server-rogue.jsonl"
