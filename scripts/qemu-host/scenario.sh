@@ -209,7 +209,14 @@ grep -q "^TVP-GUEST tpm version=2" $LCON || {
     grep "vTPM\|swtpm" /tmp/tvpd.log | tail -5
 } 2>&1 | sed 's/^/  vtpm| /'
 check linux-poweroff sh -c "test '$state' = destroyed && tvpctl --json vm show linux-vm | grep -q '\"reason\": \"powered-off\"'"
+# Both gone before the next boot server binds the same address (at most 10 s each,
+# then killed).
 kill $BSL $KMS 2>/dev/null
+for p in $BSL $KMS; do
+    i=0; while kill -0 $p 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    kill -9 $p 2>/dev/null
+done
+wait $BSL $KMS 2>/dev/null
 grep -q '"release"\|released' /tmp/kms.log 2>/dev/null || tail -3 /tmp/kms.log | sed 's/^/  kms| /'
 # The whole disk read sequentially by the guest (each chunk authenticated and decrypted
 # in tvp-vmm as it is read).
