@@ -22,7 +22,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::{build_guest, config, log_value, PeerMode, VmRun};
+use common::{build_guest, config, log_value, median, PeerMode, VmRun};
 
 /// Guest memory of the measured VM.
 const GUEST_MIB: u32 = 256;
@@ -54,11 +54,6 @@ fn rss(pid: u32, guest_bytes: u64) -> Option<(u64, u64)> {
         }
     }
     Some((total, guest))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

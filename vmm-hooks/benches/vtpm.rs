@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use common::{build_guest, config, pass_fds};
+use common::{build_guest, config, median, pass_fds};
 
 /// PCR reads of the `tpmbench` guest (its `ROUNDS`).
 const ROUNDS: u32 = 2000;
@@ -94,11 +94,6 @@ fn vm_run(dir: &Path, guest: &Path, page: &Path) -> f64 {
     secs
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     let runs: usize = std::env::args()
         .skip(1)
@@ -131,8 +126,8 @@ fn main() {
         drop(s);
         let _ = tpm.wait();
     }
-    let guest_us = (median(with) - median(without)) / f64::from(ROUNDS) * 1e6;
-    let host_us = median(host) / f64::from(ROUNDS) * 1e6;
+    let guest_us = (median(&mut with) - median(&mut without)) / f64::from(ROUNDS) * 1e6;
+    let host_us = median(&mut host) / f64::from(ROUNDS) * 1e6;
     println!("vTPM TPM2_PCR_Read round trip, median of {runs} runs of {ROUNDS} (real KVM, swtpm):");
     println!("  from the guest through the CRB device   {guest_us:>8.1} us");
     println!("  bare swtpm over its socket (host)       {host_us:>8.1} us");

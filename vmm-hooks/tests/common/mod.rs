@@ -712,3 +712,10 @@ pub fn pass_fds(cmd: &mut Command, fds: Vec<(i32, i32)>) {
         });
     }
 }
+
+/// The median of `v` (sorted in place; the upper one of an even count). For the
+/// benchmarks that share this module.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
