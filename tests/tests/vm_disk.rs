@@ -81,6 +81,17 @@ fn host(tpm: &Swtpm, dir: &Path, tenant: &Path) -> (Tvpd, Value, std::path::Path
     (t, inventory, fw)
 }
 
+/// [`host`] with the tenant's disk made in `tenant` ([`tenant_disk`]); returns tvpd,
+/// its inventory entry, the guest and the disk's `image inspect`.
+fn host_with_disk(
+    tpm: &Swtpm,
+    dir: &Path,
+    tenant: &Path,
+) -> (Tvpd, Value, std::path::PathBuf, Value) {
+    let (t, inventory, fw) = host(tpm, dir, tenant);
+    (t, inventory, fw, tenant_disk(tenant))
+}
+
 fn console(dir: &Path, id: &str) -> String {
     std::fs::read_to_string(dir.join(format!("state/vms/{id}/console.log"))).unwrap_or_default()
 }
@@ -89,10 +100,8 @@ fn console(dir: &Path, id: &str) -> String {
 fn a_vm_created_with_the_tenant_s_disk_reads_it_and_the_page_measures_which_disk_it_is() {
     require!(Need::Kvm, "swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
-    let dir = tpm.scratch("a");
-    let tenant = tpm.scratch("tenant");
-    let (t, inventory, fw) = host(&tpm, &dir, &tenant);
-    let inspect = tenant_disk(&tenant);
+    let (dir, tenant) = (tpm.scratch("a"), tpm.scratch("tenant"));
+    let (t, inventory, fw, inspect) = host_with_disk(&tpm, &dir, &tenant);
     let kms = Kms::start(&tenant, &tenant.join("kms.key"), &inventory, "inv");
     let spec = |id: &str| {
         VmSpec::measured(id)
@@ -228,10 +237,8 @@ fn a_vm_created_with_the_tenant_s_disk_reads_it_and_the_page_measures_which_disk
 fn a_disk_key_goes_only_to_a_vm_the_tenant_s_release_policy_allows() {
     require!(Need::Kvm, "swtpm", "gcc", "ld");
     let tpm = Swtpm::blank();
-    let dir = tpm.scratch("a");
-    let tenant = tpm.scratch("tenant");
-    let (t, inventory, fw) = host(&tpm, &dir, &tenant);
-    let inspect = tenant_disk(&tenant);
+    let (dir, tenant) = (tpm.scratch("a"), tpm.scratch("tenant"));
+    let (t, inventory, fw, inspect) = host_with_disk(&tpm, &dir, &tenant);
     let p = |n: &str| tenant.join(n).to_str().unwrap().to_string();
     std::fs::write(p("ca.pem"), tvp_tests::vm::DUMMY_CA_PEM).unwrap();
     std::fs::write(p("mgmt.pem"), Tenant::shared().key_pem()).unwrap();

@@ -414,14 +414,21 @@ fn moving_a_live_ring_breaks_the_queue_and_it_is_not_served() {
         .all(|b| *b == 0));
 }
 
-#[test]
-fn hostile_event_idx_values_are_harmless() {
+/// A device over the good image whose driver negotiated `VIRTIO_F_EVENT_IDX`, its
+/// queue (4 entries) live.
+fn setup_event_idx() -> (GuestMemoryMmap, VirtioBlk) {
     let (mem, mut dev) = setup_with(image().0.clone(), None);
     let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
     w(reg::DRIVER_FEATURES, (F_RO | F_EVENT_IDX) as u32);
     w(reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
     assert!(enable(&mem, &mut dev, DESC, USED));
     go(&mem, &mut dev);
+    (mem, dev)
+}
+
+#[test]
+fn hostile_event_idx_values_are_harmless() {
+    let (mem, mut dev) = setup_event_idx();
     // used_event 0xffff and an avail index far past the queue size.
     mem.write_obj(0xffffu16, GuestAddress(AVAIL + 4 + 2 * 4))
         .unwrap();
@@ -452,12 +459,7 @@ fn need_event(event: u16, new: u16, old: u16) -> bool {
 
 #[test]
 fn with_event_idx_the_device_re_arms_avail_event_so_a_linux_driver_keeps_notifying() {
-    let (mem, mut dev) = setup_with(image().0.clone(), None);
-    let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
-    w(reg::DRIVER_FEATURES, (F_RO | F_EVENT_IDX) as u32);
-    w(reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
-    assert!(enable(&mem, &mut dev, DESC, USED));
-    go(&mem, &mut dev);
+    let (mem, mut dev) = setup_event_idx();
     desc(&mem, 0, HDR, 16, NEXT, 1);
     desc(&mem, 1, DATA, 512, WRITE | NEXT, 2);
     desc(&mem, 2, STATUS, 1, WRITE, 0);

@@ -91,7 +91,7 @@ pub fn start(
     tpm: UnixStream,
     key: &tvp_image::ImageKey,
     run_as: Option<(u32, u32)>,
-) -> Result<u32, VmError> {
+) -> Result<(), VmError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let state = vm_dir.join(STATE_DIR);
     let spawn_err = |what: &str, e: std::io::Error| {
@@ -173,5 +173,5 @@ pub fn start(
         log::warn!(vm = id, pid = pid, error = e.to_string(); "vTPM: no reaper thread; swtpm stays a zombie after it ends");
     }
     log::info!(vm = id, pid = pid, state = state.display().to_string(); "vTPM: swtpm started");
-    Ok(pid)
+    Ok(())
 }
