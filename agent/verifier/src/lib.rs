@@ -9,6 +9,7 @@
 //! - [`ima`]: the host's IMA measurement list, its PCR 10 replay and allowlist.
 //! - [`replay`]: event log replay (also for computing expected PCR values).
 //! - [`tpm2_tools`]: export evidence for an independent check with `tpm2_checkquote`.
+//! - [`vtpm`]: a measured VM's own TPM: its certified identity and its quotes.
 
 pub mod eventlog;
 pub mod evidence;
@@ -18,6 +19,7 @@ pub mod replay;
 pub mod tpm;
 pub mod tpm2_tools;
 pub mod verify;
+pub mod vtpm;
 
 pub use eventlog::{CelDigest, CelRecord, EventContent, EventKind, EventLog};
 pub use evidence::{Evidence, ExpectedPcrs, HexDigest, PcrBank, QuoteBlobs, EVIDENCE_VERSION};

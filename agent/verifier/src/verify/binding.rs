@@ -9,12 +9,12 @@ use rsa::{BigUint, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
 use super::ak::AkKey;
-use crate::tpm::certify::CertifyAttest;
+use super::certify::{check_certify, CertifyError};
 use crate::tpm::public::{
     ATTR_DECRYPT, ATTR_FIXED_PARENT, ATTR_FIXED_TPM, ATTR_RESTRICTED, ATTR_SIGN,
     ATTR_USER_WITH_AUTH,
 };
-use crate::tpm::{Public, PublicKey, Signature};
+use crate::tpm::{Public, PublicKey};
 
 /// TPM_CC_PolicyPCR.
 const CC_POLICY_PCR: u32 = 0x0000_017f;
@@ -82,27 +82,12 @@ pub fn verify_binding_key(
 ) -> Result<RsaPublicKey, BindingError> {
     let public = Public::parse_tpm2b(public_tpm2b)
         .map_err(|e| BindingError::Format(format!("TPM2B_PUBLIC: {e}")))?;
-    let attest = CertifyAttest::parse(certify_attest)
-        .map_err(|e| BindingError::Format(format!("certification: {e}")))?;
-    let sig = Signature::parse(certify_signature)
-        .map_err(|e| BindingError::Format(format!("signature: {e}")))?;
-    ak.verify(certify_attest, &sig)
-        .map_err(|_| BindingError::Signature)?;
-    if attest.extra_data != nonce {
-        return Err(BindingError::Nonce {
-            got: hex::encode(&attest.extra_data),
-            want: hex::encode(nonce),
-        });
-    }
-    let name = public
-        .name()
-        .ok_or_else(|| BindingError::Format("unsupported name algorithm".into()))?;
-    if attest.name != name {
-        return Err(BindingError::Name {
-            certified: hex::encode(&attest.name),
-            key: hex::encode(&name),
-        });
-    }
+    check_certify(&public, certify_attest, certify_signature, ak, nonce).map_err(|e| match e {
+        CertifyError::Format(m) => BindingError::Format(m),
+        CertifyError::Signature(_) => BindingError::Signature,
+        CertifyError::Nonce { got, want } => BindingError::Nonce { got, want },
+        CertifyError::Name { certified, key } => BindingError::Name { certified, key },
+    })?;
     let a = public.object_attributes;
     let required = ATTR_FIXED_TPM | ATTR_FIXED_PARENT | ATTR_DECRYPT;
     if a & required != required || a & (ATTR_USER_WITH_AUTH | ATTR_SIGN | ATTR_RESTRICTED) != 0 {

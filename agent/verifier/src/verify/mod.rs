@@ -4,6 +4,7 @@
 mod ak;
 pub mod binding;
 pub mod bound;
+pub mod certify;
 mod error;
 mod pcrs;
 
