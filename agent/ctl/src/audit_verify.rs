@@ -16,10 +16,10 @@ use tvp_audit::extract::{Extract, Start};
 use tvp_audit::policy::{management_digest, TenantPolicy};
 use tvp_audit::token::TenantKey;
 use tvp_audit::Digest32;
-use tvp_kms::inventory::Inventory;
 
 use super::exit;
 use super::host::read_text;
+use super::pin::PinError;
 
 /// What `tvpctl audit verify` was given.
 #[derive(Debug)]
@@ -150,37 +150,11 @@ fn verify(a: &VerifyArgs<'_>, warnings: &mut Vec<String>) -> Result<Verified, Fa
 /// The AK the certification must be signed by: `--ak`, or the inventory's entry of
 /// the host; the key inside the file only with `--trust-embedded-ak`.
 fn pinned_ak(a: &VerifyArgs<'_>, warnings: &mut Vec<String>) -> Result<Option<String>, Fail> {
-    if let Some(p) = a.ak {
-        return Ok(Some(read_text(p)?));
-    }
-    if let Some(p) = a.inventory {
-        let inv: Inventory = serde_json::from_str(&read_text(p)?).map_err(|e| {
-            eprintln!("tvpctl: {} is not an inventory file: {e}", p.display());
-            exit::IO
-        })?;
-        let entry = match a.host {
-            Some(id) => inv.host(id),
-            None if inv.hosts.len() == 1 => inv.hosts.first(),
-            None => {
-                eprintln!(
-                    "tvpctl: {} lists {} hosts: say which one served the file with --host ID",
-                    p.display(),
-                    inv.hosts.len()
-                );
-                return Err(Fail::Exit(exit::USAGE));
-            }
-        };
-        let Some(entry) = entry else {
-            return Err(refused(
-                "ak-not-pinned",
-                format!(
-                    "host {} is not in the inventory {}",
-                    a.host.unwrap_or("-"),
-                    p.display()
-                ),
-            ));
-        };
-        return Ok(Some(entry.ak_public_pem.clone()));
+    match super::pin::pinned_ak(a.ak, a.inventory, a.host) {
+        Ok(Some(pinned)) => return Ok(Some(pinned.pem)),
+        Ok(None) => {}
+        Err(PinError::Exit(code)) => return Err(Fail::Exit(code)),
+        Err(PinError::NotInInventory(m)) => return Err(refused("ak-not-pinned", m)),
     }
     if a.trust_embedded_ak {
         warnings.push("--trust-embedded-ak: the AK inside the file is trusted as is; whoever made the file could have signed it with a key of their own, so nothing here is known to come from the host's TPM".into());

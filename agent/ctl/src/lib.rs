@@ -9,9 +9,11 @@ pub mod expected;
 pub mod host;
 pub mod image;
 pub mod inventory;
+pub mod pin;
 pub mod progress;
 pub mod verify;
 pub mod vm;
+pub mod vtpm;
 
 use std::path::PathBuf;
 

@@ -66,6 +66,31 @@ pub enum VmCommand {
         #[arg(long)]
         token: Option<String>,
     },
+    /// The VM's TPM identity: the vTPM's EK and AK certificates, issued by the host's
+    /// vTPM CA whose key the host AK certifies for a fresh nonce. Verified against the
+    /// pinned host AK (--ak or --inventory), then written to DIR as files openssl and
+    /// tpm2-tools read (docs/vtpm-identity.md). Exit 1 naming the failed check.
+    #[command(name = "vtpm-identity")]
+    VtpmIdentity {
+        /// VM id.
+        id: String,
+        /// Directory for the files (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Fresh nonce, hex, 1 to 32 bytes [default: 32 random bytes].
+        #[arg(long)]
+        nonce: Option<String>,
+        /// The host's AK public key (PEM) from your inventory.
+        #[arg(long, value_name = "PEM")]
+        ak: Option<PathBuf>,
+        /// Take the host's AK from this inventory file (`tvpctl inventory`).
+        #[arg(long, value_name = "FILE", conflicts_with = "ak")]
+        inventory: Option<PathBuf>,
+        /// Which inventory host runs the VM (needed if it lists several); with --ak,
+        /// the host id the identity must name.
+        #[arg(long, value_name = "ID")]
+        host: Option<String>,
+    },
     /// Any restricted operation by name, with its parameters (snapshot-create
     /// --param name=N, migrate --param destination=D, ...).
     Op {
@@ -154,6 +179,27 @@ fn show(cli: &Cli, v: &VmView, raw: &[u8]) -> Result<(), i32> {
 
 /// Run a vm subcommand.
 pub fn run(cli: &Cli, cmd: &VmCommand) -> i32 {
+    if let VmCommand::VtpmIdentity {
+        id,
+        out,
+        nonce,
+        ak,
+        inventory,
+        host,
+    } = cmd
+    {
+        return super::vtpm::run(
+            cli,
+            &super::vtpm::Args {
+                vm: id,
+                out,
+                nonce: nonce.as_deref(),
+                ak: ak.as_deref(),
+                inventory: inventory.as_deref(),
+                host: host.as_deref(),
+            },
+        );
+    }
     let r = (|| -> Result<(), i32> {
         match cmd {
             VmCommand::Create { spec } => {
@@ -222,6 +268,7 @@ pub fn run(cli: &Cli, cmd: &VmCommand) -> i32 {
                 let (v, raw) = operate(cli, id, op, param, token.as_deref())?;
                 show(cli, &v, &raw)?;
             }
+            VmCommand::VtpmIdentity { .. } => {}
         }
         Ok(())
     })();
