@@ -129,7 +129,7 @@ fn main() {
                 digest: header.image_digest,
             }),
             disk: None,
-            tpm: false,
+            tpm: None,
         };
         let p = d.join("config.page");
         std::fs::write(&p, c.encode().expect("page")).expect("write");

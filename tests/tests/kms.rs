@@ -78,7 +78,7 @@ fn vm_use(ca: &[u8], fw: [u8; 32]) -> Value {
         ca_cert_der: ca,
         image: None,
         disk: None,
-        tpm: false,
+        tpm: None,
     }
     .encode()
     .unwrap();

@@ -283,3 +283,245 @@ fn a_vm_s_tpm_state_is_encrypted_and_opens_again_only_through_the_host_tpm() {
     assert!(r.status < 300, "{}", String::from_utf8_lossy(&r.body));
     assert!(!wrapped.exists() && !vm_dir.join("vtpm").exists());
 }
+
+/// The `<prefix> ` line of the console as bytes (hex groups), cut to the TPM
+/// response's own size field.
+fn tpm_response(console: &str, prefix: &str) -> Vec<u8> {
+    let hex_text: String = console
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {console}"))
+        .split_whitespace()
+        .collect();
+    let mut bytes = hex::decode(hex_text).unwrap();
+    let size = u32::from_be_bytes(bytes[2..6].try_into().unwrap()) as usize;
+    bytes.truncate(size);
+    bytes
+}
+
+/// TPM2_Quote's response → (TPMS_ATTEST, TPMT_SIGNATURE).
+fn quote_parts(r: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    assert_eq!(&r[6..10], &[0, 0, 0, 0], "quote failed: {}", hex::encode(r));
+    let params = u32::from_be_bytes(r[10..14].try_into().unwrap()) as usize;
+    let body = &r[14..14 + params];
+    let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+    (body[2..2 + n].to_vec(), body[2 + n..].to_vec())
+}
+
+/// A VM's TPM is made for it and certified by the host: its EK and AK are named in
+/// the VM's measured page, their certificates chain to the host's vTPM CA, which the
+/// host's AK certifies for the tenant's nonce; the guest re-creates the AK from its
+/// template and its quote verifies against that chain; the EK certificate is in the
+/// VM's TPM. Another VM's certificate, a replayed nonce, or a quote by another VM's
+/// TPM are refused.
+#[test]
+fn a_vm_s_tpm_is_certified_by_the_host_and_its_quotes_verify_against_the_chain() {
+    require!(Need::Kvm, "swtpm", "gcc", "ld", "openssl");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let (t, _fw) = host(&tpm, &dir, "tpmquote");
+    let spec = |id: &str| {
+        VmSpec::measured(id)
+            .deadline_secs(60)
+            .set("vtpm", json!(true))
+    };
+    for id in ["c1", "c2"] {
+        let r = t.create_vm(&spec(id));
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let host_ak = tvp_verifier::verify::AkKey::from_pem(
+        t.api_json("GET", "/v1/host", None)["ak_public_pem"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let nonce = [0x11u8; 32];
+    let identity = |id: &str, nonce: &[u8]| -> tvp_verifier::vtpm::VtpmIdentity {
+        let body = json!({ "nonce": hex::encode(nonce) }).to_string();
+        let v = t.api_json("POST", &format!("/v1/vms/{id}/vtpm/identity"), Some(&body));
+        serde_json::from_value(v).unwrap()
+    };
+    let host_id = t.api_json("GET", "/v1/host", None)["host_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expect = |vm: &'static str| tvp_verifier::vtpm::VtpmExpect {
+        host_id: Some(host_id.as_str()),
+        vm_id: vm,
+    };
+    let mut verified = Vec::new();
+    for id in ["c1", "c2"] {
+        let v = wait_vm(&t, id, ended, TO_END);
+        assert_eq!(v["reason"], "powered-off", "{v}");
+        let ident = identity(id, &nonce);
+        let ok = tvp_verifier::vtpm::verify_identity(&ident, &host_ak, &nonce, &expect(id))
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        // The measured page names exactly these keys.
+        let vm_dir = dir.join(format!("state/vms/{id}"));
+        let page = std::fs::read(vm_dir.join("config.page")).unwrap();
+        let measured = v["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["event_type"] == "config-page")
+            .unwrap_or_else(|| panic!("{v}"))["digest"]
+            .clone();
+        assert_eq!(measured, json!(hex::encode(Sha256::digest(&page))));
+        let tref = tvp_abi::config::decode(&page).unwrap().tpm.unwrap();
+        assert_eq!(
+            tref.ek_public_digest,
+            <[u8; 32]>::from(Sha256::digest(&ok.ek_public))
+        );
+        assert_eq!(
+            tref.ak_public_digest,
+            <[u8; 32]>::from(Sha256::digest(&ok.ak_public))
+        );
+        // The guest's TPM answered, and its EK certificate is in NV 0x01c0000a.
+        let console = std::fs::read_to_string(vm_dir.join("console.log")).unwrap();
+        assert!(
+            console.contains("T s=00000000 c=00000000 q=00000000"),
+            "{console}"
+        );
+        assert!(console.contains("T n=00000000"), "{console}");
+        let nv = tpm_response(&console, "N ");
+        let ek_der = tvp_verifier::vtpm::parse::pem_to_der(&ident.ek_certificate_pem).unwrap();
+        assert_eq!(&nv[14..16], &[0, 64]);
+        assert_eq!(&nv[16..80], &ek_der[..64], "NV holds another certificate");
+        let (attest, sig) = quote_parts(&tpm_response(&console, "Q "));
+        tvp_verifier::vtpm::verify_vtpm_quote(&ok, &attest, &sig, &[0x5a; 32])
+            .unwrap_or_else(|e| panic!("{id}'s guest quote: {e}"));
+        verified.push((ident, ok, attest, sig));
+    }
+    let (c1, c1_ok, attest1, sig1) = &verified[0];
+    let (c2, c2_ok, _, _) = &verified[1];
+    assert_ne!(c1_ok.ek_public, c2_ok.ek_public, "two VMs, one TPM");
+    // c2's quote is not c1's TPM's: refused with c1's chain.
+    assert!(tvp_verifier::vtpm::verify_vtpm_quote(c2_ok, attest1, sig1, &[0x5a; 32]).is_err());
+    // An administrator hands out c2's certificates as c1's: refused.
+    let mut swapped = c1.clone();
+    swapped.ek_certificate_pem = c2.ek_certificate_pem.clone();
+    swapped.ak_certificate_pem = c2.ak_certificate_pem.clone();
+    let e =
+        tvp_verifier::vtpm::verify_identity(&swapped, &host_ak, &nonce, &expect("c1")).unwrap_err();
+    assert!(e.to_string().contains("c2"), "{e}");
+    // An old certification replayed for a new nonce: refused.
+    let e =
+        tvp_verifier::vtpm::verify_identity(c1, &host_ak, &[0x22; 32], &expect("c1")).unwrap_err();
+    assert!(e.code().contains("nonce"), "{e}");
+    // A fresh nonce gets a fresh certification of the same CA.
+    let again = identity("c1", &[0x22; 32]);
+    tvp_verifier::vtpm::verify_identity(&again, &host_ak, &[0x22; 32], &expect("c1")).unwrap();
+    assert_eq!(again.ca_public, c1.ca_public);
+    // tvpctl fetches, verifies against the pinned host AK and exports the chain;
+    // openssl, which nobody here wrote, checks the certificates chain to the CA.
+    let out = tpm.scratch("export");
+    let ak_pem = t.write_ak_pem(&tpm.scratch("ak"));
+    let out_s = out.to_str().unwrap();
+    let (code, stdout, stderr) = t.tvpctl(&[
+        "vm",
+        "vtpm-identity",
+        "c1",
+        "--out",
+        out_s,
+        "--ak",
+        ak_pem.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let o = std::process::Command::new("openssl")
+        .current_dir(&out)
+        .args(["verify", "-CAfile", "ca.pem", "ek.pem", "ak.pem"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out.join("ek.pem")).unwrap(),
+        c1.ek_certificate_pem
+    );
+    // A VM without its own TPM has no identity.
+    let r = t.create_vm(&VmSpec::measured("c3").deadline_secs(60));
+    assert_eq!(r.status, 201);
+    let r = t.api(
+        "POST",
+        "/v1/vms/c3/vtpm/identity",
+        Some(&json!({ "nonce": "00" }).to_string()),
+    );
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// The keys tvpd makes in a VM's TPM are the ones a tenant's own tools make from the
+/// documented templates: `tpm2_createek -G ecc` and `tpm2_createprimary` with the AK's
+/// options give the same names as tvpd's templates on the same TPM.
+#[test]
+fn tpm2_tools_recreate_the_vm_tpm_s_ek_and_ak_from_their_templates() {
+    require!(
+        "swtpm",
+        "tpm2_createprimary",
+        "tpm2_createek",
+        "tpm2_readpublic"
+    );
+    use tss_esapi::interface_types::resource_handles::Hierarchy;
+    use tss_esapi::interface_types::session_handles::AuthSession;
+    use tss_esapi::traits::UnMarshall;
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("t");
+    let tcti = tpm.tcti();
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .env("TPM2TOOLS_TCTI", &tcti)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    tool(&["tpm2_createek", "-G", "ecc", "-c", &p("ek.ctx")]);
+    tool(&["tpm2_readpublic", "-c", &p("ek.ctx"), "-n", &p("ek.name")]);
+    tool(&["tpm2_flushcontext", "-t"]);
+    tool(&[
+        "tpm2_createprimary",
+        "-C",
+        "e",
+        "-g",
+        "sha256",
+        "-G",
+        "ecc256:ecdsa-sha256:null",
+        "-a",
+        "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+        "-c",
+        &p("ak.ctx"),
+    ]);
+    tool(&["tpm2_readpublic", "-c", &p("ak.ctx"), "-n", &p("ak.name")]);
+    tool(&["tpm2_flushcontext", "-t"]);
+    let mut ctx =
+        tss_esapi::Context::new(tss_esapi::tcti_ldr::TctiNameConf::from_str(&tcti).unwrap())
+            .unwrap();
+    use std::str::FromStr;
+    for (template, name_file) in [
+        (
+            tvp_agent::vm::vtpm::provision::ek_template().unwrap(),
+            "ek.name",
+        ),
+        (
+            tvp_agent::vm::vtpm::provision::ak_template().unwrap(),
+            "ak.name",
+        ),
+    ] {
+        let public = tss_esapi::structures::Public::unmarshall(&template).unwrap();
+        let r = ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.create_primary(Hierarchy::Endorsement, public, None, None, None, None)
+            })
+            .unwrap();
+        let (_, name, _) = ctx.read_public(r.key_handle).unwrap();
+        ctx.flush_context(r.key_handle.into()).unwrap();
+        assert_eq!(
+            hex::encode(name.value()),
+            hex::encode(std::fs::read(dir.join(name_file)).unwrap()),
+            "{name_file}: tvpd's template is not what tpm2-tools makes"
+        );
+    }
+}

@@ -103,7 +103,10 @@ fn main() {
     let bench = build_guest("tpmbench", dir.path());
     let base = build_guest("tpmbench0", dir.path());
     let mut c = config(b"U-vtpm-bench");
-    c.tpm = true;
+    c.tpm = Some(tvp_abi::config::TpmRef {
+        ek_public_digest: [0; 32],
+        ak_public_digest: [0; 32],
+    });
     let page = dir.path().join("config.page");
     std::fs::write(&page, c.encode().unwrap()).unwrap();
 

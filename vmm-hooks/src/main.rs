@@ -408,7 +408,7 @@ fn config_page(
         ca_cert_der: &der,
         image: None,
         disk: None,
-        tpm: false,
+        tpm: None,
     };
     cfg.encode().map_err(|e| e.to_string())
 }

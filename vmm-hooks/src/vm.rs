@@ -313,7 +313,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
     };
     // The TPM: the page (measured, and the ACPI tables built from it) says whether the
     // VM has one; tvpd passes its swtpm exactly then.
-    match (opts.vtpm.is_some(), cfg.tpm) {
+    match (opts.vtpm.is_some(), cfg.tpm.is_some()) {
         (false, true) => {
             return Err(VmmError::Vtpm(
                 "the configuration page gives the VM a TPM but none was passed (--vtpm-fd)".into(),
@@ -346,7 +346,7 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         &config_page,
         mem_size,
         cfg.vcpus,
-        cfg.tpm,
+        cfg.tpm.is_some(),
     )?;
     let firmware_end = firmware_image.end;
     // From its measurement to the handover, the device never writes the firmware image

@@ -61,7 +61,10 @@ impl Drop for Swtpm {
 /// Writes a configuration page giving the VM a TPM (`tpm`) or not.
 fn tpm_page(dir: &Path, tpm: bool) -> PathBuf {
     let mut c = config(b"U-vtpm");
-    c.tpm = tpm;
+    c.tpm = tpm.then_some(tvp_abi::config::TpmRef {
+        ek_public_digest: [0; 32],
+        ak_public_digest: [0; 32],
+    });
     let page = dir.join("config.page");
     std::fs::write(&page, c.encode().unwrap()).unwrap();
     page

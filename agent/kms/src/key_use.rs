@@ -199,7 +199,7 @@ mod tests {
             ca_cert_der: ca,
             image: None,
             disk: None,
-            tpm: false,
+            tpm: None,
         }
         .encode()
         .unwrap()

@@ -114,6 +114,26 @@ pub async fn execute(state: &AppState, req: ApiRequest) -> Result<Reply, ApiErro
         }
         ApiRequest::ListVms => ok(&state.vms.list()),
         ApiRequest::GetVm { id } => ok(&state.vms.get(id.as_str())?),
+        ApiRequest::GetVtpmIdentity { id, nonce } => {
+            let identity = state.vms.vtpm_identity(id.as_str())?;
+            let cert = state
+                .tpm
+                .call_async(move |t| t.vtpm_ca_certify(&nonce))
+                .await?;
+            ok(&tvp_verifier::vtpm::VtpmIdentity {
+                version: tvp_verifier::vtpm::VTPM_IDENTITY_VERSION,
+                host_id: state.tpm.identity().host_id.clone(),
+                vm_id: id.as_str().to_string(),
+                ca_public: cert.public,
+                ca_certify: tvp_verifier::evidence::QuoteBlobs {
+                    attest: cert.attest,
+                    signature: cert.signature,
+                },
+                ca_certificate_pem: identity.ca_certificate_pem,
+                ek_certificate_pem: identity.ek_certificate_pem,
+                ak_certificate_pem: identity.ak_certificate_pem,
+            })
+        }
         ApiRequest::DeleteVm { id } => vm_operation(state, id, crate::vm::Op::Delete).await,
         ApiRequest::VmOperation {
             id,

@@ -8,7 +8,7 @@ use super::error::ApiError;
 use super::query;
 use super::types::{
     ActivateCredentialRequest, AnchorRequest, BindingKeyRequest, QuoteRequest, VerifyImageRequest,
-    VmOperationRequest,
+    VmOperationRequest, VtpmIdentityRequest,
 };
 use crate::vm::VmId;
 
@@ -37,6 +37,14 @@ pub enum ApiRequest {
         op: crate::vm::Op,
         /// Its parameters (exactly `op.param_keys()`), which the token covers.
         params: tvp_audit::params::Params,
+    },
+    /// `POST /v1/vms/{id}/vtpm/identity`: the VM's own TPM's EK and AK certificates
+    /// and the vTPM CA key, certified by the host's AK with this nonce.
+    GetVtpmIdentity {
+        /// VM id.
+        id: VmId,
+        /// Qualifying data for TPM2_Certify, 1..=32 bytes.
+        nonce: Vec<u8>,
     },
     /// `GET /v1/host`
     GetHost,
@@ -100,6 +108,7 @@ impl ApiRequest {
             ApiRequest::CreateVm(_) => "create-vm",
             ApiRequest::ListVms => "list-vms",
             ApiRequest::GetVm { .. } => "get-vm",
+            ApiRequest::GetVtpmIdentity { .. } => "get-vtpm-identity",
             ApiRequest::DeleteVm { .. } => "delete-vm",
             ApiRequest::VmOperation { .. } => "vm-operation",
             ApiRequest::Quote { .. } => "quote",
@@ -122,6 +131,7 @@ impl ApiRequest {
             ApiRequest::GetHost
             | ApiRequest::ListVms
             | ApiRequest::GetVm { .. }
+            | ApiRequest::GetVtpmIdentity { .. }
             | ApiRequest::Quote { .. }
             | ApiRequest::GetEventLog
             | ApiRequest::GetUnmanagedVms
@@ -144,6 +154,7 @@ impl ApiRequest {
             ApiRequest::GetVmAudit { vm, .. } => Some(vm.as_str()),
             ApiRequest::CreateVm(r) => Some(&r.id),
             ApiRequest::GetVm { id }
+            | ApiRequest::GetVtpmIdentity { id, .. }
             | ApiRequest::DeleteVm { id }
             | ApiRequest::VmOperation { id, .. } => Some(id.as_str()),
             ApiRequest::ListVms
@@ -175,6 +186,7 @@ impl ApiRequest {
             ApiRequest::CreateVm(_)
             | ApiRequest::ListVms
             | ApiRequest::GetVm { .. }
+            | ApiRequest::GetVtpmIdentity { .. }
             | ApiRequest::GetUnmanagedVms
             | ApiRequest::CertifyBindingKey { .. }
             | ApiRequest::VerifyImage { .. }
@@ -203,6 +215,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/v1/vms/{id}", "GET, DELETE"),
     ("/v1/vms/{id}/audit", "GET"),
     ("/v1/vms/{id}/operations", "POST"),
+    ("/v1/vms/{id}/vtpm/identity", "POST"),
     ("/v1/host", "GET"),
     ("/v1/host/quote", "POST"),
     ("/v1/host/event-log", "GET"),
@@ -314,6 +327,7 @@ fn route_of(path: &str) -> (&str, Option<&str>) {
         "" if !rest.ends_with('/') => "/v1/vms/{id}",
         "audit" => "/v1/vms/{id}/audit",
         "operations" => "/v1/vms/{id}/operations",
+        "vtpm/identity" => "/v1/vms/{id}/vtpm/identity",
         _ => return (path, None),
     };
     (route, Some(id))
@@ -339,6 +353,13 @@ fn vm_request(
             let r: VmOperationRequest = json(body)?;
             let (op, params) = r.validate().map_err(ApiError::invalid_argument)?;
             Ok(ApiRequest::VmOperation { id, op, params })
+        }
+        ("/v1/vms/{id}/vtpm/identity", _) => {
+            let r: VtpmIdentityRequest = json(body)?;
+            Ok(ApiRequest::GetVtpmIdentity {
+                id,
+                nonce: query::nonce(&r.nonce)?,
+            })
         }
         (_, "DELETE") => Ok(ApiRequest::DeleteVm { id }),
         _ => Ok(ApiRequest::GetVm { id }),

@@ -67,6 +67,10 @@ pub struct BindingKeyRequest {
     pub nonce: String,
 }
 
+/// Body of `POST /v1/vms/{id}/vtpm/identity`: the tenant's nonce, as for the binding
+/// key. The response is `tvp_verifier::vtpm::VtpmIdentity`.
+pub type VtpmIdentityRequest = BindingKeyRequest;
+
 /// Response of `POST /v1/host/binding-key`: the host binding key and its certification.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -73,7 +73,7 @@ impl Tpm {
             .map_err(cmd("CreatePrimary(SRK)"))
     }
 
-    fn flush(&mut self, h: ObjectHandle) {
+    pub(super) fn flush(&mut self, h: ObjectHandle) {
         if let Ok(c) = self.ctx() {
             let _ = c.execute_without_session(|c| c.flush_context(h));
         }

@@ -17,6 +17,7 @@ pub mod provision;
 pub mod quote;
 pub mod service;
 mod session;
+pub mod vtpm_ca;
 
 use std::str::FromStr;
 

@@ -254,7 +254,11 @@ impl CreateVmRequest {
             deadline,
             request: self,
         };
-        spec.page(0, [0; 32], None, None)
+        let tpm = spec.request.vtpm.then_some(tvp_abi::config::TpmRef {
+            ek_public_digest: [0; 32],
+            ak_public_digest: [0; 32],
+        });
+        spec.page(0, [0; 32], None, None, tpm)
             .map_err(|e| bad("configuration", e))?;
         Ok(spec)
     }
@@ -280,14 +284,19 @@ impl ValidSpec {
         Duration::from_secs(self.management.policy.key_lease_secs.unwrap_or(30))
     }
 
-    /// The encoded configuration page (`docs/config-page.md`).
+    /// The encoded configuration page (`docs/config-page.md`). `tpm` names the VM's
+    /// own TPM's keys and must be given exactly when the spec asks for `vtpm`.
     pub fn page(
         &self,
         time_unix_secs: u64,
         seed: [u8; 32],
         image: Option<tvp_abi::config::ImageRef>,
         disk: Option<tvp_abi::config::DiskRef>,
+        tpm: Option<tvp_abi::config::TpmRef>,
     ) -> Result<[u8; 4096], String> {
+        if tpm.is_some() != self.request.vtpm {
+            return Err("the VM's TPM keys are missing from, or not asked for in, its page".into());
+        }
         let c = tvp_abi::config::Config {
             vip: self.vip,
             prefix_len: self.prefix_len,
@@ -304,7 +313,7 @@ impl ValidSpec {
             ca_cert_der: &self.ca_der,
             image,
             disk,
-            tpm: self.request.vtpm,
+            tpm,
         };
         c.encode().map_err(|e| e.to_string())
     }

@@ -74,7 +74,7 @@ pub fn check_page(expect: &Expectations, page: &Config<'_>) -> Result<(), Mismat
         page.disk.map(|d| d.header_digest),
         show_disk,
     )?;
-    differs("tpm", &expect.tpm, page.tpm, |t| {
+    differs("tpm", &expect.tpm, page.tpm.is_some(), |t| {
         if *t { "a TPM of its own" } else { "no TPM" }.into()
     })
 }
@@ -183,7 +183,7 @@ mod tests {
                 len: 1 << 20,
                 header_digest,
             }),
-            tpm: false,
+            tpm: None,
         };
         (cfg.encode().unwrap(), ca)
     }
@@ -260,10 +260,13 @@ mod tests {
     #[test]
     fn a_tpm_the_reservation_does_not_state_is_refused_and_a_stated_one_required() {
         let check_tpm = |extra: &str, tpm: bool| {
-            let (mut p, _ca) = page(64, None);
-            if tpm {
-                p[12] |= tvp_abi::config::FLAG_TPM as u8;
-            }
+            let (p, _ca) = page(64, None);
+            let mut c = tvp_abi::config::decode(&p).unwrap();
+            c.tpm = tpm.then_some(tvp_abi::config::TpmRef {
+                ek_public_digest: [1; 32],
+                ak_public_digest: [2; 32],
+            });
+            let p = c.encode().unwrap();
             let line = format!("memory=64 vcpus=1 image=none disk=none management=any{extra}");
             check_page(&expect(&line), &tvp_abi::config::decode(&p).unwrap())
         };

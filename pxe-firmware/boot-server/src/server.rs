@@ -351,6 +351,22 @@ impl BootServer {
             "incarnation".into(),
             json!(hex::encode(tvp_abi::measure::sha256(req.config_page))),
         );
+        // The VM's own TPM as the attested page names it: the TPM names (SHA-256) of
+        // its EK and AK, which a quote from inside the VM must be signed by
+        // (docs/vtpm-identity.md).
+        if let Some(t) = tvp_abi::config::decode(req.config_page)
+            .ok()
+            .and_then(|c| c.tpm)
+        {
+            fields.insert(
+                "vtpm_ek_name".into(),
+                json!(format!("000b{}", hex::encode(t.ek_public_digest))),
+            );
+            fields.insert(
+                "vtpm_ak_name".into(),
+                json!(format!("000b{}", hex::encode(t.ak_public_digest))),
+            );
+        }
         if let Some(d) = crate::workload::payload_digest(&self.tenant.workload) {
             fields.insert("workload_digest".into(), json!(hex::encode(d)));
         }

@@ -74,8 +74,11 @@ pub const FLAG_DISK: u32 = 2;
 /// Size of the disk descriptor.
 pub const DISK_DESC_LEN: usize = 40;
 /// Flag bit: the VM has a TPM of its own (a CRB device at
-/// [`crate::layout::TPM_CRB_GPA`], described in the ACPI tables); no descriptor.
+/// [`crate::layout::TPM_CRB_GPA`], described in the ACPI tables); a TPM descriptor
+/// (its EK's and AK's public digests) follows the disk descriptor.
 pub const FLAG_TPM: u32 = 4;
+/// TPM descriptor: SHA-256 of the EK's TPMT_PUBLIC, then of the AK's.
+pub const TPM_DESC_LEN: usize = 64;
 
 /// Where the VMM placed a workload image, and what its plaintext hashes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,18 @@ pub struct DiskRef {
     /// SHA-256 of the encrypted image's header: every chunk's associated data holds it,
     /// so it names the disk's content exactly.
     pub header_digest: [u8; 32],
+}
+
+/// The VM's own TPM, as the host made it: the public areas of its endorsement key and
+/// of its attestation key (both primaries of its endorsement hierarchy, so the guest
+/// re-creates the same keys), by digest. Measured with the page, so the host's
+/// attestation of the VM names the TPM the guest will talk to (docs/vtpm-identity.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TpmRef {
+    /// SHA-256 of the EK's marshalled TPMT_PUBLIC (its TPM name without the algorithm).
+    pub ek_public_digest: [u8; 32],
+    /// SHA-256 of the AK's marshalled TPMT_PUBLIC.
+    pub ak_public_digest: [u8; 32],
 }
 
 /// Why a configuration cannot be encoded or a page cannot be decoded.
@@ -202,7 +217,7 @@ pub struct Config<'a> {
     /// The encrypted disk the VMM serves, if any.
     pub disk: Option<DiskRef>,
     /// Whether the VM has a TPM of its own (the vTPM).
-    pub tpm: bool,
+    pub tpm: Option<TpmRef>,
 }
 
 impl Config<'_> {
@@ -283,6 +298,7 @@ impl Config<'_> {
             } else {
                 0
             }
+            + if self.tpm.is_some() { TPM_DESC_LEN } else { 0 }
     }
 
     /// The flags word: which descriptors follow the CA certificate.
@@ -294,7 +310,7 @@ impl Config<'_> {
         if self.disk.is_some() {
             f |= FLAG_DISK;
         }
-        if self.tpm {
+        if self.tpm.is_some() {
             f |= FLAG_TPM;
         }
         f
@@ -339,6 +355,11 @@ impl Config<'_> {
         if let Some(d) = self.disk {
             wr_u64(&mut p, o, d.len);
             p[o + 8..o + 40].copy_from_slice(&d.header_digest);
+            o += DISK_DESC_LEN;
+        }
+        if let Some(t) = self.tpm {
+            p[o..o + 32].copy_from_slice(&t.ek_public_digest);
+            p[o + 32..o + 64].copy_from_slice(&t.ak_public_digest);
         }
         Ok(p)
     }
@@ -383,7 +404,14 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
     } else {
         0
     };
-    if encoded_len != FIXED_LEN + la + ln + lc + desc + disk_desc || encoded_len > PAGE_SIZE {
+    let tpm_desc = if flags & FLAG_TPM != 0 {
+        TPM_DESC_LEN
+    } else {
+        0
+    };
+    if encoded_len != FIXED_LEN + la + ln + lc + desc + disk_desc + tpm_desc
+        || encoded_len > PAGE_SIZE
+    {
         return Err(ConfigError::BadLength);
     }
     if page[encoded_len..].iter().any(|b| *b != 0) {
@@ -418,6 +446,17 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
             header_digest,
         }
     });
+    let t0 = d0 + disk_desc;
+    let tpm = (tpm_desc != 0).then(|| {
+        let mut ek_public_digest = [0u8; 32];
+        ek_public_digest.copy_from_slice(&page[t0..t0 + 32]);
+        let mut ak_public_digest = [0u8; 32];
+        ak_public_digest.copy_from_slice(&page[t0 + 32..t0 + 64]);
+        TpmRef {
+            ek_public_digest,
+            ak_public_digest,
+        }
+    });
     let cfg = Config {
         vip: arr4(16),
         prefix_len: page[20],
@@ -434,7 +473,7 @@ pub fn decode(page: &[u8]) -> Result<Config<'_>, ConfigError> {
         ca_cert_der: &page[c0..i0],
         image,
         disk,
-        tpm: flags & FLAG_TPM != 0,
+        tpm,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -490,7 +529,7 @@ mod tests {
             ca_cert_der: &[0x30, 0x03, 1, 2, 3],
             image: None,
             disk: None,
-            tpm: false,
+            tpm: None,
         }
     }
 
@@ -540,15 +579,36 @@ mod tests {
         let mut q = without;
         q[12] = 8;
         assert_eq!(decode(&q), Err(ConfigError::NonZeroReserved));
-        // The TPM flag: no descriptor, so the same length.
+        // The TPM flag without its descriptor is a wrong length.
         q[12] = FLAG_TPM as u8;
-        assert!(decode(&q).unwrap().tpm);
-        assert!(!decode(&without).unwrap().tpm);
-        let with_tpm = Config {
-            tpm: true,
-            ..decode(&without).unwrap()
+        assert_eq!(decode(&q), Err(ConfigError::BadLength));
+        assert_eq!(decode(&without).unwrap().tpm, None);
+    }
+
+    #[test]
+    fn a_tpm_descriptor_roundtrips_last_and_names_both_keys() {
+        let tpm = TpmRef {
+            ek_public_digest: [0xe1; 32],
+            ak_public_digest: [0xa1; 32],
         };
-        assert_eq!(with_tpm.encode().unwrap(), q);
+        let mut c = sample();
+        c.mem_size_mib = 64;
+        c.disk = Some(DiskRef {
+            len: 1 << 20,
+            header_digest: [0xd1; 32],
+        });
+        c.tpm = Some(tpm);
+        let p = c.encode().unwrap();
+        assert_eq!(rd_u32(&p, 12), FLAG_DISK | FLAG_TPM);
+        let end = rd_u32(&p, 8) as usize;
+        assert_eq!(p[end - 64..end - 32], [0xe1; 32]);
+        assert_eq!(p[end - 32..end], [0xa1; 32]);
+        assert_eq!(p[end - 96..end - 64], [0xd1; 32]);
+        assert_eq!(decode(&p).unwrap(), c);
+        // Without its flag the descriptor is an unexplained tail.
+        let mut q = p;
+        q[12] &= !(FLAG_TPM as u8);
+        assert!(decode(&q).is_err());
     }
 
     /// A version-1 page as encoded before the disk descriptor existed (fixed bytes) still

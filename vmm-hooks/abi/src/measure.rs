@@ -185,7 +185,7 @@ pub fn events_from_parts(
         },
         Event {
             event_type: EventType::AcpiTables,
-            digest: acpi_tables_digest(cfg.vcpus, cfg.tpm)?,
+            digest: acpi_tables_digest(cfg.vcpus, cfg.tpm.is_some())?,
         },
         Event {
             event_type: EventType::VcpuState,

@@ -120,7 +120,7 @@ pub fn config(auth_code: &'static [u8]) -> Config<'static> {
         ca_cert_der: &[0x30, 0x03, 0x02, 0x01, 0x01],
         image: None,
         disk: None,
-        tpm: false,
+        tpm: None,
     }
 }
 

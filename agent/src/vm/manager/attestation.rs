@@ -274,7 +274,7 @@ mod tests {
             ca_cert_der: &[0x30, 3, 2, 1, 1],
             image: None,
             disk: None,
-            tpm: false,
+            tpm: None,
         }
         .encode()
         .expect("page")

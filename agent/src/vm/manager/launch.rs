@@ -113,12 +113,27 @@ impl Manager {
             Some(d) => Some(image::prepare_disk(d, &self.cfg.image_dir)?),
             None => None,
         };
+        let dir = self.cfg.vms_dir.join(id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
+        // The VM's own TPM: made before its first run, named in its page.
+        let vtpm = if spec.request.vtpm {
+            Some(crate::vm::vtpm::prepare(
+                id,
+                &self.releaser,
+                &dir,
+                self.cfg.vmm_ids,
+            )?)
+        } else {
+            None
+        };
         let page = spec
             .page(
                 now_secs,
                 seed,
                 image.as_ref().map(|i| i.descriptor),
                 disk.as_ref().map(|d| d.descriptor),
+                vtpm.as_ref().map(|(_, identity)| identity.page_ref()),
             )
             .map_err(VmError::Invalid)?;
         // Each key is released for exactly this VM: this page (which names the image and
@@ -136,9 +151,6 @@ impl Manager {
                 bound = d.obtain_key(&self.releaser, &key_use)?;
             }
         }
-        let dir = self.cfg.vms_dir.join(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| VmError::Spawn(format!("{}: {e}", dir.display())))?;
         let page_path = dir.join("config.page");
         std::fs::write(&page_path, page)
             .map_err(|e| VmError::Spawn(format!("{}: {e}", page_path.display())))?;
@@ -207,11 +219,10 @@ impl Manager {
         // The VM's own TPM: a swtpm on one end of a socketpair, the VMM on the other;
         // swtpm ends when the VMM's end closes.
         let mut vtpm_end = None;
-        if spec.request.vtpm {
+        if let Some((key, _)) = &vtpm {
             let (swtpm_end, vmm_end) =
                 UnixStream::pair().map_err(|e| VmError::Spawn(format!("vTPM socket: {e}")))?;
-            let key = crate::vm::vtpm::state_key(&self.releaser, &dir)?;
-            crate::vm::vtpm::start(id, &dir, swtpm_end, &key, self.cfg.vmm_ids)?;
+            crate::vm::vtpm::start(id, &dir, swtpm_end, key, self.cfg.vmm_ids)?;
             inherit.push((vmm_end.as_raw_fd(), CHILD_VTPM_FD));
             cmd.args(["--vtpm-fd", &CHILD_VTPM_FD.to_string()]);
             vtpm_end = Some(vmm_end);

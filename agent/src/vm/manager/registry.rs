@@ -77,6 +77,22 @@ impl Manager {
             .ok_or_else(|| VmError::NotFound(id.to_string()))
     }
 
+    /// The identity of VM `id`'s own TPM (its EK, AK and their certificates), as
+    /// made before its first run.
+    pub fn vtpm_identity(&self, id: &str) -> Result<crate::vm::vtpm::Identity, VmError> {
+        let view = self.get(id)?;
+        if !view.vtpm {
+            return Err(VmError::State(format!(
+                "VM '{id}' has no TPM of its own (it was created without \"vtpm\": true)"
+            )));
+        }
+        crate::vm::vtpm::Identity::load(&self.cfg.vms_dir.join(id))?.ok_or_else(|| {
+            VmError::State(format!(
+                "VM '{id}''s TPM has not been made yet (its first start failed before it); delete and create the VM again"
+            ))
+        })
+    }
+
     /// Process ids of the VMMs this manager supervises.
     pub fn pids(&self) -> BTreeSet<i32> {
         lock(&self.registry)

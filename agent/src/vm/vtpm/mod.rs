@@ -18,7 +18,14 @@
 //! cannot be unwrapped and the VM's TPM does not start. The key reaches swtpm through
 //! a pipe, never a file.
 //!
-//! Not yet (issue #20): the vTPM's EK certificate, measured boot into the vTPM.
+//! Before its first run the VM's TPM is made (`provision.rs`): its EK and AK derived,
+//! certified by the host's vTPM CA (`tpm/vtpm_ca.rs`), the EK certificate stored in
+//! it. Both keys' digests go into the VM's configuration page (docs/vtpm-identity.md).
+
+pub mod provision;
+pub mod wire;
+
+pub use provision::Identity;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -82,6 +89,22 @@ pub fn state_key(
     }
 }
 
+/// What a VM's launch needs of its TPM: the state key and the TPM's identity, made
+/// now if the VM has none yet (its first run).
+pub fn prepare(
+    id: &str,
+    releaser: &crate::image_release::Releaser,
+    vm_dir: &Path,
+    run_as: Option<(u32, u32)>,
+) -> Result<(tvp_image::ImageKey, Identity), VmError> {
+    let key = state_key(releaser, vm_dir)?;
+    let identity = match Identity::load(vm_dir)? {
+        Some(i) => i,
+        None => provision::provision(id, vm_dir, &key, run_as, &releaser.tpm)?,
+    };
+    Ok((key, identity))
+}
+
 /// Starts the VM's swtpm with its state in `vm_dir/vtpm` encrypted with `key`, serving
 /// TPM commands on `tpm` (its end of the socketpair), as `run_as` (uid, gid) if given.
 /// A thread reaps it when it ends (when the VMM's end closes).
@@ -92,6 +115,30 @@ pub fn start(
     key: &tvp_image::ImageKey,
     run_as: Option<(u32, u32)>,
 ) -> Result<(), VmError> {
+    let mut child = spawn(vm_dir, tpm, key, run_as)?;
+    let pid = child.id();
+    let vm = id.to_string();
+    let reaper = std::thread::Builder::new()
+        .name(format!("swtpm-{id}"))
+        .spawn(move || match child.wait() {
+            Ok(s) => log::info!(vm = vm.as_str(), pid = pid, status = s.to_string(); "vTPM: swtpm ended"),
+            Err(e) => log::warn!(vm = vm.as_str(), pid = pid, error = e.to_string(); "vTPM: cannot reap swtpm"),
+        });
+    if let Err(e) = reaper {
+        log::warn!(vm = id, pid = pid, error = e.to_string(); "vTPM: no reaper thread; swtpm stays a zombie after it ends");
+    }
+    log::info!(vm = id, pid = pid, state = vm_dir.join(STATE_DIR).display().to_string(); "vTPM: swtpm started");
+    Ok(())
+}
+
+/// Spawns swtpm on `tpm` for the state in `vm_dir/vtpm` (made, mode 0700, owned by
+/// `run_as`), its key through a pipe; the caller reaps it.
+fn spawn(
+    vm_dir: &Path,
+    tpm: UnixStream,
+    key: &tvp_image::ImageKey,
+    run_as: Option<(u32, u32)>,
+) -> Result<std::process::Child, VmError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let state = vm_dir.join(STATE_DIR);
     let spawn_err = |what: &str, e: std::io::Error| {
@@ -108,7 +155,10 @@ pub fn start(
         std::os::unix::fs::chown(&state, Some(uid), Some(gid))
             .map_err(|e| spawn_err("cannot hand to the VMM's user", e))?;
     }
-    let log = std::fs::File::create(vm_dir.join("swtpm.log"))
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(vm_dir.join("swtpm.log"))
         .map_err(|e| spawn_err("cannot create the log beside", e))?;
     let cwd = std::ffi::CString::new(state.as_os_str().as_encoded_bytes())
         .map_err(|_| VmError::Spawn(format!("vTPM: {} has a NUL byte", state.display())))?;
@@ -154,24 +204,12 @@ pub fn start(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         VmError::Spawn(format!(
             "vTPM: cannot start {SWTPM} ({e}); install swtpm, or create the VM without \"vtpm\""
         ))
     })?;
     drop(tpm);
     drop(key_pipe);
-    let pid = child.id();
-    let vm = id.to_string();
-    let reaper = std::thread::Builder::new()
-        .name(format!("swtpm-{id}"))
-        .spawn(move || match child.wait() {
-            Ok(s) => log::info!(vm = vm.as_str(), pid = pid, status = s.to_string(); "vTPM: swtpm ended"),
-            Err(e) => log::warn!(vm = vm.as_str(), pid = pid, error = e.to_string(); "vTPM: cannot reap swtpm"),
-        });
-    if let Err(e) = reaper {
-        log::warn!(vm = id, pid = pid, error = e.to_string(); "vTPM: no reaper thread; swtpm stays a zombie after it ends");
-    }
-    log::info!(vm = id, pid = pid, state = state.display().to_string(); "vTPM: swtpm started");
-    Ok(())
+    Ok(child)
 }
