@@ -94,7 +94,7 @@ copy_bin() {
 say "initramfs"
 install -m 0755 /bin/busybox "$ROOT/bin/busybox"
 for app in sh mount umount mkdir cat echo ls sleep insmod poweroff grep sed head tail od \
-    tr cut wc seq kill ps test printf rm cp mv dd chmod sync uname date xargs awk sha256sum timeout; do
+    tr cut wc seq kill ps test printf rm cp mv dd chmod sync uname date xargs awk sha256sum timeout base64; do
     ln -sf busybox "$ROOT/bin/$app"
 done
 for b in tvpd tvpctl tvp-vmm tvp-boot-server tvp-kms; do copy_bin "$REL/$b" "/usr/local/bin/$b"; done
@@ -148,20 +148,28 @@ mkdir -p "$ROOT/var/lib/tvp/images"
 GROOT=$W/guest-initramfs
 mkdir -p "$GROOT"/{bin,proc,sys,dev,tmp,lib/modules}
 install -m 0755 /bin/busybox "$GROOT/bin/busybox"
-for app in sh mount cat echo grep sed cut tr tail head dd sleep insmod ip ping poweroff; do
+for app in sh mount cat echo grep sed cut tr tail head dd sleep insmod ip ping poweroff base64 sha256sum; do
     ln -sf busybox "$GROOT/bin/$app"
 done
+# tpm2-tools in the guest: the tenant's own tools on the VM's own TPM (/dev/tpmrm0).
+ROOT=$GROOT copy_bin /usr/bin/tpm2 /bin/tpm2
+ROOT=$GROOT copy_bin /usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0
+for t in tpm2_pcrread tpm2_createprimary tpm2_quote tpm2_nvread tpm2_readpublic; do ln -sf tpm2 "$GROOT/bin/$t"; done
 for m in drivers/virtio/virtio_ring.ko drivers/virtio/virtio.ko drivers/virtio/virtio_mmio.ko net/core/failover.ko \
     drivers/net/net_failover.ko drivers/net/virtio_net.ko drivers/block/virtio_blk.ko; do
     install -m 0644 "$KDIR/lib/modules/$KVER/kernel/$m" "$GROOT/lib/modules/"
 done
 install -m 0755 scripts/qemu-host/guest-init.sh "$GROOT/init"
 (cd "$GROOT" && find . | cpio -o -H newc --quiet | gzip -9 >"$W/guest-initrd.gz")
-ok "tenant's Linux: initramfs $(du -h "$W/guest-initrd.gz" | cut -f1) (busybox, virtio modules)"
+ok "tenant's Linux: initramfs $(du -h "$W/guest-initrd.gz" | cut -f1) (busybox, tpm2-tools, virtio modules)"
 # pci=off: the platform has no PCI (Firecracker passes it too); without it the kernel
 # probes 256 buses' configuration space through ports 0xcf8/0xcfc, two VM exits per
 # read (about 11 s of this emulated host's time, measured without NPT).
-GCMDLINE="console=ttyS0 panic=-1 pci=off ${TVP_GUEST_EXTRA_CMDLINE:-}tvp.vip=10.0.0.2/24 tvp.peer=10.0.0.1"
+# tvp.nonce: the qualifying data the guest's vTPM quote must carry (the tenant's,
+# signed into the bundle; fresh with every image).
+VTPM_NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+echo "$VTPM_NONCE" >"$ROOT/opt/tvp/tenant/vtpm-nonce"
+GCMDLINE="console=ttyS0 panic=-1 pci=off ${TVP_GUEST_EXTRA_CMDLINE:-}tvp.vip=10.0.0.2/24 tvp.peer=10.0.0.1 tvp.nonce=$VTPM_NONCE"
 "$REL/tvp-boot-server" sign-workload --kernel "$VMLINUZ" --initrd "$W/guest-initrd.gz" \
     --cmdline "$GCMDLINE" \
     --key "$ROOT/opt/tvp/tenant/workload.key" --cert "$ROOT/opt/tvp/tenant/workload.pem" \

@@ -50,6 +50,23 @@ fi
 # and MSFT0101 and started it; PCR 0 as the kernel reads it.
 if [ -e /sys/class/tpm/tpm0 ]; then
     echo "TVP-GUEST tpm version=$(cat /sys/class/tpm/tpm0/tpm_version_major) pcr0=$(cat /sys/class/tpm/tpm0/pcr-sha256/0 2>/dev/null || echo unreadable)"
+    # tpm2-tools on it: re-create tvp's AK from its documented template (the key the
+    # host certified for this VM, docs/vtpm-identity.md), quote PCRs 0-7 with it, and
+    # read the EK certificate the host stored; the scenario verifies both outside.
+    export TPM2TOOLS_TCTI=device:/dev/tpmrm0
+    if tpm2_createprimary -Q -C e -g sha256 -G ecc256:ecdsa-sha256:null \
+            -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -c /tmp/ak.ctx &&
+        tpm2_quote -Q -c /tmp/ak.ctx -l sha256:0,1,2,3,4,5,6,7 -q "$(arg tvp.nonce)" \
+            -m /tmp/q.msg -s /tmp/q.sig -g sha256; then
+        echo "TVP-GUEST tpm-quote $(base64 /tmp/q.msg | tr -d '\n') $(base64 /tmp/q.sig | tr -d '\n')"
+    else
+        echo "TVP-GUEST tpm-quote-failed"
+    fi
+    if tpm2_nvread -Q -C o 0x01c0000a -o /tmp/ek.der; then
+        echo "TVP-GUEST tpm-ek-cert sha256=$(sha256sum /tmp/ek.der | cut -d' ' -f1)"
+    else
+        echo "TVP-GUEST tpm-ek-cert-unreadable"
+    fi
 else
     echo "TVP-GUEST tpm-missing"
 fi

@@ -208,6 +208,21 @@ grep -q "^TVP-GUEST tpm version=2" $LCON || {
     cat /var/lib/tvp/vms/linux-vm/swtpm.log
     grep "vTPM\|swtpm" /tmp/tvpd.log | tail -5
 } 2>&1 | sed 's/^/  vtpm| /'
+# The guest's own tpm2-tools quote, verified outside with tools nobody here wrote:
+# tvpctl fetches and verifies the VM TPM's certified identity against the pinned host
+# AK and exports it; tpm2_checkquote checks the guest's quote with the certified AK
+# and the tenant's nonce; the AK is the one the boot server read from the attested
+# page; the EK certificate in the guest's NV is the certified one.
+Q=$(sed -n 's/^TVP-GUEST tpm-quote \([^ ]*\) \([^ ]*\).*/\1 \2/p' $LCON | head -n1 | tr -d '\r')
+echo "${Q%% *}" | base64 -d >/tmp/vq.msg 2>/dev/null
+echo "${Q##* }" | base64 -d >/tmp/vq.sig 2>/dev/null
+check linux-vtpm-identity sh -c "tvpctl --json vm vtpm-identity linux-vm --out /tmp/vtpm --ak /tmp/ak.pem >/tmp/vtpm.json"
+check linux-vtpm-guest-quote tpm2_checkquote -u /tmp/vtpm/ak.pub.pem -m /tmp/vq.msg -s /tmp/vq.sig -g sha256 -q "$(cat $T/vtpm-nonce)"
+AKN=$(sed -n 's/.*"ak_name": *"\([0-9a-f]*\)".*/\1/p' /tmp/vtpm.json | head -n1)
+check linux-vtpm-ak-in-attested-page sh -c "test -n '$AKN' && grep -q '\"vtpm_ak_name\":\"$AKN\"' /tmp/boot-server-linux.jsonl"
+EKC=$(openssl x509 -in /tmp/vtpm/ek.pem -outform der 2>/dev/null | sha256sum | cut -d' ' -f1)
+check linux-vtpm-ek-certificate-in-nv grep -q "^TVP-GUEST tpm-ek-cert sha256=$EKC" $LCON
+grep -E "^TVP-GUEST tpm-(quote-failed|ek-cert)" $LCON | sed 's/^/  vtpm| /'
 check linux-poweroff sh -c "test '$state' = destroyed && tvpctl --json vm show linux-vm | grep -q '\"reason\": \"powered-off\"'"
 # Both gone before the next boot server binds the same address (at most 10 s each,
 # then killed).
