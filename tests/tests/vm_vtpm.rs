@@ -525,3 +525,122 @@ fn tpm2_tools_recreate_the_vm_tpm_s_ek_and_ak_from_their_templates() {
         );
     }
 }
+
+/// The VM's TPM identity, fetched for `nonce`.
+fn vtpm_identity(t: &Tvpd, id: &str, nonce: &[u8]) -> tvp_verifier::vtpm::VtpmIdentity {
+    let body = json!({ "nonce": hex::encode(nonce) }).to_string();
+    let v = t.api_json("POST", &format!("/v1/vms/{id}/vtpm/identity"), Some(&body));
+    serde_json::from_value(v).unwrap()
+}
+
+/// Only the tenant changes its VM's TPM: `vtpm-clear` (TPM2_Clear, the EK stays) and
+/// `vtpm-reset` (a new TPM: new EK and AK, named in the new page) need its token and
+/// reboot the VM onto the changed TPM; `vtpm-export` is authorized and refused; the
+/// administrator without a token is refused and the TPM stays as it was; every step
+/// is in the audit trail.
+#[test]
+fn only_the_tenant_clears_or_remakes_its_vm_s_tpm_and_each_step_is_audited() {
+    require!(Need::Kvm, "swtpm", "gcc", "ld");
+    let tpm = Swtpm::blank();
+    let dir = tpm.scratch("a");
+    let (t, _fw) = host(&tpm, &dir, "tpmstay");
+    let tenant = Tenant::new(&["vtpm-clear", "vtpm-reset", "vtpm-export"], "power-off");
+    let spec = VmSpec::measured("r1")
+        .no_gateway()
+        .managed_by(&tenant)
+        .set("vtpm", json!(true));
+    let r = t.create_vm(&spec);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    wait_vm(&t, "r1", state_is("running"), TO_END);
+    let first = vtpm_identity(&t, "r1", &[1; 16]);
+    let vm_dir = dir.join("state/vms/r1");
+    let page_tpm = || {
+        tvp_abi::config::decode(&std::fs::read(vm_dir.join("config.page")).unwrap())
+            .unwrap()
+            .tpm
+            .unwrap()
+    };
+    let op = |name: &str, token: Option<String>| {
+        let body = json!({"op": name, "params": {}}).to_string();
+        match token {
+            Some(tok) => t.api_token("POST", "/v1/vms/r1/operations", Some(&body), &tok),
+            None => t.api("POST", "/v1/vms/r1/operations", Some(&body)),
+        }
+    };
+    let runs = |n: usize| {
+        move |v: &serde_json::Value| {
+            v["history"]
+                .as_array()
+                .is_some_and(|h| h.iter().filter(|e| e[1] == "running").count() == n)
+        }
+    };
+    // The administrator, without the tenant's token: refused; nothing changes.
+    let r = op("vtpm-reset", None);
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!vm_dir.join("vtpm.renew").exists());
+    assert_eq!(
+        vtpm_identity(&t, "r1", &[2; 16]).ek_certificate_pem,
+        first.ek_certificate_pem
+    );
+    // Export: authorized, then refused; nothing changes.
+    let r = op("vtpm-export", Some(tenant.token("r1", "vtpm-export", &[])));
+    assert_eq!(r.status, 501, "{}", String::from_utf8_lossy(&r.body));
+    // Clear: the VM reboots onto its cleared TPM; its EK and AK stay.
+    let r = op("vtpm-clear", Some(tenant.token("r1", "vtpm-clear", &[])));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "r1", runs(2), TO_END);
+    assert_eq!(v["state"], "running", "{v}");
+    assert!(
+        t.log().contains("vTPM: cleared the VM's TPM"),
+        "{}",
+        t.log()
+    );
+    let cleared = vtpm_identity(&t, "r1", &[3; 16]);
+    assert_eq!(cleared.ek_certificate_pem, first.ek_certificate_pem);
+    let before = page_tpm();
+    // Reset: a new TPM, named in the new page; the old certificates are gone.
+    let r = op("vtpm-reset", Some(tenant.token("r1", "vtpm-reset", &[])));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = wait_vm(&t, "r1", runs(3), TO_END);
+    assert_eq!(v["state"], "running", "{v}");
+    let reset = vtpm_identity(&t, "r1", &[4; 16]);
+    assert_ne!(reset.ek_certificate_pem, first.ek_certificate_pem);
+    assert_ne!(reset.ak_certificate_pem, first.ak_certificate_pem);
+    let after = page_tpm();
+    assert_ne!(after.ek_public_digest, before.ek_public_digest);
+    let ok = tvp_verifier::vtpm::verify_identity(
+        &reset,
+        &tvp_verifier::verify::AkKey::from_pem(
+            t.api_json("GET", "/v1/host", None)["ak_public_pem"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap(),
+        &[4; 16],
+        &tvp_verifier::vtpm::VtpmExpect {
+            host_id: None,
+            vm_id: "r1",
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        after.ek_public_digest,
+        <[u8; 32]>::from(Sha256::digest(&ok.ek_public))
+    );
+    // The trail: the refusal and each authorized operation, decision and result.
+    let recs = t.audit_records();
+    for (name, decision) in [
+        ("vtpm-reset", "deny"),
+        ("vtpm-export", "allow"),
+        ("vtpm-clear", "allow"),
+        ("vtpm-reset", "allow"),
+    ] {
+        assert!(
+            recs.iter().any(|r| r["vm"] == "r1"
+                && r["op"] == name
+                && r["stage"] == "decision"
+                && r["decision"] == decision),
+            "no {decision} record for {name}: {recs:?}"
+        );
+    }
+}

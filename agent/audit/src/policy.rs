@@ -41,6 +41,9 @@ pub const RESTRICTED_OPERATIONS: &[&str] = &[
     "resize-memory",
     "console-attach",
     "delete",
+    "vtpm-clear",
+    "vtpm-reset",
+    "vtpm-export",
 ];
 
 /// Operations on the management key itself, which only its holder can authorize and

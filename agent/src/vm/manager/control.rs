@@ -65,11 +65,19 @@ pub enum Op {
     RotateKey,
     /// Start the current key's lease anew, signed by it.
     RenewKeyLease,
+    /// Clear the VM's TPM (TPM2_Clear: owner hierarchy, its NV and lockout reset; EK,
+    /// AK and their certificates kept) and reboot the VM onto it.
+    VtpmClear,
+    /// Make the VM's TPM anew (state destroyed, a new EK and AK, new certificates)
+    /// and reboot the VM onto it.
+    VtpmReset,
+    /// Export the VM's TPM state: authorized, then refused (no engine).
+    VtpmExport,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 19] = [
         Op::PowerOff,
         Op::Reboot,
         Op::Pause,
@@ -84,6 +92,9 @@ impl Op {
         Op::ResizeMemory,
         Op::ConsoleAttach,
         Op::Delete,
+        Op::VtpmClear,
+        Op::VtpmReset,
+        Op::VtpmExport,
         Op::RotateKey,
         Op::RenewKeyLease,
     ];
@@ -107,6 +118,9 @@ impl Op {
             Op::Delete => "delete",
             Op::RotateKey => "rotate-key",
             Op::RenewKeyLease => "renew-key-lease",
+            Op::VtpmClear => "vtpm-clear",
+            Op::VtpmReset => "vtpm-reset",
+            Op::VtpmExport => "vtpm-export",
         }
     }
 
@@ -131,7 +145,10 @@ impl Op {
             | Op::Resume
             | Op::ConsoleAttach
             | Op::Delete
-            | Op::RenewKeyLease => &[],
+            | Op::RenewKeyLease
+            | Op::VtpmClear
+            | Op::VtpmReset
+            | Op::VtpmExport => &[],
         }
     }
 }
@@ -176,6 +193,14 @@ impl Manager {
             Op::Resume => self.set_paused(id, false),
             Op::PowerOff => self.power_off(id, "powered-off"),
             Op::Reboot => self.reboot(id),
+            Op::VtpmClear => self.renew_vtpm(id, crate::vm::vtpm::Renewal::Clear),
+            Op::VtpmReset => self.renew_vtpm(id, crate::vm::vtpm::Renewal::Reset),
+            Op::VtpmExport => {
+                self.vtpm_identity(id)?;
+                Err(VmError::NotSupported(
+                    "'vtpm-export' was authorized, but tvp has no engine to move a VM's TPM state off this host (its key opens only in this host's TPM); nothing was done".into(),
+                ))
+            }
             Op::Delete => self.destroy(id, "deleted".into()),
             Op::RenewKeyLease => self.set_management_key(id, None),
             Op::RotateKey => Err(VmError::Invalid(
@@ -256,6 +281,28 @@ impl Manager {
         }
         Self::tell(&reg, id, Event::Destroy(reason.to_string()));
         Ok(view)
+    }
+
+    /// Record that the VM's TPM is to be cleared or made anew at its next start
+    /// (`vtpm::Renewal`), then reboot the VM onto it. The VM must have its own TPM
+    /// and be live.
+    fn renew_vtpm(&self, id: &str, what: crate::vm::vtpm::Renewal) -> Result<VmView, VmError> {
+        self.vtpm_identity(id)?;
+        {
+            let reg = lock(&self.registry);
+            let vm = reg
+                .vms
+                .get(id)
+                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
+            if !vm.boot.is_live() || vm.spec.is_none() {
+                return Err(VmError::State(format!(
+                    "VM '{id}' has ended ({}); its TPM changes only with a boot",
+                    vm.boot.label()
+                )));
+            }
+        }
+        crate::vm::vtpm::request_renewal(&self.cfg.vms_dir.join(id), what)?;
+        self.reboot(id)
     }
 
     /// Ask the VM's supervisor to end this boot and start a new measured one; waits

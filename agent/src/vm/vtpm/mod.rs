@@ -89,19 +89,94 @@ pub fn state_key(
     }
 }
 
+/// A change to a VM's TPM the tenant authorized (`vtpm-clear`, `vtpm-reset`), made
+/// before the VM's next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// TPM2_Clear: the owner hierarchy anew; EK, AK and certificates stay.
+    Clear,
+    /// A new TPM: the state and its key destroyed, a new EK and AK certified.
+    Reset,
+}
+
+/// The pending renewal's file in the VM's directory (`clear` or `reset`).
+const RENEWAL: &str = "vtpm.renew";
+
+/// Record `what` for the VM's next start (replacing any earlier request).
+pub fn request_renewal(vm_dir: &Path, what: Renewal) -> Result<(), VmError> {
+    let path = vm_dir.join(RENEWAL);
+    let word = match what {
+        Renewal::Clear => "clear",
+        Renewal::Reset => "reset",
+    };
+    std::fs::write(&path, word)
+        .map_err(|e| VmError::Spawn(format!("vTPM: {}: {e}", path.display())))
+}
+
+fn pending_renewal(vm_dir: &Path) -> Result<Option<Renewal>, VmError> {
+    let path = vm_dir.join(RENEWAL);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s == "clear" => Ok(Some(Renewal::Clear)),
+        Ok(s) if s == "reset" => Ok(Some(Renewal::Reset)),
+        Ok(s) => Err(VmError::Spawn(format!(
+            "vTPM: {}: '{}' is neither clear nor reset; remove the file to boot the VM's TPM unchanged",
+            path.display(),
+            s.chars().take(16).collect::<String>()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(VmError::Spawn(format!("vTPM: {}: {e}", path.display()))),
+    }
+}
+
+/// Destroy the VM's TPM: its wrapped state key first (without it the encrypted state
+/// is noise), then its identity and state.
+fn destroy(vm_dir: &Path) -> Result<(), VmError> {
+    let err = |p: &Path, e: std::io::Error| {
+        VmError::Spawn(format!("vTPM: destroying {}: {e}", p.display()))
+    };
+    for f in [WRAPPED_KEY, provision::IDENTITY_FILE] {
+        let p = vm_dir.join(f);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(&p, e)),
+        }
+    }
+    let state = vm_dir.join(STATE_DIR);
+    match std::fs::remove_dir_all(&state) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(&state, e)),
+    }
+}
+
 /// What a VM's launch needs of its TPM: the state key and the TPM's identity, made
-/// now if the VM has none yet (its first run).
+/// now if the VM has none yet (its first run, or after `vtpm-reset`); a pending
+/// `vtpm-clear` is carried out first.
 pub fn prepare(
     id: &str,
     releaser: &crate::image_release::Releaser,
     vm_dir: &Path,
     run_as: Option<(u32, u32)>,
 ) -> Result<(tvp_image::ImageKey, Identity), VmError> {
+    let renewal = pending_renewal(vm_dir)?;
+    if renewal == Some(Renewal::Reset) {
+        destroy(vm_dir)?;
+        log::info!(vm = id; "vTPM: destroyed the VM's TPM (vtpm-reset); a new one is made");
+    }
     let key = state_key(releaser, vm_dir)?;
     let identity = match Identity::load(vm_dir)? {
-        Some(i) => i,
+        Some(i) => {
+            if renewal == Some(Renewal::Clear) {
+                provision::clear(id, vm_dir, &key, run_as)?;
+            }
+            i
+        }
         None => provision::provision(id, vm_dir, &key, run_as, &releaser.tpm)?,
     };
+    if renewal.is_some() {
+        let _ = std::fs::remove_file(vm_dir.join(RENEWAL));
+    }
     Ok((key, identity))
 }
 

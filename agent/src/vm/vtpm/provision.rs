@@ -184,10 +184,7 @@ pub fn provision(
     if state.exists() {
         std::fs::remove_dir_all(&state).map_err(|e| fail("clearing an unfinished state", &e))?;
     }
-    let (ours, theirs) = UnixStream::pair().map_err(|e| fail("socket", &e))?;
-    let mut child = super::spawn(vm_dir, theirs, key, run_as)?;
-    let made = (|| -> Result<Identity, VmError> {
-        let mut t = VmTpm::new(ours, COMMAND_TIMEOUT).map_err(|e| fail("socket", &e))?;
+    let identity = with_tpm(vm_dir, key, run_as, "making the VM's TPM", |t| {
         let w = |e: wire::WireError| fail("the VM's TPM", &e);
         t.startup().map_err(w)?;
         let (h, ek_public) = t
@@ -245,10 +242,50 @@ pub fn provision(
             ek_certificate_pem: pem(&ek_cert),
             ak_certificate_pem: pem(&ak_cert),
         })
-        // `t` drops here: swtpm sees its socket close and ends.
-    })();
-    // swtpm saves its state and ends when its socket closes; the VM's swtpm may not
-    // open the state before this one let go of it.
+    })?;
+    identity.store(vm_dir)?;
+    log::info!(vm = id, ek = hex::encode(identity.page_ref().ek_public_digest), ak = hex::encode(identity.page_ref().ak_public_digest); "vTPM: made the VM's TPM: EK and AK certified by the host's vTPM CA");
+    Ok(identity)
+}
+
+/// TPM2_Clear of VM `id`'s TPM by the platform (the owner hierarchy's seed, its keys
+/// and NV indices, the owner and lockout authorizations; the endorsement hierarchy,
+/// so the EK, the AK and their certificates, stay), between two of the VM's boots.
+pub fn clear(
+    id: &str,
+    vm_dir: &Path,
+    key: &tvp_image::ImageKey,
+    run_as: Option<(u32, u32)>,
+) -> Result<(), VmError> {
+    with_tpm(vm_dir, key, run_as, "clearing the VM's TPM", |t| {
+        let w = |e: wire::WireError| VmError::Spawn(format!("vTPM: clearing the VM's TPM: {e}"));
+        t.startup().map_err(w)?;
+        t.clear_platform().map_err(w)?;
+        t.shutdown().map_err(w)
+    })?;
+    log::info!(vm = id; "vTPM: cleared the VM's TPM (owner hierarchy); its EK and AK stay");
+    Ok(())
+}
+
+/// Run `f` on the VM's TPM, started for tvpd alone on the state in `vm_dir` (with
+/// its key), then let swtpm save and end: the VM's own swtpm may not open the state
+/// before this one let go of it. `doing` names the work in errors.
+fn with_tpm<T>(
+    vm_dir: &Path,
+    key: &tvp_image::ImageKey,
+    run_as: Option<(u32, u32)>,
+    doing: &str,
+    f: impl FnOnce(&mut VmTpm) -> Result<T, VmError>,
+) -> Result<T, VmError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        VmError::Spawn(format!("vTPM: {doing}: {what}: {e}"))
+    };
+    let (ours, theirs) = UnixStream::pair().map_err(|e| fail("socket", &e))?;
+    let mut child = super::spawn(vm_dir, theirs, key, run_as)?;
+    // `t` drops at the end of this: swtpm sees its socket close, saves and ends.
+    let done = VmTpm::new(ours, COMMAND_TIMEOUT)
+        .map_err(|e| fail("socket", &e))
+        .and_then(|mut t| f(&mut t));
     let t0 = Instant::now();
     let ended = loop {
         match child.try_wait() {
@@ -263,11 +300,9 @@ pub fn provision(
         let _ = child.kill();
         let _ = child.wait();
     }
-    let identity = made?;
+    let out = done?;
     if ended.is_none() {
-        return Err(fail("swtpm", &"did not end after provisioning; killed"));
+        return Err(fail("swtpm", &"did not end when tvpd let go of it; killed"));
     }
-    identity.store(vm_dir)?;
-    log::info!(vm = id, ek = hex::encode(identity.page_ref().ek_public_digest), ak = hex::encode(identity.page_ref().ak_public_digest); "vTPM: made the VM's TPM: EK and AK certified by the host's vTPM CA");
-    Ok(identity)
+    Ok(out)
 }

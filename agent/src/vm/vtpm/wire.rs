@@ -180,6 +180,15 @@ impl VmTpm {
         Ok((handle, public.to_vec()))
     }
 
+    /// TPM2_Clear with the platform's (empty) authorization.
+    pub fn clear_platform(&mut self) -> Result<(), WireError> {
+        let c = Cmd::new(ST_SESSIONS, 0x126)
+            .u32(RH_PLATFORM)
+            .password()
+            .done();
+        self.call("TPM2_Clear", &c).map(drop)
+    }
+
     /// TPM2_FlushContext.
     pub fn flush(&mut self, handle: u32) -> Result<(), WireError> {
         let c = Cmd::new(ST_NO_SESSIONS, 0x165).u32(handle).done();
