@@ -50,6 +50,15 @@ fi
 # and MSFT0101 and started it; PCR 0 as the kernel reads it.
 if [ -e /sys/class/tpm/tpm0 ]; then
     echo "TVP-GUEST tpm version=$(cat /sys/class/tpm/tpm0/tpm_version_major) pcr0=$(cat /sys/class/tpm/tpm0/pcr-sha256/0 2>/dev/null || echo unreadable)"
+    # Its measured boot: the firmware's TCG event log, found through the TPM2 table's
+    # log area (LASA/LAML), as the kernel exposes it.
+    mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+    log=/sys/kernel/security/tpm0/binary_bios_measurements
+    if [ -r $log ]; then
+        echo "TVP-GUEST tpm-event-log bytes=$(wc -c < $log) spec-id=$(grep -c 'Spec ID Event03' $log)"
+    else
+        echo "TVP-GUEST tpm-event-log-missing"
+    fi
 else
     echo "TVP-GUEST tpm-missing"
 fi

@@ -65,6 +65,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "linux-network",
         "linux-encrypted-disk",
         "linux-vtpm",
+        "linux-vtpm-event-log",
         "linux-poweroff",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",
