@@ -246,6 +246,7 @@ fn the_real_firmware_starts_the_vms_tpm_and_measures_itself_and_its_configuratio
     drop(conn);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let con = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    eprintln!("{stderr}\n--- console ---\n{con}");
     // Without a NIC the boot ends at the network, after the measurements at start.
     assert!(con.contains("tpm: started"), "{con}\n{stderr}");
     assert!(con.contains("BOOT FAILED reason=no-link code=4"), "{con}");
