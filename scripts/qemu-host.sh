@@ -148,7 +148,7 @@ mkdir -p "$ROOT/var/lib/tvp/images"
 GROOT=$W/guest-initramfs
 mkdir -p "$GROOT"/{bin,proc,sys,dev,tmp,lib/modules}
 install -m 0755 /bin/busybox "$GROOT/bin/busybox"
-for app in sh mount cat echo grep sed cut tr tail head dd sleep insmod ip ping poweroff base64 sha256sum; do
+for app in sh mount cat echo grep sed cut tr tail head dd sleep insmod ip ping poweroff base64 sha256sum wc; do
     ln -sf busybox "$GROOT/bin/$app"
 done
 # tpm2-tools in the guest: the tenant's own tools on the VM's own TPM (/dev/tpmrm0).

@@ -67,6 +67,15 @@ if [ -e /sys/class/tpm/tpm0 ]; then
     else
         echo "TVP-GUEST tpm-ek-cert-unreadable"
     fi
+    # Its measured boot: the firmware's TCG event log, found through the TPM2 table's
+    # log area (LASA/LAML), as the kernel exposes it.
+    mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+    log=/sys/kernel/security/tpm0/binary_bios_measurements
+    if [ -r $log ]; then
+        echo "TVP-GUEST tpm-event-log bytes=$(wc -c < $log) spec-id=$(grep -c 'Spec ID Event03' $log)"
+    else
+        echo "TVP-GUEST tpm-event-log-missing"
+    fi
 else
     echo "TVP-GUEST tpm-missing"
 fi

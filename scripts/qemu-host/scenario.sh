@@ -203,6 +203,7 @@ check linux-two-vcpus grep -q "^TVP-GUEST cpus-online 2 " $LCON
 check linux-network grep -q "^TVP-GUEST network-reached 10.0.0.1" $LCON
 check linux-encrypted-disk grep -q "^TVP-GUEST disk-marker $(cat $T/disk-marker) " $LCON
 check linux-vtpm grep -q "^TVP-GUEST tpm version=2 pcr0=[0-9A-Fa-f]\{64\}" $LCON
+check linux-vtpm-event-log grep -q "^TVP-GUEST tpm-event-log bytes=[1-9][0-9]* spec-id=[1-9]" $LCON
 grep -q "^TVP-GUEST tpm version=2" $LCON || {
     grep -h "vTPM" /var/lib/tvp/vms/linux-vm/vmm.log
     cat /var/lib/tvp/vms/linux-vm/swtpm.log

@@ -73,6 +73,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "linux-vtpm-guest-quote",
         "linux-vtpm-ak-in-attested-page",
         "linux-vtpm-ek-certificate-in-nv",
+        "linux-vtpm-event-log",
         "linux-poweroff",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",

@@ -6,11 +6,18 @@
 //! attested boot. The page's TPM flag puts the TPM2 table into the measured ACPI
 //! tables. swtpm ends with the VM; the state goes with the VM's delete. A VM without
 //! `vtpm` has no TPM: the guest reads no device there.
+//!
+//! Measured boot inside: the real firmware, network-booted through tvpd and the boot
+//! server, extends the firmware, ACPI tables, configuration page, boot region and
+//! workload into the VM's own TPM and leaves a TCG event log; the workload
+//! (`pxe-firmware/test-workload/tpmread.S`) reads PCRs 0, 1, 4 and the log, which this
+//! test replays against them and against the digests the host measured.
 
 use std::time::Duration;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tvp_tests::netboot::{boot_spec, tenant, vm_spec, BootServer, NetNs, TenantFiles, NAME};
 use tvp_tests::{ended, require, state_is, wait_vm, Need, Swtpm, Tenant, Tvpd, VmSpec};
 
 /// How long a VM may take to end.
@@ -643,4 +650,256 @@ fn only_the_tenant_clears_or_remakes_its_vm_s_tpm_and_each_step_is_audited() {
             "no {decision} record for {name}: {recs:?}"
         );
     }
+}
+
+/// Signs the ELF `elf` as `ten`'s workload (`tvp-boot-server sign-workload --elf`) into
+/// `ten`'s directory as `name`.
+fn sign_elf(ten: &TenantFiles, elf: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let out = ten.dir.join(name);
+    let st = std::process::Command::new(tvp_tests::bin("tvp-boot-server"))
+        .args(["sign-workload", "--elf"])
+        .arg(elf)
+        .arg("--key")
+        .arg(ten.dir.join("workload.key"))
+        .arg("--cert")
+        .arg(ten.dir.join("workload.pem"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out
+}
+
+/// One `TCG_PCR_EVENT2` of the log (SHA-256 only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LogEvent {
+    pcr: u32,
+    event_type: u32,
+    digest: [u8; 32],
+    data: Vec<u8>,
+}
+
+/// Parses a TCG2 crypto-agile event log as a tenant's tools would (the PC Client
+/// PFP's layout, written out here independently of `tvp_abi::tcg_log`): the Spec ID
+/// header, then events until the zero fill.
+fn parse_log(b: &[u8]) -> Vec<LogEvent> {
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u16_at = |o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap());
+    assert_eq!(
+        (u32_at(0), u32_at(4)),
+        (0, 3),
+        "header: PCR 0, EV_NO_ACTION"
+    );
+    assert!(
+        b[8..28].iter().all(|x| *x == 0),
+        "header digest: 20 zero bytes"
+    );
+    let spec_len = u32_at(28) as usize;
+    let spec = &b[32..32 + spec_len];
+    assert_eq!(&spec[..16], b"Spec ID Event03\0");
+    assert_eq!(spec[21], 2, "spec version 2");
+    assert_eq!(
+        u32::from_le_bytes(spec[24..28].try_into().unwrap()),
+        1,
+        "one algorithm"
+    );
+    assert_eq!(&spec[28..32], &[0x0b, 0, 32, 0], "SHA-256, 32 bytes");
+    let mut at = 32 + spec_len;
+    let mut events = Vec::new();
+    while at + 50 <= b.len() && !(u32_at(at) == 0 && u32_at(at + 4) == 0) {
+        assert_eq!(u32_at(at + 8), 1, "one digest per event");
+        assert_eq!(u16_at(at + 12), 0x0b, "SHA-256");
+        let size = u32_at(at + 46) as usize;
+        events.push(LogEvent {
+            pcr: u32_at(at),
+            event_type: u32_at(at + 4),
+            digest: b[at + 14..at + 46].try_into().unwrap(),
+            data: b[at + 50..at + 50 + size].to_vec(),
+        });
+        at += 50 + size;
+    }
+    events
+}
+
+/// What the `tpmread` workload reported: PCRs 0, 1 and 4, `TPM_PT_STARTUP_CLEAR`, and
+/// the event log's events.
+struct TpmReport {
+    pcrs: [[u8; 32]; 3],
+    startup_clear: u32,
+    log: Vec<LogEvent>,
+}
+
+fn tpm_report(console: &str) -> TpmReport {
+    let line = |p: &str| -> Vec<u8> {
+        let h = console
+            .lines()
+            .find_map(|l| l.strip_prefix(p))
+            .unwrap_or_else(|| panic!("no {p:?} line: {console}"));
+        hex::decode(h.trim()).unwrap()
+    };
+    let r = line("R ");
+    assert_eq!(&r[6..10], &[0; 4], "TPM2_PCR_Read succeeded: {r:02x?}");
+    assert_eq!(&r[24..28], &[0, 0, 0, 3], "three digests");
+    let digest = |o: usize| -> [u8; 32] {
+        assert_eq!(&r[o - 2..o], &[0, 32]);
+        r[o..o + 32].try_into().unwrap()
+    };
+    let c = line("C ");
+    assert_eq!(&c[6..10], &[0; 4], "TPM2_GetCapability succeeded: {c:02x?}");
+    TpmReport {
+        pcrs: [digest(30), digest(64), digest(98)],
+        startup_clear: u32::from_be_bytes(c[23..27].try_into().unwrap()),
+        log: parse_log(&line("L ")),
+    }
+}
+
+/// A SHA-256 PCR extend: `SHA-256(old || d)`.
+fn extend(old: &[u8; 32], d: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(old)
+        .chain_update(d)
+        .finalize()
+        .into()
+}
+
+/// `digests` extended from zeros.
+fn replay<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+    digests
+        .into_iter()
+        .fold([0u8; 32], |pcr, d| extend(&pcr, d))
+}
+
+/// The digest of `vm`'s PCR 23 event `name` as tvpd recorded it.
+fn measured(vm: &serde_json::Value, name: &str) -> [u8; 32] {
+    let d = vm["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["event_type"] == name)
+        .unwrap_or_else(|| panic!("no {name}: {vm}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    hex::decode(d).unwrap().try_into().unwrap()
+}
+
+#[test]
+fn the_firmware_measures_the_boot_into_the_vms_own_tpm_and_its_event_log_replays_to_the_pcrs() {
+    require!(
+        Need::Kvm,
+        Need::Netns,
+        "swtpm",
+        "swtpm_setup",
+        "ip",
+        "openssl",
+        "gcc"
+    );
+    let ns = NetNs::create("vtpmmb");
+    let dir = tempfile::tempdir().unwrap();
+    let h = tvp_tests::netboot::host(&ns, dir.path());
+    let ten = tenant(dir.path(), "tenant", NAME);
+    let ca = std::fs::read_to_string(ten.dir.join("ca.pem")).unwrap();
+    let elf = ten.dir.join("wl").join("tpmread.elf");
+    let reservation = |u: &str| {
+        format!("10.0.0.2 {u} memory=any vcpus=any image=any disk=any management=tenant tpm=yes\n")
+    };
+    let boot_with = |signed: &std::path::Path, id: &str| {
+        let u = format!("U-{id}");
+        let mut server = BootServer::builder(&ns, &h, &ten)
+            .reservations(&reservation(&u))
+            .workload(signed)
+            .start();
+        let o = boot_spec(
+            &h,
+            &mut server,
+            id,
+            &vm_spec(id, &u, &ca).set("vtpm", json!(true)),
+        );
+        assert_eq!(
+            o.report["event"], "delivered",
+            "{}\n{}",
+            o.report, o.console
+        );
+        assert!(
+            o.console.contains("tvp-tpm-workload: done"),
+            "{}",
+            o.console
+        );
+        assert!(
+            o.console.contains(
+                "tpm: measured the workload into PCR 4 and separators into PCRs 0-7, platform hierarchy disabled"
+            ),
+            "{}",
+            o.console
+        );
+        o
+    };
+
+    let o = boot_with(&sign_elf(&ten, &elf, "tpmread.signed"), "mb-1");
+    let rep = tpm_report(&o.console);
+    // The log replays to the PCRs the workload read from the TPM.
+    let mut pcrs = [[0u8; 32]; 24];
+    for e in &rep.log {
+        pcrs[e.pcr as usize] = extend(&pcrs[e.pcr as usize], &e.digest);
+    }
+    assert_eq!(
+        [pcrs[0], pcrs[1], pcrs[4]],
+        rep.pcrs,
+        "event log: {:#?}",
+        rep.log
+    );
+    // Its events are exactly the plan, with the digests the host knows: the firmware
+    // file (tvpd's PCR 23 event and the file itself), the ACPI tables, the page and
+    // the boot region as tvpd measured them, and the workload as it was handed over.
+    let firmware = Sha256::digest(std::fs::read(&h.firmware).unwrap()).into();
+    assert_eq!(measured(&o.vm, "firmware-image"), firmware);
+    let workload: [u8; 32] = Sha256::digest(std::fs::read(&elf).unwrap()).into();
+    assert_eq!(o.vm["handover_digest"], hex::encode(workload), "{}", o.vm);
+    assert_eq!(o.report["workload_digest"], hex::encode(workload));
+    let sep: [u8; 32] = Sha256::digest([0u8; 4]).into();
+    let ev = |pcr, event_type, digest, data: &[u8]| LogEvent {
+        pcr,
+        event_type,
+        digest,
+        data: data.to_vec(),
+    };
+    let mut expected = vec![
+        ev(0, 0x1, firmware, b"tvp-firmware"),
+        ev(0, 0x1, measured(&o.vm, "acpi-tables"), b"ACPI DATA"),
+        ev(1, 0xa, measured(&o.vm, "config-page"), b"tvp-config-page"),
+        ev(1, 0xa, measured(&o.vm, "boot-region"), b"tvp-boot-region"),
+        ev(4, 0xd, workload, b"tvp-workload"),
+    ];
+    expected.extend((0..8).map(|p| ev(p, 0x4, sep, &[0; 4])));
+    assert_eq!(rep.log, expected);
+    assert_eq!(
+        measured(&o.vm, "acpi-tables"),
+        tvp_abi::measure::acpi_tables_digest(1, true).unwrap()
+    );
+    // The same values as tvp_abi's plan computes them (what docs/pcr-plan.md states).
+    let plan = tvp_abi::tcg_log::expected_pcrs(
+        firmware,
+        measured(&o.vm, "acpi-tables"),
+        measured(&o.vm, "config-page"),
+        measured(&o.vm, "boot-region"),
+        workload,
+    );
+    assert_eq!([plan[0], plan[1], plan[4]], rep.pcrs);
+    // The platform hierarchy is off (phEnable, bit 0), the owner and endorsement
+    // hierarchies on.
+    assert_eq!(rep.startup_clear & 0b111, 0b110, "{:#x}", rep.startup_clear);
+
+    // Another workload (one byte more): another PCR 4, the same firmware PCR.
+    let mut other = std::fs::read(&elf).unwrap();
+    other.push(0);
+    let other_elf = ten.dir.join("tpmread-other.elf");
+    std::fs::write(&other_elf, &other).unwrap();
+    let o2 = boot_with(&sign_elf(&ten, &other_elf, "other.signed"), "mb-2");
+    let rep2 = tpm_report(&o2.console);
+    let other_digest: [u8; 32] = Sha256::digest(&other).into();
+    assert_ne!(rep2.pcrs[2], rep.pcrs[2]);
+    assert_eq!(rep2.pcrs[2], replay([&other_digest, &sep]));
+    assert_eq!(rep2.pcrs[0], rep.pcrs[0], "same firmware and ACPI tables");
+    assert_eq!(o2.vm["handover_digest"], hex::encode(other_digest));
 }

@@ -17,6 +17,7 @@ use std::fmt;
 use std::ops::Range;
 use tvp_abi::layout::{
     ACPI_GPA, ACPI_REGION_SIZE, BOOT_REGION_SIZE, CONFIG_PAGE_GPA, MAILBOX_GPA, MAILBOX_SIZE,
+    TPM_EVENT_LOG_GPA, TPM_EVENT_LOG_SIZE,
 };
 use tvp_abi::PAGE_SIZE;
 
@@ -31,6 +32,8 @@ pub enum DmaRefusal {
     Mailbox,
     /// It overlaps the measured ACPI tables.
     AcpiTables,
+    /// It overlaps the TPM event log area.
+    TpmEventLog,
     /// It overlaps the measured firmware image (its stub included) before the handover.
     FirmwareImage,
     /// It does not lie inside guest RAM (or its end overflows).
@@ -45,6 +48,7 @@ impl DmaRefusal {
             DmaRefusal::ConfigPage => "config-page",
             DmaRefusal::Mailbox => "mailbox",
             DmaRefusal::AcpiTables => "acpi-tables",
+            DmaRefusal::TpmEventLog => "tpm-event-log",
             DmaRefusal::FirmwareImage => "firmware-image",
             DmaRefusal::OutsideRam => "outside-ram",
         }
@@ -58,6 +62,7 @@ impl fmt::Display for DmaRefusal {
             DmaRefusal::ConfigPage => "it overlaps the read-only configuration page",
             DmaRefusal::Mailbox => "it overlaps the attestation mailbox",
             DmaRefusal::AcpiTables => "it overlaps the measured ACPI tables",
+            DmaRefusal::TpmEventLog => "it overlaps the TPM event log area",
             DmaRefusal::FirmwareImage => {
                 "it overlaps the measured firmware image (stub) before the handover"
             }
@@ -74,7 +79,7 @@ pub struct DmaPolicy {
 }
 
 /// Platform ranges the device never writes, with the reason each is refused.
-const PLATFORM: [(u64, u64, DmaRefusal); 4] = [
+const PLATFORM: [(u64, u64, DmaRefusal); 5] = [
     (0, BOOT_REGION_SIZE as u64, DmaRefusal::BootRegion),
     (
         CONFIG_PAGE_GPA,
@@ -90,6 +95,11 @@ const PLATFORM: [(u64, u64, DmaRefusal); 4] = [
         ACPI_GPA,
         ACPI_GPA + ACPI_REGION_SIZE as u64,
         DmaRefusal::AcpiTables,
+    ),
+    (
+        TPM_EVENT_LOG_GPA,
+        TPM_EVENT_LOG_GPA + TPM_EVENT_LOG_SIZE,
+        DmaRefusal::TpmEventLog,
     ),
 ];
 
@@ -152,6 +162,12 @@ mod tests {
         assert_eq!(p.check(ACPI_GPA + 0x1ff0, 32), Err(DmaRefusal::AcpiTables));
         assert_eq!(p.check(ACPI_GPA - 16, 17), Err(DmaRefusal::AcpiTables));
         assert_eq!(p.check(ACPI_GPA + ACPI_REGION_SIZE as u64, 16), Ok(()));
+        assert_eq!(
+            p.check(TPM_EVENT_LOG_GPA + 0xfff0, 8),
+            Err(DmaRefusal::TpmEventLog)
+        );
+        assert_eq!(p.check(TPM_EVENT_LOG_GPA - 8, 8), Ok(()));
+        assert_eq!(p.check(TPM_EVENT_LOG_GPA + TPM_EVENT_LOG_SIZE, 8), Ok(()));
         assert_eq!(p.check(u64::MAX - 4, 8), Err(DmaRefusal::OutsideRam));
         assert_eq!(p.check((16 << 20) - 4, 8), Err(DmaRefusal::OutsideRam));
         p.protect_firmware(0x10_0000..0x10_3000);

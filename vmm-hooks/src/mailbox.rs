@@ -58,6 +58,7 @@ pub struct Mailbox {
     block: Box<[u8; REQUEST_MAX]>,
     host_timeout: Duration,
     tsc_khz: u32,
+    firmware_digest: [u8; 32],
 }
 
 /// The response to write: status, echoed command, payload, detail.
@@ -96,12 +97,20 @@ impl Mailbox {
             block: Box::new([0u8; REQUEST_MAX]),
             host_timeout,
             tsc_khz: 0,
+            firmware_digest: [0; 32],
         }
     }
 
     /// Tell the guest (GET_VERSION) that its TSC runs at `khz` (0 = unknown).
     pub fn with_tsc_khz(mut self, khz: u32) -> Self {
         self.tsc_khz = khz;
+        self
+    }
+
+    /// Tell the guest (GET_FIRMWARE_DIGEST) the firmware's measured digest (PCR 23's
+    /// `firmware-image` event), which the firmware extends into its own TPM.
+    pub fn with_firmware_digest(mut self, digest: [u8; 32]) -> Self {
+        self.firmware_digest = digest;
         self
     }
 
@@ -165,6 +174,10 @@ impl Mailbox {
         match (self.state, req) {
             (_, Request::GetVersion) => Response {
                 payload: version_payload(self.tsc_khz).to_vec(),
+                ..Response::status(Status::Ok, cmd)
+            },
+            (_, Request::GetFirmwareDigest) => Response {
+                payload: self.firmware_digest.to_vec(),
                 ..Response::status(Status::Ok, cmd)
             },
             (MailboxState::Booting, Request::TunnelEstablished(measurement)) => {
@@ -320,6 +333,28 @@ mod tests {
             Status::Closed
         );
         assert_eq!(h.seen.len(), 3);
+    }
+
+    #[test]
+    fn the_firmware_digest_is_answered_locally_until_the_mailbox_closes() {
+        let mut h = FakeHost {
+            seen: vec![],
+            evidence: vec![],
+        };
+        let mut mb = Mailbox::new(Duration::from_secs(1)).with_firmware_digest([7; 32]);
+        mb.block.fill(0);
+        encode_request(Command::GetFirmwareDigest as u16, &[], &mut mb.block[..]).unwrap();
+        let r = mb.process(&mut h);
+        assert_eq!((r.status, r.payload), (Status::Ok, vec![7; 32]));
+        assert!(h.seen.is_empty(), "never reaches tvpd");
+        assert_eq!(
+            req(&mut mb, &mut h, Command::BootFailed, &1u32.to_le_bytes()),
+            Status::Ok
+        );
+        assert_eq!(
+            req(&mut mb, &mut h, Command::GetFirmwareDigest, &[]),
+            Status::Closed
+        );
     }
 
     /// Fuzzing found (mailbox): a quote that tvpd answered with a bare Ack got status

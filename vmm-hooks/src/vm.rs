@@ -349,6 +349,13 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         cfg.tpm.is_some(),
     )?;
     let firmware_end = firmware_image.end;
+    // What the firmware asks for (GET_FIRMWARE_DIGEST) to extend into the VM's own TPM.
+    let firmware_digest = log
+        .events()
+        .iter()
+        .find(|e| e.event_type == EventType::FirmwareImage)
+        .map(|e| e.digest)
+        .unwrap_or_default();
     // From its measurement to the handover, the device never writes the firmware image
     // (its ring-0 stub and page tables included).
     let firmware_image_for_blk = firmware_image.clone();
@@ -486,7 +493,9 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         .unwrap_or(0);
     let ctx = Arc::new(Mutex::new(VcpuContext {
         devices: Devices::new(console, IrqLine(com1_irq)),
-        mailbox: Mailbox::new(opts.host_timeout).with_tsc_khz(tsc_khz),
+        mailbox: Mailbox::new(opts.host_timeout)
+            .with_tsc_khz(tsc_khz)
+            .with_firmware_digest(firmware_digest),
         host: ChannelHost {
             tx: tx.clone(),
             replies: rx.replies,

@@ -7,42 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use tvp_vmm_channel::{ExitReason, VmmMessage};
-
-/// Serializes the firmware builds of this test binary's threads.
-static BUILD: Mutex<()> = Mutex::new(());
-
-/// Builds the firmware (with `features`, "" for the measured image); returns its path.
-fn firmware(features: &str) -> PathBuf {
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut cmd = Command::new("bash");
-    cmd.arg(root.join("scripts/build-firmware.sh"));
-    if !features.is_empty() {
-        cmd.args(["--features", features]);
-    }
-    let out = cmd.output().expect("bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "firmware build failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("sha256 "))
-        .expect("build script prints the digest");
-    let mut f = line.split_whitespace().skip(1);
-    let digest = f.next().unwrap().to_string();
-    let path = PathBuf::from(f.next().unwrap());
-    let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(hex::encode(tvp_abi::measure::sha256(&bytes)), digest);
-    path
-}
 
 fn milestones(run: &Run) -> Vec<u8> {
     run.messages

@@ -215,3 +215,126 @@ fn the_page_and_the_tpm_descriptor_go_together() {
 fn the_guests_crb_address_is_the_abis() {
     assert_eq!(tvp_abi::layout::TPM_CRB_GPA, 0xfed4_0000);
 }
+
+/// `tpm2_pcrread sha256:<pcrs>` on `tpm`'s swtpm: the lowercase output without
+/// spaces (lines `N:0x<hex>`).
+fn pcrread(tpm: &Swtpm, pcrs: &str) -> String {
+    let read = Command::new("tpm2_pcrread")
+        .arg("-T")
+        .arg(format!("swtpm:path={}", tpm.sock.display()))
+        .arg(format!("sha256:{pcrs}"))
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    String::from_utf8_lossy(&read.stdout)
+        .to_lowercase()
+        .replace(' ', "")
+}
+
+#[test]
+fn the_real_firmware_starts_the_vms_tpm_and_measures_itself_and_its_configuration() {
+    require!(Need::Kvm, "swtpm", "tpm2_pcrread");
+    let fw = firmware("");
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = Swtpm::start(dir.path());
+    let page = tpm_page(dir.path(), true);
+    let conn = UnixStream::connect(&tpm.sock).unwrap();
+    let out = vmm(dir.path(), &fw, &page, Some(conn.as_raw_fd()))
+        .output()
+        .unwrap();
+    drop(conn);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let con = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    eprintln!("{stderr}\n--- console ---\n{con}");
+    // Without a NIC the boot ends at the network, after the measurements at start.
+    assert!(con.contains("tpm: started"), "{con}\n{stderr}");
+    assert!(con.contains("BOOT FAILED reason=no-link code=4"), "{con}");
+    // PCR 0: the firmware file (the digest the host measures into PCR 23) and the ACPI
+    // tables; PCR 1: the configuration page and the boot region, as swtpm holds them
+    // once the VM is gone.
+    use tvp_abi::measure::{acpi_tables_digest, boot_region_digest, replay, sha256};
+    let fw_digest = sha256(&std::fs::read(&fw).unwrap());
+    assert!(con.contains(&hex::encode(fw_digest)), "{con}");
+    let pcr0 = replay([&fw_digest, &acpi_tables_digest(1, true).unwrap()]);
+    let page_bytes = std::fs::read(&page).unwrap();
+    let pcr1 = replay([
+        &sha256(&page_bytes),
+        &boot_region_digest(u64::from(MEM_MIB) << 20),
+    ]);
+    let text = pcrread(&tpm, "0,1,4");
+    assert!(
+        text.contains(&format!("\n0:0x{}", hex::encode(pcr0))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n1:0x{}", hex::encode(pcr1))),
+        "{text}"
+    );
+    // Nothing handed over: no workload and no separator in PCR 4.
+    assert!(
+        text.contains(&format!("\n4:0x{}", "0".repeat(64))),
+        "{text}"
+    );
+}
+
+/// Runs the real firmware with a TPM page and `theirs` as the VM's TPM; returns its
+/// console, after checking that the VM ended on its own in time.
+fn firmware_with_tpm(dir: &Path, theirs: &UnixStream) -> String {
+    let fw = firmware("");
+    let page = tpm_page(dir, true);
+    let mut cmd = vmm(dir, &fw, &page, Some(theirs.as_raw_fd()));
+    cmd.args(["--vtpm-timeout-ms", "2000"]);
+    let t0 = Instant::now();
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let con = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    assert!(t0.elapsed() < Duration::from_secs(60), "{con}\n{stderr}");
+    format!("{con}\n--- tvp-vmm ---\n{stderr}")
+}
+
+#[test]
+fn the_real_firmware_fails_the_boot_clearly_on_a_tpm_that_answers_garbage_or_not_at_all() {
+    require!(Need::Kvm);
+    // A "TPM" that answers the first command with a header claiming 1 MiB and garbage:
+    // the device refuses the answer and reports the TPM failed (CTRL_STS.tpmSts, and
+    // TPM_RC_FAILURE in the buffer); the firmware fails the boot with its TPM reason,
+    // before the network.
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let liar = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = ours;
+        let mut cmd = [0u8; 64];
+        let _ = s.read(&mut cmd);
+        let _ = s.write_all(&[0x80, 0x01, 0x00, 0x10, 0x00, 0x00, 0xde, 0xad, 0xbe, 0xef]);
+        let _ = s.write_all(&[0x5a; 300]);
+        // Keep the connection until the VM is gone.
+        let _ = s.read(&mut cmd);
+    });
+    let con = firmware_with_tpm(dir.path(), &theirs);
+    drop(theirs);
+    let _ = liar.join();
+    assert!(
+        con.contains("TPM failed at start: TPM interface: the TPM reports a fatal error"),
+        "{con}"
+    );
+    assert!(
+        con.contains("BOOT FAILED reason=tpm-failed code=20"),
+        "{con}"
+    );
+    assert!(!con.contains("reason=no-link"), "{con}");
+
+    // A TPM whose end is closed: the same clear failure, no hang.
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    drop(ours);
+    let con = firmware_with_tpm(dir.path(), &theirs);
+    assert!(
+        con.contains("BOOT FAILED reason=tpm-failed code=20"),
+        "{con}"
+    );
+}

@@ -3,6 +3,7 @@
 use crate::failure::{fail, Failure};
 use crate::frames::{self, FrameError, FrameReader, Received};
 use crate::mailbox::Mailbox;
+use crate::measured::MeasuredBoot;
 use crate::net::Net;
 use crate::platform::milestone;
 use crate::tcp::TcpStream;
@@ -80,12 +81,50 @@ pub fn run(mem_size: u64) -> ! {
     let heap = crate::heap::init(mem_size);
     let (khz, source) = crate::clock::init(platform_khz);
     println!("heap: {} KiB, tsc: {khz} kHz ({source})", heap >> 10);
-    network_boot(&cfg, &mut mbox)
+    let tpm = if cfg.tpm.is_some() {
+        Some(measure_start(&cfg, &mut mbox))
+    } else {
+        None
+    };
+    network_boot(&cfg, &mut mbox, tpm)
+}
+
+/// The VM has a TPM of its own: start it and measure the firmware, the ACPI tables,
+/// the configuration page and the boot region into it (the digests PCR 23 holds), or
+/// fail the boot.
+fn measure_start(cfg: &Config<'_>, mbox: &mut Mailbox) -> MeasuredBoot {
+    let firmware = match mbox.firmware_digest() {
+        Ok(d) => d,
+        Err(e) => {
+            println!("tvp-firmware: TPM: the platform did not give the firmware's digest: {e:?}");
+            fail(Failure::TpmFailed)
+        }
+    };
+    let Ok(acpi) = tvp_abi::measure::acpi_tables_digest(cfg.vcpus, cfg.tpm.is_some()) else {
+        println!("tvp-firmware: TPM: no ACPI tables for this configuration");
+        fail(Failure::TpmFailed)
+    };
+    let page = tvp_abi::measure::sha256(config::page());
+    let region = tvp_abi::measure::boot_region_digest(cfg.mem_size());
+    match MeasuredBoot::start(firmware, acpi, page, region) {
+        Ok(m) => {
+            print!("tpm: started; measured into PCRs 0 and 1: firmware ");
+            for b in firmware {
+                print!("{b:02x}");
+            }
+            println!();
+            m
+        }
+        Err(e) => {
+            println!("tvp-firmware: TPM failed at start: {e}");
+            fail(Failure::TpmFailed)
+        }
+    }
 }
 
 /// Brings up the network, opens TLS to the boot server, measures the tunnel into the
 /// mailbox and sends the boot request (`docs/boot-protocol.md`).
-fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
+fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox, tpm: Option<MeasuredBoot>) -> ! {
     let dev = match crate::net::open() {
         Ok(d) => d,
         Err(e) => {
@@ -149,7 +188,7 @@ fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox) -> ! {
         print!("{b:02x}");
     }
     println!();
-    deliver(cfg, mbox, &mut net, &mut tls, &measurement);
+    deliver(cfg, mbox, &mut net, &mut tls, &measurement, tpm);
 }
 
 /// Fails with `failure` after a protocol step went wrong.
@@ -182,6 +221,7 @@ fn deliver(
     net: &mut Net,
     tls: &mut Tls,
     measurement: &[u8; 32],
+    tpm: Option<MeasuredBoot>,
 ) -> ! {
     let req = BootRequest {
         auth_code: cfg.auth_code,
@@ -302,7 +342,7 @@ fn deliver(
     }
     println!();
     let (kind, loaded) = if tvp_boot_protocol::linux::is_bundle(payload) {
-        let r = linux::load(payload, staged_at, window_end, cfg.mem_size()).map_err(|e| {
+        let r = linux::load(payload, staged_at, window_end, cfg.mem_size(), cfg.tpm.is_some()).map_err(|e| {
             println!("workload: Linux bundle not loadable below the staged container at {staged_at:#x}: {e:?}");
         });
         ("Linux kernel", r)
@@ -321,6 +361,20 @@ fn deliver(
         "workload: loaded in {} ms",
         crate::clock::now_ms().saturating_sub(t_digest)
     );
+    // The VM's own TPM: the workload into PCR 4, the separators, the platform
+    // hierarchy off; the last TPM commands before the handover.
+    if let Some(m) = tpm {
+        match m.finish(digest) {
+            Ok(len) => println!(
+                "tpm: measured the workload into PCR 4 and separators into PCRs 0-7, platform hierarchy disabled; event log {len} bytes at {:#x}",
+                tvp_abi::layout::TPM_EVENT_LOG_GPA
+            ),
+            Err(e) => {
+                println!("tvp-firmware: TPM failed before the handover: {e}");
+                fail_told(tls, net, Failure::TpmFailed)
+            }
+        }
+    }
     if let Err(e) = mbox.handover(&digest) {
         println!("mailbox: handover refused: {e:?}");
         fail_told(tls, net, Failure::HandoverRefused)

@@ -50,6 +50,8 @@ pub enum Failure {
     /// The workload announced is larger than this VM's workload window (refused before
     /// any of it is read).
     WorkloadTooLarge = 19,
+    /// The VM's own TPM failed or refused a measurement (only for a VM with a TPM).
+    TpmFailed = 20,
 }
 
 impl Failure {
@@ -75,6 +77,7 @@ impl Failure {
             Failure::HandoverRefused => "handover-refused",
             Failure::ProtocolError => "protocol-error",
             Failure::WorkloadTooLarge => "workload-too-large",
+            Failure::TpmFailed => "tpm-failed",
         }
     }
 }

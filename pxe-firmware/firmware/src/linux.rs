@@ -7,7 +7,7 @@ use core::ptr;
 use tvp_boot_protocol::linux::{self, LinuxError, E820_RAM, E820_RESERVED};
 
 use crate::elf::WORKLOAD_BASE;
-use tvp_abi::layout::{ACPI_GPA, ACPI_REGION_SIZE};
+use tvp_abi::layout::{ACPI_GPA, ACPI_REGION_SIZE, TPM_EVENT_LOG_GPA, TPM_EVENT_LOG_SIZE};
 
 /// Conventional RAM below the legacy video/BIOS hole.
 const LOW_RAM_END: u64 = 0x9_f000;
@@ -19,26 +19,32 @@ const HIGH_RAM: u64 = 0x10_0000;
 /// zero page's address. The whole window is RAM to the kernel (the staged container is
 /// free once it runs); RAM from `window_end` to `mem_end` (the VM's image) is reported
 /// reserved, and so are the platform's ACPI tables (where the kernel finds its CPUs,
-/// IOAPIC and devices by scanning for the RSDP).
+/// IOAPIC and devices by scanning for the RSDP) and, for a VM with a TPM (`tpm`), the
+/// TPM event log area.
 pub fn load(
     payload: &[u8],
     place_end: u64,
     window_end: u64,
     mem_end: u64,
+    tpm: bool,
 ) -> Result<(u64, u64), LinuxError> {
     let b = linux::parse_bundle(payload)?;
     let l = linux::layout(&b, WORKLOAD_BASE, place_end.min(window_end))?;
-    let map = [
-        (0, LOW_RAM_END, E820_RAM),
-        (ACPI_GPA, ACPI_REGION_SIZE as u64, E820_RESERVED),
-        (HIGH_RAM, window_end - HIGH_RAM, E820_RAM),
-        (
-            window_end,
-            mem_end.saturating_sub(window_end),
-            E820_RESERVED,
-        ),
-    ];
-    let used = if mem_end > window_end { 4 } else { 3 };
+    let mut map = [(0, 0, 0); 5];
+    let mut used = 0;
+    let mut push = |e: (u64, u64, u32)| {
+        map[used] = e;
+        used += 1;
+    };
+    push((0, LOW_RAM_END, E820_RAM));
+    if tpm {
+        push((TPM_EVENT_LOG_GPA, TPM_EVENT_LOG_SIZE, E820_RESERVED));
+    }
+    push((ACPI_GPA, ACPI_REGION_SIZE as u64, E820_RESERVED));
+    push((HIGH_RAM, window_end - HIGH_RAM, E820_RAM));
+    if mem_end > window_end {
+        push((window_end, mem_end - window_end, E820_RESERVED));
+    }
     let zero_page = linux::zero_page(&b, &l, &map[..used]);
     let kernel = b
         .kernel

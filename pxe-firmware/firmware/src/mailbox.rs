@@ -98,6 +98,17 @@ impl Mailbox {
         ))
     }
 
+    /// GET_FIRMWARE_DIGEST: the SHA-256 of this firmware's ELF file as the platform
+    /// measured it (PCR 23's `firmware-image`), for the VM's own TPM.
+    pub fn firmware_digest(&mut self) -> Result<[u8; 32], MailboxError> {
+        let r = self.call(Command::GetFirmwareDigest, &[])?;
+        let mut d = [0u8; 32];
+        if r.payload_len != 32 || self.payload(&r, &mut d) != 32 {
+            return Err(MailboxError::BadResponse);
+        }
+        Ok(d)
+    }
+
     /// BOOT_FAILED with `reason`.
     pub fn boot_failed(&mut self, reason: u32) -> Result<(), MailboxError> {
         self.call(Command::BootFailed, &reason.to_le_bytes())

@@ -6,7 +6,8 @@
 //! [`serial`] (console), [`config`] (configuration page), [`mailbox`] (attestation
 //! mailbox), [`platform`] (boot timer, power off), [`failure`] (reason codes), [`heap`],
 //! [`clock`], [`entropy`], [`hal`] + [`net`] (virtio-net and smoltcp), [`tcp`], [`tls`], [`frames`] (boot protocol), [`workload`] +
-//! [`elf`] (signed workload), [`boot`]
+//! [`elf`] (signed workload), [`tpm`] + [`measured`] (the VM's own TPM: CRB driver,
+//! measured boot and event log), [`boot`]
 //! (the flow). [`rt`] provides the memory functions; [`port`] the I/O instructions.
 #![no_std]
 #![no_main]
@@ -25,6 +26,7 @@ pub mod hal;
 pub mod heap;
 pub mod linux;
 pub mod mailbox;
+pub mod measured;
 pub mod net;
 pub mod platform;
 pub mod port;
@@ -36,6 +38,7 @@ pub mod serial;
 pub mod stub;
 pub mod tcp;
 pub mod tls;
+pub mod tpm;
 pub mod workload;
 
 /// The firmware version printed at start and sent in the boot request.

@@ -14,8 +14,9 @@
 //! 3. builds page tables (layout in `link.ld`): the stub's pages and the tables
 //!    supervisor-only, the Rust text user read-only executable, everything else
 //!    no-execute; the boot region and page 0 not present, the configuration page user
-//!    read-only, the mailbox user read-write, a guard page below the user stack, the
-//!    virtio-net register window user read-write uncached;
+//!    read-only, the mailbox and the TPM event log area user read-write, a guard page
+//!    below the user stack, the virtio-net register window and the TPM's CRB window
+//!    user read-write uncached;
 //! 4. enables SSE for CPL 3 (CR4.OSFXSR | OSXMMEXCPT, CR0.MP, !CR0.EM), write
 //!    protection (CR0.WP) and no-execute (EFER.NXE), and `iretq`s into
 //!    [`crate::firmware_main`] at CPL 3 with IOPL 0 and interrupts off.
@@ -276,6 +277,13 @@ build_page_tables:
     mov $(PTE_P|PTE_RW|PTE_US), %eax  /* mailbox */
     jmp 8f
 5:
+    cmp ${tpm_log}, %rbx
+    jb 16f
+    cmp ${tpm_log_end}, %rbx
+    jae 16f
+    mov $(PTE_P|PTE_RW|PTE_US), %eax  /* the TPM event log area */
+    jmp 8f
+16:
     cmp ${firmware_base}, %rbx
     jb 9f
     cmp %r15, %rbx
@@ -344,6 +352,21 @@ build_page_tables:
     or $(PTE_P|PTE_RW|PTE_US|PTE_PS|PTE_PCD), %rax
     or %r14, %rax
     shr $21, %rbx
+    mov %rax, (%rdi,%rbx,8)
+    /* The TPM's CRB window: one 4 KiB page, user, uncached, no-execute, in its own
+       page table (the rest of that 2 MiB, the IOAPIC included, stays unmapped). */
+    lea pt_tpm(%rip), %rax
+    or $(PTE_P|PTE_RW|PTE_US), %rax
+    mov ${tpm_crb}, %rbx
+    shr $21, %rbx
+    mov %rax, (%rdi,%rbx,8)
+    mov ${tpm_crb}, %rax
+    or $(PTE_P|PTE_RW|PTE_US|PTE_PCD), %rax
+    or %r14, %rax
+    lea pt_tpm(%rip), %rdi
+    mov ${tpm_crb}, %rbx
+    and $0x1fffff, %rbx
+    shr $12, %rbx
     mov %rax, (%rdi,%rbx,8)
     ret
 
@@ -545,6 +568,7 @@ pml4:   .skip 4096
 pdpt:   .skip 4096
 pd:     .skip 4 * 4096            /* 4 GiB, as one array of 2048 entries */
 pt:     .skip ({image_limit} >> 21) * 4096
+pt_tpm: .skip 4096                /* the 2 MiB around the TPM's CRB window */
 idt:    .skip 4096
 ist1_stack:
         .skip 4096
@@ -572,6 +596,9 @@ tvp_service_call:
     firmware_base = const layout::FIRMWARE_MIN_GPA,
     vmm_pml4 = const layout::PML4_GPA,
     virtio_mmio = const layout::VIRTIO_NET_MMIO_GPA,
+    tpm_crb = const layout::TPM_CRB_GPA,
+    tpm_log = const layout::TPM_EVENT_LOG_GPA,
+    tpm_log_end = const layout::TPM_EVENT_LOG_GPA + layout::TPM_EVENT_LOG_SIZE,
     mbox_req = const layout::MAILBOX_GPA + mailbox::REQUEST_OFFSET as u64,
     req_magic = const u32::from_le_bytes(mailbox::REQUEST_MAGIC),
     mbox_version = const mailbox::MAILBOX_ABI_VERSION,

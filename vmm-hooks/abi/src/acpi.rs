@@ -10,7 +10,8 @@
 //! +0x0000  RSDP (ACPI 2.0, 36 bytes)       -> XSDT
 //! +0x0040  XSDT (FADT, MADT[, TPM2])
 //! +0x0100  FADT (revision 6, 276 bytes)    -> DSDT; hardware-reduced, sleep/reset ports
-//! +0x0280  TPM2 (revision 4, 52 bytes, only with a TPM): CRB start method
+//! +0x0280  TPM2 (revision 4, 76 bytes, only with a TPM): CRB start method, the
+//!          event log area (LAML, LASA: TPM_EVENT_LOG_SIZE at TPM_EVENT_LOG_GPA)
 //! +0x0400  MADT: one LAPIC per vCPU, the IOAPIC, LAPIC NMI on LINT1
 //! +0x1000  DSDT: \_SB_.COM1 (PNP0501), \_SB_.VRxx (LNRO0005 virtio-mmio),
 //!          \_SB_.TPM0 (MSFT0101, only with a TPM), \_S5_
@@ -21,8 +22,9 @@
 //! fixed-layout tables and AML) so the firmware-side `no_std` crate can share it.
 
 use crate::layout::{
-    ACPI_GPA, ACPI_REGION_SIZE, IOAPIC_GPA, LAPIC_GPA, TPM_CRB_GPA, TPM_CRB_SIZE, VIRTIO_BLK_GSI,
-    VIRTIO_BLK_MMIO_GPA, VIRTIO_MMIO_SIZE, VIRTIO_NET_GSI, VIRTIO_NET_MMIO_GPA,
+    ACPI_GPA, ACPI_REGION_SIZE, IOAPIC_GPA, LAPIC_GPA, TPM_CRB_GPA, TPM_CRB_SIZE,
+    TPM_EVENT_LOG_GPA, TPM_EVENT_LOG_SIZE, VIRTIO_BLK_GSI, VIRTIO_BLK_MMIO_GPA, VIRTIO_MMIO_SIZE,
+    VIRTIO_NET_GSI, VIRTIO_NET_MMIO_GPA,
 };
 use crate::ports::{
     ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, SERIAL_COM1_BASE,
@@ -62,8 +64,10 @@ pub const VIRTIO_MMIO_DEVICES: [(u64, u32); 2] = [
 
 const HEADER_LEN: usize = 36;
 const FADT_LEN: usize = 276;
-/// TPM2 table, revision 4, without the optional log area.
-const TPM2_LEN: usize = 52;
+/// TPM2 table, revision 4, with the start method's 12 parameter bytes (zero for the
+/// CRB) and the log area: minimum length (LAML, u32 at 64) and start address (LASA,
+/// u64 at 68). Linux reads the log only from a table of at least 76 bytes.
+const TPM2_LEN: usize = 76;
 /// TPM2 start method: the Command Response Buffer interface.
 const TPM2_START_CRB: u32 = 7;
 /// The CRB control area (`CTRL_REQ` onwards) in the TPM's window.
@@ -213,6 +217,9 @@ pub fn build_tables(
         wr_u16(t, 36, 0); // platform class: client
         wr_u64(t, 40, TPM_CRB_GPA + TPM_CRB_CONTROL_OFFSET);
         wr_u32(t, 48, TPM2_START_CRB);
+        // 52..64: start method parameters, none for the CRB.
+        wr_u32(t, 64, TPM_EVENT_LOG_SIZE as u32);
+        wr_u64(t, 68, TPM_EVENT_LOG_GPA);
         finish(t);
     }
 
@@ -562,11 +569,18 @@ mod tests {
         assert_eq!(sum(xsdt), 0);
         let tpm2 = table(&r, rd_u64(xsdt, 52));
         assert_eq!(&tpm2[0..4], b"TPM2");
-        assert_eq!(tpm2.len(), 52, "Linux's tpm_crb needs at least 52 bytes");
+        assert_eq!(tpm2.len(), 76, "Linux reads the log area from 76 bytes on");
         assert_eq!(tpm2[8], 4, "revision");
         assert_eq!(sum(tpm2), 0);
         assert_eq!(rd_u64(tpm2, 40), TPM_CRB_GPA + 0x40, "CRB control area");
         assert_eq!(rd_u32(tpm2, 48), 7, "start method: CRB");
+        assert!(tpm2[52..64].iter().all(|b| *b == 0), "no CRB parameters");
+        assert_eq!(rd_u32(tpm2, 64), 0x1_0000, "LAML: the event log's 64 KiB");
+        assert_eq!(rd_u64(tpm2, 68), 0xa_0000, "LASA: the event log's address");
+        assert!(
+            rd_u64(xsdt, 52) + tpm2.len() as u64 <= rd_u64(xsdt, 44),
+            "the TPM2 table ends before the MADT"
+        );
         let fadt = table(&r, rd_u64(xsdt, 36));
         let dsdt = table(&r, rd_u64(fadt, 140));
         assert_eq!(sum(dsdt), 0);
@@ -580,6 +594,6 @@ mod tests {
         let (xsdt, dsdt) = (table(&plain, rd_u64(&plain, 24)), walk(&plain)[2].1);
         assert_eq!(xsdt.len(), 36 + 16);
         assert!(!has(dsdt, b"MSFT0101"));
-        assert!(plain[TPM2_OFFSET..TPM2_OFFSET + 52].iter().all(|b| *b == 0));
+        assert!(plain[TPM2_OFFSET..TPM2_OFFSET + 76].iter().all(|b| *b == 0));
     }
 }

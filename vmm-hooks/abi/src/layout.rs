@@ -9,6 +9,8 @@
 //!             (identity map of the first 4 GiB with 2 MiB pages)
 //! 0x0001_0000 .. 0x0001_1000  configuration page (read-only for the guest)
 //! 0x0002_0000 .. 0x0003_0000  attestation mailbox (see `mailbox`)
+//! 0x000a_0000 .. 0x000b_0000  the VM's TPM event log (written by the firmware, only
+//!                             for a VM with a TPM; the ACPI TPM2 table points at it)
 //! 0x000e_0000 .. 0x000e_2000  ACPI tables (RSDP, XSDT, FADT, MADT, DSDT; see `acpi`)
 //! 0x0010_0000 .. mem_size     RAM for the firmware (its ELF segments load here)
 //! ```
@@ -59,6 +61,15 @@ pub const LAPIC_GPA: u64 = 0xfee0_0000;
 pub const TPM_CRB_GPA: u64 = 0xfed4_0000;
 /// Size of the TPM CRB window (registers, then the command/response buffer).
 pub const TPM_CRB_SIZE: u64 = 0x1000;
+/// The VM's TPM event log (TCG2 crypto-agile format): the firmware of a VM with a TPM
+/// writes the log of what it extended into the TPM's PCRs here, and the ACPI TPM2
+/// table names this range (`LASA`, `LAML`), so the guest OS can read it. In the
+/// reserved first MiB, in the legacy video window that no OS takes as RAM and that
+/// nothing else in this layout uses (the firmware and every workload load at or above
+/// 1 MiB); never written by a device (`tvp-vmm`'s DMA policy).
+pub const TPM_EVENT_LOG_GPA: u64 = 0xa_0000;
+/// Size of the TPM event log area.
+pub const TPM_EVENT_LOG_SIZE: u64 = 0x1_0000;
 /// Size of a virtio-mmio register window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Guest-physical address of the virtio-blk device's virtio-mmio (version 2)

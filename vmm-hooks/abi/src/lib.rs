@@ -7,7 +7,9 @@
 //! - [`config`]: the configuration page (canonical, versioned, bounded encoding);
 //! - [`mailbox`]: the attestation mailbox (request/response blocks, commands, status codes);
 //! - [`ports`]: the I/O ports of the platform devices;
-//! - [`measure`]: the PCR 23 measurement events and [`measure::expected_pcr23`].
+//! - [`measure`]: the PCR 23 measurement events and [`measure::expected_pcr23`];
+//! - [`tcg_log`]: what the firmware extends into a VM's own TPM and the TCG event log
+//!   it leaves for the guest OS.
 //!
 //! All multi-byte integers are little-endian; IPv4 addresses are stored as their four
 //! octets in network order. The documents in `docs/` (`config-page.md`,
@@ -26,6 +28,7 @@ pub mod layout;
 pub mod mailbox;
 pub mod measure;
 pub mod ports;
+pub mod tcg_log;
 
 /// Size of a guest page, the unit of the layouts here.
 pub const PAGE_SIZE: usize = 4096;

@@ -61,6 +61,10 @@ pub enum Command {
     Handover = 4,
     /// The boot failed; payload = u32 reason code.
     BootFailed = 5,
+    /// The firmware's own measured digest (for the VM's TPM); payload empty; response
+    /// = the 32-byte SHA-256 of the firmware ELF file as the platform measured it
+    /// (PCR 23's `firmware-image` event).
+    GetFirmwareDigest = 6,
 }
 
 impl Command {
@@ -72,6 +76,7 @@ impl Command {
             3 => Command::QuoteRequest,
             4 => Command::Handover,
             5 => Command::BootFailed,
+            6 => Command::GetFirmwareDigest,
             _ => return None,
         })
     }
@@ -144,6 +149,8 @@ pub enum Request<'a> {
     Handover([u8; DIGEST_LEN]),
     /// [`Command::BootFailed`] with its reason code.
     BootFailed(u32),
+    /// [`Command::GetFirmwareDigest`].
+    GetFirmwareDigest,
 }
 
 impl Request<'_> {
@@ -155,6 +162,7 @@ impl Request<'_> {
             Request::QuoteRequest(_) => Command::QuoteRequest,
             Request::Handover(_) => Command::Handover,
             Request::BootFailed(_) => Command::BootFailed,
+            Request::GetFirmwareDigest => Command::GetFirmwareDigest,
         }
     }
 }
@@ -202,6 +210,7 @@ pub fn parse_request(block: &[u8; REQUEST_MAX]) -> Result<Request<'_>, Rejection
         }
         Command::Handover => Request::Handover(digest(payload)?),
         Command::BootFailed if len == 4 => Request::BootFailed(rd_u32(payload, 0)),
+        Command::GetFirmwareDigest if len == 0 => Request::GetFirmwareDigest,
         _ => return Err(reject(Status::BadLength, cmd_raw)),
     })
 }
@@ -327,6 +336,14 @@ mod tests {
         assert_eq!(
             parse_request(&block(5, &7u32.to_le_bytes())),
             Ok(Request::BootFailed(7))
+        );
+        assert_eq!(
+            parse_request(&block(6, &[])),
+            Ok(Request::GetFirmwareDigest)
+        );
+        assert_eq!(
+            parse_request(&block(6, &[0; 4])).map_err(|r| r.status),
+            Err(Status::BadLength)
         );
     }
 

@@ -719,3 +719,35 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
+
+/// Serializes the firmware builds of this test binary's threads.
+static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Builds the firmware (with `features`, "" for the measured image); returns its path.
+pub fn firmware(features: &str) -> PathBuf {
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("scripts/build-firmware.sh"));
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+    let out = cmd.output().expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "firmware build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("sha256 "))
+        .expect("build script prints the digest");
+    let mut f = line.split_whitespace().skip(1);
+    let digest = f.next().unwrap().to_string();
+    let path = PathBuf::from(f.next().unwrap());
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(hex::encode(tvp_abi::measure::sha256(&bytes)), digest);
+    path
+}
