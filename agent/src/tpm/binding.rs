@@ -15,9 +15,9 @@ use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, HashScheme, Private, Public, PublicBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaDecryptionScheme, RsaExponent, RsaScheme, SymmetricDefinition,
-    SymmetricDefinitionObject,
+    Attest, Data, Digest, HashScheme, Private, Public, PublicBuilder, PublicKeyRsa,
+    PublicRsaParametersBuilder, RsaDecryptionScheme, RsaExponent, RsaScheme, Signature,
+    SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::Marshall;
 use tss_esapi::utils::create_restricted_decryption_rsa_public;
@@ -71,6 +71,30 @@ impl Tpm {
             })
             .map(|r| r.key_handle)
             .map_err(cmd("CreatePrimary(SRK)"))
+    }
+
+    /// TPM2_Certify of the loaded object `object` by the AK, `nonce` as qualifying
+    /// data (password sessions for both: their authorizations are empty). The caller
+    /// flushes the object. `what` names the command in errors.
+    pub(super) fn certify_with_ak(
+        &mut self,
+        object: ObjectHandle,
+        nonce: &[u8],
+        what: &'static str,
+    ) -> Result<(Attest, Signature), TpmError> {
+        let ak = self.ak;
+        let scheme = self.identity.ak_scheme.esapi();
+        let data = Data::try_from(nonce.to_vec()).map_err(cmd("Certify qualifying data"))?;
+        self.ctx()?
+            .execute_with_sessions(
+                (
+                    Some(AuthSession::Password),
+                    Some(AuthSession::Password),
+                    None,
+                ),
+                |c| c.certify(object, ak, data, scheme),
+            )
+            .map_err(cmd(what))
     }
 
     pub(super) fn flush(&mut self, h: ObjectHandle) {
@@ -189,20 +213,10 @@ impl Tpm {
     ) -> Result<BindingCertificate, TpmError> {
         super::quote::check_nonce(nonce)?;
         let (srk, h) = self.load_binding(key)?;
-        let ak = self.ak;
-        let scheme = self.identity.ak_scheme.esapi();
-        let data = Data::try_from(nonce.to_vec()).map_err(cmd("Certify qualifying data"))?;
-        let r = self.ctx()?.execute_with_sessions(
-            (
-                Some(AuthSession::Password),
-                Some(AuthSession::Password),
-                None,
-            ),
-            |c| c.certify(h.into(), ak, data, scheme),
-        );
+        let r = self.certify_with_ak(h.into(), nonce, "Certify(binding key)");
         self.flush(h.into());
         self.flush(srk.into());
-        let (attest, signature) = r.map_err(cmd("Certify(binding key)"))?;
+        let (attest, signature) = r?;
         Ok(BindingCertificate {
             public_tpm2b: tss_esapi::structures::PublicBuffer::try_from(key.public.clone())
                 .and_then(|b| b.marshall())

@@ -16,7 +16,7 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
-    Data, Digest, EccParameter, EccPoint, EccScheme, HashScheme, HashcheckTicket,
+    Digest, EccParameter, EccPoint, EccScheme, HashScheme, HashcheckTicket,
     KeyDerivationFunctionScheme, Public, PublicBuilder, PublicEccParametersBuilder, Signature,
     SignatureScheme,
 };
@@ -144,19 +144,9 @@ impl Tpm {
     pub fn vtpm_ca_certify(&mut self, nonce: &[u8]) -> Result<CaCertification, TpmError> {
         super::quote::check_nonce(nonce)?;
         let (h, public) = self.vtpm_ca_load()?;
-        let ak = self.ak;
-        let scheme = self.identity.ak_scheme.esapi();
-        let data = Data::try_from(nonce.to_vec()).map_err(cmd("Certify qualifying data"))?;
-        let r = self.ctx()?.execute_with_sessions(
-            (
-                Some(AuthSession::Password),
-                Some(AuthSession::Password),
-                None,
-            ),
-            |c| c.certify(h.into(), ak, data, scheme),
-        );
+        let r = self.certify_with_ak(h.into(), nonce, "Certify(vTPM CA)");
         self.flush(h.into());
-        let (attest, signature) = r.map_err(cmd("Certify(vTPM CA)"))?;
+        let (attest, signature) = r?;
         Ok(CaCertification {
             public: public.marshall().map_err(marshal("vTPM CA TPMT_PUBLIC"))?,
             attest: attest.marshall().map_err(marshal("TPMS_ATTEST"))?,

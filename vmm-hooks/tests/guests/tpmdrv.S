@@ -78,9 +78,19 @@ tpm_run:
     pop %r12
     ret
 
-/* tpm_cmd: copies ecx bytes at rsi into the CRB buffer byte by byte, starts it and
+/* tpm_cmd: copies ecx bytes at rsi into the CRB buffer (tpm_copy), starts it and
  * prints " <dil>=<response code>". */
 tpm_cmd:
+    call tpm_copy
+    movl $1, CTRL_START
+    movl DATA_OFF + 6(%r15), %ebx
+    bswap %ebx
+    mov %dil, %al
+    call print_field
+    ret
+
+/* tpm_copy: ecx bytes at rsi into the CRB buffer, byte by byte. */
+tpm_copy:
     lea DATA_OFF(%r15), %rdx
 2:  movb (%rsi), %al
     movb %al, (%rdx)
@@ -88,11 +98,6 @@ tpm_cmd:
     inc %rdx
     dec %ecx
     jnz 2b
-    movl $1, CTRL_START
-    movl DATA_OFF + 6(%r15), %ebx
-    bswap %ebx
-    mov %dil, %al
-    call print_field
     ret
 
     .section .rodata

@@ -63,17 +63,6 @@ tpm_quote:
     pop %r12
     ret
 
-/* tpm_copy: ecx bytes at rsi into the CRB buffer. */
-tpm_copy:
-    lea DATA_OFF(%r15), %rdx
-2:  movb (%rsi), %al
-    movb %al, (%rdx)
-    inc %rsi
-    inc %rdx
-    dec %ecx
-    jnz 2b
-    ret
-
 /* tpm_dump: prints "\n<dil> " and the response (its size field's bytes, at most
  * 1024, in 4-byte groups), then a newline. */
 tpm_dump:

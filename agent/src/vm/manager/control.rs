@@ -288,26 +288,23 @@ impl Manager {
     /// and be live.
     fn renew_vtpm(&self, id: &str, what: crate::vm::vtpm::Renewal) -> Result<VmView, VmError> {
         self.vtpm_identity(id)?;
-        {
-            let reg = lock(&self.registry);
-            let vm = reg
-                .vms
-                .get(id)
-                .ok_or_else(|| VmError::NotFound(id.to_string()))?;
-            if !vm.boot.is_live() || vm.spec.is_none() {
-                return Err(VmError::State(format!(
-                    "VM '{id}' has ended ({}); its TPM changes only with a boot",
-                    vm.boot.label()
-                )));
-            }
-        }
-        crate::vm::vtpm::request_renewal(&self.cfg.vms_dir.join(id), what)?;
-        self.reboot(id)
+        let vm_dir = self.cfg.vms_dir.join(id);
+        self.reboot_after(id, || crate::vm::vtpm::request_renewal(&vm_dir, what))
     }
 
     /// Ask the VM's supervisor to end this boot and start a new measured one; waits
     /// until the new VMM runs (state `queued`).
     fn reboot(&self, id: &str) -> Result<VmView, VmError> {
+        self.reboot_after(id, || Ok(()))
+    }
+
+    /// [`Self::reboot`], running `before` once the VM is known to be live (under the
+    /// registry's lock, so the VM cannot end in between).
+    fn reboot_after(
+        &self,
+        id: &str,
+        before: impl FnOnce() -> Result<(), VmError>,
+    ) -> Result<VmView, VmError> {
         let rx = {
             let reg = lock(&self.registry);
             let vm = reg
@@ -320,6 +317,7 @@ impl Manager {
                     vm.boot.label()
                 )));
             }
+            before()?;
             let (tx, rx) = mpsc::channel();
             if !Self::tell(&reg, id, Event::Reboot(tx)) {
                 return Err(VmError::State(format!("VM '{id}' is ending")));

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     match parse_request(&block) {
         Ok(req) => {
             let payload: Vec<u8> = match req {
-                Request::GetVersion => vec![],
+                Request::GetVersion | Request::GetFirmwareDigest => vec![],
                 Request::TunnelEstablished(d) | Request::Handover(d) => d.to_vec(),
                 Request::QuoteRequest(nonce) => {
                     assert!((NONCE_MIN..=NONCE_MAX).contains(&nonce.len()));
