@@ -32,7 +32,7 @@ fn schemathesis_finds_tvpd_and_docs_openapi_in_agreement_and_tvpd_survives() {
         out.status.code()
     );
     assert!(
-        stdout.contains("Tested: 15"),
+        stdout.contains("Tested: 16"),
         "every operation was exercised:\n{stdout}"
     );
 
