@@ -412,6 +412,7 @@ fn send_vtpm_quote(
         );
         fail(Failure::ProtocolError)
     };
+    let t0 = crate::clock::now_ms();
     let qualifying = tvp_boot_protocol::vtpm::qualifying_data(nonce, measurement);
     let mut payload = [0u8; tvp_boot_protocol::vtpm::VTPM_QUOTE_MAX];
     let n = match m.quote(&qualifying, &mut payload) {
@@ -424,7 +425,10 @@ fn send_vtpm_quote(
     if let Err(e) = frames::send(tls, net, MsgType::VtpmQuote, &payload[..n]) {
         step_failed("vTPM quote not sent", &e)
     }
-    println!("tpm: quoted PCRs 0 and 1 with the AK for this session: {n} bytes sent");
+    println!(
+        "tpm: quoted PCRs 0 and 1 with the AK for this session: {n} bytes sent, {} ms",
+        crate::clock::now_ms().saturating_sub(t0)
+    );
 }
 
 /// Prints where the transfer's time went (TSC cycles per phase, [`crate::profile`]).
