@@ -221,6 +221,9 @@ check linux-vtpm-identity sh -c "tvpctl --json vm vtpm-identity linux-vm --out /
 check linux-vtpm-guest-quote tpm2_checkquote -u /tmp/vtpm/ak.pub.pem -m /tmp/vq.msg -s /tmp/vq.sig -g sha256 -q "$(cat $T/vtpm-nonce)"
 AKN=$(sed -n 's/.*"ak_name": *"\([0-9a-f]*\)".*/\1/p' /tmp/vtpm.json | head -n1)
 check linux-vtpm-ak-in-attested-page sh -c "test -n '$AKN' && grep -q '\"vtpm_ak_name\":\"$AKN\"' /tmp/boot-server-linux.jsonl"
+# Deep evidence: the firmware's quote of the VM's TPM (PCRs 0 and 1, this session's
+# nonce and tunnel) verified by the boot server with the host's evidence.
+check linux-vtpm-deep-evidence sh -c "grep '\"event\":\"delivered\"' /tmp/boot-server-linux.jsonl | grep -q '\"vtpm_quote\":\"verified\"'"
 EKC=$(openssl x509 -in /tmp/vtpm/ek.pem -outform der 2>/dev/null | sha256sum | cut -d' ' -f1)
 check linux-vtpm-ek-certificate-in-nv grep -q "^TVP-GUEST tpm-ek-cert sha256=$EKC" $LCON
 grep -E "^TVP-GUEST tpm-(quote-failed|ek-cert)" $LCON | sed 's/^/  vtpm| /'

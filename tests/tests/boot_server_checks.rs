@@ -165,6 +165,8 @@ fn a_vm_given_a_tpm_the_reservation_does_not_state_is_refused_and_a_reserved_one
 
     let o = boot_spec(&h, &mut server, "t-2", &with_tpm("t-2", "U-tpm"));
     assert_eq!(o.report["event"], "delivered", "{}", o.report);
+    // Its TPM's quote checked with the host's evidence (deep evidence).
+    assert_eq!(o.report["vtpm_quote"], "verified", "{}", o.report);
     assert!(o.workload_ran(), "{}", o.console);
 }
 

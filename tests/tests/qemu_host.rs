@@ -68,12 +68,15 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         // Issue 20: the guest's own tpm2-tools on its TPM: a quote with the AK the host
         // certified for this VM (tpm2_checkquote with tvpctl's verified export), that
         // AK named in the attested page (the boot server's report), the certified EK
-        // certificate in the guest's NV.
+        // certificate in the guest's NV, the event log, the deep evidence.
         "linux-vtpm-identity",
         "linux-vtpm-guest-quote",
         "linux-vtpm-ak-in-attested-page",
         "linux-vtpm-ek-certificate-in-nv",
         "linux-vtpm-event-log",
+        // The firmware's quote of the VM's TPM, verified by the boot server with the
+        // host's evidence as one deep evidence document.
+        "linux-vtpm-deep-evidence",
         "linux-poweroff",
         "tpm2_pcrread-concurrently-with-tvpd",
         "pcr-16-and-23-zero",

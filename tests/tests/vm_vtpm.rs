@@ -821,6 +821,12 @@ fn the_firmware_measures_the_boot_into_the_vms_own_tpm_and_its_event_log_replays
             "{}\n{}",
             o.report, o.console
         );
+        let quoted = o
+            .console
+            .lines()
+            .find(|l| l.contains("tpm: quoted PCRs 0 and 1 with the AK for this session"));
+        assert!(quoted.is_some(), "{}", o.console);
+        eprintln!("{id}: {}", quoted.unwrap_or_default().trim());
         assert!(
             o.console.contains("tvp-tpm-workload: done"),
             "{}",
@@ -886,6 +892,22 @@ fn the_firmware_measures_the_boot_into_the_vms_own_tpm_and_its_event_log_replays
         workload,
     );
     assert_eq!([plan[0], plan[1], plan[4]], rep.pcrs);
+    // Deep evidence: the boot server verified the VM's TPM's quote of PCRs 0 and 1 at
+    // step 4 (before the workload, so before the separators) together with the host's
+    // evidence, and the values it reports are the plan's before their separator.
+    assert_eq!(o.report["vtpm_quote"], "verified", "{}", o.report);
+    let start = tvp_abi::tcg_log::start_pcrs(
+        firmware,
+        measured(&o.vm, "acpi-tables"),
+        measured(&o.vm, "config-page"),
+        measured(&o.vm, "boot-region"),
+    );
+    assert_eq!(o.report["vtpm_pcr0"], hex::encode(start[0]), "{}", o.report);
+    assert_eq!(o.report["vtpm_pcr1"], hex::encode(start[1]), "{}", o.report);
+    assert_eq!(
+        [extend(&start[0], &sep), extend(&start[1], &sep)],
+        [plan[0], plan[1]]
+    );
     // The platform hierarchy is off (phEnable, bit 0), the owner and endorsement
     // hierarchies on.
     assert_eq!(rep.startup_clear & 0b111, 0b110, "{:#x}", rep.startup_clear);

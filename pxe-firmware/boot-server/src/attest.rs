@@ -25,7 +25,7 @@ pub struct Rejection {
     pub reason: String,
 }
 
-fn reject(check: impl Into<String>, reason: impl Into<String>) -> Rejection {
+pub(crate) fn reject(check: impl Into<String>, reason: impl Into<String>) -> Rejection {
     Rejection {
         check: check.into(),
         reason: reason.into(),

@@ -6,7 +6,8 @@
 //! them, on disk, so a restart forgets neither), [`expect`] (those expectations
 //! against the VM's page and management binding), [`protocol`] (frames of the boot
 //! protocol), [`tls`] (the rustls server configuration and the tunnel-measurement
-//! exporter), [`attest`] (the evidence checks), [`workload`] (signed workloads),
+//! exporter), [`attest`] (the evidence checks), [`deep`] (the host's evidence and the
+//! VM's own TPM's quote as one), [`workload`] (signed workloads),
 //! [`server`] (a thread per connection, JSON-lines report of every decision).
 #![cfg_attr(
     not(test),
@@ -14,6 +15,7 @@
 )]
 
 pub mod attest;
+pub mod deep;
 pub mod expect;
 pub mod ledger;
 pub mod protocol;

@@ -26,18 +26,28 @@ pub enum FrameError {
 
 /// Reads one frame of type `expected`; returns its payload (bounded by the type's limit).
 pub fn read_frame(r: &mut impl Read, expected: MsgType) -> Result<Vec<u8>, FrameError> {
+    read_frame_of(r, &[expected]).map(|(_, p)| p)
+}
+
+/// Reads one frame whose type is one of `expected` (the first is the one the protocol
+/// is waiting for; any other type is refused from its header, before its payload is
+/// read or allocated); returns its type and payload.
+pub fn read_frame_of(
+    r: &mut impl Read,
+    expected: &[MsgType],
+) -> Result<(MsgType, Vec<u8>), FrameError> {
     let mut h = [0u8; FRAME_HEADER_LEN];
     r.read_exact(&mut h)?;
     let h = parse_frame_header(&h).map_err(FrameError::Protocol)?;
-    if h.msg != expected {
+    if !expected.contains(&h.msg) {
         return Err(FrameError::Unexpected {
-            expected,
+            expected: expected.first().copied().unwrap_or(h.msg),
             got: h.msg,
         });
     }
     let mut p = vec![0u8; h.len];
     r.read_exact(&mut p)?;
-    Ok(p)
+    Ok((h.msg, p))
 }
 
 /// Writes one frame and flushes.
@@ -81,6 +91,37 @@ mod tests {
         assert!(matches!(
             read_frame(&mut Cursor::new(&buf[..buf.len() - 1]), MsgType::Evidence),
             Err(FrameError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn a_frame_of_several_types_takes_only_those() {
+        let want = [MsgType::VtpmQuote, MsgType::Status];
+        let mut buf = Vec::new();
+        write_frame(&mut buf, MsgType::Status, &20u32.to_le_bytes()).unwrap();
+        assert_eq!(
+            read_frame_of(&mut Cursor::new(&buf), &want).unwrap(),
+            (MsgType::Status, 20u32.to_le_bytes().to_vec())
+        );
+        let mut q = Vec::new();
+        write_frame(&mut q, MsgType::VtpmQuote, b"abc").unwrap();
+        assert_eq!(
+            read_frame_of(&mut Cursor::new(&q), &want).unwrap().0,
+            MsgType::VtpmQuote
+        );
+        // A 1 GiB workload announced where a quote is due: refused from the header.
+        let w = [4u8, 0, 0, 0, 0x40];
+        assert!(matches!(
+            read_frame_of(&mut Cursor::new(&w), &want),
+            Err(FrameError::Unexpected {
+                expected: MsgType::VtpmQuote,
+                got: MsgType::Workload
+            })
+        ));
+        // A quote longer than its limit.
+        assert!(matches!(
+            read_frame_of(&mut Cursor::new(&[7u8, 0x01, 0x08, 0, 0]), &want),
+            Err(FrameError::Protocol(ProtocolError::TooLong))
         ));
     }
 }

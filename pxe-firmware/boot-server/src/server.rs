@@ -2,14 +2,16 @@
 //! [`MAX_SESSIONS`] at once, so a stalled VM cannot hold up the others): TLS handshake,
 //! boot request, reservation claim and configuration-page checks against the
 //! reservation's expectations, attestation request with a fresh nonce, evidence
-//! verification, the management binding, signed workload. The reservation is spent
+//! verification, the management binding, the quote of the VM's own TPM (deep evidence,
+//! [`crate::deep`]), signed workload. The reservation is spent
 //! only when the workload was sent; any other ending frees it with one more failed
 //! attempt counted. Every connection ends with one JSON line in the report
 //! (`docs/boot-server.md`).
 
 use crate::attest::{self, Expectation};
+use crate::deep::{self, DeepExpectation};
 use crate::expect::{self, ManagementError, Mismatch, TenantManagement};
-use crate::protocol::{read_frame, write_frame, BootRequest, MsgType};
+use crate::protocol::{read_frame, read_frame_of, write_frame, BootRequest, MsgType};
 use crate::reservations::{Claim, Ending, Reservations};
 use crate::tls::tunnel_measurement;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -345,6 +347,49 @@ impl BootServer {
         fields.insert("host_id".into(), json!(attested.host_id));
         fields.insert("quoted_pcr16".into(), json!(hex::encode(attested.pcr16)));
         fields.insert("quoted_pcr23".into(), json!(hex::encode(attested.pcr23)));
+        // Deep evidence: a VM with a TPM of its own sends that TPM's quote right after
+        // the Evidence; it is checked with the host's result as one document.
+        let (vtpm_quote, read_error) = if page.tpm.is_some() {
+            match read_frame_of(tls, &[MsgType::VtpmQuote, MsgType::Status]) {
+                Ok((MsgType::VtpmQuote, q)) => (Some(q), None),
+                Ok((_, status)) => {
+                    let code = status
+                        .first_chunk::<4>()
+                        .map_or(u32::MAX, |b| u32::from_le_bytes(*b));
+                    fields.insert("firmware_reason".into(), json!(code));
+                    return Err(broken(
+                        format!("firmware-failed:{}", firmware_reason(code)),
+                        format!(
+                            "the firmware failed instead of sending its TPM's quote (reason code {code})"
+                        ),
+                    ));
+                }
+                Err(e) => (None, Some(e)),
+            }
+        } else {
+            (None, None)
+        };
+        let deep = deep::verify_deep(
+            attested,
+            &DeepExpectation {
+                firmware: &self.tenant.firmware,
+                config_page: req.config_page,
+                nonce: &nonce,
+                tunnel_measurement: &measurement,
+            },
+            vtpm_quote.as_deref(),
+        )
+        .map_err(|mut r| {
+            if let Some(e) = &read_error {
+                r.reason = format!("{} ({e})", r.reason);
+            }
+            rejected(r, fields)
+        })?;
+        if let Some(v) = &deep.vtpm {
+            fields.insert("vtpm_quote".into(), json!("verified"));
+            fields.insert("vtpm_pcr0".into(), json!(hex::encode(v.pcr0)));
+            fields.insert("vtpm_pcr1".into(), json!(hex::encode(v.pcr1)));
+        }
         // The VM's incarnation: what the tenant's management tokens are bound to
         // (`tvpctl authorize --incarnation`, docs/audit.md §5.2).
         fields.insert(
@@ -451,6 +496,7 @@ pub fn firmware_reason(code: u32) -> &'static str {
         15 => "bad-workload",
         19 => "workload-too-large",
         17 => "handover-refused",
+        20 => "tpm-failed",
         _ => "other",
     }
 }

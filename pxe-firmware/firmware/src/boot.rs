@@ -221,7 +221,7 @@ fn deliver(
     net: &mut Net,
     tls: &mut Tls,
     measurement: &[u8; 32],
-    tpm: Option<MeasuredBoot>,
+    mut tpm: Option<MeasuredBoot>,
 ) -> ! {
     let req = BootRequest {
         auth_code: cfg.auth_code,
@@ -271,6 +271,12 @@ fn deliver(
         step_failed("evidence not sent", &e)
     }
     drop(evidence);
+    // Deep evidence: the VM's own TPM quotes what the firmware measured into it, in
+    // this session (N) and this tunnel; the boot server checks it with the host's
+    // evidence, which names the TPM's AK through the page.
+    if let Some(m) = tpm.as_mut() {
+        send_vtpm_quote(m, tls, net, &nonce, measurement);
+    }
     // The workload window ends where the VM's image (if any) begins; the container is
     // staged at its top, the loaded image goes below it.
     let window_end = cfg.image.map_or(cfg.mem_size(), |i| i.gpa);
@@ -386,6 +392,43 @@ fn deliver(
     milestone(milestone::DONE);
     println!("tvp-firmware: handing over to the {kind} at {entry:#x}");
     crate::stub::handover(entry, arg)
+}
+
+/// Quotes PCRs 0 and 1 of the VM's TPM over `qualifying_data(N, tunnel measurement)`
+/// with tvp's AK and sends the VtpmQuote frame; any TPM failure fails the boot
+/// (`tpm-failed`, the boot server told through a Status frame).
+fn send_vtpm_quote(
+    m: &mut MeasuredBoot,
+    tls: &mut Tls,
+    net: &mut Net,
+    nonce: &[u8],
+    measurement: &[u8; 32],
+) {
+    let Ok(nonce) = <&[u8; tvp_boot_protocol::NONCE_LEN]>::try_from(nonce) else {
+        println!(
+            "boot protocol: the attestation nonce is {} bytes, not {}",
+            nonce.len(),
+            tvp_boot_protocol::NONCE_LEN
+        );
+        fail(Failure::ProtocolError)
+    };
+    let t0 = crate::clock::now_ms();
+    let qualifying = tvp_boot_protocol::vtpm::qualifying_data(nonce, measurement);
+    let mut payload = [0u8; tvp_boot_protocol::vtpm::VTPM_QUOTE_MAX];
+    let n = match m.quote(&qualifying, &mut payload) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("tvp-firmware: TPM failed to quote PCRs 0 and 1 with the AK: {e}");
+            fail_told(tls, net, Failure::TpmFailed)
+        }
+    };
+    if let Err(e) = frames::send(tls, net, MsgType::VtpmQuote, &payload[..n]) {
+        step_failed("vTPM quote not sent", &e)
+    }
+    println!(
+        "tpm: quoted PCRs 0 and 1 with the AK for this session: {n} bytes sent, {} ms",
+        crate::clock::now_ms().saturating_sub(t0)
+    );
 }
 
 /// Prints where the transfer's time went (TSC cycles per phase, [`crate::profile`]).

@@ -39,6 +39,7 @@ pub mod stub;
 pub mod tcp;
 pub mod tls;
 pub mod tpm;
+pub mod tpm_quote;
 pub mod workload;
 
 /// The firmware version printed at start and sent in the boot request.

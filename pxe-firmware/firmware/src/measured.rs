@@ -25,6 +25,8 @@ pub enum MeasuredError {
     Refused(&'static str, u32),
     /// The event log area is full.
     LogFull,
+    /// A response does not parse: which.
+    Malformed(&'static str),
 }
 
 impl fmt::Display for MeasuredError {
@@ -33,6 +35,7 @@ impl fmt::Display for MeasuredError {
             MeasuredError::Tpm(e) => write!(f, "TPM interface: {e}"),
             MeasuredError::Refused(what, rc) => write!(f, "{what} refused, TPM rc={rc:#x}"),
             MeasuredError::LogFull => f.write_str("the event log area is full"),
+            MeasuredError::Malformed(what) => write!(f, "malformed {what}"),
         }
     }
 }
@@ -133,6 +136,13 @@ impl MeasuredBoot {
         let len = self.log.len;
         self.crb.close();
         Ok(len)
+    }
+
+    /// The deep evidence's quote at step 4 of the boot protocol: tvp's AK re-created,
+    /// PCRs 0 and 1 quoted over `qualifying`, the AK flushed; the VtpmQuote payload in
+    /// `out` ([`crate::tpm_quote`]). Returns its length.
+    pub fn quote(&mut self, qualifying: &[u8; 32], out: &mut [u8]) -> Result<usize, MeasuredError> {
+        crate::tpm_quote::quote_boot(&mut self.crb, qualifying, out)
     }
 
     /// Logs `e`, then extends it (a log entry without its extend fails the boot; the

@@ -9,7 +9,9 @@
 //! 1. firmware → server [`MsgType::BootRequest`] ([`BootRequest`]);
 //! 2. server → firmware [`MsgType::AttestRequest`] (a nonce) or [`MsgType::Refused`];
 //! 3. firmware → server [`MsgType::Evidence`] (tvpd's evidence JSON, as the mailbox
-//!    returned it);
+//!    returned it), then, when the configuration page names a TPM of the VM's own,
+//!    [`MsgType::VtpmQuote`] ([`vtpm::VtpmQuote`]: that TPM's quote of PCRs 0 and 1
+//!    over [`vtpm::qualifying_data`]);
 //! 4. server → firmware [`MsgType::Workload`] (a [`signed`] workload) or
 //!    [`MsgType::Refused`];
 //! 5. firmware → server [`MsgType::Status`]: 0 = verified, handing over; else the
@@ -26,6 +28,7 @@ extern crate std;
 pub mod elf;
 pub mod linux;
 pub mod signed;
+pub mod vtpm;
 
 /// Protocol version carried in the boot request.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -77,6 +80,9 @@ pub enum MsgType {
     /// Firmware → server: the outcome of the delivery, payload = u32 (little endian):
     /// [`STATUS_HANDOVER`] or the firmware's boot-failure reason code.
     Status = 6,
+    /// Firmware → server, right after the Evidence and only when the configuration
+    /// page names a TPM: the VM's TPM's AK, quote and signature ([`vtpm::VtpmQuote`]).
+    VtpmQuote = 7,
 }
 
 /// [`MsgType::Status`] value: the workload verified and the firmware hands over.
@@ -92,6 +98,7 @@ impl MsgType {
             4 => MsgType::Workload,
             5 => MsgType::Refused,
             6 => MsgType::Status,
+            7 => MsgType::VtpmQuote,
             _ => return None,
         })
     }
@@ -108,6 +115,7 @@ pub fn max_payload(t: MsgType) -> usize {
         MsgType::Workload => WORKLOAD_MAX,
         MsgType::Refused => REASON_MAX,
         MsgType::Status => 4,
+        MsgType::VtpmQuote => vtpm::VTPM_QUOTE_MAX,
     }
 }
 
@@ -331,6 +339,10 @@ mod tests {
         assert_eq!(
             frame_at(&[9, 0, 0, 0, 0]),
             Err(ProtocolError::UnknownType(9))
+        );
+        assert_eq!(
+            frame_at(&[8, 0, 0, 0, 0]),
+            Err(ProtocolError::UnknownType(8))
         );
     }
 

@@ -184,6 +184,39 @@ pub fn handover_events(workload: [u8; 32]) -> [PlannedEvent; 1 + SEPARATED_PCRS 
     ev
 }
 
+/// PCRs 0 and 1 of a VM's own TPM after the start events, before the handover's:
+/// what the firmware quotes at step 4 of the boot protocol (the VtpmQuote frame).
+pub fn start_pcrs(
+    firmware: [u8; 32],
+    acpi_tables: [u8; 32],
+    config_page: [u8; 32],
+    boot_region: [u8; 32],
+) -> [[u8; 32]; 2] {
+    let mut pcrs = [[0u8; 32]; 2];
+    for e in start_events(firmware, acpi_tables, config_page, boot_region) {
+        if let Some(p) = pcrs.get_mut(e.pcr as usize) {
+            *p = extend(p, &e.digest);
+        }
+    }
+    pcrs
+}
+
+/// [`start_pcrs`] of a VM that booted `firmware` (the ELF file) with `config_page`, the
+/// digests computed as the firmware and `tvp-vmm` do (PCR 23's `firmware-image`,
+/// `acpi-tables`, `config-page`, `boot-region`).
+pub fn expected_start_pcrs(
+    firmware: &[u8],
+    config_page: &[u8],
+) -> Result<[[u8; 32]; 2], crate::measure::MeasureError> {
+    let cfg = crate::config::decode(config_page).map_err(crate::measure::MeasureError::Config)?;
+    Ok(start_pcrs(
+        sha256(firmware),
+        crate::measure::acpi_tables_digest(cfg.vcpus, cfg.tpm.is_some())?,
+        sha256(config_page),
+        crate::measure::boot_region_digest(cfg.mem_size()),
+    ))
+}
+
 /// PCRs 0..=7 of a VM's own TPM at the handover, from the same digests as
 /// [`start_events`] and the workload's.
 pub fn expected_pcrs(
@@ -206,6 +239,17 @@ pub fn expected_pcrs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_pcrs_are_the_handover_pcrs_before_their_separators() {
+        let (f, a, c, b, w) = ([1; 32], [2; 32], [3; 32], [4; 32], [5; 32]);
+        let start = start_pcrs(f, a, c, b);
+        let end = expected_pcrs(f, a, c, b, w);
+        let sep = sha256(&SEPARATOR_DATA);
+        assert_eq!(extend(&start[0], &sep), end[0]);
+        assert_eq!(extend(&start[1], &sep), end[1]);
+        assert_eq!(start[0], extend(&extend(&[0; 32], &f), &a));
+    }
 
     #[test]
     fn the_header_is_a_spec_id_event03_for_sha256_only() {

@@ -72,8 +72,8 @@ fn check_ek(p: &Public) -> Result<(), VtpmError> {
 }
 
 /// The vTPM AK: P-256, ECDSA-SHA256, restricted, sign, fixedTPM, fixedParent,
-/// sensitiveDataOrigin, not decrypt.
-fn check_ak(p: &Public) -> Result<p256::PublicKey, VtpmError> {
+/// sensitiveDataOrigin, not decrypt (`vtpm:ak-key`). Returns its point.
+pub fn check_ak(p: &Public) -> Result<p256::PublicKey, VtpmError> {
     let key = p256_point(p).ok_or_else(|| VtpmError::AkKey("is not an ECC P-256 key".into()))?;
     let required = ATTR_FIXED_TPM
         | ATTR_FIXED_PARENT
@@ -289,11 +289,24 @@ pub fn verify_vtpm_quote(
     signature: &[u8],
     nonce: &[u8],
 ) -> Result<Attest, VtpmError> {
+    verify_quote_by(&v.ak_key, &v.ak_name, attest, signature, nonce)
+}
+
+/// [`verify_vtpm_quote`] with the AK given by its key and TPM name, for a caller that
+/// trusts the AK another way than through its certificate (the boot server: the
+/// attested configuration page names the AK by its digest).
+pub fn verify_quote_by(
+    ak_key: &AkKey,
+    ak_name: &[u8],
+    attest: &[u8],
+    signature: &[u8],
+    nonce: &[u8],
+) -> Result<Attest, VtpmError> {
     let parsed =
         Attest::parse(attest).map_err(|e| VtpmError::Format(format!("vTPM quote: {e}")))?;
     let sig = Signature::parse(signature)
         .map_err(|e| VtpmError::Format(format!("vTPM quote signature: {e}")))?;
-    v.ak_key
+    ak_key
         .verify(attest, &sig)
         .map_err(VtpmError::QuoteSignature)?;
     if parsed.extra_data != nonce {
@@ -303,7 +316,7 @@ pub fn verify_vtpm_quote(
         });
     }
     let signer = &parsed.qualified_signer;
-    if signer.len() != v.ak_name.len() || signer.get(..2) != v.ak_name.get(..2) {
+    if signer.len() != ak_name.len() || signer.get(..2) != ak_name.get(..2) {
         return Err(VtpmError::QuoteSigner(hex::encode(signer)));
     }
     Ok(parsed)

@@ -27,7 +27,7 @@ use crate::tpm::{Public, PublicKey};
 use crate::verify::AkKey;
 
 pub use cert::{ca_certificate, key_certificate, CaSigner, CertError, VtpmSubject};
-pub use chain::{verify_identity, verify_vtpm_quote};
+pub use chain::{check_ak, verify_identity, verify_quote_by, verify_vtpm_quote};
 pub use error::VtpmError;
 
 /// The [`VtpmIdentity`] format version this crate writes and reads.

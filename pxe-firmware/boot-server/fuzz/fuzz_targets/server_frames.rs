@@ -1,7 +1,8 @@
-//! The boot server's side of the boot protocol: `tvp_boot_server::protocol::read_frame`
-//! (a blocking reader over the TLS tunnel's plaintext) in the order a session reads:
-//! a boot request (then `BootRequest::parse`, as the server does), the evidence, the
-//! status, stopping at the first error. The firmware's side is hostile (the tunnel
+//! The boot server's side of the boot protocol: `tvp_boot_server::protocol::read_frame_of`
+//! (a blocking reader over the TLS tunnel's plaintext, which `read_frame` is for one
+//! type) in the order a session of a VM with its own TPM reads: a boot request (then
+//! `BootRequest::parse`, as the server does), the evidence, the vTPM quote or a status
+//! (then `VtpmQuote::parse`), the status, stopping at the first error. The firmware's side is hostile (the tunnel
 //! proves nothing about it before the quote).
 //!
 //! Input: byte 0 sets the size of each read the stream answers (1..=255 bytes; 0:
@@ -11,7 +12,7 @@
 //! Seeds: the firmware's frames of a real exchange (`frame_stream`'s `valid-exchange`),
 //! cut short, of unknown and unexpected types, and oversize.
 //!
-//! Asserts: a frame read has the expected type and a length within that type's limit,
+//! Asserts: a frame read has one of the expected types and a length within that type's limit,
 //! is exactly the frame's bytes, and consumed exactly its header and payload; a bad
 //! header (unknown type, over the limit, another type than expected) is refused from
 //! its 5 bytes alone: nothing more is read, and nothing is allocated for its declared
@@ -25,10 +26,11 @@ use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
+use tvp_boot_protocol::vtpm::VtpmQuote;
 use tvp_boot_protocol::{
     frame_header, max_payload, parse_frame_header, BootRequest, MsgType, FRAME_HEADER_LEN,
 };
-use tvp_boot_server::protocol::{read_frame, FrameError};
+use tvp_boot_server::protocol::{read_frame_of, FrameError};
 
 /// The system allocator, recording the largest single request since the last reset.
 struct Largest;
@@ -108,30 +110,45 @@ fuzz_target!(|data: &[u8]| {
         reads: 0,
         timeout_at_end: mode & 0x80 != 0,
     };
-    for expected in [MsgType::BootRequest, MsgType::Evidence, MsgType::Status] {
+    let steps: [&[MsgType]; 4] = [
+        &[MsgType::BootRequest],
+        &[MsgType::Evidence],
+        &[MsgType::VtpmQuote, MsgType::Status],
+        &[MsgType::Status],
+    ];
+    for expected in steps {
         let start = peer.at;
         LARGEST.store(0, Ordering::Relaxed);
-        let result = read_frame(&mut peer, expected);
+        let limit = expected.iter().map(|&t| max_payload(t)).max().unwrap();
+        let result = read_frame_of(&mut peer, expected);
         let largest = LARGEST.load(Ordering::Relaxed);
         let consumed = peer.at - start;
         let sent = &stream[start..];
         match result {
-            Ok(payload) => {
-                assert!(payload.len() <= max_payload(expected));
+            Ok((got, payload)) => {
+                assert!(expected.contains(&got));
+                assert!(payload.len() <= max_payload(got));
                 assert_eq!(consumed, FRAME_HEADER_LEN + payload.len());
-                let header = frame_header(expected, payload.len()).unwrap();
+                let header = frame_header(got, payload.len()).unwrap();
                 assert_eq!(sent[..FRAME_HEADER_LEN], header, "not the frame's header");
                 assert_eq!(
                     sent[FRAME_HEADER_LEN..consumed],
                     payload[..],
                     "not the frame's payload"
                 );
-                assert!(largest <= max_payload(expected).max(SMALL));
-                if expected == MsgType::BootRequest {
+                assert!(largest <= max_payload(got).max(SMALL));
+                if got == MsgType::BootRequest {
                     if let Ok(req) = BootRequest::parse(&payload) {
                         let mut out = vec![0u8; payload.len()];
                         let n = req.encode(&mut out).unwrap();
                         assert_eq!(out[..n], payload[..], "boot request does not re-encode");
+                    }
+                }
+                if got == MsgType::VtpmQuote {
+                    if let Ok(q) = VtpmQuote::parse(&payload) {
+                        let mut out = vec![0u8; payload.len()];
+                        let n = q.encode(&mut out).unwrap();
+                        assert_eq!(out[..n], payload[..], "vTPM quote does not re-encode");
                     }
                 }
             }
@@ -146,11 +163,11 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
             Err(FrameError::Unexpected { expected: e, got }) => {
-                assert_eq!(e, expected);
+                assert_eq!(e, expected[0]);
                 assert_eq!(consumed, FRAME_HEADER_LEN, "read past a refused header");
                 let h = sent.first_chunk::<FRAME_HEADER_LEN>().unwrap();
                 assert_eq!(parse_frame_header(h).map(|h| h.msg), Ok(got));
-                assert_ne!(got, expected);
+                assert!(!expected.contains(&got));
                 assert!(
                     largest <= SMALL,
                     "{largest} bytes allocated for a refused frame"
@@ -164,9 +181,9 @@ fuzz_target!(|data: &[u8]| {
                     // A complete header: it was valid and of the expected type, and
                     // what it declared did not arrive.
                     let h = parse_frame_header(h).unwrap();
-                    assert_eq!(h.msg, expected);
+                    assert!(expected.contains(&h.msg));
                     assert!(sent.len() < FRAME_HEADER_LEN + h.len);
-                    assert!(largest <= max_payload(expected).max(SMALL));
+                    assert!(largest <= limit.max(SMALL));
                 } else {
                     assert!(largest <= SMALL, "{largest} bytes allocated for no header");
                 }

@@ -1,6 +1,6 @@
 //! Boot-protocol messages as both ends receive them: frame headers, the boot request
-//! (server side), the signed workload container (firmware side); the first byte picks
-//! which. Invariants beyond no panic: each accepted message re-encodes to exactly the
+//! and the VtpmQuote payload (server side), the signed workload container (firmware
+//! side); the first byte picks which. Invariants beyond no panic: each accepted message re-encodes to exactly the
 //! bytes it was parsed from (one encoding per message), lengths stay within each
 //! type's limit, and a container's parts tile it exactly; the firmware's streaming
 //! payload span, fed the container in chunks whose sizes the input picks, yields
@@ -9,6 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tvp_boot_protocol::signed::{self, SignedWorkload};
+use tvp_boot_protocol::vtpm::{VtpmQuote, VTPM_QUOTE_MAX};
 use tvp_boot_protocol::{
     frame_header, max_payload, parse_frame_header, BootRequest, FRAME_HEADER_LEN,
 };
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    match which % 4 {
         0 => {
             let Some(h) = bytes.get(..FRAME_HEADER_LEN) else {
                 return;
@@ -38,6 +39,23 @@ fuzz_target!(|data: &[u8]| {
                     "boot request does not re-encode to its bytes"
                 );
                 assert!(n <= max_payload(tvp_boot_protocol::MsgType::BootRequest));
+            }
+        }
+        3 => {
+            if let Ok(q) = VtpmQuote::parse(bytes) {
+                let mut out = vec![0u8; q.encoded_len()];
+                let n = q.encode(&mut out).expect("a parsed quote encodes");
+                assert_eq!(
+                    &out[..n],
+                    bytes,
+                    "VtpmQuote does not re-encode to its bytes"
+                );
+                assert!(n <= VTPM_QUOTE_MAX);
+                assert_eq!(
+                    6 + q.ak_public.len() + q.attest.len() + q.signature.len(),
+                    bytes.len(),
+                    "the parts do not tile the payload"
+                );
             }
         }
         _ => {
