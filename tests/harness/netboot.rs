@@ -558,8 +558,15 @@ pub fn host_with(ns: &NetNs, dir: &Path, flags: &[&str]) -> Host {
     let tpm = Swtpm::with_ek_cert();
     ns.forward_loopback(tpm.port);
     ns.forward_loopback(tpm.port + 1);
-    let fw_line = script(&["build-firmware.sh"]);
-    let firmware = PathBuf::from(fw_line.split_whitespace().nth(2).unwrap());
+    // TVP_FIRMWARE: a prebuilt image instead of this checkout's (benches comparing
+    // firmware builds in one session); otherwise the reproducible build of this one.
+    let firmware = match std::env::var_os("TVP_FIRMWARE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let fw_line = script(&["build-firmware.sh"]);
+            PathBuf::from(fw_line.split_whitespace().nth(2).unwrap())
+        }
+    };
     let tdir = dir.join("tvpd");
     std::fs::create_dir_all(&tdir).unwrap();
     let mut extra = vec![

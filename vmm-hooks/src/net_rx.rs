@@ -1,18 +1,22 @@
-//! virtio-net's receive thread: in interrupt mode (from the handover on, see
-//! [`crate::virtio_net`]) it waits for frames on the TAP device and delivers them into
-//! the guest's receive buffers as they arrive, so a guest that sleeps until its
-//! interrupt (Linux) receives without touching the device first.
+//! virtio-net's I/O thread (the receive thread): it waits for frames on the TAP device
+//! and delivers them into the guest's receive buffers as they arrive. In interrupt mode
+//! (the workload, see [`crate::virtio_net`]) a guest that sleeps until its interrupt
+//! (Linux) so receives without touching the device first. Before the handover (the
+//! firmware, polled) it fills the ring while the vCPU runs, so the firmware finds
+//! frames without a device-poll exit, and it also sends what the firmware queued: the
+//! firmware's transmit notify only wakes it (issue #18).
 //!
-//! The thread takes the device lock (the one every vCPU exit takes) only to deliver;
-//! it waits without it, in `ppoll` on the TAP descriptor when the receive queue has
-//! room, else on the wake-up eventfd the device writes at the handover, on a notify of
-//! the receive queue and on a reset. The wait is bounded ([`POLL_INTERVAL`]) so a lost
-//! wake-up costs at most that, and the stop flag is seen. Before the handover the
-//! thread only waits: the firmware's polled device is unchanged.
+//! The thread takes the device lock (the one every vCPU exit takes) only to deliver
+//! and send; it waits without it, in `ppoll` on the TAP descriptor when the receive
+//! queue has room, else on the wake-up eventfd the device writes at the handover, on a
+//! notify (either queue before the handover, the receive queue after it), on a reset
+//! and, before the handover, on a guest register access while it waits for buffers.
+//! The wait is bounded ([`POLL_INTERVAL`]) so a lost wake-up costs at most that, and
+//! the stop flag is seen.
 //!
 //! Spawned before the syscall filter is installed, like the vCPU threads, and fully
 //! started before [`RxThread::spawn`] returns; it then needs `ppoll`, `read`, `write`
-//! and `futex`, all in the filter.
+//! (the TAP device and the eventfds) and `futex`, all in the filter.
 
 use crate::error::VmmError;
 use crate::vcpu::VcpuContext;

@@ -203,7 +203,7 @@ pub fn run(
                     ctx.mailbox.ring(&ctx.mem, &mut ctx.host);
                     if !before && ctx.mailbox.handed_over() {
                         if let Some(net) = ctx.net.as_mut() {
-                            net.handed_over();
+                            net.handed_over(&ctx.mem);
                         }
                         if let Some(blk) = ctx.blk.as_mut() {
                             blk.handed_over();

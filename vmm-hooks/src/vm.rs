@@ -459,8 +459,16 @@ fn run_inner(opts: &RunOptions, started: Instant) -> Result<i32, VmmError> {
         let thread_wake = wake
             .try_clone()
             .map_err(|e| VmmError::Process(format!("virtio-net wake-up eventfd: {e}")))?;
-        net_wake = dev.tap_fd().map(|fd| (fd, thread_wake));
-        net = Some(dev.with_interrupt(irq, wake));
+        // The interrupt line comes with the receive thread, which also sends while
+        // the firmware runs (`VirtioNet::service`): a device without a descriptor to
+        // wait on stays polled and sends from the vCPU.
+        net = Some(match dev.tap_fd() {
+            Some(fd) => {
+                net_wake = Some((fd, thread_wake));
+                dev.with_interrupt(irq, wake)
+            }
+            None => dev,
+        });
     }
     // virtio-blk's interrupt through the irqchip.
     let blk = match disk {

@@ -2,7 +2,8 @@
 //! once the workload's driver reset the device after the handover, the receive thread
 //! delivers frames while the guest touches no device register, and the interrupt
 //! reaches the guest through the IOAPIC (GSI 5); before the handover the device stays
-//! polled as the firmware needs (stand-in guest `tests/guests/vnet_irq.S`).
+//! polled as the firmware needs (no interrupt), its receive ring filled by the same
+//! thread (stand-in guest `tests/guests/vnet_irq.S`).
 // Test code: a failed assumption is a failed test ([workspace.lints] deny these
 // outside tests; clippy.toml cannot reach an integration test's helper functions).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -60,14 +61,14 @@ fn after_the_handover_frames_arrive_with_their_interrupt_and_no_register_access(
 }
 
 #[test]
-fn before_the_handover_the_device_stays_polled() {
+fn before_the_handover_the_device_stays_polled_and_the_thread_fills_its_ring() {
     require!(Need::Kvm, Need::Netns);
     let run = run_guest("vnet_irq_polled");
     assert_eq!(run.exit_code, Some(0), "{}\n{}", run.console, run.stderr);
     assert!(
         run.console
-            .contains(" i=00000000 u=00000000 i=00000000 u=00000000"),
-        "no delivery without a register access, no interrupt:\n{}",
+            .contains(" i=00000000 u=00000001 i=00000000 u=00000002"),
+        "the I/O thread fills the polled ring (no register access), no interrupt:\n{}",
         run.console
     );
     assert!(!run.stderr.contains("interrupt mode"));

@@ -2,15 +2,24 @@
 //! `virtio-drivers`) as a smoltcp device, and the interface with the static VIP,
 //! netmask and gateway from the configuration page. Polled: while the receive ring
 //! holds frames they are taken from guest memory without touching the device; only
-//! when it is empty does the driver read the device's interrupt status (one VM exit),
-//! which is when tvp-vmm moves every waiting frame into the posted buffers. The ring
+//! when it is empty does the driver read a device register (one VM exit), which is
+//! when tvp-vmm moves every waiting frame into the posted buffers (its I/O thread also
+//! does as frames arrive, `virtio-drivers`' raw driver with buffers of our own). The ring
 //! is full ([`QUEUE`] buffers posted) and the device suppresses the driver's receive
 //! notifications (`VIRTIO_F_EVENT_IDX`), so a burst of frames costs one exit, not
 //! three per frame.
+//!
+//! Sending does not wait for the device: a frame goes into one of [`TX_BUFS`] buffers
+//! of its own and onto the transmit queue, and the buffer is taken back once the
+//! device returned it. tvp-vmm's I/O thread sends it (the notify only wakes that
+//! thread), so the host's work for the frame runs beside the firmware, and the same
+//! thread fills the receive ring while the firmware works through it.
 
 use crate::clock;
 use crate::hal::FwHal;
+use alloc::boxed::Box;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -18,19 +27,22 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use tvp_abi::config::Config;
 use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
-use virtio_drivers::device::net::VirtIONet;
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 
 /// Receive/transmit queue size the driver uses: every receive buffer is posted, so a
 /// TCP window's worth of frames (256 KiB and more, [`crate::tcp`]) fits in the ring.
 const QUEUE: usize = 256;
-/// Receive buffer size (an Ethernet frame plus the virtio-net header).
+/// Receive and transmit buffer size (an Ethernet frame plus the virtio-net header).
 const BUF_LEN: usize = 2048;
+/// Transmit buffers: frames handed to the device and not yet returned (the firmware
+/// sends mostly ACKs, a few per batch of received frames).
+const TX_BUFS: usize = 32;
 /// MTU.
 const MTU: usize = 1500;
 
 /// The virtio-net driver type.
-pub type NetDevice = VirtIONet<FwHal, MmioTransport<'static>, QUEUE>;
+pub type NetDevice = VirtIONetRaw<FwHal, MmioTransport<'static>, QUEUE>;
 
 /// Why the network could not come up.
 #[derive(Debug)]
@@ -39,10 +51,12 @@ pub enum NetError {
     NoDevice,
     /// The device is not a network device or its initialization failed.
     Init,
+    /// Posting the receive buffers failed.
+    Buffers,
 }
 
-/// Finds and initializes the virtio-net device.
-pub fn open() -> Result<NetDevice, NetError> {
+/// Finds and initializes the virtio-net device, with every receive buffer posted.
+pub fn open() -> Result<Phy, NetError> {
     let header =
         NonNull::new(VIRTIO_NET_MMIO_GPA as *mut VirtIOHeader).ok_or(NetError::NoDevice)?;
     // SAFETY: the stub maps the virtio-mmio window [VIRTIO_NET_MMIO_GPA, +2 MiB) user
@@ -51,7 +65,26 @@ pub fn open() -> Result<NetDevice, NetError> {
     // all-ones and `new` fails on the magic value.
     let transport = unsafe { MmioTransport::new(header, VIRTIO_MMIO_SIZE as usize) }
         .map_err(|_| NetError::NoDevice)?;
-    VirtIONet::new(transport, BUF_LEN).map_err(|_| NetError::Init)
+    let mut dev = NetDevice::new(transport).map_err(|_| NetError::Init)?;
+    let mut rx: Vec<Option<Box<[u8]>>> = (0..QUEUE).map(|_| None).collect();
+    for _ in 0..QUEUE {
+        let mut buf = vec![0u8; BUF_LEN].into_boxed_slice();
+        // SAFETY: the buffer is kept in `rx` (its heap memory does not move with the
+        // box) and not touched until the device returned it (`Phy::receive`).
+        let token = unsafe { dev.receive_begin(&mut buf) }.map_err(|_| NetError::Buffers)?;
+        *rx.get_mut(usize::from(token)).ok_or(NetError::Buffers)? = Some(buf);
+    }
+    let tx = (0..TX_BUFS)
+        .map(|_| vec![0u8; BUF_LEN].into_boxed_slice())
+        .collect();
+    Ok(Phy {
+        dev,
+        rx,
+        tx,
+        tx_free: (0..TX_BUFS).collect(),
+        tx_busy: Vec::with_capacity(TX_BUFS),
+        stats: PhyStats::default(),
+    })
 }
 
 /// The device's config-generation register: reading it (any register access does)
@@ -77,11 +110,99 @@ pub struct PhyStats {
 /// The device as seen by smoltcp.
 pub struct Phy {
     dev: NetDevice,
+    /// The posted receive buffers, by the token (head descriptor) they were posted as.
+    rx: Vec<Option<Box<[u8]>>>,
+    /// The transmit buffers.
+    tx: Vec<Box<[u8]>>,
+    /// Transmit buffers free for a frame.
+    tx_free: Vec<usize>,
+    /// Transmit buffers the device holds: (token, buffer).
+    tx_busy: Vec<(u16, usize)>,
     /// The counters.
     pub stats: PhyStats,
 }
 
 impl Phy {
+    /// Takes back the transmit buffers the device returned.
+    fn reap_tx(&mut self) {
+        while let Some(token) = self.dev.poll_transmit() {
+            let Some(at) = self.tx_busy.iter().position(|(t, _)| *t == token) else {
+                return;
+            };
+            let (_, i) = self.tx_busy.swap_remove(at);
+            let Some(buf) = self.tx.get(i) else {
+                return;
+            };
+            // SAFETY: `buf` is the buffer `transmit_begin` was given for `token`.
+            if unsafe { self.dev.transmit_complete(token, buf) }.is_err() {
+                return;
+            }
+            self.tx_free.push(i);
+        }
+    }
+
+    /// A free transmit buffer; when the device holds them all, asks it to send (the
+    /// interrupt-status read sends what is queued) until one is back, a bounded number
+    /// of times.
+    fn tx_buffer(&mut self) -> Option<usize> {
+        for _ in 0..1000 {
+            self.reap_tx();
+            if let Some(i) = self.tx_free.pop() {
+                return Some(i);
+            }
+            self.idle();
+        }
+        None
+    }
+
+    /// Queues `len` bytes of frame that `f` writes; the frame is dropped (TCP
+    /// retransmits) when no buffer comes back or the queue refuses it.
+    fn send<R, F: FnOnce(&mut [u8]) -> R>(&mut self, len: usize, f: F) -> R {
+        let mut scratch = [0u8; FRAME_MAX];
+        let Some(i) = self.tx_buffer() else {
+            return f(&mut scratch[..len.min(FRAME_MAX)]);
+        };
+        let Some(buf) = self.tx.get_mut(i) else {
+            return f(&mut scratch[..len.min(FRAME_MAX)]);
+        };
+        let hdr = self.dev.fill_buffer_header(buf).unwrap_or(0);
+        let end = (hdr + len).min(buf.len());
+        let r = f(buf.get_mut(hdr..end).unwrap_or_default());
+        self.stats.tx_frames += 1;
+        let (dev, buf) = (&mut self.dev, &buf[..end]);
+        // SAFETY: the buffer stays in `self.tx`, untouched, until the device returned
+        // it (`reap_tx` takes it back with `transmit_complete`).
+        let queued = crate::profile::time(crate::profile::Phase::Send, || unsafe {
+            dev.transmit_begin(buf)
+        });
+        match queued {
+            Ok(token) => self.tx_busy.push((token, i)),
+            Err(_) => self.tx_free.push(i),
+        }
+        r
+    }
+
+    /// Takes the next received frame from the ring (no exit) and posts its buffer again.
+    fn take_frame(&mut self) -> Option<RxToken> {
+        let token = self.dev.poll_receive()?;
+        let mut buf = self.rx.get_mut(usize::from(token))?.take()?;
+        // SAFETY: `buf` is the buffer posted as `token`.
+        let (hdr, len) = unsafe { self.dev.receive_complete(token, &mut buf) }.ok()?;
+        let len = len.min(FRAME_MAX);
+        let mut frame = [0u8; FRAME_MAX];
+        if let Some(p) = buf.get(hdr..hdr + len) {
+            frame[..len].copy_from_slice(p);
+        }
+        // SAFETY: as in `open`: kept in `rx`, untouched until returned. The device
+        // suppresses receive notifications: posting is a ring write.
+        if let Ok(t) = unsafe { self.dev.receive_begin(&mut buf) } {
+            if let Some(slot) = self.rx.get_mut(usize::from(t)) {
+                *slot = Some(buf);
+            }
+        }
+        Some(RxToken { frame, len })
+    }
+
     /// Asks the device for waiting frames without waiting: one register read.
     fn kick(&mut self) {
         self.stats.kicks += 1;
@@ -92,10 +213,10 @@ impl Phy {
         });
     }
 
-    /// Nothing to do until a frame arrives (what was to be sent is sent): read the
-    /// interrupt status, which on an idle device blocks until a frame arrives or
-    /// 0.5 ms passed; the host side gets the CPU instead of a spinning guest. The
-    /// status is not acknowledged (nothing uses interrupts).
+    /// Nothing to do until a frame arrives: read the interrupt status, which makes
+    /// tvp-vmm send what is queued and, on an idle device, block until a frame
+    /// arrives or 0.5 ms passed; the host side gets the CPU instead of a spinning
+    /// guest. The status is not acknowledged (nothing uses interrupts).
     pub fn idle(&mut self) {
         self.stats.idle_polls += 1;
         // SAFETY: as in `kick`.
@@ -126,13 +247,7 @@ impl phy::RxToken for RxToken {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut tx = self.0.dev.new_tx_buffer(len);
-        let r = f(tx.packet_mut());
-        // A full queue or device error drops the frame; TCP retransmits.
-        self.0.stats.tx_frames += 1;
-        let dev = &mut self.0.dev;
-        let _ = crate::profile::time(crate::profile::Phase::Send, || dev.send(tx));
-        r
+        self.0.send(len, f)
     }
 }
 
@@ -142,26 +257,18 @@ impl phy::Device for Phy {
 
     fn receive(&mut self, _t: Instant) -> Option<(RxToken, TxToken<'_>)> {
         // Frames already in the ring cost no exit; an empty ring asks the device.
-        if !self.dev.can_recv() {
+        if self.dev.poll_receive().is_none() {
             self.kick();
-            if !self.dev.can_recv() {
-                return None;
-            }
+            self.dev.poll_receive()?;
         }
         let t0 = crate::profile::cycles();
-        let rx = self.dev.receive().ok()?;
-        let p = rx.packet();
-        let len = p.len().min(FRAME_MAX);
-        let mut frame = [0u8; FRAME_MAX];
-        frame[..len].copy_from_slice(&p[..len]);
-        // The device suppresses receive notifications: recycling is a ring write.
-        let _ = self.dev.recycle_rx_buffer(rx);
+        let rx = self.take_frame()?;
         crate::profile::add(
             crate::profile::Phase::Ring,
             crate::profile::cycles().wrapping_sub(t0),
         );
         self.stats.rx_frames += 1;
-        Some((RxToken { frame, len }, TxToken(self)))
+        Some((rx, TxToken(self)))
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<TxToken<'_>> {
@@ -194,11 +301,7 @@ pub fn now() -> Instant {
 
 impl Net {
     /// Brings the interface up with the configuration's MAC, VIP/prefix and gateway.
-    pub fn up(dev: NetDevice, cfg: &Config<'_>, random_seed: u64) -> Self {
-        let mut phy = Phy {
-            dev,
-            stats: PhyStats::default(),
-        };
+    pub fn up(mut phy: Phy, cfg: &Config<'_>, random_seed: u64) -> Self {
         let mut ic = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(cfg.mac)));
         ic.random_seed = random_seed;
         let mut iface = Interface::new(ic, &mut phy, now());

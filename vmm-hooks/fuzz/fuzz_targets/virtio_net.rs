@@ -402,7 +402,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 let n = usize::from(*len) % (FRAME_MAX + 1);
                 h.wire.lock().unwrap().inbound.push(vec![*fill; n]);
             }
-            Op::Handover => h.dev.handed_over(),
+            Op::Handover => h.checked(|dev, mem| dev.handed_over(mem)),
             Op::Service => h.checked(|dev, mem| {
                 dev.service(mem);
             }),

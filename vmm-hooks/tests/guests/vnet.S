@@ -128,7 +128,9 @@ vnet_tx_queue:
     mov $TX_USED, %r8d
     jmp vnet_queue
 
-/* vnet_send: rdi = buffer (12-byte virtio_net_hdr + frame), esi = its length */
+/* vnet_send: rdi = buffer (12-byte virtio_net_hdr + frame), esi = its length. Waits
+ * (bounded) until the device returned the chain, as a driver reusing its descriptors
+ * must: before the handover tvp-vmm's I/O thread sends, after the notify's exit. */
 vnet_send:
     push %rax
     push %rbx
@@ -148,7 +150,14 @@ vnet_send:
     mov $R_QUEUE_NOTIFY, %ecx
     mov $1, %eax
     call vnet_w
-    pop %rcx
+    mov $5000000, %ecx
+1:  movzwl TX_USED + 2, %eax
+    cmp %bx, %ax
+    je 2f
+    pause
+    dec %ecx
+    jnz 1b
+2:  pop %rcx
     pop %rbx
     pop %rax
     ret

@@ -6,8 +6,9 @@
  * handler ran: the frame the test keeps sending on the TAP side can only arrive
  * through tvp-vmm's receive thread. Twice (the second buffer offered without a
  * notify). Prints " i=<interrupts> u=<receive used index>" after each round.
- * With POLLED defined it does not hand over: the device stays polled, nothing is
- * delivered without a register access, and no interrupt comes. */
+ * With POLLED defined it does not hand over: the device stays polled (the receive
+ * thread fills the ring as frames arrive, as for the firmware) and no interrupt
+ * comes. */
 #include "lib.S"
 #include "vnet.S"
 
