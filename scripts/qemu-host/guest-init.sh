@@ -54,6 +54,7 @@ if [ -e /sys/class/tpm/tpm0 ]; then
     # host certified for this VM, docs/vtpm-identity.md), quote PCRs 0-7 with it, and
     # read the EK certificate the host stored; the scenario verifies both outside.
     export TPM2TOOLS_TCTI=device:/dev/tpmrm0
+    echo "TVP-GUEST tpm2_pcrread $(tpm2_pcrread sha256:0,1,4 2>&1 | tr -s ' \n' ' ')"
     if tpm2_createprimary -Q -C e -g sha256 -G ecc256:ecdsa-sha256:null \
             -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -c /tmp/ak.ctx &&
         tpm2_quote -Q -c /tmp/ak.ctx -l sha256:0,1,2,3,4,5,6,7 -q "$(arg tvp.nonce)" \

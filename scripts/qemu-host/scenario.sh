@@ -218,6 +218,7 @@ Q=$(sed -n 's/^TVP-GUEST tpm-quote \([^ ]*\) \([^ ]*\).*/\1 \2/p' $LCON | head -
 echo "${Q%% *}" | base64 -d >/tmp/vq.msg 2>/dev/null
 echo "${Q##* }" | base64 -d >/tmp/vq.sig 2>/dev/null
 check linux-vtpm-identity sh -c "tvpctl --json vm vtpm-identity linux-vm --out /tmp/vtpm --ak /tmp/ak.pem >/tmp/vtpm.json"
+check linux-vtpm-tpm2-pcrread grep -q "^TVP-GUEST tpm2_pcrread  *sha256: 0 : 0x[0-9A-F]\{64\} 1 : 0x[0-9A-F]\{64\} 4 : 0x[0-9A-F]\{64\}" $LCON
 check linux-vtpm-guest-quote tpm2_checkquote -u /tmp/vtpm/ak.pub.pem -m /tmp/vq.msg -s /tmp/vq.sig -g sha256 -q "$(cat $T/vtpm-nonce)"
 AKN=$(sed -n 's/.*"ak_name": *"\([0-9a-f]*\)".*/\1/p' /tmp/vtpm.json | head -n1)
 check linux-vtpm-ak-in-attested-page sh -c "test -n '$AKN' && grep -q '\"vtpm_ak_name\":\"$AKN\"' /tmp/boot-server-linux.jsonl"

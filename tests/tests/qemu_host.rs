@@ -70,6 +70,7 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         // AK named in the attested page (the boot server's report), the certified EK
         // certificate in the guest's NV, the event log, the deep evidence.
         "linux-vtpm-identity",
+        "linux-vtpm-tpm2-pcrread",
         "linux-vtpm-guest-quote",
         "linux-vtpm-ak-in-attested-page",
         "linux-vtpm-ek-certificate-in-nv",

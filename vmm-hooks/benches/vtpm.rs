@@ -1,12 +1,13 @@
 //! The VM's TPM seen from the guest (issue #20's benchmark), on real KVM with a real
-//! swtpm: the round trip of `TPM2_PCR_Read` issued by a guest through tvp-vmm's CRB
-//! device (the command written into the device's buffer, `START`, the response header
-//! read: each access a VM exit), against the same command sent to a bare swtpm over a
-//! socket from the host, in the same run.
+//! swtpm: the round trips of `TPM2_PCR_Read` and of `TPM2_Quote` (with tvp's AK, ECDSA
+//! P-256) issued by a guest through tvp-vmm's CRB device (the command written into the
+//! device's buffer, `START`, the response header read: each access a VM exit), against
+//! the same commands sent to a bare swtpm over a socket from the host, in the same run.
 //!
-//! The guest side is the difference between a run of `tpmbench` (2000 reads) and one of
-//! `tpmbench0` (none), each a whole `tvp-vmm run --standalone`, median of RUNS, divided
-//! by 2000: the VMM's start and end cancel out.
+//! The guest side is the difference between a run of `tpmbench` (2000 reads; `tpmbenchq`:
+//! 200 quotes) and one of `tpmbench0` (`tpmbenchq0`: none), each a whole
+//! `tvp-vmm run --standalone`, median of RUNS, divided by the rounds: the VMM's start and
+//! end (and the AK's creation) cancel out.
 //!
 //! Run: `cargo bench -p tvp-vmm --bench vtpm [-- RUNS]` (root, /dev/kvm, swtpm, gcc,
 //! ld; `scripts/bench.sh` runs it). Prints figures, never asserts them.
@@ -28,6 +29,24 @@ use common::{build_guest, config, median, pass_fds};
 
 /// PCR reads of the `tpmbench` guest (its `ROUNDS`).
 const ROUNDS: u32 = 2000;
+/// Quotes of the `tpmbenchq` guest (its `ROUNDS`).
+const QUOTE_ROUNDS: u32 = 200;
+/// TPM2_CreatePrimary(endorsement, tvp's AK template), as the guests send it.
+const CREATE_AK: [u8; 65] = [
+    0x80, 0x02, 0, 0, 0, 65, 0, 0, 0x01, 0x31, 0x40, 0, 0, 0x0b, 0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0,
+    0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 24, 0x00, 0x23, 0x00, 0x0b, 0x00, 0x05, 0x00, 0x72, 0, 0, 0x00,
+    0x10, 0x00, 0x18, 0x00, 0x0b, 0x00, 0x03, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// TPM2_Quote(AK `handle`, 32-byte nonce, the key's scheme, sha256: PCR 16).
+fn quote_cmd(handle: [u8; 4]) -> Vec<u8> {
+    let mut c = vec![0x80, 0x02, 0, 0, 0, 73, 0, 0, 0x01, 0x58];
+    c.extend(handle);
+    c.extend([0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0, 32]);
+    c.extend([0x5a; 32]);
+    c.extend([0x00, 0x10, 0, 0, 0, 1, 0x00, 0x0b, 3, 0, 0, 1]);
+    c
+}
 /// TPM2_Startup(SU_CLEAR).
 const STARTUP: [u8; 12] = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0];
 /// TPM2_PCR_Read(sha256: PCR 16).
@@ -94,14 +113,62 @@ fn vm_run(dir: &Path, guest: &Path, page: &Path) -> f64 {
     secs
 }
 
+/// One guest-vs-host comparison: `guest` and its baseline `base` in tvp-vmm, and the
+/// host sending `rounds` commands made by `command` (after `setup`'s) to a bare swtpm;
+/// microseconds per command (guest, host).
+fn compare(
+    dir: &Path,
+    page: &Path,
+    runs: usize,
+    (guest, base): (&Path, &Path),
+    rounds: u32,
+    setup: &[&[u8]],
+    command: impl Fn(&[u8]) -> Vec<u8>,
+) -> (f64, f64) {
+    let mut with = Vec::new();
+    let mut without = Vec::new();
+    let mut host = Vec::new();
+    for _ in 0..runs {
+        with.push(vm_run(dir, guest, page));
+        without.push(vm_run(dir, base, page));
+        // The peer: the same commands to a bare swtpm over its socket.
+        let state = tempfile::tempdir_in(dir).unwrap();
+        let (mut tpm, mut s) = swtpm(state.path());
+        call(&mut s, &STARTUP);
+        let mut last = Vec::new();
+        for c in setup {
+            last = call(&mut s, c);
+            assert_eq!(&last[6..10], &[0, 0, 0, 0], "set-up command failed");
+        }
+        let cmd = command(&last);
+        let t0 = Instant::now();
+        for _ in 0..rounds {
+            let r = call(&mut s, &cmd);
+            assert!(
+                r[6..10] == [0, 0, 0, 0] || r[6..10] == [0, 0, 9, 0x22],
+                "command failed: {:02x?}",
+                &r[6..10]
+            );
+        }
+        host.push(t0.elapsed().as_secs_f64());
+        drop(s);
+        let _ = tpm.wait();
+    }
+    let guest_us = (median(&mut with) - median(&mut without)) / f64::from(rounds) * 1e6;
+    let host_us = median(&mut host) / f64::from(rounds) * 1e6;
+    (guest_us, host_us)
+}
+
 fn main() {
     let runs: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
-    let bench = build_guest("tpmbench", dir.path());
-    let base = build_guest("tpmbench0", dir.path());
+    let guests: Vec<_> = ["tpmbench", "tpmbench0", "tpmbenchq", "tpmbenchq0"]
+        .iter()
+        .map(|g| build_guest(g, dir.path()))
+        .collect();
     let mut c = config(b"U-vtpm-bench");
     c.tpm = Some(tvp_abi::config::TpmRef {
         ek_public_digest: [0; 32],
@@ -109,33 +176,27 @@ fn main() {
     });
     let page = dir.path().join("config.page");
     std::fs::write(&page, c.encode().unwrap()).unwrap();
-
-    let mut with = Vec::new();
-    let mut without = Vec::new();
-    let mut host = Vec::new();
-    for _ in 0..runs {
-        with.push(vm_run(dir.path(), &bench, &page));
-        without.push(vm_run(dir.path(), &base, &page));
-        // The peer: the same commands to a bare swtpm over its socket.
-        let state = tempfile::tempdir_in(dir.path()).unwrap();
-        let (mut tpm, mut s) = swtpm(state.path());
-        call(&mut s, &STARTUP);
-        let t0 = Instant::now();
-        for _ in 0..ROUNDS {
-            let r = call(&mut s, &PCR_READ);
-            assert_eq!(&r[6..10], &[0, 0, 0, 0], "PCR_Read failed");
-        }
-        host.push(t0.elapsed().as_secs_f64());
-        drop(s);
-        let _ = tpm.wait();
-    }
-    let guest_us = (median(&mut with) - median(&mut without)) / f64::from(ROUNDS) * 1e6;
-    let host_us = median(&mut host) / f64::from(ROUNDS) * 1e6;
-    println!("vTPM TPM2_PCR_Read round trip, median of {runs} runs of {ROUNDS} (real KVM, swtpm):");
-    println!("  from the guest through the CRB device   {guest_us:>8.1} us");
-    println!("  bare swtpm over its socket (host)       {host_us:>8.1} us");
-    println!(
-        "  guest / host                            {:>8.2}x",
-        guest_us / host_us
+    let read = compare(
+        dir.path(),
+        &page,
+        runs,
+        (&guests[0], &guests[1]),
+        ROUNDS,
+        &[],
+        |_| PCR_READ.to_vec(),
     );
+    let quote = compare(
+        dir.path(),
+        &page,
+        runs,
+        (&guests[2], &guests[3]),
+        QUOTE_ROUNDS,
+        &[&CREATE_AK],
+        |created| quote_cmd([created[10], created[11], created[12], created[13]]),
+    );
+    println!("vTPM round trips, median of {runs} runs (real KVM, swtpm):");
+    println!("  command            from the guest (CRB)   bare swtpm (host)   guest / host");
+    for (name, (g, h)) in [("TPM2_PCR_Read", read), ("TPM2_Quote (ECC)", quote)] {
+        println!("  {name:<18} {g:>16.1} us {h:>15.1} us {:>13.2}x", g / h);
+    }
 }
