@@ -374,6 +374,21 @@ fn a_vm_s_tpm_is_certified_by_the_host_and_its_quotes_verify_against_the_chain()
             .unwrap_or_else(|| panic!("{v}"))["digest"]
             .clone();
         assert_eq!(measured, json!(hex::encode(Sha256::digest(&page))));
+        // The VM's view names the same keys.
+        assert_eq!(
+            v["vtpm_keys"]["ak_name"],
+            json!(format!(
+                "000b{}",
+                hex::encode(Sha256::digest(&ok.ak_public))
+            ))
+        );
+        assert_eq!(
+            v["vtpm_keys"]["ek_name"],
+            json!(format!(
+                "000b{}",
+                hex::encode(Sha256::digest(&ok.ek_public))
+            ))
+        );
         let tref = tvp_abi::config::decode(&page).unwrap().tpm.unwrap();
         assert_eq!(
             tref.ek_public_digest,
@@ -633,6 +648,10 @@ fn only_the_tenant_clears_or_remakes_its_vm_s_tpm_and_each_step_is_audited() {
     assert_eq!(
         after.ek_public_digest,
         <[u8; 32]>::from(Sha256::digest(&ok.ek_public))
+    );
+    assert_eq!(
+        v["vtpm_keys"]["ek_name"],
+        json!(format!("000b{}", hex::encode(after.ek_public_digest)))
     );
     // The trail: the refusal and each authorized operation, decision and result.
     let recs = t.audit_records();

@@ -114,9 +114,34 @@ pub struct VmView {
     /// attestation established no longer holds for them.
     #[serde(default)]
     pub revocations: Vec<crate::platform_watch::PlatformChange>,
-    /// Whether the VM has a TPM of its own (`"vtpm": true`; `vm/vtpm.rs`).
+    /// Whether the VM has a TPM of its own (`"vtpm": true`; `vm/vtpm/`).
     #[serde(default)]
     pub vtpm: bool,
+    /// The TPM names of its TPM's EK and AK as the VM's current configuration page
+    /// names them (docs/vtpm-identity.md); absent without a TPM or before a page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtpm_keys: Option<VtpmKeys>,
+}
+
+/// A VM TPM's keys by TPM name: `000b` ‖ SHA-256 of the TPMT_PUBLIC, hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VtpmKeys {
+    /// The endorsement key's name.
+    pub ek_name: String,
+    /// tvp's attestation key's name.
+    pub ak_name: String,
+}
+
+impl VtpmKeys {
+    /// The keys a configuration page names, if it names any.
+    pub fn of_page(page: &[u8]) -> Option<Self> {
+        let t = tvp_abi::config::decode(page).ok()?.tpm?;
+        Some(VtpmKeys {
+            ek_name: format!("000b{}", hex::encode(t.ek_public_digest)),
+            ak_name: format!("000b{}", hex::encode(t.ak_public_digest)),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -169,6 +169,7 @@ mod tests {
                 handover_digest: None,
                 revocations: Vec::new(),
                 vtpm: false,
+                vtpm_keys: None,
             },
             vmm_start_time: Some(7),
             adoption: Some(Adoption::new(PathBuf::from("/s/adopt.sock"), [3; 32])),

@@ -63,6 +63,13 @@ pub(super) struct Run {
 }
 
 impl Run {
+    /// The VM TPM's keys this boot's configuration page names, if any.
+    pub fn page_vtpm_keys(&self) -> Option<crate::vm::state::VtpmKeys> {
+        self.vmm
+            .as_ref()
+            .and_then(|v| crate::vm::state::VtpmKeys::of_page(&v.page))
+    }
+
     /// The boot an earlier tvpd recorded (its view's fields; hex digests that do not
     /// decode are dropped), with `vmm` if this tvpd re-adopted it.
     fn recorded(
@@ -143,6 +150,8 @@ pub(super) struct Vm {
     /// Whether it has a TPM of its own (from the spec, or the record of a re-adopted
     /// VM).
     pub vtpm: bool,
+    /// Its TPM's keys as the latest boot's page names them (kept once the VM ended).
+    pub vtpm_keys: Option<crate::vm::state::VtpmKeys>,
     /// The current boot.
     pub run: Run,
 }
@@ -188,6 +197,7 @@ impl Vm {
             }),
             revocations: Vec::new(),
             vtpm: spec.request.vtpm,
+            vtpm_keys: run.page_vtpm_keys(),
             run,
         }
     }
@@ -231,6 +241,7 @@ impl Vm {
             addresses: None,
             revocations: v.revocations,
             vtpm: v.vtpm,
+            vtpm_keys: v.vtpm_keys,
             run: Run::recorded(
                 None,
                 v.deadline,
@@ -262,6 +273,7 @@ impl Vm {
             addresses,
             revocations: v.revocations,
             vtpm: v.vtpm,
+            vtpm_keys: v.vtpm_keys,
             run: Run::recorded(
                 Some(vmm),
                 v.deadline,
@@ -325,6 +337,9 @@ impl Vm {
                 step: "reboot",
                 state: self.boot.state().name(),
             });
+        }
+        if let Some(keys) = run.page_vtpm_keys() {
+            self.vtpm_keys = Some(keys);
         }
         self.run = run;
         self.apply(Step::Reboot)
@@ -401,6 +416,7 @@ impl Vm {
             handover_digest: self.run.handover_digest.map(hex::encode),
             revocations: self.revocations.clone(),
             vtpm: self.vtpm,
+            vtpm_keys: self.vtpm_keys.clone(),
         }
     }
 
