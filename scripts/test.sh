@@ -37,7 +37,11 @@ say "firmware: cargo fmt --check, clippy (its own workspace)"
 say "fuzz folders: cargo fmt --check, clippy (their own workspaces)"
 scripts/fuzz.sh --lint
 say "build"
-cargo build --workspace --bins --quiet
+# The binaries the end-to-end tests run, in the profile the tests are built in
+# (`scripts/test.sh --release` runs them against release builds).
+profile=()
+for a in "$@"; do [ "$a" = --release ] && profile=(--release); done
+cargo build --workspace --bins --quiet ${profile[@]+"${profile[@]}"}
 # Every fuzz target builds, replays its seed corpus (the inputs of earlier findings
 # included) and then explores for a few seconds from its seeds with a fixed seed
 # (TVP_FUZZ_CI_BUDGET seconds in all, default 160: about 6 s for each of 25 targets).

@@ -11,29 +11,10 @@
 use core::ptr::{read_volatile, write_volatile};
 use tvp_abi::layout::{TPM_CRB_GPA, TPM_CRB_SIZE};
 
-/// CRB register offsets (locality 0).
-mod reg {
-    pub const LOC_CTRL: u64 = 0x08;
-    pub const LOC_STS: u64 = 0x0c;
-    pub const CTRL_REQ: u64 = 0x40;
-    pub const CTRL_STS: u64 = 0x44;
-    pub const CTRL_START: u64 = 0x4c;
-    pub const CMD_SIZE: u64 = 0x58;
-    pub const CMD_LADDR: u64 = 0x5c;
-    pub const CMD_HADDR: u64 = 0x60;
-    pub const RSP_SIZE: u64 = 0x64;
-    pub const RSP_ADDR: u64 = 0x68;
-    pub const RSP_ADDR_HI: u64 = 0x6c;
-}
-
-/// `LOC_CTRL.requestAccess` / `relinquish`; `LOC_STS.granted`.
-const LOC_REQUEST: u32 = 1;
-const LOC_RELINQUISH: u32 = 1 << 1;
-const LOC_GRANTED: u32 = 1;
-/// `CTRL_REQ.cmdReady` / `goIdle`; `CTRL_STS.tpmSts` (fatal error).
-const REQ_CMD_READY: u32 = 1;
-const REQ_GO_IDLE: u32 = 1 << 1;
-const STS_FATAL: u32 = 1;
+use tvp_abi::tpm_crb::{
+    reg, LOC_CTRL_RELINQUISH as LOC_RELINQUISH, LOC_CTRL_REQUEST as LOC_REQUEST,
+    LOC_STS_GRANTED as LOC_GRANTED, REQ_CMD_READY, REQ_GO_IDLE, STS_FATAL,
+};
 /// A TPM 2.0 command or response header: tag u16, size u32, code u32 (big-endian).
 pub const HEADER_LEN: usize = 10;
 /// The longest wait for one step (locality, readiness, a command's completion).

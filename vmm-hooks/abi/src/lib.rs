@@ -29,6 +29,7 @@ pub mod mailbox;
 pub mod measure;
 pub mod ports;
 pub mod tcg_log;
+pub mod tpm_crb;
 
 /// Size of a guest page, the unit of the layouts here.
 pub const PAGE_SIZE: usize = 4096;
