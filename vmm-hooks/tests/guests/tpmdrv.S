@@ -55,14 +55,7 @@ tpm_run:
     call putc
     lea DATA_OFF + 30(%r15), %r12
     mov $8, %r13d
-1:  mov $' ', %al
-    call putc
-    movl (%r12), %eax
-    bswap %eax
-    call print_hex32
-    add $4, %r12
-    dec %r13d
-    jnz 1b
+    call print_dwords
     mov $'\n', %al
     call putc
     mov $'T', %al
@@ -87,6 +80,19 @@ tpm_cmd:
     bswap %ebx
     mov %dil, %al
     call print_field
+    ret
+
+/* print_dwords: r13d (>= 1) 4-byte groups from r12 as " XXXXXXXX" each, in memory
+ * order (clobbers r12, r13). */
+print_dwords:
+1:  mov $' ', %al
+    call putc
+    movl (%r12), %eax
+    bswap %eax
+    call print_hex32
+    add $4, %r12
+    dec %r13d
+    jnz 1b
     ret
 
 /* tpm_copy: ecx bytes at rsi into the CRB buffer, byte by byte. */

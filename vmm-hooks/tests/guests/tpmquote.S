@@ -5,7 +5,7 @@
  * 64 bytes of the EK certificate's NV index 0x01c0000a. Prints
  *   "T s=<Startup rc> c=<CreatePrimary rc> q=<Quote rc> n=<NV_Read rc>"
  *   "Q <Quote response, hex>"  and  "N <NV_Read response, hex>"
- * (each response padded to 4 bytes; its size field says how much is real). */
+ * (in 4-byte groups, padded; its size field says how much is real). */
 #define PRE_MAIN tpm_quote
 #include "happy.S"
 #include "tpmdrv.S"
@@ -43,8 +43,7 @@ tpm_quote:
     jne 4f
     dec %r13d
     jnz 3b
-4:  mov $'q', %dil
-    mov %dil, %al
+4:  mov $'q', %al
     call print_field
     mov $'Q', %dil
     call tpm_dump
@@ -63,14 +62,12 @@ tpm_quote:
     pop %r12
     ret
 
-/* tpm_dump: prints "\n<dil> " and the response (its size field's bytes, at most
- * 1024, in 4-byte groups), then a newline. */
+/* tpm_dump: prints "\n<dil>" and the response (its size field's bytes, at most
+ * 1024) as print_dwords' groups, then a newline. */
 tpm_dump:
     mov $'\n', %al
     call putc
     mov %dil, %al
-    call putc
-    mov $' ', %al
     call putc
     movl DATA_OFF + 2(%r15), %r13d
     bswap %r13d
@@ -80,12 +77,7 @@ tpm_dump:
 1:  add $3, %r13d
     shr $2, %r13d
     lea DATA_OFF(%r15), %r12
-2:  movl (%r12), %eax
-    bswap %eax
-    call print_hex32
-    add $4, %r12
-    dec %r13d
-    jnz 2b
+    call print_dwords
     mov $'\n', %al
     call putc
     ret
