@@ -121,6 +121,59 @@ grep "quote for the lease holder" /tmp/tvpd.log | grep -o 'bytes[=:" ]*[0-9]*' |
 sed -n 's/.*"runtime_integrity_detail":"\([^"]*\)".*/  boot-server| runtime: \1/p' /tmp/boot-server.jsonl
 # The audit trail anchored in NV through tpmrm0 (tvpd keeps a second, raw connection).
 check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /tmp/anchor.json && tvpctl audit verify /var/lib/tvp/audit.log --anchor /tmp/anchor.json --ak /tmp/ak.pem --nonce $NONCE"
+# The kernel alone through the tunnel (issue #18: the 8 MB kernel delivered in <= 2 s,
+# so the Linux scenarios are bounded by Linux, not by the transfer): the delivery phase
+# (tvpd's phases: the boot server's verdict on the evidence, the transfer, the
+# signature check, the load, the handover) and the firmware's own transfer figures.
+# Once handed over (state running) the tenant deletes it: a kernel without an
+# initramfs has nothing to run.
+echo "10.0.0.2 U-kernel memory=256 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations-kernel
+$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
+    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-kernel \
+    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/kernel.signed \
+    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
+    >/tmp/boot-server-kernel.jsonl 2>&1 &
+BSK=$!
+i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-kernel.jsonl; do sleep 0.1; i=$((i+1)); done
+sed 's/"qemu-vm"/"kernel-vm"/; s/"U-qemu"/"U-kernel"/; s/"memory_mib": 64/"memory_mib": 256/' /tmp/vm.json >/tmp/kernel-vm.json
+KCON=/var/lib/tvp/vms/kernel-vm/console.log
+tvpctl vm create /tmp/kernel-vm.json >/dev/null
+t0=$(ms)
+while [ $(( $(ms) - t0 )) -lt 300000 ]; do
+    state=$(tvpctl --json vm show kernel-vm | sed -n 's/.*"state": "\([a-z-]*\)".*/\1/p' | head -n1)
+    case $state in running|destroyed|failed) break ;; esac
+    sleep 0.2
+done
+grep -E "^workload: ([0-9]+ bytes|transfer|signature check|loaded)" $KCON | sed 's/^/  kernel-vm console| /'
+# The delivery phase's start and end from the VM view's boot log (ISO times, ms).
+KD_MS=$(tvpctl --json vm show kernel-vm | tr -d ' ,"' | awk '
+    function ms(t) { sub(/^[^T]*T/, "", t); sub(/Z$/, "", t); split(t, a, ":")
+                     for (i = 1; i <= 3; i++) sub(/^0+/, "", a[i])  # busybox awk: no octal
+                     return (a[1] * 3600 + a[2] * 60 + a[3]) * 1000 }
+    /^\{/ { p = ""; s = ""; e = "" }
+    /^phase:/ { p = substr($0, 7) }
+    /^started_at:/ { s = substr($0, 12) }
+    /^ended_at:/ { e = substr($0, 10) }
+    /^\}/ { if (p == "delivery" && s != "" && e != "" && e != "null") printf "%d", ms(e) - ms(s) }')
+[ "$state" = running ] || KD_MS=
+KBYTES=$(sed -n 's/^workload: \([0-9]*\) bytes received in \([0-9]*\) ms.*/\1 \2/p' $KCON | head -n1)
+echo "  8 MB kernel alone: ${KBYTES%% *} bytes, transfer ${KBYTES##* } ms (firmware TSC), delivery phase ${KD_MS:-?} ms (goal <= 2000 ms); state $state"
+[ "$state" = running ] || {
+    tvpctl vm show kernel-vm
+    tail -15 $KCON
+    cat /tmp/boot-server-kernel.jsonl
+} 2>&1 | sed 's/^/  kernel-vm| /'
+check kernel-alone-delivered sh -c "grep -q '\"event\":\"delivered\"' /tmp/boot-server-kernel.jsonl && test '$state' = running"
+if [ "$state" = running ]; then
+    INCARNATION=$(sed -n 's/.*"incarnation":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server-kernel.jsonl | head -n1)
+    TOKEN=$(tvpctl authorize --key /tmp/tenant.key --host /tmp/host.json --incarnation "$INCARNATION" \
+        --vm kernel-vm --op delete)
+    tvpctl vm delete kernel-vm --token "$TOKEN" >/dev/null
+fi
+kill $BSK 2>/dev/null
+i=0; while kill -0 $BSK 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+kill -9 $BSK 2>/dev/null; wait $BSK 2>/dev/null
+
 # A real Linux (this host's own kernel, a busybox initramfs and a command line, signed
 # by the tenant as one bundle) network-booted by the firmware with the 64-bit boot
 # protocol in a 2-vCPU VM: its /init prints what it found (TVP-GUEST lines), reaches
@@ -180,7 +233,7 @@ while [ $(( $(ms) - t0 )) -lt 600000 ]; do
 done
 t_end=$(ms)
 tvpctl vm show linux-vm | sed 's/^/  /'
-grep -E "Linux version|Command line|smpboot|Brought up|virtio|ACPI: (Early|SSDT|DSDT|TPM2)|tpm|clocksource|Kernel panic|BUG|WARNING|Oops|TVP-GUEST|BOOT FAILED" $LCON | head -60 | sed 's/^/  console| /'
+grep -E "^workload: |^tpm: quoted|Linux version|Command line|smpboot|Brought up|virtio|ACPI: (Early|SSDT|DSDT|TPM2)|tpm|clocksource|Kernel panic|BUG|WARNING|Oops|TVP-GUEST|BOOT FAILED" $LCON | head -60 | sed 's/^/  console| /'
 grep -q "^TVP-GUEST network-reached" $LCON || tail -40 $LCON | sed 's/^/  console-tail| /'
 # The whole console, for the host's console log only (qemu-host.sh --keep keeps it).
 sed 's/^/LINUX| /' $LCON

@@ -274,6 +274,12 @@ fn main() {
     });
     let tunnel_mbs = transfer_ms.map_or(f64::NAN, |ms| size / 1e6 / (ms / 1000.0));
     println!("  tunnel transfer (firmware, first byte to last): {tunnel_mbs:.1} MB/s");
+    // tvp-vmm's side at the handover: frames delivered, and how many TSO segments
+    // from the TAP device it split into them (the host's offloads, issue #18).
+    let vmm = std::fs::read_to_string(h.t.state_dir.join("vms/large/vmm.log")).unwrap_or_default();
+    for l in vmm.lines().filter(|l| l.contains("virtio-net: handover")) {
+        println!("  tvp-vmm: {l}");
+    }
     let _ = h.t.delete_vm("large", tvp_tests::Tenant::shared());
     drop(server);
     peer_fetch(&ns, &ten, &signed, tunnel_mbs);

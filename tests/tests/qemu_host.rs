@@ -55,6 +55,9 @@ fn tvpd_attests_through_the_kernel_tpm_resource_manager_in_a_qemu_kvm_host() {
         "measured-vm-pcr23-as-computed",
         "measured-vm-quoted-through-tpmrm0",
         "audit-anchor-through-tpmrm0",
+        // Issue 18: the 8 MB kernel alone delivered through the tunnel (its delivery
+        // phase and transfer printed as the scenario's figure).
+        "kernel-alone-delivered",
         // Issue 17: the tenant's Linux (the host's kernel, a busybox initramfs, a
         // command line, signed as one bundle) network-booted in a 2-vCPU VM: its /init
         // runs, sees two CPUs, reaches the boot server over virtio-net (interrupts)

@@ -37,6 +37,7 @@ pub mod measure;
 pub mod memory;
 pub mod net_rx;
 pub mod netfilter;
+pub mod offload;
 pub mod shutdown;
 pub mod tap;
 pub mod tpm_crb;

@@ -42,8 +42,10 @@
 
 use crate::dma::DmaPolicy;
 use crate::netfilter::{DropCounts, TxFilter};
+use crate::offload;
 use crate::tap::FrameBackend;
 use crate::virtio_mmio::{reg, MmioTransport, Written, F_VERSION_1, INT_USED_BUFFER};
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::os::fd::RawFd;
 use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
@@ -91,6 +93,8 @@ pub struct NetStats {
     pub dma_refused: u64,
     /// Idle polls that waited (at most [`IDLE_WAIT`]) for the TAP device.
     pub idle_waits: u64,
+    /// TSO segments from the TAP device split into frames for the guest.
+    pub rx_segmented: u64,
 }
 
 /// What the receive thread waits for next ([`VirtioNet::service`]).
@@ -125,8 +129,10 @@ pub struct VirtioNet {
     tap: Box<dyn FrameBackend>,
     mac: [u8; 6],
     mmio: MmioTransport,
-    /// A frame read from the TAP device that found no receive buffer yet.
-    rx_pending: Option<Vec<u8>>,
+    /// Frames read from the TAP device (a TSO segment's pieces) that found no receive
+    /// buffer yet, at most [`crate::offload::MAX_SEGMENTS`].
+    rx_pending: VecDeque<Vec<u8>>,
+    /// What one TAP read fills: a vnet header's packet, up to a 64 KiB TSO segment.
     rx_buf: Vec<u8>,
     stats: NetStats,
     filter: TxFilter,
@@ -160,8 +166,8 @@ impl VirtioNet {
                 QUEUE_SIZE_MAX,
                 dma,
             )?,
-            rx_pending: None,
-            rx_buf: vec![0; FRAME_MAX],
+            rx_pending: VecDeque::new(),
+            rx_buf: vec![0; offload::PACKET_MAX],
             stats: NetStats::default(),
             filter: TxFilter::new(mac, vip),
             interrupt: None,
@@ -219,7 +225,7 @@ impl VirtioNet {
             self.process_tx(mem);
         }
         self.pump_rx(mem);
-        let wait = if self.rx_pending.is_some() || !self.can_fill() {
+        let wait = if !self.rx_pending.is_empty() || !self.can_fill() {
             RxWait::Buffers
         } else {
             RxWait::Frames
@@ -254,7 +260,7 @@ impl VirtioNet {
             .interrupt
             .as_ref()
             .is_some_and(|i| i.parked && !i.active);
-        if parked && self.rx_pending.is_none() && self.can_fill() {
+        if parked && self.rx_pending.is_empty() && self.can_fill() {
             self.wake_rx_thread();
         }
     }
@@ -279,9 +285,13 @@ impl VirtioNet {
         self.filter.handed_over();
         self.handed_over = true;
         self.rx_frozen = self.mmio.live();
-        self.rx_pending = None;
+        self.rx_pending.clear();
         log::info!(
-            receive_frozen = self.rx_frozen;
+            receive_frozen = self.rx_frozen,
+            rx_frames = self.stats.rx_frames,
+            rx_segmented = self.stats.rx_segmented,
+            tx_frames = self.stats.tx_frames,
+            dropped = self.stats.dropped;
             "virtio-net: handover, receive queue frozen until the workload resets the device"
         );
     }
@@ -290,7 +300,7 @@ impl VirtioNet {
     /// handover this is the workload's driver, so receiving resumes, in interrupt mode
     /// if the VM has an irqfd.
     fn reset(&mut self) {
-        self.rx_pending = None;
+        self.rx_pending.clear();
         if !self.handed_over {
             return;
         }
@@ -323,7 +333,7 @@ impl VirtioNet {
     pub fn log_totals(&self) {
         let st = self.stats();
         let f = st.filtered;
-        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dropped_spoofed_ndp = f.ndp, dma_refused = st.dma_refused, idle_waits = st.idle_waits; "virtio-net totals");
+        log::info!(tx_frames = st.tx_frames, rx_frames = st.rx_frames, dropped = st.dropped, dropped_spoofed_source_mac = f.source_mac, dropped_spoofed_source_ip = f.source_ip, dropped_ethertype = f.ethertype, dropped_malformed_header = f.malformed, dropped_spoofed_ndp = f.ndp, dma_refused = st.dma_refused, idle_waits = st.idle_waits, rx_segmented = st.rx_segmented; "virtio-net totals");
     }
 
     /// Whether an idle poll may wait for the TAP device: the receive queue is live
@@ -331,7 +341,7 @@ impl VirtioNet {
     fn can_wait(&self) -> bool {
         self.mmio.live()
             && self.mmio.queues[RX_QUEUE].ready()
-            && self.rx_pending.is_none()
+            && self.rx_pending.is_empty()
             && !self.rx_frozen
     }
 
@@ -533,26 +543,54 @@ impl VirtioNet {
         }
     }
 
+    /// Reads packets from the TAP device until one gives frames for the guest
+    /// (queued in `rx_pending`: a TSO segment split, a partial checksum completed,
+    /// [`crate::offload`]); whether there are frames to deliver. A packet the guest
+    /// cannot take (refused by the offload checks, or a frame larger than
+    /// [`FRAME_MAX`]) is dropped and counted. Bounded: at most a queue's worth of reads.
+    fn read_tap(&mut self) -> bool {
+        for _ in 0..QUEUE_SIZE_MAX {
+            let (n, hdr) = match self.tap.recv_packet(&mut self.rx_buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => return false,
+                Err(e) => {
+                    self.mmio
+                        .note(format!("TAP {} receive failed: {e}", self.tap.name()));
+                    return false;
+                }
+            };
+            let packet = &self.rx_buf[..n.min(self.rx_buf.len())];
+            match offload::to_frames(&hdr, packet, &mut self.rx_pending) {
+                Ok(k) => self.stats.rx_segmented += u64::from(k > 1),
+                Err(e) => {
+                    self.stats.dropped += 1;
+                    self.mmio
+                        .note(format!("TAP {} packet dropped: {e}", self.tap.name()));
+                }
+            }
+            let before = self.rx_pending.len();
+            self.rx_pending.retain(|f| f.len() <= FRAME_MAX);
+            self.stats.dropped += (before - self.rx_pending.len()) as u64;
+            if !self.rx_pending.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Delivers waiting frames, at most one queue's worth; whether it returned any
     /// buffer to the driver.
     fn fill_rx(&mut self, mem: &GuestMemoryMmap) -> bool {
         let mut returned = false;
         for _ in 0..QUEUE_SIZE_MAX {
-            let frame = match self.rx_pending.take() {
-                Some(f) => f,
-                None => match self.tap.recv(&mut self.rx_buf) {
-                    Ok(Some(n)) => self.rx_buf[..n].to_vec(),
-                    Ok(None) => return returned,
-                    Err(e) => {
-                        self.mmio
-                            .note(format!("TAP {} receive failed: {e}", self.tap.name()));
-                        return returned;
-                    }
-                },
-            };
+            if self.rx_pending.is_empty() && !self.read_tap() {
+                return returned;
+            }
             let Some(chain) = self.mmio.queues[RX_QUEUE].pop_descriptor_chain(mem) else {
-                // No buffer: keep the frame for the next pass.
-                self.rx_pending = Some(frame);
+                // No buffer: the frame waits for the next pass.
+                return returned;
+            };
+            let Some(frame) = self.rx_pending.pop_front() else {
                 return returned;
             };
             let head = chain.head_index();
@@ -637,6 +675,8 @@ mod hostile {
     struct Wire {
         sent: Vec<Vec<u8>>,
         inbound: Vec<Vec<u8>>,
+        /// Packets with a vnet header (TSO segments), read before `inbound`.
+        offloaded: Vec<(offload::VnetHdr, Vec<u8>)>,
         /// Idle waits the device made.
         waits: u32,
         /// A frame that arrives during the next wait.
@@ -646,6 +686,16 @@ mod hostile {
     struct MemBackend(Arc<Mutex<Wire>>);
 
     impl FrameBackend for MemBackend {
+        fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, offload::VnetHdr)>> {
+            let mut w = self.0.lock().unwrap();
+            if w.offloaded.is_empty() {
+                drop(w);
+                return Ok(self.recv(buf)?.map(|n| (n, offload::VnetHdr::default())));
+            }
+            let (h, p) = w.offloaded.remove(0);
+            buf[..p.len()].copy_from_slice(&p);
+            Ok(Some((p.len(), h)))
+        }
         fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
             let mut w = self.0.lock().unwrap();
             if w.inbound.is_empty() {
@@ -1496,6 +1546,76 @@ mod hostile {
         dev.mmio_write(&mem, BASE + reg::QUEUE_NOTIFY, &1u32.to_le_bytes());
         assert_eq!(wire.lock().unwrap().sent, vec![legit_frame()]);
         assert_eq!(used_idx(&mem, 1), 1);
+    }
+
+    /// Publishes heads `0..n` of the receive queue (4 entries) in its avail ring, after
+    /// `base` published before.
+    fn offer_rx(mem: &GuestMemoryMmap, base: u16, heads: &[u16]) {
+        for (i, h) in heads.iter().enumerate() {
+            let slot = u64::from((base + i as u16) % 4);
+            mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * slot))
+                .unwrap();
+        }
+        mem.write_obj(base + heads.len() as u16, GuestAddress(AVAIL + 2))
+            .unwrap();
+    }
+
+    fn seq_in(mem: &GuestMemoryMmap, buf: u64) -> u32 {
+        let mut b = [0u8; 4];
+        mem.read_slice(&mut b, GuestAddress(buf + NET_HDR_LEN as u64 + 38))
+            .unwrap();
+        u32::from_be_bytes(b)
+    }
+
+    #[test]
+    fn a_tso_segment_reaches_the_guest_as_mss_frames_across_ring_refills() {
+        let (mem, mut dev, wire) = setup();
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        for i in 0..4u16 {
+            desc(
+                &mem,
+                DESC,
+                u64::from(i),
+                0x60000 + u64::from(i) * 0x1000,
+                2048,
+                WRITE,
+                0,
+            );
+        }
+        // A refused packet first (TCPv6 GSO, never offered): dropped, counted, and the
+        // next packet still delivered.
+        let bad = offload::VnetHdr {
+            gso_type: 4,
+            ..offload::tests::gso(1448)
+        };
+        let packet = offload::tests::gso_packet(6000);
+        {
+            let mut w = wire.lock().unwrap();
+            w.offloaded.push((bad, packet.clone()));
+            w.offloaded.push((offload::tests::gso(1448), packet));
+        }
+        offer_rx(&mem, 0, &[0, 1, 2, 3]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        assert_eq!(used_idx(&mem, 0), 4, "a ring's worth of the 5 segments");
+        assert_eq!(dev.stats().rx_frames, 4);
+        assert_eq!(dev.stats().dropped, 1);
+        assert_eq!(dev.stats().rx_segmented, 1);
+        for i in 0..4u64 {
+            let len: u32 = mem.read_obj(GuestAddress(USED + 4 + 8 * i + 4)).unwrap();
+            assert_eq!(len as usize, NET_HDR_LEN + 66 + 1448);
+            assert_eq!(seq_in(&mem, 0x60000 + i * 0x1000), 1000 + 1448 * i as u32);
+        }
+        // The guest recycles one buffer: the last segment (6000 - 4 * 1448 = 208
+        // bytes) follows from what was kept, not from a new read.
+        offer_rx(&mem, 4, &[2]);
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        assert_eq!(used_idx(&mem, 0), 5);
+        let len: u32 = mem.read_obj(GuestAddress(USED + 4 + 4)).unwrap();
+        assert_eq!(len as usize, NET_HDR_LEN + 66 + 208);
+        assert_eq!(seq_in(&mem, 0x62000), 1000 + 4 * 1448);
+        assert_eq!(dev.stats().rx_frames, 5);
     }
 
     #[test]
