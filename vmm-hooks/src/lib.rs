@@ -7,7 +7,8 @@
 //!
 //! Modules: [`memory`], [`loader`], [`measure`], [`devices`], [`virtio_mmio`] (the
 //! transport) with [`virtio_net`] ([`tap`], [`netfilter`]: what it may send, [`net_rx`]:
-//! its receive thread in interrupt mode) and
+//! its receive thread, [`offload`]: the TAP device's TSO segments and partial
+//! checksums made into what the guest takes) and
 //! [`virtio_blk`] (the tenant's encrypted image as a read-only disk), [`dma`]: what a device may write, [`mailbox`],
 //! [`channel`] (with [`adopt`]: surviving a tvpd restart),
 //! [`arch`] (in-kernel irqchip, PIT, per-vCPU MSRs and LAPIC) with [`cpuid`], [`vcpu`]

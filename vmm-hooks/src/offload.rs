@@ -21,6 +21,8 @@ pub const VNET_HDR_LEN: usize = 12;
 /// `flags`: the checksum from `csum_start` to the end is to be completed, stored at
 /// `csum_start + csum_offset` (which holds the pseudo-header's sum).
 pub const F_NEEDS_CSUM: u8 = 1;
+/// `flags`: the checksum was already validated.
+pub const F_DATA_VALID: u8 = 2;
 /// `gso_type`: not a GSO packet.
 pub const GSO_NONE: u8 = 0;
 /// `gso_type`: TCP over IPv4.
@@ -48,6 +50,8 @@ pub struct VnetHdr {
     pub flags: u8,
     /// `VIRTIO_NET_HDR_GSO_*`.
     pub gso_type: u8,
+    /// Length of the headers (a hint).
+    pub hdr_len: u16,
     /// Payload bytes per segment.
     pub gso_size: u16,
     /// Where the checksummed range starts (from the Ethernet header).
@@ -63,11 +67,56 @@ impl VnetHdr {
         VnetHdr {
             flags: b[0],
             gso_type: b[1],
+            hdr_len: u16_at(2),
             gso_size: u16_at(4),
             csum_start: u16_at(6),
             csum_offset: u16_at(8),
         }
     }
+}
+
+impl VnetHdr {
+    /// The header as the guest's driver reads it (`num_buffers` 1).
+    pub fn to_bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        b[10..12].copy_from_slice(&1u16.to_le_bytes());
+        b
+    }
+}
+
+/// Checks a packet the guest's driver takes as it is (it negotiated `GUEST_CSUM` and
+/// `GUEST_TSO4`): a GSO type it accepts (none or TCPv4), only the flags the spec
+/// defines, checksum offsets inside the packet, a segment size for a GSO packet.
+pub fn check_pass_through(hdr: &VnetHdr, len: usize) -> Result<(), OffloadError> {
+    match hdr.gso_type & !GSO_ECN {
+        GSO_NONE => {}
+        GSO_TCPV4 if hdr.gso_size > 0 => {}
+        GSO_TCPV4 => {
+            return Err(OffloadError::BadSegmentSize {
+                gso_size: 0,
+                payload: len,
+            })
+        }
+        other => return Err(OffloadError::UnsupportedGso(other)),
+    }
+    if hdr.flags & !(F_NEEDS_CSUM | F_DATA_VALID) != 0 {
+        return Err(OffloadError::UnknownFlags(hdr.flags));
+    }
+    let (s, o) = (usize::from(hdr.csum_start), usize::from(hdr.csum_offset));
+    if hdr.flags & F_NEEDS_CSUM != 0 && (s > len || s + o + 2 > len) {
+        return Err(OffloadError::ChecksumOutside {
+            start: hdr.csum_start,
+            offset: hdr.csum_offset,
+            len,
+        });
+    }
+    Ok(())
 }
 
 /// Why a packet from the TAP device was dropped.
@@ -79,6 +128,9 @@ pub enum OffloadError {
     /// A GSO type other than TCPv4 (never asked for with `TUNSETOFFLOAD`).
     #[error("GSO type {0:#x} not offered")]
     UnsupportedGso(u8),
+    /// Header flags the virtio spec does not define.
+    #[error("unknown vnet header flags {0:#x}")]
+    UnknownFlags(u8),
     /// A TCPv4 GSO packet whose Ethernet, IPv4 or TCP header does not parse.
     #[error("TCPv4 GSO packet with malformed headers: {0}")]
     Malformed(&'static str),
@@ -293,6 +345,7 @@ pub(crate) mod tests {
         VnetHdr {
             flags: F_NEEDS_CSUM,
             gso_type: GSO_TCPV4,
+            hdr_len: 66,
             gso_size: mss,
             csum_start: 34,
             csum_offset: 16,
@@ -423,6 +476,36 @@ pub(crate) mod tests {
             Err(OffloadError::Malformed(_))
         ));
         assert!(out.is_empty(), "nothing delivered from a refused packet");
+    }
+
+    #[test]
+    fn a_pass_through_header_is_checked_and_kept() {
+        let p = gso_packet(3000);
+        let h = gso(1448);
+        assert_eq!(check_pass_through(&h, p.len()), Ok(()));
+        let b = h.to_bytes();
+        assert_eq!(VnetHdr::parse(&b), h);
+        assert_eq!(&b[10..12], &[1, 0], "num_buffers 1");
+        assert!(check_pass_through(&gso(0), p.len()).is_err());
+        assert!(check_pass_through(&VnetHdr { gso_type: 3, ..h }, p.len()).is_err());
+        assert!(check_pass_through(&VnetHdr { flags: 0x84, ..h }, p.len()).is_err());
+        assert!(check_pass_through(
+            &VnetHdr {
+                csum_start: 3060,
+                ..h
+            },
+            p.len()
+        )
+        .is_err());
+        assert!(check_pass_through(
+            &VnetHdr {
+                csum_offset: 60000,
+                ..h
+            },
+            p.len()
+        )
+        .is_err());
+        assert_eq!(check_pass_through(&VnetHdr::default(), 60), Ok(()));
     }
 
     #[test]

@@ -35,6 +35,13 @@
 //! worth of chains, and every failure drops the frame or marks the device broken
 //! (`DEVICE_NEEDS_RESET`) instead of ending the VMM.
 //!
+//! **Offloads** (issue #18): the TAP device hands over whole TSO segments and
+//! frames with partial checksums ([`crate::tap`]). A driver that negotiated
+//! `GUEST_TSO4` and `GUEST_CSUM` (the firmware, Linux) gets them as they are, with
+//! the host's vnet header (checked first, [`crate::offload::check_pass_through`]),
+//! in receive buffers large enough for 64 KiB; any other driver gets them split into
+//! MTU-sized frames with their checksums completed.
+//!
 //! The device writes only device-writable guest RAM ([`crate::dma`]): a receive buffer
 //! on the boot region, the configuration page, the mailbox or (before the handover) the
 //! firmware image is dropped, never written. Transmitted frames pass the source filter
@@ -68,8 +75,13 @@ const TX_QUEUE: usize = 1;
 
 const DEVICE_ID_NET: u32 = 1;
 
-/// Offered features: MAC, STATUS, EVENT_IDX, VERSION_1.
-const FEATURES: u64 = (1 << 5) | (1 << 16) | F_EVENT_IDX | F_VERSION_1;
+/// `VIRTIO_NET_F_GUEST_CSUM`: the driver takes packets with partial checksums.
+pub const F_GUEST_CSUM: u64 = 1 << 1;
+/// `VIRTIO_NET_F_GUEST_TSO4`: the driver takes TCP/IPv4 segments larger than the MTU.
+pub const F_GUEST_TSO4: u64 = 1 << 7;
+/// Offered features: GUEST_CSUM, GUEST_TSO4, MAC, STATUS, EVENT_IDX, VERSION_1.
+const FEATURES: u64 =
+    F_GUEST_CSUM | F_GUEST_TSO4 | (1 << 5) | (1 << 16) | F_EVENT_IDX | F_VERSION_1;
 const NET_S_LINK_UP: u16 = 1;
 
 /// Longest a guest's read of `InterruptStatus` waits for a frame when the device has
@@ -129,9 +141,12 @@ pub struct VirtioNet {
     tap: Box<dyn FrameBackend>,
     mac: [u8; 6],
     mmio: MmioTransport,
-    /// Frames read from the TAP device (a TSO segment's pieces) that found no receive
-    /// buffer yet, at most [`crate::offload::MAX_SEGMENTS`].
-    rx_pending: VecDeque<Vec<u8>>,
+    /// Frames read from the TAP device (a TSO segment's pieces, or whole packets for a
+    /// driver that takes them) with the header the guest gets, that found no receive
+    /// buffer yet; at most [`crate::offload::MAX_SEGMENTS`].
+    rx_pending: VecDeque<([u8; NET_HDR_LEN], Vec<u8>)>,
+    /// Where a TSO segment is split.
+    rx_split: VecDeque<Vec<u8>>,
     /// What one TAP read fills: a vnet header's packet, up to a 64 KiB TSO segment.
     rx_buf: Vec<u8>,
     stats: NetStats,
@@ -167,6 +182,7 @@ impl VirtioNet {
                 dma,
             )?,
             rx_pending: VecDeque::new(),
+            rx_split: VecDeque::new(),
             rx_buf: vec![0; offload::PACKET_MAX],
             stats: NetStats::default(),
             filter: TxFilter::new(mac, vip),
@@ -543,12 +559,26 @@ impl VirtioNet {
         }
     }
 
+    /// Whether the driver takes packets as the TAP device gives them: TSO segments
+    /// and partial checksums (it negotiated `GUEST_TSO4` and `GUEST_CSUM`).
+    fn takes_offloads(&self) -> bool {
+        let both = F_GUEST_CSUM | F_GUEST_TSO4;
+        self.mmio.driver_features & both == both
+    }
+
     /// Reads packets from the TAP device until one gives frames for the guest
-    /// (queued in `rx_pending`: a TSO segment split, a partial checksum completed,
-    /// [`crate::offload`]); whether there are frames to deliver. A packet the guest
-    /// cannot take (refused by the offload checks, or a frame larger than
-    /// [`FRAME_MAX`]) is dropped and counted. Bounded: at most a queue's worth of reads.
+    /// (queued in `rx_pending`): as they are for a driver that takes offloads (their
+    /// header checked), else a TSO segment split and a partial checksum completed
+    /// ([`crate::offload`]); whether there are frames to deliver. A packet the guest
+    /// cannot take (refused by the offload checks, or larger than it accepts) is
+    /// dropped and counted. Bounded: at most a queue's worth of reads.
     fn read_tap(&mut self) -> bool {
+        let whole = self.takes_offloads();
+        let max = if whole {
+            offload::PACKET_MAX
+        } else {
+            FRAME_MAX
+        };
         for _ in 0..QUEUE_SIZE_MAX {
             let (n, hdr) = match self.tap.recv_packet(&mut self.rx_buf) {
                 Ok(Some(p)) => p,
@@ -560,7 +590,20 @@ impl VirtioNet {
                 }
             };
             let packet = &self.rx_buf[..n.min(self.rx_buf.len())];
-            match offload::to_frames(&hdr, packet, &mut self.rx_pending) {
+            let taken = if whole {
+                offload::check_pass_through(&hdr, packet.len()).map(|()| {
+                    self.rx_split.push_back(packet.to_vec());
+                    1
+                })
+            } else {
+                offload::to_frames(&hdr, packet, &mut self.rx_split)
+            };
+            let header = if whole {
+                hdr.to_bytes()
+            } else {
+                offload::VnetHdr::default().to_bytes()
+            };
+            match taken {
                 Ok(k) => self.stats.rx_segmented += u64::from(k > 1),
                 Err(e) => {
                     self.stats.dropped += 1;
@@ -568,9 +611,13 @@ impl VirtioNet {
                         .note(format!("TAP {} packet dropped: {e}", self.tap.name()));
                 }
             }
-            let before = self.rx_pending.len();
-            self.rx_pending.retain(|f| f.len() <= FRAME_MAX);
-            self.stats.dropped += (before - self.rx_pending.len()) as u64;
+            for f in self.rx_split.drain(..) {
+                if f.len() <= max {
+                    self.rx_pending.push_back((header, f));
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
             if !self.rx_pending.is_empty() {
                 return true;
             }
@@ -590,12 +637,10 @@ impl VirtioNet {
                 // No buffer: the frame waits for the next pass.
                 return returned;
             };
-            let Some(frame) = self.rx_pending.pop_front() else {
+            let Some((hdr, frame)) = self.rx_pending.pop_front() else {
                 return returned;
             };
             let head = chain.head_index();
-            let mut hdr = [0u8; NET_HDR_LEN];
-            hdr[10] = 1; // num_buffers
             let mut written = 0usize;
             let total = NET_HDR_LEN + frame.len();
             for desc in chain {
@@ -1616,6 +1661,66 @@ mod hostile {
         assert_eq!(len as usize, NET_HDR_LEN + 66 + 208);
         assert_eq!(seq_in(&mem, 0x62000), 1000 + 4 * 1448);
         assert_eq!(dev.stats().rx_frames, 5);
+    }
+
+    #[test]
+    fn a_driver_taking_offloads_gets_the_tso_segment_whole_with_its_header() {
+        let (mem, mut dev, wire) = setup();
+        {
+            let mut w = |off: u64, v: u32| dev.mmio_write(&mem, BASE + off, &v.to_le_bytes());
+            w(reg::DRIVER_FEATURES_SEL, 0);
+            w(reg::DRIVER_FEATURES, (F_GUEST_CSUM | F_GUEST_TSO4) as u32);
+            w(reg::STATUS, 1 | 2 | STATUS_FEATURES_OK);
+        }
+        assert!(enable(&mem, &mut dev, 0, DESC));
+        go(&mem, &mut dev);
+        for i in 0..4u16 {
+            desc(
+                &mem,
+                DESC,
+                u64::from(i),
+                0x60000 + u64::from(i) * 0x4000,
+                0x4000,
+                WRITE,
+                0,
+            );
+        }
+        let packet = offload::tests::gso_packet(6000);
+        let good = offload::tests::gso(1448);
+        // A header with a flag the spec does not define: dropped, counted, and the
+        // next packet still delivered; a packet larger than the buffer: dropped.
+        let bad = offload::VnetHdr {
+            flags: 0x80,
+            ..good
+        };
+        {
+            let mut w = wire.lock().unwrap();
+            w.offloaded.push((bad, packet.clone()));
+            w.offloaded.push((good, packet.clone()));
+            w.offloaded.push((good, offload::tests::gso_packet(20000)));
+        }
+        offer_rx(&mem, 0, &[0, 1, 2, 3]);
+        let mut r = [0u8; 4];
+        dev.mmio_read(&mem, BASE + reg::INTERRUPT_STATUS, &mut r);
+        assert_eq!(dev.stats().rx_frames, 1, "one frame for the whole segment");
+        assert_eq!(dev.stats().rx_segmented, 0, "nothing split");
+        assert_eq!(dev.stats().dropped, 2);
+        let len: u32 = mem.read_obj(GuestAddress(USED + 4 + 4)).unwrap();
+        assert_eq!(len as usize, NET_HDR_LEN + packet.len());
+        let mut got = vec![0u8; NET_HDR_LEN + packet.len()];
+        mem.read_slice(&mut got, GuestAddress(0x60000)).unwrap();
+        let mut h = [0u8; NET_HDR_LEN];
+        h.copy_from_slice(&got[..NET_HDR_LEN]);
+        assert_eq!(
+            offload::VnetHdr::parse(&h),
+            good,
+            "the host's offload header"
+        );
+        assert_eq!(
+            &got[NET_HDR_LEN..],
+            &packet[..],
+            "the packet as the host gave it"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod tcp;
 pub mod tls;
 pub mod tpm;
 pub mod tpm_quote;
+pub mod virtio_net;
 pub mod workload;
 
 /// The firmware version printed at start and sent in the boot request.

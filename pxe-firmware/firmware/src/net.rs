@@ -1,13 +1,17 @@
 //! The network: the virtio-net device (virtio-mmio at the platform's fixed address,
-//! `virtio-drivers`) as a smoltcp device, and the interface with the static VIP,
+//! [`crate::virtio_net`]) as a smoltcp device, and the interface with the static VIP,
 //! netmask and gateway from the configuration page. Polled: while the receive ring
 //! holds frames they are taken from guest memory without touching the device; only
 //! when it is empty does the driver read a device register (one VM exit), which is
 //! when tvp-vmm moves every waiting frame into the posted buffers (its I/O thread also
-//! does as frames arrive, `virtio-drivers`' raw driver with buffers of our own). The ring
-//! is full ([`QUEUE`] buffers posted) and the device suppresses the driver's receive
-//! notifications (`VIRTIO_F_EVENT_IDX`), so a burst of frames costs one exit, not
-//! three per frame.
+//! does as frames arrive). The ring is full (every receive buffer posted) and the
+//! device suppresses the driver's receive notifications (`VIRTIO_F_EVENT_IDX`), so a
+//! burst of frames costs one exit, not three per frame.
+//!
+//! Bigger frames (issue #18): the driver takes whole TCP segments (`GUEST_TSO4` with
+//! `GUEST_CSUM`), so the host's TSO segments of up to 64 KiB arrive as one frame each
+//! in a 64 KiB receive buffer, and smoltcp takes each frame in its buffer (no copy):
+//! the buffer is posted again once smoltcp is done with it.
 //!
 //! Sending does not wait for the device: a frame goes into one of [`TX_BUFS`] buffers
 //! of its own and onto the transmit queue, and the buffer is taken back once the
@@ -16,18 +20,19 @@
 //! thread fills the receive ring while the firmware works through it.
 
 use crate::clock;
-use crate::hal::FwHal;
+use crate::virtio_net::{HDR_LEN, LARGE_BUF_LEN};
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 use core::ptr::NonNull;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use tvp_abi::config::Config;
 use tvp_abi::layout::{VIRTIO_MMIO_SIZE, VIRTIO_NET_MMIO_GPA};
-use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 
 /// Receive/transmit queue size the driver uses: every receive buffer is posted, so a
@@ -35,6 +40,10 @@ use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 const QUEUE: usize = 256;
 /// Receive and transmit buffer size (an Ethernet frame plus the virtio-net header).
 const BUF_LEN: usize = 2048;
+/// Receive buffers when the device hands over whole TCP segments
+/// ([`crate::virtio_net::NetDevice::large_receive`]): 128 of 64 KiB (8 MiB of heap),
+/// a ring's worth of segments well beyond the TCP window.
+const LARGE_BUFS: usize = 128;
 /// Transmit buffers: frames handed to the device and not yet returned (the firmware
 /// sends mostly ACKs, a few per batch of received frames).
 const TX_BUFS: usize = 32;
@@ -42,7 +51,7 @@ const TX_BUFS: usize = 32;
 const MTU: usize = 1500;
 
 /// The virtio-net driver type.
-pub type NetDevice = VirtIONetRaw<FwHal, MmioTransport<'static>, QUEUE>;
+pub type NetDevice = crate::virtio_net::NetDevice<QUEUE>;
 
 /// Why the network could not come up.
 #[derive(Debug)]
@@ -66,9 +75,15 @@ pub fn open() -> Result<Phy, NetError> {
     let transport = unsafe { MmioTransport::new(header, VIRTIO_MMIO_SIZE as usize) }
         .map_err(|_| NetError::NoDevice)?;
     let mut dev = NetDevice::new(transport).map_err(|_| NetError::Init)?;
+    let large = dev.large_receive();
+    let (count, len) = if large {
+        (LARGE_BUFS, LARGE_BUF_LEN)
+    } else {
+        (QUEUE, BUF_LEN)
+    };
     let mut rx: Vec<Option<Box<[u8]>>> = (0..QUEUE).map(|_| None).collect();
-    for _ in 0..QUEUE {
-        let mut buf = vec![0u8; BUF_LEN].into_boxed_slice();
+    for _ in 0..count {
+        let mut buf = vec![0u8; len].into_boxed_slice();
         // SAFETY: the buffer is kept in `rx` (its heap memory does not move with the
         // box) and not touched until the device returned it (`Phy::receive`).
         let token = unsafe { dev.receive_begin(&mut buf) }.map_err(|_| NetError::Buffers)?;
@@ -79,7 +94,9 @@ pub fn open() -> Result<Phy, NetError> {
         .collect();
     Ok(Phy {
         dev,
+        large,
         rx,
+        returned: Rc::new(RefCell::new(Vec::with_capacity(count))),
         tx,
         tx_free: (0..TX_BUFS).collect(),
         tx_busy: Vec::with_capacity(TX_BUFS),
@@ -110,8 +127,12 @@ pub struct PhyStats {
 /// The device as seen by smoltcp.
 pub struct Phy {
     dev: NetDevice,
+    /// The device hands over whole TCP segments with checksums left to the receiver.
+    large: bool,
     /// The posted receive buffers, by the token (head descriptor) they were posted as.
     rx: Vec<Option<Box<[u8]>>>,
+    /// Receive buffers smoltcp is done with, to be posted again.
+    returned: Rc<RefCell<Vec<Box<[u8]>>>>,
     /// The transmit buffers.
     tx: Vec<Box<[u8]>>,
     /// Transmit buffers free for a frame.
@@ -165,7 +186,9 @@ impl Phy {
         let Some(buf) = self.tx.get_mut(i) else {
             return f(&mut scratch[..len.min(FRAME_MAX)]);
         };
-        let hdr = self.dev.fill_buffer_header(buf).unwrap_or(0);
+        // An empty header: a complete frame, nothing for the device to do.
+        let hdr = HDR_LEN.min(buf.len());
+        buf[..hdr].fill(0);
         let end = (hdr + len).min(buf.len());
         let r = f(buf.get_mut(hdr..end).unwrap_or_default());
         self.stats.tx_frames += 1;
@@ -182,25 +205,45 @@ impl Phy {
         r
     }
 
-    /// Takes the next received frame from the ring (no exit) and posts its buffer again.
+    /// Whether the device hands over whole TCP segments.
+    pub fn large_receive(&self) -> bool {
+        self.large
+    }
+
+    /// Posts again the receive buffers smoltcp is done with (a ring write each: the
+    /// device suppresses receive notifications).
+    fn repost(&mut self) {
+        let Ok(mut back) = self.returned.try_borrow_mut() else {
+            return;
+        };
+        while let Some(mut buf) = back.pop() {
+            // SAFETY: as in `open`: kept in `rx`, untouched until returned.
+            if let Ok(t) = unsafe { self.dev.receive_begin(&mut buf) } {
+                if let Some(slot) = self.rx.get_mut(usize::from(t)) {
+                    *slot = Some(buf);
+                }
+            }
+        }
+    }
+
+    /// Takes the next received frame from the ring (no exit), in its buffer: no copy;
+    /// the buffer comes back for posting once smoltcp consumed the frame.
     fn take_frame(&mut self) -> Option<RxToken> {
         let token = self.dev.poll_receive()?;
         let mut buf = self.rx.get_mut(usize::from(token))?.take()?;
         // SAFETY: `buf` is the buffer posted as `token`.
-        let (hdr, len) = unsafe { self.dev.receive_complete(token, &mut buf) }.ok()?;
-        let len = len.min(FRAME_MAX);
-        let mut frame = [0u8; FRAME_MAX];
-        if let Some(p) = buf.get(hdr..hdr + len) {
-            frame[..len].copy_from_slice(p);
-        }
-        // SAFETY: as in `open`: kept in `rx`, untouched until returned. The device
-        // suppresses receive notifications: posting is a ring write.
-        if let Ok(t) = unsafe { self.dev.receive_begin(&mut buf) } {
-            if let Some(slot) = self.rx.get_mut(usize::from(t)) {
-                *slot = Some(buf);
+        let len = match unsafe { self.dev.receive_complete(token, &mut buf) } {
+            Ok(len) => len,
+            Err(_) => {
+                self.returned.borrow_mut().push(buf);
+                return None;
             }
-        }
-        Some(RxToken { frame, len })
+        };
+        Some(RxToken {
+            buf: Some(buf),
+            len,
+            back: self.returned.clone(),
+        })
     }
 
     /// Asks the device for waiting frames without waiting: one register read.
@@ -226,11 +269,22 @@ impl Phy {
     }
 }
 
-/// A received frame, copied out of the driver's buffer (recycled at once) into a
-/// fixed buffer: no heap allocation per frame.
+/// A received frame in its receive buffer, which goes back to the driver's list of
+/// buffers to post when the token is consumed (or dropped).
 pub struct RxToken {
-    frame: [u8; FRAME_MAX],
+    buf: Option<Box<[u8]>>,
     len: usize,
+    back: Rc<RefCell<Vec<Box<[u8]>>>>,
+}
+
+impl Drop for RxToken {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            if let Ok(mut back) = self.back.try_borrow_mut() {
+                back.push(b);
+            }
+        }
+    }
 }
 
 /// Largest frame the driver's buffers hold (an Ethernet frame of [`MTU`]).
@@ -241,7 +295,12 @@ pub struct TxToken<'a>(&'a mut Phy);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.frame.get(..self.len).unwrap_or_default())
+        let frame = self
+            .buf
+            .as_deref()
+            .and_then(|b| b.get(HDR_LEN..HDR_LEN + self.len))
+            .unwrap_or_default();
+        f(frame)
     }
 }
 
@@ -256,6 +315,7 @@ impl phy::Device for Phy {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _t: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        self.repost();
         // Frames already in the ring cost no exit; an empty ring asks the device.
         if self.dev.poll_receive().is_none() {
             self.kick();
@@ -280,6 +340,14 @@ impl phy::Device for Phy {
         caps.max_transmission_unit = FRAME_MAX;
         caps.max_burst_size = Some(1);
         caps.medium = Medium::Ethernet;
+        if self.large {
+            // GUEST_CSUM: the host may leave checksums to the receiver (a TSO
+            // segment's TCP checksum is partial); they are computed when sending and
+            // not checked when receiving. The tunnel's integrity is TLS's (AEAD).
+            caps.checksum.ipv4 = Checksum::Tx;
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+        }
         caps
     }
 }

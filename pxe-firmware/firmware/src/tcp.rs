@@ -40,10 +40,17 @@ impl TcpStream {
         port: u16,
         timeout_ms: u64,
     ) -> Result<Self, TcpError> {
-        let sock = Socket::new(
+        let mut sock = Socket::new(
             SocketBuffer::new(vec![0; RX_BUF]),
             SocketBuffer::new(vec![0; TX_BUF]),
         );
+        // Whole TCP segments from the device (up to 64 KiB each): each is acknowledged
+        // at once. smoltcp's delayed ACK (10 ms, unless two segments wait) held the
+        // sender whenever one segment was all it had in flight: 3 MB/s instead of
+        // 130 MB/s on this machine's KVM.
+        if net.phy.large_receive() {
+            sock.set_ack_delay(None);
+        }
         let handle = net.sockets.add(sock);
         let [a, b, c, d] = ip;
         let remote = IpEndpoint::new(IpAddress::v4(a, b, c, d), port);
