@@ -86,7 +86,7 @@ pub fn run(mem_size: u64) -> ! {
     } else {
         None
     };
-    network_boot(&cfg, &mut mbox, tpm)
+    network_boot(&cfg, &mut mbox, tpm, heap)
 }
 
 /// The VM has a TPM of its own: start it and measure the firmware, the ACPI tables,
@@ -124,8 +124,8 @@ fn measure_start(cfg: &Config<'_>, mbox: &mut Mailbox) -> MeasuredBoot {
 
 /// Brings up the network, opens TLS to the boot server, measures the tunnel into the
 /// mailbox and sends the boot request (`docs/boot-protocol.md`).
-fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox, tpm: Option<MeasuredBoot>) -> ! {
-    let dev = match crate::net::open() {
+fn network_boot(cfg: &Config<'_>, mbox: &mut Mailbox, tpm: Option<MeasuredBoot>, heap: usize) -> ! {
+    let dev = match crate::net::open(heap) {
         Ok(d) => d,
         Err(e) => {
             println!("net: no virtio-net device: {e:?}");

@@ -41,9 +41,13 @@ const QUEUE: usize = 256;
 /// Receive and transmit buffer size (an Ethernet frame plus the virtio-net header).
 const BUF_LEN: usize = 2048;
 /// Receive buffers when the device hands over whole TCP segments
-/// ([`crate::virtio_net::NetDevice::large_receive`]): 128 of 64 KiB (8 MiB of heap),
-/// a ring's worth of segments well beyond the TCP window.
+/// ([`crate::virtio_net::NetDevice::large_receive`]): at most 128 of 64 KiB (8 MiB,
+/// a ring's worth of segments well beyond the TCP window), at most a quarter of the
+/// heap; with fewer than [`LARGE_BUFS_MIN`] (a heap under 8 MiB, a VM of less than
+/// about 12 MiB) the driver does not ask for whole segments.
 const LARGE_BUFS: usize = 128;
+/// Fewest 64 KiB receive buffers worth taking whole segments for (2 MiB).
+const LARGE_BUFS_MIN: usize = 32;
 /// Transmit buffers: frames handed to the device and not yet returned (the firmware
 /// sends mostly ACKs, a few per batch of received frames).
 const TX_BUFS: usize = 32;
@@ -64,8 +68,9 @@ pub enum NetError {
     Buffers,
 }
 
-/// Finds and initializes the virtio-net device, with every receive buffer posted.
-pub fn open() -> Result<Phy, NetError> {
+/// Finds and initializes the virtio-net device, with every receive buffer posted;
+/// `heap` is the heap's size, which bounds the receive buffers.
+pub fn open(heap: usize) -> Result<Phy, NetError> {
     let header =
         NonNull::new(VIRTIO_NET_MMIO_GPA as *mut VirtIOHeader).ok_or(NetError::NoDevice)?;
     // SAFETY: the stub maps the virtio-mmio window [VIRTIO_NET_MMIO_GPA, +2 MiB) user
@@ -74,10 +79,12 @@ pub fn open() -> Result<Phy, NetError> {
     // all-ones and `new` fails on the magic value.
     let transport = unsafe { MmioTransport::new(header, VIRTIO_MMIO_SIZE as usize) }
         .map_err(|_| NetError::NoDevice)?;
-    let mut dev = NetDevice::new(transport).map_err(|_| NetError::Init)?;
+    let large_bufs = (heap / 4 / LARGE_BUF_LEN).min(LARGE_BUFS);
+    let mut dev =
+        NetDevice::new(transport, large_bufs >= LARGE_BUFS_MIN).map_err(|_| NetError::Init)?;
     let large = dev.large_receive();
     let (count, len) = if large {
-        (LARGE_BUFS, LARGE_BUF_LEN)
+        (large_bufs, LARGE_BUF_LEN)
     } else {
         (QUEUE, BUF_LEN)
     };

@@ -63,9 +63,10 @@ pub struct NetDevice<const Q: usize> {
 }
 
 impl<const Q: usize> NetDevice<Q> {
-    /// Initializes the device (virtio 3.1.1): negotiates [`WANTED`] and sets up both
-    /// queues; the device is live when this returns.
-    pub fn new(mut transport: MmioTransport<'static>) -> Result<Self, DevError> {
+    /// Initializes the device (virtio 3.1.1): negotiates [`WANTED`] (without the
+    /// whole-segment features unless `large`: the caller cannot give 64 KiB receive
+    /// buffers) and sets up both queues; the device is live when this returns.
+    pub fn new(mut transport: MmioTransport<'static>, large: bool) -> Result<Self, DevError> {
         if transport.device_type() != DeviceType::Network {
             return Err(DevError::NotSupported);
         }
@@ -77,6 +78,9 @@ impl<const Q: usize> NetDevice<Q> {
         }
         // GUEST_TSO4 depends on GUEST_CSUM (virtio 5.1.3.1).
         let mut features = offered & WANTED;
+        if !large {
+            features &= !(F_GUEST_CSUM | F_GUEST_TSO4);
+        }
         if features & F_GUEST_CSUM == 0 {
             features &= !F_GUEST_TSO4;
         }
