@@ -72,13 +72,19 @@ echo "$POLICY" >/tmp/policy.json
 # VIP, U, and what the tenant expects of the VM (docs/boot-server.md).
 echo "10.0.0.2 U-qemu memory=64 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations
 T=/opt/tvp/tenant
-$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
-    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations \
-    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/hello.signed \
-    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
-    >/tmp/boot-server.jsonl 2>/tmp/boot-server.log &
-BS=$!
-i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server.jsonl; do sleep 0.1; i=$((i+1)); done
+# The tenant's boot server in its namespace: reservations $1, workload $2, its JSON
+# lines and log to $3; its pid in BSPID once it listens (at most 10 s).
+boot_server() {
+    $IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
+        --ca $T/ca.pem --server-name boot.tenant.example --reservations "$1" \
+        --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload "$2" \
+        --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
+        >"$3" 2>&1 &
+    BSPID=$!
+    i=0; while [ $i -lt 100 ] && ! grep -q listening "$3"; do sleep 0.1; i=$((i+1)); done
+}
+boot_server /tmp/reservations $T/hello.signed /tmp/boot-server.jsonl
+BS=$BSPID
 check boot-server-in-tenant-netns grep -q listening /tmp/boot-server.jsonl
 # A measured VM on this host's own KVM: lease, PCR 23 through tpmrm0, network boot of
 # the firmware over TAP and br0, TLS to the boot server, quote, workload, handover.
@@ -100,7 +106,7 @@ done
 echo "  network boot: VM create -> end $(( $(date +%s) - started )) s"
 tvpctl vm show qemu-vm | sed 's/^/  /'
 sed 's/^/  console| /' /var/lib/tvp/vms/qemu-vm/console.log
-sed 's/^/  boot-server| /' /tmp/boot-server.jsonl /tmp/boot-server.log
+sed 's/^/  boot-server| /' /tmp/boot-server.jsonl
 check boot-server-delivered-workload grep -q '"event":"delivered"' /tmp/boot-server.jsonl
 check workload-ran-after-handover grep -q "tvp-workload: hello from the tenant workload" /var/lib/tvp/vms/qemu-vm/console.log
 digest=$(sed -n 's/.*"workload_digest":"\([0-9a-f]*\)".*/\1/p' /tmp/boot-server.jsonl)
@@ -128,13 +134,8 @@ check audit-anchor-through-tpmrm0 sh -c "tvpctl audit anchor --nonce $NONCE -o /
 # Once handed over (state running) the tenant deletes it: a kernel without an
 # initramfs has nothing to run.
 echo "10.0.0.2 U-kernel memory=256 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations-kernel
-$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
-    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-kernel \
-    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/kernel.signed \
-    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
-    >/tmp/boot-server-kernel.jsonl 2>&1 &
-BSK=$!
-i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-kernel.jsonl; do sleep 0.1; i=$((i+1)); done
+boot_server /tmp/reservations-kernel $T/kernel.signed /tmp/boot-server-kernel.jsonl
+BSK=$BSPID
 sed 's/"qemu-vm"/"kernel-vm"/; s/"U-qemu"/"U-kernel"/; s/"memory_mib": 64/"memory_mib": 256/' /tmp/vm.json >/tmp/kernel-vm.json
 KCON=/var/lib/tvp/vms/kernel-vm/console.log
 tvpctl vm create /tmp/kernel-vm.json >/dev/null
@@ -196,13 +197,8 @@ KMS=$!
 DISK_DIGEST=$(tvpctl --json image inspect /var/lib/tvp/images/tenant-disk.img | sed -n 's/.*"header_digest": *"\([0-9a-f]*\)".*/\1/p')
 echo "  tenant disk: header $DISK_DIGEST, marker $(cat $T/disk-marker)"
 echo "10.0.0.2 U-linux memory=256 vcpus=2 image=none disk=$DISK_DIGEST management=tenant tpm=yes" >/tmp/reservations-linux
-$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
-    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-linux \
-    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/linux.signed \
-    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
-    >/tmp/boot-server-linux.jsonl 2>&1 &
-BSL=$!
-i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-linux.jsonl; do sleep 0.1; i=$((i+1)); done
+boot_server /tmp/reservations-linux $T/linux.signed /tmp/boot-server-linux.jsonl
+BSL=$BSPID
 # 256 MiB: the kernel's init_size is ~64 MiB, the staged bundle ~10 MB and its unpacked
 # initramfs. Its 10 MB take seconds through the firmware's TLS under this software
 # emulation (minutes on a slower machine or with the emulated CPU's AES-NI off):
@@ -349,12 +345,7 @@ fi
 tpm2_pcrreset -T device:/dev/tpmrm0 16 && echo "  root ran tpm2_pcrreset 16"
 grep ' /usr/bin/tpm2$' $IMA/ascii_runtime_measurements | sed 's/^/  IMA| /'
 echo "10.0.0.2 U-rogue memory=64 vcpus=1 image=none disk=none management=tenant" >/tmp/reservations-rogue
-$IP netns exec tenant tvp-boot-server serve --listen 10.0.0.1:8443 --cert $T/server.pem --key $T/server.key \
-    --ca $T/ca.pem --server-name boot.tenant.example --reservations /tmp/reservations-rogue \
-    --inventory /tmp/inventory.json --firmware /opt/tvp/firmware.elf --workload $T/hello.signed \
-    --management-key /tmp/tenant.pem --policy /tmp/policy.json --max-connections 1 \
-    >/tmp/boot-server-rogue.jsonl 2>&1 &
-i=0; while [ $i -lt 100 ] && ! grep -q listening /tmp/boot-server-rogue.jsonl; do sleep 0.1; i=$((i+1)); done
+boot_server /tmp/reservations-rogue $T/hello.signed /tmp/boot-server-rogue.jsonl
 grep -q listening /tmp/boot-server-rogue.jsonl || { echo "  rogue boot server not listening:"; sed 's/^/  boot-server| /' /tmp/boot-server-rogue.jsonl; }
 sed 's/"qemu-vm"/"after-rogue-vm"/; s/"U-qemu"/"U-rogue"/' /tmp/vm.json >/tmp/rogue-vm.json
 # Bounded by the clock (each tvpctl call takes a while under this emulation), and the

@@ -1605,6 +1605,15 @@ mod hostile {
             .unwrap();
     }
 
+    /// Four device-writable receive buffers of `len` bytes, `stride` apart from
+    /// 0x60000, as descriptors 0..4 of the receive queue.
+    fn rx_buffers(mem: &GuestMemoryMmap, stride: u64, len: u32) {
+        for i in 0..4u16 {
+            let at = 0x60000 + u64::from(i) * stride;
+            desc(mem, DESC, u64::from(i), at, len, WRITE, 0);
+        }
+    }
+
     fn seq_in(mem: &GuestMemoryMmap, buf: u64) -> u32 {
         let mut b = [0u8; 4];
         mem.read_slice(&mut b, GuestAddress(buf + NET_HDR_LEN as u64 + 38))
@@ -1617,17 +1626,7 @@ mod hostile {
         let (mem, mut dev, wire) = setup();
         assert!(enable(&mem, &mut dev, 0, DESC));
         go(&mem, &mut dev);
-        for i in 0..4u16 {
-            desc(
-                &mem,
-                DESC,
-                u64::from(i),
-                0x60000 + u64::from(i) * 0x1000,
-                2048,
-                WRITE,
-                0,
-            );
-        }
+        rx_buffers(&mem, 0x1000, 2048);
         // A refused packet first (TCPv6 GSO, never offered): dropped, counted, and the
         // next packet still delivered.
         let bad = offload::VnetHdr {
@@ -1674,17 +1673,7 @@ mod hostile {
         }
         assert!(enable(&mem, &mut dev, 0, DESC));
         go(&mem, &mut dev);
-        for i in 0..4u16 {
-            desc(
-                &mem,
-                DESC,
-                u64::from(i),
-                0x60000 + u64::from(i) * 0x4000,
-                0x4000,
-                WRITE,
-                0,
-            );
-        }
+        rx_buffers(&mem, 0x4000, 0x4000);
         let packet = offload::tests::gso_packet(6000);
         let good = offload::tests::gso(1448);
         // A header with a flag the spec does not define: dropped, counted, and the
