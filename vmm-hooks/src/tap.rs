@@ -132,10 +132,19 @@ impl FrameBackend for Tap {
         Some(self.file.as_raw_fd())
     }
 
-    /// A frame without its offload header: only for frames that need no work (the
-    /// device reads with [`FrameBackend::recv_packet`]).
+    /// A frame without its offload header; a packet that needs work (a TSO segment, a
+    /// partial checksum) is an error here (the device reads with
+    /// [`FrameBackend::recv_packet`] and [`crate::offload`]).
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        Ok(self.recv_packet(buf)?.map(|(n, _)| n))
+        match self.recv_packet(buf)? {
+            Some((_, h)) if h.gso_type != 0 || h.flags & crate::offload::F_NEEDS_CSUM != 0 => {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a TSO segment or partial checksum read without its offload header",
+                ))
+            }
+            r => Ok(r.map(|(n, _)| n)),
+        }
     }
 
     fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, VnetHdr)>> {

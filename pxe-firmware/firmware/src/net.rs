@@ -20,7 +20,7 @@
 //! thread fills the receive ring while the firmware works through it.
 
 use crate::clock;
-use crate::virtio_net::{HDR_LEN, LARGE_BUF_LEN};
+use crate::virtio_net::{DevError, HDR_LEN, LARGE_BUF_LEN};
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec;
@@ -241,8 +241,16 @@ impl Phy {
         // SAFETY: `buf` is the buffer posted as `token`.
         let len = match unsafe { self.dev.receive_complete(token, &mut buf) } {
             Ok(len) => len,
-            Err(_) => {
+            // Returned without a header: the buffer is the driver's again.
+            Err(DevError::ShortBuffer) => {
                 self.returned.borrow_mut().push(buf);
+                return None;
+            }
+            // Not taken back (cannot happen for the token just peeked): still posted.
+            Err(_) => {
+                if let Some(slot) = self.rx.get_mut(usize::from(token)) {
+                    *slot = Some(buf);
+                }
                 return None;
             }
         };
