@@ -1569,7 +1569,7 @@ mod hostile {
 
     /// The guest's transmit header is not passed on: bogus offload fields (GSO type,
     /// checksum start beyond the frame) change nothing; the frame after it is sent
-    /// as it is (the TAP device has no offloads).
+    /// as it is (it goes to the TAP device with an empty vnet header).
     #[test]
     fn bogus_transmit_vnet_header_fields_are_ignored() {
         let (mem, mut dev, wire) = setup();
