@@ -107,6 +107,7 @@ pub fn open(heap: usize) -> Result<Phy, NetError> {
         tx,
         tx_free: (0..TX_BUFS).collect(),
         tx_busy: Vec::with_capacity(TX_BUFS),
+        ask_device: true,
         stats: PhyStats::default(),
     })
 }
@@ -146,6 +147,8 @@ pub struct Phy {
     tx_free: Vec<usize>,
     /// Transmit buffers the device holds: (token, buffer).
     tx_busy: Vec<(u16, usize)>,
+    /// Whether an empty ring asks the device (an exit); off for [`Net::poll_ring`].
+    ask_device: bool,
     /// The counters.
     pub stats: PhyStats,
 }
@@ -333,6 +336,9 @@ impl phy::Device for Phy {
         self.repost();
         // Frames already in the ring cost no exit; an empty ring asks the device.
         if self.dev.poll_receive().is_none() {
+            if !self.ask_device {
+                return None;
+            }
             self.kick();
             self.dev.poll_receive()?;
         }
@@ -410,5 +416,15 @@ impl Net {
         crate::profile::time(crate::profile::Phase::Poll, || {
             self.iface.poll(now(), &mut self.phy, &mut self.sockets)
         });
+    }
+
+    /// One round of the stack on the frames the ring already holds, without asking
+    /// the device for more (no exit unless something is sent): for a reader that has
+    /// data waiting in its socket. Asking on every read cost an exit per TLS record
+    /// while the socket held hundreds of KiB, which closed the TCP window.
+    pub fn poll_ring(&mut self) {
+        self.phy.ask_device = false;
+        self.poll();
+        self.phy.ask_device = true;
     }
 }

@@ -24,7 +24,7 @@ pub struct TcpStream {
     handle: SocketHandle,
 }
 
-/// Receive buffer: 512 KiB, so smoltcp offers window scaling (shift 3) and advertises
+/// Receive buffer: 512 KiB, so smoltcp offers window scaling (shift 4) and advertises
 /// up to 512 KiB; with 64 KiB the sender stalls every 44 segments waiting for ACKs.
 const RX_BUF: usize = 512 * 1024;
 /// Transmit buffer (the firmware sends little: a boot request, the evidence).
@@ -127,7 +127,13 @@ impl TcpStream {
     ) -> Result<usize, TcpError> {
         let deadline = clock::now_ms() + timeout_ms;
         loop {
-            net.poll();
+            // Data already waiting: only what the ring holds is taken in (and the
+            // ACKs and window updates sent), without asking the device.
+            if net.sockets.get::<Socket>(self.handle).can_recv() {
+                net.poll_ring();
+            } else {
+                net.poll();
+            }
             let sock = net.sockets.get_mut::<Socket>(self.handle);
             if sock.can_recv() {
                 return sock.recv_slice(buf).map_err(|_| TcpError::Socket);
