@@ -130,6 +130,7 @@ impl Tvpd {
     /// `Some(exit code)` if it exited before serving, `None` if it serves.
     pub fn try_start_again(&mut self) -> Option<i32> {
         assert!(self.child.is_none(), "tvpd still running");
+        let served_before = self.serving_lines();
         self.spawn_child();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -139,7 +140,7 @@ impl Tvpd {
                     return Some(status.code().unwrap_or(-1));
                 }
             }
-            if UnixStream::connect(&self.socket).is_ok() {
+            if self.serving_lines() > served_before {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -183,6 +184,14 @@ impl Tvpd {
             .spawn()
             .expect("spawn tvpd");
         self.child = Some(child);
+    }
+
+    /// How many times tvpd's log says it began serving. A connection alone does not
+    /// say it serves: the socket is bound before the recovery of earlier VMs, which may
+    /// still refuse the start (the connection then closes unanswered); a probe request
+    /// would itself be audited.
+    fn serving_lines(&self) -> usize {
+        self.log().matches("serving the API").count()
     }
 
     fn wait_ready(&mut self) {
