@@ -33,14 +33,11 @@ struct IfReq {
 
 /// Where a NIC's frames go and come from (a TAP device; tests use a memory backend).
 pub trait FrameBackend: Send {
-    /// Reads one frame into `buf`; `Ok(None)` when none is waiting. Never blocks.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
-    /// Reads one packet into `buf` with its offload header: a TSO segment of up to
-    /// [`crate::offload::PACKET_MAX`] bytes or a frame whose checksum is left to the
-    /// receiver (see [`crate::offload`]). Backends without offloads read a frame.
-    fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, VnetHdr)>> {
-        Ok(self.recv(buf)?.map(|n| (n, VnetHdr::default())))
-    }
+    /// Reads one packet into `buf` with its offload header; `Ok(None)` when none is
+    /// waiting. Never blocks. A TSO segment of up to [`crate::offload::PACKET_MAX`]
+    /// bytes or a frame whose checksum is left to the receiver (see
+    /// [`crate::offload`]); backends without offloads give frames with an empty header.
+    fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, VnetHdr)>>;
     /// Sends one frame (may drop it when the backend is congested). Never blocks.
     fn send(&mut self, frame: &[u8]) -> io::Result<()>;
     /// A name for logs.
@@ -130,21 +127,6 @@ impl FrameBackend for Tap {
 
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         Some(self.file.as_raw_fd())
-    }
-
-    /// A frame without its offload header; a packet that needs work (a TSO segment, a
-    /// partial checksum) is an error here (the device reads with
-    /// [`FrameBackend::recv_packet`] and [`crate::offload`]).
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.recv_packet(buf)? {
-            Some((_, h)) if h.gso_type != 0 || h.flags & crate::offload::F_NEEDS_CSUM != 0 => {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a TSO segment or partial checksum read without its offload header",
-                ))
-            }
-            r => Ok(r.map(|(n, _)| n)),
-        }
     }
 
     fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, VnetHdr)>> {

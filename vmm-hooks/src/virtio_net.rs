@@ -733,22 +733,15 @@ mod hostile {
     impl FrameBackend for MemBackend {
         fn recv_packet(&mut self, buf: &mut [u8]) -> io::Result<Option<(usize, offload::VnetHdr)>> {
             let mut w = self.0.lock().unwrap();
-            if w.offloaded.is_empty() {
-                drop(w);
-                return Ok(self.recv(buf)?.map(|n| (n, offload::VnetHdr::default())));
-            }
-            let (h, p) = w.offloaded.remove(0);
+            let (h, p) = if !w.offloaded.is_empty() {
+                w.offloaded.remove(0)
+            } else if !w.inbound.is_empty() {
+                (offload::VnetHdr::default(), w.inbound.remove(0))
+            } else {
+                return Ok(None);
+            };
             buf[..p.len()].copy_from_slice(&p);
             Ok(Some((p.len(), h)))
-        }
-        fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-            let mut w = self.0.lock().unwrap();
-            if w.inbound.is_empty() {
-                return Ok(None);
-            }
-            let f = w.inbound.remove(0);
-            buf[..f.len()].copy_from_slice(&f);
-            Ok(Some(f.len()))
         }
         fn send(&mut self, frame: &[u8]) -> io::Result<()> {
             self.0.lock().unwrap().sent.push(frame.to_vec());

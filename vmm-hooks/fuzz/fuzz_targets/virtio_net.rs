@@ -24,6 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use tvp_abi::layout::{BOOT_REGION_SIZE, CONFIG_PAGE_GPA, VIRTIO_NET_MMIO_GPA};
 use tvp_vmm::dma::DmaPolicy;
 use tvp_vmm::memory::GuestRam;
+use tvp_vmm::offload::VnetHdr;
 use tvp_vmm::tap::FrameBackend;
 use tvp_vmm::virtio_net::{EventFd, VirtioNet, FRAME_MAX};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -42,7 +43,7 @@ struct Wire {
 struct Backend(Arc<Mutex<Wire>>);
 
 impl FrameBackend for Backend {
-    fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    fn recv_packet(&mut self, buf: &mut [u8]) -> std::io::Result<Option<(usize, VnetHdr)>> {
         let mut w = self.0.lock().unwrap();
         if w.inbound.is_empty() {
             return Ok(None);
@@ -50,7 +51,7 @@ impl FrameBackend for Backend {
         let f = w.inbound.remove(0);
         let n = f.len().min(buf.len());
         buf[..n].copy_from_slice(&f[..n]);
-        Ok(Some(n))
+        Ok(Some((n, VnetHdr::default())))
     }
     fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
         assert!(
